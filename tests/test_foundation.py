@@ -1,0 +1,52 @@
+import pytest
+
+from archer.cli import COMMANDS, main
+from archer.data.schema import Problem, load_problems_from_rows
+from archer.rewards.registry import register_verifier, score_responses
+from archer.rewards.types import RewardResult
+
+
+def test_cli_usage_lists_every_command(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_cli_unknown_command(capsys):
+    assert main(["nope"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_problem_validation_names_the_row():
+    rows = [
+        {"id": "a", "prompt": "1+1?", "kind": "math", "answer": "2"},
+        {"id": "b", "prompt": "x", "kind": "math"},
+    ]
+    with pytest.raises(ValueError, match=r"row 1: .*answer"):
+        load_problems_from_rows(rows, "f.jsonl")
+    with pytest.raises(ValueError, match="kind"):
+        Problem(id="c", prompt="p", kind="poetry", answer="1")
+
+
+def test_score_responses_groups_and_survives_a_broken_verifier():
+    calls = []
+
+    def echo(responses, problems, scale=1.0):
+        calls.append(len(responses))
+        return [RewardResult(scale * float(r == p.answer), r == p.answer) for r, p in zip(responses, problems)]
+
+    def broken(responses, problems):
+        raise RuntimeError("boom")
+
+    register_verifier("echo_test", echo, data_sources=["echo_src"])
+    register_verifier("broken_test", broken, data_sources=["broken_src"])
+    probs = [
+        Problem("1", "q", "math", answer="a", data_source="echo_src"),
+        Problem("2", "q", "math", answer="b", data_source="broken_src"),
+        Problem("3", "q", "math", answer="c", data_source="echo_src"),
+    ]
+    out = score_responses(["a", "b", "x"], probs, scale=2.0, unused_option=1)
+    assert calls == [2]
+    assert [r.reward for r in out] == [2.0, 0.0, 0.0]
+    assert "boom" in out[1].info["reason"]
