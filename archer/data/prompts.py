@@ -1,0 +1,120 @@
+"""Prompt templates: turn a :class:`Problem` into the text a model is asked to continue.
+
+Templates are registered by name (``math``, ``code``, ``raw``); ``template="auto"`` picks one from
+``problem.kind``. A template builds the user message; :func:`build_prompt` then applies the
+tokenizer's chat template (``add_generation_prompt=True``) when the tokenizer has one, else returns the
+plain user text. A chat-list prompt (verl layout) is already a conversation and goes straight to the
+chat template.
+
+Assumptions and limits:
+- Math follows the Qwen-math / DeepScaleR convention (instruction appended to the problem) so that
+  the answer can be read from the last ``\\boxed{}`` by ``archer.rewards.extract_answer``.
+- Code asks for one fenced python block, read by ``archer.rewards.extract_code``; the hint depends on
+  the test format: stdin/stdout, a function called by name (``fn_name``, LiveCodeBench functional,
+  with its starter code when the loader kept it in ``meta["starter_code"]``), or assert-style tests
+  calling ``entry_point`` (HumanEval/MBPP).
+- A problem whose text already carries its own instructions (``meta["instruction_included"]``,
+  set by the LiveCodeBench loader) is used verbatim.
+- Without a chat template, a chat list is rendered as its message contents joined by blank lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from archer.data.schema import Problem
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = (
+    "Write a solution in Python 3. Think step by step, then give the complete program in a single "
+    "fenced code block (```python ... ```)."
+)
+STDIN_HINT = "Read the input from standard input and write the answer to standard output."
+FUNCTION_HINT = "Implement the function `{name}` with the signature given above; do not read input."
+CLASS_HINT = "Implement the method `{name}` of the starter code below; do not read input."
+
+
+def _math_text(problem: Problem) -> str:
+    return f"{_as_text(problem.prompt).rstrip()}\n{MATH_INSTRUCTION}"
+
+
+def _code_text(problem: Problem) -> str:
+    text = _as_text(problem.prompt).rstrip()
+    if problem.meta.get("instruction_included"):
+        return text
+    tests = problem.tests or {}
+    parts = [text, ""]
+    starter = problem.meta.get("starter_code")
+    if "assert" in tests:
+        name = tests.get("entry_point") or problem.meta.get("entry_point")
+        if name:
+            parts.append(FUNCTION_HINT.format(name=name))
+    elif tests.get("fn_name"):
+        parts.append((CLASS_HINT if starter else FUNCTION_HINT).format(name=tests["fn_name"]))
+    else:
+        parts.append(STDIN_HINT)
+    if starter:
+        parts.append(f"```python\n{starter.rstrip()}\n```")
+    parts.append(CODE_INSTRUCTION)
+    return "\n".join(parts)
+
+
+def _raw_text(problem: Problem) -> str:
+    return _as_text(problem.prompt)
+
+
+# template name -> function(problem) -> user message text
+TEMPLATES: dict[str, Callable[[Problem], str]] = {
+    "math": _math_text,
+    "code": _code_text,
+    "raw": _raw_text,
+}
+
+
+def register_template(name: str, fn: Callable[[Problem], str]) -> None:
+    """Add a template usable as ``build_prompt(..., template=name)``."""
+    TEMPLATES[name] = fn
+
+
+def template_names() -> list[str]:
+    return ["auto", *sorted(TEMPLATES)]
+
+
+def _as_text(prompt: str | list[dict[str, str]]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(str(m.get("content", "")) for m in prompt)
+
+
+def _has_chat_template(tokenizer: Any) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None)) and hasattr(
+        tokenizer, "apply_chat_template"
+    )
+
+
+def user_message(problem: Problem, template: str = "auto") -> str:
+    """The user-turn text for a plain-text problem under ``template`` (no chat template applied)."""
+    name = problem.kind if template == "auto" else template
+    if name not in TEMPLATES:
+        raise KeyError(f"unknown prompt template {template!r}; known: {template_names()}")
+    return TEMPLATES[name](problem)
+
+
+def build_messages(problem: Problem, template: str = "auto") -> list[dict[str, str]]:
+    """The conversation for ``problem``: its own chat list, or one user turn built by ``template``."""
+    if isinstance(problem.prompt, list):
+        return [dict(m) for m in problem.prompt]
+    return [{"role": "user", "content": user_message(problem, template)}]
+
+
+def build_prompt(problem: Problem, tokenizer: Any = None, template: str = "auto") -> str:
+    """The text to generate from: chat-templated when the tokenizer has a template, plain otherwise."""
+    if template != "auto" and template not in TEMPLATES:
+        raise KeyError(f"unknown prompt template {template!r}; known: {template_names()}")
+    messages = build_messages(problem, template)
+    if _has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if isinstance(problem.prompt, list):
+        return _as_text(messages)
+    return messages[0]["content"]
