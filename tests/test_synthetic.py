@@ -1,0 +1,92 @@
+"""Synthetic tasks: correct unique answers, determinism, disjoint splits, noisy demonstrations."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from archer.data.synthetic import (
+    MATH_LEVELS,
+    MathTaskConfig,
+    code_problems,
+    code_sft_examples,
+    math_problems,
+    math_sft_examples,
+    math_solution,
+)
+
+
+def _boxed(text: str) -> str | None:
+    m = re.findall(r"\\boxed\{([^{}]*)\}", text)
+    return m[-1] if m else None
+
+
+@pytest.mark.parametrize("level", sorted(MATH_LEVELS))
+def test_math_answers_match_python_eval(level):
+    for p in math_problems(200, seed=1, level=level):
+        assert p.kind == "math" and p.data_source == "synthetic_math"
+        if p.meta["family"] == "arith":
+            expr = p.prompt.removeprefix("Compute ").removesuffix(".")
+            assert str(eval(expr)) == p.answer  # python precedence == the worked solution's
+        else:
+            a, b, c = p.meta["a"], p.meta["b"], p.meta["c"]
+            assert a * int(p.answer) + b == c
+        assert _boxed(math_solution(p)) == p.answer
+
+
+def test_math_deterministic_and_splits_disjoint():
+    a = math_problems(300, seed=5)
+    b = math_problems(300, seed=5)
+    assert [p.prompt for p in a] == [p.prompt for p in b]
+    assert [p.prompt for p in math_problems(300, seed=6)] != [p.prompt for p in a]
+    test = math_problems(300, seed=5, split="test")
+    assert not {p.prompt for p in a} & {p.prompt for p in test}
+    assert len({p.prompt for p in a}) == 300  # unique within a split
+
+
+def test_math_noise_makes_wrong_answers_at_the_given_rate():
+    probs = math_problems(1000, seed=2)
+    clean = math_sft_examples(probs, noise=0.0)
+    assert all(_boxed(r["messages"][1]["content"]) == p.answer for r, p in zip(clean, probs))
+    noisy = math_sft_examples(probs, noise=0.3, seed=1)
+    flagged = [r["meta"]["noisy"] for r in noisy]
+    wrong = [_boxed(r["messages"][1]["content"]) != p.answer for r, p in zip(noisy, probs)]
+    assert 0.25 < sum(flagged) / len(flagged) < 0.35
+    # a slip always changes the answer except when later multiplication by 0 hides it
+    assert sum(wrong) <= sum(flagged) and sum(wrong) > 0.8 * sum(flagged)
+    assert all(not w for w, f in zip(wrong, flagged) if not f)
+    assert noisy == math_sft_examples(probs, noise=0.3, seed=1)
+    with pytest.raises(ValueError, match="noise"):
+        math_sft_examples(probs, noise=1.5)
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ValueError, match="operands"):
+        MathTaskConfig(min_operands=1)
+    with pytest.raises(ValueError, match="ops"):
+        MathTaskConfig(ops=("/",))
+    with pytest.raises(KeyError, match="easy"):
+        math_problems(1, level="impossible")
+    with pytest.raises(ValueError, match="split"):
+        math_problems(1, split="valid")
+
+
+def test_code_problems_demo_passes_its_asserts_and_noise_fails():
+    probs = code_problems(60, seed=0)
+    assert not {p.prompt for p in probs} & {p.prompt for p in code_problems(60, seed=0, split="test")}
+    clean = code_sft_examples(probs)
+    noisy = code_sft_examples(probs, noise=1.0)
+    for p, c, n in zip(probs, clean, noisy):
+        assert p.tests["entry_point"] == "f" and p.data_source == "synthetic_code"
+        for row, should_pass in ((c, True), (n, False)):
+            code = row["messages"][1]["content"].split("```python\n")[1].split("```")[0]
+            env: dict = {}
+            exec(code, env)  # noqa: S102 - our own generated one-liners
+            try:
+                exec(p.tests["assert"], env)
+                passed = True
+            except AssertionError:
+                passed = False
+            # a shifted constant on the cond family only fails when the else-branch is tested: it is
+            assert passed == should_pass, (p.prompt, code)
