@@ -1,0 +1,52 @@
+"""Math benchmark layouts: MATH-500, AIME, AMC (and any JSONL with ``problem`` + ``answer``).
+
+- ``math``: ``problem`` (text) and ``answer``. The id is ``id`` or ``unique_id`` when present, else
+  the row index; ``data_source`` defaults to the file stem (``math500``, ``aime24``, ``amc23``).
+- AMC publishes answers as floats (``27.0``); an integral float is written as an integer string
+  (``"27"``), other floats keep Python's shortest repr (``"0.5"``), so ``\\boxed{27}`` matches.
+- Fields other than problem/answer (solution, subject, level, url, ...) are kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from archer.data.formats import Context, register_format
+from archer.data.schema import Problem
+
+_ID_FIELDS = ("id", "unique_id", "idx")
+
+
+def normalize_answer_value(value: Any) -> str:
+    """Gold answer as a string; integral floats lose their ``.0`` (AMC), bools are rejected."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"answer must be a string or a number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"answer must be finite, got {value!r}")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (int, str)):
+        text = str(value).strip()
+        if not text:
+            raise ValueError("answer is empty")
+        return text
+    raise ValueError(f"answer must be a string or a number, got {type(value).__name__}")
+
+
+def _detect_math(row: dict[str, Any]) -> bool:
+    return isinstance(row.get("problem"), str) and "answer" in row
+
+
+def _convert_math(row: dict[str, Any], index: int, ctx: Context) -> Problem:
+    problem = row["problem"]
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError("'problem' must be a non-empty string")
+    answer = normalize_answer_value(row.get("answer"))
+    raw_id = next((row[f] for f in _ID_FIELDS if row.get(f) is not None), index)
+    source = ctx.data_source or ctx.stem
+    meta = {k: v for k, v in row.items() if k not in ("problem", "answer")}
+    return Problem(f"{source}/{raw_id}", problem, "math", answer=answer, data_source=source, meta=meta)
+
+
+register_format("math", _detect_math, _convert_math, "MATH-500 / AIME / AMC JSONL: problem + answer")
