@@ -1,0 +1,487 @@
+"""Run configuration: nested dataclasses, YAML recipes, dotted ``key=value`` overrides, validation.
+
+A run is described by one :class:`Config` with nine sections (``model``, ``data``, ``rollout``,
+``algo``, ``optim``, ``trainer``, ``eval``, ``resources``, ``logging``). Recipes are YAML files with the
+same nesting; bundled ones live in ``archer/recipes/`` and are found by name (``tiny_math``) or by path.
+Overrides use dotted names: ``algo.loss=dapo optim.lr=1e-5 rollout.length_stages=[[0,32],[20,48]]``;
+the value is parsed as YAML, so numbers, booleans, lists and ``null`` work as expected.
+
+Everything is validated at load time, before any compute starts: an unknown key, a value of the wrong
+type, a value out of range or an unknown registry name (loss, advantage estimator, backend) raises
+:class:`ConfigError` whose message names the dotted field and, for names, lists the valid ones.
+
+Limits: the type checker understands the annotations used here (bool, int, float, str, ``X | None``,
+``list[...]``, ``dict[str, ...]`` and nested dataclasses), not arbitrary typing constructs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+# Fallback name lists used when the registries in archer.algo cannot be imported (e.g. while that
+# package is being built); the live registries are preferred, see _registry_names.
+_LOSSES = ("ppo", "dapo", "gspo", "cispo", "gppo", "dtc", "aspo")
+_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
+_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+_KL_ESTIMATORS = ("k1", "k2", "k3")
+_BACKENDS = ("local", "ray")
+_SCHEDULES = ("constant", "cosine", "linear")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the dotted name of the field."""
+
+
+@dataclass
+class ModelConfig:
+    """The policy. ``path`` is a Hugging Face checkpoint folder; ``None`` builds a tiny Qwen2-style
+    model and a tokenizer from scratch (the CPU demo) and warms it up with SFT on the task data."""
+
+    path: str | None = None
+    dtype: str = "float32"
+    # tiny model built from scratch when path is None
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+    vocab_size: int = 512
+    # SFT warm-up of the from-scratch model (ignored for a given checkpoint unless sft_epochs > 0)
+    sft_epochs: int = 0
+    sft_lr: float = 1e-3
+    sft_examples: int = 0
+    sft_batch_size: int = 32
+    # share of SFT demonstrations with one deliberate slip (imperfect teacher, see archer.data.synthetic)
+    sft_noise: float = 0.0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Training and evaluation problems. ``train``/``eval`` are a bundled generator name
+    (``synthetic_math``, ``synthetic_code``) or a dataset file (jsonl/parquet, ``archer.data.formats``)."""
+
+    train: str = "synthetic_math"
+    eval: str | None = None
+    num_train: int = 512
+    num_eval: int = 64
+    seed: int = 0
+    # keyword options for the bundled generator (difficulty, number ranges, ...)
+    generator: dict[str, Any] = field(default_factory=dict)
+    shuffle: bool = True
+    # online easy-prompt removal (Skywork-OR1): drop a prompt whose group accuracy reached this value
+    remove_solved_threshold: float | None = None
+    max_prompt_tokens: int = 512
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling. ``batch_size`` prompts per step, ``n`` responses each (the group).
+    ``length_stages`` is a staged response-length curriculum: ``[[step, max_new_tokens], ...]``
+    sorted by step; the stage whose start step was reached last applies (AceReason, Skywork-OR1)."""
+
+    engine: str = "hf"
+    batch_size: int = 8
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    length_stages: list[list[int]] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    # DAPO dynamic sampling: refill zero-variance groups, at most this many generation rounds per step
+    dynamic_sampling: bool = True
+    max_gen_batches: int = 3
+
+
+@dataclass
+class AlgoConfig:
+    """Objective: policy loss (``archer.algo`` registry), advantage estimator, regularisers, shaping.
+    ``loss_params`` go to the loss by name (clip_low, clip_high, dual_clip_c, ...); unset ones keep
+    the defaults of ALGORITHMS.md."""
+
+    loss: str = "aspo"
+    advantage: str = "grpo"
+    agg: str = "token-mean"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    filter_zero_variance: bool = True
+    # KL to a frozen reference; None keeps the loss's default (0, or 0.001 on low-entropy tokens for
+    # dtc/aspo). A reference model is only built when the effective coefficient is > 0.
+    kl_coef: float | None = None
+    kl_estimator: str = "k3"
+    # entropy bonus; adaptive control after Skywork-OR1 when entropy_target is set
+    entropy_coef: float = 0.0
+    entropy_target: float | None = None
+    entropy_delta: float = 1e-4
+    entropy_max_coef: float = 0.005
+    # Klear-Reasoner positive-sample NLL
+    pos_nll_coef: float = 0.0
+    # DAPO overlong shaping: buffer in tokens (0 = off); truncated responses can also be masked out
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
+    mask_truncated: bool = False
+    # truncated IS against the rollout engine's log-probs (None = off)
+    tis_cap: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then a constant/cosine/linear schedule, global-norm gradient clipping."""
+
+    lr: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    """Loop sizes. Each rollout batch is split into ``mini_batches`` optimizer steps, repeated
+    ``ppo_epochs`` times; mini-batches are cut into micro-batches of at most ``micro_batch_tokens``
+    padded tokens for gradient accumulation (the loss normaliser stays the mini-batch's)."""
+
+    steps: int = 20
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    micro_batch_tokens: int = 8192
+    logprob_chunk_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    save_every: int = 10
+    keep_last: int = 2
+    save_final: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Before/after evaluation on held-out problems: ``n`` samples each, avg@k and pass@k for ``ks``."""
+
+    enabled: bool = True
+    n: int = 8
+    ks: list[int] = field(default_factory=lambda: [1, 8])
+    num_problems: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    every: int = 0
+
+
+@dataclass
+class ResourcesConfig:
+    """Where rewards are computed: ``local`` (in-process verifier pools) or ``ray``
+    (``archer.distributed.reward_pool.RayRewardScorer``). The recipe is otherwise unchanged."""
+
+    backend: str = "local"
+    num_reward_workers: int = 1
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+    verifier_timeout: float = 5.0
+
+
+@dataclass
+class LoggingConfig:
+    """Run-directory outputs and sinks."""
+
+    out_dir: str = "runs"
+    run_name: str | None = None
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "archer"
+    plots: bool = True
+    progress: bool = True
+    log_samples: int = 2
+
+
+@dataclass
+class Config:
+    """A whole run. Build with :func:`load_config`, which validates."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    recipe: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building from dicts with type checks
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; valid keys here: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, name)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{name}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads "1e-6" as a string; accept numeric strings for floats
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported field type {tp!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of values
+
+
+def _registry_names(kind: str) -> tuple[str, ...]:
+    """Live registry names from archer.algo when importable, else the documented list."""
+    try:
+        import archer.algo as algo
+
+        return tuple(algo.policy_loss_names() if kind == "loss" else algo.advantage_names())
+    except (ImportError, AttributeError):
+        return {"loss": _LOSSES, "advantage": _ADVANTAGES}[kind]
+
+
+def _check_loss_params(loss: str, params: dict[str, Any]) -> None:
+    """Unknown or out-of-range loss parameters fail at load time, not at the first update."""
+    try:
+        from archer.algo.losses import POLICY_LOSSES
+    except ImportError:
+        return
+    reserved = sorted(set(params) & {"agg", "loss_normalizer", "rollout_log_prob", "entropy_coef"})
+    if reserved:
+        raise ConfigError(f"algo.loss_params.{reserved[0]}: set by the trainer (use algo.agg / algo.entropy_coef "
+                          "/ algo.tis_cap instead)")
+    try:
+        POLICY_LOSSES[loss].resolve(loss, dict(params))
+    except ValueError as exc:
+        raise ConfigError(f"algo.loss_params: {exc}") from None
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+def _one_of(value: Any, valid: tuple[str, ...] | list[str], name: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}: unknown value {value!r}; valid: {sorted(valid)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range and name checks across the whole config; raises :class:`ConfigError` naming the field."""
+    m, d, r, a, o, t, e, res = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.trainer,
+                                cfg.eval, cfg.resources)
+    _one_of(m.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "sft_batch_size"):
+        _check(getattr(m, name) > 0, f"model.{name}", "must be > 0")
+    _check(m.hidden_size % m.num_heads == 0, "model.num_heads", "must divide model.hidden_size")
+    _check(m.sft_epochs >= 0 and m.sft_examples >= 0, "model.sft_epochs", "must be >= 0")
+    _check(m.sft_lr > 0, "model.sft_lr", "must be > 0")
+    _check(0 <= m.sft_noise <= 1, "model.sft_noise", "must be in [0, 1]")
+    _check(d.num_train > 0, "data.num_train", "must be > 0")
+    _check(d.num_eval >= 0, "data.num_eval", "must be >= 0")
+    if d.remove_solved_threshold is not None:
+        _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
+    _one_of(r.engine, ("hf", "vllm"), "rollout.engine")
+    _check(r.batch_size > 0, "rollout.batch_size", "must be > 0")
+    _check(r.n >= 1, "rollout.n", "must be >= 1")
+    _check(r.temperature > 0, "rollout.temperature", "must be > 0")
+    _check(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    _check(r.top_k >= 0, "rollout.top_k", "must be >= 0")
+    _check(r.max_new_tokens > 0, "rollout.max_new_tokens", "must be > 0")
+    _check(r.max_gen_batches >= 1, "rollout.max_gen_batches", "must be >= 1")
+    prev = -1
+    for i, stage in enumerate(r.length_stages):
+        _check(len(stage) == 2, f"rollout.length_stages[{i}]", "must be [start_step, max_new_tokens]")
+        _check(stage[0] > prev, f"rollout.length_stages[{i}]", "start steps must be increasing and >= 0")
+        _check(stage[1] > 0, f"rollout.length_stages[{i}]", "max_new_tokens must be > 0")
+        prev = stage[0]
+    _one_of(a.loss, _registry_names("loss"), "algo.loss")
+    _one_of(a.advantage, _registry_names("advantage"), "algo.advantage")
+    _one_of(a.agg, _AGG_MODES, "algo.agg")
+    _check_loss_params(a.loss, a.loss_params)
+    _one_of(a.kl_estimator, _KL_ESTIMATORS, "algo.kl_estimator")
+    _check(a.kl_coef is None or a.kl_coef >= 0, "algo.kl_coef", "must be >= 0")
+    for name in ("entropy_coef", "entropy_delta", "entropy_max_coef", "pos_nll_coef",
+                 "overlong_penalty"):
+        _check(getattr(a, name) >= 0, f"algo.{name}", "must be >= 0")
+    _check(a.overlong_buffer >= 0, "algo.overlong_buffer", "must be >= 0")
+    if a.tis_cap is not None:
+        _check(a.tis_cap >= 1, "algo.tis_cap", "must be >= 1")
+    if a.entropy_target is not None:
+        _check(a.entropy_target > 0, "algo.entropy_target", "must be > 0")
+    _check(o.lr > 0, "optim.lr", "must be > 0")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)")
+    _check(o.eps > 0, "optim.eps", "must be > 0")
+    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    _one_of(o.schedule, _SCHEDULES, "optim.schedule")
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
+    _check(o.grad_clip > 0, "optim.grad_clip", "must be > 0")
+    _check(t.steps >= 0, "trainer.steps", "must be >= 0")
+    _check(t.ppo_epochs >= 1, "trainer.ppo_epochs", "must be >= 1")
+    _check(t.mini_batches >= 1, "trainer.mini_batches", "must be >= 1")
+    _check(t.micro_batch_tokens > 0, "trainer.micro_batch_tokens", "must be > 0")
+    _check(t.save_every >= 0, "trainer.save_every", "must be >= 0")
+    _check(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+    if t.threads is not None:
+        _check(t.threads >= 1, "trainer.threads", "must be >= 1")
+    _check(e.n >= 1, "eval.n", "must be >= 1")
+    _check(len(e.ks) > 0, "eval.ks", "must not be empty")
+    for i, k in enumerate(e.ks):
+        _check(1 <= k <= e.n, f"eval.ks[{i}]", f"must be in [1, eval.n={e.n}]")
+    _check(e.num_problems >= 0, "eval.num_problems", "must be >= 0")
+    _check(e.temperature > 0, "eval.temperature", "must be > 0")
+    _check(e.every >= 0, "eval.every", "must be >= 0")
+    _one_of(res.backend, _BACKENDS, "resources.backend")
+    _check(res.num_reward_workers >= 1, "resources.num_reward_workers", "must be >= 1")
+    _check(res.cpus_per_worker > 0, "resources.cpus_per_worker", "must be > 0")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes and overrides
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str) -> Path:
+    """A bundled recipe name (``tiny_math``) or a path to a YAML file."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe: file {recipe!r} not found")
+        return path
+    bundled = RECIPE_DIR / f"{recipe}.yaml"
+    if not bundled.is_file():
+        raise ConfigError(f"recipe: unknown recipe {recipe!r}; bundled: {recipe_names()}")
+    return bundled
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"algo.loss=dapo"`` -> (["algo", "loss"], "dapo"); the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (copying the path); unknown keys are caught by validation."""
+    out = _deep_copy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for depth, k in enumerate(keys[:-1]):
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{'.'.join(keys[: depth + 1])}: is not a section, cannot set {item!r}")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return validate(_from_dict(Config, data or {}, ""))
+
+
+def load_config(recipe: str | None = "tiny_math", overrides: list[str] | None = None) -> Config:
+    """Load a recipe (bundled name or YAML path; ``None`` = all defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = recipe_path(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe {str(path)!r}: top level must be a mapping")
+        data.setdefault("recipe", path.stem)
+    data = apply_overrides(data, list(overrides or []))
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(cfg.to_yaml())

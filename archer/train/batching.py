@@ -1,0 +1,191 @@
+"""Batch plumbing for the RL loop: data order, dynamic sampling, packing, micro-batches.
+
+- :class:`PromptSampler` walks the training prompts epoch by epoch in a seeded permutation; its state
+  (epoch, position, removed prompts) is saved in checkpoints so a resumed run sees the same order.
+  Online easy-prompt removal (Skywork-OR1 / AceReason) drops a prompt once a group reaches
+  ``remove_threshold`` accuracy; it is never sampled again (at least one batch worth is kept).
+- :func:`collect_groups` is DAPO's dynamic sampling (Yu et al. 2025, arXiv 2503.14476): generate
+  rounds of groups, keep those whose rewards are not all equal, stop when ``target`` groups are kept
+  or after ``max_rounds``; then train on what there is (possibly nothing) and report it. Never raises.
+- :func:`pack` right-pads prompt+response sequences into ``[B, T]`` tensors with the response mask.
+- :func:`micro_batches` cuts a mini-batch into micro-batches whose padded size stays under a token
+  budget, for gradient accumulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Group:
+    """The ``n`` responses to one prompt, with their shaped rewards and verdicts."""
+
+    prompt_index: int
+    prompt_ids: list[int]
+    responses: list[Any]  # archer.rollout.base.Rollout
+    rewards: list[float]
+    correct: list[bool]
+    infos: list[dict] = field(default_factory=list)
+
+    @property
+    def has_signal(self) -> bool:
+        return len(self.rewards) > 1 and max(self.rewards) != min(self.rewards)
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.correct) / max(len(self.correct), 1)
+
+
+class PromptSampler:
+    """Seeded epoch permutations over ``num_prompts`` indices with online removal of solved prompts."""
+
+    def __init__(self, num_prompts: int, seed: int = 0, shuffle: bool = True,
+                 remove_threshold: float | None = None, min_keep: int = 1) -> None:
+        if num_prompts < 1:
+            raise ValueError("PromptSampler needs at least one prompt")
+        self.num_prompts = num_prompts
+        self.seed = seed
+        self.shuffle = shuffle
+        self.remove_threshold = remove_threshold
+        self.min_keep = min_keep
+        self.epoch = 0
+        self.position = 0
+        self.removed: set[int] = set()
+
+    def _order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_prompts))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.num_prompts, generator=g).tolist()
+
+    def next(self, count: int) -> list[int]:
+        """The next ``count`` live prompt indices, crossing epoch boundaries as needed."""
+        out: list[int] = []
+        guard = 0
+        while len(out) < count:
+            order = self._order(self.epoch)
+            while self.position < len(order) and len(out) < count:
+                idx = order[self.position]
+                self.position += 1
+                if idx not in self.removed:
+                    out.append(idx)
+            if self.position >= len(order):
+                self.epoch += 1
+                self.position = 0
+                guard += 1
+                if guard > 2 and not out:  # everything removed: cannot happen with min_keep >= 1
+                    raise RuntimeError("PromptSampler: no live prompts left")
+        return out
+
+    def observe(self, prompt_index: int, accuracy: float) -> bool:
+        """Record a group's accuracy; returns True when the prompt was removed as solved."""
+        if self.remove_threshold is None or accuracy < self.remove_threshold:
+            return False
+        if self.num_prompts - len(self.removed) <= self.min_keep:
+            return False
+        self.removed.add(prompt_index)
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "removed": sorted(self.removed),
+                "seed": self.seed, "num_prompts": self.num_prompts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("num_prompts", self.num_prompts) != self.num_prompts:
+            raise ValueError(f"checkpoint data order is for {state['num_prompts']} prompts, "
+                             f"this run has {self.num_prompts}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.removed = set(state.get("removed", []))
+
+
+@dataclass
+class CollectStats:
+    rounds: int = 0
+    generated_groups: int = 0
+    kept_groups: int = 0
+    zero_variance_groups: int = 0
+    short: bool = False  # fewer than target groups after max_rounds (trained on what there was)
+
+
+def collect_groups(generate_round: Callable[[int], list[Group]], target: int, max_rounds: int,
+                   filter_zero_variance: bool = True) -> tuple[list[Group], CollectStats]:
+    """DAPO dynamic sampling. ``generate_round(round_index)`` returns freshly scored groups.
+
+    Without filtering, one round is generated and all its groups are kept. With filtering, rounds
+    continue until ``target`` groups with reward variance are kept or ``max_rounds`` were generated;
+    extra groups beyond ``target`` are dropped. A short result is flagged, never an error.
+    """
+    stats = CollectStats()
+    kept: list[Group] = []
+    for round_index in range(max(1, max_rounds) if filter_zero_variance else 1):
+        groups = generate_round(round_index)
+        stats.rounds += 1
+        stats.generated_groups += len(groups)
+        for g in groups:
+            if filter_zero_variance and not g.has_signal:
+                stats.zero_variance_groups += 1
+            else:
+                kept.append(g)
+        if len(kept) >= target:
+            break
+    kept = kept[:target]
+    stats.kept_groups = len(kept)
+    stats.short = len(kept) < target
+    return kept, stats
+
+
+def pack(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (prompt_ids, response_ids) pairs.
+
+    Returns ``input_ids`` [B, T], ``attention_mask`` [B, T] and ``response_mask`` [B, T] (1 on
+    response tokens; position t's log-prob is read from the hidden state at t-1).
+    """
+    lengths = [len(p) + len(r) for p, r in sequences]
+    T = max(lengths)
+    B = len(sequences)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention = torch.zeros(B, T, dtype=torch.long)
+    resp = torch.zeros(B, T, dtype=torch.float32)
+    for i, (p, r) in enumerate(sequences):
+        seq = list(p) + list(r)
+        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[i, : len(seq)] = 1
+        resp[i, len(p): len(seq)] = 1.0
+    return {"input_ids": input_ids, "attention_mask": attention, "response_mask": resp}
+
+
+def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Greedy split of row indices (in order of decreasing length) so that
+    ``len(micro) * max_len(micro) <= token_budget``; a row longer than the budget goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for i in order:
+        new_max = max(cur_max, lengths[i])
+        if cur and (len(cur) + 1) * new_max > token_budget:
+            out.append(cur)
+            cur, new_max = [], lengths[i]
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        out.append(cur)
+    return out
+
+
+def split_mini_batches(num_rows: int, num_mini: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle rows and split into ``num_mini`` nearly equal mini-batches (fewer if rows are few)."""
+    perm = torch.randperm(num_rows, generator=generator).tolist()
+    k = max(1, min(num_mini, num_rows))
+    size, extra = divmod(num_rows, k)
+    out, start = [], 0
+    for j in range(k):
+        end = start + size + (1 if j < extra else 0)
+        out.append(perm[start:end])
+        start = end
+    return [m for m in out if m]

@@ -1,0 +1,157 @@
+"""Atomic, resumable checkpoints in Hugging Face format.
+
+Layout under ``<run>/checkpoints/``::
+
+    step_000010/            model (save_pretrained: config.json + model.safetensors), tokenizer files,
+                            trainer_state.pt (optimizer, scheduler, RNG, data order, controllers, step),
+                            COMPLETE (written last)
+
+Atomicity: everything is written into a hidden temporary folder, every file is fsync'ed, the folder is
+renamed into place (atomic on one filesystem), the parent is fsync'ed, and only then is the
+``COMPLETE`` marker written and fsync'ed. A reader trusts only folders with the marker, so a kill at any
+moment leaves either the previous checkpoint or the new one, never a torn one. Older complete
+checkpoints beyond ``keep_last`` and stale temporary folders are removed after a successful save.
+
+``from_pretrained`` on a checkpoint folder loads the policy directly (the extra files are ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MARKER = "COMPLETE"
+STATE_FILE = "trainer_state.pt"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints as (step, path), oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / MARKER).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any],
+                    keep_last: int = 2) -> Path:
+    """Write ``step_<step>`` atomically; ``state`` is a picklable dict (optimizer state dicts etc.)."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    model.save_pretrained(str(tmp))
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(tmp))
+    torch.save(dict(state, step=step, rng=rng_state()), tmp / STATE_FILE)
+    _fsync_tree(tmp)
+    if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    with open(final / MARKER, "w") as fh:
+        fh.write(f"{step}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(final)
+    _prune(root, keep_last)
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    complete = list_checkpoints(root.parent)
+    for _step, path in complete[: max(0, len(complete) - keep_last)]:
+        shutil.rmtree(path, ignore_errors=True)
+    for p in root.iterdir():
+        stale_tmp = p.name.startswith(".tmp_step_")
+        torn = _STEP_RE.match(p.name) and not (p / MARKER).exists()
+        if p.is_dir() and (stale_tmp or torn):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The trainer state of a complete checkpoint folder (raises if the marker is missing)."""
+    path = Path(path)
+    if not (path / MARKER).is_file():
+        raise FileNotFoundError(f"{path}: not a complete checkpoint (no {MARKER} marker)")
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's weights into an existing model in place (keeps the optimizer's params)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # tied embeddings are saved once; anything else missing is a real mismatch
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: weight mismatch, missing={missing[:5]} unexpected={unexpected[:5]}")

@@ -1,0 +1,161 @@
+"""What a run needs before its first step: problems, tokenizer, policy (optionally SFT-warmed), prompts.
+
+- Problems: ``data.train``/``data.eval`` name a bundled generator (``synthetic_math``,
+  ``synthetic_code``; options in ``data.generator``) or a dataset file read by
+  :func:`archer.data.formats.load_dataset` (a malformed row is an error naming the file and the row,
+  raised here, before any training). For a generator without ``data.eval``, held-out problems come
+  from its ``test`` split (disjoint by construction).
+- Policy: ``model.path`` loads a Hugging Face checkpoint (``from_pretrained``); ``None`` builds a tiny
+  Qwen2 model and a byte-level BPE tokenizer from the task text (``archer.models``) and, with
+  ``model.sft_epochs > 0``, warms it up by SFT on worked solutions from the generator
+  (``archer.train.sft.train_sft``), possibly with imperfect demonstrations (``model.sft_noise``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from archer.config import Config, ConfigError
+from archer.data.schema import Problem
+
+GENERATORS = ("synthetic_math", "synthetic_code")
+
+
+def _math_level(opts: dict[str, Any]) -> Any:
+    from archer.data.synthetic import MathTaskConfig
+
+    opts = dict(opts)
+    level = opts.pop("level", None)
+    opts.pop("noise", None)
+    if not opts:
+        return level
+    if level is not None:
+        raise ConfigError("data.generator: give either 'level' or explicit MathTaskConfig fields, not both")
+    if "ops" in opts:
+        opts["ops"] = tuple(opts["ops"])
+    try:
+        return MathTaskConfig(**opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.generator: {exc}") from None
+
+
+def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str, Any]) -> list[Problem]:
+    from archer.data import synthetic
+
+    if source == "synthetic_math":
+        return synthetic.math_problems(n, split=split, seed=seed, level=_math_level(opts))
+    if source == "synthetic_code":
+        extra = {k: v for k, v in opts.items() if k in ("test_fraction",)}
+        return synthetic.code_problems(n, split=split, seed=seed, **extra)
+    raise ConfigError(f"data.train: unknown generator {source!r}; known: {list(GENERATORS)}")
+
+
+def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+    """(train, eval) problems; errors name the config field or the file and row."""
+    d = cfg.data
+    if d.train in GENERATORS:
+        try:
+            train = generate_problems(d.train, d.num_train, "train", d.seed, d.generator)
+        except ValueError as exc:
+            raise ConfigError(f"data.num_train: {exc}") from None
+    else:
+        train = _load_file(d.train, "data.train")[: d.num_train]
+    if d.eval in GENERATORS or (d.eval is None and d.train in GENERATORS):
+        source = d.eval or d.train
+        try:
+            evals = generate_problems(source, d.num_eval, "test", d.seed + 1, d.generator) if d.num_eval else []
+        except ValueError as exc:
+            raise ConfigError(f"data.num_eval: {exc}") from None
+    elif d.eval is not None:
+        evals = _load_file(d.eval, "data.eval")[: d.num_eval or None]
+    else:
+        evals = []
+    if not train:
+        raise ConfigError(f"data.train: {d.train!r} holds no problems")
+    return train, evals
+
+
+def _load_file(path: str, field: str) -> list[Problem]:
+    from pathlib import Path
+
+    from archer.data.formats import load_dataset
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{field}: file {path!r} not found (or use one of {list(GENERATORS)})")
+    return load_dataset(path)
+
+
+def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] = print) -> tuple[Any, Any, dict]:
+    """(model, tokenizer, sft_info). From scratch + SFT when ``model.path`` is None."""
+    import torch
+
+    m = cfg.model
+    dtype = getattr(torch, m.dtype)
+    if m.path is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(m.path)
+        model = AutoModelForCausalLM.from_pretrained(m.path, dtype=dtype)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        from archer import models
+        from archer.data import synthetic
+
+        level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
+        corpus = synthetic.tokenizer_corpus(2000, seed=cfg.data.seed, level=level,
+                                            include_code=cfg.data.train != "synthetic_math")
+        tokenizer = models.build_tokenizer(corpus, vocab_size=m.vocab_size)
+        model = models.build_tiny_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                                        num_heads=m.num_heads, num_kv_heads=m.num_heads,
+                                        intermediate_size=m.intermediate_size, seed=cfg.trainer.seed)
+        model = model.to(dtype)
+        log(f"built a tiny Qwen2 model: {models.count_parameters(model):,} parameters, vocab {len(tokenizer)}")
+    info: dict[str, Any] = {}
+    if m.sft_epochs > 0 and m.sft_examples > 0:
+        info = sft_warmup(cfg, model, tokenizer, log)
+    if m.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    return model, tokenizer, info
+
+
+def sft_examples(cfg: Config) -> list[dict[str, Any]]:
+    """Chat-format SFT rows from the bundled generator (train split, a seed disjoint from RL's)."""
+    from archer.data import synthetic
+
+    d, m = cfg.data, cfg.model
+    seed = d.seed + 7919
+    if d.train == "synthetic_math":
+        probs = synthetic.math_problems(m.sft_examples, split="train", seed=seed, level=_math_level(d.generator))
+        return synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    if d.train == "synthetic_code":
+        probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed)
+        return synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    raise ConfigError("model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
+                      f"({list(GENERATORS)}); run `archer sft` on your data first instead")
+
+
+def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    from archer.train.sft import train_sft
+
+    m = cfg.model
+    rows = sft_examples(cfg)
+    log(f"SFT warm-up: {len(rows)} examples x {m.sft_epochs} epochs, lr {m.sft_lr}")
+    result = train_sft(model, tokenizer, rows, epochs=m.sft_epochs, lr=m.sft_lr, batch_size=m.sft_batch_size,
+                       seed=cfg.trainer.seed)
+    return result if isinstance(result, dict) else {"result": str(result)}
+
+
+def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int) -> list[list[int]]:
+    """Prompt token ids (chat template applied when the tokenizer has one); too long is an error."""
+    from archer.data.prompts import build_prompt
+
+    out = []
+    for i, p in enumerate(problems):
+        ids = tokenizer(build_prompt(p, tokenizer), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens:
+            raise ConfigError(f"data.max_prompt_tokens: problem {i} ({p.id}) has a {len(ids)}-token prompt "
+                              f"> {max_tokens}; raise the limit or filter the data")
+        out.append(list(ids))
+    return out
