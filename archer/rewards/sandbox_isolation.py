@@ -1,0 +1,254 @@
+"""Isolation layers of the sandbox zygote: namespaces, a read-only minimal root, uid drop, rlimits.
+
+Loaded by path inside the zygote (standard library only). :func:`setup` runs once in the zygote,
+which the launcher has already put in fresh mount, network, pid, IPC and UTS namespaces
+(``unshare``); it returns a report of what is actually in force, which the trainer logs and exposes
+through ``archer.rewards.sandbox.sandbox_isolation()``. :func:`enter_child` runs in every forked child
+before any untrusted code.
+
+Layers (each reported separately, each may be missing on a given machine):
+
+- ``mount_namespace`` + ``chroot``: a new root on tmpfs holding read-only bind mounts of ``/usr``,
+  ``/bin``, ``/lib*``, ``/etc`` and the Python installation, a fresh ``/proc``, a few device nodes and
+  a small tmpfs ``/tmp`` whose per-run directories are the only writable places. ``/root``, ``/home``,
+  the repository and the datasets are not visible at all.
+- ``net_namespace``: no interfaces but a downed loopback, so every connect fails.
+- ``pid_namespace``: the zygote is pid 1; killing "all processes" kills exactly the run's tree.
+- ``uid_drop``: children run as ``uid_base + 2*slot`` (program) and ``+1`` (judge), uids owned by
+  nothing else, so RLIMIT_NPROC counts only the run's own processes and nothing outside is
+  writable, readable-if-private, or killable; ``no_new_privs`` blocks setuid binaries.
+- rlimits: address space, CPU seconds, processes, file size, open files, core dumps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+from typing import Any
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+NEW_ROOT = "/tmp/archer_root"  # on a private tmpfs mounted over /tmp inside the mount namespace
+RO_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
+    if _libc().mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount({src!r}, {target!r}, {fstype!r}): {os.strerror(err)}")
+
+
+def _bind_ro(src: str, target: str) -> None:
+    _mount(src, target, None, MS_BIND | MS_REC)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _python_dirs() -> list[str]:
+    dirs = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(sys.executable))}
+    keep = []
+    for d in sorted(dirs, key=len):
+        if any(d == r or d.startswith(r.rstrip("/") + "/") for r in (*RO_DIRS, *keep)):
+            continue
+        keep.append(d)
+    return keep
+
+
+def _build_root(tmpfs_mb: int) -> None:
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    root = NEW_ROOT
+    os.makedirs(root)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    for d in RO_DIRS:
+        if os.path.islink(d):
+            os.symlink(os.readlink(d), root + d)
+        elif os.path.isdir(d):
+            os.makedirs(root + d, exist_ok=True)
+            _bind_ro(d, root + d)
+    for d in _python_dirs():
+        os.makedirs(root + d, exist_ok=True)
+        os.chmod(root + os.path.dirname(d), 0o755)
+        _bind_ro(d, root + d)
+    os.makedirs(root + "/dev")
+    for dev in DEVICES:
+        if os.path.exists("/dev/" + dev):
+            open(root + "/dev/" + dev, "w").close()
+            _mount("/dev/" + dev, root + "/dev/" + dev, None, MS_BIND)
+    os.symlink("/proc/self/fd", root + "/dev/fd")
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", root + "/dev/" + name)
+    os.makedirs(root + "/proc")
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(root + "/tmp")
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(tmpfs_mb)}m,mode=0755")
+    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chroot(root)
+    os.chdir("/")
+
+
+def _only_loopback() -> bool:
+    try:
+        with open("/proc/net/dev") as f:
+            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+    except OSError:
+        return False
+    return names == ["lo"] or names == []
+
+
+def _full_uid_map() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields[:3] == ["0", "0", "4294967295"]
+
+
+def setup(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Put the zygote in its jail; return what is in force (public keys) plus private settings."""
+    def ns_ino(kind: str) -> int:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+
+    report: dict[str, Any] = {
+        "launcher": cfg.get("launcher", "none"),
+        "mount_namespace": bool(cfg.get("host_mnt_ns")) and ns_ino("mnt") != cfg.get("host_mnt_ns"),
+        "net_namespace": bool(cfg.get("host_net_ns")) and ns_ino("net") != cfg.get("host_net_ns")
+        and _only_loopback(),
+        "pid_namespace": os.getpid() == 1,
+        "chroot": False,
+        "uid_drop": False,
+        "rlimits": True,
+        "errors": [],
+    }
+    root = os.geteuid() == 0
+    if root and report["mount_namespace"]:
+        try:
+            _build_root(int(cfg.get("tmpfs_mb", 64)))
+            report["chroot"] = True
+        except OSError as exc:
+            report["errors"].append(f"private root: {exc}")
+    if root and _full_uid_map():
+        slot = int(cfg.get("slot", 0))
+        report["uid_drop"] = True
+        report["uids"] = {"prog": int(cfg["uid_base"]) + 2 * slot, "judge": int(cfg["uid_base"]) + 2 * slot + 1}
+    if report["chroot"]:
+        report["work_root"] = "/tmp"
+    else:
+        import tempfile
+
+        report["work_root"] = tempfile.mkdtemp(prefix="archer_sandbox_")
+    report["tree_kill"] = "pid_namespace" if report["pid_namespace"] else (
+        "uid_scan" if report["uid_drop"] else "process_group")
+    report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
+    return report
+
+
+def make_workdir(report: dict[str, Any], n: int, role: str) -> str:
+    path = os.path.join(report["work_root"], f"run{n}_{role}")
+    os.mkdir(path, 0o700)
+    if report["uid_drop"]:
+        uid = report["uids"][role]
+        os.chown(path, uid, uid)
+    return path
+
+
+def remove_workdirs(report: dict[str, Any]) -> None:
+    for name in os.listdir(report["work_root"]):
+        shutil.rmtree(os.path.join(report["work_root"], name), ignore_errors=True)
+
+
+def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir: str,
+                memory_mb: int, cpu_s: float) -> None:
+    """In a freshly forked child: session, fds, rlimits, empty env, private cwd, unprivileged uid."""
+    os.setsid()
+    libc = _libc()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    wanted = {0: devnull, 1: devnull, 2: devnull, **fds}
+    high = {target: fcntl.fcntl(src, fcntl.F_DUPFD, 200) for target, src in wanted.items()}
+    for target, src in high.items():
+        os.dup2(src, target)
+    os.closerange(max(wanted) + 1, 1 << 16)
+    limits = report["limits"]
+    mem = int(memory_mb) << 20
+    cpu = int(math.ceil(cpu_s)) + 1
+    for res, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
+                       (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20),
+                       (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0),
+                       (resource.RLIMIT_NPROC, limits["nproc"]), (resource.RLIMIT_MEMLOCK, 0)):
+        resource.setrlimit(res, (value, value))
+    os.environ.clear()
+    os.chdir(workdir)
+    if report["uid_drop"]:
+        uid = report["uids"][role]
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_IGN)  # as a fresh interpreter: errors, not deaths
+    random.seed()  # a fresh interpreter would not share the zygote's random state
+    sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="surrogateescape", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.argv = ["main.py"]
+
+
+def kill_tree(report: dict[str, Any], pids: list[int]) -> None:
+    """SIGKILL everything the run started, then reap it."""
+    if report["pid_namespace"]:
+        try:
+            os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: every other process in it
+        except ProcessLookupError:
+            pass
+    else:
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if report["uid_drop"]:
+            _kill_uids(set(report["uids"].values()))
+    while True:
+        try:
+            got, _ = os.waitpid(-1, 0 if report["pid_namespace"] else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if got == 0:
+            for pid in pids:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            return
+
+
+def _kill_uids(uids: set[int]) -> None:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) in uids:
+                            os.kill(int(entry), signal.SIGKILL)
+                        break
+        except (OSError, ValueError):
+            continue

@@ -1,0 +1,351 @@
+"""The sandbox zygote: a pre-warmed interpreter that forks one unprivileged child per program run.
+
+Started by ``archer.rewards.sandbox`` as ``[unshare ...] python -I sandbox_worker.py CONFIG_JSON``;
+it speaks length-prefixed JSON frames on stdin/stdout and imports only the standard library (plus
+``sandbox_harness.py``, ``sandbox_isolation.py`` and ``archer/data/safe_pickle.py`` loaded by path).
+It holds the common imports, so a run costs one ``fork`` instead of an interpreter start.
+
+Protocol, per request: the trainer sends part A (program, test inputs, limits: never expected
+outputs), then for assert-style tests part B (the test code, read only after the program's process
+is forked and wiped from this process's memory once the judge is forked). For each test the zygote
+sends ``{"event": "test", "i", "status", ...}`` and waits for ``{"continue": bool}``: the trainer
+compares, and stops the run at the first failure when it wants to. The run ends with
+``{"event": "done"}``.
+
+After every child the whole process tree is killed: as pid 1 of its own pid namespace the zygote
+sends SIGKILL to every other process in it (setsid/double-fork escapes included); without a pid
+namespace it can only kill the child's process group.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name: str, path: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+harness = _load("archer_sandbox_harness", os.path.join(_HERE, "sandbox_harness.py"))
+isolation = _load("archer_sandbox_isolation", os.path.join(_HERE, "sandbox_isolation.py"))
+safe_pickle = _load("archer_safe_pickle", os.path.join(os.path.dirname(_HERE), "data", "safe_pickle.py"))
+
+# what competitive-programming and HumanEval solutions usually import; loaded once, shared by fork
+PRELOAD = ("array bisect collections copy dataclasses datetime decimal enum fractions functools hashlib "
+           "heapq io itertools json math numbers operator queue random re statistics string sys "
+           "textwrap threading typing unicodedata cmath inspect traceback ast pickle").split()
+
+
+class FrameReader:
+    """Non-blocking reader of length-prefixed frames from an untrusted child."""
+
+    def __init__(self, fd: int, max_bytes: int) -> None:
+        self.fd, self.max_bytes, self.buf, self.eof = fd, max_bytes, bytearray(), False
+
+    def feed(self) -> None:
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+        if len(self.buf) > self.max_bytes + 4:
+            self.eof = True  # flooding the result pipe: treat as a broken child
+
+    def frames(self) -> list[dict[str, Any]]:
+        out = []
+        while len(self.buf) >= 4:
+            n = int.from_bytes(self.buf[:4], "big")
+            if n > self.max_bytes:
+                self.eof, self.buf = True, bytearray()
+                break
+            if len(self.buf) < 4 + n:
+                break
+            raw, self.buf = bytes(self.buf[4:4 + n]), self.buf[4 + n:]
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and isinstance(msg.get("i"), int) and isinstance(msg.get("status"), str):
+                out.append(msg)
+        return out
+
+
+class Zygote:
+    def __init__(self, cfg: dict[str, Any], proto_in: int, proto_out: int) -> None:
+        self.cfg, self.proto_in, self.proto_out = cfg, proto_in, proto_out
+        self.report = isolation.setup(cfg)
+        self.runs = 0
+
+    # ------------------------------------------------------------------ protocol
+
+    def send(self, msg: dict[str, Any]) -> None:
+        harness.send_frame(self.proto_out, json.dumps(msg).encode())
+
+    def recv(self) -> dict[str, Any] | None:
+        raw = harness.recv_frame(self.proto_in, 1 << 30)
+        return None if raw is None else json.loads(raw)
+
+    def event(self, i: int, status: str, **extra: Any) -> bool:
+        """Report one test and wait for the trainer's go-ahead."""
+        self.send({"event": "test", "i": i, "status": status, **extra})
+        reply = self.recv()
+        if reply is None:
+            sys.exit(0)
+        return bool(reply.get("continue", False))
+
+    def serve(self) -> None:
+        self.send({"event": "hello", "isolation": self.report})
+        while True:
+            req = self.recv()
+            if req is None:
+                return
+            mode = req.get("mode")
+            handler = {"stdin": self.run_stdin, "call": self.run_call, "assert": self.run_assert}.get(mode)
+            if handler is None:
+                self.send({"event": "done", "error": f"unknown mode {mode!r}"})
+                continue
+            deadline = time.monotonic() + float(req.get("budget") or 1e9)
+            handler(req, deadline)
+            self.send({"event": "done"})
+
+    # ---------------------------------------------------------------- children
+
+    def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], target: Any, cpu_s: float) -> int:
+        """Fork a child: new session, rlimits, dropped uid, private cwd, only ``fds`` left open."""
+        self.runs += 1
+        workdir = isolation.make_workdir(self.report, self.runs, role)
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                isolation.enter_child(self.report, role, fds, workdir, int(req.get("memory_mb", 1024)), cpu_s)
+                target()
+            except BaseException:
+                os._exit(70)
+            os._exit(0)
+        return pid
+
+    def cleanup(self, pids: list[int]) -> None:
+        isolation.kill_tree(self.report, pids)
+        isolation.remove_workdirs(self.report)
+
+    def wait_child(self, pid: int, readers: dict[int, Any], deadline: float, on_frame: Any = None,
+                   max_output: int = 0) -> tuple[str | None, int | None]:
+        """Pump the child's pipes until it exits or the deadline passes.
+
+        ``readers`` maps fd -> bytearray (raw capture) or FrameReader. ``on_frame`` gets each frame and
+        returns the new deadline (or None to stop). Returns (limit_status or None, exit status or None).
+        """
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        for fd in readers:
+            os.set_blocking(fd, False)
+        status: int | None = None
+        open_fds = set(readers)
+        drain_until = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if status is not None and (not open_fds or now >= drain_until):
+                    return None, status
+                if now >= deadline and status is None:
+                    return "timeout", None
+                watch = list(open_fds) + ([pidfd] if pidfd is not None and status is None else [])
+                wait = (drain_until if status is not None else deadline) - now
+                ready, _, _ = select.select(watch, [], [], max(0.0, min(wait, 0.05 if pidfd is None else 1.0)))
+                for fd in ready:
+                    if fd == pidfd:
+                        continue
+                    sink = readers[fd]
+                    if isinstance(sink, FrameReader):
+                        sink.feed()
+                        for frame in sink.frames():
+                            deadline = on_frame(frame)
+                            if deadline is None:
+                                return "stopped", None
+                        if sink.eof:
+                            open_fds.discard(fd)
+                        continue
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        open_fds.discard(fd)
+                    sink += chunk
+                    if max_output and len(sink) > max_output:
+                        return "output_limit", None
+                if status is None:
+                    got, raw = os.waitpid(pid, os.WNOHANG)
+                    if got == pid:
+                        status = os.waitstatus_to_exitcode(raw)
+                        # drain what the pipes already hold, without waiting for grandchildren
+                        # that keep them open
+                        drain_until = time.monotonic() + 0.05
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    @staticmethod
+    def classify(limit: str | None, code: int | None) -> str:
+        if limit is not None:
+            return limit
+        if code == 0:
+            return "ok"
+        if code == harness.EXIT_MEMORY:
+            return "memory"
+        if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            return "timeout"
+        return "error"
+
+    # ------------------------------------------------------------------- modes
+
+    def run_stdin(self, req: dict[str, Any], budget_deadline: float) -> None:
+        program, timeout = req["program"], float(req["timeout"])
+        max_output = int(req.get("max_output", 1 << 22))
+        for i, text in enumerate(req["inputs"]):
+            in_fd = os.memfd_create("stdin")
+            harness.write_all(in_fd, text.encode())
+            os.lseek(in_fd, 0, os.SEEK_SET)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            start = time.monotonic()
+            pid = self.fork("prog", req, {0: in_fd, 1: out_w, 2: err_w},
+                            lambda: harness.stdin_child(program), timeout)
+            for fd in (in_fd, out_w, err_w):
+                os.close(fd)
+            out, err = bytearray(), bytearray()
+            deadline = min(start + timeout, budget_deadline)
+            limit, code = self.wait_child(pid, {out_r: out, err_r: err}, deadline, max_output=max_output)
+            elapsed = time.monotonic() - start
+            self.cleanup([pid])
+            os.close(out_r)
+            os.close(err_r)
+            status = self.classify(limit, code)
+            more = self.event(i, status, stdout=out.decode("utf-8", "replace"),
+                              stderr=err[-2000:].decode("utf-8", "replace"), time=round(elapsed, 4))
+            if not more or time.monotonic() >= budget_deadline:
+                return
+
+    def run_call(self, req: dict[str, Any], budget_deadline: float) -> None:
+        program, timeout, fn_name, inputs = req["program"], float(req["timeout"]), req["fn_name"], req["inputs"]
+        start = 0
+        while start < len(inputs):
+            res_r, res_w = os.pipe()
+            cpu = timeout * (len(inputs) - start) + 1
+            first = start
+            pid = self.fork("prog", req, {3: res_w},
+                            lambda first=first: harness.call_child(program, fn_name, inputs, first, 3), cpu)
+            os.close(res_w)
+            reader = FrameReader(res_r, int(req.get("max_output", 1 << 22)))
+            state = {"next": start, "stop": False}
+
+            def on_frame(frame: dict[str, Any], state: dict[str, Any] = state) -> float | None:
+                i = frame["i"]
+                if i != state["next"]:
+                    return None  # out of order: forged by the program; the run is broken
+                state["next"] = i + 1
+                result = frame.get("result") if isinstance(frame.get("result"), str) else None
+                if not self.event(i, frame["status"], result=result, detail=str(frame.get("detail", ""))):
+                    state["stop"] = True
+                    return None
+                return min(time.monotonic() + timeout, budget_deadline)
+
+            limit, code = self.wait_child(pid, {res_r: reader}, min(time.monotonic() + timeout, budget_deadline),
+                                          on_frame=on_frame)
+            self.cleanup([pid])
+            os.close(res_r)
+            if state["stop"]:
+                return
+            pending = state["next"]
+            if pending >= len(inputs):
+                return
+            status = "error" if limit == "stopped" else self.classify(limit, code)
+            if status == "ok":
+                status = "error"  # exited without answering every test
+            if not self.event(pending, status, result=None, detail="the program stopped before this test"):
+                return
+            if time.monotonic() >= budget_deadline:
+                return
+            start = pending + 1
+
+    def run_assert(self, req: dict[str, Any], budget_deadline: float) -> None:
+        program, timeout, n_tests = req["program"], float(req["timeout"]), int(req["n_tests"])
+        j2p_r, j2p_w = os.pipe()
+        p2j_r, p2j_w = os.pipe()
+        prog_pid = self.fork("prog", req, {3: j2p_r, 4: p2j_w},
+                             lambda: harness.program_server(program, 3, 4), timeout * n_tests + 1)
+        # part B (the test code) is read only now, so the program's process never held it
+        blob = bytearray(int(req["part_b_len"]))
+        view, got = memoryview(blob), 0
+        while got < len(blob):
+            n = os.readv(self.proto_in, [view[got:]])
+            if n == 0:
+                sys.exit(0)
+            got += n
+        ver_r, ver_w = os.pipe()
+        entry = req.get("entry_point")
+        loads = safe_pickle.restricted_loads
+        judge_pid = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
+                              lambda: harness.judge(program, bytes(blob), entry, 3, 4, 5, loads),
+                              timeout * n_tests + 1)
+        view[:] = bytes(len(blob))  # wipe the test code before the next fork copies this memory
+        del view
+        for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
+            os.close(fd)
+        reader = FrameReader(ver_r, 1 << 20)
+        state = {"next": 0, "stop": False}
+
+        def on_frame(frame: dict[str, Any]) -> float | None:
+            i = frame["i"]
+            if i != state["next"]:
+                return None
+            state["next"] = i + 1
+            if not self.event(i, frame["status"], detail=str(frame.get("detail", ""))):
+                state["stop"] = True
+                return None
+            if state["next"] >= n_tests:
+                return None
+            return min(time.monotonic() + timeout, budget_deadline)
+
+        limit, code = self.wait_child(judge_pid, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline),
+                                      on_frame=on_frame)
+        self.cleanup([judge_pid, prog_pid])
+        os.close(ver_r)
+        if state["stop"] or state["next"] >= n_tests:
+            return
+        status = "timeout" if limit == "timeout" else "error"
+        self.event(state["next"], status, detail="the judge stopped before this test")
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    if not cfg.get("debug"):
+        os.dup2(devnull, 2)
+    os.close(devnull)
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    Zygote(cfg, proto_in, proto_out).serve()
+
+
+if __name__ == "__main__":
+    main()
