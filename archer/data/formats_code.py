@@ -51,6 +51,8 @@ def normalize_tests(obj: Any, fn_name: str | None = None) -> dict[str, Any]:
         obj = json.loads(obj)
     if isinstance(obj, dict) and "input_output" in obj:
         obj = _json_field(obj["input_output"])
+    if isinstance(obj, dict) and isinstance(obj.get("tests"), list) and "inputs" not in obj:
+        obj = obj["tests"]  # decode_lcb_tests wraps a case list as {"tests": [...]}
     if isinstance(obj, list):
         return tests_from_case_list(obj, fn_name)
     if isinstance(obj, dict) and {"inputs", "outputs"} <= obj.keys():

@@ -1,0 +1,171 @@
+"""``archer eval``: generate, score, or both; and ``archer eval watch RUN_DIR``.
+
+    archer eval --model DIR --data FILE [FILE ...] [--n 8] [--k 1,8] [--out DIR]   # both phases
+    archer eval generate --model DIR --data FILE --out DIR ...                     # GPU machine
+    archer eval score --out DIR [--data FILE] [--k 1,8]                           # any CPU machine
+    archer eval watch RUN_DIR --data FILE [--phase all|generate|score] [--once]
+
+``score`` reads the data path and n from ``OUT/config.json`` when ``--data`` is not given, so it
+needs only the output directory (and the data file at the same path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_KS = "1,8"
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", nargs="+", required=required, help="dataset file(s): jsonl, json or parquet")
+    p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
+    p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=8, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", default="auto", help="prompt template (archer.data.prompts)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=_parse_ks, default=None, help=f"comma-separated k values (default {DEFAULT_KS})")
+    p.add_argument("--timeout", type=float, default=None, help="per-test time limit for code (seconds)")
+
+
+def load_problems(args: argparse.Namespace) -> list:
+    from archer.data.formats import load_dataset
+
+    problems = []
+    for path in args.data:
+        problems.extend(load_dataset(path, args.format, limit=args.limit))
+    return problems
+
+
+def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto"):
+    """(engine, tokenizer) for a Hugging Face model directory, on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from archer.rollout.hf import HFEngine
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
+    return HFEngine(model, tokenizer, device=device), tokenizer
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    return {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+            "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+
+
+def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.timeout is None else {"timeout": args.timeout}
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from archer.eval.runner import generate_phase
+
+    problems = load_problems(args)
+    engine, tokenizer = load_engine(args.model, args.device, args.dtype)
+    generate_phase(engine, tokenizer, problems, args.out, n=args.n, sampling=_sampling(args),
+                   template=args.template, batch_size=args.batch_size,
+                   config={"model": str(args.model), "data": [str(Path(d).resolve()) for d in args.data],
+                           "format": args.format, "limit": args.limit})
+    print(f"generations in {Path(args.out) / 'generations.jsonl'}")
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from archer.eval import store
+    from archer.eval.report import print_summary
+    from archer.eval.runner import score_phase
+
+    cfg = store.read_json(Path(args.out) / store.CONFIG, {})
+    if not args.data:
+        if not cfg.get("data"):
+            raise SystemExit(f"archer eval score: --data not given and {args.out}/config.json names no data")
+        args.data, args.format, args.limit = cfg["data"], cfg.get("format", "auto"), cfg.get("limit")
+    ks = args.k or cfg.get("ks") or _parse_ks(DEFAULT_KS)
+    summary = score_phase(load_problems(args), args.out, ks=ks, reward_opts=_reward_opts(args))
+    print_summary(summary, title=str(args.out))
+    print(f"summary in {Path(args.out) / 'summary.json'}")
+    return summary
+
+
+def _run(args: argparse.Namespace) -> None:
+    from archer.eval import store
+
+    if args.out is None:
+        args.out = str(Path("eval_out") / Path(args.model).name)
+    ks = args.k or _parse_ks(DEFAULT_KS)
+    cfg = store.read_json(Path(args.out) / store.CONFIG, {})
+    store.write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
+    _generate(args)
+    args.k = ks
+    _score(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archer eval", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="generate then score (the default)")
+    gen = sub.add_parser("generate", help="phase 1: sample responses into OUT/generations.jsonl")
+    for p in (run, gen):
+        p.add_argument("--model", required=True, help="Hugging Face model directory")
+        add_data_args(p)
+        add_sampling_args(p)
+        p.add_argument("--out", required=p is gen, default=None, help="output directory")
+    add_score_args(run)
+    score = sub.add_parser("score", help="phase 2: score OUT/generations.jsonl, write the summary")
+    score.add_argument("--out", required=True)
+    add_data_args(score, required=False)
+    add_score_args(score)
+    watch = sub.add_parser("watch", help="evaluate each new complete checkpoint of a run directory")
+    from archer.eval.watch import add_watch_args
+
+    add_watch_args(watch)
+    add_data_args(watch)
+    add_sampling_args(watch)
+    add_score_args(watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "generate", "score", "watch", "-h", "--help"):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        _run(args)
+    elif args.cmd == "generate":
+        _generate(args)
+    elif args.cmd == "score":
+        _score(args)
+    elif args.cmd == "watch":
+        from archer.eval.watch import main_from_args
+
+        return main_from_args(args)
+    return 0
