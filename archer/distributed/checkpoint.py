@@ -104,13 +104,13 @@ def load_sharded(
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+        _dcp_load(state, path, no_dist)
         set_model_state_dict(model, state["model"])
     else:
         # get_state_dict gives tensors of the right (sharded) layout, creating optimizer state if needed
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)
+        _dcp_load(state, path, no_dist)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return meta
 
@@ -122,5 +122,14 @@ def load_full_model_state(path: str | Path, template: dict[str, torch.Tensor]) -
     ``state_dict()``); it is filled in place and returned. Used by ``archer export``.
     """
     state = {"model": template}
-    dcp.load(state, checkpoint_id=str(path), no_dist=True)  # one reader, even inside a process group
+    _dcp_load(state, path, True)  # one reader, even inside a process group
     return state["model"]
+
+
+def _dcp_load(state: dict[str, Any], path: str | Path, no_dist: bool) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        # DCP warns on every single-process load, even when asked for one explicitly
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path), no_dist=no_dist)

@@ -7,10 +7,11 @@ over gloo), so the CPU tests exercise the same code the GPU run uses. ``strategy
 fallback (full replicas, gradients all-reduced after backward) for torch builds where FSDP2 is
 missing or a model does not shard.
 
-The loss normaliser is global: with token-mean aggregation the mini-batch's denominator is the number
-of response tokens summed over every micro-batch on every rank (ALGORITHMS.md section 1), so
-:func:`global_token_count` all-reduces the token counts before any loss is computed. Each rank then
-back-propagates ``sum(L * m) / N_global * world_size``; the ``* world_size`` undoes the mean over
+The loss normaliser is global: every aggregation's denominator (token count, sequence count,
+``L_max``, the ``dtc``/``aspo`` subset sizes) belongs to the whole mini-batch, summed over every
+micro-batch on every rank (ALGORITHMS.md section 1), so :func:`global_loss_normalizer` all-reduces
+them before any loss is computed and hands one :class:`archer.algo.LossNormalizer` to every
+micro-batch. Each rank then back-propagates ``loss * world_size``; the ``* world_size`` undoes the mean over
 ranks that FSDP's reduce-scatter (and the ddp fallback) applies, so the summed gradient equals the one
 of a single process holding the whole mini-batch.
 
@@ -29,6 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from archer.algo.aggregation import LossNormalizer, loss_normalizer
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,35 @@ def all_reduce_sum(value: float | torch.Tensor, device: torch.device | None = No
 
 
 def global_token_count(masks: Iterable[torch.Tensor], device: torch.device | None = None) -> float:
-    """Response tokens in this rank's micro-batches, summed over every rank: the loss normaliser."""
-    local = sum(float(m.float().sum().item()) for m in masks)
-    return all_reduce_sum(local, device)
+    """Response tokens in this rank's micro-batches, summed over every rank."""
+    return all_reduce_sum(sum(float((m != 0).sum().item()) for m in masks), device)
+
+
+def global_loss_normalizer(
+    masks: Sequence[torch.Tensor],
+    *,
+    max_len: float | None = None,
+    entropy_quantile: float | None = None,
+    device: torch.device | None = None,
+) -> LossNormalizer:
+    """The mini-batch's :class:`~archer.algo.LossNormalizer` over every rank's micro-batch masks.
+
+    Counts (tokens, sequences, ``dtc``/``aspo`` subset sizes) are summed over ranks; ``max_len`` (the
+    Dr.GRPO constant, default the widest mask) is the maximum over ranks. One all-reduce of 5 numbers.
+    """
+    local = loss_normalizer(list(masks), max_len=max_len, entropy_quantile=entropy_quantile)
+    sums = torch.tensor(
+        [local.tokens, local.seqs, local.low_entropy_tokens or 0.0, local.high_entropy_tokens or 0.0],
+        dtype=torch.float64, device=device,
+    )
+    width = torch.tensor([local.max_len], dtype=torch.float64, device=device)
+    if world_size() > 1:
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(width, op=dist.ReduceOp.MAX)
+    tokens, seqs, low, high = sums.tolist()
+    split = local.low_entropy_tokens is not None
+    return LossNormalizer(tokens=tokens, seqs=seqs, max_len=float(width.item()),
+                          low_entropy_tokens=low if split else None, high_entropy_tokens=high if split else None)
 
 
 def sync_gradients(model: nn.Module) -> None:
@@ -133,32 +162,36 @@ def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     micro_batches: Sequence[dict[str, torch.Tensor]],
-    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor], float], torch.Tensor],
+    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor], LossNormalizer], torch.Tensor],
     *,
     mask_key: str = "response_mask",
+    max_len: float | None = None,
+    entropy_quantile: float | None = None,
     grad_clip: float | None = None,
 ) -> dict[str, float]:
     """One optimizer step over this rank's micro-batches with the mini-batch-global normaliser.
 
-    ``loss_fn(model, micro_batch, normaliser)`` returns ``sum(L * m) / normaliser`` for one
-    micro-batch (e.g. ``compute_policy_loss(..., agg="token-mean")`` given the global count). The
-    same call on one process with every rank's micro-batches gives the same update.
+    ``loss_fn(model, micro_batch, normalizer)`` returns the micro-batch's share of the mini-batch loss,
+    e.g. ``compute_policy_loss(name, ..., loss_normalizer=normalizer)[0]``; ``normalizer`` is built
+    from every rank's ``micro_batch[mask_key]`` by :func:`global_loss_normalizer`. The same call in one
+    process holding every rank's micro-batches gives the same update.
     """
-    n_global = global_token_count([mb[mask_key] for mb in micro_batches])
-    if n_global == 0:
+    norm = global_loss_normalizer([mb[mask_key] for mb in micro_batches], max_len=max_len,
+                                  entropy_quantile=entropy_quantile)
+    if norm.tokens == 0:
         raise ValueError(f"no response tokens in the mini-batch (every {mask_key!r} is zero on every rank)")
     scale = float(world_size())  # undo the mean over ranks of the gradient reduction
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for mb in micro_batches:
-        loss = loss_fn(model, mb, n_global)
+        loss = loss_fn(model, mb, norm)
         (loss * scale).backward()
         total += float(loss.detach().item())
     sync_gradients(model)
-    metrics = {"loss": all_reduce_sum(total), "tokens": n_global}
+    metrics = {"loss": all_reduce_sum(total), "tokens": norm.tokens}
     if grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        metrics["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        norm_value = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        metrics["grad_norm"] = float(norm_value.full_tensor() if hasattr(norm_value, "full_tensor") else norm_value)
     optimizer.step()
     return metrics
 

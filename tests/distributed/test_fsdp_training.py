@@ -39,16 +39,26 @@ def _micro_batches(rows):
     return [{"input_ids": ids[i : i + 1], "response_mask": mask[i : i + 1], "adv": adv[i : i + 1]} for i in rows]
 
 
-def _pg_loss(model, mb, normaliser):
-    """Token-mean policy gradient: -sum(A * logp * m) / N (N = the mini-batch's global token count)."""
+def _pg_loss(model, mb, norm):
+    """PPO at ratio 1 (old = sg(logp)), token-mean over the mini-batch: gradient -A grad(logp) / N."""
+    from archer.algo import compute_policy_loss
+
     logits = model(input_ids=mb["input_ids"]).logits[:, :-1].float()  # [1, T-1, V]
     logp = torch.log_softmax(logits, -1).gather(-1, mb["input_ids"][:, 1:, None]).squeeze(-1)  # [1, T-1]
-    return -(mb["adv"][:, None] * logp * mb["response_mask"]).sum() / normaliser
+    loss, _ = compute_policy_loss("ppo", log_prob=logp, old_log_prob=logp.detach(), advantages=mb["adv"],
+                                  response_mask=mb["response_mask"], loss_normalizer=norm)
+    return loss
 
 
 def _worker(rank, world_size, port, out_dir):
     from archer.distributed.checkpoint import save_sharded
-    from archer.distributed.fsdp import full_state_dict, init_distributed, shard_model, train_step
+    from archer.distributed.fsdp import (
+        full_state_dict,
+        global_loss_normalizer,
+        init_distributed,
+        shard_model,
+        train_step,
+    )
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
@@ -56,6 +66,10 @@ def _worker(rank, world_size, port, out_dir):
     info = init_distributed()
     assert info.backend == "gloo" and info.world_size == 2
     rows = [2 * rank, 2 * rank + 1]  # each rank holds half of the batch, one row per micro-batch
+    masks = [mb["response_mask"][:, : 6 + 5 * rank] for mb in _micro_batches(rows)]  # ragged widths too
+    norm = global_loss_normalizer(masks, entropy_quantile=0.8)
+    if rank == 0:
+        torch.save(norm, os.path.join(out_dir, "norm.pt"))
     for strategy in ("fsdp", "ddp"):
         model = shard_model(_tiny_model(), strategy)
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -110,6 +124,17 @@ def test_two_gloo_ranks_match_one_process_on_the_whole_batch(two_rank_run, strat
     assert max((ref[k] - init[k]).abs().max().item() for k in ref) > 1e-3  # the step moved the weights
 
 
+def test_global_loss_normalizer_equals_the_one_of_the_whole_mini_batch(two_rank_run):
+    from archer.algo import loss_normalizer
+
+    out = two_rank_run[0]
+    masks = [mb["response_mask"][:, : 6 + 5 * (i // 2)] for i, mb in enumerate(_micro_batches(range(4)))]
+    expected = loss_normalizer(masks, entropy_quantile=0.8)
+    got = torch.load(out / "norm.pt", weights_only=False)
+    assert got == expected
+    assert got.max_len == 11.0 and got.tokens == 3 + 5 + 10 + 1  # rank 0 sees width 6 only
+
+
 def test_global_normaliser_differs_from_per_rank_one(two_rank_run):
     # the same step with each rank normalising by its own token count: must not match the reference,
     # otherwise the test above could not tell the two apart
@@ -119,10 +144,12 @@ def test_global_normaliser_differs_from_per_rank_one(two_rank_run):
     model = _tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     mbs = _micro_batches(range(4))
+    from archer.algo import LossNormalizer
+
     for mb, n_rank in zip(mbs, [10.0, 10.0, 11.0, 11.0]):  # rank 0 holds 3 + 7 tokens, rank 1 10 + 1
-        mb["n_rank"] = n_rank
+        mb["norm"] = LossNormalizer(tokens=n_rank, seqs=2.0, max_len=11.0)
     # the mean over 2 ranks of each rank's own token-mean loss
-    train_step(model, opt, mbs, lambda m, mb, n: _pg_loss(m, mb, mb["n_rank"]) / 2)
+    train_step(model, opt, mbs, lambda m, mb, n: _pg_loss(m, mb, mb["norm"]) / 2)
     diff = max((model.state_dict()[k] - v).abs().max().item() for k, v in ref_model.state_dict().items())
     assert diff > 1e-4
 
