@@ -134,6 +134,13 @@ def _parse_args(text: str) -> list[Any]:
     return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
+# LeetCode-style starter code uses List, Optional, deque, ... without importing them; LiveCodeBench
+# prepends a header of star imports for the same reason (a shorter one here).
+CALL_HEADER = ("from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
+               "from itertools import *\nfrom functools import *\nfrom math import *\n"
+               "import math, heapq, bisect, itertools, functools, collections, string, re, sys\n")
+
+
 def call_child(program: str, fn_name: str, inputs: list[str], start: int, result_fd: int) -> None:
     """Runs tests ``start..`` of a call-based problem; one JSON frame per test on ``result_fd``."""
 
@@ -143,6 +150,7 @@ def call_child(program: str, fn_name: str, inputs: list[str], start: int, result
 
     try:
         g = _fresh_globals()
+        exec(CALL_HEADER, g)
         exec(compile(program, "main.py", "exec"), g)
         target = _call_target(g, fn_name)
     except BaseException as exc:

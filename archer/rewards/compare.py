@@ -1,0 +1,64 @@
+"""Output comparison for code tests, following LiveCodeBench's grader.
+
+stdin/stdout (LiveCodeBench ``grade_stdio``): strip the whole output and the expected output, split
+both into lines, and require the same number of lines; each pair of lines matches when equal after
+``strip()``, or when both split on whitespace into the same number of tokens that all parse as
+``decimal.Decimal`` and are equal as numbers (``"1.0" == "1"``, no float tolerance).
+
+call-based (LiveCodeBench ``grade_call_based``): the program's return value arrives JSON-encoded
+(tuples already turned into lists) and is compared with the JSON-decoded expected output with ``==``.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+def _decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(tok) for tok in line.split()]
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def lines_match(got: str, want: str) -> bool:
+    """One output line against the expected line (already split, not yet stripped)."""
+    got, want = got.strip(), want.strip()
+    if got == want:
+        return True
+    a, b = _decimals(got), _decimals(want)
+    return a is not None and b is not None and a == b
+
+
+def stdout_matches(output: str, expected: str) -> bool:
+    """LiveCodeBench's stdin/stdout rule (see module docstring)."""
+    got_lines = output.strip().split("\n")
+    want_lines = expected.strip().split("\n")
+    if len(got_lines) != len(want_lines):
+        return False
+    return all(lines_match(g, w) for g, w in zip(got_lines, want_lines))
+
+
+def _json_or_raw(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def call_result_matches(result_json: str | None, expected: Any) -> bool:
+    """A JSON-encoded return value against the expected output (a JSON string or a value)."""
+    if result_json is None:
+        return False
+    try:
+        got = json.loads(result_json)
+    except ValueError:
+        return False
+    want = _json_or_raw(expected)
+    if isinstance(want, tuple):
+        want = list(want)
+    return got == want
