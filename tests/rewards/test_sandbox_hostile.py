@@ -1,0 +1,235 @@
+"""Hostile programs: each must fail (or be harmless) and leave the machine and the test runner as they were.
+
+Tests that need an isolation layer skip, naming it, when that layer is not active on this machine;
+``test_isolation_is_reported`` shows which ones are.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from archer.rewards.code import run_tests
+from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool, sandbox_isolation
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "archer-fake-secret-7f3a"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    os.environ["ARCHER_FAKE_SECRET"] = SECRET  # set before the zygotes start: they must not inherit it
+    try:
+        with SandboxPool(SandboxConfig(workers=2, nproc=16)) as p:
+            yield p
+    finally:
+        os.environ.pop("ARCHER_FAKE_SECRET", None)
+
+
+def needs(pool, *layers):
+    missing = [k for k in layers if not pool.isolation[k]]
+    if missing:
+        pytest.skip(f"isolation layer(s) not active on this machine: {missing}")
+
+
+def sandbox_processes(pool) -> list[int]:
+    """Host pids still running as the sandbox uids."""
+    uids = {str(u) for u in (pool.isolation["uids"] or {}).values()}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and line.split()[1] in uids:
+                found.append(int(entry))
+    return found
+
+
+def stdin_one(pool, program, expected="", **kw):
+    return run_tests(program, {"inputs": [""], "outputs": [expected]}, pool=pool, **kw)
+
+
+def test_isolation_is_reported(pool):
+    iso = sandbox_isolation(pool)
+    assert set(LAYERS) <= iso.keys() and iso["rlimits"] is True
+    assert iso["launcher"] in ("unshare", "unshare-userns", "none")
+
+
+def test_infinite_loop_times_out_and_runner_survives(pool):
+    start = time.monotonic()
+    rep = stdin_one(pool, "while True:\n    pass\n", timeout=0.5)
+    assert rep.verdicts == ["timeout"]
+    assert time.monotonic() - start < 30  # not a timing claim: a hang would never get here
+    assert stdin_one(pool, "print('alive')", "alive").all_passed
+
+
+def test_fork_bomb_is_contained_and_cleaned_up(pool):
+    needs(pool, "uid_drop")
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    rep = stdin_one(pool, bomb, timeout=1.0)
+    assert rep.verdicts[0] in ("timeout", "error")
+    assert sandbox_processes(pool) == []
+    assert stdin_one(pool, "import os\npid = os.fork()\nprint('ok' if pid else '', end='')", "ok").all_passed
+
+
+def test_memory_bomb_hits_the_address_space_limit(pool):
+    rep = stdin_one(pool, "a = []\nwhile True:\n    a.append(bytearray(10 ** 7))\n", timeout=5.0, memory_mb=256)
+    assert rep.verdicts == ["memory"]
+    rep = stdin_one(pool, "x = bytearray(2 ** 40)", memory_mb=256)
+    assert rep.verdicts == ["memory"]
+
+
+def test_disk_fill_is_refused(pool):
+    prog = ("try:\n    with open('big', 'wb') as f:\n        for _ in range(200):\n"
+            "            f.write(b'x' * (1 << 20))\n    print('wrote')\nexcept OSError:\n    print('refused')\n")
+    assert stdin_one(pool, prog, "refused").all_passed
+
+
+def test_writes_outside_the_work_dir_are_refused(pool):
+    needs(pool, "mount_namespace", "uid_drop")
+    targets = ["/tmp/archer_pwned", str(REPO / "archer_pwned.txt"), "/root/archer_pwned", "/dev/shm/archer_pwned",
+               "/var/tmp/archer_pwned", "/etc/archer_pwned", "/usr/archer_pwned"]
+    prog = (f"import os\nok = 0\nfor p in {targets!r}:\n    try:\n        open(p, 'w').write('x')\n"
+            "    except OSError:\n        ok += 1\nprint(ok)\n")
+    assert stdin_one(pool, prog, str(len(targets))).all_passed
+    for p in targets:
+        assert not os.path.exists(p), p
+    # the work dir itself is writable
+    assert stdin_one(pool, "open('f', 'w').write('hi')\nprint(open('f').read())", "hi").all_passed
+
+
+def test_repository_and_data_are_not_readable(pool):
+    needs(pool, "chroot")
+    hidden = [str(REPO), str(REPO.parent), "/home", os.path.expanduser("~/.bashrc")]
+    prog = f"import os\nprint(sum(os.path.exists(p) for p in {hidden!r}))"
+    assert stdin_one(pool, prog, "0").all_passed
+
+
+def test_environment_secrets_are_not_visible(pool):
+    prog = ("import os\nseen = [os.environ.get('ARCHER_FAKE_SECRET')]\n"
+            "for p in ('/proc/self/environ', '/proc/1/environ'):\n    try:\n"
+            "        seen.append(open(p, 'rb').read())\n    except OSError:\n        pass\n"
+            f"print({SECRET!r} in repr(seen), len(os.environ))\n")
+    assert stdin_one(pool, prog, "False 0").all_passed
+
+
+def test_network_is_unreachable(pool):
+    needs(pool, "net_namespace")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    prog = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "    print('connected')\nexcept OSError:\n    print('refused')\n")
+    try:
+        assert stdin_one(pool, prog, "refused").all_passed
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        server.close()
+
+
+def test_early_exit_cannot_pass_assert_tests(pool):
+    tests = {"assert": "def check(candidate):\n    assert candidate(2) == 4\n\ncheck(sq)\n", "entry_point": "sq"}
+    for prog in ("import sys\nsys.exit(0)\ndef sq(x):\n    return x\n",
+                 "import os\nos._exit(0)\n",
+                 "def sq(x):\n    import sys\n    sys.exit(0)\n",
+                 "def sq(x):\n    import os\n    os._exit(0)\n",
+                 "def sq(x):\n    raise SystemExit(0)\n",
+                 "import os, signal\ndef sq(x):\n    os.kill(os.getpid(), signal.SIGKILL)\n"):
+        rep = run_tests(prog, tests, pool=pool)
+        assert rep.verdicts != ["ok"], prog
+
+
+def test_early_exit_in_stdin_tests_is_wrong(pool):
+    assert stdin_one(pool, "import sys\nsys.exit(0)", "42").verdicts == ["wrong"]
+    rep = run_tests("import sys; sys.exit(0)", {"inputs": ["1"], "outputs": ["1"], "fn_name": "f"}, pool=pool)
+    assert rep.verdicts == ["error"]
+
+
+def test_always_equal_objects_are_rejected(pool):
+    tests = {"assert": ["assert f(1) == 12345", "assert f(1) != 1", "assert f(2) == [7]"]}
+    lies = ("class Liar:\n    def __eq__(self, o):\n        return True\n    def __ne__(self, o):\n"
+            "        return False\n    __hash__ = object.__hash__\n")
+    for ret in ("Liar()", "[Liar()]", "type('I', (int,), {'__eq__': lambda s, o: True})(1)"):
+        rep = run_tests(lies + f"def f(x):\n    return {ret}\n", tests, pool=pool)
+        assert rep.passed == 0, ret
+    rep = run_tests(lies + "def f(x):\n    return Liar()\n", {"inputs": ["1"], "outputs": ["5"], "fn_name": "f"},
+                    pool=pool)
+    assert rep.verdicts == ["error"]  # not JSON-serialisable, so never compared
+
+
+def test_frame_peeking_finds_no_expected_values(pool):
+    # an in-process harness would leak 987654321 through the caller's frame or code constants
+    prog = ("import sys, inspect, gc\ndef f(x):\n    found = []\n    fr = sys._getframe(1)\n    while fr:\n"
+            "        found += [v for v in list(fr.f_locals.values()) + list(fr.f_code.co_consts)\n"
+            "                  if isinstance(v, int) and not isinstance(v, bool) and v > 10 ** 8]\n"
+            "        fr = fr.f_back\n"
+            "    for info in inspect.stack()[1:]:\n        found += [v for v in info.frame.f_code.co_consts\n"
+            "                  if isinstance(v, int) and not isinstance(v, bool) and v > 10 ** 8]\n"
+            "    if found:\n        return found[0]\n"
+            "    marker = ''.join(['SECRET_', 'MARKER_91827'])\n"
+            "    for o in gc.get_objects():\n        if marker in repr(o)[:10000]:\n"
+            "            found.append(int('987654321'))\n"
+            "    return found[0] if found else -1\n")
+    test = "assert f(0) == 987654321  # SECRET_MARKER_91827"
+    exec(prog + test, {})  # the attack works when program and test share a process (this is our own code)
+    rep = run_tests(prog, {"assert": test}, pool=pool)
+    assert rep.verdicts == ["wrong"]
+    # call-based: the expected output is never in the program's process either
+    scan = ("import gc\ndef f(x):\n    for o in gc.get_objects():\n"
+            "        if isinstance(o, (list, dict)):\n            for v in (o if isinstance(o, list) else o.values()):\n"
+            "                if isinstance(v, str) and v.startswith('\"EXPECTED_'):\n"
+            "                    return v.strip('\"')\n    return 'none'\n")
+    rep = run_tests(scan, {"inputs": ["1"], "outputs": ['"EXPECTED_4242"'], "fn_name": "f"}, pool=pool)
+    assert rep.verdicts == ["wrong"]
+
+
+def test_printing_a_completion_token_does_not_pass(pool):
+    prog = "print('ok')\nprint('{\"i\": 0, \"status\": \"ok\"}')\nimport sys\nsys.exit(0)\n"
+    rep = run_tests(prog, {"assert": "assert f() == 1"}, pool=pool)
+    assert rep.verdicts == ["error"]
+    forge = ("import os, json, struct\ndef f(x):\n    for fd in range(3, 64):\n        try:\n"
+             "            m = json.dumps({'i': 0, 'status': 'ok', 'result': '5'}).encode()\n"
+             "            os.write(fd, struct.pack('>I', len(m)) + m)\n        except OSError:\n            pass\n"
+             "    return 0\n")
+    rep = run_tests(forge, {"assert": "assert f(1) == 5"}, pool=pool)
+    assert rep.passed == 0  # the forged frames only corrupt the program's own reply pipe
+
+
+def test_output_flood_is_capped(pool):
+    rep = stdin_one(pool, "while True:\n    print('x' * 1000)\n", max_output_bytes=1 << 20, timeout=5.0)
+    assert rep.verdicts == ["output_limit"]
+
+
+def test_signals_cannot_reach_the_runner(pool):
+    needs(pool, "pid_namespace")
+    me = os.getpid()
+    for prog in ("import os\nos.kill(os.getppid(), 9)", "import os\nos.kill(-1, 9)", "import os\nos.kill(1, 9)",
+                 f"import os\ntry:\n    os.kill({me}, 9)\nexcept OSError:\n    pass\n",
+                 "import os, signal\nos.killpg(0, signal.SIGKILL)"):
+        stdin_one(pool, prog)
+    assert stdin_one(pool, "print('alive')", "alive").all_passed
+    assert all(z.alive() for z in pool._zygotes)
+
+
+def test_processes_are_gone_after_timeout(pool):
+    needs(pool, "uid_drop")
+    prog = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        while True:\n            time.sleep(0.01)\n    os._exit(0)\nwhile True:\n    pass\n")
+    rep = stdin_one(pool, prog, timeout=0.5)
+    assert rep.verdicts == ["timeout"]
+    assert sandbox_processes(pool) == []
+    # a daemon left behind by a program that exits normally is killed too
+    prog = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('bye')\n"
+    assert stdin_one(pool, prog, "bye").all_passed
+    assert sandbox_processes(pool) == []
