@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from archer.data.ngram import DEFAULT_N, NgramIndex, near_duplicate_counts, normalize_text
+from archer.data.ngram import DEFAULT_N, NgramIndex, near_duplicate_counts
 from archer.data.schema import Problem
 
 
@@ -41,25 +41,17 @@ def dedup(
     """Keep the first of each group of exact or near-duplicate problems."""
     if min_shared < 1:
         raise ValueError(f"min_shared must be >= 1, got {min_shared}")
-    texts = [problem_text(p) for p in problems]
-    seen: dict[str, int] = {}
-    removed: list[dict[str, Any]] = []
-    drop = [False] * len(problems)
-    for i, t in enumerate(texts):
-        key = normalize_text(t)
-        if key in seen:
-            drop[i] = True
-            removed.append({"id": problems[i].id, "reason": "exact", "duplicate_of": problems[seen[key]].id})
+    counts, example, exact = near_duplicate_counts([problem_text(p) for p in problems], n)
+    kept, removed = [], []
+    for i, p in enumerate(problems):
+        if exact[i] >= 0:
+            removed.append({"id": p.id, "reason": "exact", "duplicate_of": problems[int(exact[i])].id})
+        elif near and counts[i] >= min_shared:
+            removed.append({"id": p.id, "reason": f"near ({int(counts[i])} shared {n}-grams)",
+                            "duplicate_of": problems[int(example[i])].id})
         else:
-            seen[key] = i
-    if near:
-        counts, example = near_duplicate_counts(texts, n)
-        for i in range(len(problems)):
-            if not drop[i] and counts[i] >= min_shared:
-                drop[i] = True
-                removed.append({"id": problems[i].id, "reason": f"near ({int(counts[i])} shared {n}-grams)",
-                                "duplicate_of": problems[int(example[i])].id})
-    return [p for p, d in zip(problems, drop) if not d], removed
+            kept.append(p)
+    return kept, removed
 
 
 def decontaminate(
@@ -72,15 +64,12 @@ def decontaminate(
     """Drop problems that share ``min_shared`` word n-grams (or their whole text) with an eval problem."""
     if min_shared < 1:
         raise ValueError(f"min_shared must be >= 1, got {min_shared}")
-    eval_texts = [problem_text(p) for p in eval_problems]
-    index = NgramIndex.build(eval_texts, n, max_doc_freq=max_doc_freq)
-    exact = {normalize_text(t): j for j, t in enumerate(eval_texts)}
-    counts, example = index.match_counts([problem_text(p) for p in problems])
+    index = NgramIndex.build([problem_text(p) for p in eval_problems], n, max_doc_freq=max_doc_freq)
+    counts, example, exact = index.match([problem_text(p) for p in problems])
     kept, removed = [], []
     for i, p in enumerate(problems):
-        j = exact.get(normalize_text(problem_text(p)))
-        if j is not None:
-            removed.append({"id": p.id, "reason": "exact", "matches": eval_problems[j].id})
+        if exact[i] >= 0:
+            removed.append({"id": p.id, "reason": "exact", "matches": eval_problems[int(exact[i])].id})
         elif counts[i] >= min_shared:
             removed.append({"id": p.id, "reason": f"{int(counts[i])} shared {n}-grams",
                             "matches": eval_problems[int(example[i])].id})

@@ -108,7 +108,7 @@ def test_near_duplicate_counts_against_bruteforce():
     rng = np.random.default_rng(0)
     vocab = [f"w{i}" for i in range(12)]
     texts = [" ".join(rng.choice(vocab, size=rng.integers(3, 30))) for _ in range(40)]
-    counts, example = near_duplicate_counts(texts, n=3)
+    counts, example, _ = near_duplicate_counts(texts, n=3)
     for i, t in enumerate(texts):
         mine = _python_ngrams(t, 3)
         earlier = set().union(*[_python_ngrams(u, 3) for u in texts[:i]]) if i else set()
@@ -173,3 +173,37 @@ def test_pass_rate_band():
         filter_pass_rate(probs, [0.0], 0, 1)
     with pytest.raises(ValueError):
         filter_pass_rate(probs, [0.0] * 4, 0.8, 0.2)
+
+
+TRICKY = [
+    "Café—naïve_test “quoted” x≤y ½ ΣΑΣ straße 数学 问题 one two three four five six seven eight nine",
+    "CAFÉ naïve test quoted x y ½ σας STRASSE 数学 问题 one two three four five six seven eight nine",
+    "plain ascii: a_b-c/d\\frac{1}{2} $x^2$ tail words to make this longer than nine words total",
+    "",
+    "!!! ...",
+]
+
+
+def test_vectorised_word_split_matches_regex_words():
+    from archer.data.ngram import hash_corpus, words
+
+    hashes, docs, doc_hash = hash_corpus(TRICKY, n=3)
+    for d, t in enumerate(TRICKY):
+        assert len(set(hashes[docs == d].tolist())) == len(_python_ngrams(t, 3)), t
+    assert doc_hash[3] == 0 and doc_hash[4] == 0
+    # equal normalised texts <=> equal whole-text hashes
+    a, b = "Hello, World: again", "hello world again"
+    _, _, dh = hash_corpus([a, b, "hello world agai"])
+    assert words(a) == words(b) and dh[0] == dh[1] != dh[2]
+
+
+def test_chunking_does_not_change_hashes(monkeypatch):
+    import archer.data.ngram as ngram
+
+    texts = [BASE + f" doc {i} " + TRICKY[i % 3] for i in range(30)]
+    ref = ngram.hash_corpus(texts)
+    monkeypatch.setattr(ngram, "CHUNK_BYTES", 300)
+    assert len(ngram._chunks(texts)) > 5
+    got = ngram.hash_corpus(texts)
+    for x, y in zip(ref, got):
+        assert np.array_equal(x, y)
