@@ -130,3 +130,72 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"archer\[ray\]"):
         _ray.import_ray()
+
+
+def _tiny_lm(seed: int):
+    from archer.models import build_tiny_model, build_tokenizer
+
+    texts = [f"{a}+{b}={a + b}" for a in range(12) for b in range(12)]
+    tok = build_tokenizer(texts, vocab_size=300)
+    return tok, build_tiny_model(tok, hidden_size=32, num_layers=1, seed=seed)
+
+
+def _signature(rollouts):
+    """Greedy tokens and their log-probs: what a model's weights decide."""
+    return [[(r.response_ids, r.logprobs) for r in g] for g in rollouts]
+
+
+def _same(a, b, tol=1e-4) -> bool:
+    pairs = [(x, y) for ga, gb in zip(a, b) for x, y in zip(ga, gb)]
+    return len(a) == len(b) and all(
+        x[0] == y[0] and max(abs(p - q) for p, q in zip(x[1], y[1])) < tol for x, y in pairs
+    )
+
+
+def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(ray_session):
+    from archer.distributed.rollout_pool import RayRolloutPool, StaleRolloutError, check_fresh, staleness
+    from archer.rollout.base import SamplingParams
+    from archer.rollout.hf import HFEngine
+
+    tok, model0 = _tiny_lm(seed=0)
+    _, model1 = _tiny_lm(seed=1)  # "the trainer's weights after one update"
+
+    def engine_factory():
+        from archer.models import build_tiny_model
+
+        return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=0), tok)
+
+    prompts = ["1+2=", "3+4=", "10+11="]
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
+    local0 = _signature(HFEngine(model0, tok).generate(prompts, params))
+    local1 = _signature(HFEngine(model1, tok).generate(prompts, params))
+    assert not _same(local0, local1)
+
+    pool = RayRolloutPool(engine_factory, num_workers=2, cpus_per_worker=0.25)
+    assert pool.num_gpus_per_worker == 0.0  # no GPU in this cluster
+    try:
+        out0 = pool.generate(prompts, params)
+        assert [[r.prompt_index for r in g] for g in out0] == [[0, 0], [1, 1], [2, 2]]
+        assert _same(_signature(out0), local0)  # the actors hold the trainer's initial weights
+        assert {r.meta["weight_version"] for g in out0 for r in g} == {0}
+
+        in_flight = pool.generate_async(prompts, params)  # queued on the actors before the update
+        timing = pool.update_weights(model1.state_dict())
+        assert pool.version == 1 and timing["version"] == 1.0
+        assert timing["total_s"] >= timing["load_s"] > 0 and timing["put_s"] > 0
+        stale = pool.collect(in_flight)
+        assert {r.meta["weight_version"] for g in stale for r in g} == {0}
+        assert staleness(stale, pool.version) == 1
+        with pytest.raises(StaleRolloutError, match="1 weight version"):
+            check_fresh(stale, pool.version)
+        check_fresh(stale, pool.version, max_staleness=1)
+
+        out1 = pool.generate(prompts, params)
+        assert _same(_signature(out1), local1)  # ... and now the updated ones
+        assert staleness(out1, pool.version) == 0
+        pool.update_weights(model0)  # a module works too; version 2
+        assert {r.meta["weight_version"] for g in pool.generate(prompts[:1], params) for r in g} == {2}
+        with pytest.raises(Exception, match="weight version must increase"):
+            ray.get(pool.workers[0].update_weights.remote(model0.state_dict(), 2))
+    finally:
+        pool.close()
