@@ -83,7 +83,9 @@ def num_tests(problem: Problem) -> int:
     tests = problem.tests or {}
     if "inputs" in tests:
         return len(tests["inputs"])
-    if "assert" in tests:
+    if isinstance(tests.get("assert"), list):
+        return len(tests["assert"])
+    if "assert" in tests:  # one test-code string: count its assert statements
         return max(1, sum(line.lstrip().startswith("assert") for line in str(tests["assert"]).splitlines()))
     return 0
 

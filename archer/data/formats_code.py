@@ -5,7 +5,7 @@
   ``{"assert": test + "check(f)", "entry_point": f}``. ``meta["solution"]`` = prompt + canonical
   solution (a reference program that passes).
 - ``mbpp``: ``content``/``text``, ``test_list`` (assert lines), optional ``test_setup_code`` (top level
-  or in ``labels``). The prompt lists the asserts (as in the MBPP paper, so the model knows the function
+  or in ``labels``). Tests are ``{"assert": [one string per assert], "entry_point"}``. The prompt lists the asserts (as in the MBPP paper, so the model knows the function
   name); the entry point is the function the first assert calls.
 - ``livecodebench``: the Archer/verl sample layout (``content`` holding the full instruction, ``test`` =
   base64(zlib(pickle(...)))) and the upstream layout (``question_content``, ``starter_code``,
@@ -157,7 +157,8 @@ def _convert_mbpp(row: dict[str, Any], index: int, ctx: Context) -> Problem:
     solution = row.get("canonical_solution") or row.get("code")
     entry = _mbpp_entry_point(asserts[0], solution)
     prompt = f"{text.strip()}\nYour code should pass these tests:\n\n" + "\n".join(asserts)
-    tests: dict[str, Any] = {"assert": "\n".join([setup, *asserts]).strip() + "\n"}
+    # one test per assert (the sandbox counts each list element as a test), setup code before each
+    tests: dict[str, Any] = {"assert": [f"{setup.strip()}\n{a}\n".lstrip() for a in asserts]}
     if entry:
         tests["entry_point"] = entry
     meta = {k: v for k, v in row.items() if k not in ("content", "text", "test_list")}

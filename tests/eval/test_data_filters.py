@@ -133,6 +133,7 @@ def test_min_tests_and_num_tests():
     b = _code("b", {"assert": "def check(c):\n    assert c(1)\n    assert c(2)\ncheck(f)\n"})
     c = _code("c", {"inputs": ["1"], "outputs": ["1"]})
     assert [num_tests(x) for x in (a, b, c)] == [3, 2, 1]
+    assert num_tests(_code("l", {"assert": ["assert f(1)", "assert f(2)"]})) == 2
     kept, removed = filter_min_tests([a, b, c, _m("m", "math passes")], 2)
     assert [p.id for p in kept] == ["a", "b", "m"] and removed[0]["id"] == "c"
 

@@ -73,8 +73,9 @@ def test_mbpp_entry_point_and_prompt_lists_tests(shared_data):
     p = load_dataset(shared_data / "code/mbpp_sample.jsonl", limit=1)[0]
     assert p.tests["entry_point"] == "remove_Occ"
     assert 'assert remove_Occ("hello","l") == "heo"' in p.prompt
+    assert len(p.tests["assert"]) == 3
     scope: dict = {}
-    exec(p.meta["solution"] + "\n" + p.tests["assert"], scope)  # noqa: S102
+    exec(p.meta["solution"] + "\n" + "\n".join(p.tests["assert"]), scope)  # noqa: S102
 
 
 def test_livecodebench_stdin_and_functional(shared_data):
