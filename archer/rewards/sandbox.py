@@ -97,7 +97,7 @@ class _Zygote:
                 "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
                 "host_net_ns": os.stat("/proc/self/ns/net").st_ino}
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-I", WORKER, json.dumps(wcfg)],
+            [*prefix, sys.executable, "-I", "-S", WORKER, json.dumps(wcfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if cfg.debug else subprocess.DEVNULL,
             env={}, close_fds=True, cwd="/")
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()

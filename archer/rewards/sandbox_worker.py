@@ -42,10 +42,12 @@ harness = _load("archer_sandbox_harness", os.path.join(_HERE, "sandbox_harness.p
 isolation = _load("archer_sandbox_isolation", os.path.join(_HERE, "sandbox_isolation.py"))
 safe_pickle = _load("archer_safe_pickle", os.path.join(os.path.dirname(_HERE), "data", "safe_pickle.py"))
 
-# what competitive-programming and HumanEval solutions usually import; loaded once, shared by fork
+# what competitive-programming and HumanEval solutions usually import; loaded once, shared by fork.
+# Not `threading` (nor `queue`, which imports it): its at-fork hook makes every fork several times
+# slower, and most programs never use it.
 PRELOAD = ("array bisect collections copy dataclasses datetime decimal enum fractions functools hashlib "
-           "heapq io itertools json math numbers operator queue random re statistics string sys "
-           "textwrap threading typing unicodedata cmath inspect traceback ast pickle").split()
+           "heapq io itertools json math numbers operator random re statistics string sys "
+           "textwrap typing unicodedata cmath inspect traceback ast pickle").split()
 
 
 class FrameReader:
@@ -330,8 +332,16 @@ class Zygote:
         self.event(state["next"], status, detail="the judge stopped before this test")
 
 
+def _add_site_packages() -> None:
+    """Started with -S (no .pth side effects, which import threading): make site-packages importable."""
+    import site
+
+    sys.path.extend(p for p in site.getsitepackages() if os.path.isdir(p) and p not in sys.path)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    _add_site_packages()
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
