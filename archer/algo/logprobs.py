@@ -12,7 +12,7 @@ Assumptions and limits: no bias; ``hidden`` [..., d], ``weight`` [V, d], ``label
 -100 means "ignored": its log-prob is 0 and it gets no log-prob gradient (its entropy is still the
 entropy of that position). The softmax math runs in float32 (float64 for float64 inputs); half-precision
 matmuls stay in the input dtype and the weight gradient is accumulated in float32. The default chunk
-keeps one chunk's float32 logits near 64 MB; forward holds about two such buffers, backward two.
+keeps one chunk's float32 logits near 64 MB; forward and backward each reuse two such buffers.
 """
 
 from __future__ import annotations
@@ -32,33 +32,51 @@ def _math_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    z = (h @ weight.T).to(_math_dtype(h.dtype))  # [c, V]
+def _chunk_logits(
+    h: torch.Tensor, weight: torch.Tensor, temperature: float, out: torch.Tensor
+) -> torch.Tensor:
+    """``h @ weight.T / temperature`` [c, V] written into the reusable buffer ``out`` (math dtype)."""
     if temperature != 1.0:
-        z.div_(temperature)
-    return z
+        h = h / temperature  # [c, d]: cheaper than dividing the [c, V] logits
+    if h.dtype == out.dtype:
+        return torch.mm(h, weight.T, out=out)
+    return out.copy_(h @ weight.T)  # half precision matmul, softmax math in float32
+
+
+def _buffers(n: int, chunk: int, vocab: int, dt: torch.dtype, device: torch.device):
+    """Two [chunk, V] buffers reused by every chunk (no per-chunk allocation or page faults)."""
+    rows = min(chunk, n)
+    return torch.empty(rows, vocab, dtype=dt, device=device), torch.empty(
+        rows, vocab, dtype=dt, device=device
+    )
 
 
 class _ChunkedLogprobEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk_size, temperature):  # noqa: D401
-        n = hidden.shape[0]
+    def forward(ctx, hidden, weight, labels, chunk_size, temperature):
+        n, vocab = hidden.shape[0], weight.shape[0]
         dt = _math_dtype(hidden.dtype)
         valid = labels != IGNORE_INDEX  # [N]
         safe = torch.where(valid, labels, torch.zeros_like(labels))  # [N]
         logp = torch.empty(n, dtype=dt, device=hidden.device)
         ent = torch.empty(n, dtype=dt, device=hidden.device)
         lse = torch.empty(n, dtype=dt, device=hidden.device)
+        zbuf, pbuf = _buffers(n, chunk_size, vocab, dt, hidden.device)
         for s in range(0, n, chunk_size):
             e = min(n, s + chunk_size)
-            z = _chunk_logits(hidden[s:e], weight, temperature)  # [c, V]
-            lse_c = torch.logsumexp(z, dim=-1)  # [c]
-            z.sub_(lse_c[:, None])  # log p, in place: [c, V]
-            logp[s:e] = z.gather(1, safe[s:e, None]).squeeze(1)
-            p = torch.exp(z)  # [c, V]
-            ent[s:e] = -(p.mul_(z)).sum(-1)
-            lse[s:e] = lse_c
-            del z, p
+            c = e - s
+            z = _chunk_logits(hidden[s:e], weight, temperature, zbuf[:c])  # [c, V]
+            zmax = z.amax(dim=-1, keepdim=True)  # [c, 1]
+            z.sub_(zmax)  # shifted logits z' <= 0
+            p = torch.exp(z, out=pbuf[:c])  # [c, V] unnormalised probabilities
+            total = p.sum(-1)  # [c]
+            log_total = total.log()
+            dot = torch.einsum("ij,ij->i", p, z)  # [c] sum_j e^z'_j z'_j, without a [c, V] temporary
+            # log p_label = z'_label - log_total;  H = log_total - E_p[z']
+            logp[s:e] = z.gather(1, safe[s:e, None]).squeeze(1) - log_total
+            ent[s:e] = log_total - dot / total
+            lse[s:e] = zmax.squeeze(1) + log_total
+        del zbuf, pbuf
         logp = torch.where(valid, logp, torch.zeros((), dtype=dt, device=hidden.device))
         ctx.save_for_backward(hidden, weight, safe, valid, lse, ent)
         ctx.chunk_size = chunk_size
@@ -72,39 +90,40 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if (g_logp is None and g_ent is None) or not (need_h or need_w):
             return None, None, None, None, None
-        n, temp, chunk = hidden.shape[0], ctx.temperature, ctx.chunk_size
+        n, vocab, temp, chunk = hidden.shape[0], weight.shape[0], ctx.temperature, ctx.chunk_size
         dt = _math_dtype(hidden.dtype)
-        low_precision = hidden.dtype not in (torch.float32, torch.float64)
+        low_precision = hidden.dtype != dt
         grad_h = torch.empty(hidden.shape, dtype=dt, device=hidden.device) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=dt, device=weight.device) if need_w else None
-        if g_logp is not None:
-            g_logp = torch.where(valid, g_logp.to(dt), torch.zeros((), dtype=dt, device=hidden.device))
+        inv_t = 1.0 / temp
+        zero = torch.zeros((), dtype=dt, device=hidden.device)
+        g_lp = torch.where(valid, g_logp.to(dt), zero) if g_logp is not None else torch.zeros_like(lse)
+        g_h = g_ent.to(dt) if g_ent is not None else None
+        zbuf, pbuf = _buffers(n, chunk, vocab, dt, hidden.device)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
+            c = e - s
             h = hidden[s:e]
-            z = _chunk_logits(h, weight, temp)  # [c, V]
-            z.sub_(lse[s:e, None])  # log p
-            p = torch.exp(z)  # [c, V]
-            # d logp_label / dz = onehot - p;  d H / dz = -p (log p + H)
-            if g_ent is not None:
-                gz = z.add_(ent[s:e, None]).mul_(g_ent[s:e, None].to(dt))  # g_H (log p + H)
-                if g_logp is not None:
-                    gz.add_(g_logp[s:e, None])
-                gz.mul_(p).neg_()
-                del p
+            logp_all = _chunk_logits(h, weight, temp, zbuf[:c]).sub_(lse[s:e, None])  # [c, V] log p
+            p = torch.exp(logp_all, out=pbuf[:c])  # [c, V]
+            # dL/dz = g_lp (onehot - p) - g_H p (log p + H) = p (alpha + beta log p) + g_lp onehot, with
+            # alpha = -(g_lp + g_H H), beta = -g_H; the 1/T of dz/dlogits is folded in.
+            if g_h is not None:
+                beta = -inv_t * g_h[s:e, None]  # [c, 1]
+                alpha = -inv_t * (g_lp[s:e, None] + g_h[s:e, None] * ent[s:e, None])  # [c, 1]
+                gz = torch.addcmul(alpha, logp_all, beta, out=logp_all).mul_(p)
             else:
-                del z
-                gz = p.mul_(-g_logp[s:e, None])
+                gz = p.mul_(-inv_t * g_lp[s:e, None])
             if g_logp is not None:
-                gz.scatter_add_(1, safe[s:e, None], g_logp[s:e, None])
-            if temp != 1.0:
-                gz.div_(temp)
+                gz.scatter_add_(1, safe[s:e, None], inv_t * g_lp[s:e, None])
             if need_h:
-                gz_mm = gz.to(weight.dtype) if low_precision else gz
-                grad_h[s:e] = (gz_mm @ weight).to(dt)
+                if low_precision:
+                    grad_h[s:e] = (gz.to(weight.dtype) @ weight).to(dt)
+                else:
+                    torch.mm(gz, weight, out=grad_h[s:e])
             if need_w:
                 grad_w.addmm_(gz.T, h.to(dt))
-            del gz
+        del zbuf, pbuf
         return (
             grad_h.to(hidden.dtype) if need_h else None,
             grad_w.to(weight.dtype) if need_w else None,

@@ -148,15 +148,18 @@ def _validate(name: str, p: dict[str, Any]) -> None:
         raise bad("loss_normalizer", "must be a LossNormalizer (see archer.algo.loss_normalizer)")
 
 
-def split_by_entropy(entropy: torch.Tensor, response_mask: torch.Tensor, quantile: float) -> torch.Tensor:
+def split_by_entropy(
+    entropy: torch.Tensor, response_mask: torch.Tensor, quantile: float, max_numel: int = 1 << 24
+) -> torch.Tensor:
     """High-entropy tokens [B, T] bool: ``H > nanquantile(H over the response's tokens, quantile)``.
 
-    Rows are processed in chunks because ``torch.nanquantile`` limits its input size.
+    Rows are processed in chunks of at most ``max_numel`` elements because ``torch.nanquantile``
+    limits its input size. An empty response has no high-entropy token; a one-token response neither.
     """
     mask = response_mask != 0
     h = entropy.detach().float()
     h = torch.where(mask, h, torch.full((), float("nan"), device=h.device))  # [B, T]
-    rows = max(1, (1 << 24) // max(h.shape[-1], 1))
+    rows = max(1, max_numel // max(h.shape[-1], 1))
     parts = [torch.nanquantile(chunk, quantile, dim=-1, keepdim=True) for chunk in h.split(rows, dim=0)]
     q = torch.cat(parts, dim=0) if parts else h.new_zeros(0, 1)  # [B, 1]; NaN for empty rows
     return mask & (h > q)

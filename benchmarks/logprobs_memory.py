@@ -1,0 +1,155 @@
+"""Peak memory and time of forward+backward: chunked ``token_logprobs`` vs naive full logits.
+
+Naive = ``logits = hidden @ weight.T``, ``log_softmax``, gather the label, entropy ``-(p * log p).sum``,
+all [N, V] tensors kept by autograd. Chunked = :func:`archer.algo.token_logprobs` (default chunk).
+Both compute the same outputs; the backward uses ``logp.sum() + 0.01 * entropy.sum()`` so both
+gradient paths run.
+
+Each (variant, shape) runs in its own subprocess. On CPU the peak is ``ru_maxrss`` of the child minus
+its RSS after the inputs were created (so it counts everything forward+backward allocates, including
+the returned gradients of hidden and weight, which both variants must produce); "working" subtracts
+those gradient bytes. On CUDA (when present) the peak is ``torch.cuda.max_memory_allocated`` over the
+same baseline. Time is the median of ``--repeats`` forward+backward runs after the measured one.
+
+Usage: ``python benchmarks/logprobs_memory.py [--repeats 3] [--device cpu|cuda] [--qwen-n 1024]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+GIB = 2**30
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _naive(hidden, weight, labels):
+    import torch
+
+    logits = hidden @ weight.T  # [N, V]
+    logsm = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
+    logp = logsm.gather(1, labels[:, None]).squeeze(1)
+    ent = -(logsm.exp() * logsm).sum(-1)
+    return logp, ent
+
+
+def _chunked(hidden, weight, labels):
+    from archer.algo import token_logprobs
+
+    return token_logprobs(hidden, weight, labels)
+
+
+def child(variant: str, n: int, d: int, v: int, device: str, repeats: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    fn = {"naive": _naive, "chunked": _chunked}[variant]
+    hidden = (torch.randn(n, d, device=device) * 0.5).requires_grad_()
+    weight = (torch.randn(v, d, device=device) / d**0.5).requires_grad_()
+    labels = torch.randint(0, v, (n,), device=device)
+
+    def step() -> None:
+        hidden.grad = None
+        weight.grad = None
+        logp, ent = fn(hidden, weight, labels)
+        (logp.sum() + 0.01 * ent.sum()).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    grads = (n * d + v * d) * 4
+    return {
+        "variant": variant,
+        "n": n,
+        "d": d,
+        "v": v,
+        "device": device,
+        "peak_bytes": peak,
+        "grad_bytes": grads,
+        "first_s": first,
+        "time_s": statistics.median(times) if times else first,
+    }
+
+
+def run_child(variant: str, n: int, d: int, v: int, device: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v), device, str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {variant} {n}x{d}x{v} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--qwen-n", type=int, default=1024, help="N for the Qwen2.5-1.5B shapes")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        variant, n, d, v, device, repeats = args.child
+        print(json.dumps(child(variant, int(n), int(d), int(v), device, int(repeats))))
+        return 0
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = [("toy", 4096, 256, 65536), ("Qwen2.5-1.5B", args.qwen_n, 1536, 151936)]
+    header = (
+        "| shape | N | d | V | device | variant | peak delta (GiB) | working (GiB) | time (s) "
+        "| mem ratio (peak / working) | time ratio |"
+    )
+    print(header)
+    print("|" + "---|" * 11)
+    for label, n, d, v in shapes:
+        res = {var: run_child(var, n, d, v, device, args.repeats) for var in ("naive", "chunked")}
+        for var in ("naive", "chunked"):
+            r = res[var]
+            work = r["peak_bytes"] - r["grad_bytes"]
+            if var == "chunked":
+                nv = res["naive"]
+                ratio_peak = nv["peak_bytes"] / max(r["peak_bytes"], 1)
+                ratio_work = (nv["peak_bytes"] - nv["grad_bytes"]) / max(work, 1)
+                ratios = f"{ratio_peak:.1f}x / {ratio_work:.1f}x less | {r['time_s'] / nv['time_s']:.2f}x"
+            else:
+                ratios = "1 | 1"
+            print(
+                f"| {label} | {n} | {d} | {v} | {device} | {var} | {r['peak_bytes'] / GIB:.3f} "
+                f"| {work / GIB:.3f} | {r['time_s']:.2f} | {ratios} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
