@@ -12,7 +12,9 @@ The comparison is math-verify's ``parse`` + ``verify`` (Kydlicek et al., *Math-V
    A side with a decimal literal keeps math-verify's tolerance, so ``\\pi`` vs ``3.14159`` stays
    unequal (math-verify's rounding) while ``0.5`` vs ``\\frac12`` is equal.
 
-Gold answers are parsed once per worker (LRU cache), so a GRPO group of n responses to one problem
+Plain integers, decimals and fractions of integers on both sides are compared as exact fractions
+without sympy (the commonest case, and the fastest); a decimal that differs falls through to
+math-verify's tolerance. Gold answers are parsed once per worker (LRU cache), so a GRPO group of n responses to one problem
 parses its gold once. math-verify's own SIGALRM timeouts are switched off here: the pool kills a
 worker that overruns, which also stops C-level sympy/GMP work that no signal can interrupt.
 
@@ -25,7 +27,7 @@ import functools
 import logging
 from typing import Any
 
-from archer.rewards.math_normalize import choice_letter, normalize_answer, too_large
+from archer.rewards.math_normalize import choice_letter, normalize_answer, plain_number, too_large
 
 MAX_ANSWER_CHARS = 20_000  # longer "answers" are not parsed (a 1 MB string is an attack, not a number)
 
@@ -73,6 +75,12 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
         pred_letter = choice_letter(p, allow_trailing=True)
         if pred_letter is not None:
             return (gold_letter == pred_letter), ("equal" if gold_letter == pred_letter else "not_equal")
+    gold_num, pred_num = plain_number(g), plain_number(p)
+    if gold_num is not None and pred_num is not None:
+        if gold_num[0] == pred_num[0]:
+            return True, "equal"
+        if not (gold_num[1] or pred_num[1]):  # both exact: no tolerance, no need for sympy
+            return False, "not_equal"
     if too_large(g) or too_large(p):
         return False, "too_large"
     gold_parsed = _parse_gold(g)

@@ -9,6 +9,8 @@ compute for ever. This module is pure string work (no sympy), so it is cheap and
   math-verify). A percentage is treated as a unit: ``50\\%`` equals ``50`` but NOT ``0.5``
   (math-verify accepts both; a grader that cannot tell 50% from 0.5 rewards the wrong scale).
 - ``choice_letter``: ``(B)``, ``B``, ``\\text{(B)}``, ``\\textbf{(B)}`` -> ``"B"`` for multiple choice.
+- ``plain_number``: integers, decimals and simple fractions (``-3``, ``0.25``, ``\\frac{3}{4}``,
+  ``3/4``) as exact ``Fraction`` values, so the commonest answers are compared without sympy.
 - ``too_large``: a static bound on integer power towers (``9^{9^{9^9}}``, ``10^{10^{10}}``) and
   factorials (``(10^8)!``) whose exact value has more than ``MAX_DIGITS`` digits; sympy would try
   to compute them (in C, beyond the reach of signals). Such answers are only equal when their
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 MAX_DIGITS = 1_000_000  # exact integers beyond this many digits are not computed
 MAX_FACTORIAL = 100_000  # n! beyond this n is not computed (100000! has ~456k digits)
@@ -68,6 +71,27 @@ def choice_letter(answer: str, *, allow_trailing: bool = False) -> str | None:
     if match is None and allow_trailing:
         match = _CHOICE_PRED.match(answer)
     return match.group(1) if match else None
+
+
+_INT_OR_DEC = re.compile(r"(-?)(\d{1,400}|\d{0,400}\.\d{1,400})")
+_FRAC = re.compile(r"(-?)\\frac\s*(?:\{\s*(\d{1,400})\s*\}|(\d))\s*(?:\{\s*(\d{1,400})\s*\}|(\d))")
+_SLASH = re.compile(r"(-?)(\d{1,400})\s*/\s*(\d{1,400})")
+
+
+def plain_number(text: str) -> tuple[Fraction, bool] | None:
+    """``(value, is_decimal)`` for a plain integer, decimal or fraction of integers, else None."""
+    text = text.strip()
+    if m := _INT_OR_DEC.fullmatch(text):
+        value = Fraction(m.group(2))
+        return (-value if m.group(1) else value), "." in text
+    for pattern in (_FRAC, _SLASH):
+        if m := pattern.fullmatch(text):
+            num, den = [g for g in m.groups()[1:] if g is not None]
+            if int(den) == 0:
+                return None
+            value = Fraction(int(num), int(den))
+            return (-value if m.group(1) else value), False
+    return None
 
 
 # --- hostile-size guard ---------------------------------------------------------------------------

@@ -113,6 +113,18 @@ def test_exact_layer_overrides_math_verify_rounding():
     assert judge("\\frac{1}{2004!}", "\\frac{1}{2006!}") == (False, "not_equal")
 
 
+def test_plain_numbers_and_radicals_in_process():
+    """The sympy-free fast path for plain numbers, and the exact layer on irrationals."""
+    from archer.rewards.math_judge import judge
+
+    assert judge("3", "4") == (False, "not_equal")
+    assert judge("025", "25") == (True, "equal")
+    assert judge("-\\frac{3}{4}", "-0.75") == (True, "equal")
+    assert judge("\\frac{1}{3}", "0.333333") == (True, "equal")  # a decimal keeps the tolerance
+    assert judge("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}") == (True, "equal")
+    assert judge("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}+10^{-40}") == (False, "not_equal")
+
+
 def test_decimal_literal_keeps_tolerance(pool):
     assert pool.judge("\\frac{1}{3}", "0.333333") == (True, "equal")
     assert pool.judge("27", "27.0") == (True, "equal")
