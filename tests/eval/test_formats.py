@@ -181,3 +181,13 @@ def test_round_trip_layouts(shared_data, tmp_path, suffix, layout, fmt):
 
 def test_format_registry_lists_names():
     assert {"math", "verl", "humaneval", "mbpp", "livecodebench", "code_contests", "problem"} <= set(format_names())
+
+
+def test_chat_prompts_round_trip_in_archer_parquet(tmp_path):
+    from archer.data.schema import Problem
+
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    probs = [Problem("x/1", chat, "math", answer="4", data_source="x", meta={"k": [1, 2]}),
+             Problem("x/2", "plain", "code", tests={"assert": ["assert f()"], "entry_point": "f"})]
+    back = load_dataset(save_problems(probs, tmp_path / "p.parquet"))
+    assert [p.to_dict() for p in back] == [p.to_dict() for p in probs]

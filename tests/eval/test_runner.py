@@ -116,3 +116,14 @@ def test_cli_end_to_end_tiny_model(tiny_model_dir, shared_data, tmp_path, code_v
     again = json.loads((out / store.SUMMARY).read_text())
     assert {k: again[k] for k in ("avg@1", "pass@2", "num_samples")} == {
         k: summary[k] for k in ("avg@1", "pass@2", "num_samples")}
+
+
+def test_measure_pass_rates_feeds_difficulty_filter():
+    from archer.data.filters import filter_pass_rate
+    from archer.eval.runner import measure_pass_rates
+
+    probs = _problems()
+    rates = measure_pass_rates(ScriptedEngine(SCRIPT), None, probs, n=2)
+    assert rates == [0.5, 0.0, 1.0]
+    kept, removed = filter_pass_rate(probs, rates, low=0.1, high=0.9)
+    assert [p.id for p in kept] == ["a"] and {r["id"] for r in removed} == {"b", "c"}
