@@ -1,13 +1,14 @@
 """Dataset filters: deduplication, decontamination against evaluation sets, and difficulty/quality.
 
-- :func:`dedup`: drops exact duplicates (same normalised text) and near duplicates: a problem that
-  shares at least ``min_shared`` distinct word ``n``-grams (default one 9-gram, as in the
-  decontamination of the GPT-3 and Llama reports' n-gram overlap checks) with any *earlier* problem.
-  The first occurrence is kept, so the order of the input matters.
-- :func:`decontaminate`: drops training problems sharing ``min_shared`` n-grams with any evaluation
-  problem. ``max_doc_freq`` optionally ignores evaluation n-grams shared by many evaluation problems
-  (prompt boilerplate); the LiveCodeBench loader already keeps the bare statement in
-  ``meta["question"]``, which :func:`problem_text` prefers, so its instruction block is not indexed.
+- :func:`dedup`: drops exact duplicates (same normalised text) and near duplicates: a problem with at
+  least ``min_shared`` distinct word ``n``-grams (default one 9-gram, the overlap test of the GPT-3
+  paper's contamination study, Brown et al. 2020) that already occur in earlier problems (counted over
+  all earlier problems together, not per pair). The first occurrence is kept, so input order matters.
+- :func:`decontaminate`: drops training problems with ``min_shared`` distinct n-grams found anywhere in
+  the evaluation problems (or an identical normalised text). ``max_doc_freq`` optionally ignores
+  evaluation n-grams shared by many evaluation problems (prompt boilerplate); the LiveCodeBench loader
+  already keeps the bare statement in ``meta["question"]``, which :func:`problem_text` prefers, so its
+  instruction block is not indexed.
 - :func:`filter_min_tests`, :func:`filter_reference_passes` (the reference solution in
   ``meta["solution"]`` must pass its own tests, via ``archer.rewards.code.run_tests_batch``) and
   :func:`filter_pass_rate` (keep problems whose measured pass rate under a given model lies in a band,
