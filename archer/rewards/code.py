@@ -68,7 +68,9 @@ def _test_plan(tests: dict[str, Any]) -> dict[str, Any]:
         inputs, outputs = list(tests["inputs"]), list(tests["outputs"])
         if len(inputs) != len(outputs):
             raise ValueError(f"{len(inputs)} test inputs but {len(outputs)} outputs")
-        inputs = [x if isinstance(x, str) else json.dumps(x) for x in inputs]
+        # non-string inputs (APPS/TACO call-based) are argument lists: one JSON argument per line
+        inputs = [x if isinstance(x, str) else "\n".join(json.dumps(a) for a in (x if isinstance(x, list) else [x]))
+                  for x in inputs]
         fn = tests.get("fn_name")
         return {"mode": "call" if fn else "stdin", "n": len(inputs), "inputs": inputs, "outputs": outputs,
                 "fn_name": fn}

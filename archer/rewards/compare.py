@@ -7,6 +7,8 @@ both into lines, and require the same number of lines; each pair of lines matche
 
 call-based (LiveCodeBench ``grade_call_based``): the program's return value arrives JSON-encoded
 (tuples already turned into lists) and is compared with the JSON-decoded expected output with ``==``.
+Expected values given as data rather than JSON strings (APPS/TACO) may also be the return value
+wrapped in a one-element list, as the APPS grader accepts.
 """
 
 from __future__ import annotations
@@ -61,4 +63,7 @@ def call_result_matches(result_json: str | None, expected: Any) -> bool:
     want = _json_or_raw(expected)
     if isinstance(want, tuple):
         want = list(want)
-    return got == want
+    if got == want:
+        return True
+    # APPS/TACO store a call's expected value wrapped in a one-element list (not as a JSON string)
+    return not isinstance(expected, str) and isinstance(want, list) and len(want) == 1 and got == want[0]

@@ -134,6 +134,7 @@ class _Zygote:
         self._send(msg)
         if part_b is not None:
             self._send(part_b)
+        failure: Exception | None = None
         while True:
             event = self._recv()
             if event is None:
@@ -141,12 +142,15 @@ class _Zygote:
             if event.get("event") == "done":
                 if event.get("error"):
                     raise SandboxError(event["error"])
+                if failure is not None:
+                    raise SandboxError(f"event handler failed: {type(failure).__name__}: {failure}") from failure
                 return
-            try:
-                go = bool(on_event(event))
-            except Exception:
-                self._send({"continue": False})
-                raise
+            go = False
+            if failure is None:
+                try:
+                    go = bool(on_event(event))
+                except Exception as exc:  # stop the run, but keep the protocol in step
+                    failure = exc
             self._send({"continue": go})
 
     def close(self) -> None:

@@ -185,3 +185,20 @@ def test_batch_preserves_order(pool):
     items[5] = ("print(-1)", items[5][1])
     reps = run_tests_batch(items, pool=pool)
     assert [r.passed for r in reps] == [1] * 5 + [0] + [1] * 6
+
+
+def test_apps_style_call_tests_with_argument_lists(pool):
+    tests = {"inputs": [[1, 2], [[3], 4]], "outputs": [[3], [[3, 4]]], "fn_name": "f"}
+    rep = run_tests("def f(a, b):\n    return a + b if isinstance(a, int) else a + [b]\n", tests, pool=pool)
+    assert rep.verdicts == ["ok", "ok"]
+    assert call_result_matches("3", [3]) and not call_result_matches("3", "[3]")
+
+
+def test_event_handler_failure_keeps_the_zygote_in_step(pool):
+    def boom(event):
+        raise KeyError("handler bug")
+
+    errors = pool.run([({"mode": "stdin", "program": "print(1)", "inputs": ["", ""], "timeout": 5.0,
+                         "memory_mb": 512}, None, boom)])
+    assert "handler bug" in errors[0]
+    assert run_tests("print(2)", {"inputs": [""], "outputs": ["2"]}, pool=pool).all_passed

@@ -55,11 +55,13 @@ def test_dead_zygote_is_replaced():
 
 
 def test_zygote_death_mid_run_is_a_sandbox_error_not_a_crash():
-    with SandboxPool(SandboxConfig(workers=1)) as pool:
+    # isolation="none": the process is the zygote itself (not unshare), so its death is immediate
+    with SandboxPool(SandboxConfig(workers=1, isolation="none")) as pool:
         zygote = pool._zygotes[0]
 
         def kill_then_continue(event):
             zygote.proc.kill()
+            zygote.proc.wait()
             return True
 
         errors = pool.run([({"mode": "stdin", "program": "print(1)", "inputs": ["", ""], "timeout": 5.0,
