@@ -50,3 +50,10 @@ def test_score_responses_groups_and_survives_a_broken_verifier():
     assert calls == [2]
     assert [r.reward for r in out] == [2.0, 0.0, 0.0]
     assert "boom" in out[1].info["reason"]
+
+
+def test_score_responses_survives_a_verifier_that_cannot_import():
+    register_verifier("missing_test", "archer.no_such_module:fn", data_sources=["missing_src"])
+    out = score_responses(["a"], [Problem("1", "q", "math", answer="a", data_source="missing_src")])
+    assert out[0].reward == 0.0 and not out[0].correct
+    assert "ModuleNotFoundError" in out[0].info["reason"]

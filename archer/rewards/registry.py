@@ -67,10 +67,9 @@ def score_responses(
         groups.setdefault(verifier_for(problem), []).append(i)
     results: list[RewardResult | None] = [None] * len(responses)
     for name, idx in groups.items():
-        fn = get_verifier(name)
-        kwargs = _accepted_kwargs(fn, opts)
         try:
-            scored = fn([responses[i] for i in idx], [problems[i] for i in idx], **kwargs)
+            fn = get_verifier(name)
+            scored = fn([responses[i] for i in idx], [problems[i] for i in idx], **_accepted_kwargs(fn, opts))
             if len(scored) != len(idx):
                 raise RuntimeError(f"verifier {name!r} returned {len(scored)} results for {len(idx)} items")
         except Exception as exc:  # a broken verifier must not end the run: zero reward, reason logged
