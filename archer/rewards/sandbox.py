@@ -15,6 +15,16 @@ Launchers, tried in order under ``isolation="auto"``:
   the program keeps the caller's uid;
 - ``none``: rlimits, sessions and a temporary cwd only (loudly reported).
 
+What is covered: programs never run in the trainer; each run gets a fresh process (forked, so
+nothing survives between runs), an unprivileged uid, rlimits, a private writable directory on a
+small tmpfs and nothing else writable, no network, no view of the host's processes, files outside
+the system directories, or environment; the whole process tree is killed after every run; expected
+outputs never enter the program's process, and assert verdicts come from a judge process the program
+cannot signal, trace or write to. What is not: the zygote itself stays root inside its namespaces (it
+must set up mounts, fork children under other uids and kill them), so a kernel exploit from a child
+is out of scope; there is no seccomp filter and no cgroup (memory is bounded by RLIMIT_AS per
+process, times RLIMIT_NPROC processes at most); CPU time is shared with the trainer.
+
 The pool is a plain object: create one per process and share it, or use :func:`default_pool`. Every
 request streams one event per test back to the caller, which compares outputs itself and decides
 whether to continue (stop at the first failure for hard rewards).

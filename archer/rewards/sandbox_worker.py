@@ -114,6 +114,8 @@ class Zygote:
         while True:
             req = self.recv()
             if req is None:
+                if not self.report["chroot"]:  # a host temp dir, not a private tmpfs
+                    shutil.rmtree(self.report["work_root"], ignore_errors=True)
                 return
             mode = req.get("mode")
             handler = {"stdin": self.run_stdin, "call": self.run_call, "assert": self.run_assert}.get(mode)
