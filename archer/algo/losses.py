@@ -25,7 +25,8 @@ each over its own subset. Under accumulation, exactness needs the mini-batch sub
 the masks, exact unless entropies tie at the quantile); without them each micro-batch uses its own.
 
 Dtypes: inputs may be any float dtype; the computation and the loss are float32 (float64 when
-``log_prob`` is float64). Masked positions are zeroed before use, so NaN/inf there never propagate.
+``log_prob`` is float64). Masked positions are zeroed before use, so NaN/inf there never propagate;
+log-probs of trained tokens below -1e4 (e.g. -inf) count as -1e4, with no gradient.
 Metrics are python floats over this batch's trained tokens; average them across micro-batches weighted
 by ``num_tokens`` (``ratio_max``: take the max).
 """
@@ -48,6 +49,8 @@ from archer.algo.objectives import (
     ppo_surrogate,
 )
 from archer.algo.regularizers import KL_ESTIMATORS, kl_penalty, truncated_is_weights
+
+LOGP_FLOOR = -1e4
 
 _COMMON_DEFAULTS: dict[str, Any] = {
     "agg": "token-mean",
@@ -232,7 +235,8 @@ def compute_policy_loss(
         t = t.detach() if detach else t
         return torch.where(mask, t.to(dtype), zero)
 
-    lp = clean(log_prob, detach=False)
+    # a trained token the policy cannot produce (logp = -inf) gets a finite value and no gradient
+    lp = clean(log_prob, detach=False).clamp(min=LOGP_FLOOR)
     old = clean(old_log_prob)
     adv = clean(_broadcast_advantages(advantages, log_prob.shape))
     log_ratio = (lp - old).clamp(-20.0, 20.0)

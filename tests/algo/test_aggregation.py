@@ -141,3 +141,15 @@ def test_predicted_subset_counts_match_the_split_for_distinct_entropies():
     low, high = high_entropy_counts_from_mask(mask, 0.8)
     assert (low, high) == (exact.low_entropy_tokens, exact.high_entropy_tokens)
     assert low + high == exact.tokens
+
+
+def test_per_micro_batch_normalisers_would_differ_from_the_big_batch():
+    """Control: the equivalence above depends on the shared normaliser (token-mean, ragged rows)."""
+    mask, old, logp, *_rest, adv = _batch(3)
+    kw = {"old_log_prob": old, "advantages": adv, "response_mask": mask}
+    big, _ = compute_policy_loss("ppo", log_prob=logp, **kw)
+    parts = [
+        compute_policy_loss("ppo", **{k: v[s] for k, v in {**kw, "log_prob": logp}.items()})[0]
+        for s in (slice(0, 3), slice(3, 8))
+    ]
+    assert abs(float(sum(parts)) - big.item()) > 1e-3

@@ -152,6 +152,20 @@ def test_extreme_ratios_stay_finite(name):
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_minus_inf_logprob_of_a_trained_token_is_finite(name):
+    kw = batch()
+    lp = kw["log_prob"].clone()
+    lp[0, 0] = float("-inf")
+    lp[1, 0] = float("-inf")
+    lp.requires_grad_(True)
+    loss, metrics = compute_policy_loss(name, **{**kw, "log_prob": lp}, kl_coef=0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(lp.grad).all()
+    assert lp.grad[0, 0] == 0 and lp.grad[1, 0] == 0
+    assert all(v == v for v in metrics.values())
+
+
 def test_ppo_clip_metrics_by_sign_and_side():
     ratios = torch.tensor([[1.5, 0.5, 1.0, 5.0], [1.5, 0.5, 1.0, 5.0]], dtype=torch.float64)
     old = torch.full_like(ratios, -1.0)
