@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import time
