@@ -174,6 +174,9 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        iso = getattr(self, "isolation", {})
+        if not iso.get("chroot") and "archer_sandbox_" in str(iso.get("work_root", "")):
+            shutil.rmtree(iso["work_root"], ignore_errors=True)  # an unjailed zygote that died early
 
 
 class SandboxPool:
