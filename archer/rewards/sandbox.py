@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from queue import Empty, Queue
@@ -145,7 +146,17 @@ class _Zygote:
         if part_b is not None:
             self._send(part_b)
         failure: Exception | None = None
+        # watchdog: the zygote enforces every limit itself; this only catches a zygote that hangs
+        n = max(len(req.get("inputs") or ()), int(req.get("n_tests") or 1))
+        limit = float(req.get("timeout", 10.0)) * (n + 1) + 60.0
+        if req.get("budget"):
+            limit = min(limit, float(req["budget"]) + 60.0)
+        deadline = time.monotonic() + limit
         while True:
+            ready, _, _ = select.select([self.fd_out], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.proc.kill()
+                raise SandboxError(f"sandbox zygote hung for {limit:.0f}s; killed")
             event = self._recv()
             if event is None:
                 raise SandboxError("sandbox zygote died during a run")
