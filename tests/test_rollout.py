@@ -14,6 +14,15 @@ from archer.rollout import HFEngine, Rollout, RolloutEngine, SamplingParams
 PROMPTS = ["Compute 1+2.", "Compute 12*3-4.", "Write a Python function f(x) that returns x.", "x"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny matmuls: one intra-op thread is much faster than two on a shared 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer(tokenizer_corpus(300, seed=0), vocab_size=400)

@@ -66,7 +66,7 @@ class MathTaskConfig:
 
 
 MATH_LEVELS: dict[str, MathTaskConfig] = {
-    "easy": MathTaskConfig(min_operands=2, max_operands=2, max_value=20, ops=("+", "-")),
+    "easy": MathTaskConfig(min_operands=2, max_operands=2, max_value=30, ops=("+", "-")),
     "medium": MathTaskConfig(min_operands=2, max_operands=3, max_value=20, ops=("+", "-", "*")),
     "hard": MathTaskConfig(min_operands=3, max_operands=4, max_value=50, ops=("+", "-", "*"), linear_fraction=0.3),
 }
