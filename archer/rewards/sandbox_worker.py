@@ -92,6 +92,7 @@ class Zygote:
         self.cfg, self.proto_in, self.proto_out = cfg, proto_in, proto_out
         self.report = isolation.setup(cfg)
         self.runs = 0
+        self.pending_b = 0  # bytes of part B announced but not read yet
 
     # ------------------------------------------------------------------ protocol
 
@@ -101,6 +102,18 @@ class Zygote:
     def recv(self) -> dict[str, Any] | None:
         raw = harness.recv_frame(self.proto_in, 1 << 30)
         return None if raw is None else json.loads(raw)
+
+    def read_part_b(self, n: int) -> bytearray:
+        """Read ``n`` raw bytes into a bytearray (which the caller wipes in place), no other copies."""
+        blob = bytearray(n)
+        view, got = memoryview(blob), 0
+        while got < n:
+            k = os.readv(self.proto_in, [view[got:]])
+            if k == 0:
+                sys.exit(0)
+            got += k
+        view.release()
+        return blob
 
     def event(self, i: int, status: str, **extra: Any) -> bool:
         """Report one test and wait for the trainer's go-ahead."""
@@ -124,7 +137,15 @@ class Zygote:
                 self.send({"event": "done", "error": f"unknown mode {mode!r}"})
                 continue
             deadline = time.monotonic() + float(req.get("budget") or 1e9)
-            handler(req, deadline)
+            self.pending_b = int(req.get("part_b_len") or 0)
+            try:
+                handler(req, deadline)
+            except Exception as exc:  # a harness failure ends this request, not the zygote
+                self.cleanup([])
+                if self.pending_b:  # keep the protocol in step: discard the unread test code
+                    self.read_part_b(self.pending_b)[:] = bytes(self.pending_b)
+                self.send({"event": "done", "error": f"zygote: {type(exc).__name__}: {exc}"})
+                continue
             self.send({"event": "done"})
 
     # ---------------------------------------------------------------- children
@@ -293,21 +314,15 @@ class Zygote:
         prog_pid = self.fork("prog", req, {3: j2p_r, 4: p2j_w},
                              lambda: harness.program_server(program, 3, 4), timeout * n_tests + 1)
         # part B (the test code) is read only now, so the program's process never held it
-        blob = bytearray(int(req["part_b_len"]))
-        view, got = memoryview(blob), 0
-        while got < len(blob):
-            n = os.readv(self.proto_in, [view[got:]])
-            if n == 0:
-                sys.exit(0)
-            got += n
+        blob = self.read_part_b(int(req["part_b_len"]))
+        self.pending_b = 0
         ver_r, ver_w = os.pipe()
         entry = req.get("entry_point")
         loads = safe_pickle.restricted_loads
         judge_pid = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
                               lambda: harness.judge(program, bytes(blob), entry, 3, 4, 5, loads),
                               timeout * n_tests + 1)
-        view[:] = bytes(len(blob))  # wipe the test code before the next fork copies this memory
-        del view
+        blob[:] = bytes(len(blob))  # wipe the test code before the next fork copies this memory
         for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
             os.close(fd)
         reader = FrameReader(ver_r, 1 << 20)
