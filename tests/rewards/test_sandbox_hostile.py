@@ -233,3 +233,36 @@ def test_processes_are_gone_after_timeout(pool):
     prog = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('bye')\n"
     assert stdin_one(pool, prog, "bye").all_passed
     assert sandbox_processes(pool) == []
+
+
+MEMORY_SCAN = '''
+import ctypes
+marker = ("ZQX" + str(7 * 1000003) + "MARK").encode()
+hits = 0
+with open("/proc/self/maps") as maps:
+    regions = [line.split() for line in maps]
+for r in regions:
+    if "r" in r[1] and not (len(r) > 5 and r[5].startswith("[v")):
+        a, b = (int(x, 16) for x in r[0].split("-"))
+        hits += ctypes.string_at(a, b - a).count(marker)
+print(hits)
+'''
+
+
+def memory_hits(pool) -> int | None:
+    """How often the marker occurs in a program's own memory (each stdin test is a fresh fork)."""
+    rep = run_tests(MEMORY_SCAN, {"inputs": [""] * 6, "outputs": [str(k) for k in range(6)]}, pool=pool)
+    return rep.verdicts.index("ok") if "ok" in rep.verdicts else None
+
+
+def test_earlier_test_code_is_wiped_from_zygote_memory():
+    """A program that reads its whole address space (ctypes) finds no trace of earlier test code."""
+    with SandboxPool(SandboxConfig(workers=1)) as pool:
+        baseline = memory_hits(pool)  # the scanner's own copy of the marker
+        assert baseline is not None
+        assert run_tests("def g():\n    return 1\n", {"assert": "assert g() == 1  # ZQX7000021MARK"},
+                         pool=pool).all_passed
+        assert memory_hits(pool) == baseline
+        # control: data that is not secret (a stdin input) does linger, and the scan sees it
+        run_tests("print(input())", {"inputs": ["ZQX7000021MARK"], "outputs": ["x"]}, pool=pool)
+        assert memory_hits(pool) > baseline
