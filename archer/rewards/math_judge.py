@@ -14,7 +14,8 @@ The comparison is math-verify's ``parse`` + ``verify`` (Kydlicek et al., *Math-V
 
 Plain integers, decimals and fractions of integers on both sides are compared as exact fractions
 without sympy (the commonest case, and the fastest); a decimal that differs falls through to
-math-verify's tolerance. Gold answers are parsed once per worker (LRU cache), so a GRPO group of n responses to one problem
+math-verify's tolerance. Two numbers that differ by far more than that tolerance (relative 1e-4)
+are unequal without math-verify's symbolic simplification. Gold answers are parsed once per worker (LRU cache), so a GRPO group of n responses to one problem
 parses its gold once. math-verify's own SIGALRM timeouts are switched off here: the pool kills a
 worker that overruns, which also stops C-level sympy/GMP work that no signal can interrupt.
 
@@ -89,6 +90,8 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
     pred_parsed = _parse(p)
     if not pred_parsed:
         return False, "parse_error"
+    if _clearly_different(gold_parsed[0], pred_parsed[0]):
+        return False, "not_equal"
     if not _mv().verify(gold_parsed, pred_parsed, timeout_seconds=None):
         return False, "not_equal"
     if _exact_conflict(gold_parsed[0], pred_parsed[0]):
@@ -124,6 +127,22 @@ def _exact_conflict(a: Any, b: Any) -> bool:
     if not (_is_exact_number(a) and _is_exact_number(b)):
         return False
     return not _exact_equal(a, b)
+
+
+def _clearly_different(a: Any, b: Any) -> bool:
+    """Two plain numbers whose values differ far beyond math-verify's rounding: skip its symbolic
+    ``simplify(a - b)``, the most expensive step, for the commonest kind of wrong answer."""
+    import sympy
+
+    if not all(isinstance(x, sympy.Expr) and not x.free_symbols and x.is_number for x in (a, b)):
+        return False
+    try:
+        va, vb = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return False
+    if any(v != v or abs(v) == float("inf") for v in (va, vb)):  # nan / inf: let math-verify decide
+        return False
+    return abs(va - vb) > 1e-4 * max(1.0, abs(va), abs(vb))
 
 
 def _is_exact_number(x: Any) -> bool:

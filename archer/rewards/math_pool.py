@@ -50,11 +50,29 @@ _MAX_START_FAILURES = 3
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ``archer/``
 
 
-def _worker_entry(read_fd: int, write_fd: int, memory_mb: int) -> None:
+def _worker_entry(read_fd: int, write_fd: int, memory_mb: int, parent_pid: int) -> None:
     """Child-process entry point (``python -c``): wrap the inherited pipe ends and serve."""
+    _die_with_parent(parent_pid)
     _worker_main(
         _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False)), memory_mb
     )
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this worker when the thread that started it ends (PR_SET_PDEATHSIG), so a
+    worker stuck in C-level arithmetic does not outlive a trainer that was killed without cleanup.
+    Elsewhere, or if prctl is unavailable, workers still exit on EOF from the parent's pipe."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
 
 
 class _Duplex:
@@ -123,7 +141,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         code = (
             "from archer.rewards.math_pool import _worker_entry; "
-            f"_worker_entry({to_child_r}, {to_parent_w}, {int(memory_mb)})"
+            f"_worker_entry({to_child_r}, {to_parent_w}, {int(memory_mb)}, {os.getpid()})"
         )
         try:
             self.proc = subprocess.Popen(
@@ -200,11 +218,14 @@ class MathVerifierPool:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._workers: list[_Worker] = []
         self._executor: ThreadPoolExecutor | None = None
+        # every worker is started from this one long-lived thread: PR_SET_PDEATHSIG fires when the
+        # *thread* that started a worker ends, and caller threads come and go
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="math-pool-spawn")
         for _ in range(self.n_workers):
             self._idle.put(self._spawn())
 
     def _spawn(self) -> _Worker:
-        worker = _Worker(self.memory_mb)
+        worker = self._spawner.submit(_Worker, self.memory_mb).result()
         with self._lock:
             self._workers.append(worker)
         return worker
@@ -336,6 +357,7 @@ class MathVerifierPool:
             worker.kill()
         if executor is not None:
             executor.shutdown(wait=False)
+        self._spawner.shutdown(wait=False)
 
     def __enter__(self) -> MathVerifierPool:
         return self

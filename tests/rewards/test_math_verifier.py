@@ -302,3 +302,52 @@ def test_aime24_and_amc23_answers(shared_data, pool):
     assert all(r.correct for r in results)
     wrong = score_math_batch([f"\\boxed{{{int(float(g)) + 1}}}" for g in golds], golds, pool=pool)
     assert not any(r.correct for r in wrong)
+
+
+# --- process hygiene -------------------------------------------------------------------------------
+
+_CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from archer.rewards import math_equal
+from archer.rewards.math_pool import default_pool
+assert math_equal("1", "1.0")
+print(" ".join(map(str, default_pool().worker_pids())), flush=True)
+if {hang}:
+    sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_workers_end_with_the_interpreter(how):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = _CHILD.format(root=root, hang=how == "sigkill")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) >= 1 and all(_alive(p) for p in pids)
+    if how == "sigkill":
+        proc.kill()  # no atexit: the workers must still go (PR_SET_PDEATHSIG / EOF on their pipe)
+    proc.communicate(timeout=HANG_GUARD_S)
+    assert _wait_gone(pids) == []
