@@ -58,7 +58,8 @@ class ModelConfig:
     sft_epochs: int = 0
     sft_lr: float = 1e-3
     sft_examples: int = 0
-    sft_batch_size: int = 32
+    sft_batch_size: int = 8
+    sft_max_len: int = 256  # packed row length (tokens) of the SFT warm-up
     # share of SFT demonstrations with one deliberate slip (imperfect teacher, see archer.data.synthetic)
     sft_noise: float = 0.0
     gradient_checkpointing: bool = False
@@ -80,6 +81,8 @@ class DataConfig:
     # online easy-prompt removal (Skywork-OR1): drop a prompt whose group accuracy reached this value
     remove_solved_threshold: float | None = None
     max_prompt_tokens: int = 512
+    # prompt template of archer.data.prompts ("auto" picks by problem kind; "raw" = the problem text)
+    prompt_template: str = "auto"
 
 
 @dataclass
@@ -340,7 +343,8 @@ def validate(cfg: Config) -> Config:
     m, d, r, a, o, t, e, res = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.trainer,
                                 cfg.eval, cfg.resources)
     _one_of(m.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
-    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "sft_batch_size"):
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "sft_batch_size",
+                 "sft_max_len"):
         _check(getattr(m, name) > 0, f"model.{name}", "must be > 0")
     _check(m.hidden_size % m.num_heads == 0, "model.num_heads", "must divide model.hidden_size")
     _check(m.sft_epochs >= 0 and m.sft_examples >= 0, "model.sft_epochs", "must be >= 0")
@@ -350,6 +354,13 @@ def validate(cfg: Config) -> Config:
     _check(d.num_eval >= 0, "data.num_eval", "must be >= 0")
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
+    _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+    try:
+        from archer.data.prompts import template_names
+
+        _one_of(d.prompt_template, template_names(), "data.prompt_template")
+    except ImportError:
+        pass
     _one_of(r.engine, ("hf", "vllm"), "rollout.engine")
     _check(r.batch_size > 0, "rollout.batch_size", "must be > 0")
     _check(r.n >= 1, "rollout.n", "must be >= 1")

@@ -30,6 +30,8 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,8 +149,9 @@ class RLRun:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         self.model, self.tokenizer = model, tokenizer
         self.train_problems, self.eval_problems = train_problems, eval_problems
-        self.train_ids = encode_prompts(train_problems, tokenizer, cfg.data.max_prompt_tokens)
-        self.eval_ids = encode_prompts(eval_problems, tokenizer, cfg.data.max_prompt_tokens)
+        d = cfg.data
+        self.train_ids = encode_prompts(train_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
+        self.eval_ids = encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
         r = cfg.resources
         self.scorer = scorer or build_scorer(r.backend, num_workers=r.num_reward_workers,
                                              cpus_per_worker=r.cpus_per_worker, address=r.address,
@@ -209,6 +212,7 @@ class RLRun:
 
         cfg, r = self.cfg, self.cfg.rollout
         idx = self.sampler.next(r.batch_size)
+        acc["prompts"] += idx
         seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index
         params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_new_tokens=max_new, stop=tuple(r.stop), seed=seed)
@@ -252,7 +256,7 @@ class RLRun:
         t_start = time.time()
         max_new = max_new_tokens_at(cfg, self.step)
         acc: dict[str, Any] = {"time/generate": 0.0, "time/reward": 0.0, "all_rewards": [], "all_correct": [],
-                               "lengths": [], "truncated": [], "removed": 0, "reasons": {}}
+                               "lengths": [], "truncated": [], "removed": 0, "reasons": {}, "prompts": []}
         groups, stats = collect_groups(lambda i: self._generate_round(i, max_new, acc), cfg.rollout.batch_size,
                                        cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
                                        cfg.algo.filter_zero_variance)
@@ -270,6 +274,8 @@ class RLRun:
             "filter/short_batch": int(stats.short),
             "data/removed_prompts": len(self.sampler.removed),
             "data/epoch": self.sampler.epoch,
+            # identifies the prompts of this step: a resumed run must reproduce it step for step
+            "data/prompt_hash": zlib.crc32(",".join(map(str, acc["prompts"])).encode()),
             "optim/lr": self.scheduler.get_last_lr()[0],
         }
         if acc["reasons"]:
@@ -279,7 +285,9 @@ class RLRun:
             m.update(self._update(groups, max_new))
         else:
             m["update/skipped_no_signal"] = 1
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a step with no update still advances the schedule
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         m["time/train"] = time.time() - t_train
         m["time/generate"] = acc["time/generate"]
         m["time/reward"] = acc["time/reward"]

@@ -106,6 +106,8 @@ def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] =
         level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
         corpus = synthetic.tokenizer_corpus(2000, seed=cfg.data.seed, level=level,
                                             include_code=cfg.data.train != "synthetic_math")
+        # the prompt template's instruction text, so that it tokenizes into a few merged tokens
+        corpus += [_user_text(p, cfg.data.prompt_template) for p in train[:200]]
         tokenizer = models.build_tokenizer(corpus, vocab_size=m.vocab_size)
         model = models.build_tiny_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers,
                                         num_heads=m.num_heads, num_kv_heads=m.num_heads,
@@ -127,13 +129,25 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
     d, m = cfg.data, cfg.model
     seed = d.seed + 7919
     if d.train == "synthetic_math":
-        probs = synthetic.math_problems(m.sft_examples, split="train", seed=seed, level=_math_level(d.generator))
-        return synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    if d.train == "synthetic_code":
-        probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed)
-        return synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    raise ConfigError("model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
+        probs = synthetic.math_problems(m.sft_examples, split="train", seed=seed, level=_math_level(d.generator),
+                                        unique=False)
+        rows = synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    elif d.train == "synthetic_code":
+        probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed, unique=False)
+        rows = synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    else:
+        raise ConfigError("model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
                       f"({list(GENERATORS)}); run `archer sft` on your data first instead")
+    # demonstrations are asked exactly as RL and evaluation will ask (same prompt template)
+    for row, problem in zip(rows, probs):
+        row["messages"][0]["content"] = _user_text(problem, d.prompt_template)
+    return rows
+
+
+def _user_text(problem: Problem, template: str) -> str:
+    from archer.data.prompts import user_message
+
+    return user_message(problem, template)
 
 
 def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -143,17 +157,19 @@ def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], Non
     rows = sft_examples(cfg)
     log(f"SFT warm-up: {len(rows)} examples x {m.sft_epochs} epochs, lr {m.sft_lr}")
     result = train_sft(model, tokenizer, rows, epochs=m.sft_epochs, lr=m.sft_lr, batch_size=m.sft_batch_size,
-                       seed=cfg.trainer.seed)
+                       max_len=m.sft_max_len, seed=cfg.trainer.seed, progress=cfg.logging.progress,
+                       num_threads=cfg.trainer.threads)
     return result if isinstance(result, dict) else {"result": str(result)}
 
 
-def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int) -> list[list[int]]:
+def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
+                   template: str = "auto") -> list[list[int]]:
     """Prompt token ids (chat template applied when the tokenizer has one); too long is an error."""
     from archer.data.prompts import build_prompt
 
     out = []
     for i, p in enumerate(problems):
-        ids = tokenizer(build_prompt(p, tokenizer), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(build_prompt(p, tokenizer, template), add_special_tokens=False)["input_ids"]
         if len(ids) > max_tokens:
             raise ConfigError(f"data.max_prompt_tokens: problem {i} ({p.id}) has a {len(ids)}-token prompt "
                               f"> {max_tokens}; raise the limit or filter the data")

@@ -1,0 +1,119 @@
+"""Config: recipes load and validate, dotted overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from archer.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    recipe_names,
+)
+
+
+def test_bundled_recipes_exist():
+    names = recipe_names()
+    for required in ("tiny_math", "tiny_code", "archer2_aspo_math", "archer2_aspo_code", "archer_dtc_code",
+                     "dapo", "grpo", "klear_gppo", "skywork_or1"):
+        assert required in names
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_loads_and_validates(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+    assert cfg.recipe == name
+    # round trip through the dict form gives the same config
+    assert config_from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_published_settings_of_seed_recipes():
+    aspo = load_config("archer2_aspo_math")
+    assert (aspo.algo.loss, aspo.optim.lr, aspo.rollout.n) == ("aspo", 1e-6, 16)
+    assert (aspo.trainer.ppo_epochs, aspo.trainer.mini_batches) == (3, 4)
+    assert aspo.algo.loss_params["dual_clip_c"] == 3.0
+    assert aspo.algo.loss_params["high_entropy_clip_high"] == 0.4
+    dapo = load_config("dapo")
+    assert dapo.algo.loss_params == {"clip_low": 0.2, "clip_high": 0.28}
+    assert dapo.rollout.dynamic_sampling and dapo.algo.overlong_buffer == 4096
+    dtc = load_config("archer_dtc_code")
+    assert dtc.algo.loss_params["high_entropy_clip_high"] == 0.5
+    assert load_config("skywork_or1").algo.entropy_target == 0.2
+    assert load_config("klear_gppo").algo.pos_nll_coef == 0.1
+
+
+def test_default_is_tiny_math():
+    assert load_config().recipe == "tiny_math"
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config("tiny_math", ["algo.loss=dapo", "optim.lr=1e-5", "rollout.length_stages=[[0, 8], [5, 16]]",
+                                    "eval.ks=[1, 2]", "eval.n=2", "data.remove_solved_threshold=null",
+                                    "algo.loss_params={clip_high: 0.3}"])
+    assert cfg.algo.loss == "dapo"
+    assert cfg.optim.lr == pytest.approx(1e-5)
+    assert cfg.rollout.length_stages == [[0, 8], [5, 16]]
+    assert cfg.eval.ks == [1, 2]
+    assert cfg.algo.loss_params == {"clip_high": 0.3}
+
+
+def test_apply_overrides_does_not_mutate_input():
+    data = {"optim": {"lr": 1.0}}
+    out = apply_overrides(data, ["optim.lr=2.0"])
+    assert data["optim"]["lr"] == 1.0 and out["optim"]["lr"] == 2.0
+
+
+@pytest.mark.parametrize("override, field, words", [
+    ("algo.loss=ppo2", "algo.loss", ["aspo", "dapo", "gspo", "ppo"]),
+    ("algo.advantage=foo", "algo.advantage", ["grpo", "rloo"]),
+    ("algo.agg=mean", "algo.agg", ["token-mean"]),
+    ("trainer.stepz=3", "trainer.stepz", ["unknown key", "steps"]),
+    ("rollout.n=abc", "rollout.n", ["integer"]),
+    ("rollout.n=0", "rollout.n", [">= 1"]),
+    ("optim.lr=-1", "optim.lr", ["> 0"]),
+    ("optim.betas=[0.9]", "optim.betas", []),
+    ("rollout.top_p=1.5", "rollout.top_p", []),
+    ("eval.ks=[1, 99]", "eval.ks[1]", []),
+    ("logging.tensorboard=maybe", "logging.tensorboard", ["true/false"]),
+    ("resources.backend=slurm", "resources.backend", ["local", "ray"]),
+    ("rollout.length_stages=[[5, 8], [2, 16]]", "rollout.length_stages[1]", ["increasing"]),
+    ("algo.loss_params={clip_hi: 0.3}", "algo.loss_params", ["clip_hi", "clip_high"]),
+    ("nosection.x=1", "nosection", ["unknown key"]),
+    ("model.hidden_size=30", "model.num_heads", ["divide"]),
+])
+def test_errors_name_the_field(override, field, words):
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny_math", [override])
+    msg = str(info.value)
+    assert msg.startswith(field), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_bad_override_syntax_and_unknown_recipe():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load_config("tiny_math", ["algo.loss"])
+    with pytest.raises(ConfigError, match="tiny_math"):  # the error lists the bundled recipes
+        load_config("no_such_recipe")
+
+
+def test_recipe_from_yaml_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("algo: {loss: gppo}\ntrainer: {steps: 3}\n")
+    cfg = load_config(str(path))
+    assert cfg.algo.loss == "gppo" and cfg.trainer.steps == 3 and cfg.recipe == "mine"
+    path.write_text("algo: {los: gppo}\n")
+    with pytest.raises(ConfigError, match=r"^algo\.los"):
+        load_config(str(path))
+
+
+def test_numeric_strings_and_int_floats():
+    cfg = config_from_dict({"optim": {"lr": "3e-4"}, "trainer": {"steps": 4.0}})
+    assert cfg.optim.lr == pytest.approx(3e-4) and cfg.trainer.steps == 4
+    with pytest.raises(ConfigError, match=r"^trainer\.steps"):
+        config_from_dict({"trainer": {"steps": 4.5}})
+    with pytest.raises(ConfigError, match=r"^trainer\.steps"):
+        config_from_dict({"trainer": {"steps": True}})
