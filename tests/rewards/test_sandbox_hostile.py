@@ -249,9 +249,12 @@ print(hits)
 '''
 
 
-def memory_hits(pool) -> int | None:
-    """How often the marker occurs in a program's own memory (each stdin test is a fresh fork)."""
-    rep = run_tests(MEMORY_SCAN, {"inputs": [""] * 6, "outputs": [str(k) for k in range(6)]}, pool=pool)
+def memory_hits(pool, first_input: str = "") -> int | None:
+    """How often the marker occurs in a program's own memory (each stdin test is a fresh fork with
+    the same answer, so the index of the passing test is the count; None beyond 11)."""
+    inputs = [first_input] + [""] * 11
+    rep = run_tests(MEMORY_SCAN, {"inputs": inputs, "outputs": [str(k) for k in range(12)]}, pool=pool)
+    assert set(rep.verdicts) <= {"ok", "wrong"}, rep  # the scan itself ran
     return rep.verdicts.index("ok") if "ok" in rep.verdicts else None
 
 
@@ -263,6 +266,6 @@ def test_earlier_test_code_is_wiped_from_zygote_memory():
         assert run_tests("def g():\n    return 1\n", {"assert": "assert g() == 1  # ZQX7000021MARK"},
                          pool=pool).all_passed
         assert memory_hits(pool) == baseline
-        # control: data that is not secret (a stdin input) does linger, and the scan sees it
-        run_tests("print(input())", {"inputs": ["ZQX7000021MARK"], "outputs": ["x"]}, pool=pool)
-        assert memory_hits(pool) > baseline
+        # control: the scan does see what the zygote holds (here a test input of the current request)
+        with_input = memory_hits(pool, first_input="ZQX7000021MARK")
+        assert with_input is None or with_input > baseline
