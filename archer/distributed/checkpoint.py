@@ -22,6 +22,7 @@ rank must see the same directory (a shared file system) when saving and loading.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def save_sharded(
     else:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-    dcp.save(state, checkpoint_id=str(path))
+    with warnings.catch_warnings():
+        # DCP warns on every single-process save; a world size of 1 is a supported case here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, checkpoint_id=str(path), no_dist=_world_size() == 1)
     if _rank() == 0:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "save_pretrained"):
@@ -127,8 +131,6 @@ def load_full_model_state(path: str | Path, template: dict[str, torch.Tensor]) -
 
 
 def _dcp_load(state: dict[str, Any], path: str | Path, no_dist: bool) -> None:
-    import warnings
-
     with warnings.catch_warnings():
         # DCP warns on every single-process load, even when asked for one explicitly
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")

@@ -45,12 +45,16 @@ class DistInfo:
     backend: str | None
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> DistInfo:
+def init_distributed(backend: str | None = None, timeout_s: float = 600.0, nccl: Any = None) -> DistInfo:
     """Join the process group described by the torchrun environment (or stay single-process).
 
     ``backend=None`` picks ``nccl`` when CUDA is available, else ``gloo``. Without ``WORLD_SIZE`` in
-    the environment (or with ``WORLD_SIZE=1``) no process group is created.
+    the environment (or with ``WORLD_SIZE=1``) no process group is created. ``nccl``: an
+    :class:`archer.distributed.nccl.NCCLConfig` whose variables are set in this process before the
+    group (and so NCCL's communicators) is created; they override inherited values.
     """
+    if nccl is not None:
+        os.environ.update(nccl.to_env())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))

@@ -46,7 +46,9 @@ class RewardWorker:
         verifiers: dict[str, Any] | None,
         setup: Callable[[], None] | None,
         opts: dict[str, Any],
+        env: dict[str, str] | None = None,
     ) -> None:
+        os.environ.update(env or {})  # this actor's own process: sizes the verifiers' worker pools
         for name, target in (verifiers or {}).items():
             register_verifier(name, target)
         if setup is not None:
@@ -80,7 +82,10 @@ class RayRewardScorer:
 
     ``address``: ``None`` reuses a running Ray session or starts a local one; ``"auto"`` or
     ``"HOST:PORT"`` joins a cluster. ``verifier_opts`` are passed to every verifier by name, as with
-    the local scorer (e.g. ``timeout=5.0``, ``memory_mb=1024``).
+    the local scorer (e.g. ``timeout=5.0``, ``memory_mb=1024``). ``env`` is set in each actor's
+    process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` = the actor's CPUs, so the
+    math-verify pool matches the CPUs Ray reserved. (The code sandbox pool still sizes itself by the
+    node's core count: it has no such variable.)
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class RayRewardScorer:
         max_restarts: int | None = None,
         verifiers: dict[str, Any] | None = None,
         setup: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
         **verifier_opts: Any,
     ) -> None:
         if num_workers < 1:
@@ -114,7 +120,9 @@ class RayRewardScorer:
         self.max_retries = max_retries
         self.max_restarts = num_workers * 2 if max_restarts is None else max_restarts
         self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(RewardWorker)
-        self._init_args = (verifiers, setup, dict(verifier_opts))
+        # one math-verify process per CPU the actor holds, not one per core of the node
+        actor_env = {"ARCHER_MATH_WORKERS": str(max(1, round(cpus_per_worker))), **(env or {})}
+        self._init_args = (verifiers, setup, dict(verifier_opts), actor_env)
         self._slots = [_Slot(self._new_actor()) for _ in range(num_workers)]
         self.restarts = 0  # actors replaced over this scorer's life (for logs)
 

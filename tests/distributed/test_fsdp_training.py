@@ -101,7 +101,8 @@ def _reference():
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_rank")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    # fork: the ranks inherit this process's imported torch/transformers instead of importing them again
+    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="fork")
     model, opt, metrics = _reference()
     return out, model, opt, metrics
 
@@ -191,3 +192,28 @@ def test_resume_two_shards_on_world_size_one(two_rank_run):
     train_step(model, opt, _micro_batches(range(4)), _pg_loss)
     train_step(ref_model, ref_opt, _micro_batches(range(4)), _pg_loss)
     _assert_same(model.state_dict(), ref_model.state_dict())
+
+
+def test_single_process_checkpoint_with_tied_embeddings_and_tokenizer_round_trips(tmp_path):
+    from archer.distributed.checkpoint import load_sharded, save_sharded
+    from archer.distributed.export import main
+    from archer.models import build_tiny_model, build_tokenizer
+
+    tok = build_tokenizer([f"{a}+{b}={a + b}" for a in range(15) for b in range(15)], vocab_size=290)
+    model = build_tiny_model(tok, hidden_size=32, num_layers=1)  # tied input/output embeddings
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.arange(8)[None], labels=torch.arange(8)[None]).loss.backward()
+    opt.step()
+    save_sharded(tmp_path / "ckpt", model, opt, step=7, tokenizer=tok)
+    assert main([str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 0
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert loaded.config.tie_word_embeddings
+    _assert_same(loaded.state_dict(), model.state_dict(), tol=0)
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")("3+4=7").input_ids == tok("3+4=7").input_ids
+
+    other = build_tiny_model(tok, hidden_size=32, num_layers=1, seed=3)
+    other_opt = torch.optim.AdamW(other.parameters(), lr=1e-2)
+    assert load_sharded(tmp_path / "ckpt", other, other_opt)["step"] == 7
+    _assert_same(other.state_dict(), model.state_dict(), tol=0)
+    state, other_state = opt.state_dict()["state"], other_opt.state_dict()["state"]
+    assert all(torch.equal(state[i]["exp_avg"], other_state[i]["exp_avg"]) for i in state)
