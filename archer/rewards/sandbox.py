@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 ISOLATION_MODES = ("auto", "namespaces", "userns", "none")
-LAYERS = ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop")
+LAYERS = ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop", "capabilities_dropped")
 
 # on_event(event) -> continue?; event = {"i", "status", "stdout"/"result", "detail", "time"}
 EventHandler = Callable[[dict[str, Any]], bool]

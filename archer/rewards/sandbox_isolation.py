@@ -18,6 +18,8 @@ Layers (each reported separately, each may be missing on a given machine):
   nothing else, so RLIMIT_NPROC counts only the run's own processes and nothing outside is
   writable, readable-if-private, or killable; ``no_new_privs`` blocks setuid binaries.
 - rlimits: address space, CPU seconds, processes, file size, open files, core dumps.
+- ``capabilities_dropped``: once the jail is built the zygote (root inside its namespaces) keeps only
+  the capabilities it needs to manage children (``KEEP_CAPS``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from typing import Any
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
+# capabilities the zygote keeps once its jail is built: chown/remove run dirs (0-4), kill the run's
+# processes (5), switch children to the sandbox uids (6, 7). Everything else (sys_admin, sys_chroot,
+# ptrace, module loading, raw I/O, net admin, ...) is dropped from its effective, permitted and
+# bounding sets, so even a compromised zygote could not remount, leave the chroot or load modules.
+KEEP_CAPS = (0, 1, 2, 3, 4, 5, 6, 7)
+_CAP_VERSION_3 = 0x20080522
 NEW_ROOT = "/tmp/archer_root"  # on a private tmpfs mounted over /tmp inside the mount namespace
 RO_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -102,6 +110,19 @@ def _build_root(tmpfs_mb: int) -> None:
     os.chdir("/")
 
 
+def _drop_capabilities() -> None:
+    libc = _libc()
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        if cap not in KEEP_CAPS and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap} from the bounding set")
+    keep = sum(1 << c for c in KEEP_CAPS)
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)(keep, keep, 0, 0, 0, 0)  # {effective, permitted, inheritable} x 2 words
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
 def _only_loopback() -> bool:
     try:
         with open("/proc/net/dev") as f:
@@ -143,6 +164,13 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
             report["chroot"] = True
         except OSError as exc:
             report["errors"].append(f"private root: {exc}")
+    report["capabilities_dropped"] = False
+    if root and report["chroot"]:
+        try:
+            _drop_capabilities()
+            report["capabilities_dropped"] = True
+        except OSError as exc:
+            report["errors"].append(f"dropping capabilities: {exc}")
     if root and _full_uid_map():
         slot = int(cfg.get("slot", 0))
         report["uid_drop"] = True

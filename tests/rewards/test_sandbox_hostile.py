@@ -269,3 +269,10 @@ def test_earlier_test_code_is_wiped_from_zygote_memory():
         # control: the scan does see what the zygote holds (here a test input of the current request)
         with_input = memory_hits(pool, first_input="ZQX7000021MARK")
         assert with_input is None or with_input > baseline
+
+
+def test_programs_have_no_capabilities_and_the_zygote_few(pool):
+    needs(pool, "capabilities_dropped", "pid_namespace")
+    prog = ("def cap(path):\n    return [l.split()[1] for l in open(path) if l.startswith('CapEff')][0]\n"
+            "print(cap('/proc/1/status'), cap('/proc/self/status'))\n")
+    assert stdin_one(pool, prog, "00000000000000ff 0000000000000000").all_passed
