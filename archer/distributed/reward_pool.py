@@ -15,6 +15,8 @@ How a batch flows:
 - an actor that dies mid-batch (node lost, OOM, ``ray.kill``) has its in-flight chunks put back in
   the queue and is replaced by a fresh actor (up to ``max_restarts`` per ``score`` call); the other
   actors keep draining the queue meanwhile;
+- with ``chunk_timeout_s``, an actor whose current chunk runs longer than that (a hung verifier, a
+  wedged sandbox) is killed and handled as a death;
 - a chunk that has failed ``max_retries`` times, or a task error that is not an actor death, gives
   reward 0 with ``info["reason"]`` for its items: a broken verifier never ends a run.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,7 +77,8 @@ class _Chunk:
 class _Slot:
     actor: Any
     generation: int = 0
-    load: int = 0
+    load: int = 0  # chunks in flight on this actor
+    progress: float = 0.0  # when its current chunk started (time.monotonic)
 
 
 class RayRewardScorer:
@@ -98,6 +102,8 @@ class RayRewardScorer:
         max_in_flight: int = 2,
         max_retries: int = 3,
         max_restarts: int | None = None,
+        chunk_timeout_s: float | None = None,
+        actor_start_s: float = 60.0,
         verifiers: dict[str, Any] | None = None,
         setup: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
@@ -113,17 +119,23 @@ class RayRewardScorer:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if chunk_timeout_s is not None and chunk_timeout_s <= 0:
+            raise ValueError(f"chunk_timeout_s must be > 0 or None, got {chunk_timeout_s}")
         self._ray = ensure_ray(address)
         self.num_workers = num_workers
         self.chunk_size = chunk_size
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
         self.max_restarts = num_workers * 2 if max_restarts is None else max_restarts
+        self.chunk_timeout_s = chunk_timeout_s
         self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(RewardWorker)
         # one math-verify process per CPU the actor holds, not one per core of the node
         actor_env = {"ARCHER_MATH_WORKERS": str(max(1, round(cpus_per_worker))), **(env or {})}
         self._init_args = (verifiers, setup, dict(verifier_opts), actor_env)
-        self._slots = [_Slot(self._new_actor()) for _ in range(num_workers)]
+        # a new actor's first chunk also waits for the actor to start (imports, verifier pools)
+        self.actor_start_s = actor_start_s
+        self._slots = [_Slot(self._new_actor(), progress=time.monotonic() + self.actor_start_s)
+                       for _ in range(num_workers)]
         self.restarts = 0  # actors replaced over this scorer's life (for logs)
 
     def _new_actor(self) -> Any:
@@ -158,18 +170,23 @@ class RayRewardScorer:
                         chunk.indices, [responses[i] for i in chunk.indices], [problems[i] for i in chunk.indices]
                     )
                     in_flight[ref] = (k, slot.generation, chunk)
+                    if slot.load == 0:  # an idle actor starts this chunk now (a new one once it is up)
+                        slot.progress = max(slot.progress, time.monotonic())
                     slot.load += 1
             if not in_flight:
                 raise RuntimeError(
                     f"all {self.num_workers} reward actors are dead and the restart budget "
                     f"({self.max_restarts}) is spent; {len(queue)} chunks unscored"
                 )
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self._wait_timeout())
+            if self.chunk_timeout_s is not None:
+                self._kill_hung()
             for ref in ready:
                 k, generation, chunk = in_flight.pop(ref)
                 slot = self._slots[k]
                 if slot.generation == generation:
                     slot.load -= 1
+                    slot.progress = time.monotonic()  # its next queued chunk starts now
                 try:
                     indices, scored = ray.get(ref)
                 except died as exc:
@@ -184,12 +201,25 @@ class RayRewardScorer:
                         results[i] = result
         return results  # type: ignore[return-value]
 
+    def _wait_timeout(self) -> float | None:
+        return None if self.chunk_timeout_s is None else min(1.0, self.chunk_timeout_s / 4)
+
+    def _kill_hung(self) -> None:
+        """Kill an actor whose current chunk has run past ``chunk_timeout_s``: its chunks then fail as
+        a death and are retried on the replacement, so a hung verifier costs one timeout, not the run."""
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.actor is not None and slot.load > 0 and now - slot.progress > self.chunk_timeout_s:
+                self._ray.kill(slot.actor, no_restart=True)
+                slot.progress = float("inf")  # killed once; the death is handled when its refs fail
+
     def _on_actor_death(self, k: int, generation: int, restarts_left: int) -> int:
         slot = self._slots[k]
         if slot.generation != generation or slot.actor is None:
             return restarts_left  # this death was already handled (another chunk of the same actor)
         slot.generation += 1
         slot.load = 0
+        slot.progress = time.monotonic() + self.actor_start_s
         if restarts_left > 0:
             slot.actor = self._new_actor()
             self.restarts += 1

@@ -95,13 +95,37 @@ def test_reward_chunks_exhausting_retries_give_zero_reward_not_a_crash(ray_sessi
         os._exit(1)  # the actor process dies on every call
 
     responses, problems = _batch(4)
-    scorer = RayRewardScorer(1, cpus_per_worker=0.5, chunk_size=2, max_in_flight=1, max_retries=1, max_restarts=10,
+    scorer = RayRewardScorer(1, cpus_per_worker=0.5, chunk_size=2, max_in_flight=1, max_retries=0, max_restarts=10,
                              verifiers={"math": crash_worker})
     results = scorer.score(responses, problems)
     scorer.close()
     assert [r.reward for r in results] == [0.0] * 4
     assert all("reward actor died" in r.info["reason"] for r in results)
-    assert scorer.restarts == 4  # 2 chunks x (1 try + 1 retry), each death replaced the actor
+    assert scorer.restarts == 2  # 2 chunks x 1 try (no retry allowed), each death replaced the actor
+
+
+def test_hung_reward_actor_is_killed_after_the_chunk_timeout_and_its_items_retried(ray_session, tmp_path):
+    from archer.distributed.reward_pool import RayRewardScorer
+
+    arm, fired = str(tmp_path / "arm"), str(tmp_path / "fired")
+
+    def hang_once(responses, problems):
+        import os
+
+        if os.path.exists(arm) and not os.path.exists(fired):
+            open(fired, "w").close()
+            time.sleep(600)  # a wedged verifier: only the chunk timeout gets this batch back
+        return [RewardResult(float(r.removeprefix("r")), True, {}) for r in responses]
+
+    responses, problems = _batch(6)
+    scorer = RayRewardScorer(1, cpus_per_worker=0.5, chunk_size=3, chunk_timeout_s=1.0,
+                             verifiers={"math": hang_once})
+    assert [r.reward for r in scorer.score(responses[:1], problems[:1])] == [0.0]  # actor up, not armed
+    Path(arm).touch()
+    results = scorer.score(responses, problems)
+    scorer.close()
+    assert Path(fired).exists() and scorer.restarts == 1
+    assert [r.reward for r in results] == [float(i) for i in range(6)]
 
 
 def test_reward_pool_matches_local_scorer_and_passes_options(ray_session):
