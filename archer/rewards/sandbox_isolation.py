@@ -37,7 +37,7 @@ from typing import Any
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER = 1, 38, 24, 36
 # capabilities the zygote keeps once its jail is built: chown/remove run dirs (0-4), kill the run's
 # processes (5), switch children to the sandbox uids (6, 7). Everything else (sys_admin, sys_chroot,
 # ptrace, module loading, raw I/O, net admin, ...) is dropped from its effective, permitted and
@@ -182,7 +182,10 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
 
         report["work_root"] = tempfile.mkdtemp(prefix="archer_sandbox_")
     report["tree_kill"] = "pid_namespace" if report["pid_namespace"] else (
-        "uid_scan" if report["uid_drop"] else "process_group")
+        "uid_kill" if report["uid_drop"] else "process_group")
+    if not report["pid_namespace"]:
+        # orphans of a run are reparented to the zygote, so it can reap them
+        _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
     return report
 
@@ -239,44 +242,47 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
 
 
 def kill_tree(report: dict[str, Any], pids: list[int]) -> None:
-    """SIGKILL everything the run started, then reap it."""
+    """SIGKILL everything the run started, then reap it.
+
+    In a pid namespace the zygote is pid 1 and ``kill(-1)`` reaches exactly the run's processes.
+    Without one, a helper that takes each sandbox uid calls ``kill(-1)``, which signals every
+    process of that uid in one kernel pass, so a fork bomb cannot outrun it (the sandbox uids must
+    belong to nothing else). Without either, only the children's process groups are killed.
+    """
     if report["pid_namespace"]:
         try:
             os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: every other process in it
         except ProcessLookupError:
             pass
+    elif report["uid_drop"]:
+        for uid in sorted(set(report["uids"].values())):
+            helper = os.fork()
+            if helper == 0:
+                try:
+                    os.setgid(uid)
+                    os.setuid(uid)
+                    os.kill(-1, signal.SIGKILL)
+                except BaseException:
+                    pass
+                os._exit(0)
+            os.waitpid(helper, 0)
     else:
         for pid in pids:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        if report["uid_drop"]:
-            _kill_uids(set(report["uids"].values()))
+        for pid in pids:  # session leaders: always in their own group, so dead by now
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    # everything left is dead or dying (and orphans were reparented to us): reap it all
+    blocking = report["pid_namespace"] or report["uid_drop"]
     while True:
         try:
-            got, _ = os.waitpid(-1, 0 if report["pid_namespace"] else os.WNOHANG)
+            got, _ = os.waitpid(-1, 0 if blocking else os.WNOHANG)
         except ChildProcessError:
             return
         if got == 0:
-            for pid in pids:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
             return
-
-
-def _kill_uids(uids: set[int]) -> None:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) in uids:
-                            os.kill(int(entry), signal.SIGKILL)
-                        break
-        except (OSError, ValueError):
-            continue
