@@ -14,7 +14,8 @@ compares, and stops the run at the first failure when it wants to. The run ends 
 
 After every child the whole process tree is killed: as pid 1 of its own pid namespace the zygote
 sends SIGKILL to every other process in it (setsid/double-fork escapes included); without a pid
-namespace it can only kill the child's process group.
+namespace, helpers holding the sandbox uids do the same with ``kill(-1)``; without either, only the
+children's process groups are killed (see ``sandbox_isolation.kill_tree``).
 """
 
 from __future__ import annotations
