@@ -33,6 +33,7 @@ __all__ = [
     "score_math_problems",
 ]
 
+_MAX_BOXES_TRIED = 16
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _ANSWER_LINE = re.compile(r"^[\s*#>_-]*(?:final\s+)?answer\s*(?:is)?\s*[:：]\**\s*(.+?)\s*$", re.I | re.M)
 
@@ -53,7 +54,7 @@ def _boxed_content(text: str, start: int) -> str | None:
         i += 1
     if i < len(text) and text[i] == "{":
         depth = 0
-        for j in range(i, len(text)):
+        for j in range(i, min(len(text), i + MAX_ANSWER_CHARS + 2)):
             if text[j] == "{":
                 depth += 1
             elif text[j] == "}":
@@ -75,7 +76,9 @@ def extract_answer(response: str) -> str | None:
     text = _after_think(response)
     if text is None:
         return None
-    for match in reversed(list(_BOX.finditer(text))):
+    # only the last few boxes are tried, and each brace scan is bounded: a hostile response made of
+    # a million unbalanced "\\boxed{" must not cost quadratic time
+    for match in reversed(list(_BOX.finditer(text))[-_MAX_BOXES_TRIED:]):
         content = _boxed_content(text, match.end())
         if content:
             return content

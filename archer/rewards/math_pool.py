@@ -247,7 +247,12 @@ class MathVerifierPool:
     def _acquire(self) -> _Worker:
         failures = 0
         while failures < _MAX_START_FAILURES:
-            worker = self._idle.get()
+            try:
+                worker = self._idle.get(timeout=1.0)
+            except queue.Empty:
+                if self._closed:
+                    raise RuntimeError("MathVerifierPool is closed") from None
+                continue
             if worker.proc.poll() is None and worker.wait_ready(_START_TIMEOUT_S):
                 return worker
             failures += worker.ready is False  # a worker that died after starting is not a start failure

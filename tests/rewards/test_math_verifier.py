@@ -52,6 +52,14 @@ def test_extract_answer(response, expected):
     assert extract_answer(response) == expected
 
 
+def test_extract_answer_on_hostile_responses():
+    start = time.monotonic()
+    assert extract_answer("\\boxed{" * 200_000) is None  # 1.4 MB of unbalanced boxes
+    assert extract_answer("x" * 1_000_000 + "\\boxed{7}") == "7"
+    assert extract_answer("\\boxed{1}" + "\\boxed{" * 50) is None  # only the last few boxes are tried
+    assert time.monotonic() - start < HANG_GUARD_S
+
+
 # --- equal / unequal forms -------------------------------------------------------------------------
 
 EQUAL = [
