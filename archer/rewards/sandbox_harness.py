@@ -138,7 +138,8 @@ def _parse_args(text: str) -> list[Any]:
 # prepends a header of star imports for the same reason (a shorter one here).
 CALL_HEADER = ("from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
                "from itertools import *\nfrom functools import *\nfrom math import *\n"
-               "import math, heapq, bisect, itertools, functools, collections, string, re, sys\n")
+               "import math, heapq, bisect, itertools, functools, collections, string, re, sys\n"
+               "sys.setrecursionlimit(50000)\n")
 
 
 def call_child(program: str, fn_name: str, inputs: list[str], start: int, result_fd: int) -> None:

@@ -202,3 +202,10 @@ def test_event_handler_failure_keeps_the_zygote_in_step(pool):
                          "memory_mb": 512}, None, boom)])
     assert "handler bug" in errors[0]
     assert run_tests("print(2)", {"inputs": [""], "outputs": ["2"]}, pool=pool).all_passed
+
+
+def test_call_based_gets_leetcode_header_and_deep_recursion(pool):
+    prog = ("class Solution:\n    def depth(self, n: int) -> Optional[int]:\n"
+            "        return 0 if n == 0 else 1 + self.depth(n - 1)\n")
+    rep = run_tests(prog, {"inputs": ["5000"], "outputs": ["5000"], "fn_name": "depth"}, pool=pool)
+    assert rep.verdicts == ["ok"]
