@@ -1,0 +1,135 @@
+"""Shared pieces of the toy RL benchmarks (``vs_trl.py``, ``algorithms_toy.py``).
+
+Both benchmarks start every run from the same SFT checkpoint of the default CPU demo
+(``archer/recipes/tiny_math.yaml``: a tiny Qwen2 model and tokenizer built on the spot, SFT-warmed on
+imperfect worked solutions of synthetic arithmetic), and judge every run with the same held-out
+evaluation (``archer.eval.runner.evaluate`` over an ``HFEngine``, fixed seed and sampling settings).
+
+- :func:`toy_config` loads the recipe with dotted overrides (quick mode shrinks the SFT warm-up).
+- :func:`sft_checkpoint` builds the SFT model once and caches it under ``runs/bench_cache/<hash>``
+  (``runs/`` is git-ignored); the hash covers the config sections that shape the model (``model``,
+  ``data``, ``trainer.seed``), so a changed recipe rebuilds it.
+- :func:`load_policy` returns a fresh copy (model, tokenizer) of that checkpoint for each run.
+- :func:`evaluate_model` is the shared held-out evaluation (avg@k, pass@k).
+
+Limits: single process, CPU; timings on a shared machine are noisy (see ``machine_note``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CACHE = REPO / "runs" / "bench_cache"
+RESULTS = REPO / "benchmarks" / "results"
+
+# quick (smoke) mode: a much shorter SFT warm-up and a small evaluation
+QUICK_OVERRIDES = ["model.sft_examples=300", "model.sft_epochs=1", "data.num_eval=16", "eval.num_problems=16",
+                   "eval.n=4", "eval.ks=[1,4]"]
+
+
+def toy_config(overrides: list[str] | None = None, *, quick: bool = False) -> Any:
+    """The default demo recipe with ``overrides`` (quick mode adds :data:`QUICK_OVERRIDES` first)."""
+    from archer.config import load_config
+
+    extra = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
+    base = ["logging.progress=false", "logging.tensorboard=false", "logging.plots=false", "trainer.save_every=0",
+            "trainer.save_final=false"]
+    return load_config("tiny_math", base + extra)
+
+
+def _policy_key(cfg: Any) -> str:
+    d = cfg.to_dict()
+    blob = json.dumps({"model": d["model"], "data": d["data"], "seed": d["trainer"]["seed"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def sft_checkpoint(cfg: Any, log=print) -> tuple[Path, dict[str, Any]]:
+    """Path of the cached SFT checkpoint for ``cfg`` (built on first use) and its SFT info."""
+    from archer.train.rl_setup import build_policy, load_problems
+
+    path = CACHE / _policy_key(cfg)
+    info_file = path / "sft_info.json"
+    if info_file.is_file():
+        return path, json.loads(info_file.read_text())
+    train, _ = load_problems(cfg)
+    t0 = time.time()
+    model, tok, info = build_policy(cfg, train, log)
+    info = dict(info, seconds=round(time.time() - t0, 1))
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    info_file.write_text(json.dumps(info, indent=2))
+    return path, info
+
+
+def load_policy(path: Path) -> tuple[Any, Any]:
+    """A fresh float32 copy of the checkpoint at ``path`` (model in train mode) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.train()
+    return model, tok
+
+
+def problems(cfg: Any) -> tuple[list[Any], list[Any]]:
+    """(train, held-out eval) problems of the recipe; eval cut to ``eval.num_problems``."""
+    from archer.train.rl_setup import load_problems
+
+    train, evals = load_problems(cfg)
+    return train, evals[: cfg.eval.num_problems]
+
+
+def evaluate_model(model: Any, tokenizer: Any, eval_problems: list[Any], cfg: Any, seed: int = 1234) -> dict:
+    """The shared held-out evaluation: ``eval.n`` samples per problem at the recipe's eval sampling."""
+    from archer.eval.runner import evaluate
+    from archer.rollout.hf import HFEngine
+
+    e = cfg.eval
+    engine = HFEngine(model, tokenizer, device="cpu")
+    t0 = time.time()
+    out = evaluate(engine, tokenizer, eval_problems, n=e.n, ks=e.ks, temperature=e.temperature, top_p=e.top_p,
+                   max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, seed=seed,
+                   template=cfg.data.prompt_template, batch_size=16)
+    out.pop("records", None)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def metric_keys(cfg: Any) -> list[str]:
+    """avg@K (mean accuracy of the samples) and pass@K for the largest K of ``eval.ks``."""
+    k = max(cfg.eval.ks)
+    return [f"avg@{k}", f"pass@{k}"]
+
+
+def machine_note() -> str:
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
+            f"{platform.python_version()}, torch {torch.__version__}; load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers were loading the same cores, so "
+            "absolute times are noisy; both sides of a comparison ran back to back under the same load).")
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

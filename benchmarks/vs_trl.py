@@ -1,0 +1,228 @@
+"""archer's RL step against TRL's ``GRPOTrainer`` on the same tiny model, task and budget.
+
+Claim under test (the issue): archer is at least 2x faster per RL step than TRL at equal or better
+held-out accuracy, on the default CPU demo.
+
+Both sides start from the same SFT checkpoint of ``archer/recipes/tiny_math.yaml`` (tiny Qwen2 +
+tokenizer built on the spot, SFT-warmed on synthetic arithmetic) and train on the same problems with
+the real math verifier (``archer.rewards.math``) as the reward. Matched settings (one "RL step" = one
+rollout batch of ``rollout.batch_size`` prompts x ``rollout.n`` samples, then the policy update):
+
+=======================  =====================================  ===========================================
+setting                  archer                                 TRL GRPOTrainer
+=======================  =====================================  ===========================================
+loss                     ``algo.loss=dapo`` (clip 0.2/0.28,      ``loss_type="dapo"``, epsilon 0.2,
+                         token-mean), grpo advantage            epsilon_high 0.28, scale_rewards="group"
+KL / reference           none (kl 0)                            ``beta=0`` (no reference model)
+group, prompts           n = 8, 16 prompts                      num_generations 8, generation batch 128
+update                   2 mini-batches x 1 epoch               2 optimizer steps of 64 per generation
+                                                                (``steps_per_generation=2``,
+                                                                ``num_iterations=1``)
+lengths                  24 new tokens, temperature 1, top_p 1  max_completion_length 24, same sampling
+optimizer                AdamW lr 1e-3, 2 warmup steps, clip 1  AdamW lr 1e-3, warmup 2 RL steps, clip 1
+dynamic sampling         OFF (and zero-variance groups kept),   (not available)
+                         so both train on the same batch sizes
+threads                  ``--threads`` (default 1) for both: on the loaded 2-core machine a
+                         2-thread forward+backward of the tiny model measured 3-8x slower than 1
+                         thread (the recipe's ``trainer.threads=2`` suits an idle machine)
+=======================  =====================================  ===========================================
+
+Measured: wall time of every RL step (archer: ``time/step`` from the trainer's metrics; TRL: the time
+between the ends of the last optimizer steps of consecutive RL steps, from a ``TrainerCallback``),
+mean over the steps after the first (warm-up) and the total; generated tokens per second of step
+time; held-out accuracy before and after with the same evaluation (``archer.eval.runner.evaluate``,
+same problems, seed and sampling) for both. A second archer row uses the recipe's own settings
+(dynamic sampling, zero-variance groups dropped), which does a different amount of work per step.
+
+Run: ``python benchmarks/vs_trl.py [--steps 30] [--quick] [--threads 1] [--out FILE.md]``.
+Needs ``pip install trl`` (benchmark-only; keep torch pinned).
+
+Limits: one seed; CPU timings on a shared 2-core machine are noisy; TRL's data order differs from
+archer's (its own sampler), so the two runs see different prompt sequences from the same pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _toy_common as common  # noqa: E402
+
+MATCHED = ["algo.loss=dapo", "algo.advantage=grpo", "algo.agg=token-mean", "rollout.dynamic_sampling=false",
+           "algo.filter_zero_variance=false", "trainer.ppo_epochs=1", "eval.enabled=false"]
+
+
+def _summary(step_times: list[float], tokens: list[float]) -> dict[str, float]:
+    after = step_times[1:] or step_times
+    return {"step_mean": statistics.mean(after), "step_std": statistics.pstdev(after) if len(after) > 1 else 0.0,
+            "total": sum(step_times), "tokens_per_s": sum(tokens[1:] or tokens) / max(sum(after), 1e-9)}
+
+
+# ---------------------------------------------------------------------------------------------- archer
+
+
+def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: str) -> dict[str, Any]:
+    from archer.train.rl import train as rl_train
+
+    model, tok = common.load_policy(ckpt)
+    before = common.evaluate_model(model, tok, evals, cfg)
+    t0 = time.time()
+    slug = "archer_matched" if "matched" in label else "archer_recipe"
+    out = rl_train(cfg, run_dir=common.REPO / "runs" / "bench_logs" / f"vs_trl_{slug}", model=model, tokenizer=tok,
+                   train_problems=train, eval_problems=[])
+    wall = time.time() - t0
+    hist = out["history"]
+    times = [h["time/step"] for h in hist]
+    # generated tokens: every sampled response of every generation round
+    tokens = [h["response/length_mean"] * cfg.rollout.batch_size * cfg.rollout.n * h.get("filter/rounds", 1)
+              for h in hist]
+    after = common.evaluate_model(model, tok, evals, cfg)
+    res = _summary(times, tokens)
+    res.update(label=label, before=before, after=after, wall=wall, train_reward=[h["reward/mean"] for h in hist],
+               times=times)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- TRL
+
+
+def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: int) -> dict[str, Any]:
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import TrainerCallback
+    except ImportError as exc:
+        raise SystemExit(f"this benchmark needs TRL: pip install trl 'torch==<your torch>' ({exc})") from None
+    import torch
+
+    from archer.data.prompts import build_prompt
+    from archer.rewards.math import score_math_batch
+
+    r, o, t = cfg.rollout, cfg.optim, cfg.trainer
+    rows_per_step = r.batch_size * r.n
+    if rows_per_step % t.mini_batches:
+        raise SystemExit("rollout.batch_size * rollout.n must divide into trainer.mini_batches")
+    model, tok = common.load_policy(ckpt)
+    before = common.evaluate_model(model, tok, evals, cfg)
+    data = Dataset.from_list([{"prompt": build_prompt(p, tok, cfg.data.prompt_template), "answer": p.answer}
+                              for p in train])
+    per_rl_step: list[dict[str, float]] = []
+
+    def math_reward(prompts, completions, completion_ids, answer, **_: Any) -> list[float]:
+        # archer.rewards.math.score_math, in its batched form (one verifier pool round trip per batch)
+        res = score_math_batch(list(completions), list(answer))
+        per_rl_step.append({"reward": sum(x.reward for x in res) / len(res),
+                            "tokens": float(sum(len(c) for c in completion_ids))})
+        return [float(x.reward) for x in res]
+
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            marks.append(time.time())
+
+        def on_step_end(self, args, state, control, **kw):
+            marks.append(time.time())
+
+    out_dir = common.REPO / "runs" / "bench_logs" / f"vs_trl_trl_t{threads}"
+    args = trl.GRPOConfig(
+        output_dir=str(out_dir), learning_rate=o.lr, adam_beta1=o.betas[0], adam_beta2=o.betas[1],
+        adam_epsilon=o.eps, weight_decay=o.weight_decay, max_grad_norm=o.grad_clip, optim="adamw_torch",
+        lr_scheduler_type="constant_with_warmup", warmup_steps=o.warmup_steps * t.mini_batches,
+        per_device_train_batch_size=rows_per_step // t.mini_batches, gradient_accumulation_steps=1,
+        steps_per_generation=t.mini_batches, num_iterations=t.ppo_epochs, num_generations=r.n,
+        max_completion_length=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+        gradient_checkpointing=False,  # TRL turns it on by default; archer's recipe does not use it
+        beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group",
+        max_steps=t.steps * t.mini_batches, use_vllm=False, use_cpu=True, bf16=False, fp16=False,
+        report_to=[], logging_steps=1, save_strategy="no", seed=t.seed, disable_tqdm=True,
+        remove_unused_columns=False, dataloader_num_workers=0, log_completions=False,
+    )
+    torch.set_num_threads(threads)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=math_reward, args=args, train_dataset=data,
+                              processing_class=tok, callbacks=[Clock()])
+    t0 = time.time()
+    trainer.train()
+    wall = time.time() - t0
+    model = trainer.model
+    m = t.mini_batches
+    times = [marks[(k + 1) * m] - marks[k * m] for k in range((len(marks) - 1) // m)]
+    tokens = [s["tokens"] for s in per_rl_step]
+    after = common.evaluate_model(model, tok, evals, cfg)
+    res = _summary(times, tokens)
+    res.update(label=f"TRL {trl.__version__} GRPOTrainer",
+               before=before, after=after, wall=wall, train_reward=[s["reward"] for s in per_rl_step], times=times)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the recipe's 30; quick 3)")
+    ap.add_argument("--quick", action="store_true", help="smoke mode: tiny SFT, 3 steps, small eval")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads for both (archer: trainer.threads; TRL: torch.set_num_threads)")
+    ap.add_argument("--no-recipe-row", action="store_true", help="skip the archer row with the recipe's settings")
+    ap.add_argument("--out", default=None, help="markdown output (default results/vs_trl.md; quick: runs/)")
+    a = ap.parse_args(argv)
+    steps = a.steps or (3 if a.quick else 30)
+    a.out = a.out or str(common.REPO / "runs" / "bench_logs" / "vs_trl_quick.md" if a.quick
+                         else common.RESULTS / "vs_trl.md")
+    over = [f"trainer.steps={steps}", f"trainer.threads={a.threads}"]
+    if a.quick:
+        over += ["rollout.batch_size=4", "rollout.n=4"]
+    cfg = common.toy_config(MATCHED + over, quick=a.quick)
+    ckpt, sft = common.sft_checkpoint(cfg)
+    train, evals = common.problems(cfg)
+    print(f"SFT checkpoint {ckpt} ({sft.get('seconds')} s to build); {len(train)} train / {len(evals)} eval problems",
+          flush=True)
+    results = []
+    results.append(run_trl(cfg, ckpt, train, evals, a.threads))
+    print(f"{results[-1]['label']}: {results[-1]['step_mean']:.2f} s/step", flush=True)
+    results.append(run_archer(cfg, ckpt, train, evals, "archer (matched)"))
+    print(f"archer matched: {results[-1]['step_mean']:.2f} s/step", flush=True)
+    if not a.no_recipe_row:
+        rcfg = common.toy_config(["algo.loss=dapo", "algo.advantage=grpo", "eval.enabled=false"] + over,
+                                 quick=a.quick)
+        results.append(run_archer(rcfg, ckpt, train, evals, "archer (recipe: dynamic sampling, zero-variance "
+                                  "groups dropped)"))
+    keys = common.metric_keys(cfg)
+    header = ["framework", "steps", "step s (mean after 1st)", "total s", "gen tokens/s"] + \
+             [f"{k} before" for k in keys] + [f"{k} after" for k in keys] + ["train reward last 5"]
+    base = next((x for x in results if x["label"] == "archer (matched)"), None)
+    rows = []
+    for x in results:
+        tail = x["train_reward"][-5:]
+        rows.append([x["label"], len(x["times"]), f"{x['step_mean']:.2f} ± {x['step_std']:.2f}", x["total"],
+                     round(x["tokens_per_s"], 1)] + [x["before"][k] for k in keys] + [x["after"][k] for k in keys]
+                    + [sum(tail) / max(len(tail), 1)])
+    table = common.md_table(header, rows)
+    lines = [table, ""]
+    if base is not None:
+        for x in results:
+            if x is not base:
+                lines.append(f"- {x['label']} / archer (matched) step time: {x['step_mean'] / base['step_mean']:.2f}x")
+    text = "\n".join(lines)
+    print(text)
+    note = (f"Settings: {steps} RL steps, {cfg.rollout.batch_size} prompts x {cfg.rollout.n} samples, "
+            f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr}, {cfg.trainer.mini_batches} mini-batches, "
+            f"{a.threads} torch thread(s) for both; "
+            f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
+            f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
+            + common.machine_note())
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(f"# vs_trl\n\n`python benchmarks/vs_trl.py {' '.join(argv or sys.argv[1:])}`\n\n"
+                           f"{text}\n\n{note}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
