@@ -84,3 +84,16 @@ def test_worker_never_receives_expected_outputs():
         run_tests("def f(x):\n    return x\n", {"inputs": ["1"], "outputs": ["\"EXPECTED_OUT_2\""], "fn_name": "f"},
                   pool=pool)
     assert sent and not any("EXPECTED_OUT" in s for s in sent)
+
+
+def test_batch_is_spread_over_all_zygotes():
+    with SandboxPool(SandboxConfig(workers=2)) as pool:
+        if not pool.isolation["uid_drop"]:
+            pytest.skip("zygotes are told apart by their sandbox uid")
+        base = pool.config.uid_base
+        # each program passes only on the zygote whose uid it names; slot k runs as uid_base + 2k
+        items = [(f"import os, time\ntime.sleep(0.1)\nprint(os.getuid() - {base})", {"inputs": [""], "outputs": [str(u)]})
+                 for u in (0, 2) for _ in range(6)]
+        reps = run_tests_batch(items, pool=pool)
+    passing = {int(item[1]["outputs"][0]) for item, rep in zip(items, reps) if rep.all_passed}
+    assert passing == {0, 2}
