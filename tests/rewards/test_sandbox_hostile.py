@@ -276,3 +276,15 @@ def test_programs_have_no_capabilities_and_the_zygote_few(pool):
     prog = ("def cap(path):\n    return [l.split()[1] for l in open(path) if l.startswith('CapEff')][0]\n"
             "print(cap('/proc/1/status'), cap('/proc/self/status'))\n")
     assert stdin_one(pool, prog, "00000000000000ff 0000000000000000").all_passed
+
+
+def test_monkeypatching_builtins_and_modules_does_not_help(pool):
+    patches = ("import builtins, json, pickle, os, sys\n"
+               "builtins.AssertionError = SystemExit\nbuiltins.isinstance = lambda *a: True\n"
+               "builtins.type = lambda *a: int\njson.dumps = lambda *a, **k: '5'\n"
+               "pickle.dumps = lambda *a, **k: pickle._dumps(('ok', 5))\n"
+               "sys.modules['builtins'].len = lambda x: 5\n"
+               "def f(x):\n    return 1\n")
+    assert run_tests(patches, {"assert": ["assert f(1) == 5", "assert len([1]) == 5"]}, pool=pool).passed == 0
+    rep = run_tests(patches, {"inputs": ["1"], "outputs": ["7"], "fn_name": "f"}, pool=pool)
+    assert rep.passed == 0  # whatever it forges is compared in the trainer, against a value it never saw
