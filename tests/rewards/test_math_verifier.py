@@ -184,6 +184,16 @@ def test_hung_worker_is_killed_and_replaced():
         assert p.judge("2", "\\frac{4}{2}") == (True, "equal")
 
 
+def test_real_sympy_hang_times_out_and_pool_recovers(pool):
+    # passes the static guards, then sympy tries to sum 10^6 enormous integers: only a kill stops it
+    hang = "\\sum_{k=1}^{10^{6}} k^{k}"
+    assert pool.judge("1", hang, timeout=2.0) == (False, "timeout")
+    assert pool.judge_many([("1", ["1", hang, "2"])], timeout=2.0) == [
+        [(True, "equal"), (False, "timeout"), (False, "not_equal")]
+    ]
+    assert pool.judge("\\frac{1}{2}", "0.5") == (True, "equal")
+
+
 def test_dead_worker_is_replaced():
     with MathVerifierPool(n_workers=2, timeout=5.0) as p:
         assert p.judge("3", "3") == (True, "equal")
@@ -203,12 +213,15 @@ def test_calls_from_threads(pool):
             pool.judge("2^{100}", "2^{100}+1")[0],
         )
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    def hang() -> None:  # math-verify's own SIGALRM timeout cannot work here; the pool's kill does
+        results["hang"] = math_equal("1", "\\sum_{k=1}^{10^{6}} k^{k}", timeout=2.0)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)] + [threading.Thread(target=hang)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(HANG_GUARD_S)
-    assert results == {k: (True, True, False) for k in range(4)}
+    assert results == {**{k: (True, True, False) for k in range(4)}, "hang": False}
 
 
 def test_pool_config_validation():
