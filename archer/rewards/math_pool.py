@@ -17,7 +17,9 @@ Design:
 - a job is one gold answer with a list of predictions; the worker streams one result per prediction,
   and each prediction gets ``timeout`` seconds from the previous result. On overrun the worker is
   killed, the prediction is marked ``timeout``, a replacement is started, and the rest of the job
-  goes on with the next ready worker. A worker that dies (memory) marks its item ``worker_died``.
+  goes on with the next ready worker. A worker that dies under an item (killed from outside, or
+  by the memory cap outside Python's ``MemoryError``) is replaced and the item retried once; a
+  second death marks it ``memory`` or ``worker_died``.
 - ``judge_many`` runs jobs on ``n_workers`` threads (they only wait on pipes), so a batch is spread
   over all workers in parallel, and jobs group predictions by gold so a gold is parsed once per job.
 - pools close at interpreter exit (``atexit``) and are safe to use from any thread; a pool inherited
@@ -105,6 +107,10 @@ def _worker_main(conn: _Duplex, memory_mb: int) -> None:  # runs in the child pr
 
     math_judge._mv()  # pre-import math_verify / sympy before saying ready
     math_judge._configs()
+    try:  # warm the LaTeX parser (its first use builds tables for ~1 s) so no judgement pays for it
+        math_judge.judge("\\frac{1}{2}", "\\sqrt{x}+1")
+    except Exception:  # noqa: BLE001 - warming up is best effort
+        pass
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         try:
