@@ -285,6 +285,8 @@ def test_monkeypatching_builtins_and_modules_does_not_help(pool):
                "pickle.dumps = lambda *a, **k: pickle._dumps(('ok', 5))\n"
                "sys.modules['builtins'].len = lambda x: 5\n"
                "def f(x):\n    return 1\n")
-    assert run_tests(patches, {"assert": ["assert f(1) == 5", "assert len([1]) == 5"]}, pool=pool).passed == 0
-    rep = run_tests(patches, {"inputs": ["1"], "outputs": ["7"], "fn_name": "f"}, pool=pool)
+    # (its own patched len() hangs its own reply loop: a timeout, which is a failure like any other)
+    tests = {"assert": ["assert f(1) == 2", "assert len([1]) == 5"]}
+    assert run_tests(patches, tests, timeout=1.0, pool=pool).passed == 0
+    rep = run_tests(patches, {"inputs": ["1"], "outputs": ["7"], "fn_name": "f"}, timeout=1.0, pool=pool)
     assert rep.passed == 0  # whatever it forges is compared in the trainer, against a value it never saw
