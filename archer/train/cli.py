@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archer train: error: {exc}", file=sys.stderr)
         return 2
     summary.pop("history", None)
-    print(json.dumps({k: summary[k] for k in ("run_dir", "before", "after", "improvement", "seconds")}, indent=2))
+    if summary.get("after"):
+        from archer.train.default_run import report
+
+        report(summary)
+    else:
+        print(json.dumps({k: summary[k] for k in ("run_dir", "steps", "seconds")}, indent=2))
     return 0
 
 

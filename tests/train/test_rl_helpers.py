@@ -1,0 +1,43 @@
+"""Small pieces of the loop: length curriculum, LR schedule, when a reference model is built, shaping."""
+
+from __future__ import annotations
+
+import pytest
+
+from archer.config import load_config
+from archer.train.rl import lr_lambda, max_new_tokens_at, needs_reference, overlong_shaping
+
+
+def test_length_curriculum_stages():
+    cfg = load_config("tiny_math", ["rollout.max_new_tokens=16", "rollout.length_stages=[[3, 24], [6, 32]]"])
+    assert [max_new_tokens_at(cfg, s) for s in range(8)] == [16, 16, 16, 24, 24, 24, 32, 32]
+    assert max_new_tokens_at(load_config("skywork_or1"), 1500) == 32768
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = load_config("tiny_math", ["optim.warmup_steps=4", "optim.schedule=cosine", "trainer.steps=14",
+                                    "optim.min_lr_ratio=0.1"])
+    f = lr_lambda(cfg)
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert f(4) == pytest.approx(1.0)
+    assert f(9) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the decay
+    assert f(14) == pytest.approx(0.1)
+    const = lr_lambda(load_config("tiny_math", ["optim.warmup_steps=0", "optim.schedule=constant"]))
+    assert const(0) == const(100) == 1.0
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["algo.loss=aspo"], True),  # k3 KL 0.001 on low-entropy tokens by default
+    (["algo.loss=aspo", "algo.kl_coef=0"], False),
+    (["algo.loss=dapo"], False),
+    (["algo.loss=ppo", "algo.kl_coef=0.01"], True),
+    (["algo.loss=dtc", "algo.loss_params={kl_coef: 0.0, high_entropy_kl_coef: 0.01}"], True),
+])
+def test_reference_model_only_when_kl_is_on(overrides, expected):
+    assert needs_reference(load_config("tiny_math", overrides)) is expected
+
+
+@pytest.mark.parametrize("length, expected", [(10, 0.0), (12, 0.0), (14, -0.5), (16, -1.0), (20, -1.0)])
+def test_overlong_shaping(length, expected):
+    # L_max 16, buffer 4: free up to 12, linear to -1 at 16 (DAPO eq. 13)
+    assert overlong_shaping(length, 16, 4) == pytest.approx(expected)
