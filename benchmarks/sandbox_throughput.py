@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from archer.rewards.code import run_tests_batch  # noqa: E402
 from archer.rewards.compare import stdout_matches  # noqa: E402
-from archer.rewards.sandbox import SandboxConfig, SandboxPool  # noqa: E402
+from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
 
 DATA = Path(os.environ.get("ARCHER_SHARED_DATA", REPO.parent / "shared" / "data")) / "code"
 
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, n, runs, ok, r, same in rows:
         lines.append(f"| {name} | {n} | {runs} | {ok} | {r['naive']:.1f} | {r['naive_S']:.1f} | {r['archer']:.1f} "
                      f"| {r['archer'] / r['naive']:.1f}x | {r['archer'] / r['naive_S']:.1f}x | {same} |")
-    layers = ", ".join(k for k in ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop")
-                       if iso[k]) or "none"
+    layers = ", ".join(k for k in LAYERS if iso[k]) or "none"
     load = os.getloadavg()
     note = (f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{args.workers} parallel runs per runner, best of {args.repeats} interleaved passes; "
