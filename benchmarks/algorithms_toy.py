@@ -7,8 +7,9 @@ Every variant is the default CPU demo (``archer/recipes/tiny_math.yaml``) with o
 changed (GRPO = ``ppo`` loss with the ``grpo`` advantage; all use the grpo advantage and token-mean
 aggregation), starting from the same cached SFT checkpoint with the same seeds, data order and
 number of steps. ASPO/DTC/GPPO/DAPO only differ from GRPO once the update is off-policy, so every run
-makes several optimizer steps per rollout batch (``--epochs`` x ``--mini-batches``; the reference
-uses 3 x 4, the default here is lighter for a 2-core CPU).
+makes several optimizer steps per rollout batch (``--epochs`` x ``--mini-batches``, default 3 x 4 as
+in the Archer2.0 reference). ``--seeds`` repeats every loss with other RL seeds (``trainer.seed``:
+sampling and mini-batch order; same data and SFT checkpoint); curves and numbers are seed means.
 
 Recorded per RL step (from the trainer's metrics): mean reward and accuracy of the sampled
 responses and the mean token entropy of the policy over the trained tokens (``actor/entropy``).
@@ -16,12 +17,12 @@ Before and after: held-out avg@k / pass@k with the shared evaluation of ``_toy_c
 
 Outputs: ``benchmarks/results/algorithms_toy.png`` (three panels: reward, accuracy, entropy per
 step, all five variants) and ``benchmarks/results/algorithms_toy.md`` (the table). Each finished
-variant is kept in ``runs/bench_logs/algorithms_toy/<name>.json`` and reused by a rerun with the same
+run is kept in ``runs/bench_logs/algorithms_toy/<name>_s<seed>.json`` and reused by a rerun with the same
 settings (so a long run can be resumed); ``--fresh`` ignores them.
 
-Run: ``python benchmarks/algorithms_toy.py [--steps 20] [--epochs 2] [--mini-batches 4] [--quick]``.
+Run: ``python benchmarks/algorithms_toy.py [--steps 30] [--epochs 3] [--mini-batches 4] [--seeds 0,1] [--quick]``.
 
-Limits: one seed per variant (the curves of a 150k-parameter model over a few steps are noisy; a
+Limits: few seeds (the curves of a 150k-parameter model over a few steps are noisy; a
 difference smaller than the step-to-step spread is not a finding); CPU wall times on a shared machine.
 """
 
@@ -50,40 +51,73 @@ VARIANTS: dict[str, list[str]] = {
 COLORS = {"ASPO": "tab:red", "DTC": "tab:orange", "GRPO": "tab:blue", "DAPO": "tab:green", "GPPO": "tab:purple"}
 
 
-def run_variant(name: str, base: list[str], quick: bool, ckpt: Path, train: list[Any], evals: list[Any],
-                cache: Path) -> dict[str, Any]:
+def run_variant(name: str, seed: int, base: list[str], quick: bool, ckpt: Path, train: list[Any],
+                evals: list[Any], cache: Path) -> dict[str, Any]:
+    """One loss, one RL seed (``trainer.seed``: sampling and mini-batch order; the data and the SFT
+    checkpoint stay the same)."""
     from archer.train.rl import train as rl_train
 
-    overrides = base + VARIANTS[name] + ["algo.advantage=grpo", "eval.enabled=false"]
+    overrides = base + VARIANTS[name] + ["algo.advantage=grpo", "eval.enabled=false", f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick)
-    key = json.dumps(overrides)
-    f = cache / f"{name}.json"
+    key = json.dumps([str(ckpt)] + overrides)
+    f = cache / f"{name}_s{seed}.json"
     if f.is_file():
         old = json.loads(f.read_text())
         if old.get("key") == key:
-            print(f"{name}: reusing {f}", flush=True)
+            print(f"{name} seed {seed}: reusing {f}", flush=True)
             return old
     model, tok = common.load_policy(ckpt)
     t0 = time.time()
-    out = rl_train(cfg, run_dir=cache / f"run_{name}", model=model, tokenizer=tok, train_problems=train,
+    out = rl_train(cfg, run_dir=cache / f"run_{name}_s{seed}", model=model, tokenizer=tok, train_problems=train,
                    eval_problems=[])
     wall = time.time() - t0
     hist = out["history"]
     after = common.evaluate_model(model, tok, evals, cfg)
-    res = {"name": name, "key": key, "wall": wall, "after": after,
+    res = {"name": name, "seed": seed, "key": key, "wall": wall, "after": after,
            "reward": [h["reward/mean"] for h in hist], "accuracy": [h["reward/accuracy"] for h in hist],
            # a step with no signal makes no update and has no entropy measurement
            "entropy": [h.get("actor/entropy") for h in hist],
            "step_time": [h["time/step"] for h in hist],
            "optimizer_steps": sum(h.get("update/optimizer_steps", 0) for h in hist)}
     f.write_text(json.dumps(res))
-    print(f"{name}: {wall:.0f} s, after {after}", flush=True)
+    print(f"{name} seed {seed}: {wall:.0f} s, after {after}", flush=True)
     return res
 
 
 def _tail_mean(values: list[float | None], k: int) -> float:
     vals = [v for v in values[-k:] if v is not None]
     return statistics.mean(vals) if vals else float("nan")
+
+
+def _mean_curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
+    """Per-step mean over seeds (steps without a value in a run are skipped; None if none has one)."""
+    out: list[float | None] = []
+    for i in range(max(len(r[key]) for r in runs)):
+        vals = [r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None]
+        out.append(statistics.mean(vals) if vals else None)
+    return out
+
+
+def _mean_sd(vals: list[float]) -> str:
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "nan"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def combine(name: str, runs: list[dict[str, Any]], keys: list[str], k: int) -> dict[str, Any]:
+    """Seed-averaged curves and the per-seed numbers of one loss."""
+    return {"name": name, "seeds": [r["seed"] for r in runs],
+            **{c: _mean_curve(runs, c) for c in ("reward", "accuracy", "entropy")},
+            "after": {m: statistics.mean(r["after"][m] for r in runs) for m in keys},
+            "after_all": {m: [r["after"][m] for r in runs] for m in keys},
+            "tail_acc": [_tail_mean(r["accuracy"], k) for r in runs],
+            "tail_ent": [_tail_mean(r["entropy"], k) for r in runs],
+            "first_ent": [next((v for v in r["entropy"] if v is not None), float("nan")) for r in runs],
+            "optimizer_steps": statistics.mean(r["optimizer_steps"] for r in runs),
+            "wall": statistics.mean(r["wall"] for r in runs)}
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -103,7 +137,7 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,9 +145,10 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per variant (default 20; quick 2)")
-    ap.add_argument("--epochs", type=int, default=2, help="trainer.ppo_epochs (passes over each rollout batch)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per variant (default 30; quick 2)")
+    ap.add_argument("--epochs", type=int, default=3, help="trainer.ppo_epochs (passes over each rollout batch)")
     ap.add_argument("--mini-batches", type=int, default=4, help="trainer.mini_batches per rollout batch")
+    ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (trainer.seed); curves are averaged")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
     ap.add_argument("--threads", type=int, default=1, help="trainer.threads (1 is faster on a loaded machine)")
     ap.add_argument("--last", type=int, default=5, help="steps averaged for the 'last steps' columns")
@@ -125,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n in names if n not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
-    steps = a.steps or (2 if a.quick else 20)
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    steps = a.steps or (2 if a.quick else 30)
     base = [f"trainer.steps={steps}", f"trainer.ppo_epochs={a.epochs}", f"trainer.mini_batches={a.mini_batches}",
             f"trainer.threads={a.threads}"]
     if a.quick:
-        base += ["rollout.batch_size=4", "rollout.n=4"]
+        # zero-variance groups kept: the barely trained model gets no reward, and the update path still runs
+        base += ["rollout.batch_size=4", "rollout.n=4", "rollout.dynamic_sampling=false", "algo.filter_zero_variance=false"]
     out_dir = Path(a.out_dir) if a.out_dir else (common.REPO / "runs" / "bench_logs" / "algorithms_toy_quick"
                                                  if a.quick else common.RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,34 +179,35 @@ def main(argv: list[str] | None = None) -> int:
     ckpt, _ = common.sft_checkpoint(cfg)
     train, evals = common.problems(cfg)
     before_file = cache / "before.json"
-    if before_file.is_file() and not a.fresh:
-        before = json.loads(before_file.read_text())
-    else:
+    before = json.loads(before_file.read_text()) if before_file.is_file() else {}
+    if before.get("ckpt") != str(ckpt):
         model, tok = common.load_policy(ckpt)
-        before = common.evaluate_model(model, tok, evals, cfg)
+        before = dict(common.evaluate_model(model, tok, evals, cfg), ckpt=str(ckpt))
         before_file.write_text(json.dumps(before))
     print(f"SFT checkpoint {ckpt}; before RL: {before}", flush=True)
-    results = [run_variant(n, base, a.quick, ckpt, train, evals, cache) for n in names]
-
     keys = common.metric_keys(cfg)
     k = a.last
-    header = (["loss", f"held-out {keys[0]} after"] + [f"{m} before -> after" for m in keys[1:]]
+    results = []
+    for n in names:  # seeds inside: a loss's runs finish together, so a cut-short run still compares some
+        runs = [run_variant(n, s, base, a.quick, ckpt, train, evals, cache) for s in seeds]
+        results.append(combine(n, runs, keys, k))
+
+    header = (["loss", f"held-out {keys[0]} before -> after"] + [f"{m} before -> after" for m in keys[1:]]
               + [f"train acc (last {k})", f"entropy (last {k})", "entropy step 1", "optimizer steps", "wall s"])
     rows = []
     for r in results:
-        first_ent = next((v for v in r["entropy"] if v is not None), float("nan"))
-        rows.append([r["name"], f"{before[keys[0]]:.3f} -> {r['after'][keys[0]]:.3f}"]
-                    + [f"{before[m]:.3f} -> {r['after'][m]:.3f}" for m in keys[1:]]
-                    + [_tail_mean(r["accuracy"], k), _tail_mean(r["entropy"], k), first_ent, r["optimizer_steps"],
-                       r["wall"]])
+        rows.append([r["name"]] + [f"{before[m]:.3f} -> {_mean_sd(r['after_all'][m])}" for m in keys]
+                    + [_mean_sd(r["tail_acc"]), _mean_sd(r["tail_ent"]), _mean_sd(r["first_ent"]),
+                       r["optimizer_steps"], r["wall"]])
     table = common.md_table(header, rows)
-    verdict = _verdict(results, keys[0], k)
-    settings = (f"{steps} RL steps per loss, 16 prompts x 8 samples, {a.epochs} epochs x {a.mini_batches} "
-                f"mini-batches per rollout batch (off-policy after the first mini-batch), recipe otherwise "
-                f"unchanged (lr 1e-3, dynamic sampling, seed 0), {a.threads} torch thread(s); held-out eval on {len(evals)} problems x "
-                f"{cfg.eval.n} samples.")
+    verdict = _verdict(results, keys[0])
+    settings = (f"{steps} RL steps per loss, seeds {seeds} (mean ± sd over seeds), 16 prompts x 8 samples, "
+                f"{a.epochs} epochs x {a.mini_batches} mini-batches per rollout batch (off-policy after the first "
+                f"mini-batch), recipe otherwise unchanged (lr 1e-3, dynamic sampling), {a.threads} torch "
+                f"thread(s); held-out eval on {len(evals)} problems x {cfg.eval.n} samples.")
     print(table + "\n\n" + verdict)
-    plot(results, out_dir / "algorithms_toy.png", f"tiny_math toy: {settings[:120]}")
+    plot(results, out_dir / "algorithms_toy.png",
+         f"tiny_math toy, {steps} steps, {a.epochs} epochs x {a.mini_batches} mini-batches, seeds {seeds}")
     cmd = " ".join(argv if argv is not None else sys.argv[1:])
     (out_dir / "algorithms_toy.md").write_text(
         f"# algorithms_toy\n\n`python benchmarks/algorithms_toy.py {cmd}`\n\n{table}\n\n{verdict}\n\n"
@@ -178,19 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _verdict(results: list[dict[str, Any]], acc_key: str, k: int) -> str:
+def _verdict(results: list[dict[str, Any]], acc_key: str) -> str:
     by = {r["name"]: r for r in results}
     if "ASPO" not in by or "GRPO" not in by:
         return "ASPO vs GRPO: not both run."
     a, g = by["ASPO"], by["GRPO"]
-    ea, eg = _tail_mean(a["entropy"], k), _tail_mean(g["entropy"], k)
+    ea, eg = statistics.mean(a["tail_ent"]), statistics.mean(g["tail_ent"])
+    if ea != ea or eg != eg:  # NaN: a run made no update (no group with signal), nothing to compare
+        return "ASPO vs GRPO: not judged (a run made no policy update, so it has no entropy measurement)."
     aa, ag = a["after"][acc_key], g["after"][acc_key]
-    higher = ea > eg
-    keeps = aa >= ag - 0.02
-    held = "HELD" if higher and keeps else "DID NOT HOLD"
+    held = "HELD" if ea > eg and aa >= ag - 0.02 else "DID NOT HOLD"
     return (f"Archer2.0 claim (ASPO entropy higher than GRPO's at no accuracy cost) {held} on this toy: "
-            f"entropy over the last {k} steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
-            f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a tie within 0.02 counts as no loss). One seed, short run.")
+            f"policy entropy over the last steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
+            f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a difference within 0.02 counts as no loss); "
+            f"{len(a['seeds'])} seed(s), short run on a 150k-parameter model.")
 
 
 if __name__ == "__main__":
