@@ -19,6 +19,8 @@ _LAZY = {
     "run_tests": "archer.rewards.code",
     "run_tests_batch": "archer.rewards.code",
     "score_code": "archer.rewards.code",
+    "score_code_batch": "archer.rewards.code",
+    "sandbox_isolation": "archer.rewards.sandbox",
     "overlong_penalty": "archer.rewards.shaping",
 }
 
