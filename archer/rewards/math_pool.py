@@ -14,14 +14,15 @@ Design:
   ``multiprocessing.connection.Connection``. Each worker imports math-verify and sympy, caps its
   address space at ``memory_mb`` (RLIMIT_AS), then says "ready"; start-up time never counts against
   a judgement's timeout.
-- a job is one gold answer with a list of predictions; the worker streams one result per prediction,
-  and each prediction gets ``timeout`` seconds from the previous result. On overrun the worker is
+- a job is a slice of ``(gold, pred)`` pairs sent as one message; the worker streams one result per
+  pair, and each pair gets ``timeout`` seconds from the previous result. On overrun the worker is
   killed, the prediction is marked ``timeout``, a replacement is started, and the rest of the job
   goes on with the next ready worker. A worker that dies under an item (killed from outside, or
   by the memory cap outside Python's ``MemoryError``) is replaced and the item retried once; a
   second death marks it ``memory`` or ``worker_died``.
 - ``judge_many`` runs jobs on ``n_workers`` threads (they only wait on pipes), so a batch is spread
-  over all workers in parallel, and jobs group predictions by gold so a gold is parsed once per job.
+  over all workers in parallel; pairs sharing a gold are adjacent and each worker caches parsed
+  golds, so a gold is parsed about once per worker.
 - pools close at interpreter exit (``atexit``) and are safe to use from any thread; a pool inherited
   by a forked child starts its own workers there instead of sharing the parent's pipes.
 
@@ -125,8 +126,7 @@ def _worker_main(conn: _Duplex, memory_mb: int) -> None:  # runs in the child pr
             return
         if msg[0] == "stop":
             return
-        _, gold, preds = msg
-        for i, pred in enumerate(preds):
+        for i, (gold, pred) in enumerate(msg[1]):
             try:
                 equal, reason = math_judge.judge(gold, pred)
             except MemoryError:
@@ -184,8 +184,10 @@ class _Worker:
 
 @dataclass
 class _Job:
-    gold: str
-    preds: list[str]
+    """A slice of a batch sent to one worker in one message: ``(gold, pred)`` pairs, same-gold
+    pairs adjacent so the worker's gold cache hits."""
+
+    pairs: list[tuple[str, str]]
 
 
 class MathVerifierPool:
@@ -277,40 +279,43 @@ class MathVerifierPool:
     ) -> list[list[Verdict]]:
         """Judge every ``(gold, [pred, ...])`` job in parallel; one verdict list per job, in order.
 
-        A job longer than ``chunk`` predictions is split so one popular gold still uses all workers.
+        All pairs are cut into consecutive slices of at most ``chunk`` (about four per worker, so
+        the load balances), and each slice travels to a worker as one message: per-message latency,
+        not judging, dominates on a loaded machine when every pair is its own round trip.
         """
         self._check_pid()
         timeout = self.timeout if timeout is None else float(timeout)
-        pieces: list[tuple[int, int, _Job]] = []
-        for j, (gold, preds) in enumerate(jobs):
-            for start in range(0, len(preds), chunk):
-                pieces.append((j, start, _Job(str(gold), [str(p) for p in preds[start : start + chunk]])))
-        out: list[list[Verdict]] = [[("", "")] * len(preds) for _, preds in jobs]  # type: ignore[misc]
-        if len(pieces) == 1:  # a single job runs on the calling thread
-            done = [self._run_job(pieces[0][2], timeout)]
+        pairs = [(str(gold), str(pred)) for gold, preds in jobs for pred in preds]
+        size = max(1, min(chunk, -(-len(pairs) // (4 * self.n_workers))))
+        pieces = [_Job(pairs[i : i + size]) for i in range(0, len(pairs), size)]
+        if len(pieces) <= 1:  # a single slice runs on the calling thread
+            done = [self._run_job(piece, timeout) for piece in pieces]
         else:
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(self.n_workers, thread_name_prefix="math-pool")
                 executor = self._executor
-            done = list(executor.map(lambda p: self._run_job(p[2], timeout), pieces))
-        for (j, start, _), verdicts in zip(pieces, done):
-            out[j][start : start + len(verdicts)] = verdicts
+            done = list(executor.map(lambda piece: self._run_job(piece, timeout), pieces))
+        flat = [verdict for verdicts in done for verdict in verdicts]
+        out, start = [], 0
+        for _, preds in jobs:
+            out.append(flat[start : start + len(preds)])
+            start += len(preds)
         return out
 
     def _run_job(self, job: _Job, timeout: float) -> list[Verdict]:
         results: list[Verdict] = []
         died_at = -1  # index of the item whose worker died once already: a second death is its verdict
         failures = 0
-        while len(results) < len(job.preds):
+        while len(results) < len(job.pairs):
             worker = self._acquire()
             try:
-                worker.conn.send(("judge", job.gold, job.preds[len(results) :]))
+                worker.conn.send(("judge", job.pairs[len(results) :]))
             except (OSError, ValueError):
                 self._retire(worker)
                 failures += 1
                 if failures > 3:  # the job itself kills workers on arrival: give up on it
-                    results += [(False, "worker_died")] * (len(job.preds) - len(results))
+                    results += [(False, "worker_died")] * (len(job.pairs) - len(results))
                 continue
             status = self._collect(worker, job, results, timeout)
             if status == "ok":
@@ -341,7 +346,7 @@ class MathVerifierPool:
             if msg[0] == "done":
                 return "ok"
             results.append((msg[2], msg[3]))
-            if len(results) == len(job.preds):
+            if len(results) == len(job.pairs):
                 try:
                     if worker.conn.poll(timeout) and worker.conn.recv() == ("done",):  # the trailing "done"
                         return "ok"
