@@ -153,3 +153,15 @@ def test_per_micro_batch_normalisers_would_differ_from_the_big_batch():
         for s in (slice(0, 3), slice(3, 8))
     ]
     assert abs(float(sum(parts)) - big.item()) > 1e-3
+
+
+def test_loss_normalizer_counts_and_validation():
+    a = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    b = torch.tensor([[1, 1, 1, 1, 1]])
+    norm = loss_normalizer([a, b])
+    assert (norm.tokens, norm.seqs, norm.max_len) == (7.0, 2.0, 5.0)
+    assert norm.low_entropy_tokens is None and norm.high_entropy_tokens is None
+    with pytest.raises(ValueError, match="LossNormalizer.tokens"):
+        type(norm)(tokens=-1.0, seqs=1.0, max_len=1.0)
+    with pytest.raises(ValueError, match="at least one mask"):
+        loss_normalizer([])
