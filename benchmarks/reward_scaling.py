@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", type=int, default=64, help="HumanEval items")
     parser.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     items = load_items(args.math, args.code)
     rows, overhead = measure_rewards(items)
     sync_rows = measure_weight_sync()
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         header = (f"# reward_scaling\n\n`python benchmarks/reward_scaling.py --math {args.math} --code {args.code}`\n\n"
                   f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.python_version()}, torch "
                   f"{torch.__version__}, ray {ray.__version__}; other helpers were loading the same 2 cores "
-                  "during the run, so absolute numbers are noisy.\n\n")
+                  f"during the run (1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
+                  "at the end), so absolute numbers are noisy and 2 actors cannot show a 2x gain here.\n\n")
         Path(args.out).write_text(header + table + "\n")
     return 0
 

@@ -174,6 +174,10 @@ def _status(args: argparse.Namespace) -> int:
     if ray.is_initialized():
         print("archer cluster status: this process is already connected to Ray", file=sys.stderr)
         return 1
+    if args.address != "auto" and not _reachable(args.address):
+        print(f"archer cluster status: nothing listens at {args.address!r} (is the head node started?)",
+              file=sys.stderr)
+        return 1
     _use_local_token(args.address)
     try:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
@@ -193,6 +197,18 @@ def _status(args: argparse.Namespace) -> int:
     for key in ("CPU", "GPU"):
         print(f"{key}: {free.get(key, 0):g} free of {total.get(key, 0):g}")
     return 0
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> bool:
+    """Whether ``HOST:PORT`` accepts a TCP connection (Ray's own connect retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address must be HOST:PORT or 'auto', got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _use_local_token(address: str) -> None:

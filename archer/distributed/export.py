@@ -64,7 +64,9 @@ def _tied_keys(model) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="archer export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="archer export", description="merge a sharded checkpoint into one Hugging Face checkpoint"
+    )
     parser.add_argument("ckpt_dir", help="sharded checkpoint directory (written by save_sharded)")
     parser.add_argument("--out", required=True, help="output directory for the Hugging Face checkpoint")
     parser.add_argument("--dtype", default=None, help="cast before saving (float32, bfloat16, float16)")

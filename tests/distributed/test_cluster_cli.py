@@ -86,6 +86,13 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert cluster.main(["start", "--hostfile", str(tmp_path / "missing")]) == 2
     with pytest.raises(SystemExit):
         cluster.main(["launch"])
+    capsys.readouterr()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert cluster.main(["status", "--address", f"127.0.0.1:{port}"]) == 1
+    assert "nothing listens" in capsys.readouterr().err
+    assert cluster.main(["status", "--address", "no-port"]) == 2
 
 
 def test_join_and_head_print_only(capsys):
