@@ -61,7 +61,12 @@ def sample_next(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         filtered = torch.full_like(filtered, float("-inf")).scatter(1, order, sorted_logits)
     probs = logp.exp() if filtered is scaled else torch.softmax(filtered, dim=-1)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+    # inverse-CDF sampling: same distribution as torch.multinomial, several times faster on CPU.
+    # searchsorted(right=True) returns i with cdf[i-1] <= u < cdf[i], so a zero-probability token
+    # (cdf flat there) is never chosen.
+    cdf = probs.cumsum(dim=-1)  # [B, V]
+    u = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=vocab - 1)  # [B]
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
@@ -233,7 +238,7 @@ class HFEngine:
         max_new = params.max_new_tokens
         out_tok = torch.full((rows_total, max_new), self.pad_token_id, dtype=torch.long, device=dev)
         out_lp = torch.zeros((rows_total, max_new), dtype=torch.float32, device=dev)
-        length = [0] * rows_total
+        length = [max_new] * rows_total  # rows that never finish use the whole budget
         reason = ["length"] * rows_total
         active = torch.arange(rows_total, device=dev)  # current batch row -> original row
         active_list = list(range(rows_total))
@@ -244,13 +249,14 @@ class HFEngine:
             tok, lp = sample_next(logits, params, generator)  # [b], [b]
             out_tok[active, step] = tok
             out_lp[active, step] = lp
-            done = torch.isin(tok, self._eos)  # [b]
-            done_list = done.tolist()
-            for r in active_list:
-                length[r] = step + 1
-            for j, r in enumerate(active_list):
-                if done_list[j]:
-                    reason[r] = "eos"
+            done = (tok[:, None] == self._eos).any(dim=1)  # [b]
+            any_done = bool(done.any())  # the one host sync per step
+            done_list = done.tolist() if any_done else [False] * len(active_list)
+            if any_done:
+                for j, r in enumerate(active_list):
+                    if done_list[j]:
+                        reason[r] = "eos"
+                        length[r] = step + 1
             if history is not None:
                 tok_list = tok.tolist()
                 live = [j for j, d in enumerate(done_list) if not d]
@@ -263,10 +269,13 @@ class HFEngine:
                     if any(s in tail for s in params.stop):
                         done_list[j] = True
                         reason[active_list[j]] = "stop"
+                for j in live:
+                    if done_list[j]:
+                        length[active_list[j]] = step + 1
                 done = torch.tensor(done_list, device=dev)
             if step == max_new - 1:
                 break
-            if any(done_list):
+            if any_done or history is not None and any(done_list):
                 keep = (~done).nonzero().squeeze(1)  # [b']
                 if keep.numel() == 0:
                     break
