@@ -20,6 +20,15 @@ RESPONSE = [(2, 5), (1, 8), (0, 10), (9, 10)]  # [start, end) of each row's resp
 ADVANTAGES = [1.0, -0.5, 0.75, -1.25]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny matmuls: intra-op threads only add synchronisation on a shared 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny_model():
     cfg = transformers.Qwen2Config(
         vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
