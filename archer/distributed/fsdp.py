@@ -178,7 +178,8 @@ def train_step(
     ``loss_fn(model, micro_batch, normalizer)`` returns the micro-batch's share of the mini-batch loss,
     e.g. ``compute_policy_loss(name, ..., loss_normalizer=normalizer)[0]``; ``normalizer`` is built
     from every rank's ``micro_batch[mask_key]`` by :func:`global_loss_normalizer`. The same call in one
-    process holding every rank's micro-batches gives the same update.
+    process holding every rank's micro-batches gives the same update. Tensors must already be on
+    the rank's device (``DistInfo.device``).
     """
     norm = global_loss_normalizer([mb[mask_key] for mb in micro_batches], max_len=max_len,
                                   entropy_quantile=entropy_quantile)

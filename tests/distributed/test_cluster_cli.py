@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -157,3 +158,16 @@ def test_real_head_node_starts_reports_status_and_stops(capsys, monkeypatch):
     while _port_open(port) and time.time() < deadline:
         time.sleep(0.2)
     assert not _port_open(port)
+
+
+def test_init_distributed_single_process_exports_nccl_settings(monkeypatch):
+    from archer.distributed.fsdp import init_distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NCCL_DEBUG", "TRACE")  # inherited value: the config section overrides it
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "x")
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME")  # (restored to unset after the test)
+    info = init_distributed(nccl=NCCLConfig(socket_ifname="lo", debug="warn"))
+    assert (info.rank, info.world_size, info.backend) == (0, 1, None)
+    assert os.environ["NCCL_DEBUG"] == "WARN" and os.environ["NCCL_SOCKET_IFNAME"] == "lo"
