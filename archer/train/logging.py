@@ -114,10 +114,13 @@ class MetricsLogger:
         else:
             print(text, flush=True)
 
-    def close(self) -> None:
+    def stop_progress(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def close(self) -> None:
+        self.stop_progress()
         if self._tb is not None:
             self._tb.close()
             self._tb = None

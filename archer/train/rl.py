@@ -236,7 +236,7 @@ class RLRun:
                     reward += cfg.algo.overlong_penalty * overlong_shaping(
                         len(ro.response_ids), max_new, cfg.algo.overlong_buffer)
                 rewards.append(reward)
-                if rr.info.get("reason"):
+                if rr.info.get("reason") and not rr.correct:
                     acc["reasons"][rr.info["reason"]] = acc["reasons"].get(rr.info["reason"], 0) + 1
             g = Group(pidx, list(group[0].prompt_ids) if group else [], list(group), rewards,
                       [bool(rr.correct) for rr in res], [rr.info for rr in res])
@@ -469,6 +469,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             last_saved = ckpt.latest_checkpoint(out)
             if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
                 run.save()
+        logger.stop_progress()
         after = _evaluate(run, cfg, run.step) if eval_problems else {}
         if after:
             logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if "@" in k})
