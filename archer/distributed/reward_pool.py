@@ -87,7 +87,7 @@ class RayRewardScorer:
     ``address``: ``None`` reuses a running Ray session or starts a local one; ``"auto"`` or
     ``"HOST:PORT"`` joins a cluster. ``verifier_opts`` are passed to every verifier by name, as with
     the local scorer (e.g. ``timeout=5.0``, ``memory_mb=1024``). ``env`` is set in each actor's
-    process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` = the actor's CPUs, so the
+    process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` and ``ARCHER_SANDBOX_WORKERS`` = the actor's CPUs, so the
     math-verify pool matches the CPUs Ray reserved. (The code sandbox pool still sizes itself by the
     node's core count: it has no such variable.)
     """
@@ -130,7 +130,8 @@ class RayRewardScorer:
         self.chunk_timeout_s = chunk_timeout_s
         self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(RewardWorker)
         # one math-verify process per CPU the actor holds, not one per core of the node
-        actor_env = {"ARCHER_MATH_WORKERS": str(max(1, round(cpus_per_worker))), **(env or {})}
+        n_cpus = str(max(1, round(cpus_per_worker)))
+        actor_env = {"ARCHER_MATH_WORKERS": n_cpus, "ARCHER_SANDBOX_WORKERS": n_cpus, **(env or {})}
         self._init_args = (verifiers, setup, dict(verifier_opts), actor_env)
         # a new actor's first chunk also waits for the actor to start (imports, verifier pools)
         self.actor_start_s = actor_start_s

@@ -195,7 +195,8 @@ class SandboxPool:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        n = self.config.workers or os.cpu_count() or 1
+        # ARCHER_SANDBOX_WORKERS lets a Ray reward actor size its pool to the CPUs it holds
+        n = self.config.workers or int(os.environ.get("ARCHER_SANDBOX_WORKERS", "0")) or os.cpu_count() or 1
         self._lock = threading.Lock()
         self._launcher: tuple[str, list[str]] | None = None
         failures = []
