@@ -87,9 +87,9 @@ class RayRewardScorer:
     ``address``: ``None`` reuses a running Ray session or starts a local one; ``"auto"`` or
     ``"HOST:PORT"`` joins a cluster. ``verifier_opts`` are passed to every verifier by name, as with
     the local scorer (e.g. ``timeout=5.0``, ``memory_mb=1024``). ``env`` is set in each actor's
-    process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` and ``ARCHER_SANDBOX_WORKERS`` = the actor's CPUs, so the
-    math-verify pool matches the CPUs Ray reserved. (The code sandbox pool still sizes itself by the
-    node's core count: it has no such variable.)
+    process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` and
+    ``ARCHER_SANDBOX_WORKERS`` are the actor's CPUs, so the math-verify pool and the code sandbox
+    match the CPUs Ray reserved.
     """
 
     def __init__(
