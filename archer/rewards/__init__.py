@@ -15,6 +15,7 @@ _LAZY = {
     "math_equal": "archer.rewards.math",
     "score_math": "archer.rewards.math",
     "score_math_batch": "archer.rewards.math",
+    "MathVerifierPool": "archer.rewards.math_pool",
     "extract_code": "archer.rewards.code",
     "run_tests": "archer.rewards.code",
     "run_tests_batch": "archer.rewards.code",
