@@ -130,7 +130,7 @@ def test_sft_learns_synthetic_math_and_greedy_boxes_answers(tok):
     task = MathTaskConfig(min_operands=2, max_operands=2, max_value=9, ops=("+", "-"))  # single digits
     train = math_problems(2000, seed=0, level=task, unique=False)
     logs = []
-    m = train_sft(model, tok, math_sft_examples(train), epochs=1, lr=3e-3, batch_size=8, max_len=256,
+    m = train_sft(model, tok, math_sft_examples(train), epochs=1, lr=3e-3, batch_size=4, max_len=256,
                   max_steps=STEPS, warmup=10, seed=0, progress=False, log_fn=lambda s, x: logs.append(x["loss"]))
     assert m["steps"] == STEPS and m["final_loss"] < 0.5 * m["first_loss"]
     assert logs and logs[-1] < logs[0]
@@ -141,12 +141,12 @@ def test_sft_learns_synthetic_math_and_greedy_boxes_answers(tok):
     boxed = [re.findall(r"\\boxed\{([^{}]*)\}", rs[0].text) for rs in out]
     assert sum(bool(b) for b in boxed) >= 0.9 * len(test)
     correct = sum(bool(b) and b[-1] == p.answer for b, p in zip(boxed, test))
-    assert 0 < correct
+    assert 4 <= correct  # measured 20/32 after these 200 steps
     # held-out problems: none of them was trained on
     assert not {p.prompt for p in test} & {p.prompt for p in train}
 
 
-STEPS = 150
+STEPS = 200
 
 
 def test_cli_tiny_end_to_end_and_malformed_rows(tmp_path, capsys):

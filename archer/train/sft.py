@@ -89,6 +89,8 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str
 
 def tokenize_example(tokenizer, messages: list[dict[str, str]], max_len: int) -> tuple[list[int], list[bool]]:
     """Token ids of the rendered chat and, per token, whether it is an assistant (target) token."""
+    if not getattr(tokenizer, "is_fast", True):
+        raise ValueError("SFT masking needs a fast (Rust) tokenizer: it maps tokens to characters by offsets")
     text, spans = assistant_char_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]

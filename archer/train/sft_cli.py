@@ -101,11 +101,10 @@ def main(argv: list[str]) -> int:
     from archer.train.sft import train_sft
 
     if args.model == "tiny":
-        from archer.models import CHATML_TEMPLATE, build_tiny_model, build_tokenizer
+        from archer.models import build_tiny_model, build_tokenizer
 
         texts = [_chatml(r["messages"]) for r in rows]
         tokenizer = build_tokenizer(texts, vocab_size=args.vocab_size)
-        assert tokenizer.chat_template == CHATML_TEMPLATE
         model = build_tiny_model(tokenizer, hidden_size=args.hidden_size, num_layers=args.layers,
                                  num_heads=args.heads, num_kv_heads=args.kv_heads, seed=args.seed)
     else:
