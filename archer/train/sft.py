@@ -215,7 +215,8 @@ def train_sft(
         if any(tgt[1:]):
             items.append((ids, tgt))
     if not items:
-        raise ValueError("train_sft: no example has an assistant token within max_len")
+        raise ValueError("train_sft: no examples" if not examples else
+                         "train_sft: no example has an assistant token within max_len")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(seed)
     device = next(model.parameters()).device
