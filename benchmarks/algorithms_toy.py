@@ -224,7 +224,14 @@ def _verdict(results: list[dict[str, Any]], acc_key: str) -> str:
     if ea != ea or eg != eg:  # NaN: a run made no update (no group with signal), nothing to compare
         return "ASPO vs GRPO: not judged (a run made no policy update, so it has no entropy measurement)."
     aa, ag = a["after"][acc_key], g["after"][acc_key]
-    held = "HELD" if ea > eg and aa >= ag - 0.02 else "DID NOT HOLD"
+    # seed spread of the entropy: a gap inside it is not evidence either way
+    spread = sum(statistics.stdev(r["tail_ent"]) if len(r["tail_ent"]) > 1 else 0.0 for r in (a, g))
+    if len(a["tail_ent"]) > 1 and abs(ea - eg) <= spread:
+        held = f"was NOT SHOWN (entropy gap within the seed-to-seed spread of {spread:.3f})"
+    elif ea > eg and aa >= ag - 0.02:
+        held = "HELD"
+    else:
+        held = "DID NOT HOLD"
     return (f"Archer2.0 claim (ASPO entropy higher than GRPO's at no accuracy cost) {held} on this toy: "
             f"policy entropy over the last steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
             f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a difference within 0.02 counts as no loss); "

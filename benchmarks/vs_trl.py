@@ -126,7 +126,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         res = score_math_batch(list(completions), list(answer))
         # generation ran since the previous optimizer step ended (or training began)
         per_rl_step.append({"reward": sum(x.reward for x in res) / len(res), "generate": t_in - marks[-1],
-                            "tokens": float(sum(len(c) for c in completion_ids))})
+                            "tokens": float(sum(len(c) for c in completion_ids)), "threads": torch.get_num_threads()})
         return [float(x.reward) for x in res]
 
     marks: list[float] = []
@@ -166,6 +166,9 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     after = common.evaluate_model(model, tok, evals, cfg)
     res = _summary(times, tokens)
     res["generate"] = statistics.mean(gen[1:] or gen)
+    seen = sorted({s["threads"] for s in per_rl_step})
+    if seen != [threads]:  # something (accelerate) changed torch's thread count behind our back
+        print(f"warning: TRL ran with torch threads {seen}, asked for {threads}", flush=True)
     res.update(label=f"TRL {trl.__version__} GRPOTrainer",
                before=before, after=after, wall=wall, train_reward=[s["reward"] for s in per_rl_step], times=times)
     return res
