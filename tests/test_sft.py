@@ -171,4 +171,4 @@ def test_cli_tiny_end_to_end_and_malformed_rows(tmp_path, capsys):
     assert "bad.jsonl: row 2" in err and "content" in err
     bad.write_text("{not json\n")
     assert main(["--data", str(bad), "--model", "tiny"]) == 2
-    assert "row 1: invalid JSON" in capsys.readouterr().err
+    assert "line 1: invalid JSON" in capsys.readouterr().err

@@ -52,24 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a chat JSONL file, validated; errors name the file and the 1-based line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+def load_chat_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a chat dataset (``.jsonl``, ``.json`` or ``.parquet``), validated; errors name the file
+    and the 1-based row."""
+    from archer.data.formats import read_rows
+
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: row {line_no}: invalid JSON ({exc.msg})") from None
-            try:
-                rows.append({"messages": normalize_example(row)})
-            except ValueError as exc:
-                raise ValueError(f"{path}: row {line_no}: {exc}") from None
+    for line_no, row in enumerate(read_rows(path), start=1):
+        try:
+            rows.append({"messages": normalize_example(row)})
+        except ValueError as exc:
+            raise ValueError(f"{path}: row {line_no}: {exc}") from None
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -91,7 +84,7 @@ def _synthetic(name: str, args) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        rows = _synthetic(args.data, args) if args.data.startswith("synthetic:") else load_jsonl(args.data)
+        rows = _synthetic(args.data, args) if args.data.startswith("synthetic:") else load_chat_rows(args.data)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"archer sft: {exc}", file=sys.stderr)
         return 2
