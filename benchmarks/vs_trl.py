@@ -245,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
             f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
             + common.machine_note())
+    note += ("\n\nHow to read: an RL step is one rollout batch (generation + verifier) plus its policy update; "
+             "'generation s/step' is the sampling part (TRL: from the end of the previous optimizer step to the "
+             "reward call). 'archer (matched)' does exactly TRL's work (no dynamic sampling, zero-variance groups "
+             "kept); the recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
+             "different work per step. Both frameworks start from the same SFT checkpoint (a longer warm-up than "
+             "the recipe's) and use lr " + f"{cfg.optim.lr:g}" + " (the recipe's 1e-3 collapsed held-out "
+             "accuracy for both). The evaluation is deterministic (seeded): repeats differ only in time.")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(f"# vs_trl\n\n`python benchmarks/vs_trl.py {' '.join(argv or sys.argv[1:])}`\n\n"
                            f"{text}\n\n{note}\n")
