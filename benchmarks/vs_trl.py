@@ -26,6 +26,8 @@ dynamic sampling         OFF (and zero-variance groups kept),   (not available)
 threads                  ``--threads`` (default 1) for both: on the loaded 2-core machine a
                          2-thread forward+backward of the tiny model measured 3-8x slower than 1
                          thread (the recipe's ``trainer.threads=2`` suits an idle machine)
+precision, memory        float32, no gradient checkpointing     no bf16, ``gradient_checkpointing=False``
+                                                                (TRL's default is True)
 =======================  =====================================  ===========================================
 
 Measured: wall time of every RL step (archer: ``time/step`` from the trainer's metrics; TRL: the time
@@ -39,7 +41,9 @@ Deviation from the recipe: ``optim.lr`` 1e-4 instead of 1e-3 (``--lr``); at 1e-3
 TRL drove held-out accuracy from 0.10 to under 0.01 within 30 steps on this model, which makes the
 accuracy comparison meaningless. The SFT warm-up is longer than the recipe's (see ``_toy_common``).
 
-Run: ``python benchmarks/vs_trl.py [--steps 60] [--quick] [--threads 1] [--out FILE.md]``.
+``--repeats`` reruns the comparison with the order alternating (TRL first, then archer first, ...).
+
+Run: ``python benchmarks/vs_trl.py [--steps 60] [--repeats 2] [--quick] [--threads 1] [--lr 1e-4] [--out F]``.
 Needs ``pip install trl`` (benchmark-only; keep torch pinned).
 
 Limits: one seed; CPU timings on a shared 2-core machine are noisy; TRL's data order differs from
