@@ -115,11 +115,8 @@ def evaluate_policy(engine: Any, scorer: Scorer, prompt_ids: list[list[int]], pr
     params = SamplingParams(n=e.n, temperature=e.temperature, top_p=e.top_p,
                             max_new_tokens=e.max_new_tokens or max_new_tokens, seed=seed)
     t0 = time.time()
-    was_training = engine_model(engine).training
-    engine_model(engine).eval()
     with torch.no_grad():
-        outs = engine.generate(prompt_ids, params)  # [P][n]
-    engine_model(engine).train(was_training)
+        outs = engine.generate(prompt_ids, params)  # [P][n]; the engine switches to eval mode itself
     texts = [r.text for group in outs for r in group]
     probs = [problems[i] for i, group in enumerate(outs) for _ in group]
     results = safe_score(scorer, texts, probs)
@@ -129,10 +126,6 @@ def evaluate_policy(engine: Any, scorer: Scorer, prompt_ids: list[list[int]], pr
     out["seconds"] = round(time.time() - t0, 2)
     out["mean_length"] = sum(len(r.response_ids) for g in outs for r in g) / max(len(texts), 1)
     return out
-
-
-def engine_model(engine: Any) -> torch.nn.Module:
-    return engine.model
 
 
 # ------------------------------------------------------------------------------- the run
@@ -407,7 +400,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     out = make_run_dir(cfg, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    log = print if not cfg.logging.progress else (lambda s: print(s, flush=True))
+    def log(text: str) -> None:
+        print(text, flush=True)
+
     # problems first: a malformed dataset row fails here, before any model is built
     if train_problems is None or eval_problems is None:
         tp, ep = load_problems(cfg)
