@@ -199,3 +199,26 @@ def test_cli_reports_config_errors(capsys):
     assert main(["--resume"]) == 2
     assert main(["tiny_math", "optim.lr=1e-4", "--print-config"]) == 0
     assert "lr: 0.0001" in capsys.readouterr().out
+
+
+def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, parity_math, monkeypatch):
+    """Injected NaNs reach the loss: every optimizer step of the run is skipped and logged."""
+    import archer.algo.advantages as advantages
+    from archer.train.rl import train
+
+    real = advantages.compute_advantages
+    monkeypatch.setattr(advantages, "compute_advantages",
+                        lambda name, rewards: real(name, rewards) * float("nan"))
+    cfg = load_config("tiny_math", FAST + ["trainer.steps=2", "model.sft_epochs=0", "eval.enabled=false",
+                                          "logging.plots=false", "logging.tensorboard=false"])
+    summary = train(cfg, run_dir=tmp_path)
+    trained = [h for h in summary["history"] if "update/skipped_nonfinite" in h]
+    assert trained, "no step reached the update"
+    for h in trained:
+        assert h["update/skipped_nonfinite"] == 2 and h["update/optimizer_steps"] == 0  # 2 mini-batches
+    from safetensors.torch import load_file
+
+    sft = load_file(str(tmp_path / "sft_model" / "model.safetensors"))
+    final = load_file(str(tmp_path / "checkpoints" / "step_000002" / "model.safetensors"))
+    for k in sft:
+        assert torch.equal(sft[k], final[k]), k
