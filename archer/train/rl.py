@@ -128,6 +128,23 @@ def evaluate_policy(engine: Any, scorer: Scorer, prompt_ids: list[list[int]], pr
     return out
 
 
+# rollout engine name -> "module:class"; imported lazily (vllm is an optional GPU extra)
+ENGINES: dict[str, str] = {"hf": "archer.rollout.hf:HFEngine", "vllm": "archer.rollout.vllm:VLLMEngine"}
+
+
+def build_engine(name: str, model: Any, tokenizer: Any, device: str) -> Any:
+    import importlib
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; known: {sorted(ENGINES)}")
+    module, _, cls = ENGINES[name].partition(":")
+    try:
+        engine_cls = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"rollout.engine={name!r} is not available here ({exc}); use rollout.engine=hf") from exc
+    return engine_cls(model, tokenizer, device=device)
+
+
 # ------------------------------------------------------------------------------- the run
 
 
@@ -150,9 +167,7 @@ class RLRun:
                                              cpus_per_worker=r.cpus_per_worker, address=r.address,
                                              timeout=r.verifier_timeout)
         if engine is None:
-            from archer.rollout.hf import HFEngine
-
-            engine = HFEngine(model, tokenizer, device=cfg.trainer.device)
+            engine = build_engine(cfg.rollout.engine, model, tokenizer, cfg.trainer.device)
         self.engine = engine
         o = cfg.optim
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
@@ -308,6 +323,8 @@ class RLRun:
                 start = len(rows[i][0])
                 rl[i, start:start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=rl.dtype)
             batch["rollout_log_prob"] = rl
+        device = next(self.model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
         lengths = [len(p) + len(r) for p, r in rows]
         chunk, temp = cfg.trainer.logprob_chunk_size, cfg.rollout.temperature
         self.model.eval()
