@@ -49,6 +49,7 @@ from archer.train.batching import (
     split_mini_batches,
 )
 from archer.train.logging import MetricsLogger
+from archer.train.rl_eval import evaluate_policy
 from archer.train.rl_update import ENTROPY_SPLIT_LOSSES, UpdateSettings, sequence_logprobs, update_minibatch
 from archer.train.scorer import Scorer, build_scorer, safe_score
 
@@ -105,46 +106,6 @@ def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
     return float(overlong_penalty(length, max_len, buffer))
 
 
-def evaluate_policy(engine: Any, scorer: Scorer, prompt_ids: list[list[int]], problems: list[Any],
-                    cfg: Config, max_new_tokens: int, seed: int) -> dict[str, Any]:
-    """avg@k and pass@k of the current policy on held-out problems (``eval.*`` sampling settings)."""
-    from archer.eval.metrics import aggregate
-    from archer.rollout.base import SamplingParams
-
-    e = cfg.eval
-    params = SamplingParams(n=e.n, temperature=e.temperature, top_p=e.top_p,
-                            max_new_tokens=e.max_new_tokens or max_new_tokens, seed=seed)
-    t0 = time.time()
-    with torch.no_grad():
-        outs = engine.generate(prompt_ids, params)  # [P][n]; the engine switches to eval mode itself
-    texts = [r.text for group in outs for r in group]
-    probs = [problems[i] for i, group in enumerate(outs) for _ in group]
-    results = safe_score(scorer, texts, probs)
-    correct = [[results[i * e.n + j].correct for j in range(e.n)] for i in range(len(outs))]
-    out = aggregate(correct, e.ks)
-    out.pop("ks", None)
-    out["seconds"] = round(time.time() - t0, 2)
-    out["mean_length"] = sum(len(r.response_ids) for g in outs for r in g) / max(len(texts), 1)
-    return out
-
-
-# rollout engine name -> "module:class"; imported lazily (vllm is an optional GPU extra)
-ENGINES: dict[str, str] = {"hf": "archer.rollout.hf:HFEngine", "vllm": "archer.rollout.vllm:VLLMEngine"}
-
-
-def build_engine(name: str, model: Any, tokenizer: Any, device: str) -> Any:
-    import importlib
-
-    if name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; known: {sorted(ENGINES)}")
-    module, _, cls = ENGINES[name].partition(":")
-    try:
-        engine_cls = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(f"rollout.engine={name!r} is not available here ({exc}); use rollout.engine=hf") from exc
-    return engine_cls(model, tokenizer, device=device)
-
-
 # ------------------------------------------------------------------------------- the run
 
 
@@ -167,6 +128,8 @@ class RLRun:
                                              cpus_per_worker=r.cpus_per_worker, address=r.address,
                                              timeout=r.verifier_timeout)
         if engine is None:
+            from archer.train.rl_setup import build_engine
+
             engine = build_engine(cfg.rollout.engine, model, tokenizer, cfg.trainer.device)
         self.engine = engine
         o = cfg.optim

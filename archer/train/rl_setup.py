@@ -175,3 +175,20 @@ def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
                               f"> {max_tokens}; raise the limit or filter the data")
         out.append(list(ids))
     return out
+
+
+# rollout engine name -> "module:class"; imported lazily (vllm is an optional GPU extra)
+ENGINES: dict[str, str] = {"hf": "archer.rollout.hf:HFEngine", "vllm": "archer.rollout.vllm:VLLMEngine"}
+
+
+def build_engine(name: str, model: Any, tokenizer: Any, device: str) -> Any:
+    import importlib
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; known: {sorted(ENGINES)}")
+    module, _, cls = ENGINES[name].partition(":")
+    try:
+        engine_cls = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"rollout.engine={name!r} is not available here ({exc}); use rollout.engine=hf") from exc
+    return engine_cls(model, tokenizer, device=device)
