@@ -34,6 +34,7 @@ _ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 _AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 _KL_ESTIMATORS = ("k1", "k2", "k3")
 _BACKENDS = ("local", "ray")
+_DIST_BACKENDS = ("auto", "gloo", "nccl")
 _SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -185,13 +186,19 @@ class EvalConfig:
 @dataclass
 class ResourcesConfig:
     """Where rewards are computed: ``local`` (in-process verifier pools) or ``ray``
-    (``archer.distributed.reward_pool.RayRewardScorer``). The recipe is otherwise unchanged."""
+    (``archer.distributed.reward_pool.RayRewardScorer``); how many data-parallel training processes
+    (``train_procs``, ``archer.train.rl_dist``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
+    torch.distributed backend (``auto``: nccl on CUDA, gloo on CPU). The recipe is otherwise unchanged."""
 
     backend: str = "local"
     num_reward_workers: int = 1
     cpus_per_worker: float = 1.0
     address: str | None = None
     verifier_timeout: float = 5.0
+    train_procs: int = 1
+    dist_backend: str = "auto"
+    # collective timeout; ranks > 0 wait this long in a barrier while rank 0 evaluates or saves
+    dist_timeout_s: float = 3600.0
 
 
 @dataclass
@@ -415,6 +422,9 @@ def validate(cfg: Config) -> Config:
     _one_of(res.backend, _BACKENDS, "resources.backend")
     _check(res.num_reward_workers >= 1, "resources.num_reward_workers", "must be >= 1")
     _check(res.cpus_per_worker > 0, "resources.cpus_per_worker", "must be > 0")
+    _check(res.train_procs >= 1, "resources.train_procs", "must be >= 1")
+    _one_of(res.dist_backend, _DIST_BACKENDS, "resources.dist_backend")
+    _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
     return cfg
 
 

@@ -134,9 +134,15 @@ def global_loss_normalizer(
     """The mini-batch's :class:`~archer.algo.LossNormalizer` over every rank's micro-batch masks.
 
     Counts (tokens, sequences, ``dtc``/``aspo`` subset sizes) are summed over ranks; ``max_len`` (the
-    Dr.GRPO constant, default the widest mask) is the maximum over ranks. One all-reduce of 5 numbers.
+    Dr.GRPO constant, default the widest mask) is the maximum over ranks. One all-reduce of 4 numbers
+    and one of 1. A rank with no rows (empty ``masks``) contributes zeros and still takes part.
     """
-    local = loss_normalizer(list(masks), max_len=max_len, entropy_quantile=entropy_quantile)
+    if masks:
+        local = loss_normalizer(list(masks), max_len=max_len, entropy_quantile=entropy_quantile)
+    else:
+        split = 0.0 if entropy_quantile is not None else None
+        local = LossNormalizer(tokens=0.0, seqs=0.0, max_len=0.0 if max_len is None else float(max_len),
+                               low_entropy_tokens=split, high_entropy_tokens=split)
     sums = torch.tensor(
         [local.tokens, local.seqs, local.low_entropy_tokens or 0.0, local.high_entropy_tokens or 0.0],
         dtype=torch.float64, device=device,

@@ -18,7 +18,20 @@ One step:
 Before the first step and after the last, the policy is evaluated on held-out problems (avg@k, pass@k)
 and ``summary.json`` records both.
 
-Simplifications (stated, on purpose): one process, one device; the rollout engine shares the policy
+Data parallel (``resources.train_procs=N``, or N processes under ``torchrun``; ``archer.train.rl_dist``):
+``archer train RECIPE resources.train_procs=2`` starts 2 local processes (gloo on CPU, nccl on CUDA
+with ``resources.dist_backend=auto``). Every rank holds a full replica of the policy (generation runs on
+it; FSDP2 shards could not generate rank-dependent lengths without matching collectives), draws the
+same prompt batch, generates and scores its slice ``[rank::world]`` with a rank-offset seed, and gathers
+all groups, so dynamic sampling, prompt removal, group advantages and the step metrics are global and
+identical on every rank. Group ``g`` is trained by rank ``g % world`` inside the global mini-batch split;
+each mini-batch step all-reduces the loss normaliser, the NaN/inf skip and the gradients (sum), so the
+replicas stay bitwise equal (checked at the end: ``summary["dist"]``). Rank 0 alone writes the run
+directory (metrics, TensorBoard, plots, checkpoints) and evaluates; the others wait for it. Resuming
+loads the same checkpoint on every rank. With one process nothing of this runs (no collectives).
+Untested here: nccl/GPU multi-process runs; FSDP2 sharding is not used by the loop.
+
+Simplifications (stated, on purpose): one device per process; the rollout engine shares the policy
 module (no weight sync); outcome rewards only (one advantage per response); the reference model is a
 frozen copy of the initial policy; evaluation uses the same engine with ``eval.*`` sampling settings.
 Resuming restores weights, optimizer, scheduler, RNG, data order and controller state from the last
@@ -114,10 +127,11 @@ class RLRun:
 
     def __init__(self, cfg: Config, run_dir: Path, *, model: Any, tokenizer: Any, train_problems: list[Any],
                  eval_problems: list[Any], scorer: Scorer | None = None, engine: Any = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, ranks: Any = None) -> None:
         from archer.train.rl_setup import encode_prompts
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
+        self.ranks = ranks  # archer.train.rl_dist.Ranks when data parallel, else None
         self.model, self.tokenizer = model, tokenizer
         self.train_problems, self.eval_problems = train_problems, eval_problems
         d = cfg.data
@@ -130,7 +144,8 @@ class RLRun:
         if engine is None:
             from archer.train.rl_setup import build_engine
 
-            engine = build_engine(cfg.rollout.engine, model, tokenizer, cfg.trainer.device)
+            engine = build_engine(cfg.rollout.engine, model, tokenizer,
+                                  str(ranks.device) if ranks is not None else cfg.trainer.device)
         self.engine = engine
         o = cfg.optim
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
@@ -182,24 +197,28 @@ class RLRun:
         from archer.rollout.base import SamplingParams
 
         cfg, r = self.cfg, self.cfg.rollout
-        idx = self.sampler.next(r.batch_size)
+        idx = self.sampler.next(r.batch_size)  # the same on every rank
         acc["prompts"] += idx
-        seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index
+        dp = self.ranks
+        mine = idx[dp.rank::dp.world] if dp is not None else idx
+        seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index + (dp.rank << 40 if dp else 0)
         params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_new_tokens=max_new, stop=tuple(r.stop), seed=seed)
         t0 = time.time()
         self.model.eval()
         with torch.no_grad():
-            outs = self.engine.generate([self.train_ids[i] for i in idx], params)  # [P][n]
+            outs = self.engine.generate([self.train_ids[i] for i in mine], params)  # [P][n]
         t1 = time.time()
         flat = [ro for group in outs for ro in group]
-        problems = [self.train_problems[i] for i, group in zip(idx, outs) for _ in group]
+        problems = [self.train_problems[i] for i, group in zip(mine, outs) for _ in group]
         results = safe_score(self.scorer, [ro.text for ro in flat], problems)
         acc["time/generate"] += t1 - t0
         acc["time/reward"] += time.time() - t1
+        scored = [(group, results[gi * r.n:(gi + 1) * r.n]) for gi, group in enumerate(outs)]
+        if dp is not None:  # every rank sees every group, in the global prompt order
+            scored = dp.gather(scored)
         groups = []
-        for gi, (pidx, group) in enumerate(zip(idx, outs)):
-            res = results[gi * r.n:(gi + 1) * r.n]
+        for pidx, (group, res) in zip(idx, scored):
             rewards = []
             for ro, rr in zip(group, res):
                 reward = float(rr.reward)
@@ -218,8 +237,8 @@ class RLRun:
             acc["removed"] += int(self.sampler.observe(pidx, g.accuracy))
             groups.append(g)
         if not acc.get("sample") and groups and groups[0].responses:
-            acc["sample"] = {"prompt": problems[0].id, "response": flat[0].text[:300],
-                             "reward": groups[0].rewards[0]}
+            acc["sample"] = {"prompt": self.train_problems[idx[0]].id,
+                             "response": groups[0].responses[0].text[:300], "reward": groups[0].rewards[0]}
         return groups
 
     def run_step(self) -> dict[str, Any]:
@@ -289,12 +308,17 @@ class RLRun:
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         lengths = [len(p) + len(r) for p, r in rows]
+        # rows this rank trains: those of its groups (g % world == rank); all rows in one process
+        dp = self.ranks
+        mine = list(range(len(rows))) if dp is None else _group_rows(groups, dp.owned(len(groups)))
+        mine_set = set(mine)
         chunk, temp = cfg.trainer.logprob_chunk_size, cfg.rollout.temperature
         self.model.eval()
         with torch.no_grad():  # the sampling policy's log-probs, recomputed by the trainer
             old = torch.zeros_like(batch["response_mask"])
             ref = torch.zeros_like(batch["response_mask"]) if self.ref_model is not None else None
-            for mb in micro_batches(lengths, cfg.trainer.micro_batch_tokens):
+            for local_mb in micro_batches([lengths[i] for i in mine], cfg.trainer.micro_batch_tokens):
+                mb = [mine[j] for j in local_mb]
                 part = _rows(batch, mb)
                 lp, _ = sequence_logprobs(self.model, part, temperature=temp, chunk_size=chunk, with_entropy=False)
                 old[mb, : lp.shape[1]] = lp
@@ -318,15 +342,24 @@ class RLRun:
                                   chunk_size=chunk, tis_cap=a.tis_cap)
         updates: list[dict[str, float]] = []
         for _epoch in range(cfg.trainer.ppo_epochs):
+            # the global split (same generator state on every rank); each rank takes its rows of it
             for mini in split_mini_batches(len(rows), cfg.trainer.mini_batches, self.update_gen):
+                if dp is not None:
+                    mini = [i for i in mini if i in mine_set]  # may be empty: the rank still syncs
                 mb = micro_batches([lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
                 updates.append(update_minibatch(self.model, self.optimizer, batch, [[mini[j] for j in m] for m in mb],
-                                                settings))
+                                                settings, dist=dp is not None))
         self.model.eval()
         if self.controller is not None:
             from archer.algo.regularizers import AdaptiveEntropyController
 
-            self.controller.update(AdaptiveEntropyController.measure(old, batch["response_mask"]))
+            if dp is None:
+                measured = AdaptiveEntropyController.measure(old, batch["response_mask"])
+            else:
+                from archer.train.rl_dist import global_entropy_measure
+
+                measured = global_entropy_measure(old, batch["response_mask"], mine)
+            self.controller.update(measured)
         out = _mean_metrics(updates)
         out["update/optimizer_steps"] = sum(1 for u in updates if not u.get("skipped_nonfinite"))
         out["update/skipped_nonfinite"] = sum(int(u.get("skipped_nonfinite", 0)) for u in updates)
@@ -340,6 +373,14 @@ def _rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Te
     idx = torch.tensor(rows, dtype=torch.long)
     width = int(batch["attention_mask"][idx].sum(-1).max())
     return {k: batch[k][idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
+
+
+def _group_rows(groups: list[Group], owned: list[int]) -> list[int]:
+    """Row indices (in the packed batch of all groups) of the groups in ``owned``."""
+    starts = [0]
+    for g in groups:
+        starts.append(starts[-1] + len(g.responses))
+    return [i for gi in owned for i in range(starts[gi], starts[gi + 1])]
 
 
 def _mean_metrics(updates: list[dict[str, float]]) -> dict[str, float]:
@@ -369,19 +410,31 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     ``history`` (the per-step metrics) and ``run_dir``.
 
     ``model``/``tokenizer`` (an SFT checkpoint already in memory) and the problem lists override what
-    the config would build; ``on_step(step, metrics)`` is called after every step.
+    the config would build; ``on_step(step, metrics)`` is called after every step (on every rank).
+    ``resources.train_procs > 1`` outside a process group starts that many local processes and returns
+    rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
+    from archer.train import rl_dist
     from archer.train.rl_setup import build_policy, load_problems
 
+    if rl_dist.should_launch(cfg):
+        return rl_dist.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
+    ranks = rl_dist.join(cfg)  # None in a single process
+    main = ranks is None or ranks.main
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.trainer.seed)
     out = make_run_dir(cfg, run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if ranks is not None:
+        out = ranks.broadcast(out)  # a time-stamped name could differ between ranks
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
     def log(text: str) -> None:
-        print(text, flush=True)
+        if main:
+            print(text, flush=True)
 
     # problems first: a malformed dataset row fails here, before any model is built
     if train_problems is None or eval_problems is None:
@@ -389,48 +442,67 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         train_problems = tp if train_problems is None else train_problems
         eval_problems = ep if eval_problems is None else eval_problems
     eval_problems = eval_problems[: cfg.eval.num_problems] if cfg.eval.enabled else []
-    last = ckpt.latest_checkpoint(out) if resume else None
+    last = rl_dist.on_main(ranks, lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
     if last is not None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        model, tokenizer = _load_hf(last, cfg)
         log(f"resuming from {last}")
-        model = AutoModelForCausalLM.from_pretrained(str(last), dtype=getattr(torch, cfg.model.dtype))
-        tokenizer = AutoTokenizer.from_pretrained(str(last))
     elif model is None or tokenizer is None:
-        t_sft = time.time()
-        model, tokenizer, sft_info = build_policy(cfg, train_problems, log)
-        sft_info["seconds"] = round(time.time() - t_sft, 1)
-        if cfg.model.path is None:
-            model.save_pretrained(str(out / "sft_model"))
-            tokenizer.save_pretrained(str(out / "sft_model"))
-    model.to(cfg.trainer.device)
+        if main:
+            t_sft = time.time()
+            model, tokenizer, sft_info = build_policy(cfg, train_problems, log)
+            sft_info["seconds"] = round(time.time() - t_sft, 1)
+            if cfg.model.path is None or ranks is not None:
+                model.save_pretrained(str(out / "sft_model"))
+                tokenizer.save_pretrained(str(out / "sft_model"))
+        if ranks is not None:  # the other ranks load rank 0's (SFT-warmed) policy, not build their own
+            ranks.barrier()
+            if not main:
+                model, tokenizer = _load_hf(out / "sft_model", cfg)
+                if cfg.model.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+                    model.gradient_checkpointing_enable()
+    model.to(ranks.device if ranks is not None else cfg.trainer.device)
+    if ranks is not None:
+        rl_dist.broadcast_params(model)
     run = RLRun(cfg, out, model=model, tokenizer=tokenizer, train_problems=train_problems,
-                eval_problems=eval_problems, scorer=scorer, log=log)
+                eval_problems=eval_problems, scorer=scorer, log=log, ranks=ranks)
     if last is not None:
         run.load_state_dict(ckpt.load_trainer_state(last))
     before_path = out / "eval_before.json"
     history: list[dict[str, Any]] = []
-    logger = MetricsLogger(out, total_steps=cfg.trainer.steps, start_step=run.step,
-                           tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
-                           wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
-                           config=cfg.to_dict())
+    if main:
+        logger: Any = MetricsLogger(out, total_steps=cfg.trainer.steps, start_step=run.step,
+                                    tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
+                                    wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
+                                    config=cfg.to_dict())
+    else:
+        logger = _SilentLogger()
     for note in logger.notes:
         log(note)
-    try:
+
+    def evaluate_before() -> dict[str, Any]:
         if before_path.is_file():
-            before = json.loads(before_path.read_text())
-        else:
-            before = _evaluate(run, cfg, 0) if eval_problems else {}
-            before_path.write_text(json.dumps(before, indent=2))
-            if before:
-                logger.log(0, {f"eval/{k}": v for k, v in before.items() if "@" in k})
-                log(f"before RL: {_fmt(before)}")
+            return json.loads(before_path.read_text())
+        ev = _evaluate(run, cfg, 0) if eval_problems else {}
+        before_path.write_text(json.dumps(ev, indent=2))
+        if ev:
+            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if "@" in k})
+            log(f"before RL: {_fmt(ev)}")
+        return ev
+
+    def save_final() -> None:
+        last_saved = ckpt.latest_checkpoint(out)
+        if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
+            run.save()
+
+    try:
+        before = rl_dist.on_main(ranks, evaluate_before)
         while run.step < cfg.trainer.steps:
             metrics = run.run_step()
             run.step += 1
             if cfg.eval.every and run.step % cfg.eval.every == 0 and run.step < cfg.trainer.steps and eval_problems:
-                metrics.update({f"eval/{k}": v for k, v in _evaluate(run, cfg, run.step).items() if "@" in k})
+                ev = rl_dist.on_main(ranks, lambda: _evaluate(run, cfg, run.step))
+                metrics.update({f"eval/{k}": v for k, v in ev.items() if "@" in k})
             if run.controller is not None:
                 metrics["entropy/controller_coef"] = run.controller.coef
             logger.log(run.step, metrics)
@@ -439,31 +511,60 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 on_step(run.step, metrics)
             every = cfg.trainer.save_every
             if every and run.step % every == 0 and run.step < cfg.trainer.steps:
-                run.save()
+                rl_dist.on_main(ranks, run.save)  # the others wait: the replicas are identical
         if cfg.trainer.save_final and cfg.trainer.steps > 0:
-            last_saved = ckpt.latest_checkpoint(out)
-            if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
-                run.save()
+            rl_dist.on_main(ranks, save_final)
         logger.stop_progress()
-        after = _evaluate(run, cfg, run.step) if eval_problems else {}
+        after = rl_dist.on_main(ranks, lambda: _evaluate(run, cfg, run.step) if eval_problems else {})
         if after:
             logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if "@" in k})
             log(f"after RL:  {_fmt(after)}")
     finally:
         logger.close()
         run.scorer.close()
+    final = ckpt.latest_checkpoint(out)
     summary = {
         "recipe": cfg.recipe, "run_dir": str(out), "steps": run.step, "before": before, "after": after,
         "improvement": {k: after[k] - before[k] for k in after if "@" in k and k in before},
         "sft": sft_info, "seconds": round(time.time() - t0, 1),
-        "final_checkpoint": str(ckpt.latest_checkpoint(out)) if ckpt.latest_checkpoint(out) else None,
+        "final_checkpoint": str(final) if final else None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if cfg.logging.plots:
-        from archer.train.plots import plot_run
+    if ranks is not None:
+        digests = ranks.gather([rl_dist.replica_digest(run.model)])
+        summary["dist"] = {"world_size": ranks.world, "replica_digests": digests,
+                           "replicas_identical": len(set(digests)) == 1}
+        if not summary["dist"]["replicas_identical"]:
+            log("warning: the data-parallel replicas diverged (summary.json: dist.replica_digests)")
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if cfg.logging.plots:
+            from archer.train.plots import plot_run
 
-        plot_run(out)
+            plot_run(out)
+    rl_dist.leave(ranks)
     return dict(summary, history=history)
+
+
+class _SilentLogger:
+    """The metrics sink of ranks > 0: rank 0 alone writes the run directory."""
+
+    notes: tuple[str, ...] = ()
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def stop_progress(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _load_hf(path: Path, cfg: Config) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, cfg.model.dtype))
+    return model, AutoTokenizer.from_pretrained(str(path))
 
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:

@@ -69,26 +69,42 @@ def _slice(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.T
 
 
 def update_minibatch(model: Any, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-                     micro: list[list[int]], s: UpdateSettings) -> dict[str, float]:
+                     micro: list[list[int]], s: UpdateSettings, *, dist: bool = False) -> dict[str, float]:
     """One optimizer step over the rows in ``micro`` (a list of micro-batches of row indices).
 
     ``batch`` holds the packed rows plus ``old_log_prob`` [B, T], ``advantages`` [B], ``rewards`` [B]
     and optionally ``ref_log_prob`` / ``rollout_log_prob`` [B, T]. Returns token-weighted metrics;
     ``skipped_nonfinite`` is 1 when the step was dropped because of a NaN/inf loss or gradient.
+
+    ``dist=True`` (data parallel, replicated model, ``archer.train.rl_dist``): ``micro`` holds this
+    rank's rows of the mini-batch (may be empty). The normaliser and the positive-NLL token count are
+    all-reduced first, the NaN/inf skip is agreed by all ranks, gradients are summed over ranks before
+    clipping, and metrics are merged, so every rank takes the step a single process would take on all
+    rows. Every rank must call it the same number of times.
     """
     from archer.algo.aggregation import loss_normalizer
     from archer.algo.losses import compute_policy_loss
     from archer.algo.regularizers import positive_nll_loss
 
-    parts = [_slice(batch, rows) for rows in micro]
+    parts = [_slice(batch, rows) for rows in micro if rows]
     quantile = s.loss_params.get("entropy_quantile", 0.8) if s.loss in ENTROPY_SPLIT_LOSSES else None
-    norm = loss_normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
     pos_tokens = float(sum(((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
                            for p in parts))
+    if dist:
+        from archer.distributed.fsdp import all_reduce_sum, global_loss_normalizer
+        from archer.train import rl_dist
+
+        device = next(model.parameters()).device
+        norm = global_loss_normalizer([p["response_mask"] for p in parts], max_len=s.max_len,
+                                      entropy_quantile=quantile, device=device)
+        pos_tokens = all_reduce_sum(pos_tokens, device)
+    else:
+        norm = loss_normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}  # token-weighted metrics
     plain: dict[str, float] = {}  # loss values: each micro-batch's is already its share of the total
     ratio_max = 0.0
+    nonfinite = False  # a flag, not an early return: under dist every rank must reach the collectives
     for p in parts:
         mask = p["response_mask"]
         logp, ent = sequence_logprobs(model, p, temperature=s.temperature, chunk_size=s.chunk_size)
@@ -107,8 +123,8 @@ def update_minibatch(model: Any, optimizer: torch.optim.Optimizer, batch: dict[s
             loss = loss + nll
             plain["pos_nll"] = plain.get("pos_nll", 0.0) + float(nll.detach())
         if not torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            return {"skipped_nonfinite": 1.0}
+            nonfinite = True
+            break
         loss.backward()
         n = metrics.get("num_tokens", float(mask.sum()))
         ratio_max = max(ratio_max, metrics.get("ratio_max", 0.0))
@@ -118,6 +134,14 @@ def update_minibatch(model: Any, optimizer: torch.optim.Optimizer, batch: dict[s
             elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
                 sums[k] = sums.get(k, 0.0) + n * v
         sums["entropy"] = sums.get("entropy", 0.0) + float((ent.detach() * mask).sum())
+    if dist:
+        nonfinite = rl_dist.any_rank(nonfinite, device)
+    if nonfinite:
+        optimizer.zero_grad(set_to_none=True)
+        return {"skipped_nonfinite": 1.0}
+    if dist:  # every rank's loss is its share of the global one: the summed gradient is the global one
+        rl_dist.allreduce_grads(model)
+        sums, plain, ratio_max = rl_dist.merge_update_metrics(sums, plain, ratio_max)
     total = max(norm.tokens, 1.0)
     out = {k: v / total for k, v in sums.items()}
     out["ratio_max"] = ratio_max
