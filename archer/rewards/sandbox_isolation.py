@@ -79,6 +79,10 @@ def _python_dirs() -> list[str]:
 
 def _build_root(tmpfs_mb: int) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Hold the Python directories open before /tmp is covered: a virtual environment under /tmp
+    # would otherwise vanish under the private tmpfs; binding from /proc/self/fd/N reaches the
+    # original directory whatever is mounted over its path since.
+    python_fds = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in _python_dirs()}
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
     root = NEW_ROOT
     os.makedirs(root)
@@ -89,10 +93,14 @@ def _build_root(tmpfs_mb: int) -> None:
         elif os.path.isdir(d):
             os.makedirs(root + d, exist_ok=True)
             _bind_ro(d, root + d)
-    for d in _python_dirs():
+    # the jail's /tmp first: a Python directory under /tmp is then bound inside it, not hidden by it
+    os.makedirs(root + "/tmp")
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(tmpfs_mb)}m,mode=0755")
+    for d, fd in python_fds.items():
         os.makedirs(root + d, exist_ok=True)
         os.chmod(root + os.path.dirname(d), 0o755)
-        _bind_ro(d, root + d)
+        _bind_ro(f"/proc/self/fd/{fd}", root + d)
+        os.close(fd)
     os.makedirs(root + "/dev")
     for dev in DEVICES:
         if os.path.exists("/dev/" + dev):
@@ -103,11 +111,20 @@ def _build_root(tmpfs_mb: int) -> None:
         os.symlink(f"/proc/self/fd/{i}", root + "/dev/" + name)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.makedirs(root + "/tmp")
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(tmpfs_mb)}m,mode=0755")
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(root)
     os.chdir("/")
+
+
+def _private_scratch_dirs(report: dict[str, Any]) -> None:
+    """Without a private root, still hide the host's world-writable scratch dirs behind tmpfs mounts
+    of this namespace, so a program cannot leave files there."""
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        try:
+            if os.path.isdir(d):
+                _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+        except OSError as exc:
+            report["errors"].append(f"private {d}: {exc}")
 
 
 def _drop_capabilities() -> None:
@@ -164,6 +181,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
             report["chroot"] = True
         except OSError as exc:
             report["errors"].append(f"private root: {exc}")
+            _private_scratch_dirs(report)
     report["capabilities_dropped"] = False
     if root and report["chroot"]:
         try:
