@@ -8,6 +8,8 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
 - ``--out DIR``: the run directory (default ``logging.out_dir/<recipe>-<time>``).
 - ``--resume``: continue the run in ``--out DIR`` from its last complete checkpoint, with the config
   saved in that directory (a recipe or overrides given with ``--resume`` are refused).
+- ``resources.train_procs=N`` trains data-parallel in N local processes (``archer.train.rl_dist``);
+  under ``torchrun`` (``WORLD_SIZE`` set) the processes are torchrun's, and only rank 0 prints the report.
 
 The whole config is validated before anything is built; a bad field is reported with its dotted name
 and exit code 2.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archer train: error: {exc}", file=sys.stderr)
         return 2
     summary.pop("history", None)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, from rank 0
+        return 0
     if summary.get("after"):
         from archer.train.default_run import report
 

@@ -415,7 +415,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
     from archer.train import rl_dist
-    from archer.train.rl_setup import build_policy, load_problems
+    from archer.train.rl_setup import load_problems
 
     if rl_dist.should_launch(cfg):
         return rl_dist.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
@@ -445,22 +445,10 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     last = rl_dist.on_main(ranks, lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
     if last is not None:
-        model, tokenizer = _load_hf(last, cfg)
+        model, tokenizer = rl_dist.load_hf(last, cfg)
         log(f"resuming from {last}")
-    elif model is None or tokenizer is None:
-        if main:
-            t_sft = time.time()
-            model, tokenizer, sft_info = build_policy(cfg, train_problems, log)
-            sft_info["seconds"] = round(time.time() - t_sft, 1)
-            if cfg.model.path is None or ranks is not None:
-                model.save_pretrained(str(out / "sft_model"))
-                tokenizer.save_pretrained(str(out / "sft_model"))
-        if ranks is not None:  # the other ranks load rank 0's (SFT-warmed) policy, not build their own
-            ranks.barrier()
-            if not main:
-                model, tokenizer = _load_hf(out / "sft_model", cfg)
-                if cfg.model.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-                    model.gradient_checkpointing_enable()
+    elif model is None or tokenizer is None:  # rank 0 builds (and SFT-warms); the others load its copy
+        model, tokenizer, sft_info = rl_dist.build_policy_once(cfg, ranks, out, train_problems, log)
     model.to(ranks.device if ranks is not None else cfg.trainer.device)
     if ranks is not None:
         rl_dist.broadcast_params(model)
@@ -476,7 +464,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                                     wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
                                     config=cfg.to_dict())
     else:
-        logger = _SilentLogger()
+        logger = rl_dist.SilentLogger()
     for note in logger.notes:
         log(note)
 
@@ -543,28 +531,6 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             plot_run(out)
     rl_dist.leave(ranks)
     return dict(summary, history=history)
-
-
-class _SilentLogger:
-    """The metrics sink of ranks > 0: rank 0 alone writes the run directory."""
-
-    notes: tuple[str, ...] = ()
-
-    def log(self, step: int, metrics: dict[str, Any]) -> None:
-        pass
-
-    def stop_progress(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _load_hf(path: Path, cfg: Config) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, cfg.model.dtype))
-    return model, AutoTokenizer.from_pretrained(str(path))
 
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:

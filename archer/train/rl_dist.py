@@ -131,6 +131,56 @@ def replica_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def load_hf(path: str | Path, cfg: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) of a Hugging Face folder (a checkpoint or rank 0's ``sft_model``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, cfg.model.dtype))
+    return model, AutoTokenizer.from_pretrained(str(path))
+
+
+def build_policy_once(cfg: Any, ranks: Ranks | None, out: Path, train_problems: list[Any],
+                      log: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, sft_info): rank 0 builds and SFT-warms the policy and saves it to
+    ``<run>/sft_model`` (a from-scratch model always, any model when data parallel); the other ranks
+    wait and load that copy (BPE training and SFT are not repeated, and cannot drift between ranks)."""
+    import time
+
+    from archer.train.rl_setup import build_policy
+
+    model = tokenizer = None
+    info: dict[str, Any] = {}
+    if ranks is None or ranks.main:
+        t0 = time.time()
+        model, tokenizer, info = build_policy(cfg, train_problems, log)
+        info["seconds"] = round(time.time() - t0, 1)
+        if cfg.model.path is None or ranks is not None:
+            model.save_pretrained(str(out / "sft_model"))
+            tokenizer.save_pretrained(str(out / "sft_model"))
+    if ranks is not None:
+        ranks.barrier()
+        if not ranks.main:
+            model, tokenizer = load_hf(out / "sft_model", cfg)
+            if cfg.model.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+                model.gradient_checkpointing_enable()
+    return model, tokenizer, info
+
+
+class SilentLogger:
+    """The metrics sink of ranks > 0: rank 0 alone writes the run directory."""
+
+    notes: tuple[str, ...] = ()
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def stop_progress(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 # ------------------------------------------------------------------------ update-level collectives
 
 
