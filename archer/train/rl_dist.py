@@ -6,7 +6,8 @@
 already in the environment) joins that group instead (:func:`join`). The backend is
 ``resources.dist_backend`` (``auto``: nccl on CUDA devices, gloo otherwise).
 
-Design (data parallel, replicated weights): every rank holds a full replica, because generation runs
+Design (data parallel with replicated weights and summed gradients, the scheme of PyTorch DDP, Li et
+al. 2020, "PyTorch Distributed", VLDB): every rank holds a full replica, because generation runs
 on the policy itself and FSDP2-sharded parameters cannot generate with rank-dependent lengths without
 matching collectives on every rank. So the replicas stay identical by construction:
 
@@ -24,8 +25,11 @@ matching collectives on every rank. So the replicas stay identical by constructi
   :func:`on_main` (a broadcast of rank 0's result).
 
 Limits: the FSDP2 path of :mod:`archer.distributed.fsdp` is not wired into the RL loop (generation would
-need a full-weight gather per step); nccl/GPU multi-process runs are untested here (CPU gloo is tested).
-Rollout objects travel between ranks pickled (``all_gather_object``), fine for moderate batches.
+need a full-weight gather per step, and FSDP's forward/backward collectives forbid a rank leaving a
+mini-batch early; its gradients arrive reduce-scattered as a mean, so the loss would be scaled by the
+world size instead of :func:`allreduce_grads`). nccl/GPU multi-process runs are untested here (CPU gloo
+is tested). Rollout objects travel between ranks pickled (``all_gather_object``), fine for moderate
+batches. ``time/*`` step metrics are rank 0's own; the reward, length and actor metrics are global.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ FAST = [
     "rollout.batch_size=3", "rollout.n=4", "rollout.max_new_tokens=8", "rollout.max_gen_batches=2",
     "trainer.steps=2", "trainer.save_every=1", "trainer.threads=1", "trainer.mini_batches=2",
     "trainer.micro_batch_tokens=64", "optim.lr=1e-2", "algo.entropy_target=5.0",
-    "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=2", "logging.progress=false", "logging.plots=false",
+    "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=2", "eval.every=1", "logging.progress=false", "logging.plots=false",
     "resources.train_procs=2",
 ]
 
@@ -67,6 +67,7 @@ def test_two_process_run_end_to_end(tmp_path, monkeypatch):
         if "update/rows" in r:
             assert r["update/rows"] == 4 * r["filter/kept_groups"]
     assert any("actor/grad_norm" in r for r in steps), "no step trained"
+    assert "eval/avg@2" in steps[0]  # the mid-run evaluation ran on rank 0 and reached the log
 
     final = tmp_path / "checkpoints" / "step_000002"
     assert (final / "COMPLETE").is_file() and summary["final_checkpoint"] == str(final)
