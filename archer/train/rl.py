@@ -418,6 +418,12 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     from archer.train.rl_setup import load_problems
 
     if rl_dist.should_launch(cfg):
+        given = [k for k, v in dict(model=model, tokenizer=tokenizer, train_problems=train_problems,
+                                    eval_problems=eval_problems, scorer=scorer, on_step=on_step).items() if v is not None]
+        if given:
+            warnings.warn(f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
+                          "their own from the config); start the ranks yourself (torchrun) to pass objects",
+                          stacklevel=2)
         return rl_dist.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
     ranks = rl_dist.join(cfg)  # None in a single process
