@@ -5,9 +5,9 @@ than GRPO's, without losing accuracy.
 
 Every variant is the default CPU demo (``archer/recipes/tiny_math.yaml``) with only ``algo.loss``
 changed (GRPO = ``ppo`` loss with the ``grpo`` advantage; all use the grpo advantage and token-mean
-aggregation; ``optim.lr`` 1e-4 instead of the recipe's 1e-3, which collapsed held-out accuracy of
-this model within 30 steps in ``vs_trl.py``), starting from the same cached SFT checkpoint with the same seeds, data order and
-number of steps. ASPO/DTC/GPPO/DAPO only differ from GRPO once the update is off-policy, so every run
+aggregation; task, noisy SFT warm-up, lr 1e-4 with 5 warm-up steps, dynamic sampling and batch are the
+recipe's), starting from the same cached SFT checkpoint with the same seeds, data order and number of
+steps. ASPO/DTC/GPPO/DAPO only differ from GRPO once the update is off-policy, so every run
 makes several optimizer steps per rollout batch (``--epochs`` x ``--mini-batches``, default 3 x 4 as
 in the Archer2.0 reference). ``--seeds`` repeats every loss with other RL seeds (``trainer.seed``:
 sampling and mini-batch order; same data and SFT checkpoint); curves and numbers are seed means.
@@ -21,9 +21,9 @@ step, all five variants) and ``benchmarks/results/algorithms_toy.md`` (the table
 run is kept in ``runs/bench_logs/algorithms_toy/<name>_s<seed>.json`` and reused by a rerun with the same
 settings (so a long run can be resumed); ``--fresh`` ignores them.
 
-Run: ``python benchmarks/algorithms_toy.py [--steps 30] [--epochs 3] [--mini-batches 4] [--seeds 0,1] [--quick]``.
+Run: ``python benchmarks/algorithms_toy.py [--steps N] [--epochs 3] [--mini-batches 4] [--seeds 0,1] [--quick]``.
 
-Limits: few seeds (the curves of a 150k-parameter model over a few steps are noisy; a
+Limits: few seeds (the curves of a 0.57M-parameter model over a few steps are noisy; a
 difference smaller than the step-to-step spread is not a finding); CPU wall times on a shared machine.
 """
 
@@ -146,12 +146,12 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per variant (default 30; quick 2)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per variant (default: the recipe's; quick 2)")
     ap.add_argument("--epochs", type=int, default=3, help="trainer.ppo_epochs (passes over each rollout batch)")
     ap.add_argument("--mini-batches", type=int, default=4, help="trainer.mini_batches per rollout batch")
     ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (trainer.seed); curves are averaged")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
-    ap.add_argument("--lr", type=float, default=1e-4, help="optim.lr (the recipe's 1e-3 collapsed accuracy here)")
+    ap.add_argument("--lr", type=float, default=None, help="optim.lr (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=1, help="trainer.threads (1 is faster on a loaded machine)")
     ap.add_argument("--last", type=int, default=5, help="steps averaged for the 'last steps' columns")
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny SFT, 2 steps, small eval")
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise SystemExit(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
-    steps = a.steps or (2 if a.quick else 30)
+    steps = a.steps or (2 if a.quick else common.toy_config().trainer.steps)
     base = [f"trainer.steps={steps}", f"trainer.ppo_epochs={a.epochs}", f"trainer.mini_batches={a.mini_batches}",
-            f"trainer.threads={a.threads}", f"optim.lr={a.lr}"]
+            f"trainer.threads={a.threads}"] + ([f"optim.lr={a.lr}"] if a.lr else [])
     if a.quick:
         # zero-variance groups kept: the barely trained model gets no reward, and the update path still runs
         base += ["rollout.batch_size=4", "rollout.n=4", "rollout.dynamic_sampling=false", "algo.filter_zero_variance=false"]
@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = _verdict(results, keys[0])
     settings = (f"{steps} RL steps per loss, seeds {seeds} (mean ± sd over seeds), 16 prompts x 8 samples, "
                 f"{a.epochs} epochs x {a.mini_batches} mini-batches per rollout batch (off-policy after the first "
-                f"mini-batch), recipe otherwise unchanged except lr {a.lr} (recipe 1e-3; dynamic sampling on), {a.threads} torch "
-                f"thread(s); held-out eval on {len(evals)} problems x {cfg.eval.n} samples.")
+                f"mini-batch), recipe otherwise unchanged (lr {cfg.optim.lr:g} with {cfg.optim.warmup_steps} warm-up steps, "
+                f"dynamic sampling on), {a.threads} torch thread(s); held-out eval on {len(evals)} problems x {cfg.eval.n} samples.")
     print(table + "\n\n" + verdict)
     plot(results, out_dir / "algorithms_toy.png",
          f"tiny_math toy, {steps} steps, {a.epochs} epochs x {a.mini_batches} mini-batches, seeds {seeds}")
@@ -235,7 +235,7 @@ def _verdict(results: list[dict[str, Any]], acc_key: str) -> str:
     return (f"Archer2.0 claim (ASPO entropy higher than GRPO's at no accuracy cost) {held} on this toy: "
             f"policy entropy over the last steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
             f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a difference within 0.02 counts as no loss); "
-            f"{len(a['seeds'])} seed(s), short run on a 150k-parameter model.")
+            f"{len(a['seeds'])} seed(s), short run on a 0.57M-parameter model.")
 
 
 if __name__ == "__main__":

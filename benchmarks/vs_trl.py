@@ -4,7 +4,8 @@ Claim under test (the issue): archer is at least 2x faster per RL step than TRL 
 held-out accuracy, on the default CPU demo.
 
 Both sides start from the same SFT checkpoint of ``archer/recipes/tiny_math.yaml`` (tiny Qwen2 +
-tokenizer built on the spot, SFT-warmed on synthetic arithmetic) and train on the same problems with
+tokenizer built on the spot, SFT-warmed on noisy worked solutions of three-operand arithmetic, all with
+the recipe's own settings) and train on the same problems with
 the real math verifier (``archer.rewards.math``) as the reward. Matched settings (one "RL step" = one
 rollout batch of ``rollout.batch_size`` prompts x ``rollout.n`` samples, then the policy update):
 
@@ -18,14 +19,14 @@ group, prompts           n = 8, 16 prompts                      num_generations 
 update                   2 mini-batches x 1 epoch               2 optimizer steps of 64 per generation
                                                                 (``steps_per_generation=2``,
                                                                 ``num_iterations=1``)
-lengths                  24 new tokens, temperature 1, top_p 1  max_completion_length 24, same sampling
-optimizer                AdamW lr ``--lr``, 2 warmup steps,      AdamW, same lr, warmup 2 RL steps, clip 1
-                         clip 1
+lengths                  32 new tokens, temperature 1, top_p 1  max_completion_length 32, same sampling
+optimizer                AdamW, recipe's lr 1e-4, 5 warmup      AdamW, same lr, warmup 5 RL steps, clip 1
+                         steps, clip 1
 dynamic sampling         OFF (and zero-variance groups kept),   (not available)
                          so both train on the same batch sizes
-threads                  ``--threads`` (default 1) for both: on the loaded 2-core machine a
-                         2-thread forward+backward of the tiny model measured 3-8x slower than 1
-                         thread (the recipe's ``trainer.threads=2`` suits an idle machine)
+threads                  ``--threads`` (default 1, as the recipe) for both: on the loaded 2-core
+                         machine a 2-thread forward+backward of the tiny model measured 3-8x slower
+                         than 1 thread
 precision, memory        float32, no gradient checkpointing     no bf16, ``gradient_checkpointing=False``
                                                                 (TRL's default is True)
 =======================  =====================================  ===========================================
@@ -37,13 +38,12 @@ time; held-out accuracy before and after with the same evaluation (``archer.eval
 same problems, seed and sampling) for both. A second archer row uses the recipe's own settings
 (dynamic sampling, zero-variance groups dropped), which does a different amount of work per step.
 
-Deviation from the recipe: ``optim.lr`` 1e-4 instead of 1e-3 (``--lr``); at 1e-3 both archer and
-TRL drove held-out accuracy from 0.10 to under 0.01 within 30 steps on this model, which makes the
-accuracy comparison meaningless. The SFT warm-up is longer than the recipe's (see ``_toy_common``).
+Everything not in the table (task, SFT warm-up, 60 steps, lr) is the recipe's; ``--lr`` overrides
+the lr for all rows.
 
 ``--repeats`` reruns the comparison with the order alternating (TRL first, then archer first, ...).
 
-Run: ``python benchmarks/vs_trl.py [--steps 60] [--repeats 2] [--quick] [--threads 1] [--lr 1e-4] [--out F]``.
+Run: ``python benchmarks/vs_trl.py [--steps 60] [--repeats 2] [--quick] [--threads 1] [--lr LR] [--out F]``.
 Needs ``pip install trl`` (benchmark-only; keep torch pinned).
 
 Limits: one seed; CPU timings on a shared 2-core machine are noisy; TRL's data order differs from
@@ -183,20 +183,19 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the recipe's 30; quick 3)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the recipe's; quick 3)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny SFT, 3 steps, small eval")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads for both (archer: trainer.threads; TRL: torch.set_num_threads)")
-    ap.add_argument("--lr", type=float, default=1e-4,
-                    help="RL learning rate for all rows (the recipe's 1e-3 collapsed accuracy for archer and TRL)")
+    ap.add_argument("--lr", type=float, default=None, help="RL learning rate for all rows (default: the recipe's)")
     ap.add_argument("--repeats", type=int, default=2, help="repeat the comparison (order alternates)")
     ap.add_argument("--no-recipe-row", action="store_true", help="skip the archer row with the recipe's settings")
     ap.add_argument("--out", default=None, help="markdown output (default results/vs_trl.md; quick: runs/)")
     a = ap.parse_args(argv)
-    steps = a.steps or (3 if a.quick else 60)
+    steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
     a.out = a.out or str(common.REPO / "runs" / "bench_logs" / "vs_trl_quick.md" if a.quick
                          else common.RESULTS / "vs_trl.md")
-    over = [f"trainer.steps={steps}", f"trainer.threads={a.threads}", f"optim.lr={a.lr}"]
+    over = [f"trainer.steps={steps}", f"trainer.threads={a.threads}"] + ([f"optim.lr={a.lr}"] if a.lr else [])
     if a.quick:
         over += ["rollout.batch_size=4", "rollout.n=4"]
     cfg = common.toy_config(MATCHED + over, quick=a.quick)
@@ -244,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     note = (f"Settings: {steps} RL steps, {cfg.rollout.batch_size} prompts x {cfg.rollout.n} samples, "
-            f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr}, {cfg.trainer.mini_batches} mini-batches, "
+            f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr:g} ({cfg.optim.warmup_steps} warm-up steps), "
+            f"{cfg.trainer.mini_batches} mini-batches, "
             f"{a.threads} torch thread(s) for both; "
             f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
             f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
              "'generation s/step' is the sampling part (TRL: from the end of the previous optimizer step to the "
              "reward call). 'archer (matched)' does exactly TRL's work (no dynamic sampling, zero-variance groups "
              "kept); the recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
-             "different work per step. Both frameworks start from the same SFT checkpoint (a longer warm-up than "
-             "the recipe's) and use lr " + f"{cfg.optim.lr:g}" + " (the recipe's 1e-3 collapsed held-out "
-             "accuracy for both). The evaluation is deterministic (seeded): repeats differ only in time.")
+             "different work per step. Both frameworks start from the same SFT checkpoint (the recipe's own "
+             "warm-up) and use the same lr and warm-up. The evaluation is seeded, so a repeat's 'after' differs "
+             "only where the training itself differed.")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(f"# vs_trl\n\n`python benchmarks/vs_trl.py {' '.join(argv or sys.argv[1:])}`\n\n"
                            f"{text}\n\n{note}\n")
