@@ -134,6 +134,8 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
             pts = [(i + 1, v) for i, v in enumerate(r[key]) if v is not None]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.5,
                     color=COLORS.get(r["name"]), label=r["name"])
+        if key == "entropy":  # log scale: one diverging loss (entropy ~3 nats) would flatten the others (~0.05)
+            ax.set_yscale("log")
         ax.set_xlabel("RL step")
         ax.set_title(label)
         ax.grid(alpha=0.3)
