@@ -8,6 +8,7 @@ not need and an optional extra (ray) is only imported by the command that uses i
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module, one-line help)
@@ -39,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archer: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        # a user's mistake (a missing file, a malformed row, a bad value) gets one clear line, not a
+        # traceback; ARCHER_DEBUG=1 re-raises for the full stack
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        print(f"archer {name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -57,3 +57,18 @@ def test_score_responses_survives_a_verifier_that_cannot_import():
     out = score_responses(["a"], [Problem("1", "q", "math", answer="a", data_source="missing_src")])
     assert out[0].reward == 0.0 and not out[0].correct
     assert "ModuleNotFoundError" in out[0].info["reason"]
+
+
+def test_cli_user_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ARCHER_DEBUG", raising=False)
+    missing = tmp_path / "missing.jsonl"
+    assert main(["data", "dedup", "--in", str(missing), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("archer data: error:") and "missing.jsonl" in err and "Traceback" not in err
+    data = tmp_path / "math.jsonl"
+    data.write_text('{"problem": "1+1?", "answer": "2"}\n')
+    assert main(["eval", "--model", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(tmp_path / "ev")]) == 2
+    assert "not a Hugging Face model directory" in capsys.readouterr().err
+    monkeypatch.setenv("ARCHER_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["data", "dedup", "--in", str(missing), "--out", str(tmp_path / "o.jsonl")])

@@ -72,6 +72,9 @@ def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto"):
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    if not (Path(model_dir) / "config.json").is_file():
+        # archer never downloads: a model is a local Hugging Face directory
+        raise FileNotFoundError(f"--model {model_dir}: not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
     return HFEngine(model, tokenizer, device=device), tokenizer
