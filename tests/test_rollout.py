@@ -11,16 +11,11 @@ from archer.data.synthetic import tokenizer_corpus
 from archer.models import build_tiny_model, build_tokenizer
 from archer.rollout import HFEngine, Rollout, RolloutEngine, SamplingParams
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = ["Compute 1+2.", "Compute 12*3-4.", "Write a Python function f(x) that returns x.", "x"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny matmuls: one intra-op thread is much faster than two on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 transformers = pytest.importorskip("transformers")
 
 LR, MOMENTUM = 0.5, 0.9
@@ -20,13 +22,6 @@ RESPONSE = [(2, 5), (1, 8), (0, 10), (9, 10)]  # [start, end) of each row's resp
 ADVANTAGES = [1.0, -0.5, 0.75, -1.25]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matmuls: intra-op threads only add synchronisation on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny_model():
