@@ -17,6 +17,7 @@ Limits: the type checker understands the annotations used here (bool, int, float
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,12 +28,11 @@ import yaml
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
-# Fallback name lists used when the registries in archer.algo cannot be imported (e.g. while that
-# package is being built); the live registries are preferred, see _registry_names.
-_LOSSES = ("ppo", "dapo", "gspo", "cispo", "gppo", "dtc", "aspo")
-_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
-_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-_KL_ESTIMATORS = ("k1", "k2", "k3")
+# Settings that moved: each setting has one home (a second one would silently override the first).
+MOVED_KEYS = {
+    "algo.kl_coef": "algo.loss_params.kl_coef",
+    "algo.kl_estimator": "algo.loss_params.kl_estimator",
+}
 _BACKENDS = ("local", "ray")
 _DIST_BACKENDS = ("auto", "gloo", "nccl")
 _SCHEDULES = ("constant", "cosine", "linear")
@@ -43,12 +43,31 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters through PEFT (``archer.train.policy``); ``rank`` 0 = full fine-tuning. The KL
+    reference is the base model with adapters disabled. ``target_modules``: module names, or
+    ``[all-linear]`` (every linear layer but the output head). ``save_merged``: checkpoints also hold
+    ``merged/``, a plain Hugging Face model with the adapter merged in."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    save_merged: bool = False
+
+
+@dataclass
 class ModelConfig:
-    """The policy. ``path`` is a Hugging Face checkpoint folder; ``None`` builds a tiny Qwen2-style
-    model and a tokenizer from scratch (the CPU demo) and warms it up with SFT on the task data."""
+    """The policy. ``path`` is a local Hugging Face checkpoint folder (any causal LM); ``None`` builds a
+    tiny Qwen2-style model and a tokenizer from scratch (the CPU demo) and warms it up with SFT on the
+    task data. ``dtype`` is the compute precision (float32 or bfloat16 autocast); weights and optimizer
+    state stay float32."""
 
     path: str | None = None
     dtype: str = "float32"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # RL compares two forwards of the same tokens: dropout would make them differ even on-policy
+    disable_dropout: bool = True
     # tiny model built from scratch when path is None
     hidden_size: int = 64
     num_layers: int = 2
@@ -117,10 +136,8 @@ class AlgoConfig:
     agg: str = "token-mean"
     loss_params: dict[str, Any] = field(default_factory=dict)
     filter_zero_variance: bool = True
-    # KL to a frozen reference; None keeps the loss's default (0, or 0.001 on low-entropy tokens for
-    # dtc/aspo). A reference model is only built when the effective coefficient is > 0.
-    kl_coef: float | None = None
-    kl_estimator: str = "k3"
+    # KL to the reference is a loss parameter (loss_params.kl_coef / kl_estimator / high_entropy_kl_coef,
+    # defaults in the loss registry); the reference model is built only when a coefficient is > 0.
     # entropy bonus; adaptive control after Skywork-OR1 when entropy_target is set
     entropy_coef: float = 0.0
     entropy_target: float | None = None
@@ -162,7 +179,10 @@ class TrainerConfig:
     micro_batch_tokens: int = 8192
     logprob_chunk_size: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    # auto: CUDA when available, else CPU
+    device: str = "auto"
+    # data parallel across processes (resources.train_procs or torchrun): ddp (replicas) or fsdp (FSDP2)
+    strategy: str = "ddp"
     threads: int | None = None
     save_every: int = 10
     keep_last: int = 2
@@ -187,7 +207,7 @@ class EvalConfig:
 class ResourcesConfig:
     """Where rewards are computed: ``local`` (in-process verifier pools) or ``ray``
     (``archer.distributed.reward_pool.RayRewardScorer``); how many data-parallel training processes
-    (``train_procs``, ``archer.train.rl_dist``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
+    (``train_procs``, ``archer.distributed.launch``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
     torch.distributed backend (``auto``: nccl on CUDA, gloo on CPU). The recipe is otherwise unchanged."""
 
     backend: str = "local"
@@ -249,7 +269,10 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key; valid keys here: {sorted(names)}")
+        full = f"{where}{unknown[0]}"
+        if full in MOVED_KEYS:
+            raise ConfigError(f"{full}: moved to {MOVED_KEYS[full]} (one home per setting)")
+        raise ConfigError(f"{full}: unknown key; valid keys here: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
@@ -289,15 +312,19 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML 1.1 reads "1e-6" as a string; accept numeric strings for floats
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string; accept numeric strings
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None:
             raise ConfigError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {type(value).__name__} {value!r}")
@@ -309,26 +336,19 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
 # Validation of values
 
 
-def _registry_names(kind: str) -> tuple[str, ...]:
-    """Live registry names from archer.algo when importable, else the documented list."""
-    try:
-        import archer.algo as algo
-
-        return tuple(algo.policy_loss_names() if kind == "loss" else algo.advantage_names())
-    except (ImportError, AttributeError):
-        return {"loss": _LOSSES, "advantage": _ADVANTAGES}[kind]
+# loss parameters the trainer sets from elsewhere in the config: their one home is named here
+_TRAINER_SET_PARAMS = {"agg": "algo.agg", "loss_normalizer": "the trainer", "rollout_log_prob": "the trainer",
+                       "entropy_coef": "algo.entropy_coef", "tis_cap": "algo.tis_cap"}
 
 
 def _check_loss_params(loss: str, params: dict[str, Any]) -> None:
     """Unknown or out-of-range loss parameters fail at load time, not at the first update."""
-    try:
-        from archer.algo.losses import POLICY_LOSSES
-    except ImportError:
-        return
-    reserved = sorted(set(params) & {"agg", "loss_normalizer", "rollout_log_prob", "entropy_coef"})
+    from archer.algo.losses import POLICY_LOSSES
+
+    reserved = sorted(set(params) & set(_TRAINER_SET_PARAMS))
     if reserved:
-        raise ConfigError(f"algo.loss_params.{reserved[0]}: set by the trainer (use algo.agg / algo.entropy_coef "
-                          "/ algo.tis_cap instead)")
+        raise ConfigError(f"algo.loss_params.{reserved[0]}: set by the trainer; use "
+                          f"{_TRAINER_SET_PARAMS[reserved[0]]} instead")
     try:
         POLICY_LOSSES[loss].resolve(loss, dict(params))
     except ValueError as exc:
@@ -349,7 +369,13 @@ def validate(cfg: Config) -> Config:
     """Range and name checks across the whole config; raises :class:`ConfigError` naming the field."""
     m, d, r, a, o, t, e, res = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.trainer,
                                 cfg.eval, cfg.resources)
-    _one_of(m.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+    _one_of(m.dtype, ("float32", "bfloat16"), "model.dtype")
+    _check(m.lora.rank >= 0, "model.lora.rank", "must be >= 0")
+    _check(m.lora.alpha > 0, "model.lora.alpha", "must be > 0")
+    _check(0 <= m.lora.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+    _check(len(m.lora.target_modules) > 0, "model.lora.target_modules", "must not be empty")
+    _check(not (m.lora.rank > 0 and t.strategy == "fsdp"), "model.lora",
+           "LoRA with trainer.strategy=fsdp is not supported (adapters are small: use ddp)")
     for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "sft_batch_size",
                  "sft_max_len"):
         _check(getattr(m, name) > 0, f"model.{name}", "must be > 0")
@@ -368,7 +394,11 @@ def validate(cfg: Config) -> Config:
         _one_of(d.prompt_template, template_names(), "data.prompt_template")
     except ImportError:
         pass
-    _one_of(r.engine, ("hf", "vllm"), "rollout.engine")
+    from archer.rollout import engine_problem
+
+    problem = engine_problem(r.engine)
+    if problem:
+        raise ConfigError(f"rollout.engine: {problem}")
     _check(r.batch_size > 0, "rollout.batch_size", "must be > 0")
     _check(r.n >= 1, "rollout.n", "must be >= 1")
     _check(r.temperature > 0, "rollout.temperature", "must be > 0")
@@ -382,12 +412,12 @@ def validate(cfg: Config) -> Config:
         _check(stage[0] > prev, f"rollout.length_stages[{i}]", "start steps must be increasing and >= 0")
         _check(stage[1] > 0, f"rollout.length_stages[{i}]", "max_new_tokens must be > 0")
         prev = stage[0]
-    _one_of(a.loss, _registry_names("loss"), "algo.loss")
-    _one_of(a.advantage, _registry_names("advantage"), "algo.advantage")
-    _one_of(a.agg, _AGG_MODES, "algo.agg")
+    from archer.algo import AGG_MODES, advantage_names, policy_loss_names
+
+    _one_of(a.loss, policy_loss_names(), "algo.loss")
+    _one_of(a.advantage, advantage_names(), "algo.advantage")
+    _one_of(a.agg, tuple(AGG_MODES), "algo.agg")
     _check_loss_params(a.loss, a.loss_params)
-    _one_of(a.kl_estimator, _KL_ESTIMATORS, "algo.kl_estimator")
-    _check(a.kl_coef is None or a.kl_coef >= 0, "algo.kl_coef", "must be >= 0")
     for name in ("entropy_coef", "entropy_delta", "entropy_max_coef", "pos_nll_coef",
                  "overlong_penalty"):
         _check(getattr(a, name) >= 0, f"algo.{name}", "must be >= 0")
@@ -410,6 +440,9 @@ def validate(cfg: Config) -> Config:
     _check(t.micro_batch_tokens > 0, "trainer.micro_batch_tokens", "must be > 0")
     _check(t.save_every >= 0, "trainer.save_every", "must be >= 0")
     _check(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+    _one_of(t.strategy, ("ddp", "fsdp"), "trainer.strategy")
+    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "trainer.device",
+           f"unknown device {t.device!r}; valid: auto, cpu, cuda, cuda:N")
     if t.threads is not None:
         _check(t.threads >= 1, "trainer.threads", "must be >= 1")
     _check(e.n >= 1, "eval.n", "must be >= 1")

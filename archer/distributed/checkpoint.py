@@ -56,8 +56,13 @@ def save_sharded(
     step: int = 0,
     extra: dict[str, Any] | None = None,
     tokenizer: Any = None,
+    config: Any = None,
 ) -> Path:
-    """Write this rank's shard of model (and optimizer) state under ``path`` (collective)."""
+    """Write this rank's shard of model (and optimizer) state under ``path`` (collective).
+
+    ``config``: the Hugging Face config to store (default ``model.config``); ``extra["prefix"]`` names
+    the prefix of the Hugging Face parameter names inside ``model`` (a wrapper), for ``archer export``.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if optimizer is None:
@@ -72,7 +77,7 @@ def save_sharded(
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save(state, checkpoint_id=str(path), no_dist=_world_size() == 1)
     if _rank() == 0:
-        config = getattr(model, "config", None)
+        config = config if config is not None else getattr(model, "config", None)
         if config is not None and hasattr(config, "save_pretrained"):
             config.save_pretrained(path)
         if tokenizer is not None:

@@ -36,13 +36,14 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | No
     from archer.distributed.checkpoint import load_full_model_state, read_meta
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
-    read_meta(ckpt_dir)  # a clear error for a directory that is not an archer checkpoint
+    meta = read_meta(ckpt_dir)  # a clear error for a directory that is not an archer checkpoint
+    prefix = str(meta.get("extra", {}).get("prefix", ""))  # the trainer saves its wrapper's names
     if not (ckpt_dir / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt_dir} has no config.json; save with a Hugging Face model to export it")
     config = AutoConfig.from_pretrained(ckpt_dir)
     model = AutoModelForCausalLM.from_config(config)
-    template = model.state_dict()
-    state = load_full_model_state(ckpt_dir, template)
+    template = {prefix + k: v for k, v in model.state_dict().items()}
+    state = {k[len(prefix):]: v for k, v in load_full_model_state(ckpt_dir, template).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k not in _tied_keys(model)]:
         raise RuntimeError(f"checkpoint does not match its config: missing={missing} unexpected={unexpected}")

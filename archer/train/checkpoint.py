@@ -13,6 +13,16 @@ moment leaves either the previous checkpoint or the new one, never a torn one. O
 checkpoints beyond ``keep_last`` and stale temporary folders are removed after a successful save.
 
 ``from_pretrained`` on a checkpoint folder loads the policy directly (the extra files are ignored).
+Under LoRA the folder holds the adapter (``adapter_config.json``, loadable with PEFT or
+``from_pretrained`` when the base path is reachable) and, with ``model.lora.save_merged``, ``merged/``.
+
+Under ``trainer.strategy=fsdp`` a checkpoint is sharded (:func:`save_sharded_checkpoint`: every rank
+writes its shard of the model and optimizer with ``torch.distributed.checkpoint``, rank 0 the config,
+tokenizer and trainer state), made complete the same way (temporary folder, rename, marker); it
+resumes on any world size and ``archer export CKPT --out DIR`` turns it into one Hugging Face model.
+
+A failed write (disk full, permissions) raises :class:`CheckpointError` with one line naming the
+folder; the temporary folder is removed and the previous checkpoint stays intact.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 import torch
 
 MARKER = "COMPLETE"
+SHARDED_PREFIX = "policy."  # parameter names in a sharded checkpoint: the trainer's TokenScorer.policy
 STATE_FILE = "trainer_state.pt"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
@@ -93,32 +104,91 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return ckpts[-1][1] if ckpts else None
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written; the message is one line naming the folder and the cause."""
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any],
-                    keep_last: int = 2) -> Path:
+                    keep_last: int = 2, merged: bool = False) -> Path:
     """Write ``step_<step>`` atomically; ``state`` is a picklable dict (optimizer state dicts etc.)."""
+    from archer.train.policy import save_policy
+
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(str(tmp))
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(str(tmp))
-    torch.save(dict(state, step=step, rng=rng_state()), tmp / STATE_FILE)
-    _fsync_tree(tmp)
-    if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    with open(final / MARKER, "w") as fh:
-        fh.write(f"{step}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    _fsync_dir(final)
-    _prune(root, keep_last)
+
+    def write() -> None:
+        save_policy(model, tokenizer, tmp, merged=merged)
+        torch.save(dict(state, step=step, rng=rng_state()), tmp / STATE_FILE)
+
+    return _commit(root, tmp, step, write, keep_last)
+
+
+def _commit(root: Path, tmp: Path, step: int, write: Any, keep_last: int, main: bool = True,
+            barrier: Any = None) -> Path:
+    """Run ``write`` into ``tmp`` (every rank), then on ``main`` fsync, rename to ``step_N``, mark complete."""
+    final = root / f"step_{step:06d}"
+    try:
+        if main:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        if barrier is not None:
+            barrier()
+        write()
+        if barrier is not None:
+            barrier()
+        if main:
+            _fsync_tree(tmp)
+            if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+            with open(final / MARKER, "w") as fh:
+                fh.write(f"{step}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(final)
+            _prune(root, keep_last)
+    except OSError as exc:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"checkpoint step {step}: cannot write {root}: {exc.strerror or exc}; "
+                              "the previous checkpoint is intact") from None
+    if barrier is not None:
+        barrier()
     return final
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    from archer.distributed.checkpoint import META_FILE
+
+    return (Path(path) / META_FILE).is_file()
+
+
+def save_sharded_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any, tokenizer: Any,
+                            state: dict[str, Any], *, keep_last: int, main: bool, barrier: Any) -> Path:
+    """Collective: every rank writes its shard of ``model`` (the trainer's TokenScorer) and ``optimizer``;
+    rank 0 adds the Hugging Face config, the tokenizer and the trainer state, then commits atomically."""
+    from archer.distributed.checkpoint import save_sharded
+
+    root = checkpoint_dir(run_dir)
+    tmp = root / f".tmp_step_{step:06d}"  # one name on every rank (a shared folder)
+
+    def write() -> None:
+        save_sharded(tmp, model, optimizer, step=step, extra={"prefix": SHARDED_PREFIX},
+                     tokenizer=tokenizer if main else None, config=getattr(model.policy, "config", None))
+        if main:
+            torch.save(dict(state, step=step, rng=rng_state()), tmp / STATE_FILE)
+
+    return _commit(root, tmp, step, write, keep_last, main=main, barrier=barrier)
+
+
+def load_sharded_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Load a sharded checkpoint (any world size) into the sharded ``model`` and ``optimizer`` in place."""
+    from archer.distributed.checkpoint import load_sharded
+
+    return load_sharded(path, model, optimizer)
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -8,7 +8,7 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
 - ``--out DIR``: the run directory (default ``logging.out_dir/<recipe>-<time>``).
 - ``--resume``: continue the run in ``--out DIR`` from its last complete checkpoint, with the config
   saved in that directory (a recipe or overrides given with ``--resume`` are refused).
-- ``resources.train_procs=N`` trains data-parallel in N local processes (``archer.train.rl_dist``);
+- ``resources.train_procs=N`` trains data-parallel in N local processes (``archer.distributed.launch``);
   under ``torchrun`` (``WORLD_SIZE`` set) the processes are torchrun's, and only rank 0 prints the report.
 
 The whole config is validated before anything is built; a bad field is reported with its dotted name
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from archer.config import ConfigError, config_from_dict, load_config, recipe_names
+from archer.train.checkpoint import CheckpointError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. a malformed dataset row (names the file and row)
         print(f"archer train: error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointError as exc:  # disk full, permissions: the previous checkpoint is intact
+        print(f"archer train: error: {exc}", file=sys.stderr)
+        return 1
     summary.pop("history", None)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, from rank 0
         return 0

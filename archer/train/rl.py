@@ -18,30 +18,33 @@ One step:
 Before the first step and after the last, the policy is evaluated on held-out problems (avg@k, pass@k)
 and ``summary.json`` records both.
 
-Data parallel (``resources.train_procs=N``, or N processes under ``torchrun``; ``archer.train.rl_dist``):
-``archer train RECIPE resources.train_procs=2`` starts 2 local processes (gloo on CPU, nccl on CUDA
-with ``resources.dist_backend=auto``). Every rank holds a full replica of the policy (generation runs on
-it; FSDP2 shards could not generate rank-dependent lengths without matching collectives), draws the
-same prompt batch, generates and scores its slice ``[rank::world]`` with a rank-offset seed, and gathers
-all groups, so dynamic sampling, prompt removal, group advantages and the step metrics are global and
-identical on every rank. Group ``g`` is trained by rank ``g % world`` inside the global mini-batch split;
-each mini-batch step all-reduces the loss normaliser, the NaN/inf skip and the gradients (sum), so the
-replicas stay bitwise equal (checked at the end: ``summary["dist"]``). Rank 0 alone writes the run
-directory (metrics, TensorBoard, plots, checkpoints) and evaluates; the others wait for it. Resuming
-loads the same checkpoint on every rank. With one process nothing of this runs (no collectives).
-Untested here: nccl/GPU multi-process runs; FSDP2 sharding is not used by the loop.
+Data parallel (``resources.train_procs=N``, or N processes under ``torchrun``): the loop talks to a
+:class:`~archer.distributed.world.World`, whose single-process form makes every collective a no-op, so
+the step has no distributed branches. Each rank generates and scores its slice of the global prompt
+batch; the groups are gathered back so dynamic sampling, prompt removal, advantages and metrics are
+global; group ``g`` is trained by rank ``g % world``; the loss normaliser, the NaN/inf skip and the
+gradients are global, so an update equals the single-process one. ``trainer.strategy=ddp`` keeps a
+full replica per rank; ``fsdp`` shards parameters, gradients and optimizer state with FSDP2 and
+gathers the full weights for generation (``World.full_weights``). Rank 0 alone writes the run
+directory and evaluates. ``time/*`` metrics are rank 0's own.
 
-Simplifications (stated, on purpose): one device per process; the rollout engine shares the policy
-module (no weight sync); outcome rewards only (one advantage per response); the reference model is a
-frozen copy of the initial policy; evaluation uses the same engine with ``eval.*`` sampling settings.
-Resuming restores weights, optimizer, scheduler, RNG, data order and controller state from the last
-complete checkpoint; the steps after it are recomputed with the same seeds.
+The policy is loaded by :func:`archer.train.policy.load_policy` on every path (fresh, resumed, every
+rank), so LoRA, dropout and gradient checkpointing settings hold everywhere. The initial policy (the
+SFT-warmed or given model) is kept in ``<run>/sft_model`` unless it is ``model.path`` itself; the KL
+reference is reloaded from it (a frozen copy), or is the policy with adapters disabled under LoRA.
+
+Simplifications (stated, on purpose): one device per process; the HF rollout engine shares the policy
+module (no weight sync); outcome rewards only (one advantage per response); evaluation uses the same
+engine with ``eval.*`` sampling settings. Resuming restores weights, optimizer, scheduler, RNG, data
+order and controller state from the last complete checkpoint (sharded checkpoints on any world size);
+the steps after it are recomputed with the same seeds.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
+import shutil
 import time
 import warnings
 import zlib
@@ -52,6 +55,7 @@ from typing import Any
 import torch
 
 from archer.config import Config, save_config
+from archer.distributed.world import World, join_world, replica_digest
 from archer.train import checkpoint as ckpt
 from archer.train.batching import (
     Group,
@@ -63,7 +67,8 @@ from archer.train.batching import (
 )
 from archer.train.logging import MetricsLogger
 from archer.train.rl_eval import evaluate_policy
-from archer.train.rl_update import ENTROPY_SPLIT_LOSSES, UpdateSettings, sequence_logprobs, update_minibatch
+from archer.train.policy import PolicyOptions, autocast, is_lora, load_policy, resolve_device, unwrap
+from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
 from archer.train.scorer import Scorer, build_scorer, safe_score
 
 StepCallback = Callable[[int, dict[str, Any]], None]
@@ -82,15 +87,13 @@ def max_new_tokens_at(cfg: Config, step: int) -> int:
 
 
 def needs_reference(cfg: Config) -> bool:
-    """A reference model is built only when some KL coefficient of the loss is > 0."""
+    """A reference model is needed only when a KL coefficient of the loss (registry default or
+    ``algo.loss_params``) is > 0."""
+    from archer.algo.losses import POLICY_LOSSES
+
     a = cfg.algo
-    if a.kl_coef is not None:
-        kl = a.kl_coef
-    elif a.loss in ENTROPY_SPLIT_LOSSES:
-        kl = a.loss_params.get("kl_coef", 0.001)
-    else:
-        kl = a.loss_params.get("kl_coef", 0.0)
-    return kl > 0 or a.loss_params.get("high_entropy_kl_coef", 0.0) > 0
+    params = POLICY_LOSSES[a.loss].resolve(a.loss, dict(a.loss_params))
+    return params["kl_coef"] > 0 or params.get("high_entropy_kl_coef", 0.0) > 0
 
 
 def lr_lambda(cfg: Config) -> Callable[[int], float]:
@@ -123,15 +126,20 @@ def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
 
 
 class RLRun:
-    """State of one run; :func:`train` is the entry point. Separate methods keep each stage readable."""
+    """State of one run; :func:`train` is the entry point. Separate methods keep each stage readable.
+
+    ``model`` is the policy as loaded (a Hugging Face model, or a PEFT model under LoRA); the trainer
+    works on ``self.scorer`` (the policy wrapped for log-probs and sharded by the world's strategy) and
+    the engine generates from the plain model inside ``world.full_weights``.
+    """
 
     def __init__(self, cfg: Config, run_dir: Path, *, model: Any, tokenizer: Any, train_problems: list[Any],
                  eval_problems: list[Any], scorer: Scorer | None = None, engine: Any = None,
-                 log: Callable[[str], None] = print, ranks: Any = None) -> None:
+                 log: Callable[[str], None] = print, world: World | None = None, ref_model: Any = None) -> None:
         from archer.train.rl_setup import encode_prompts
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
-        self.ranks = ranks  # archer.train.rl_dist.Ranks when data parallel, else None
+        self.world = world or World(next(model.parameters()).device)
         self.model, self.tokenizer = model, tokenizer
         self.train_problems, self.eval_problems = train_problems, eval_problems
         d = cfg.data
@@ -141,21 +149,22 @@ class RLRun:
         self.scorer = scorer or build_scorer(r.backend, num_workers=r.num_reward_workers,
                                              cpus_per_worker=r.cpus_per_worker, address=r.address,
                                              timeout=r.verifier_timeout)
+        mp_dtype = getattr(torch, cfg.model.dtype)
+        self.token_scorer = self.world.shard(TokenScorer(model), mp_dtype)
+        self.ref_scorer = None
+        if ref_model is not None:
+            for p in ref_model.parameters():
+                p.requires_grad_(False)
+            self.ref_scorer = self.world.shard(TokenScorer(ref_model.eval()), mp_dtype)
         if engine is None:
-            from archer.train.rl_setup import build_engine
+            from archer.rollout import build_engine
 
-            engine = build_engine(cfg.rollout.engine, model, tokenizer,
-                                  str(ranks.device) if ranks is not None else cfg.trainer.device)
+            engine = build_engine(cfg.rollout.engine, unwrap(model), tokenizer, device=self.world.device)
         self.engine = engine
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
+        self.optimizer = torch.optim.AdamW([p for p in self.token_scorer.parameters() if p.requires_grad], lr=o.lr,
                                            betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.ref_model = None
-        if needs_reference(cfg):
-            self.ref_model = copy.deepcopy(model).eval()
-            for p in self.ref_model.parameters():
-                p.requires_grad_(False)
         self.controller = None
         if cfg.algo.entropy_target is not None:
             from archer.algo.regularizers import AdaptiveEntropyController
@@ -169,28 +178,42 @@ class RLRun:
         self.step = 0
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
 
+    def precision(self) -> Any:
+        """The compute-precision context of every forward (``model.dtype``; FSDP casts by itself)."""
+        if self.world.sharded:
+            return contextlib.nullcontext()
+        return autocast(self.world.device, self.cfg.model.dtype)
+
     # -- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict(), "update_gen": self.update_gen.get_state(),
-                "controller": self.controller.state_dict() if self.controller else None,
-                "ref_model": self.ref_model.state_dict() if self.ref_model is not None else None}
+    def state_dict(self, with_optimizer: bool = True) -> dict[str, Any]:
+        state = {"scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+                 "update_gen": self.update_gen.get_state(),
+                 "controller": self.controller.state_dict() if self.controller else None}
+        if with_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.update_gen.set_state(state["update_gen"])
         if self.controller is not None and state.get("controller"):
             self.controller.load_state_dict(state["controller"])
-        if self.ref_model is not None and state.get("ref_model") is not None:
-            self.ref_model.load_state_dict(state["ref_model"])
         self.step = int(state["step"])
         ckpt.set_rng_state(state["rng"])
 
     def save(self) -> Path:
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self.state_dict(),
-                                    keep_last=self.cfg.trainer.keep_last)
+        """A complete checkpoint of this step (collective under a process world)."""
+        if self.world.sharded:
+            return ckpt.save_sharded_checkpoint(self.run_dir, self.step, self.token_scorer, self.optimizer,
+                                                self.tokenizer, self.state_dict(with_optimizer=False),
+                                                keep_last=self.cfg.trainer.keep_last, main=self.world.main,
+                                                barrier=self.world.barrier)
+        return self.world.on_main(lambda: ckpt.save_checkpoint(
+            self.run_dir, self.step, self.model, self.tokenizer, self.state_dict(),
+            keep_last=self.cfg.trainer.keep_last, merged=self.cfg.model.lora.save_merged))
 
     # -- one step ---------------------------------------------------------------------------
     def _generate_round(self, round_index: int, max_new: int, acc: dict[str, Any]) -> list[Group]:
@@ -199,15 +222,13 @@ class RLRun:
         cfg, r = self.cfg, self.cfg.rollout
         idx = self.sampler.next(r.batch_size)  # the same on every rank
         acc["prompts"] += idx
-        dp = self.ranks
-        mine = idx[dp.rank::dp.world] if dp is not None else idx
-        seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index + (dp.rank << 40 if dp else 0)
+        world = self.world
+        mine = world.mine(idx)
+        seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index + (world.rank << 40)
         params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_new_tokens=max_new, stop=tuple(r.stop), seed=seed)
         t0 = time.time()
-        self.model.eval()
-        with torch.no_grad():
-            outs = self.engine.generate([self.train_ids[i] for i in mine], params)  # [P][n]
+        outs = self.generate([self.train_ids[i] for i in mine], params)  # [P][n]
         t1 = time.time()
         flat = [ro for group in outs for ro in group]
         problems = [self.train_problems[i] for i, group in zip(mine, outs) for _ in group]
@@ -215,8 +236,7 @@ class RLRun:
         acc["time/generate"] += t1 - t0
         acc["time/reward"] += time.time() - t1
         scored = [(group, results[gi * r.n:(gi + 1) * r.n]) for gi, group in enumerate(outs)]
-        if dp is not None:  # every rank sees every group, in the global prompt order
-            scored = dp.gather(scored)
+        scored = world.gather(scored)  # every rank sees every group, in the global prompt order
         groups = []
         for pidx, (group, res) in zip(idx, scored):
             rewards = []
@@ -240,6 +260,11 @@ class RLRun:
             acc["sample"] = {"prompt": self.train_problems[idx[0]].id,
                              "response": groups[0].responses[0].text[:300], "reward": groups[0].rewards[0]}
         return groups
+
+    def generate(self, prompt_ids: list[list[int]], params: Any) -> list[list[Any]]:
+        """Sample from the current policy (full weights, compute precision, no gradients)."""
+        with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
+            return self.engine.generate(prompt_ids, params)
 
     def run_step(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -286,6 +311,26 @@ class RLRun:
             m["sample"] = acc["sample"]
         return m
 
+    def _logprobs(self, scorer: Any, batch: dict[str, torch.Tensor], mine: list[int], lengths: list[int]
+                  ) -> torch.Tensor:
+        """[B, T] log-probs of this rank's rows under ``scorer`` (0 elsewhere), without gradients."""
+        cfg = self.cfg
+        out = torch.zeros_like(batch["response_mask"])  # [B, T]
+        parts = [[mine[j] for j in mb] for mb in micro_batches([lengths[i] for i in mine],
+                                                                 cfg.trainer.micro_batch_tokens)]
+        if self.world.sharded:  # collective forwards: the same count on every rank (empty = a dummy row)
+            parts += [[]] * (self.world.max_int(len(parts)) - len(parts))
+        scorer.eval()
+        with torch.no_grad(), self.precision():
+            for mb in parts:
+                part = _rows(batch, mb or [0])
+                lp, _ = scorer(part["input_ids"], part["attention_mask"], part["response_mask"],
+                               temperature=cfg.rollout.temperature, chunk_size=cfg.trainer.logprob_chunk_size,
+                               with_entropy=False)
+                if mb:
+                    out[mb, : lp.shape[1]] = lp
+        return out
+
     def _update(self, groups: list[Group], max_new: int) -> dict[str, Any]:
         from archer.algo.advantages import compute_advantages
 
@@ -305,38 +350,22 @@ class RLRun:
                 start = len(rows[i][0])
                 rl[i, start:start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=rl.dtype)
             batch["rollout_log_prob"] = rl
-        device = next(self.model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
+        world = self.world
+        batch = {k: v.to(world.device) for k, v in batch.items()}
         lengths = [len(p) + len(r) for p, r in rows]
         # rows this rank trains: those of its groups (g % world == rank); all rows in one process
-        dp = self.ranks
-        mine = list(range(len(rows))) if dp is None else _group_rows(groups, dp.owned(len(groups)))
+        mine = _group_rows(groups, world.owned(len(groups)))
         mine_set = set(mine)
         chunk, temp = cfg.trainer.logprob_chunk_size, cfg.rollout.temperature
-        self.model.eval()
-        with torch.no_grad():  # the sampling policy's log-probs, recomputed by the trainer
-            old = torch.zeros_like(batch["response_mask"])
-            ref = torch.zeros_like(batch["response_mask"]) if self.ref_model is not None else None
-            for local_mb in micro_batches([lengths[i] for i in mine], cfg.trainer.micro_batch_tokens):
-                mb = [mine[j] for j in local_mb]
-                part = _rows(batch, mb)
-                lp, _ = sequence_logprobs(self.model, part, temperature=temp, chunk_size=chunk, with_entropy=False)
-                old[mb, : lp.shape[1]] = lp
-                if ref is not None:
-                    lp_ref, _ = sequence_logprobs(self.ref_model, part, temperature=temp, chunk_size=chunk,
-                                                  with_entropy=False)
-                    ref[mb, : lp_ref.shape[1]] = lp_ref
-        batch["old_log_prob"] = old
-        if ref is not None:
-            batch["ref_log_prob"] = ref
-        self.model.train()
+        batch["old_log_prob"] = self._logprobs(self.token_scorer, batch, mine, lengths)
+        if self.ref_scorer is not None:
+            batch["ref_log_prob"] = self._logprobs(self.ref_scorer, batch, mine, lengths)
+        elif needs_reference(cfg):  # LoRA: the reference is the base model, adapters disabled
+            with self.model.disable_adapter():
+                batch["ref_log_prob"] = self._logprobs(self.token_scorer, batch, mine, lengths)
+        self.token_scorer.train()
         entropy_alpha = a.entropy_coef + (self.controller.alpha if self.controller is not None else 0.0)
-        params = dict(a.loss_params)
-        if a.kl_coef is not None:
-            params["kl_coef"] = a.kl_coef
-        if a.kl_estimator != "k3":
-            params["kl_estimator"] = a.kl_estimator
-        settings = UpdateSettings(loss=a.loss, agg=a.agg, loss_params=params, entropy_coef=entropy_alpha,
+        settings = UpdateSettings(loss=a.loss, agg=a.agg, loss_params=dict(a.loss_params), entropy_coef=entropy_alpha,
                                   pos_nll_coef=a.pos_nll_coef, max_reward=float(rewards.max()),
                                   max_len=float(max_new), grad_clip=cfg.optim.grad_clip, temperature=temp,
                                   chunk_size=chunk, tis_cap=a.tis_cap)
@@ -344,22 +373,14 @@ class RLRun:
         for _epoch in range(cfg.trainer.ppo_epochs):
             # the global split (same generator state on every rank); each rank takes its rows of it
             for mini in split_mini_batches(len(rows), cfg.trainer.mini_batches, self.update_gen):
-                if dp is not None:
-                    mini = [i for i in mini if i in mine_set]  # may be empty: the rank still syncs
+                mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
                 mb = micro_batches([lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
-                updates.append(update_minibatch(self.model, self.optimizer, batch, [[mini[j] for j in m] for m in mb],
-                                                settings, dist=dp is not None))
-        self.model.eval()
+                with self.precision():
+                    updates.append(update_minibatch(self.token_scorer, self.optimizer, batch,
+                                                    [[mini[j] for j in m] for m in mb], settings, world))
+        self.token_scorer.eval()
         if self.controller is not None:
-            from archer.algo.regularizers import AdaptiveEntropyController
-
-            if dp is None:
-                measured = AdaptiveEntropyController.measure(old, batch["response_mask"])
-            else:
-                from archer.train.rl_dist import global_entropy_measure
-
-                measured = global_entropy_measure(old, batch["response_mask"], mine)
-            self.controller.update(measured)
+            self.controller.update(_entropy_measure(batch["old_log_prob"], batch["response_mask"], mine, world))
         out = _mean_metrics(updates)
         out["update/optimizer_steps"] = sum(1 for u in updates if not u.get("skipped_nonfinite"))
         out["update/skipped_nonfinite"] = sum(int(u.get("skipped_nonfinite", 0)) for u in updates)
@@ -367,6 +388,14 @@ class RLRun:
         out["update/entropy_coef"] = entropy_alpha
         out["advantage/abs_mean"] = float(adv.abs().mean())
         return out
+
+
+def _entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], world: World) -> float:
+    """``-mean(old_log_prob)`` over the trained tokens of every rank's own rows (the controller's input)."""
+    m = mask[rows] != 0  # [R, T]
+    total = world.sum(float(-(old[rows][m]).double().sum()) if rows else 0.0)
+    count = world.sum(float(m.sum()) if rows else 0.0)
+    return total / count if count > 0 else 0.0
 
 
 def _rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -409,37 +438,36 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     """Run RL as configured; returns the summary (also written to ``<run_dir>/summary.json``) plus
     ``history`` (the per-step metrics) and ``run_dir``.
 
-    ``model``/``tokenizer`` (an SFT checkpoint already in memory) and the problem lists override what
-    the config would build; ``on_step(step, metrics)`` is called after every step (on every rank).
-    ``resources.train_procs > 1`` outside a process group starts that many local processes and returns
-    rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
+    ``model``/``tokenizer`` (an initial policy already in memory, e.g. an SFT model) and the problem
+    lists override what the config would build; the model is saved as the run's ``sft_model`` and
+    reloaded through the one loader. ``on_step(step, metrics)`` is called after every step (on every
+    rank). ``resources.train_procs > 1`` outside a process group starts that many local processes and
+    returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
-    from archer.train import rl_dist
+    from archer.distributed import launch
     from archer.train.rl_setup import load_problems
 
-    if rl_dist.should_launch(cfg):
+    if launch.should_launch(cfg):
         given = [k for k, v in dict(model=model, tokenizer=tokenizer, train_problems=train_problems,
                                     eval_problems=eval_problems, scorer=scorer, on_step=on_step).items() if v is not None]
         if given:
             warnings.warn(f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
                           "their own from the config); start the ranks yourself (torchrun) to pass objects",
                           stacklevel=2)
-        return rl_dist.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
+        return launch.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
-    ranks = rl_dist.join(cfg)  # None in a single process
-    main = ranks is None or ranks.main
+    device = resolve_device(cfg.trainer.device)
+    world = join_world(device, cfg.trainer.strategy, cfg.resources.dist_backend, cfg.resources.dist_timeout_s)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.trainer.seed)
-    out = make_run_dir(cfg, run_dir)
-    if ranks is not None:
-        out = ranks.broadcast(out)  # a time-stamped name could differ between ranks
-    if main:
+    out = world.broadcast(make_run_dir(cfg, run_dir))  # a time-stamped name could differ between ranks
+    if world.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
 
     def log(text: str) -> None:
-        if main:
+        if world.main:
             print(text, flush=True)
 
     # problems first: a malformed dataset row fails here, before any model is built
@@ -448,29 +476,30 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         train_problems = tp if train_problems is None else train_problems
         eval_problems = ep if eval_problems is None else eval_problems
     eval_problems = eval_problems[: cfg.eval.num_problems] if cfg.eval.enabled else []
-    last = rl_dist.on_main(ranks, lambda: ckpt.latest_checkpoint(out) if resume else None)
+    last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
-    if last is not None:
-        model, tokenizer = rl_dist.load_hf(last, cfg)
-        log(f"resuming from {last}")
-    elif model is None or tokenizer is None:  # rank 0 builds (and SFT-warms); the others load its copy
-        model, tokenizer, sft_info = rl_dist.build_policy_once(cfg, ranks, out, train_problems, log)
-    model.to(ranks.device if ranks is not None else cfg.trainer.device)
-    if ranks is not None:
-        rl_dist.broadcast_params(model)
+    if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
+        sft_info = world.on_main(lambda: _prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log))
+    model, tokenizer, ref_model = _load_run_policy(cfg, out, last)
+    model.to(world.device)
+    if ref_model is not None:
+        ref_model.to(world.device)
     run = RLRun(cfg, out, model=model, tokenizer=tokenizer, train_problems=train_problems,
-                eval_problems=eval_problems, scorer=scorer, log=log, ranks=ranks)
+                eval_problems=eval_problems, scorer=scorer, log=log, world=world, ref_model=ref_model)
     if last is not None:
+        if ckpt.is_sharded_checkpoint(last):
+            ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
         run.load_state_dict(ckpt.load_trainer_state(last))
+        log(f"resuming from {last}")
     before_path = out / "eval_before.json"
     history: list[dict[str, Any]] = []
-    if main:
+    if world.main:
         logger: Any = MetricsLogger(out, total_steps=cfg.trainer.steps, start_step=run.step,
                                     tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
                                     config=cfg.to_dict())
     else:
-        logger = rl_dist.SilentLogger()
+        logger = _SilentLogger()
     for note in logger.notes:
         log(note)
 
@@ -484,18 +513,23 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             log(f"before RL: {_fmt(ev)}")
         return ev
 
+    def evaluate(step: int) -> dict[str, Any]:  # collective: the full weights are gathered on every rank
+        with world.full_weights(run.token_scorer):
+            return world.on_main(lambda: _evaluate(run, cfg, step) if eval_problems else {})
+
     def save_final() -> None:
-        last_saved = ckpt.latest_checkpoint(out)
+        last_saved = world.on_main(lambda: ckpt.latest_checkpoint(out))
         if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
             run.save()
 
     try:
-        before = rl_dist.on_main(ranks, evaluate_before)
+        with world.full_weights(run.token_scorer):
+            before = world.on_main(evaluate_before)
         while run.step < cfg.trainer.steps:
             metrics = run.run_step()
             run.step += 1
             if cfg.eval.every and run.step % cfg.eval.every == 0 and run.step < cfg.trainer.steps and eval_problems:
-                ev = rl_dist.on_main(ranks, lambda: _evaluate(run, cfg, run.step))
+                ev = evaluate(run.step)
                 metrics.update({f"eval/{k}": v for k, v in ev.items() if "@" in k})
             if run.controller is not None:
                 metrics["entropy/controller_coef"] = run.controller.coef
@@ -505,44 +539,110 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
                 on_step(run.step, metrics)
             every = cfg.trainer.save_every
             if every and run.step % every == 0 and run.step < cfg.trainer.steps:
-                rl_dist.on_main(ranks, run.save)  # the others wait: the replicas are identical
+                run.save()
         if cfg.trainer.save_final and cfg.trainer.steps > 0:
-            rl_dist.on_main(ranks, save_final)
+            save_final()
         logger.stop_progress()
-        after = rl_dist.on_main(ranks, lambda: _evaluate(run, cfg, run.step) if eval_problems else {})
+        after = evaluate(run.step)
         if after:
             logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if "@" in k})
             log(f"after RL:  {_fmt(after)}")
     finally:
         logger.close()
         run.scorer.close()
-    final = ckpt.latest_checkpoint(out)
+    final = world.on_main(lambda: ckpt.latest_checkpoint(out))
     summary = {
         "recipe": cfg.recipe, "run_dir": str(out), "steps": run.step, "before": before, "after": after,
         "improvement": {k: after[k] - before[k] for k in after if "@" in k and k in before},
         "sft": sft_info, "seconds": round(time.time() - t0, 1),
         "final_checkpoint": str(final) if final else None,
     }
-    if ranks is not None:
-        digests = ranks.gather([rl_dist.replica_digest(run.model)])
-        summary["dist"] = {"world_size": ranks.world, "replica_digests": digests,
+    if world.size > 1:
+        digests = world.gather([replica_digest(run.token_scorer)])
+        summary["dist"] = {"world_size": world.size, "strategy": world.strategy, "replica_digests": digests,
                            "replicas_identical": len(set(digests)) == 1}
-        if not summary["dist"]["replicas_identical"]:
+        if world.strategy == "ddp" and not summary["dist"]["replicas_identical"]:
             log("warning: the data-parallel replicas diverged (summary.json: dist.replica_digests)")
-    if main:
+    if world.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.logging.plots:
             from archer.train.plots import plot_run
 
             plot_run(out)
-    rl_dist.leave(ranks)
+    world.close()
     return dict(summary, history=history)
 
 
+def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
+    """Where the run's initial policy lives: ``<run>/sft_model`` when archer built, warmed or was given
+    it, else ``model.path``."""
+    saved = run_dir / "sft_model"
+    if saved.is_dir() or cfg.model.path is None:
+        return saved
+    return Path(cfg.model.path)
+
+
+def _prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any], model: Any, tokenizer: Any,
+                            log: Callable[[str], None]) -> dict[str, Any]:
+    """On rank 0: build / SFT-warm the initial policy (or take the given one) and save it as
+    ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary."""
+    from archer.train.rl_setup import build_policy, sft_configured
+
+    if model is None and cfg.model.path is not None and not sft_configured(cfg):
+        return {}
+    target = run_dir / "sft_model"
+    if target.is_dir():  # a resumed run killed before its first checkpoint: the warm-up is not redone
+        log(f"reusing the initial policy in {target}")
+        return {}
+    info: dict[str, Any] = {}
+    if model is None or tokenizer is None:
+        t0 = time.time()
+        model, tokenizer, info = build_policy(cfg, train_problems, log)
+        info["seconds"] = round(time.time() - t0, 1)
+    tmp = run_dir / ".sft_model.tmp"  # written whole, then renamed: a kill never leaves half a model
+    shutil.rmtree(tmp, ignore_errors=True)
+    unwrap(model).save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    tmp.replace(target)
+    return info
+
+
+def _load_run_policy(cfg: Config, run_dir: Path, last: Path | None) -> tuple[Any, Any, Any]:
+    """(policy, tokenizer, frozen reference or None), every path through :func:`load_policy`."""
+    options = PolicyOptions.from_config(cfg)
+    initial = initial_policy_dir(cfg, run_dir)
+    if last is None or ckpt.is_sharded_checkpoint(last):  # sharded weights are loaded after sharding
+        model, tokenizer = load_policy(initial, options)
+    elif (last / "adapter_config.json").is_file():
+        model, tokenizer = load_policy(initial, options, adapter=last)
+    else:
+        model, tokenizer = load_policy(last, options)
+    ref_model = None
+    if needs_reference(cfg) and not is_lora(model):
+        ref_model, _ = load_policy(initial, PolicyOptions(disable_dropout=cfg.model.disable_dropout))
+    return model, tokenizer, ref_model
+
+
+class _SilentLogger:
+    """The metrics sink of ranks > 0: rank 0 alone writes the run directory."""
+
+    notes: tuple[str, ...] = ()
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def stop_progress(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
-    return evaluate_policy(run.engine, run.scorer, run.eval_ids, run.eval_problems, cfg,
-                           cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
-                           seed=cfg.trainer.seed + 7)
+    with run.precision():
+        return evaluate_policy(run.engine, run.scorer, run.eval_ids, run.eval_problems, cfg,
+                               cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
+                               seed=cfg.trainer.seed + 7)
 
 
 def _fmt(ev: dict[str, Any]) -> str:

@@ -86,19 +86,22 @@ def _load_file(path: str, field: str) -> list[Problem]:
     return load_dataset(path)
 
 
+def sft_configured(cfg: Config) -> bool:
+    """True when the run SFT-warms its policy before RL."""
+    return cfg.model.sft_epochs > 0 and cfg.model.sft_examples > 0
+
+
 def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] = print) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, sft_info). From scratch + SFT when ``model.path`` is None."""
-    import torch
-
+    """(model, tokenizer, sft_info) of the initial policy, float32, before LoRA and checkpointing
+    (:func:`archer.train.policy.load_policy` applies those when the run loads it). From scratch + SFT
+    when ``model.path`` is None; ``model.path`` (+ SFT when configured) otherwise."""
     m = cfg.model
-    dtype = getattr(torch, m.dtype)
     if m.path is not None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from pathlib import Path
 
-        tokenizer = AutoTokenizer.from_pretrained(m.path)
-        model = AutoModelForCausalLM.from_pretrained(m.path, dtype=dtype)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        from archer.train.policy import _check_model_dir, _from_pretrained
+
+        model, tokenizer = _from_pretrained(_check_model_dir(Path(m.path)))
     else:
         from archer import models
         from archer.data import synthetic
@@ -112,13 +115,10 @@ def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] =
         model = models.build_tiny_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers,
                                         num_heads=m.num_heads, num_kv_heads=m.num_heads,
                                         intermediate_size=m.intermediate_size, seed=cfg.trainer.seed)
-        model = model.to(dtype)
         log(f"built a tiny Qwen2 model: {models.count_parameters(model):,} parameters, vocab {len(tokenizer)}")
     info: dict[str, Any] = {}
-    if m.sft_epochs > 0 and m.sft_examples > 0:
+    if sft_configured(cfg):
         info = sft_warmup(cfg, model, tokenizer, log)
-    if m.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable()
     return model, tokenizer, info
 
 
@@ -175,20 +175,3 @@ def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
                               f"> {max_tokens}; raise the limit or filter the data")
         out.append(list(ids))
     return out
-
-
-# rollout engine name -> "module:class"; imported lazily (vllm is an optional GPU extra)
-ENGINES: dict[str, str] = {"hf": "archer.rollout.hf:HFEngine", "vllm": "archer.rollout.vllm:VLLMEngine"}
-
-
-def build_engine(name: str, model: Any, tokenizer: Any, device: str) -> Any:
-    import importlib
-
-    if name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; known: {sorted(ENGINES)}")
-    module, _, cls = ENGINES[name].partition(":")
-    try:
-        engine_cls = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(f"rollout.engine={name!r} is not available here ({exc}); use rollout.engine=hf") from exc
-    return engine_cls(model, tokenizer, device=device)

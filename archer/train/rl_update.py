@@ -1,13 +1,18 @@
 """The policy update of one RL step: token log-probs, and mini-batch optimizer steps with exact
 gradient accumulation over token-budgeted micro-batches.
 
-- :func:`sequence_logprobs` runs the model's base (``model.model``) once and scores only the response
-  positions with :func:`archer.algo.token_logprobs` against ``model.lm_head.weight`` (chunked over the
-  vocabulary, never the full ``[B, T, V]`` logits). Position t's log-prob comes from hidden state t-1.
+- :class:`TokenScorer` wraps the policy (any Hugging Face causal LM, LoRA or not) and returns the
+  per-token log-prob and entropy of the response tokens, as [B, T] tensors. It runs the model's
+  decoder once and scores only the response positions with :func:`archer.algo.token_logprobs` against
+  the output embedding (chunked over the vocabulary, never the full ``[B, T, V]`` logits; an output
+  bias is one extra column). Position t's log-prob comes from hidden state t-1. Models whose logits are
+  not a plain projection use the full forward (:func:`archer.train.policy.lm_head`). It is a module so
+  that FSDP2 can shard it as the root (its hooks then run around the whole computation).
 - :func:`update_minibatch` performs one optimizer step: the loss normaliser (token count, sequence
-  count, entropy-split sizes) is built once from the whole mini-batch, every micro-batch loss uses it,
-  so the accumulated gradient equals the big batch's (ALGORITHMS.md section 1). A non-finite loss or
-  gradient norm skips the step (gradients dropped, weights untouched) and is reported.
+  count, entropy-split sizes) is built once from the whole mini-batch (over every rank, by the
+  :class:`~archer.distributed.world.World`), every micro-batch loss uses it, so the accumulated
+  gradient equals the big batch's (ALGORITHMS.md section 1). A non-finite loss or gradient norm skips
+  the step on every rank (gradients dropped, weights untouched) and is reported.
 
 The policy loss (``archer.algo.losses``) carries the KL term, the entropy bonus (fixed or the adaptive
 controller's alpha) and truncated IS; the Klear positive-sample NLL is added here.
@@ -21,29 +26,61 @@ from typing import Any
 
 import torch
 
-ENTROPY_SPLIT_LOSSES = ("dtc", "aspo")
+from archer.distributed.world import World
+
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
 
 
-def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor], *, temperature: float = 1.0,
+class TokenScorer(torch.nn.Module):
+    """Per-token log-probs and entropies of a causal LM's response tokens (see the module docstring)."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor, *,
+                temperature: float = 1.0, chunk_size: int | None = None, with_entropy: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from archer.algo import token_logprobs
+        from archer.train.policy import lm_head
+
+        head = lm_head(self.policy)
+        sel = response_mask[:, 1:] != 0  # [B, T-1]: predict token t+1 from hidden t
+        labels = input_ids[:, 1:][sel]  # [N]
+        if head.decoder is not None:
+            hidden = head.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).last_hidden_state  # [B, T, d]
+            h = hidden[:, :-1][sel]  # [N, d]
+            weight = head.weight  # [V, d]
+            with torch.autocast(device_type=h.device.type, enabled=False):  # the head in float32
+                h = h.to(weight.dtype)
+                if head.bias is not None:  # logits = [h, 1] @ [W, b].T
+                    h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # [N, d+1]
+                    weight = torch.cat([weight, head.bias.to(weight.dtype)[:, None]], dim=1)  # [V, d+1]
+                lp, ent = token_logprobs(h, weight, labels, chunk_size=chunk_size, temperature=temperature)
+        else:
+            logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            z = logits[:, :-1][sel].float() / temperature  # [N, V]
+            logp_all = torch.log_softmax(z, dim=-1)  # [N, V]
+            lp = logp_all.gather(1, labels[:, None]).squeeze(1)  # [N]
+            ent = -(logp_all.exp() * logp_all).sum(-1)  # [N]
+        out_lp = torch.zeros(response_mask.shape, dtype=lp.dtype, device=lp.device)  # [B, T]
+        out_lp[:, 1:][sel] = lp
+        out_ent = None
+        if with_entropy:
+            out_ent = torch.zeros(response_mask.shape, dtype=ent.dtype, device=ent.device)  # [B, T]
+            out_ent[:, 1:][sel] = ent  # keeps its gradient (entropy bonus); detach for the token split
+        return out_lp, out_ent
+
+
+def sequence_logprobs(scorer: TokenScorer, batch: dict[str, torch.Tensor], *, temperature: float = 1.0,
                       chunk_size: int | None = None, with_entropy: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-prob and entropy of the response tokens, as [B, T] tensors (0 off the mask)."""
-    from archer.algo import token_logprobs
-
-    input_ids, attn, mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-    hidden = model.model(input_ids=input_ids, attention_mask=attn).last_hidden_state  # [B, T, d]
-    sel = mask[:, 1:] != 0  # [B, T-1]: predict token t+1 from hidden t
-    h = hidden[:, :-1][sel]  # [N, d]
-    labels = input_ids[:, 1:][sel]  # [N]
-    lp, ent = token_logprobs(h, model.lm_head.weight, labels, chunk_size=chunk_size, temperature=temperature)
-    out_lp = torch.zeros(mask.shape, dtype=lp.dtype, device=lp.device)  # [B, T]
-    out_lp[:, 1:][sel] = lp
-    out_ent = None
-    if with_entropy:
-        out_ent = torch.zeros(mask.shape, dtype=ent.dtype, device=ent.device)
-        out_ent[:, 1:][sel] = ent  # keeps its gradient (entropy bonus); detach for the token split
-    return out_lp, out_ent
+    """Per-token log-prob and entropy of the response tokens of a packed batch, as [B, T] tensors."""
+    if not isinstance(scorer, TokenScorer):
+        scorer = TokenScorer(scorer)
+    return scorer(batch["input_ids"], batch["attention_mask"], batch["response_mask"], temperature=temperature,
+                  chunk_size=chunk_size, with_entropy=with_entropy)
 
 
 @dataclass
@@ -68,46 +105,58 @@ def _slice(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.T
     return {k: v[idx][:, :width] if v.dim() == 2 else v[idx] for k, v in batch.items()}
 
 
-def update_minibatch(model: Any, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-                     micro: list[list[int]], s: UpdateSettings, *, dist: bool = False) -> dict[str, float]:
+def entropy_quantile_of(loss: str, params: dict[str, Any]) -> float | None:
+    """The token-split quantile of an entropy-split loss (the registry's default unless set), else None."""
+    from archer.algo.losses import POLICY_LOSSES
+
+    spec = POLICY_LOSSES[loss]
+    return spec.resolve(loss, dict(params))["entropy_quantile"] if spec.entropy_split else None
+
+
+def _dummy_part(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One row with an empty response mask: a rank short of rows runs it so FSDP collectives line up."""
+    part = _slice(batch, [0])
+    part["response_mask"] = torch.zeros_like(part["response_mask"])
+    return part
+
+
+def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+                     micro: list[list[int]], s: UpdateSettings, world: World | None = None) -> dict[str, float]:
     """One optimizer step over the rows in ``micro`` (a list of micro-batches of row indices).
 
     ``batch`` holds the packed rows plus ``old_log_prob`` [B, T], ``advantages`` [B], ``rewards`` [B]
     and optionally ``ref_log_prob`` / ``rollout_log_prob`` [B, T]. Returns token-weighted metrics;
     ``skipped_nonfinite`` is 1 when the step was dropped because of a NaN/inf loss or gradient.
 
-    ``dist=True`` (data parallel, replicated model, ``archer.train.rl_dist``): ``micro`` holds this
-    rank's rows of the mini-batch (may be empty). The normaliser and the positive-NLL token count are
-    all-reduced first, the NaN/inf skip is agreed by all ranks, gradients are summed over ranks before
-    clipping, and metrics are merged, so every rank takes the step a single process would take on all
-    rows. Every rank must call it the same number of times.
+    Under a process world, ``micro`` holds this rank's rows of the mini-batch (possibly none): the
+    normaliser and the positive-NLL token count are global, the NaN/inf skip is agreed, gradients are
+    summed over ranks before clipping and metrics are merged, so every rank takes the step one process
+    would take on all rows. Every rank must call it the same number of times.
     """
-    from archer.algo.aggregation import loss_normalizer
     from archer.algo.losses import compute_policy_loss
     from archer.algo.regularizers import positive_nll_loss
 
+    if not isinstance(scorer, TokenScorer):  # a plain model: wrap it (no parameters are copied)
+        scorer = TokenScorer(scorer)
+    world = world or World(next(scorer.parameters()).device)
     parts = [_slice(batch, rows) for rows in micro if rows]
-    quantile = s.loss_params.get("entropy_quantile", 0.8) if s.loss in ENTROPY_SPLIT_LOSSES else None
-    pos_tokens = float(sum(((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
-                           for p in parts))
-    if dist:
-        from archer.distributed.fsdp import all_reduce_sum, global_loss_normalizer
-        from archer.train import rl_dist
-
-        device = next(model.parameters()).device
-        norm = global_loss_normalizer([p["response_mask"] for p in parts], max_len=s.max_len,
-                                      entropy_quantile=quantile, device=device)
-        pos_tokens = all_reduce_sum(pos_tokens, device)
-    else:
-        norm = loss_normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
+    quantile = entropy_quantile_of(s.loss, s.loss_params)
+    pos_tokens = world.sum(float(sum(((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
+                                     for p in parts)))
+    norm = world.normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
+    if world.sharded:  # every forward/backward is collective: the same number of micro-batches on each rank
+        parts += [_dummy_part(batch)] * (world.max_int(len(parts)) - len(parts))
     optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, float] = {}  # token-weighted metrics
-    plain: dict[str, float] = {}  # loss values: each micro-batch's is already its share of the total
+    sums: dict[str, float] = {}  # token-weighted metrics, and each micro-batch's share of the loss values
     ratio_max = 0.0
-    nonfinite = False  # a flag, not an early return: under dist every rank must reach the collectives
+    nonfinite = False  # a flag, not an early return: every rank must reach the collectives
     for p in parts:
         mask = p["response_mask"]
-        logp, ent = sequence_logprobs(model, p, temperature=s.temperature, chunk_size=s.chunk_size)
+        logp, ent = scorer(p["input_ids"], p["attention_mask"], mask, temperature=s.temperature,
+                           chunk_size=s.chunk_size)
+        if not bool(mask.any()):  # a dummy row: zero loss that still reaches every parameter
+            (logp.sum() * 0.0).backward()
+            continue
         params = dict(s.loss_params)
         if s.tis_cap is not None and "rollout_log_prob" in p:
             params.update(rollout_log_prob=p["rollout_log_prob"], tis_cap=s.tis_cap)
@@ -121,35 +170,38 @@ def update_minibatch(model: Any, optimizer: torch.optim.Optimizer, batch: dict[s
             nll = positive_nll_loss(logp, mask, p["rewards"], coef=s.pos_nll_coef, max_reward=s.max_reward,
                                     total_tokens=pos_tokens)
             loss = loss + nll
-            plain["pos_nll"] = plain.get("pos_nll", 0.0) + float(nll.detach())
+            sums["plain/pos_nll"] = sums.get("plain/pos_nll", 0.0) + float(nll.detach())
         if not torch.isfinite(loss):
             nonfinite = True
+            if world.sharded:  # the other ranks' backward passes still need this rank's
+                (logp.sum() * 0.0).backward()
+                continue
             break
         loss.backward()
         n = metrics.get("num_tokens", float(mask.sum()))
         ratio_max = max(ratio_max, metrics.get("ratio_max", 0.0))
         for k, v in metrics.items():
             if k in PLAIN_KEYS:
-                plain[k] = plain.get(k, 0.0) + v
+                sums[f"plain/{k}"] = sums.get(f"plain/{k}", 0.0) + v
             elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
                 sums[k] = sums.get(k, 0.0) + n * v
         sums["entropy"] = sums.get("entropy", 0.0) + float((ent.detach() * mask).sum())
-    if dist:
-        nonfinite = rl_dist.any_rank(nonfinite, device)
-    if nonfinite:
+    if world.any(nonfinite):
         optimizer.zero_grad(set_to_none=True)
         return {"skipped_nonfinite": 1.0}
-    if dist:  # every rank's loss is its share of the global one: the summed gradient is the global one
-        rl_dist.allreduce_grads(model)
-        sums, plain, ratio_max = rl_dist.merge_update_metrics(sums, plain, ratio_max)
+    world.reduce_gradients(scorer)  # each rank's loss is its share of the global one: sums are global
+    sums = world.merge_sums(sums)
+    ratio_max = world.max_float(ratio_max)
     total = max(norm.tokens, 1.0)
-    out = {k: v / total for k, v in sums.items()}
+    out = {k: v / total for k, v in sums.items() if not k.startswith("plain/")}
     out["ratio_max"] = ratio_max
-    out.update(plain)
-    out["loss"] = out.get("loss", 0.0) + plain.get("pos_nll", 0.0)
-    params_with_grad = [q for q in model.parameters() if q.grad is not None]
+    out.update({k[len("plain/"):]: v for k, v in sums.items() if k.startswith("plain/")})
+    out["loss"] = out.get("loss", 0.0) + out.get("pos_nll", 0.0)
+    params_with_grad = [q for q in scorer.parameters() if q.grad is not None]
     if params_with_grad:
         grad_norm = torch.nn.utils.clip_grad_norm_(params_with_grad, s.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
     else:
         grad_norm = torch.tensor(0.0)
     if not torch.isfinite(grad_norm):

@@ -41,15 +41,23 @@ def test_resource_fields_are_validated():
     assert load_config("tiny_math", ["resources.train_procs=4"]).resources.train_procs == 4
 
 
+def _digest(model):
+    """The digest the trainer computes: of its TokenScorer, whose parameter names carry ``policy.``."""
+    from archer.distributed.world import replica_digest
+    from archer.train.rl_update import TokenScorer
+
+    return replica_digest(TokenScorer(model))
+
+
 @pytest.mark.slow
 def test_two_process_run_end_to_end(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from archer.train import rl_dist
+    from archer.distributed import launch
     from archer.train.rl import train
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
-    monkeypatch.setattr(rl_dist, "default_start_method", lambda: "fork")  # the ranks inherit the patch
+    monkeypatch.setattr(launch, "default_start_method", lambda: "fork")  # the ranks inherit the patch
     summary = train(load_config("tiny_math", FAST), run_dir=tmp_path)
     assert summary["steps"] == 2 and len(summary["history"]) == 2
     d = summary["dist"]
@@ -72,7 +80,7 @@ def test_two_process_run_end_to_end(tmp_path, monkeypatch):
     final = tmp_path / "checkpoints" / "step_000002"
     assert (final / "COMPLETE").is_file() and summary["final_checkpoint"] == str(final)
     saved = AutoModelForCausalLM.from_pretrained(final)
-    assert rl_dist.replica_digest(saved) == d["replica_digests"][0]
+    assert _digest(saved) == d["replica_digests"][0]
     start = AutoModelForCausalLM.from_pretrained(tmp_path / "sft_model").state_dict()
     moved = max((v - start[k]).abs().max().item() for k, v in saved.state_dict().items())
     assert moved > 1e-4

@@ -1,9 +1,10 @@
-"""Data-parallel ``update_minibatch(dist=True)`` on 2 gloo ranks equals one process on all rows.
+"""Data-parallel ``update_minibatch`` on 2 gloo ranks (ddp and fsdp worlds) equals one process on all rows.
 
 Fixed packed rows with ragged response masks are split across two ranks; each rank runs its rows in
 its own micro-batches. The reference is the single-process update on every row (one process, one
-call). Checked: updated weights (1e-6), merged metrics, a rank with zero rows, and a NaN on one rank
-making both ranks skip. SGD with momentum keeps the comparison exact to float rounding (Adam's first
+call). Checked for both strategies (``ddp`` replicas, ``fsdp`` FSDP2 shards gathered back): updated
+weights (1e-6), merged metrics, a rank with zero rows (under fsdp it runs dummy micro-batches so the
+collectives line up), and a NaN on one rank making both ranks skip. SGD with momentum keeps the comparison exact to float rounding (Adam's first
 step ``g / |g|`` would amplify rounding on near-zero gradients).
 """
 
@@ -27,6 +28,7 @@ CASES = {
     "rank1_empty": ("aspo", "token-mean", 16.0, 0.1, [0, 1, 2, 3, 4, 5], []),
 }
 LR = 0.2
+STRATEGIES = ("ddp", "fsdp")
 
 
 def _model():
@@ -66,35 +68,43 @@ def _settings(loss, agg, max_len, pos_nll):
                           max_reward=1.0, max_len=max_len, grad_clip=0.5)
 
 
-def _step(rows, case, nan_row=None, dist=False):
+def _step(rows, case, nan_row=None, world=None):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     from archer.train.batching import micro_batches
-    from archer.train.rl_update import update_minibatch
+    from archer.train.rl_update import TokenScorer, update_minibatch
 
     loss, agg, max_len, pos_nll = case[:4]
     batch, lengths = _batch(nan_row)
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    scorer = TokenScorer(_model())
+    if world is not None:
+        scorer = world.shard(scorer)
+    opt = torch.optim.SGD(scorer.parameters(), lr=LR, momentum=0.9)
     micro = [[rows[j] for j in m] for m in micro_batches([lengths[i] for i in rows], 24)]
-    metrics = update_minibatch(model, opt, batch, micro, _settings(loss, agg, max_len, pos_nll), dist=dist)
-    return model.state_dict(), metrics
+    metrics = update_minibatch(scorer, opt, batch, micro, _settings(loss, agg, max_len, pos_nll), world)
+    state = get_model_state_dict(scorer, options=StateDictOptions(full_state_dict=True))
+    return {k.removeprefix("policy."): v.detach().clone() for k, v in state.items()}, metrics
 
 
 def _worker(rank, port, out_dir):
-    from archer.distributed.fsdp import init_distributed
+    import torch.distributed as dist
+
+    from archer.distributed.world import ProcessWorld
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    init_distributed("gloo")
+    dist.init_process_group("gloo", rank=rank, world_size=2)
     results = {}
-    for name, case in CASES.items():
-        rows = case[4 + rank]
-        results[name] = _step(rows, case, dist=True)
-    # NaN in a row that rank 1 alone holds: both ranks must skip and keep their weights
-    results["nan_on_rank1"] = _step(CASES["aspo_token_mean"][4 + rank], CASES["aspo_token_mean"], nan_row=3,
-                                    dist=True)
+    for strategy in STRATEGIES:
+        world = ProcessWorld(torch.device("cpu"), strategy, owns_group=False)
+        for name, case in CASES.items():
+            results[strategy, name] = _step(case[4 + rank], case, world=world)
+        # NaN in a row that rank 1 alone holds: both ranks must skip and keep their weights
+        results[strategy, "nan_on_rank1"] = _step(CASES["aspo_token_mean"][4 + rank], CASES["aspo_token_mean"],
+                                                  nan_row=3, world=world)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
+    dist.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -121,14 +131,15 @@ def _max_diff(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_ranks_take_the_single_process_step(ranks_out, name):
+def test_two_ranks_take_the_single_process_step(ranks_out, name, strategy):
     got, ref = ranks_out
     ref_state, ref_metrics = ref[name]
     init = _model().state_dict()
     assert _max_diff(ref_state, init) > 1e-3  # the step moved the weights
     for rank in range(2):
-        state, metrics = got[rank][name]
+        state, metrics = got[rank][strategy, name]
         assert _max_diff(state, ref_state) < 1e-6, (name, rank)
         assert metrics["skipped_nonfinite"] == 0.0
         assert set(metrics) == set(ref_metrics)
@@ -136,17 +147,19 @@ def test_two_ranks_take_the_single_process_step(ranks_out, name):
             assert metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (name, rank, k)
 
 
-def test_replicas_are_bitwise_identical(ranks_out):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_replicas_are_bitwise_identical(ranks_out, strategy):
     got, _ = ranks_out
     for name in CASES:
-        assert _max_diff(got[0][name][0], got[1][name][0]) == 0.0, name
+        assert _max_diff(got[0][strategy, name][0], got[1][strategy, name][0]) == 0.0, name
 
 
-def test_nan_on_one_rank_makes_both_skip(ranks_out):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_nan_on_one_rank_makes_both_skip(ranks_out, strategy):
     got, _ = ranks_out
     init = _model().state_dict()
     for rank in range(2):
-        state, metrics = got[rank]["nan_on_rank1"]
+        state, metrics = got[rank][strategy, "nan_on_rank1"]
         assert metrics == {"skipped_nonfinite": 1.0}
         assert _max_diff(state, init) == 0.0
     # the single process on all rows skips as well (the same decision)

@@ -28,13 +28,23 @@ def test_lr_schedule_warmup_then_cosine():
 
 @pytest.mark.parametrize("overrides, expected", [
     (["algo.loss=aspo"], True),  # k3 KL 0.001 on low-entropy tokens by default
-    (["algo.loss=aspo", "algo.kl_coef=0"], False),
+    (["algo.loss=aspo", "algo.loss_params={kl_coef: 0}"], False),
     (["algo.loss=dapo"], False),
-    (["algo.loss=ppo", "algo.kl_coef=0.01"], True),
+    (["algo.loss=ppo", "algo.loss_params={kl_coef: 0.01}"], True),
     (["algo.loss=dtc", "algo.loss_params={kl_coef: 0.0, high_entropy_kl_coef: 0.01}"], True),
 ])
 def test_reference_model_only_when_kl_is_on(overrides, expected):
     assert needs_reference(load_config("tiny_math", overrides)) is expected
+
+
+@pytest.mark.parametrize("key, home", [("algo.kl_coef=0.1", "algo.loss_params.kl_coef"),
+                                       ("algo.kl_estimator=k2", "algo.loss_params.kl_estimator"),
+                                       ("algo.loss_params={tis_cap: 3}", "algo.tis_cap")])
+def test_each_setting_has_one_home(key, home):
+    from archer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=home.replace(".", r"\.")):
+        load_config("tiny_math", [key])
 
 
 @pytest.mark.parametrize("length, expected", [(10, 0.0), (12, 0.0), (14, -0.5), (16, -1.0), (20, -1.0)])
