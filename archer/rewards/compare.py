@@ -9,6 +9,11 @@ call-based (LiveCodeBench ``grade_call_based``): the program's return value arri
 (tuples already turned into lists) and is compared with the JSON-decoded expected output with ``==``.
 Expected values given as data rather than JSON strings (APPS/TACO) may also be the return value
 wrapped in a one-element list, as the APPS grader accepts.
+
+Both functions are total: they return True or False for any input and never raise, since the
+output compared is written by an untrusted program (a ``sNaN`` token would make ``Decimal ==``
+raise, a deeply nested JSON value would make decoding or ``==`` raise ``RecursionError``). NaN
+tokens are never numerically equal to anything (``"nan"`` still matches ``"nan"`` as text).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from typing import Any
 
 def _decimals(line: str) -> list[Decimal] | None:
     try:
-        return [Decimal(tok) for tok in line.split()]
+        out = [Decimal(tok) for tok in line.split()]
     except (InvalidOperation, ValueError):
         return None
+    return None if any(d.is_nan() for d in out) else out
 
 
 def lines_match(got: str, want: str) -> bool:
@@ -35,7 +41,14 @@ def lines_match(got: str, want: str) -> bool:
 
 
 def stdout_matches(output: str, expected: str) -> bool:
-    """LiveCodeBench's stdin/stdout rule (see module docstring)."""
+    """LiveCodeBench's stdin/stdout rule (see module docstring); False, never an exception."""
+    try:
+        return _stdout_matches(output, expected)
+    except Exception:
+        return False
+
+
+def _stdout_matches(output: str, expected: str) -> bool:
     got_lines = output.strip().split("\n")
     want_lines = expected.strip().split("\n")
     if len(got_lines) != len(want_lines):
@@ -53,8 +66,15 @@ def _json_or_raw(text: Any) -> Any:
 
 
 def call_result_matches(result_json: str | None, expected: Any) -> bool:
-    """A JSON-encoded return value against the expected output (a JSON string or a value)."""
-    if result_json is None:
+    """A JSON-encoded return value against the expected output; False, never an exception."""
+    try:
+        return _call_result_matches(result_json, expected)
+    except Exception:  # RecursionError (deep nesting), MemoryError, ...
+        return False
+
+
+def _call_result_matches(result_json: str | None, expected: Any) -> bool:
+    if not isinstance(result_json, str):
         return False
     try:
         got = json.loads(result_json)
