@@ -7,8 +7,13 @@ Test formats (``Problem.tests``):
 - call-based ``{"inputs", "outputs", "fn_name"}`` (LiveCodeBench functional): each input holds the
   JSON arguments one per line, each output the JSON return value; the function is
   ``Solution().<fn_name>`` or a top-level ``<fn_name>``.
-- assert-style ``{"assert": str | [str], "entry_point": optional}`` (HumanEval ``check(candidate)``,
-  MBPP assert lists); a list is one test per element.
+- assert-style ``{"assert": str | [str], "entry_point": optional, "setup": optional}`` (HumanEval
+  ``check(candidate)``, MBPP assert lists); a list is one test per element. The tests run against
+  the real builtins; only the entry point (without one: the functions the tests call and do not
+  define) comes from the program. ``setup`` is trusted code run before the tests, for helpers the
+  tests use besides the entry point (HumanEval's ``poly``, ``encode_cyclic``: the prompt). Through
+  :func:`score_code_problems`, a HumanEval-style problem whose prompt is Python code defining the
+  entry point gets its prompt as ``setup`` when the tests name none.
 
 Expected outputs stay in this (the trainer's) process: the sandbox sends back stdout or serialised
 return values and this module compares; assert tests are judged in a process the program can't
@@ -20,6 +25,8 @@ During training the number of tests per problem can be capped by a seeded random
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import random
 import re
@@ -63,7 +70,11 @@ def _test_plan(tests: dict[str, Any]) -> dict[str, Any]:
         asserts = [code] if isinstance(code, str) else list(code)
         if not all(isinstance(a, str) for a in asserts):
             raise ValueError("tests['assert'] must be a string or a list of strings")
-        return {"mode": "assert", "n": len(asserts), "asserts": asserts, "entry_point": tests.get("entry_point")}
+        setup = tests.get("setup") or ""
+        if not isinstance(setup, str):
+            raise ValueError("tests['setup'] must be a string")
+        return {"mode": "assert", "n": len(asserts), "asserts": asserts, "entry_point": tests.get("entry_point"),
+                "setup": setup}
     if "inputs" in tests and "outputs" in tests:
         inputs, outputs = list(tests["inputs"]), list(tests["outputs"])
         if len(inputs) != len(outputs):
@@ -99,11 +110,16 @@ class _Collector:
         status = event.get("status")
         status = status if status in VERDICTS and status != "skipped" else "error"
         mode = self.plan["mode"]
-        if status == "ok" and mode == "stdin":
-            status = "ok" if stdout_matches(event.get("stdout", ""), str(self.plan["outputs"][self.idx[i]])) else "wrong"
-        elif status == "ok" and mode == "call":
-            ok = call_result_matches(event.get("result"), self.plan["outputs"][self.idx[i]])
-            status = "ok" if ok else "wrong"
+        try:  # the comparisons are total; this guards the trainer against any other surprise
+            if status == "ok" and mode == "stdin":
+                got = event.get("stdout", "")
+                ok = isinstance(got, str) and stdout_matches(got, str(self.plan["outputs"][self.idx[i]]))
+                status = "ok" if ok else "wrong"
+            elif status == "ok" and mode == "call":
+                ok = call_result_matches(event.get("result"), self.plan["outputs"][self.idx[i]])
+                status = "ok" if ok else "wrong"
+        except Exception:
+            status = "wrong"
         self.verdicts[i] = status
         if status != "ok" and len(self.details) < 3:
             detail = event.get("detail") or event.get("stderr") or ""
@@ -159,7 +175,7 @@ def run_tests_batch(
                                "budget": float(budget) if budget else None}
         part_b = None
         if plan["mode"] == "assert":
-            req.update(n_tests=len(idx), entry_point=plan["entry_point"])
+            req.update(n_tests=len(idx), entry_point=plan["entry_point"], setup=plan["setup"])
             part_b = json.dumps([plan["asserts"][i] for i in idx]).encode()
         else:
             req["inputs"] = [plan["inputs"][i] for i in idx]
@@ -255,7 +271,27 @@ def score_code_problems(responses: Sequence[str], problems: Sequence[Any], *, re
                         max_tests: int | None = None, seed: int = 0, budget: float | None = None,
                         max_output_bytes: int = 1 << 22, pool: SandboxPool | None = None) -> list[RewardResult]:
     """Registry entry point (kind ``"code"``): problems are :class:`archer.data.schema.Problem`."""
-    return score_code_batch(responses, [getattr(p, "tests", None) for p in problems], reward_mode=reward_mode,
+    tests = [_with_prompt_setup(getattr(p, "tests", None), getattr(p, "prompt", None)) for p in problems]
+    return score_code_batch(responses, tests, reward_mode=reward_mode,
                             timeout=timeout, memory_mb=memory_mb, stop_on_failure=stop_on_failure,
                             max_tests=max_tests, seed=seed, budget=budget, max_output_bytes=max_output_bytes,
                             pool=pool)
+
+
+@functools.lru_cache(maxsize=512)
+def _defines(prompt: str, name: str) -> bool:
+    try:
+        tree = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+
+
+def _with_prompt_setup(tests: Any, prompt: Any) -> Any:
+    """HumanEval-style problems: the prompt (trusted, holding the helpers) becomes the tests' setup."""
+    if not isinstance(tests, dict) or "assert" not in tests or tests.get("setup"):
+        return tests
+    entry = tests.get("entry_point")
+    if isinstance(entry, str) and isinstance(prompt, str) and _defines(prompt, entry):
+        return {**tests, "setup": prompt}
+    return tests

@@ -47,13 +47,16 @@ from dataclasses import asdict, dataclass
 from queue import Empty, Queue
 from typing import Any
 
+from archer.rewards import sandbox_cgroup, sandbox_uids
 from archer.rewards.sandbox_harness import recv_frame, send_frame, write_all
+from archer.rewards.sandbox_isolation import remove_tree_contents
 
 log = logging.getLogger(__name__)
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 ISOLATION_MODES = ("auto", "namespaces", "userns", "none")
-LAYERS = ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop", "capabilities_dropped")
+LAYERS = ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop", "capabilities_dropped",
+          "ipc_per_run", "seccomp", "cgroup")
 
 # on_event(event) -> continue?; event = {"i", "status", "stdout"/"result", "detail", "time"}
 EventHandler = Callable[[dict[str, Any]], bool]
@@ -63,13 +66,17 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (a zygote died or could not start)."""
 
 
+class JobError(SandboxError):
+    """One job failed on the trainer's side (its event handler raised); the zygote is fine."""
+
+
 @dataclass
 class SandboxConfig:
     """Pool settings. ``workers=0`` means one zygote per CPU core."""
 
     workers: int = 0
     isolation: str = "auto"           # auto | namespaces (unshare as root) | userns | none
-    uid_base: int = 64000             # program uid = uid_base + 2*slot, judge uid = that + 1
+    uid_base: int = 64000             # uid pairs (program, judge = +1) are allocated from here upward
     nproc: int = 32                   # RLIMIT_NPROC per run (threads count)
     file_size_mb: int = 16            # RLIMIT_FSIZE
     open_files: int = 64              # RLIMIT_NOFILE
@@ -103,8 +110,9 @@ def _launch_commands(mode: str) -> list[tuple[str, list[str]]]:
 class _Zygote:
     """One zygote process and its pipes; used by one thread at a time."""
 
-    def __init__(self, cfg: SandboxConfig, slot: int, launcher: str, prefix: list[str]) -> None:
-        wcfg = {**asdict(cfg), "slot": slot, "launcher": launcher,
+    def __init__(self, cfg: SandboxConfig, slot: int, launcher: str, prefix: list[str],
+                 resources: dict[str, Any] | None = None) -> None:
+        wcfg = {**asdict(cfg), **(resources or {}), "slot": slot, "launcher": launcher,
                 "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
                 "host_net_ns": os.stat("/proc/self/ns/net").st_ino}
         self.proc = subprocess.Popen(
@@ -164,7 +172,7 @@ class _Zygote:
                 if event.get("error"):
                     raise SandboxError(event["error"])
                 if failure is not None:
-                    raise SandboxError(f"event handler failed: {type(failure).__name__}: {failure}") from failure
+                    raise JobError(f"event handler failed: {type(failure).__name__}: {failure}") from failure
                 return
             go = False
             if failure is None:
@@ -187,7 +195,11 @@ class _Zygote:
             self.proc.wait()
         iso = getattr(self, "isolation", {})
         if not iso.get("chroot") and "archer_sandbox_" in str(iso.get("work_root", "")):
-            shutil.rmtree(iso["work_root"], ignore_errors=True)  # an unjailed zygote that died early
+            try:  # an unjailed zygote that died early; the tree may be as deep as a program made it
+                remove_tree_contents(iso["work_root"])
+                os.rmdir(iso["work_root"])
+            except OSError:
+                pass
 
 
 class SandboxPool:
@@ -199,35 +211,66 @@ class SandboxPool:
         n = self.config.workers or int(os.environ.get("ARCHER_SANDBOX_WORKERS", "0")) or os.cpu_count() or 1
         self._lock = threading.Lock()
         self._launcher: tuple[str, list[str]] | None = None
-        failures = []
-        for name, prefix in _launch_commands(self.config.isolation):
-            try:
-                first = _Zygote(self.config, 0, name, prefix)
-            except (SandboxError, OSError) as exc:
-                failures.append(f"{name}: {exc}")
-                continue
-            self._launcher = (name, prefix)
-            break
-        if self._launcher is None:
-            raise SandboxError(f"no sandbox launcher worked for isolation={self.config.isolation!r}: {failures}")
-        self._zygotes = [first] + [_Zygote(self.config, i, *self._launcher) for i in range(1, n)]
+        self._uids: list[Any] = []
+        self._cgroups: list[dict[str, Any]] = []
+        self._zygotes: list[_Zygote] = []
+        failures: list[str] = []
+        try:
+            self._allocate(n, failures)
+            for name, prefix in _launch_commands(self.config.isolation):
+                try:
+                    first = _Zygote(self.config, 0, name, prefix, self._resources(0))
+                except (SandboxError, OSError) as exc:
+                    failures.append(f"{name}: {exc}")
+                    continue
+                self._launcher = (name, prefix)
+                break
+            if self._launcher is None:
+                raise SandboxError(f"no sandbox launcher worked for isolation={self.config.isolation!r}: {failures}")
+            self._zygotes = [first]
+            self._zygotes += [_Zygote(self.config, i, *self._launcher, self._resources(i)) for i in range(1, n)]
+        except BaseException:
+            self.close()
+            raise
         self.isolation = self._summary(failures)
         missing = [k for k in LAYERS if not self.isolation[k]]
         if missing or failures:
             log.warning("code sandbox running WITHOUT %s (launcher %s%s); untrusted code is less isolated",
                         ", ".join(missing) or "nothing", self.isolation["launcher"],
-                        f"; failed: {failures}" if failures else "")
+                        f"; failed: {failures + self.isolation['errors']}" if failures or missing else "")
+
+    def _allocate(self, n: int, failures: list[str]) -> None:
+        """Machine-wide unique uid pairs and a cgroup per slot (root only; otherwise reported)."""
+        if self.config.isolation == "none" or os.geteuid() != 0:
+            return
+        try:
+            self._uids = sandbox_uids.allocate(int(self.config.uid_base), n)
+        except OSError as exc:
+            failures.append(f"uid allocation: {exc}")
+        try:
+            self._cgroups = [sandbox_cgroup.create(slot) for slot in range(n)]
+        except OSError as exc:
+            failures.append(f"cgroup: {exc}")
+            for dirs in self._cgroups:
+                sandbox_cgroup.remove(dirs)
+            self._cgroups = []
+
+    def _resources(self, slot: int) -> dict[str, Any]:
+        return {"uids": self._uids[slot].as_dict() if self._uids else None,
+                "cgroup": self._cgroups[slot] if self._cgroups else None}
 
     def _summary(self, failures: list[str]) -> dict[str, Any]:
         iso = self._zygotes[0].isolation
         out = {k: bool(iso.get(k)) for k in LAYERS}
         out.update(launcher=iso["launcher"], tree_kill=iso["tree_kill"], rlimits=True,
-                   workers=len(self._zygotes), uids=iso.get("uids"), errors=iso.get("errors", []) + failures)
+                   workers=len(self._zygotes), uids=iso.get("uids"),
+                   all_uids=[z.isolation.get("uids") for z in self._zygotes],
+                   errors=iso.get("errors", []) + failures)
         return out
 
     def _revive(self, slot: int) -> None:
         self._zygotes[slot].close()
-        self._zygotes[slot] = _Zygote(self.config, slot, *self._launcher)  # type: ignore[misc]
+        self._zygotes[slot] = _Zygote(self.config, slot, *self._launcher, self._resources(slot))  # type: ignore[misc]
 
     def run(self, jobs: list[tuple[dict[str, Any], bytes | None, EventHandler]]) -> list[str | None]:
         """Run every job; returns per job None (completed) or the sandbox error message."""
@@ -246,6 +289,8 @@ class SandboxPool:
                     self._revive(slot)
                 try:
                     self._zygotes[slot].request(*jobs[k])
+                except JobError as exc:  # the protocol stayed in step: the zygote serves on
+                    errors[k] = str(exc)
                 except SandboxError as exc:
                     errors[k] = str(exc)
                     self._revive(slot)
@@ -265,6 +310,13 @@ class SandboxPool:
     def close(self) -> None:
         for z in self._zygotes:
             z.close()
+        self._zygotes = []
+        for dirs in self._cgroups:
+            sandbox_cgroup.remove(dirs)
+        self._cgroups = []
+        for pair in self._uids:
+            pair.release()
+        self._uids = []
 
     def __enter__(self) -> SandboxPool:
         return self

@@ -13,22 +13,29 @@ Three roles:
   the top-level ``<fn_name>``, and sends the JSON-serialised return value on fd 3. Expected outputs
   are never in this process; the trainer compares.
 - :func:`program_server` + :func:`judge`: assert-style tests (HumanEval ``check(candidate)``, MBPP
-  assert lists) run in two processes with different uids. The judge executes the (trusted) test code;
-  every top-level function of the program is a proxy that sends the pickled arguments to the program
-  process and gets back a return value, accepted only if it is plain builtin data (decoded by the
-  restricted unpickler). So the program can't see the test's frames or constants, can't return an
-  object whose ``__eq__`` lies, and exiting early just breaks the connection. The judge alone writes
-  the verdicts, on an fd the program process never holds, so nothing the program does can forge
-  a completion.
+  assert lists) run in two processes with different uids. The judge executes the (trusted) test code
+  against the real builtins and never sees the program's source: only the entry point (or, without
+  one, the functions the tests call and do not define: :func:`program_names`) comes from the
+  program, as a proxy that sends the pickled arguments to the program process and gets back a
+  return value, accepted only if it is plain builtin data (decoded by the restricted unpickler).
+  Helpers the tests need besides the entry point (HumanEval's ``poly``, ``encode_cyclic``) come from
+  trusted ``setup`` code (the HumanEval prompt), never from the program; standard modules a test
+  uses without importing them are imported for real. So the program can't rebind a name the test
+  uses, can't see the test's frames or constants, can't return an object whose ``__eq__`` lies, and
+  exiting early just breaks the connection. The judge alone writes the verdicts, on an fd the
+  program process never holds, so nothing the program does can forge a completion.
 
-Limits: a test that relies on the candidate mutating its arguments in place, or that uses a class
-the program defines, fails under the proxy (values cross a process boundary by copy).
+Limits: a test that relies on the candidate mutating its arguments in place, that uses a class the
+program defines, or that reads a program global other than a function, fails under the proxy
+(values cross a process boundary by copy); so does a test calling a helper of the program that is
+neither the entry point nor in ``setup``.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import json
 import os
 import pickle
@@ -212,6 +219,8 @@ def program_server(program: str, req_fd: int, resp_fd: int) -> None:
             os._exit(0)
         name, args, kwargs = pickle.loads(frame)
         try:
+            if name not in g:
+                raise NameError(f"name {name!r} is not defined")
             value = g[name](*args, **kwargs)
             if is_plain(value):
                 reply = ("ok", value)
@@ -228,22 +237,49 @@ def program_server(program: str, req_fd: int, resp_fd: int) -> None:
         send_frame(resp_fd, data)
 
 
-def _program_functions(program: str) -> tuple[list[str], list[ast.stmt]]:
-    """Top-level names the program defines (proxied) and its top-level stdlib imports (replayed)."""
-    tree = ast.parse(program)
-    names, imports = [], []
+_IMPORT_SIDE_EFFECTS = frozenset({"antigravity", "this", "idlelib", "turtledemo", "__hello__", "__phello__"})
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds anywhere (assignment, def, class, import, argument, loop target)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+    return out
+
+
+def program_names(tests: list[str], setup: str, entry_point: str | None) -> tuple[list[str], list[str]]:
+    """Names the (trusted) test code takes from the program, and stdlib modules it uses unimported.
+
+    With an ``entry_point`` only that name comes from the program. Without one, the program's names
+    are the free names of the tests: used but bound neither by the tests nor by ``setup``, not
+    builtins and not standard-library modules. A free name that is a standard-library module is
+    imported for real by the judge (as if the test had imported it), never taken from the program.
+    """
+    used: set[str] = set()
+    bound = _bound_names(ast.parse(setup)) if setup else set()
+    for test in tests:
+        try:
+            tree = ast.parse(test)
+        except SyntaxError:
+            continue
+        bound |= _bound_names(tree)
+        used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     stdlib = getattr(sys, "stdlib_module_names", frozenset())
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-        elif isinstance(node, ast.Import) and all(a.name.split(".")[0] in stdlib for a in node.names):
-            imports.append(node)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.split(".")[0] in stdlib and all(a.name != "*" for a in node.names):
-                imports.append(node)
-    return names, imports
+    free = used - bound - set(dir(builtins))
+    modules = sorted(n for n in free if n in stdlib and n not in _IMPORT_SIDE_EFFECTS and n != entry_point)
+    if entry_point:
+        return [entry_point], modules
+    return sorted(n for n in free if n not in stdlib), modules
 
 
 def _calls_check(test: str) -> bool:
@@ -258,11 +294,15 @@ def _calls_check(test: str) -> bool:
     return False
 
 
-def judge(program: str, tests_blob: bytes, entry_point: str | None, req_fd: int, resp_fd: int,
+def judge(tests_blob: bytes, setup: str, entry_point: str | None, req_fd: int, resp_fd: int,
           verdict_fd: int, loads: Any) -> None:
-    """Runs each assert test against proxies of the program's functions; writes one verdict each.
+    """Runs each assert test against the real builtins; writes one verdict per test on ``verdict_fd``.
 
-    ``loads`` is the restricted unpickler used on every reply from the untrusted program.
+    The judge never sees the program's source. Its namespace holds the real builtins, what the
+    trusted ``setup`` code defines (e.g. HumanEval's helper functions from the prompt), standard
+    modules the tests use, and for each name of :func:`program_names` a proxy that sends the pickled
+    arguments to the program process and returns the reply, accepted only if it is plain builtin data
+    (decoded by ``loads``, the restricted unpickler). Nothing the program defines runs here.
     """
     current = [0]
 
@@ -284,7 +324,7 @@ def judge(program: str, tests_blob: bytes, entry_point: str | None, req_fd: int,
             try:
                 send_frame(req_fd, payload)
                 frame = recv_frame(resp_fd)
-            except OSError:
+            except (OSError, ValueError):
                 frame = None
             if frame is None:
                 broken(f"the program exited during a call to {name}")
@@ -292,7 +332,7 @@ def judge(program: str, tests_blob: bytes, entry_point: str | None, req_fd: int,
                 reply = loads(frame)
             except Exception as exc:
                 broken(f"reply of {name} is not plain data: {exc}")
-            if not isinstance(reply, tuple) or not reply:
+            if type(reply) is not tuple or not reply:
                 broken("malformed reply")
             if reply[0] == "ok" and len(reply) == 2:
                 return reply[1]
@@ -303,25 +343,26 @@ def judge(program: str, tests_blob: bytes, entry_point: str | None, req_fd: int,
                 raise exc_type(str(reply[2]))
             broken(f"{name} returned a {reply[1] if len(reply) > 1 else '?'}, not plain builtin data")
 
-        proxy.__name__ = name
+        proxy.__name__ = proxy.__qualname__ = name
         return proxy
 
     tests = json.loads(tests_blob.decode())
-    try:
-        names, imports = _program_functions(program)
-    except SyntaxError as exc:
-        verdict(0, "error", f"program does not parse: {exc}")
-        os._exit(0)
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    for node in imports:
-        try:
-            exec(compile(ast.Module(body=[node], type_ignores=[]), "<imports>", "exec"), ns)
-        except Exception:
-            pass
+    try:
+        if setup:
+            exec(compile(setup, "<setup>", "exec"), ns)
+        names, modules = program_names(tests, setup, entry_point)
+        for module in modules:
+            if module not in ns:
+                try:
+                    ns[module] = importlib.import_module(module)
+                except ImportError:
+                    pass
+    except BaseException as exc:
+        verdict(0, "sandbox_error", f"test setup failed: {_describe(exc)}")
+        os._exit(0)
     for name in names:
         ns[name] = make_proxy(name)
-    if entry_point and entry_point not in ns:
-        ns[entry_point] = make_proxy(entry_point)
     for i, test in enumerate(tests):
         current[0] = i
         try:

@@ -30,7 +30,6 @@ import math
 import os
 import random
 import resource
-import shutil
 import signal
 import sys
 from typing import Any
@@ -43,8 +42,15 @@ PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER =
 # ptrace, module loading, raw I/O, net admin, ...) is dropped from its effective, permitted and
 # bounding sets, so even a compromised zygote could not remount, leave the chroot or load modules.
 KEEP_CAPS = (0, 1, 2, 3, 4, 5, 6, 7)
+# CAP_SYS_ADMIN stays in the permitted set only, raised in a freshly forked run child just for
+# unshare(CLONE_NEWIPC); the zygote's seccomp filter refuses every other use it could have
+# (mount, pivot_root, setns, other namespaces, ...), and the child's setuid drops it with the rest.
+CAP_SYS_ADMIN = 21
+CLONE_NEWIPC = 0x08000000
+TMP_INODES = 16384  # files + directories all runs of a zygote may hold at once; bounds cleanup work
 _CAP_VERSION_3 = 0x20080522
 NEW_ROOT = "/tmp/archer_root"  # on a private tmpfs mounted over /tmp inside the mount namespace
+CGROUP_DIR = "/.cgroup"  # in the jail, mode 0700: the zygote reaches it, programs do not
 RO_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
@@ -77,7 +83,7 @@ def _python_dirs() -> list[str]:
     return keep
 
 
-def _build_root(tmpfs_mb: int) -> None:
+def _build_root(tmpfs_mb: int, cgroups: dict[str, list[Any]]) -> dict[str, list[Any]]:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Hold the Python directories open before /tmp is covered: a virtual environment under /tmp
     # would otherwise vanish under the private tmpfs; binding from /proc/self/fd/N reaches the
@@ -95,7 +101,8 @@ def _build_root(tmpfs_mb: int) -> None:
             _bind_ro(d, root + d)
     # the jail's /tmp first: a Python directory under /tmp is then bound inside it, not hidden by it
     os.makedirs(root + "/tmp")
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(tmpfs_mb)}m,mode=0755")
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={int(tmpfs_mb)}m,nr_inodes={TMP_INODES},mode=0755")
     for d, fd in python_fds.items():
         os.makedirs(root + d, exist_ok=True)
         os.chmod(root + os.path.dirname(d), 0o755)
@@ -111,9 +118,18 @@ def _build_root(tmpfs_mb: int) -> None:
         os.symlink(f"/proc/self/fd/{i}", root + "/dev/" + name)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    jailed: dict[str, list[Any]] = {}
+    if cgroups:
+        os.mkdir(root + CGROUP_DIR, 0o700)
+        for k, host in enumerate(sorted({p for _, p in cgroups.values()})):
+            target = f"{CGROUP_DIR}/{k}"
+            os.mkdir(root + target, 0o700)
+            _mount(host, root + target, None, MS_BIND)
+            jailed.update({c: [v, target] for c, (v, p) in cgroups.items() if p == host})
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(root)
     os.chdir("/")
+    return jailed
 
 
 def _private_scratch_dirs(report: dict[str, Any]) -> None:
@@ -127,17 +143,42 @@ def _private_scratch_dirs(report: dict[str, Any]) -> None:
             report["errors"].append(f"private {d}: {exc}")
 
 
-def _drop_capabilities() -> None:
+def _capset(effective: int, permitted: int) -> None:
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)(effective, permitted, 0, 0, 0, 0)  # {eff, perm, inh} x 2 words
+    if _libc().capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _drop_capabilities(keep_sys_admin: bool) -> None:
     libc = _libc()
     last = int(open("/proc/sys/kernel/cap_last_cap").read())
     for cap in range(last + 1):
         if cap not in KEEP_CAPS and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), f"cannot drop capability {cap} from the bounding set")
     keep = sum(1 << c for c in KEEP_CAPS)
-    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)(keep, keep, 0, 0, 0, 0)  # {effective, permitted, inheritable} x 2 words
-    if libc.capset(header, data) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
+    _capset(keep, keep | ((1 << CAP_SYS_ADMIN) if keep_sys_admin else 0))
+
+
+def _new_ipc_namespace(report: dict[str, Any]) -> None:
+    """In a run child: a fresh, empty IPC namespace (SysV IPC and POSIX message queues)."""
+    if report["capabilities_dropped"]:
+        keep = sum(1 << c for c in KEEP_CAPS) | (1 << CAP_SYS_ADMIN)
+        _capset(keep, keep)
+    if _libc().unshare(CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWIPC) failed")
+
+
+def _probe(fn: Any) -> bool:
+    """Whether ``fn`` succeeds in a forked child (so a failure cannot change this process)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def _only_loopback() -> bool:
@@ -158,6 +199,20 @@ def _full_uid_map() -> bool:
     return fields[:3] == ["0", "0", "4294967295"]
 
 
+def _load_sibling(name: str) -> Any:
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("archer_" + name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+cgroup = _load_sibling("sandbox_cgroup")
+seccomp = _load_sibling("sandbox_seccomp")
+
+
 def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     """Put the zygote in its jail; return what is in force (public keys) plus private settings."""
     def ns_ino(kind: str) -> int:
@@ -172,29 +227,58 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         "chroot": False,
         "uid_drop": False,
         "rlimits": True,
+        "cgroup": False,
+        "ipc_per_run": False,
+        "seccomp": False,
         "errors": [],
     }
     root = os.geteuid() == 0
+    host_cgroups = {c: list(v) for c, v in (cfg.get("cgroup") or {}).items()}
+    cgroups: dict[str, list[Any]] = {}
     if root and report["mount_namespace"]:
         try:
-            _build_root(int(cfg.get("tmpfs_mb", 64)))
+            cgroups = _build_root(int(cfg.get("tmpfs_mb", 64)), host_cgroups)
             report["chroot"] = True
         except OSError as exc:
             report["errors"].append(f"private root: {exc}")
             _private_scratch_dirs(report)
+    if host_cgroups and not report["chroot"]:
+        cgroups = host_cgroups  # no jail: the zygote reaches the host paths directly
+    if cgroups:
+        try:
+            cgroup.set_limits(cgroups, 1 << 30, int(cfg["nproc"]) + 1)
+            report["cgroup"] = True
+        except OSError as exc:
+            report["errors"].append(f"cgroup: {exc}")
+            cgroups = {}
+    report["cgroup_dirs"] = cgroups
     report["capabilities_dropped"] = False
     if root and report["chroot"]:
         try:
-            _drop_capabilities()
+            _drop_capabilities(keep_sys_admin=True)
             report["capabilities_dropped"] = True
         except OSError as exc:
             report["errors"].append(f"dropping capabilities: {exc}")
     if root and _full_uid_map():
-        slot = int(cfg.get("slot", 0))
-        report["uid_drop"] = True
-        report["uids"] = {"prog": int(cfg["uid_base"]) + 2 * slot, "judge": int(cfg["uid_base"]) + 2 * slot + 1}
+        report["uid_drop"] = bool(cfg.get("uids"))
+        report["uids"] = cfg.get("uids")
+        if not report["uid_drop"]:
+            report["errors"].append("no sandbox uids were allocated")
+    ipc_possible = report["mount_namespace"] and _probe(lambda: _new_ipc_namespace(report))
+    if seccomp.supported():
+        try:
+            seccomp.install(allow_ipc_unshare=ipc_possible)  # the zygote's own filter
+            report["seccomp_child"] = seccomp.prepare()
+            report["seccomp"] = _probe(lambda: seccomp.apply(report["seccomp_child"]))
+        except OSError as exc:
+            report["errors"].append(f"seccomp: {exc}")
+    else:
+        report["errors"].append(f"seccomp: no syscall table for {sys.platform}/{os.uname().machine}")
+    # checked again under the zygote's filter: a fresh IPC namespace per run still works
+    report["ipc_per_run"] = ipc_possible and _probe(lambda: _new_ipc_namespace(report))
     if report["chroot"]:
-        report["work_root"] = "/tmp"
+        report["work_root"] = "/tmp/runs"  # its own directory: a venv under /tmp is bound beside it
+        os.mkdir(report["work_root"], 0o755)
     else:
         import tempfile
 
@@ -208,6 +292,20 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def become_request_process(zygote_pid: int) -> None:
+    """Dies with the zygote; orphans of a run are reparented to it (not the zygote), which reaps them."""
+    libc = _libc()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != zygote_pid:  # the zygote died before the line above
+        os._exit(0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def public(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without what only the zygote uses (it is sent to the trainer as JSON)."""
+    return {k: v for k, v in report.items() if k not in ("seccomp_child", "cgroup_dirs")}
+
+
 def make_workdir(report: dict[str, Any], n: int, role: str) -> str:
     path = os.path.join(report["work_root"], f"run{n}_{role}")
     os.mkdir(path, 0o700)
@@ -217,14 +315,76 @@ def make_workdir(report: dict[str, Any], n: int, role: str) -> str:
     return path
 
 
+def remove_tree_contents(top: str) -> None:
+    """Delete everything below ``top`` without recursion and whatever the depth or the names.
+
+    Each directory met is first moved up to ``top`` itself (``renameat``), so the walk is a flat
+    queue with one open descriptor at a time: no recursion limit, no path-length limit, and the
+    work is one pass over the entries (bounded by the tmpfs inode limit). The run's processes must
+    be dead already. Errors on single entries are skipped; the caller checks that ``top`` is empty.
+    """
+    top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    counter = 0
+    try:
+        queue = os.listdir(top_fd)
+        while queue:
+            name = queue.pop()
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top_fd)
+            except NotADirectoryError:
+                _unlink(name, top_fd)
+                continue
+            except OSError:
+                _unlink(name, top_fd)  # a symlink (ELOOP) or gone
+                continue
+            try:
+                progress = True
+                while progress:
+                    progress = False
+                    for entry in os.listdir(fd):
+                        try:
+                            os.unlink(entry, dir_fd=fd)
+                            progress = True
+                            continue
+                        except IsADirectoryError:
+                            pass
+                        except OSError:
+                            continue
+                        counter += 1
+                        flat = f".rm{os.getpid()}-{counter}"
+                        try:
+                            os.rename(entry, flat, src_dir_fd=fd, dst_dir_fd=top_fd)
+                            queue.append(flat)
+                            progress = True
+                        except OSError:
+                            pass
+            finally:
+                os.close(fd)
+            try:
+                os.rmdir(name, dir_fd=top_fd)
+            except OSError:
+                pass
+    finally:
+        os.close(top_fd)
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
 def remove_workdirs(report: dict[str, Any]) -> None:
-    for name in os.listdir(report["work_root"]):
-        shutil.rmtree(os.path.join(report["work_root"], name), ignore_errors=True)
+    remove_tree_contents(report["work_root"])
 
 
 def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir: str,
                 memory_mb: int, cpu_s: float) -> None:
-    """In a freshly forked child: session, fds, rlimits, empty env, private cwd, unprivileged uid."""
+    """In a freshly forked child: cgroup, session, fds, rlimits, fresh IPC namespace, empty env,
+    private cwd, unprivileged uid, seccomp filter: in that order, before any untrusted code."""
+    if report["cgroup"]:
+        cgroup.join(report["cgroup_dirs"])
     os.setsid()
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -237,11 +397,15 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
     limits = report["limits"]
     mem = int(memory_mb) << 20
     cpu = int(math.ceil(cpu_s)) + 1
+    # with a pids cgroup the run's tasks are bounded there; a per-uid limit would only add coupling
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1] if report["cgroup"] else limits["nproc"]
     for res, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
                        (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20),
                        (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0),
-                       (resource.RLIMIT_NPROC, limits["nproc"]), (resource.RLIMIT_MEMLOCK, 0)):
+                       (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_MEMLOCK, 0)):
         resource.setrlimit(res, (value, value))
+    if report["ipc_per_run"]:
+        _new_ipc_namespace(report)
     os.environ.clear()
     os.chdir(workdir)
     if report["uid_drop"]:
@@ -250,6 +414,8 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
         os.setgid(uid)
         os.setuid(uid)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if report["seccomp"]:
+        seccomp.apply(report["seccomp_child"])
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_IGN)  # as a fresh interpreter: errors, not deaths
     random.seed()  # a fresh interpreter would not share the zygote's random state

@@ -24,13 +24,13 @@ import importlib.util
 import json
 import os
 import select
-import shutil
 import signal
 import sys
 import time
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+EXIT_EOF = 10  # a request process's exit status when the trainer closed the pipe
 
 
 def _load(name: str, path: str) -> Any:
@@ -81,7 +81,7 @@ class FrameReader:
             raw, self.buf = bytes(self.buf[4:4 + n]), self.buf[4 + n:]
             try:
                 msg = json.loads(raw)
-            except ValueError:
+            except Exception:  # malformed, or nested deeper than the parser's recursion limit
                 continue
             if isinstance(msg, dict) and isinstance(msg.get("i"), int) and isinstance(msg.get("status"), str):
                 out.append(msg)
@@ -89,11 +89,20 @@ class FrameReader:
 
 
 class Zygote:
+    """The long-lived process: holds the imports and the jail, forks one request process at a time.
+
+    The zygote itself never reads a request: each one is read and handled by a fresh fork (the
+    *request process*) that exits when the request is done. So whatever a request brings in or
+    produces (programs, test inputs, captured outputs, test code) lives only in that process and
+    its children, and the memory that later runs inherit from the zygote holds no earlier run's data.
+    """
+
     def __init__(self, cfg: dict[str, Any], proto_in: int, proto_out: int) -> None:
         self.cfg, self.proto_in, self.proto_out = cfg, proto_in, proto_out
         self.report = isolation.setup(cfg)
         self.runs = 0
         self.pending_b = 0  # bytes of part B announced but not read yet
+        self.oom_before = 0
 
     # ------------------------------------------------------------------ protocol
 
@@ -105,13 +114,13 @@ class Zygote:
         return None if raw is None else json.loads(raw)
 
     def read_part_b(self, n: int) -> bytearray:
-        """Read ``n`` raw bytes into a bytearray (which the caller wipes in place), no other copies."""
+        """Read ``n`` raw bytes of part B (the test code)."""
         blob = bytearray(n)
         view, got = memoryview(blob), 0
         while got < n:
             k = os.readv(self.proto_in, [view[got:]])
             if k == 0:
-                sys.exit(0)
+                os._exit(EXIT_EOF)
             got += k
         view.release()
         return blob
@@ -121,53 +130,97 @@ class Zygote:
         self.send({"event": "test", "i": i, "status": status, **extra})
         reply = self.recv()
         if reply is None:
-            sys.exit(0)
+            os._exit(EXIT_EOF)
         return bool(reply.get("continue", False))
 
     def serve(self) -> None:
-        self.send({"event": "hello", "isolation": self.report})
+        self.send({"event": "hello", "isolation": isolation.public(self.report)})
+        self.zygote_pid = os.getpid()
         while True:
-            req = self.recv()
-            if req is None:
-                if not self.report["chroot"]:  # a host temp dir, not a private tmpfs
-                    shutil.rmtree(self.report["work_root"], ignore_errors=True)
-                return
-            mode = req.get("mode")
-            handler = {"stdin": self.run_stdin, "call": self.run_call, "assert": self.run_assert}.get(mode)
-            if handler is None:
-                self.send({"event": "done", "error": f"unknown mode {mode!r}"})
+            pid = os.fork()
+            if pid == 0:  # the request process
+                code = 1
+                try:
+                    code = self.serve_one()
+                finally:
+                    os._exit(code)
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code == 0:
                 continue
-            deadline = time.monotonic() + float(req.get("budget") or 1e9)
-            self.pending_b = int(req.get("part_b_len") or 0)
+            # trainer gone (EOF) or a request process that died: nothing may be left behind
+            isolation.kill_tree(self.report, [])
+            if not self.report["chroot"]:  # a host temp dir, not a private tmpfs
+                try:
+                    isolation.remove_tree_contents(self.report["work_root"])
+                    os.rmdir(self.report["work_root"])
+                except OSError:
+                    pass
+            sys.exit(0 if code == EXIT_EOF else 1)  # on 1 the trainer sees EOF and starts a new zygote
+
+    def serve_one(self) -> int:
+        """In the request process: read one request, run it, report; 0, or EXIT_EOF at end of input."""
+        isolation.become_request_process(self.zygote_pid)
+        req = self.recv()
+        if req is None:
+            return EXIT_EOF
+        mode = req.get("mode")
+        handler = {"stdin": self.run_stdin, "call": self.run_call, "assert": self.run_assert}.get(mode)
+        if handler is None:
+            self.send({"event": "done", "error": f"unknown mode {mode!r}"})
+            return 0
+        deadline = time.monotonic() + float(req.get("budget") or 1e9)
+        self.pending_b = int(req.get("part_b_len") or 0)
+        try:
+            if self.report["cgroup"]:
+                isolation.cgroup.set_limits(self.report["cgroup_dirs"], int(req.get("memory_mb", 1024)) << 20,
+                                            self.report["limits"]["nproc"] + 1)
+            handler(req, deadline)
+        except Exception as exc:  # a harness failure ends this request, not the zygote
+            code = 0
             try:
-                handler(req, deadline)
-            except Exception as exc:  # a harness failure ends this request, not the zygote
                 self.cleanup([])
-                if self.pending_b:  # keep the protocol in step: discard the unread test code
-                    self.read_part_b(self.pending_b)[:] = bytes(self.pending_b)
-                self.send({"event": "done", "error": f"zygote: {type(exc).__name__}: {exc}"})
-                continue
-            self.send({"event": "done"})
+            except Exception:
+                code = 1  # left dirty: the zygote exits, the trainer starts a fresh one
+            if self.pending_b:  # keep the protocol in step: discard the unread test code
+                self.read_part_b(self.pending_b)
+            self.send({"event": "done", "error": f"zygote: {type(exc).__name__}: {exc}"})
+            return code
+        self.send({"event": "done"})
+        return 0
 
     # ---------------------------------------------------------------- children
 
     def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], target: Any, cpu_s: float) -> int:
         """Fork a child: new session, rlimits, dropped uid, private cwd, only ``fds`` left open."""
         self.runs += 1
+        if role == "prog":  # the first child of every run
+            self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"]) if self.report["cgroup"] else 0
         workdir = isolation.make_workdir(self.report, self.runs, role)
         pid = os.fork()
         if pid == 0:  # child
             try:
                 isolation.enter_child(self.report, role, fds, workdir, int(req.get("memory_mb", 1024)), cpu_s)
+            except BaseException as exc:  # never run the program half-isolated
+                try:
+                    os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
+                finally:
+                    os._exit(70)
+            try:
                 target()
             except BaseException:
                 os._exit(70)
             os._exit(0)
         return pid
 
-    def cleanup(self, pids: list[int]) -> None:
+    def cleanup(self, pids: list[int]) -> bool:
+        """Kill the run's processes and remove its files; True if the cgroup OOM-killed one of them."""
         isolation.kill_tree(self.report, pids)
         isolation.remove_workdirs(self.report)
+        if os.listdir(self.report["work_root"]):  # never start the next run on a dirty work root
+            raise RuntimeError("the run's files could not be removed")
+        if not self.report["cgroup"]:
+            return False
+        return isolation.cgroup.oom_kills(self.report["cgroup_dirs"]) > self.oom_before
 
     def wait_child(self, pid: int, readers: dict[int, Any], deadline: float, on_frame: Any = None,
                    max_output: int = 0) -> tuple[str | None, int | None]:
@@ -226,7 +279,9 @@ class Zygote:
                 os.close(pidfd)
 
     @staticmethod
-    def classify(limit: str | None, code: int | None) -> str:
+    def classify(limit: str | None, code: int | None, oom: bool = False) -> str:
+        if oom:
+            return "memory"
         if limit is not None:
             return limit
         if code == 0:
@@ -257,10 +312,10 @@ class Zygote:
             deadline = min(start + timeout, budget_deadline)
             limit, code = self.wait_child(pid, {out_r: out, err_r: err}, deadline, max_output=max_output)
             elapsed = time.monotonic() - start
-            self.cleanup([pid])
+            oom = self.cleanup([pid])
             os.close(out_r)
             os.close(err_r)
-            status = self.classify(limit, code)
+            status = self.classify(limit, code, oom)
             more = self.event(i, status, stdout=out.decode("utf-8", "replace"),
                               stderr=err[-2000:].decode("utf-8", "replace"), time=round(elapsed, 4))
             if not more or time.monotonic() >= budget_deadline:
@@ -292,14 +347,14 @@ class Zygote:
 
             limit, code = self.wait_child(pid, {res_r: reader}, min(time.monotonic() + timeout, budget_deadline),
                                           on_frame=on_frame)
-            self.cleanup([pid])
+            oom = self.cleanup([pid])
             os.close(res_r)
             if state["stop"]:
                 return
             pending = state["next"]
             if pending >= len(inputs):
                 return
-            status = "error" if limit == "stopped" else self.classify(limit, code)
+            status = "error" if limit == "stopped" and not oom else self.classify(limit, code, oom)
             if status == "ok":
                 status = "error"  # exited without answering every test
             if not self.event(pending, status, result=None, detail="the program stopped before this test"):
@@ -318,12 +373,11 @@ class Zygote:
         blob = self.read_part_b(int(req["part_b_len"]))
         self.pending_b = 0
         ver_r, ver_w = os.pipe()
-        entry = req.get("entry_point")
+        entry, setup = req.get("entry_point"), str(req.get("setup") or "")
         loads = safe_pickle.restricted_loads
         judge_pid = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
-                              lambda: harness.judge(program, bytes(blob), entry, 3, 4, 5, loads),
+                              lambda: harness.judge(bytes(blob), setup, entry, 3, 4, 5, loads),
                               timeout * n_tests + 1)
-        blob[:] = bytes(len(blob))  # wipe the test code before the next fork copies this memory
         for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
             os.close(fd)
         reader = FrameReader(ver_r, 1 << 20)
@@ -343,11 +397,11 @@ class Zygote:
 
         limit, code = self.wait_child(judge_pid, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline),
                                       on_frame=on_frame)
-        self.cleanup([judge_pid, prog_pid])
+        oom = self.cleanup([judge_pid, prog_pid])
         os.close(ver_r)
         if state["stop"] or state["next"] >= n_tests:
             return
-        status = "timeout" if limit == "timeout" else "error"
+        status = "memory" if oom else "timeout" if limit == "timeout" else "error"
         self.event(state["next"], status, detail="the judge stopped before this test")
 
 

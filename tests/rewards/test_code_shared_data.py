@@ -32,8 +32,12 @@ def rows(shared_data, name):
         return [json.loads(line) for line in f]
 
 
-def humaneval_tests(row):
-    return {"assert": f"{row['test']}\n\ncheck({row['entry_point']})\n", "entry_point": row["entry_point"]}
+def humaneval_tests(row, setup=True):
+    """As the HumanEval loader builds them, plus the prompt as trusted setup (its helper functions)."""
+    tests = {"assert": f"{row['test']}\n\ncheck({row['entry_point']})\n", "entry_point": row["entry_point"]}
+    if setup:
+        tests["setup"] = row["prompt"]
+    return tests
 
 
 def test_humaneval_canonical_pass_and_return_none_fails(shared_data, pool):
@@ -44,6 +48,24 @@ def test_humaneval_canonical_pass_and_return_none_fails(shared_data, pool):
     assert failed == []
     bad = run_tests_batch([(r["prompt"] + "    return None\n", humaneval_tests(r)) for r in data], pool=pool)
     assert [r["task_id"] for r, rep in zip(data, bad) if rep.passed] == []
+
+
+def test_humaneval_helpers_never_come_from_the_program(shared_data, pool):
+    """HumanEval/32, 38 and 50 test through a helper of the prompt (poly, encode_cyclic, encode_shift).
+    A program that redefines the helper so that a wrong answer checks out must fail, with the prompt
+    as setup (the helper is the prompt's) and without it (the helper is missing: fail closed)."""
+    data = {r["task_id"]: r for r in rows(shared_data, "humaneval.jsonl")}
+    cheats = {"HumanEval/32": "def poly(xs, x):\n    return 0.0\n\ndef find_zero(xs):\n    return 0.0\n",
+              "HumanEval/38": "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n",
+              "HumanEval/50": "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n"}
+    for setup in (True, False):
+        reps = run_tests_batch([(cheats[t], humaneval_tests(data[t], setup)) for t in cheats], pool=pool)
+        assert all(rep.passed == 0 for rep in reps), (setup, reps)
+        if setup:  # the real helper runs, so the wrong answer is simply wrong
+            assert [rep.verdicts for rep in reps] == [["wrong"]] * 3
+    # the official harness (one process) is fooled by all three
+    for t, cheat in cheats.items():
+        exec(cheat + data[t]["test"] + f"\ncheck({data[t]['entry_point']})\n", {})
 
 
 def test_humaneval_model_answers_are_judged(shared_data, pool):
