@@ -308,7 +308,8 @@ def test_math500_shifted_answers_mostly_differ(shared_data, pool):
     results = score_math_batch([r["solution"] for r in rows], golds, pool=pool)
     matched = {(golds[i], r.info["extracted"]) for i, r in enumerate(results) if r.correct}
     assert matched <= {("x=5", "5"), ("7", "7"), ("3", "3")}
-    assert all(r.info["reason"] in ("equal", "not_equal") for r in results)
+    # "hedged": answer 41's "1 \\pm \\sqrt{19}" against the gold "\\text{east}" (a \\pm the gold lacks)
+    assert {r.info["reason"] for r in results} == {"equal", "not_equal", "hedged"}
 
 
 def test_aime24_and_amc23_answers(shared_data, pool):

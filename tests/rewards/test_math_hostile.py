@@ -1,0 +1,310 @@
+"""Reward hacking against the math verifier: strings a policy could find that score a wrong answer as
+right, equivalent forms that must stay right, and inputs that must be refused fast.
+
+Judged in-process with ``archer.rewards.math_judge.judge`` (the function a pool worker runs), so each
+case costs milliseconds; ``test_attacks_through_score_math`` runs a few through the real pool.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from archer.rewards.math_judge import judge
+from archer.rewards.math_normalize import (
+    choice_letter,
+    inequality_to_interval,
+    nesting_ok,
+    normalize_answer,
+    split_unit,
+)
+
+# --- wrong answers that must score 0 ---------------------------------------------------------------
+
+MULTIPLE_CHOICE_ATTACKS = [
+    ("B", "(B) is wrong; the answer is (C)"),  # was judged equal: the letter prefix counted alone
+    ("B", "(B) \\text{ or } (C)"),
+    ("(B)", "\\text{(B) or (C)}"),
+    ("B", "(B) (C)"),
+    ("B", "(B) maybe"),
+    ("B", "B+0"),  # an expression in the symbol B is not the letter
+    ("B", "2B-B"),
+    ("B", "\\{B, C\\}"),
+    ("B", "В"),  # Cyrillic Ve, a look-alike of B
+    ("(A)", "(B)"),
+]
+
+STRUCTURE_ATTACKS = [
+    ("\\{1,2\\}", "(1,2)"),  # a set is not an ordered pair (math-verify: equal)
+    ("(1,2)", "\\{1,2\\}"),
+    ("\\{1,2\\}", "(2,1)"),
+    ("\\left\\{ 1, 2 \\right\\}", "(1, 2)"),
+    ("\\{1,2\\}", "[1,2]"),
+    ("\\{3,4\\}", "3"),
+    ("3", "\\{3,4\\}"),
+]
+
+UNIT_ATTACKS = [
+    ("5\\text{ cm}", "5\\text{ m}"),  # math-verify drops units: equal
+    ("5 cm", "5 m"),
+    ("5\\,\\mathrm{cm}", "5\\,\\mathrm{m}"),
+    ("5 \\mbox{ cm}", "5 \\mbox{ m}"),
+    ("5\\text{ m}^2", "5\\text{ m}"),
+    ("5\\text{ m}^2", "5\\text{ cm}^2"),
+    ("5\\text{ inches}", "5\\text{ feet}"),
+]
+
+HEDGE_ATTACKS = [
+    ("3", "3 \\approx 4"),  # math-verify reads the left side only: equal
+    ("3", "4 \\to 3"),  # ... or the right side only: equal
+    ("3", "4 \\Rightarrow 3"),
+    ("3", "3 \\sim 4"),
+    ("3", "4 = 3"),  # a false equation: math-verify takes the right side
+    ("3", "3 \\text{ (or 4)}"),  # math-verify drops \text: equal
+    ("4", "3 \\text{ (or 4)}"),
+    ("3", "\\text{3 or 4}"),
+    ("3", "\\textbf{3} \\text{ or } 4"),
+    ("3", "3 \\lor 4"),
+    ("3", "\\pm 3"),
+    ("-3", "\\pm 3"),
+    ("3", "3 \\text{ or } 4"),
+    ("3", "3, 4"),
+    ("3", "x > 3"),  # an interval is not its end point
+    ("3", "x \\le 3"),
+    ("x=3", "x=4"),
+]
+
+EXPONENT_AND_SIZE_ATTACKS = [
+    ("1", "1e999999"),  # not rewritten (exponent beyond MAX_E_EXPONENT), never computed
+    ("0", "1e-999999"),
+    ("100000", "1e5000"),
+    ("10", "10.00001"),
+    ("\\frac{1}{3}", "0.\\overline{33}4"),  # not a repeating decimal: left to math-verify
+    ("1000", "1 0000"),  # not thousands groups
+    ("12", "1\\,2"),
+]
+
+
+@pytest.mark.parametrize(
+    "gold, pred",
+    MULTIPLE_CHOICE_ATTACKS + STRUCTURE_ATTACKS + UNIT_ATTACKS + HEDGE_ATTACKS + EXPONENT_AND_SIZE_ATTACKS,
+)
+def test_wrong_answers_score_zero(gold, pred):
+    equal, reason = judge(gold, pred)
+    assert equal is False, reason
+
+
+@pytest.mark.parametrize(
+    "gold, pred, reason",
+    [
+        ("5\\text{ cm}", "5\\text{ m}", "unit_mismatch"),
+        ("3", "3 \\approx 4", "hedged"),
+        ("3", "3 \\text{ (or 4)}", "hedged"),
+        ("5", "(" * 30 + "1" + ")" * 30, "too_deep"),  # 61 characters; took 6.4 s to parse
+        ("5", "\\frac{1}{" * 22 + "2" + "}" * 22, "too_deep"),  # took 27 s
+        ("5", "|" * 40 + "1" + "|" * 40, "too_deep"),
+        ("(" * 30 + "1" + ")" * 30, "1", "bad_gold"),
+    ],
+)
+def test_refusal_reasons(gold, pred, reason):
+    assert judge(gold, pred) == (False, reason)
+
+
+def test_deep_nesting_is_refused_without_parsing():
+    start = time.monotonic()
+    for depth in range(11, 200, 7):
+        for opener, closer in (("(", ")"), ("[", "]"), ("\\frac{1}{", "}"), ("\\sqrt{", "}"), ("x_{", "}")):
+            assert judge("5", opener * depth + "1" + closer * depth) == (False, "too_deep")
+    assert time.monotonic() - start < 5.0  # ~130 refusals: string scans only (parsing one took seconds)
+
+
+# --- right answers that must score 1 ---------------------------------------------------------------
+
+EQUIVALENT = [
+    # the asked-for forms
+    ("100000", "1e5"),
+    ("0.0015", "1.5e-3"),
+    ("-2000", "-2E3"),
+    ("1.5\\times 10^{-3}", "1.5e-3"),
+    ("1000000", "1 000 000"),
+    ("1000000", "1\\ 000\\ 000"),
+    ("1234.5", "1 234.5"),
+    ("\\frac{1}{3}", "0.\\overline{3}"),
+    ("\\frac{1}{6}", "0.1\\overline{6}"),
+    ("\\frac{1}{7}", "0.\\overline{142857}"),
+    ("\\frac{4}{3}", "1.\\bar{3}"),
+    ("\\frac{1}{3}", "0.\\dot{3}"),
+    ("\\frac{1}{7}", "0.\\dot{1}4285\\dot{7}"),
+    ("-\\frac{1}{3}", "-0.\\overline{3}"),
+    ("\\frac{1}{2}", "½"),
+    ("\\frac{3}{2}", "1½"),
+    ("\\frac{3}{4}", "¾"),
+    ("\\sqrt{2}", "√2"),
+    ("2\\sqrt{3}", "2√3"),
+    ("\\sqrt{x+1}", "√(x+1)"),
+    ("\\pi", "π"),
+    ("-5", "−5"),  # U+2212 minus
+    ("x^2", "x²"),
+    ("3", "３"),  # full-width digit
+    ("(B)", "（Ｂ）"),
+    ("34", "3\u200b4"),  # zero-width space
+    ("(3, \\infty)", "x > 3"),
+    ("(3,\\infty)", "3 < x"),
+    ("[-1, 2)", "-1 \\le x < 2"),
+    ("[-1,2)", "2 > x \\geq -1"),
+    ("(-\\infty, 5]", "x \\leq 5"),
+    ("(-\\infty,-1)\\cup(2,\\infty)", "x<-1 \\text{ or } x>2"),
+    ("(-\\infty,-1)\\cup(2,\\infty)", "x < -1 \\cup x > 2"),
+    ("[\\frac{1}{2}, \\infty)", "x \\ge \\frac12"),
+    ("x \\ge 0", "[0, \\infty)"),
+    # the usual ones
+    ("0.5", "\\frac12"),
+    ("\\frac{1}{2}", "\\dfrac{1}{2}"),
+    ("1000", "1,000"),
+    ("3", "x=3"),
+    ("x=3", "3"),
+    ("3", "\\{3\\}"),
+    ("5\\text{ cm}", "5"),
+    ("5", "5\\text{ cm}"),
+    ("5\\text{ cm}", "5 \\text{ centimeters}"),
+    ("5\\text{ m}^2", "5\\text{ m}^{2}"),
+    ("5\\text{ square feet}", "5\\text{ ft}^2"),
+    # letters with their option's content, and sets, tuples, lists
+    ("B", "(B)"),
+    ("B", "\\text{(B)}"),
+    ("B", "(B) 12"),
+    ("(C)", "\\text{(C) }\\frac{1}{2}"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("\\{1,2\\}", "1, 2"),
+    ("1,2", "\\{2, 1\\}"),
+    ("(1,2)", "(1, 2)"),
+    ("\\{1,2\\}", "x \\in \\{1,2\\}"),
+    ("3, -3", "\\pm 3"),
+    ("1 \\pm \\sqrt{2}", "1\\pm\\sqrt2"),
+    ("3", "\\frac{6}{2} = 3"),  # a true numeric equation is its value
+    ("\\text{(B)}", "\\text{(B)}"),
+    ("\\text{Devon}", "\\text{Devon}"),
+]
+
+
+@pytest.mark.parametrize("gold, pred", EQUIVALENT)
+def test_equivalent_forms_score_one(gold, pred):
+    assert judge(gold, pred) == (True, "equal")
+
+
+# --- the string helpers, against hand-computed outputs ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1e5", "100000"),
+        ("1.5e-3", "0.0015"),
+        ("2.50E2", "250"),
+        ("1e999999", "1e999999"),  # exponent too large: left alone
+        ("1 000 000", "1000000"),
+        ("12 345", "12345"),
+        ("1 0000", "1 0000"),
+        ("0.\\overline{3}", "\\frac{1}{3}"),
+        ("0.1\\overline{6}", "\\frac{1}{6}"),
+        ("2.\\overline{09}", "\\frac{23}{11}"),
+        ("0.\\dot{1}4285\\dot{7}", "\\frac{1}{7}"),
+        ("1½", "\\frac{3}{2}"),
+        ("√2", "\\sqrt{2}"),
+        ("∛8", "\\sqrt[3]{8}"),
+        ("x²", "x^{2}"),
+        ("10⁻³", "10^{-3}"),
+        ("x≤2", "(-\\infty, 2]"),
+        ("2 > x \\ge -1", "[-1, 2)"),
+        ("x<-1 \\text{ or } x>2", "(-\\infty, -1) \\cup (2, \\infty)"),
+        ("\\lbrace 1,2\\rbrace", "\\{ 1,2\\}"),
+    ],
+)
+def test_normalize_answer_rewrites(text, expected):
+    assert normalize_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["a > b", "x > y", "x \\ne 3", "x < 1 \\text{ or } y > 2", "1 < x > 2", "x > 3, 4"]
+)
+def test_inequalities_that_are_not_intervals(text):
+    assert inequality_to_interval(text) is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("(B)", "B"),
+        ("(B) 12", "B"),
+        ("(B) \\frac{x}{2}", "B"),
+        ("(B) is wrong; the answer is (C)", None),
+        ("(B) \\text{ or } (C)", None),
+        ("(B) C", None),
+        ("(B) 12 cm", None),  # strict: trailing words are refused, even a unit
+    ],
+)
+def test_choice_letter_with_trailing_content(text, expected):
+    assert choice_letter(text, allow_trailing=True) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("5\\text{ cm}", ("5", "cm")),
+        ("5 \\text{ centimeters}", ("5", "cm")),
+        ("5\\mathrm{m}^2", ("5", "m^2")),
+        ("5\\text{ square feet}", ("5", "ft^2")),
+        ("12 inches", ("12", "in")),
+        ("5 x", ("5 x", None)),  # a variable, not a unit
+        ("\\text{Devon}", ("\\text{Devon}", None)),  # no number: not a quantity
+        ("3 \\text{ or } 4", ("3 \\text{ or } 4", None)),
+    ],
+)
+def test_split_unit(text, expected):
+    assert split_unit(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("[0, 1)", True),
+        ("\\{(1,2), (3,4)\\}", True),
+        ("(" * 10 + ")" * 10, True),
+        ("(" * 11 + ")" * 11, False),
+        ("(1", False),
+        ("1)", False),
+        ("|x|", True),
+        ("|" * 21, False),
+    ],
+)
+def test_nesting_ok(text, ok):
+    assert nesting_ok(text) is ok
+
+
+# --- through the pool, as the trainer scores ---------------------------------------------------------
+
+
+def test_attacks_through_score_math():
+    from archer.rewards.math import MathVerifierPool, score_math_batch
+
+    responses = [
+        "</think> \\boxed{(B) \\text{ is wrong; the answer is } (C)}",
+        "</think> \\boxed{\\{1,2\\}}",
+        "</think> \\boxed{5\\text{ m}}",
+        "</think> \\boxed{" + "(" * 30 + "1" + ")" * 30 + "}",
+        "</think> \\boxed{x > 3}",
+        "</think> \\boxed{0.\\overline{3}}",
+    ]
+    golds = ["B", "(1,2)", "5\\text{ cm}", "5", "(3,\\infty)", "\\frac13"]
+    with MathVerifierPool(n_workers=1, timeout=5.0) as pool:
+        results = score_math_batch(responses, golds, pool=pool)
+    assert [r.correct for r in results] == [False, False, False, False, True, True]
+    assert [r.info["reason"] for r in results] == [
+        "not_equal",
+        "not_equal",
+        "unit_mismatch",
+        "too_deep",
+        "equal",
+        "equal",
+    ]
