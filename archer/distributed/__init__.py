@@ -4,7 +4,8 @@ Modules (each imported on demand, so ``import archer.distributed`` costs nothing
 
 - :mod:`archer.distributed.reward_pool`  ``RayRewardScorer``: verifiers as Ray actors, fault tolerant
 - :mod:`archer.distributed.rollout_pool` ``RayRolloutPool``: engines as Ray actors, versioned weight sync
-- :mod:`archer.distributed.fsdp`         process group set-up, FSDP2 sharding, global-normaliser step
+- :mod:`archer.distributed.world`        the training world: one process, or ddp / FSDP2 ranks
+- :mod:`archer.distributed.launch`       ``resources.train_procs=N``: N local training processes
 - :mod:`archer.distributed.checkpoint`   sharded save / load (any world size) via torch.distributed.checkpoint
 - :mod:`archer.distributed.export`       ``archer export CKPT_DIR --out DIR`` (one Hugging Face checkpoint)
 - :mod:`archer.distributed.cluster`      ``archer cluster start | join | status | stop``, NCCL environment

@@ -213,6 +213,8 @@ class ProcessWorld(World):
         for block in [m for m in model.modules() if type(m).__name__ in names]:
             fully_shard(block, **kwargs)
         fully_shard(model, **kwargs)
+        # make ``model`` the FSDP root now: generation calls inner modules before any root forward
+        model._get_fsdp_state()._lazy_init()
         for m in model.modules():
             if isinstance(m, FSDPModule):
                 m.set_gradient_divide_factor(1.0)  # summed gradients: each rank's loss is its share
@@ -270,9 +272,16 @@ def _allreduce_grads(model: torch.nn.Module) -> None:
             offset += n
 
 
-def join_world(device: torch.device, strategy: str, backend: str = "auto", timeout_s: float = 3600.0) -> World:
+def join_world(device: torch.device, strategy: str, backend: str = "auto", timeout_s: float = 3600.0,
+               nccl: Any = None) -> World:
     """The world of this process: a :class:`ProcessWorld` when the environment describes a process group
-    (``WORLD_SIZE`` > 1, as torchrun and :mod:`archer.distributed.launch` set it), else a :class:`World`."""
+    (``WORLD_SIZE`` > 1, as torchrun and :mod:`archer.distributed.launch` set it), else a :class:`World`.
+
+    ``nccl``: an :class:`archer.distributed.nccl.NCCLConfig` whose variables are set in this process
+    first (overriding inherited ones), so NCCL's communicators see them.
+    """
+    if nccl is not None:
+        os.environ.update(nccl.to_env())
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not dist.is_initialized():
         return World(device)
     created = not dist.is_initialized()

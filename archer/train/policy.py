@@ -181,8 +181,9 @@ def _with_lora(model: Any, options: PolicyOptions, adapter: str | Path | None) -
     targets: Any = list(options.lora_target_modules)
     if targets == ["all-linear"]:
         targets = "all-linear"
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 stores weights transposed
     lora = peft.LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
-                           target_modules=targets, task_type="CAUSAL_LM")
+                           target_modules=targets, task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
     try:
         return peft.get_peft_model(model, lora)
     except ValueError as exc:

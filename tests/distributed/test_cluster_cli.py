@@ -11,6 +11,7 @@ import tempfile
 import time
 
 import pytest
+import torch
 
 from archer.distributed import cluster
 from archer.distributed.nccl import NCCLConfig, load_nccl_config, ray_runtime_env
@@ -160,14 +161,14 @@ def test_real_head_node_starts_reports_status_and_stops(capsys, monkeypatch):
     assert not _port_open(port)
 
 
-def test_init_distributed_single_process_exports_nccl_settings(monkeypatch):
-    from archer.distributed.fsdp import init_distributed
+def test_join_world_single_process_exports_nccl_settings(monkeypatch):
+    from archer.distributed.world import join_world
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NCCL_DEBUG", "TRACE")  # inherited value: the config section overrides it
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "x")
     monkeypatch.delenv("NCCL_SOCKET_IFNAME")  # (restored to unset after the test)
-    info = init_distributed(nccl=NCCLConfig(socket_ifname="lo", debug="warn"))
-    assert (info.rank, info.world_size, info.backend) == (0, 1, None)
+    world = join_world(torch.device("cpu"), "ddp", nccl=NCCLConfig(socket_ifname="lo", debug="warn"))
+    assert (world.rank, world.size, world.sharded) == (0, 1, False)
     assert os.environ["NCCL_DEBUG"] == "WARN" and os.environ["NCCL_SOCKET_IFNAME"] == "lo"

@@ -93,3 +93,39 @@ def test_two_process_run_end_to_end(tmp_path, monkeypatch):
     assert resumed["dist"]["replicas_identical"] and resumed["before"] == json.loads(before)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward/mean" in r] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_fsdp_run_equals_ddp_run_exports_and_resumes_on_one_process(tmp_path, monkeypatch):
+    """trainer.strategy=fsdp on 2 gloo ranks: after 3 steps the weights equal the ddp run's (same data,
+    same seeds; ddp equals one process, tests/train/test_dist_update.py); its sharded checkpoint exports
+    to one Hugging Face model and resumes in a single process."""
+    from transformers import AutoModelForCausalLM
+
+    from archer.distributed import launch
+    from archer.distributed.export import export_checkpoint
+    from archer.train.rl import train
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    monkeypatch.setattr(launch, "default_start_method", lambda: "fork")
+    base = [o for o in FAST if not o.startswith(("trainer.steps", "eval.every", "algo.entropy_target"))]
+    base += ["trainer.steps=3", "trainer.save_every=0", "eval.enabled=false"]
+    ddp = train(load_config("tiny_math", base + ["trainer.strategy=ddp"]), run_dir=tmp_path / "ddp")
+    fsdp = train(load_config("tiny_math", base + ["trainer.strategy=fsdp"]), run_dir=tmp_path / "fsdp")
+    assert fsdp["dist"]["strategy"] == "fsdp" and fsdp["steps"] == 3
+    assert [h["data/prompt_hash"] for h in fsdp["history"]] == [h["data/prompt_hash"] for h in ddp["history"]]
+    assert any("actor/grad_norm" in h for h in fsdp["history"])
+
+    ckpt = tmp_path / "fsdp" / "checkpoints" / "step_000003"
+    assert (ckpt / "COMPLETE").is_file() and (ckpt / "archer_ckpt.json").is_file()
+    exported = export_checkpoint(ckpt, tmp_path / "hf")
+    got = AutoModelForCausalLM.from_pretrained(exported).state_dict()
+    want = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "checkpoints" / "step_000003").state_dict()
+    assert max((got[k] - want[k]).abs().max().item() for k in want) < 1e-5
+    start = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "sft_model").state_dict()
+    assert max((got[k] - start[k]).abs().max().item() for k in want) > 1e-4
+
+    # the 2-rank sharded checkpoint resumes on world size 1
+    one = [o for o in base if o != "resources.train_procs=2"] + ["trainer.strategy=fsdp", "trainer.steps=4"]
+    resumed = train(load_config("tiny_math", one), run_dir=tmp_path / "fsdp", resume=True)
+    assert [h["step"] for h in resumed["history"]] == [4]
