@@ -125,7 +125,10 @@ class HFEngine:
         if pad_token_id is None:
             pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         self.pad_token_id = int(pad_token_id)
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        forward_params = inspect.signature(model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in forward_params
+        # transformers >= 5.2x names the KV cache argument ``cache``; older versions ``past_key_values``
+        self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = num_threads
@@ -206,8 +209,8 @@ class HFEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_arg: cache},
             **kwargs,
         )
         return out.logits[:, -1, :]  # [B, V]

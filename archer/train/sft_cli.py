@@ -101,15 +101,20 @@ def main(argv: list[str]) -> int:
         model = build_tiny_model(tokenizer, hidden_size=args.hidden_size, num_layers=args.layers,
                                  num_heads=args.heads, num_kv_heads=args.kv_heads, seed=args.seed)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from archer.config import ConfigError
+        from archer.train.policy import PolicyOptions, load_policy
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+        try:  # the trainer's one loader: clear one-line errors for a missing folder or broken weights
+            model, tokenizer = load_policy(args.model, PolicyOptions(disable_dropout=False))
+        except ConfigError as exc:
+            print(f"archer sft: {str(exc).replace('model.path', '--model', 1)}", file=sys.stderr)
+            return 2
         if tokenizer.chat_template is None:
             print(f"archer sft: {args.model}: the tokenizer has no chat_template", file=sys.stderr)
             return 2
-    if torch.cuda.is_available():
-        model.to("cuda")
+    from archer.train.policy import resolve_device
+
+    model.to(resolve_device("auto"))
     torch.manual_seed(args.seed)
 
     def log(step: int, m: dict[str, float]) -> None:

@@ -1,0 +1,119 @@
+"""GPU smoke check of the trainer core: a ~0.5B-parameter model built from a config trains a few steps.
+
+What it runs (the trainer's own pieces, no hub download): a Qwen2.5-0.5B-shaped ``Qwen2ForCausalLM``
+built from a config with random weights (float32 master weights), wrapped in the trainer's
+:class:`~archer.train.rl_update.TokenScorer`, bf16 autocast (or FSDP2 mixed precision under several
+ranks), gradient checkpointing, AdamW, and :func:`~archer.train.rl_update.update_minibatch` with the
+ASPO loss on random token rows; then the HF rollout engine generates from the same weights. Prints
+update tokens/s, model FLOPs utilisation (MFU, 6·N·tokens / peak) and generation tokens/s.
+
+    python benchmarks/gpu_smoke.py                       # one GPU
+    torchrun --nproc_per_node=N benchmarks/gpu_smoke.py  # FSDP2 over N GPUs (trainer.strategy=fsdp)
+
+Without CUDA it prints a skip line and exits 0 (CI has no GPU). ``--peak-tflops`` is the dense bf16
+peak of one GPU (989 for an H100/H200 SXM). Limits: random tokens, not a real RL batch; the number is
+the update's throughput, which is what the trainer core controls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+
+def _model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=8, help="rows per rank per step")
+    parser.add_argument("--seq", type=int, default=1024, help="tokens per row (half prompt, half response)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_smoke: skipped (no CUDA device)")
+        return 0
+    from archer.distributed.world import join_world
+    from archer.train.policy import autocast, disable_dropout, enable_gradient_checkpointing
+    from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
+
+    world = join_world(torch.device("cuda"), "fsdp")
+    model = _model()
+    disable_dropout(model)
+    enable_gradient_checkpointing(model)
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    scorer = world.shard(TokenScorer(model.to(world.device)), torch.bfloat16)
+    precision = (lambda: torch.autocast("cuda", enabled=False)) if world.sharded else (
+        lambda: autocast(world.device, "bfloat16"))
+    opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=1e-6)
+    g = torch.Generator().manual_seed(world.rank)
+    ids = torch.randint(0, 151936, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
+    mask = torch.zeros_like(ids, dtype=torch.float32)
+    mask[:, args.seq // 2:] = 1.0  # the second half is the response
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
+             "advantages": torch.randn(args.rows, generator=g).to(world.device),
+             "rewards": torch.ones(args.rows, device=world.device)}
+    with torch.no_grad(), precision():
+        batch["old_log_prob"] = scorer(ids, batch["attention_mask"], mask, with_entropy=False)[0]
+    settings = UpdateSettings(loss="aspo", agg="token-mean", loss_params={"kl_coef": 0.0})
+    micro = [[i] for i in range(args.rows)]
+    times = []
+    for step in range(args.steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with precision():
+            metrics = update_minibatch(scorer, opt, batch, micro, settings, world)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if world.main:
+            print(f"step {step}: {times[-1]:.2f} s, loss {metrics.get('loss', float('nan')):.4f}, "
+                  f"skipped {metrics['skipped_nonfinite']:.0f}")
+    steady = sum(times[1:]) / max(len(times) - 1, 1)
+    tokens = args.rows * args.seq * world.size
+    tps = tokens / steady
+    mfu = 6 * n_params * tps / (args.peak_tflops * 1e12 * world.size)
+    from archer.rollout.base import SamplingParams
+    from archer.rollout.hf import HFEngine
+
+    with world.full_weights(scorer), precision():
+        engine = HFEngine(model, _Tok(), device=world.device, eos_token_ids=[151643])
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        outs = engine.generate([list(range(1, 65))] * 8, SamplingParams(n=4, max_new_tokens=128, seed=0))
+        torch.cuda.synchronize()
+        gen = sum(len(r.response_ids) for o in outs for r in o) / (time.perf_counter() - t0)
+    if world.main:
+        print(f"gpu_smoke: {torch.cuda.get_device_name()} x{world.size} ({world.strategy}), "
+              f"{n_params / 1e6:.0f}M params, update {tps:,.0f} tokens/s, MFU {mfu:.1%}, "
+              f"generation {gen:,.0f} tokens/s, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    world.close()
+    return 0
+
+
+class _Tok:
+    """Just enough tokenizer for the engine on random ids (no hub tokenizer offline)."""
+
+    eos_token_id = 151643
+    pad_token_id = 151643
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [self.decode(r) for r in rows]
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
