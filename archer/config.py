@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from archer.safe_yaml import load_yaml
+
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 # Settings that moved: each setting has one home (a second one would silently override the first).
@@ -488,9 +490,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+        value = load_yaml(raw, source=f"override {key.strip()}") if raw.strip() else ""
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return key.strip().split("."), value
 
 
@@ -517,6 +519,17 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """A YAML file through :func:`archer.safe_yaml.load_yaml` (alias bombs, depth and size refused fast);
+    every problem is a one-line :class:`ConfigError` naming ``what`` and the file."""
+    try:
+        return load_yaml(Path(path).read_bytes(), source=f"{what} {str(path)!r}") or {}
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     return validate(_from_dict(Config, data or {}, ""))
 
@@ -526,10 +539,7 @@ def load_config(recipe: str | None = "tiny_math", overrides: list[str] | None = 
     data: dict[str, Any] = {}
     if recipe is not None:
         path = recipe_path(recipe)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
+        data = read_yaml_file(path, "recipe")
         if not isinstance(data, dict):
             raise ConfigError(f"recipe {str(path)!r}: top level must be a mapping")
         data.setdefault("recipe", path.stem)

@@ -117,3 +117,21 @@ def test_numeric_strings_and_int_floats():
         config_from_dict({"trainer": {"steps": 4.5}})
     with pytest.raises(ConfigError, match=r"^trainer\.steps"):
         config_from_dict({"trainer": {"steps": True}})
+
+
+def test_yaml_alias_bomb_recipe_and_override_are_refused_fast(tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")  # ~400 bytes, 10^8 nodes once expanded
+    with pytest.raises(ConfigError, match="bomb.yaml.*expands"):  # refused before anything is expanded
+        load_config(str(bomb))
+    with pytest.raises(ConfigError, match="override data.generator"):
+        load_config("tiny_math", ["data.generator={" + ", ".join(levels) + "}"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e999"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match="optim.lr: must be a finite number"):
+        load_config("tiny_math", [f"optim.lr={value}"])

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from archer.config import ConfigError, config_from_dict, load_config, recipe_names
+from archer.config import ConfigError, config_from_dict, load_config, read_yaml_file, recipe_names
 from archer.train.checkpoint import CheckpointError
 
 
@@ -40,8 +40,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def resolve(items: list[str], out: str | None, resume: bool):
     """(config, run_dir) from the command-line items; raises ConfigError on any problem."""
-    import yaml
-
     recipe = None
     overrides = list(items)
     if overrides and "=" not in overrides[0]:
@@ -58,7 +56,7 @@ def resolve(items: list[str], out: str | None, resume: bool):
         if recipe is not None or overrides:
             raise ConfigError("--resume continues with the run's saved config.yaml; "
                               "do not pass a recipe or overrides")
-        cfg = config_from_dict(yaml.safe_load(saved.read_text()))
+        cfg = config_from_dict(read_yaml_file(saved, "--resume config"))
         return cfg, Path(out)
     cfg = load_config(recipe or "tiny_math", overrides)
     return cfg, (Path(out) if out else None)
