@@ -9,7 +9,9 @@
 Inputs are read with ``archer.data.formats.load_dataset`` (format sniffed unless ``--format``);
 outputs are JSONL or parquet by suffix, in archer's layout unless ``--layout verl``. Every command
 prints how many problems it kept and writes what it dropped, and why, to ``--report`` (default
-``OUT.removed.jsonl``).
+``OUT.removed.jsonl``). Both files are written atomically. A bad input (binary garbage, invalid or
+too deeply nested JSON, a lone surrogate, a LiveCodeBench row whose tests inflate past 256 MiB) is
+one error line naming the file and the row, and nothing is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archer.data.formats import load_datasets, save_problems
+from archer.data.formats import load_datasets, save_problems, save_rows
 from archer.data.ngram import DEFAULT_N
 from archer.data.schema import Problem
 
@@ -120,17 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from archer.eval.store import append_jsonl
-
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     problems = load_datasets(args.inputs, args.format)
     before = len(problems)
     kept, removed = COMMANDS[args.cmd][0](args, problems)
+    # both files are written atomically (archer.data.formats.save_rows): a failure leaves no partial file
     save_problems(kept, args.out, layout=args.layout)
     report = Path(args.report or f"{args.out}.removed.jsonl")
-    report.unlink(missing_ok=True)
     if removed:
-        append_jsonl(report, removed)
+        save_rows(removed, report)
+    else:
+        report.unlink(missing_ok=True)
     print(f"archer data {args.cmd}: kept {len(kept)} of {before} problems -> {args.out}"
           + (f"; dropped {len(removed)} (see {report})" if removed else ""))
     return 0

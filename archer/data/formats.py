@@ -20,6 +20,7 @@ hundred thousand rows); parquet needs pyarrow.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,33 +79,97 @@ def _ensure_builtin() -> None:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Raw rows of a ``.jsonl``/``.json``/``.parquet`` file; a bad JSON line names file and line."""
+    """Raw rows of a ``.jsonl``/``.json``/``.parquet`` file.
+
+    Every problem with the file is a ``ValueError`` naming it (and the line, for JSONL): not UTF-8
+    (binary garbage), invalid JSON, JSON nested deeper than Python's recursion limit, a row that is
+    not an object, text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``, which
+    could never be written back as UTF-8), an unreadable parquet file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return _read_parquet(path)
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = _read_text(path)
+        data = _loads(text, f"{path}")
         if not isinstance(data, list):
             raise ValueError(f"{path}: a .json dataset must hold a list of rows")
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: row {i}: a row must be a JSON object")
+            if "\\u" in text:
+                _check_unicode(row, f"{path}: row {i}")
         return data
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path}: line {lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1});"
+                    " expected JSON lines"
+                ) from None
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+            row = _loads(line, f"{path}: line {lineno}")
             if not isinstance(row, dict):
                 raise ValueError(f"{path}: line {lineno}: a row must be a JSON object")
+            if "\\u" in line:  # only an escape can produce a lone surrogate
+                _check_unicode(row, f"{path}: line {lineno}")
             rows.append(row)
     return rows
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); expected JSON"
+        ) from None
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nests too deeply to read") from None
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    """Every string in ``value`` (iteratively: rows may nest deeply) encodes as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = item[exc.start]
+                raise ValueError(
+                    f"{where}: text is not valid Unicode (lone surrogate \\u{ord(bad):04x} at character {exc.start})"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
 
 
 def sniff_format(row: dict[str, Any]) -> str:
@@ -202,22 +267,66 @@ def to_verl_rows(problems: Sequence[Problem]) -> list[dict[str, Any]]:
 
 
 def save_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows as JSONL (``.jsonl``/``.json`` list) or parquet by the file suffix."""
+    """Write rows as JSONL (``.jsonl``/``.json`` list) or parquet by the file suffix, atomically: the
+    rows go to a temporary file in the same folder that replaces ``path`` only once complete, so a
+    failure (a row that cannot be encoded, a full disk, an interrupt) leaves any old ``path`` as it
+    was and no partial file. A row that cannot be written is a ``ValueError`` naming ``path`` and it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(list(rows)), path)
-    elif suffix == ".json":
-        path.write_text(json.dumps(list(rows), ensure_ascii=False), encoding="utf-8")
-    else:
-        with path.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            for i, row in enumerate(rows):
+                _check_row_writable(row, path, i)
+            pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
+        elif suffix == ".json":
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write("[" + ",".join(_encode_row(row, path, i) for i, row in enumerate(rows)) + "]")
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            with tmp.open("w", encoding="utf-8") as fh:
+                for i, row in enumerate(rows):
+                    fh.write(_encode_row(row, path, i) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _row_name(row: Any, index: int) -> str:
+    rid = row.get("id") if isinstance(row, dict) else None
+    return f"row {index}" + (f" (id {rid!r})" if isinstance(rid, (str, int)) else "")
+
+
+def _encode_row(row: Any, path: Path, index: int) -> str:
+    """One JSON line, checked to encode as UTF-8 (a lone surrogate would fail halfway through a write)."""
+    try:
+        text = json.dumps(row, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{path}: {_row_name(row, index)} holds text that is not valid Unicode ({exc.reason}:"
+            f" {exc.object[exc.start:exc.end]!a}); nothing was written"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{path}: {_row_name(row, index)} nests too deeply to write; nothing was written") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {_row_name(row, index)} cannot be written as JSON ({exc}); nothing was written") from None
+    return text
+
+
+def _check_row_writable(row: Any, path: Path, index: int) -> None:
+    try:
+        _check_unicode(row, "")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {_row_name(row, index)}{exc}; nothing was written") from None
 
 
 # layout name -> rows builder; "archer" rows load back with format "problem", "verl" with "verl"

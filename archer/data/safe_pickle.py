@@ -7,6 +7,10 @@ types. What it accepts: ``str, bytes, bytearray, int, float, complex, bool, None
 dict, set, frozenset`` of those. Anything else (a class instance, a function reference, a persistent
 id) raises :class:`UnsafePickleError`.
 
+Decompression is bounded: a row whose tests inflate past ``MAX_DECOMPRESSED_BYTES`` (256 MiB; the
+largest published LiveCodeBench private tests are tens of MB) is refused while inflating, so a
+zlib bomb costs at most that much memory instead of gigabytes.
+
 The sandbox also uses :func:`restricted_loads` to read return values sent back by untrusted programs,
 so this module imports nothing from archer and only the standard library.
 """
@@ -19,6 +23,8 @@ import json
 import pickle
 import zlib
 from typing import Any
+
+MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
 
 # (module, name) pairs a pickle may reference: constructors of builtin data types, nothing callable
 # beyond them. Protocol 0-2 pickles build sets, frozensets, bytearrays and complex numbers by REDUCE.
@@ -74,13 +80,28 @@ def restricted_loads(data: bytes, max_bytes: int | None = None) -> Any:
         raise UnsafePickleError(f"malformed pickle: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_lcb_tests(s: str | bytes | dict) -> dict:
+def bounded_decompress(data: bytes, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """``zlib.decompress`` that stops, with ``ValueError``, once the output passes ``max_bytes``."""
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, max_bytes + 1)
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise ValueError(f"compressed tests inflate past the limit of {max_bytes} bytes; refused")
+    out += inflater.flush()
+    if len(out) > max_bytes:
+        raise ValueError(f"compressed tests inflate past the limit of {max_bytes} bytes; refused")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
+def decode_lcb_tests(s: str | bytes | dict, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> dict:
     """LiveCodeBench tests as a dict, from plain JSON or ``base64(zlib(pickle(json)))``.
 
     A payload of the form ``{"input_output": "<json>"}`` (the Archer/verl layout) is unwrapped to the
     inner ``{"inputs", "outputs", "fn_name"}`` dict; a list of ``{"input", "output", "testtype"}``
     cases (upstream private tests) is returned as ``{"tests": [...]}``; any other dict as is.
-    Raises ``ValueError`` when neither form decodes.
+    Raises ``ValueError`` when neither form decodes, or when the compressed form inflates past
+    ``max_bytes``.
     """
     if isinstance(s, dict):
         return s
@@ -92,7 +113,13 @@ def decode_lcb_tests(s: str | bytes | dict) -> dict:
         except json.JSONDecodeError:
             pass
     try:
-        raw = zlib.decompress(base64.b64decode(stripped, validate=False))
+        compressed = base64.b64decode(stripped, validate=False)
+    except Exception as exc:
+        raise ValueError(f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}") from exc
+    try:
+        raw = bounded_decompress(compressed, max_bytes)
+    except ValueError:
+        raise
     except Exception as exc:
         raise ValueError(f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}") from exc
     obj = restricted_loads(raw)

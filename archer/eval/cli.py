@@ -54,11 +54,17 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_problems(args: argparse.Namespace) -> list:
+    """Problems of every ``--data`` file; a file that holds none is an error naming it (an empty
+    file would otherwise be reported as a 0.0 score)."""
     from archer.data.formats import load_dataset
 
     problems = []
     for path in args.data:
-        problems.extend(load_dataset(path, args.format, limit=args.limit))
+        loaded = load_dataset(path, args.format, limit=args.limit)
+        if not loaded:
+            why = "--limit 0 keeps none" if args.limit is not None and args.limit <= 0 else "it is empty"
+            raise ValueError(f"--data {path}: no problems to evaluate ({why})")
+        problems.extend(loaded)
     return problems
 
 
@@ -112,7 +118,13 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"archer eval score: --data not given and {args.out}/config.json names no data")
         args.data, args.format, args.limit = cfg["data"], cfg.get("format", "auto"), cfg.get("limit")
     ks = args.k or cfg.get("ks") or _parse_ks(DEFAULT_KS)
-    summary = score_phase(load_problems(args), args.out, ks=ks, reward_opts=_reward_opts(args))
+    problems = load_problems(args)
+    ids = {p.id for p in problems}
+    gens = Path(args.out) / store.GENERATIONS
+    if not any(g.get("id") in ids for g in store.read_jsonl(gens)):  # else every problem scores 0.0
+        raise ValueError(f"{gens}: no generations for the {len(problems)} problems of --data; "
+                         "run `archer eval generate` first")
+    summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
     print_summary(summary, title=str(args.out))
     print(f"summary in {Path(args.out) / 'summary.json'}")
     return summary
@@ -124,6 +136,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.out is None:
         args.out = str(Path("eval_out") / Path(args.model).name)
     ks = args.k or _parse_ks(DEFAULT_KS)
+    load_problems(args)  # a bad or empty --data file fails here, before OUT is created
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})
     store.write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
     _generate(args)

@@ -164,9 +164,17 @@ class Watcher:
         return done
 
     def run(self, once: bool = False, poll_s: float = 60.0) -> None:
-        """Poll forever (or one pass with ``once``)."""
+        """Poll forever (or one pass with ``once``). The run directory must exist (a typo would
+        otherwise be watched for ever); while it holds no complete checkpoint, that is logged once."""
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(f"run directory not found: {self.run_dir}")
+        waiting_logged = False
         while True:
             self.step()
+            if not find_checkpoints(self.run_dir) and not waiting_logged:
+                self.log(f"[watch] no complete checkpoint in {self.run_dir / 'checkpoints'} yet"
+                         + ("" if once else f"; checking every {poll_s:g} s"))
+                waiting_logged = True
             if once:
                 return
             time.sleep(poll_s)
@@ -190,6 +198,8 @@ def add_watch_args(p: argparse.ArgumentParser) -> None:
 def main_from_args(args: argparse.Namespace) -> int:
     from archer.eval.cli import DEFAULT_KS, _parse_ks, _reward_opts, _sampling, load_engine, load_problems
 
+    if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
+        raise FileNotFoundError(f"run directory not found: {args.run_dir}")
     watcher = Watcher(
         args.run_dir, load_problems(args), n=args.n, ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args), phase=args.phase,
