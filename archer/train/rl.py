@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,69 +55,28 @@ import torch
 from archer.config import Config, save_config
 from archer.distributed.world import World, join_world, replica_digest
 from archer.train import checkpoint as ckpt
-from archer.train.batching import (
-    Group,
-    PromptSampler,
-    collect_groups,
-    micro_batches,
-    pack,
-    split_mini_batches,
-)
+from archer.train.batching import Group, PromptSampler, collect_groups, micro_batches, split_mini_batches
 from archer.train.logging import MetricsLogger
+from archer.train.policy import autocast, resolve_device, unwrap
 from archer.train.rl_eval import evaluate_policy
-from archer.train.policy import PolicyOptions, autocast, is_lora, load_policy, resolve_device, unwrap
+from archer.train.rl_step import (  # noqa: F401 - helpers re-exported for callers of archer.train.rl
+    Round,
+    TrainBatch,
+    build_batch,
+    group_rows,
+    lr_lambda,
+    make_groups,
+    max_new_tokens_at,
+    mean_update_metrics,
+    needs_reference,
+    overlong_shaping,
+    round_metrics,
+    sampling_params,
+)
 from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
 from archer.train.scorer import Scorer, build_scorer, safe_score
 
 StepCallback = Callable[[int, dict[str, Any]], None]
-
-
-# ------------------------------------------------------------------------------- small pieces
-
-
-def max_new_tokens_at(cfg: Config, step: int) -> int:
-    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens)."""
-    value = cfg.rollout.max_new_tokens
-    for start, tokens in cfg.rollout.length_stages:
-        if step >= start:
-            value = tokens
-    return value
-
-
-def needs_reference(cfg: Config) -> bool:
-    """A reference model is needed only when a KL coefficient of the loss (registry default or
-    ``algo.loss_params``) is > 0."""
-    from archer.algo.losses import POLICY_LOSSES
-
-    a = cfg.algo
-    params = POLICY_LOSSES[a.loss].resolve(a.loss, dict(a.loss_params))
-    return params["kl_coef"] > 0 or params.get("high_entropy_kl_coef", 0.0) > 0
-
-
-def lr_lambda(cfg: Config) -> Callable[[int], float]:
-    o, total = cfg.optim, max(cfg.trainer.steps, 1)
-
-    def fn(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        frac = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-        shape = 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item()) if o.schedule == "cosine" else 1 - frac
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
-
-    return fn
-
-
-def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
-    """DAPO soft overlong punishment (arXiv 2503.14476, eq. 13); uses archer.rewards.shaping when present."""
-    try:
-        from archer.rewards.shaping import overlong_penalty
-    except ImportError:
-        if length <= max_len - buffer:
-            return 0.0
-        return ((max_len - buffer) - length) / buffer if length <= max_len else -1.0
-    return float(overlong_penalty(length, max_len, buffer))
 
 
 # ------------------------------------------------------------------------------- the run
@@ -216,107 +173,66 @@ class RLRun:
             keep_last=self.cfg.trainer.keep_last, merged=self.cfg.model.lora.save_merged))
 
     # -- one step ---------------------------------------------------------------------------
-    def _generate_round(self, round_index: int, max_new: int, acc: dict[str, Any]) -> list[Group]:
-        from archer.rollout.base import SamplingParams
-
-        cfg, r = self.cfg, self.cfg.rollout
-        idx = self.sampler.next(r.batch_size)  # the same on every rank
-        acc["prompts"] += idx
-        world = self.world
-        mine = world.mine(idx)
-        seed = cfg.trainer.seed * 1_000_003 + self.step * 101 + round_index + (world.rank << 40)
-        params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                max_new_tokens=max_new, stop=tuple(r.stop), seed=seed)
-        t0 = time.time()
-        outs = self.generate([self.train_ids[i] for i in mine], params)  # [P][n]
-        t1 = time.time()
-        flat = [ro for group in outs for ro in group]
-        problems = [self.train_problems[i] for i, group in zip(mine, outs) for _ in group]
-        results = safe_score(self.scorer, [ro.text for ro in flat], problems)
-        acc["time/generate"] += t1 - t0
-        acc["time/reward"] += time.time() - t1
-        scored = [(group, results[gi * r.n:(gi + 1) * r.n]) for gi, group in enumerate(outs)]
-        scored = world.gather(scored)  # every rank sees every group, in the global prompt order
-        groups = []
-        for pidx, (group, res) in zip(idx, scored):
-            rewards = []
-            for ro, rr in zip(group, res):
-                reward = float(rr.reward)
-                if cfg.algo.overlong_buffer > 0:
-                    reward += cfg.algo.overlong_penalty * overlong_shaping(
-                        len(ro.response_ids), max_new, cfg.algo.overlong_buffer)
-                rewards.append(reward)
-                if rr.info.get("reason") and not rr.correct:
-                    acc["reasons"][rr.info["reason"]] = acc["reasons"].get(rr.info["reason"], 0) + 1
-            g = Group(pidx, list(group[0].prompt_ids) if group else [], list(group), rewards,
-                      [bool(rr.correct) for rr in res], [rr.info for rr in res])
-            acc["all_rewards"] += rewards
-            acc["all_correct"] += g.correct
-            acc["lengths"] += [len(ro.response_ids) for ro in group]
-            acc["truncated"] += [bool(ro.truncated) for ro in group]
-            acc["removed"] += int(self.sampler.observe(pidx, g.accuracy))
-            groups.append(g)
-        if not acc.get("sample") and groups and groups[0].responses:
-            acc["sample"] = {"prompt": self.train_problems[idx[0]].id,
-                             "response": groups[0].responses[0].text[:300], "reward": groups[0].rewards[0]}
-        return groups
-
     def generate(self, prompt_ids: list[list[int]], params: Any) -> list[list[Any]]:
         """Sample from the current policy (full weights, compute precision, no gradients)."""
         with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
             return self.engine.generate(prompt_ids, params)
 
+    def generate_round(self, round_index: int, max_new: int) -> Round:
+        """Stages generate, score and shape for one round of ``rollout.batch_size`` prompts."""
+        world = self.world
+        idx = self.sampler.next(self.cfg.rollout.batch_size)  # the same on every rank
+        mine = world.mine(idx)
+        t0 = time.time()
+        outs = self.generate([self.train_ids[i] for i in mine],
+                             sampling_params(self.cfg, self.step, round_index, world.rank, max_new))  # [P][n]
+        t1 = time.time()
+        problems = [self.train_problems[i] for i, group in zip(mine, outs) for _ in group]
+        results = safe_score(self.scorer, [ro.text for group in outs for ro in group], problems)
+        n = self.cfg.rollout.n
+        scored = world.gather([(group, results[gi * n:(gi + 1) * n]) for gi, group in enumerate(outs)])
+        groups, reasons = make_groups(self.cfg, idx, scored, max_new)  # every rank: all groups, global order
+        for g in groups:
+            self.sampler.observe(g.prompt_index, g.accuracy)  # online removal of solved prompts
+        return Round(idx, groups, t1 - t0, time.time() - t1, reasons)
+
     def run_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t_start = time.time()
         max_new = max_new_tokens_at(cfg, self.step)
-        acc: dict[str, Any] = {"time/generate": 0.0, "time/reward": 0.0, "all_rewards": [], "all_correct": [],
-                               "lengths": [], "truncated": [], "removed": 0, "reasons": {}, "prompts": []}
-        groups, stats = collect_groups(lambda i: self._generate_round(i, max_new, acc), cfg.rollout.batch_size,
+        rounds: list[Round] = []
+
+        def one_round(i: int) -> list[Group]:
+            rounds.append(self.generate_round(i, max_new))
+            return rounds[-1].groups
+
+        groups, stats = collect_groups(one_round, cfg.rollout.batch_size,
                                        cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
                                        cfg.algo.filter_zero_variance)
-        n_all = max(len(acc["all_rewards"]), 1)
-        m: dict[str, Any] = {
-            "reward/mean": sum(acc["all_rewards"]) / n_all,
-            "reward/accuracy": sum(acc["all_correct"]) / n_all,
-            "response/length_mean": sum(acc["lengths"]) / n_all,
-            "response/length_max": max(acc["lengths"], default=0),
-            "response/truncation_rate": sum(acc["truncated"]) / n_all,
-            "rollout/max_new_tokens": max_new,
-            "filter/rounds": stats.rounds,
-            "filter/kept_groups": stats.kept_groups,
-            "filter/zero_variance_groups": stats.zero_variance_groups,
-            "filter/short_batch": int(stats.short),
-            "data/removed_prompts": len(self.sampler.removed),
-            "data/epoch": self.sampler.epoch,
-            # identifies the prompts of this step: a resumed run must reproduce it step for step
-            "data/prompt_hash": zlib.crc32(",".join(map(str, acc["prompts"])).encode()),
-            "optim/lr": self.scheduler.get_last_lr()[0],
-        }
-        if acc["reasons"]:
-            m["reward/failure_reasons"] = dict(sorted(acc["reasons"].items(), key=lambda kv: -kv[1])[:5])
+        m = round_metrics(rounds, stats, max_new)
+        m.update({"data/removed_prompts": len(self.sampler.removed), "data/epoch": self.sampler.epoch,
+                  "optim/lr": self.scheduler.get_last_lr()[0]})
         t_train = time.time()
         if groups:
-            m.update(self._update(groups, max_new))
+            m.update(self.train_on(groups, max_new))
         else:
             m["update/skipped_no_signal"] = 1
         with warnings.catch_warnings():  # a step with no update still advances the schedule
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
         m["time/train"] = time.time() - t_train
-        m["time/generate"] = acc["time/generate"]
-        m["time/reward"] = acc["time/reward"]
         m["time/step"] = time.time() - t_start
-        if acc.get("sample"):
-            m["sample"] = acc["sample"]
+        first = next((g for r in rounds for g in r.groups if g.responses), None)
+        if first is not None:
+            m["sample"] = {"prompt": self.train_problems[first.prompt_index].id,
+                           "response": first.responses[0].text[:300], "reward": first.rewards[0]}
         return m
 
-    def _logprobs(self, scorer: Any, batch: dict[str, torch.Tensor], mine: list[int], lengths: list[int]
-                  ) -> torch.Tensor:
+    def logprobs(self, scorer: Any, batch: TrainBatch, mine: list[int]) -> torch.Tensor:
         """[B, T] log-probs of this rank's rows under ``scorer`` (0 elsewhere), without gradients."""
         cfg = self.cfg
-        out = torch.zeros_like(batch["response_mask"])  # [B, T]
-        parts = [[mine[j] for j in mb] for mb in micro_batches([lengths[i] for i in mine],
+        out = torch.zeros_like(batch.response_mask)  # [B, T]
+        parts = [[mine[j] for j in mb] for mb in micro_batches([batch.lengths[i] for i in mine],
                                                                  cfg.trainer.micro_batch_tokens)]
         if self.world.sharded:  # collective forwards: the same count on every rank (empty = a dummy row)
             parts += [[]] * (self.world.max_int(len(parts)) - len(parts))
@@ -331,62 +247,45 @@ class RLRun:
                     out[mb, : lp.shape[1]] = lp
         return out
 
-    def _update(self, groups: list[Group], max_new: int) -> dict[str, Any]:
-        from archer.algo.advantages import compute_advantages
-
-        cfg, a = self.cfg, self.cfg.algo
-        rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)  # [G, n]
-        adv = compute_advantages(a.advantage, rewards)  # [G, n]
-        rows = [(g.prompt_ids, ro.response_ids) for g in groups for ro in g.responses]
-        batch = pack(rows, self.tokenizer.pad_token_id)
-        batch["advantages"] = adv.reshape(-1)  # [B]
-        batch["rewards"] = rewards.reshape(-1)  # [B]
-        if a.mask_truncated:  # overlong filtering: truncated responses do not train
-            trunc = torch.tensor([ro.truncated for g in groups for ro in g.responses], dtype=torch.bool)
-            batch["response_mask"][trunc] = 0.0
-        if a.tis_cap is not None:
-            rl = torch.zeros_like(batch["response_mask"])
-            for i, ro in enumerate(ro for g in groups for ro in g.responses):
-                start = len(rows[i][0])
-                rl[i, start:start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=rl.dtype)
-            batch["rollout_log_prob"] = rl
-        world = self.world
-        batch = {k: v.to(world.device) for k, v in batch.items()}
-        lengths = [len(p) + len(r) for p, r in rows]
+    def train_on(self, groups: list[Group], max_new: int) -> dict[str, Any]:
+        """Stages advantages, old and reference log-probs, and the update (``ppo_epochs`` x ``mini_batches``)."""
+        cfg, a, world = self.cfg, self.cfg.algo, self.world
+        batch = build_batch(cfg, groups, self.tokenizer.pad_token_id, world.device)
         # rows this rank trains: those of its groups (g % world == rank); all rows in one process
-        mine = _group_rows(groups, world.owned(len(groups)))
+        mine = group_rows(groups, world.owned(len(groups)))
         mine_set = set(mine)
-        chunk, temp = cfg.trainer.logprob_chunk_size, cfg.rollout.temperature
-        batch["old_log_prob"] = self._logprobs(self.token_scorer, batch, mine, lengths)
+        batch.old_log_prob = self.logprobs(self.token_scorer, batch, mine)
         if self.ref_scorer is not None:
-            batch["ref_log_prob"] = self._logprobs(self.ref_scorer, batch, mine, lengths)
+            batch.ref_log_prob = self.logprobs(self.ref_scorer, batch, mine)
         elif needs_reference(cfg):  # LoRA: the reference is the base model, adapters disabled
             with self.model.disable_adapter():
-                batch["ref_log_prob"] = self._logprobs(self.token_scorer, batch, mine, lengths)
-        self.token_scorer.train()
+                batch.ref_log_prob = self.logprobs(self.token_scorer, batch, mine)
         entropy_alpha = a.entropy_coef + (self.controller.alpha if self.controller is not None else 0.0)
         settings = UpdateSettings(loss=a.loss, agg=a.agg, loss_params=dict(a.loss_params), entropy_coef=entropy_alpha,
-                                  pos_nll_coef=a.pos_nll_coef, max_reward=float(rewards.max()),
-                                  max_len=float(max_new), grad_clip=cfg.optim.grad_clip, temperature=temp,
-                                  chunk_size=chunk, tis_cap=a.tis_cap)
+                                  pos_nll_coef=a.pos_nll_coef, max_reward=float(batch.rewards.max()),
+                                  max_len=float(max_new), grad_clip=cfg.optim.grad_clip,
+                                  temperature=cfg.rollout.temperature, chunk_size=cfg.trainer.logprob_chunk_size,
+                                  tis_cap=a.tis_cap)
+        tensors = batch.tensors(with_rollout=a.tis_cap is not None)
+        self.token_scorer.train()
         updates: list[dict[str, float]] = []
         for _epoch in range(cfg.trainer.ppo_epochs):
             # the global split (same generator state on every rank); each rank takes its rows of it
-            for mini in split_mini_batches(len(rows), cfg.trainer.mini_batches, self.update_gen):
+            for mini in split_mini_batches(len(batch.lengths), cfg.trainer.mini_batches, self.update_gen):
                 mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
-                mb = micro_batches([lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
+                mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
                 with self.precision():
-                    updates.append(update_minibatch(self.token_scorer, self.optimizer, batch,
+                    updates.append(update_minibatch(self.token_scorer, self.optimizer, tensors,
                                                     [[mini[j] for j in m] for m in mb], settings, world))
         self.token_scorer.eval()
         if self.controller is not None:
-            self.controller.update(_entropy_measure(batch["old_log_prob"], batch["response_mask"], mine, world))
-        out = _mean_metrics(updates)
+            self.controller.update(_entropy_measure(batch.old_log_prob, batch.response_mask, mine, world))
+        out = mean_update_metrics(updates)
         out["update/optimizer_steps"] = sum(1 for u in updates if not u.get("skipped_nonfinite"))
         out["update/skipped_nonfinite"] = sum(int(u.get("skipped_nonfinite", 0)) for u in updates)
-        out["update/rows"] = len(rows)
+        out["update/rows"] = len(batch.lengths)
         out["update/entropy_coef"] = entropy_alpha
-        out["advantage/abs_mean"] = float(adv.abs().mean())
+        out["advantage/abs_mean"] = float(batch.advantages.abs().mean())
         return out
 
 
@@ -398,28 +297,10 @@ def _entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], wor
     return total / count if count > 0 else 0.0
 
 
-def _rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+def _rows(batch: TrainBatch, rows: list[int]) -> dict[str, torch.Tensor]:
     idx = torch.tensor(rows, dtype=torch.long)
-    width = int(batch["attention_mask"][idx].sum(-1).max())
-    return {k: batch[k][idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
-
-
-def _group_rows(groups: list[Group], owned: list[int]) -> list[int]:
-    """Row indices (in the packed batch of all groups) of the groups in ``owned``."""
-    starts = [0]
-    for g in groups:
-        starts.append(starts[-1] + len(g.responses))
-    return [i for gi in owned for i in range(starts[gi], starts[gi + 1])]
-
-
-def _mean_metrics(updates: list[dict[str, float]]) -> dict[str, float]:
-    keys = {k for u in updates for k in u if k != "skipped_nonfinite"}
-    out = {}
-    for k in sorted(keys):
-        vals = [u[k] for u in updates if k in u]
-        agg = max(vals) if k == "ratio_max" else sum(vals) / len(vals)
-        out[f"actor/{k}"] = agg
-    return out
+    width = int(batch.attention_mask[idx].sum(-1).max())
+    return {k: getattr(batch, k)[idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
 
 
 # ------------------------------------------------------------------------------- entry point
@@ -445,7 +326,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
     from archer.distributed import launch
-    from archer.train.rl_setup import load_problems
+    from archer.train.rl_setup import load_problems, load_run_policy, prepare_initial_policy
 
     if launch.should_launch(cfg):
         given = [k for k, v in dict(model=model, tokenizer=tokenizer, train_problems=train_problems,
@@ -479,8 +360,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
     if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
-        sft_info = world.on_main(lambda: _prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log))
-    model, tokenizer, ref_model = _load_run_policy(cfg, out, last)
+        sft_info = world.on_main(lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log))
+    model, tokenizer, ref_model = load_run_policy(cfg, out, last)
     model.to(world.device)
     if ref_model is not None:
         ref_model.to(world.device)
@@ -571,56 +452,6 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             plot_run(out)
     world.close()
     return dict(summary, history=history)
-
-
-def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
-    """Where the run's initial policy lives: ``<run>/sft_model`` when archer built, warmed or was given
-    it, else ``model.path``."""
-    saved = run_dir / "sft_model"
-    if saved.is_dir() or cfg.model.path is None:
-        return saved
-    return Path(cfg.model.path)
-
-
-def _prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any], model: Any, tokenizer: Any,
-                            log: Callable[[str], None]) -> dict[str, Any]:
-    """On rank 0: build / SFT-warm the initial policy (or take the given one) and save it as
-    ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary."""
-    from archer.train.rl_setup import build_policy, sft_configured
-
-    if model is None and cfg.model.path is not None and not sft_configured(cfg):
-        return {}
-    target = run_dir / "sft_model"
-    if target.is_dir():  # a resumed run killed before its first checkpoint: the warm-up is not redone
-        log(f"reusing the initial policy in {target}")
-        return {}
-    info: dict[str, Any] = {}
-    if model is None or tokenizer is None:
-        t0 = time.time()
-        model, tokenizer, info = build_policy(cfg, train_problems, log)
-        info["seconds"] = round(time.time() - t0, 1)
-    tmp = run_dir / ".sft_model.tmp"  # written whole, then renamed: a kill never leaves half a model
-    shutil.rmtree(tmp, ignore_errors=True)
-    unwrap(model).save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    tmp.replace(target)
-    return info
-
-
-def _load_run_policy(cfg: Config, run_dir: Path, last: Path | None) -> tuple[Any, Any, Any]:
-    """(policy, tokenizer, frozen reference or None), every path through :func:`load_policy`."""
-    options = PolicyOptions.from_config(cfg)
-    initial = initial_policy_dir(cfg, run_dir)
-    if last is None or ckpt.is_sharded_checkpoint(last):  # sharded weights are loaded after sharding
-        model, tokenizer = load_policy(initial, options)
-    elif (last / "adapter_config.json").is_file():
-        model, tokenizer = load_policy(initial, options, adapter=last)
-    else:
-        model, tokenizer = load_policy(last, options)
-    ref_model = None
-    if needs_reference(cfg) and not is_lora(model):
-        ref_model, _ = load_policy(initial, PolicyOptions(disable_dropout=cfg.model.disable_dropout))
-    return model, tokenizer, ref_model
 
 
 class _SilentLogger:

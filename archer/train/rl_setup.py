@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from archer.config import Config, ConfigError
@@ -175,3 +178,57 @@ def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
                               f"> {max_tokens}; raise the limit or filter the data")
         out.append(list(ids))
     return out
+
+
+def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
+    """Where the run's initial policy lives: ``<run>/sft_model`` when archer built, warmed or was given
+    it, else ``model.path``."""
+    saved = run_dir / "sft_model"
+    if saved.is_dir() or cfg.model.path is None:
+        return saved
+    return Path(cfg.model.path)
+
+
+def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any], model: Any, tokenizer: Any,
+                            log: Callable[[str], None]) -> dict[str, Any]:
+    """On rank 0: build / SFT-warm the initial policy (or take the given one) and save it as
+    ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary."""
+    if model is None and cfg.model.path is not None and not sft_configured(cfg):
+        return {}
+    target = run_dir / "sft_model"
+    if target.is_dir():  # a resumed run killed before its first checkpoint: the warm-up is not redone
+        log(f"reusing the initial policy in {target}")
+        return {}
+    info: dict[str, Any] = {}
+    if model is None or tokenizer is None:
+        t0 = time.time()
+        model, tokenizer, info = build_policy(cfg, train_problems, log)
+        info["seconds"] = round(time.time() - t0, 1)
+    from archer.train.policy import unwrap
+
+    tmp = run_dir / ".sft_model.tmp"  # written whole, then renamed: a kill never leaves half a model
+    shutil.rmtree(tmp, ignore_errors=True)
+    unwrap(model).save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    tmp.replace(target)
+    return info
+
+
+def load_run_policy(cfg: Config, run_dir: Path, last: Path | None) -> tuple[Any, Any, Any]:
+    """(policy, tokenizer, frozen reference or None), every path through :func:`load_policy`."""
+    from archer.train import checkpoint as ckpt
+    from archer.train.policy import PolicyOptions, is_lora, load_policy
+    from archer.train.rl_step import needs_reference
+
+    options = PolicyOptions.from_config(cfg)
+    initial = initial_policy_dir(cfg, run_dir)
+    if last is None or ckpt.is_sharded_checkpoint(last):  # sharded weights are loaded after sharding
+        model, tokenizer = load_policy(initial, options)
+    elif (last / "adapter_config.json").is_file():
+        model, tokenizer = load_policy(initial, options, adapter=last)
+    else:
+        model, tokenizer = load_policy(last, options)
+    ref_model = None
+    if needs_reference(cfg) and not is_lora(model):
+        ref_model, _ = load_policy(initial, PolicyOptions(disable_dropout=cfg.model.disable_dropout))
+    return model, tokenizer, ref_model
