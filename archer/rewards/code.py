@@ -9,8 +9,8 @@ Test formats (``Problem.tests``):
   ``Solution().<fn_name>`` or a top-level ``<fn_name>``.
 - assert-style ``{"assert": str | [str], "entry_point": optional, "setup": optional}`` (HumanEval
   ``check(candidate)``, MBPP assert lists); a list is one test per element. The tests run against
-  the real builtins; only the entry point (without one: the functions the tests call and do not
-  define) comes from the program. ``setup`` is trusted code run before the tests, for helpers the
+  the real builtins; only the entry point (without one: the single function the tests use and do
+  not define) comes from the program. ``setup`` is trusted code run before the tests, for helpers the
   tests use besides the entry point (HumanEval's ``poly``, ``encode_cyclic``: the prompt). Through
   :func:`score_code_problems`, a HumanEval-style problem whose prompt is Python code defining the
   entry point gets its prompt as ``setup`` when the tests name none.

@@ -14,8 +14,8 @@ Three roles:
   are never in this process; the trainer compares.
 - :func:`program_server` + :func:`judge`: assert-style tests (HumanEval ``check(candidate)``, MBPP
   assert lists) run in two processes with different uids. The judge executes the (trusted) test code
-  against the real builtins and never sees the program's source: only the entry point (or, without
-  one, the functions the tests call and do not define: :func:`program_names`) comes from the
+  against the real builtins and never sees the program's source: only the entry point (given, or
+  the one function the tests use and do not define: :func:`program_names`) comes from the
   program, as a proxy that sends the pickled arguments to the program process and gets back a
   return value, accepted only if it is plain builtin data (decoded by the restricted unpickler).
   Helpers the tests need besides the entry point (HumanEval's ``poly``, ``encode_cyclic``) come from
@@ -258,12 +258,14 @@ def _bound_names(tree: ast.AST) -> set[str]:
 
 
 def program_names(tests: list[str], setup: str, entry_point: str | None) -> tuple[list[str], list[str]]:
-    """Names the (trusted) test code takes from the program, and stdlib modules it uses unimported.
+    """The name the (trusted) test code takes from the program, and stdlib modules it uses unimported.
 
-    With an ``entry_point`` only that name comes from the program. Without one, the program's names
-    are the free names of the tests: used but bound neither by the tests nor by ``setup``, not
-    builtins and not standard-library modules. A free name that is a standard-library module is
-    imported for real by the judge (as if the test had imported it), never taken from the program.
+    Exactly one name comes from the program: ``entry_point``, or without one the single free name
+    of the tests (used but bound neither by the tests nor by ``setup``, not a builtin, not a
+    standard-library module). Tests with several such names get none (they fail with a NameError:
+    name the entry point, or put the helpers in ``setup``), so a program can never supply a helper
+    the test trusts (``isclose``) next to the function under test. A free name that is a standard
+    module is imported for real by the judge, as if the test had imported it.
     """
     used: set[str] = set()
     bound = _bound_names(ast.parse(setup)) if setup else set()
@@ -279,7 +281,8 @@ def program_names(tests: list[str], setup: str, entry_point: str | None) -> tupl
     modules = sorted(n for n in free if n in stdlib and n not in _IMPORT_SIDE_EFFECTS and n != entry_point)
     if entry_point:
         return [entry_point], modules
-    return sorted(n for n in free if n not in stdlib), modules
+    candidates = sorted(n for n in free if n not in stdlib)
+    return (candidates if len(candidates) == 1 else []), modules
 
 
 def _calls_check(test: str) -> bool:
