@@ -185,6 +185,9 @@ class TrainerConfig:
     device: str = "auto"
     # data parallel across processes (resources.train_procs or torchrun): ddp (replicas) or fsdp (FSDP2)
     strategy: str = "ddp"
+    # when the rollout is exactly on-policy (the engine samples from the float32 policy itself at the
+    # training temperature), its log-probs serve as the old log-probs: one forward pass saved per step
+    reuse_rollout_logprobs: bool = True
     threads: int | None = None
     save_every: int = 10
     keep_last: int = 2

@@ -100,3 +100,10 @@ class RolloutEngine(Protocol):
     def update_weights(self, state_dict_or_model: Any) -> None:
         """Load the trainer's current weights (a no-op when the engine shares the trainer's model)."""
         ...
+
+
+def shares_policy(engine: Any) -> bool:
+    """True when ``engine`` samples from the trainer's own module (no weight sync needed, and with
+    float32 compute its log-probs are the trainer's to float rounding). Engines declare it with a
+    ``shares_policy`` attribute; the default is False (a separate copy that needs syncing)."""
+    return bool(getattr(engine, "shares_policy", False))

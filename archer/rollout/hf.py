@@ -90,6 +90,8 @@ class HFEngine:
     were measured 10-40x slower than 1 (``benchmarks/rollout_speed.py``). Ignored on GPU.
     """
 
+    shares_policy = True  # it samples from the module it is given: the trainer's policy
+
     def __init__(
         self,
         model,

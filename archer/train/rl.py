@@ -133,6 +133,7 @@ class RLRun:
                                      remove_threshold=cfg.data.remove_solved_threshold,
                                      min_keep=cfg.rollout.batch_size)
         self.step = 0
+        self.policy_version = 0  # optimizer updates so far: the weights a rollout engine must hold
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
 
     def precision(self) -> Any:
@@ -254,7 +255,10 @@ class RLRun:
         # rows this rank trains: those of its groups (g % world == rank); all rows in one process
         mine = group_rows(groups, world.owned(len(groups)))
         mine_set = set(mine)
-        batch.old_log_prob = self.logprobs(self.token_scorer, batch, mine)
+        if self.rollout_is_policy():  # exactly on-policy: the sampler's log-probs are the old ones
+            batch.old_log_prob = batch.rollout_log_prob
+        else:
+            batch.old_log_prob = self.logprobs(self.token_scorer, batch, mine)
         if self.ref_scorer is not None:
             batch.ref_log_prob = self.logprobs(self.ref_scorer, batch, mine)
         elif needs_reference(cfg):  # LoRA: the reference is the base model, adapters disabled
@@ -286,7 +290,26 @@ class RLRun:
         out["update/rows"] = len(batch.lengths)
         out["update/entropy_coef"] = entropy_alpha
         out["advantage/abs_mean"] = float(batch.advantages.abs().mean())
+        out.update(_mismatch_metrics(batch, mine, world))
+        self.sync_engine()
         return out
+
+    def rollout_is_policy(self) -> bool:
+        """The sampler's log-probs equal the trainer's recomputation (to float rounding): the engine
+        samples from this float32 policy at the training temperature (``trainer.reuse_rollout_logprobs``)."""
+        from archer.rollout.base import shares_policy
+
+        return (self.cfg.trainer.reuse_rollout_logprobs and shares_policy(self.engine)
+                and self.cfg.model.dtype == "float32")
+
+    def sync_engine(self) -> None:
+        """After an update: a rollout engine with its own copy of the weights gets the new ones."""
+        from archer.rollout.base import shares_policy
+
+        self.policy_version += 1
+        if not shares_policy(self.engine):
+            with self.world.full_weights(self.token_scorer):
+                self.engine.update_weights(unwrap(self.model))
 
 
 def _entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], world: World) -> float:
@@ -295,6 +318,15 @@ def _entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], wor
     total = world.sum(float(-(old[rows][m]).double().sum()) if rows else 0.0)
     count = world.sum(float(m.sum()) if rows else 0.0)
     return total / count if count > 0 else 0.0
+
+
+def _mismatch_metrics(batch: TrainBatch, rows: list[int], world: World) -> dict[str, float]:
+    """|sampler - trainer| log-prob gap over the trained tokens (0 when the sampler's are reused)."""
+    m = batch.response_mask[rows] != 0  # [R, T]
+    diff = (batch.rollout_log_prob[rows] - batch.old_log_prob[rows]).abs()[m].double()  # [N]
+    count = world.sum(float(diff.numel()))
+    return {"rollout/logprob_diff_mean": world.sum(float(diff.sum())) / max(count, 1.0),
+            "rollout/logprob_diff_max": world.max_float(float(diff.max()) if diff.numel() else 0.0)}
 
 
 def _rows(batch: TrainBatch, rows: list[int]) -> dict[str, torch.Tensor]:

@@ -175,3 +175,28 @@ def test_garbage_weights_and_missing_cuda_are_one_line_errors(tmp_path, tokenize
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_on_policy_rollout_logprobs_equal_the_recomputed_ones_and_are_reused(tokenizer, tmp_path, monkeypatch):
+    """With the HF engine on the float32 policy, the trainer's recomputed old log-probs equal the
+    sampler's (so reusing them, the default, saves a forward without changing the update)."""
+    from archer.train import rl
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    model_dir = _save("qwen2", tokenizer, tmp_path / "base")
+    calls = []
+    original = rl.RLRun.logprobs
+    monkeypatch.setattr(rl.RLRun, "logprobs", lambda self, *a: calls.append(1) or original(self, *a))
+    extra = ["algo.loss_params={kl_coef: 0.0}", "trainer.save_every=0", "trainer.save_final=false"]
+    recomputed = _run(tmp_path / "a", model_dir, extra + ["trainer.reuse_rollout_logprobs=false"])
+    trained = [h for h in recomputed["history"] if "actor/grad_norm" in h]
+    assert trained and len(calls) == len(trained)
+    assert all(h["rollout/logprob_diff_max"] < 1e-4 for h in trained)
+    calls.clear()
+    reused = _run(tmp_path / "b", model_dir, extra)
+    trained_b = [h for h in reused["history"] if "actor/grad_norm" in h]
+    assert trained_b and calls == []  # no recomputation forward
+    assert all(h["rollout/logprob_diff_max"] == 0.0 for h in trained_b)
+    for a, b in zip(trained, trained_b):  # the same data, the same update up to float rounding
+        assert a["data/prompt_hash"] == b["data/prompt_hash"]
+        assert b["actor/loss"] == pytest.approx(a["actor/loss"], abs=1e-4)
