@@ -69,21 +69,38 @@ def load_problems(args: argparse.Namespace) -> list:
 
 
 def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto"):
-    """(engine, tokenizer) for a Hugging Face model directory, on ``device``."""
+    """(engine, tokenizer) for a Hugging Face model directory, on ``device`` (default: CUDA when present).
+
+    The model is read by the trainer's loader (:func:`archer.train.policy.load_policy`: a local folder,
+    one-line errors for a missing folder or broken weights, a LoRA checkpoint loaded onto its base), so
+    a checkpoint is evaluated as it was trained. ``dtype``: ``auto`` keeps the checkpoint's saved dtype.
+    A sharded (FSDP) checkpoint must be merged first with ``archer export``.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from archer.config import ConfigError
     from archer.rollout.hf import HFEngine
+    from archer.train.checkpoint import is_sharded_checkpoint
+    from archer.train.policy import PolicyOptions, load_policy, resolve_device
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    if not (Path(model_dir) / "config.json").is_file():
-        # archer never downloads: a model is a local Hugging Face directory
-        raise FileNotFoundError(f"--model {model_dir}: not a Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
-    return HFEngine(model, tokenizer, device=device), tokenizer
+    if is_sharded_checkpoint(model_dir):
+        raise FileNotFoundError(f"--model {model_dir}: a sharded (FSDP) checkpoint; merge it first with "
+                                f"`archer export {model_dir} --out DIR` and evaluate DIR")
+    try:
+        target = resolve_device(device or "auto")
+        model, tokenizer = load_policy(model_dir, PolicyOptions())
+    except ConfigError as exc:
+        message = str(exc).replace("model.path", "--model", 1).replace("trainer.device", "--device", 1)
+        raise FileNotFoundError(message) from None
+    if dtype == "auto":
+        saved = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
+        torch_dtype = saved if isinstance(saved, torch.dtype) else getattr(torch, str(saved), torch.float32)
+    elif isinstance(getattr(torch, dtype, None), torch.dtype):
+        torch_dtype = getattr(torch, dtype)
+    else:
+        raise ValueError(f"--dtype {dtype!r}: not a torch dtype (auto, float32, bfloat16, float16)")
+    model = model.to(device=target, dtype=torch_dtype)
+    return HFEngine(model, tokenizer, device=target), tokenizer
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
