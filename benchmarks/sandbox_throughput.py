@@ -42,7 +42,8 @@ def load_workloads(cc_tests: int) -> dict[str, list[tuple[str, dict]]]:
     rows = [json.loads(line) for line in open(DATA / "humaneval.jsonl")]
     he = []
     for r in rows:
-        tests = {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"]}
+        tests = {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"],
+                 "setup": r["prompt"]}  # trusted helpers (HumanEval/32, 38, 50 test through them)
         he.append((r["prompt"] + r["canonical_solution"], tests))
         he.append((r["prompt"] + "    return None\n", tests))
     cc = []

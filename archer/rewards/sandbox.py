@@ -2,32 +2,47 @@
 
 The trainer never imports or executes generated code. It talks to ``SandboxConfig.workers``
 zygotes (``sandbox_worker.py``), each started once inside fresh namespaces
-(``unshare --mount --net --pid --ipc --uts``) and holding the common imports; a zygote forks one
-unprivileged child per program run (per test for stdin problems), so a run costs a ``fork``, not an
-interpreter start. Isolation layers and their fallbacks are described in ``sandbox_isolation.py``;
-whatever is missing on this machine is logged once as a warning when the pool starts and is visible
-in :func:`sandbox_isolation`.
+(``unshare --mount --net --pid --ipc --uts``) and holding the common imports. A zygote never reads a
+request itself: it forks a *request process* per request, which forks one unprivileged child per
+program run (per test for stdin problems) and exits when the request is done, so a run costs two
+forks, not an interpreter start. Isolation layers and their fallbacks are described in
+``sandbox_isolation.py``; whatever is missing on this machine is logged once as a warning when the
+pool starts and is visible in :func:`sandbox_isolation`.
 
 Launchers, tried in order under ``isolation="auto"``:
 
-- ``unshare`` as root: every layer, including the uid drop;
-- ``unshare --map-root-user`` (unprivileged user namespaces): namespaces and the private root, but
-  the program keeps the caller's uid;
-- ``none``: rlimits, sessions and a temporary cwd only (loudly reported).
+- ``unshare`` as root: every layer, including the uid drop and the cgroups;
+- ``unshare --map-root-user`` (unprivileged user namespaces): namespaces, the private root, a
+  fresh IPC namespace per run and seccomp, but the program keeps the caller's uid and no cgroup
+  (unless a delegated v2 subtree is writable);
+- ``none``: rlimits, sessions, seccomp and a temporary cwd only (loudly reported).
 
-What is covered: programs never run in the trainer; each run gets a fresh process (forked, so
-nothing survives between runs), an unprivileged uid, rlimits, a private writable directory on a
-small tmpfs and nothing else writable, no network, no view of the host's processes, files outside
-the system directories, or environment; the whole process tree is killed after every run; expected
-outputs never enter the program's process, and assert verdicts come from a judge process the program
-cannot signal, trace or write to. What is not: the zygote itself stays root inside its namespaces (it
-must set up mounts, fork children under other uids and kill them), so a kernel exploit from a child
-is out of scope; there is no seccomp filter and no cgroup (memory is bounded by RLIMIT_AS per
-process, times RLIMIT_NPROC processes at most); CPU time is shared with the trainer.
+What is covered (as root with util-linux ``unshare``, seccomp and writable cgroups, as on the CI
+image): programs never run in the trainer, and nothing a program defines runs in the assert judge
+(tests run against the real builtins; only the entry point comes from the program, as plain data
+over a pipe). Each run gets a fresh process whose inherited memory holds no earlier run's data,
+a fresh IPC namespace (no SysV/POSIX IPC object survives it), a uid pair no other pool on the
+machine uses, a seccomp filter refusing keyrings, bpf, perf, userfaultfd, io_uring, ptrace, mounts,
+namespaces, kexec and module loading (``sandbox_seccomp.py``), a cgroup bounding its total memory
+(memfd, shm and tmpfs included) and task count (``sandbox_cgroup.py``), rlimits, a private writable
+directory on a small tmpfs with an inode limit and nothing else writable, no network, no view of the
+host's processes, files outside the system directories, or environment; the whole process tree is
+killed and its files removed (without recursion, whatever the depth) after every run; expected
+outputs never enter the program's process, the trainer's comparisons never raise on what a program
+prints, and assert verdicts come from a judge process the program cannot signal, trace or write to.
+
+What is not: the zygote itself stays root inside its namespaces (it must fork children under other
+uids, move them into cgroups and kill them) and keeps CAP_SYS_ADMIN in its permitted set for the
+per-run IPC namespace, behind its own seccomp filter; a kernel exploit through an allowed syscall
+is out of scope, as is a syscall added to the kernel after the deny list was written. CPU time is
+shared with the trainer (RLIMIT_CPU per process and a wall-clock timeout per test, no CPU cgroup).
+Per-uid kernel limits are only isolated between pools that share the uid lock directory
+(``sandbox_uids.py``). Without root or cgroups the corresponding layers are missing and reported.
 
 The pool is a plain object: create one per process and share it, or use :func:`default_pool`. Every
 request streams one event per test back to the caller, which compares outputs itself and decides
-whether to continue (stop at the first failure for hard rewards).
+whether to continue (stop at the first failure for hard rewards). An exception in the caller's
+handler fails that job only; the zygote serves on.
 """
 
 from __future__ import annotations

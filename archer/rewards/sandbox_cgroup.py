@@ -14,12 +14,13 @@ the trainer still bounds everything), ``archer-sbx-<trainer pid>-<slot>-<random>
 ``memory`` and ``pids`` hierarchies or in the v2 unified one (controllers ``memory`` and ``pids``
 must be enabled in the parent's ``cgroup.subtree_control``; archer tries to enable them and
 reports why it could not). The zygote bind-mounts the directories into its jail (root-only, mode
-0700), sets the limits for each request and moves every run child into them before it drops
-privileges; one run per slot at a time, so a slot's cgroup is the run's cgroup. Directories of
+0700), joins them itself (its forks inherit them, so no run child is ever outside) and sets the
+limits for each request; one run per slot at a time, so a slot's cgroup is the run's cgroup. Directories of
 trainers that died are removed when the next pool starts.
 
 Settings per run: memory = the request's ``memory_mb`` (swap included: v1 ``memsw`` or v2
-``swap.max = 0``), tasks = ``nproc`` + 1 (the assert judge). On v2 ``memory.oom.group`` makes an
+``swap.max = 0``; it also holds what the zygote and request process allocate after joining, a few
+MiB of buffers), tasks = ``nproc`` + 4 (zygote, request process, assert judge, a cleanup helper). On v2 ``memory.oom.group`` makes an
 out-of-memory kill take the whole run. An OOM kill is reported as the ``memory`` verdict.
 
 Limits: needs root (or a delegated v2 subtree writable by the trainer's uid); without it the

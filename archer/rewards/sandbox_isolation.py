@@ -1,4 +1,5 @@
-"""Isolation layers of the sandbox zygote: namespaces, a read-only minimal root, uid drop, rlimits.
+"""Isolation layers of the sandbox zygote: namespaces, a read-only minimal root, uid drop, rlimits,
+a fresh IPC namespace and a seccomp filter per run, cgroups.
 
 Loaded by path inside the zygote (standard library only). :func:`setup` runs once in the zygote,
 which the launcher has already put in fresh mount, network, pid, IPC and UTS namespaces
@@ -10,22 +11,36 @@ Layers (each reported separately, each may be missing on a given machine):
 
 - ``mount_namespace`` + ``chroot``: a new root on tmpfs holding read-only bind mounts of ``/usr``,
   ``/bin``, ``/lib*``, ``/etc`` and the Python installation, a fresh ``/proc``, a few device nodes and
-  a small tmpfs ``/tmp`` whose per-run directories are the only writable places. ``/root``, ``/home``,
-  the repository and the datasets are not visible at all.
+  a small tmpfs ``/tmp`` (size and inode limits) whose per-run directories are the only writable
+  places. ``/root``, ``/home``, the repository and the datasets are not visible at all.
 - ``net_namespace``: no interfaces but a downed loopback, so every connect fails.
 - ``pid_namespace``: the zygote is pid 1; killing "all processes" kills exactly the run's tree.
-- ``uid_drop``: children run as ``uid_base + 2*slot`` (program) and ``+1`` (judge), uids owned by
-  nothing else, so RLIMIT_NPROC counts only the run's own processes and nothing outside is
-  writable, readable-if-private, or killable; ``no_new_privs`` blocks setuid binaries.
-- rlimits: address space, CPU seconds, processes, file size, open files, core dumps.
+- ``uid_drop``: children run as the slot's program uid and the judge as program uid + 1, a pair
+  allocated machine-wide for this pool (``sandbox_uids.py``), so per-uid limits count only the
+  run's own processes and nothing outside is writable, readable-if-private, or killable;
+  ``no_new_privs`` blocks setuid binaries.
+- ``ipc_per_run``: each run child unshares a fresh IPC namespace, so SysV shared memory, semaphores
+  and message queues and POSIX message queues die with the run (with their memory).
+- ``seccomp``: the zygote, and so everything it forks, runs under the deny filter of
+  ``sandbox_seccomp.py`` (keyrings, bpf, perf, userfaultfd, io_uring, ptrace, mounts, namespaces,
+  kexec, modules, ...); the one exception, ``unshare(CLONE_NEWIPC)``, needs CAP_SYS_ADMIN, which
+  a run child has given up before the program starts.
+- ``cgroup``: the zygote joins its slot's memory + pids cgroup (``sandbox_cgroup.py``) once, so its
+  request processes and run children are in it from their first instruction; run children have
+  ``oom_score_adj`` +1000 (the zygote -1000 where CAP_SYS_RESOURCE allows), so an out-of-memory
+  kill takes the run, not the zygote.
+- rlimits: address space, CPU seconds, processes (only without a pids cgroup), file size, open
+  files, core dumps, locked memory.
 - ``capabilities_dropped``: once the jail is built the zygote (root inside its namespaces) keeps only
-  the capabilities it needs to manage children (``KEEP_CAPS``).
+  the capabilities it needs to manage children (``KEEP_CAPS``), plus CAP_SYS_ADMIN in the permitted
+  (not effective) set, raised only in a forked run child for ``unshare(CLONE_NEWIPC)``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import math
 import os
 import random
@@ -47,7 +62,8 @@ KEEP_CAPS = (0, 1, 2, 3, 4, 5, 6, 7)
 # (mount, pivot_root, setns, other namespaces, ...), and the child's setuid drops it with the rest.
 CAP_SYS_ADMIN = 21
 CLONE_NEWIPC = 0x08000000
-TMP_INODES = 16384  # files + directories all runs of a zygote may hold at once; bounds cleanup work
+TMP_INODES = 16384
+EXTRA_TASKS = 4  # tasks of a slot's cgroup besides the run's nproc: zygote, request process, judge, a helper  # files + directories all runs of a zygote may hold at once; bounds cleanup work
 _CAP_VERSION_3 = 0x20080522
 NEW_ROOT = "/tmp/archer_root"  # on a private tmpfs mounted over /tmp inside the mount namespace
 CGROUP_DIR = "/.cgroup"  # in the jail, mode 0700: the zygote reaches it, programs do not
@@ -55,6 +71,7 @@ RO_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -160,6 +177,14 @@ def _drop_capabilities(keep_sys_admin: bool) -> None:
     _capset(keep, keep | ((1 << CAP_SYS_ADMIN) if keep_sys_admin else 0))
 
 
+def _set_oom_score_adj(value: int) -> None:
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    try:
+        os.write(fd, str(int(value)).encode())
+    finally:
+        os.close(fd)
+
+
 def _new_ipc_namespace(report: dict[str, Any]) -> None:
     """In a run child: a fresh, empty IPC namespace (SysV IPC and POSIX message queues)."""
     if report["capabilities_dropped"]:
@@ -244,9 +269,18 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
             _private_scratch_dirs(report)
     if host_cgroups and not report["chroot"]:
         cgroups = host_cgroups  # no jail: the zygote reaches the host paths directly
+    tasks = int(cfg["nproc"]) + EXTRA_TASKS
     if cgroups:
         try:
-            cgroup.set_limits(cgroups, 1 << 30, int(cfg["nproc"]) + 1)
+            cgroup.set_limits(cgroups, 1 << 30, tasks)
+            # the zygote joins once and its forks inherit the cgroup: moving every run child (a v1
+            # migration costs milliseconds) is not needed. It and its request processes are the
+            # last the OOM killer may pick; run children ask to be the first (enter_child).
+            try:
+                _set_oom_score_adj(-1000)
+            except OSError:  # needs CAP_SYS_RESOURCE; the children's +1000 still makes them first
+                pass
+            cgroup.join(cgroups)
             report["cgroup"] = True
         except OSError as exc:
             report["errors"].append(f"cgroup: {exc}")
@@ -267,9 +301,11 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     ipc_possible = report["mount_namespace"] and _probe(lambda: _new_ipc_namespace(report))
     if seccomp.supported():
         try:
-            seccomp.install(allow_ipc_unshare=ipc_possible)  # the zygote's own filter
-            report["seccomp_child"] = seccomp.prepare()
-            report["seccomp"] = _probe(lambda: seccomp.apply(report["seccomp_child"]))
+            # one filter for the zygote and everything it forks (filters are inherited and cannot be
+            # removed); the unshare(CLONE_NEWIPC) it lets through needs CAP_SYS_ADMIN, which a run
+            # child no longer has when the program starts
+            seccomp.install(allow_ipc_unshare=ipc_possible)
+            report["seccomp"] = True
         except OSError as exc:
             report["errors"].append(f"seccomp: {exc}")
     else:
@@ -289,6 +325,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         # orphans of a run are reparented to the zygote, so it can reap them
         _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
+    report["limits"]["tasks"] = tasks
     return report
 
 
@@ -303,7 +340,7 @@ def become_request_process(zygote_pid: int) -> None:
 
 def public(report: dict[str, Any]) -> dict[str, Any]:
     """The report without what only the zygote uses (it is sent to the trainer as JSON)."""
-    return {k: v for k, v in report.items() if k not in ("seccomp_child", "cgroup_dirs")}
+    return {k: v for k, v in report.items() if k != "cgroup_dirs"}
 
 
 def make_workdir(report: dict[str, Any], n: int, role: str) -> str:
@@ -384,7 +421,7 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
     """In a freshly forked child: cgroup, session, fds, rlimits, fresh IPC namespace, empty env,
     private cwd, unprivileged uid, seccomp filter: in that order, before any untrusted code."""
     if report["cgroup"]:
-        cgroup.join(report["cgroup_dirs"])
+        _set_oom_score_adj(1000)  # already in the slot's cgroup (inherited from the zygote)
     os.setsid()
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -404,7 +441,7 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
                        (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0),
                        (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_MEMLOCK, 0)):
         resource.setrlimit(res, (value, value))
-    if report["ipc_per_run"]:
+    if report["ipc_per_run"] and role == "prog":  # the judge runs no program code and uses no IPC
         _new_ipc_namespace(report)
     os.environ.clear()
     os.chdir(workdir)
@@ -412,10 +449,10 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
         uid = report["uids"][role]
         os.setgroups([])
         os.setgid(uid)
-        os.setuid(uid)
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if report["seccomp"]:
-        seccomp.apply(report["seccomp_child"])
+        os.setuid(uid)  # clears every capability
+    elif report["capabilities_dropped"]:
+        _capset(0, 0)  # root of a user namespace without the uid drop: still no capability at all
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # (the zygote's seccomp filter is inherited)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_IGN)  # as a fresh interpreter: errors, not deaths
     random.seed()  # a fresh interpreter would not share the zygote's random state
@@ -428,14 +465,15 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
 def kill_tree(report: dict[str, Any], pids: list[int]) -> None:
     """SIGKILL everything the run started, then reap it.
 
-    In a pid namespace the zygote is pid 1 and ``kill(-1)`` reaches exactly the run's processes.
-    Without one, a helper that takes each sandbox uid calls ``kill(-1)``, which signals every
-    process of that uid in one kernel pass, so a fork bomb cannot outrun it (the sandbox uids must
-    belong to nothing else). Without either, only the children's process groups are killed.
+    In a pid namespace ``kill(-1)`` from the request process (or the zygote, pid 1) reaches every
+    process of the namespace but pid 1 and the caller: exactly the run's processes. Without one, a
+    helper that takes each sandbox uid calls ``kill(-1)``, which signals every process of that uid
+    in one kernel pass, so a fork bomb cannot outrun it (the uids are this pool's alone). Without
+    either, only the children's process groups are killed.
     """
     if report["pid_namespace"]:
         try:
-            os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: every other process in it
+            os.kill(-1, signal.SIGKILL)  # every process of the namespace but pid 1 and the caller
         except ProcessLookupError:
             pass
     elif report["uid_drop"]:

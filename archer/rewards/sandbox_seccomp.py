@@ -21,9 +21,9 @@ program never needs and that reach kernel state outliving the run or large kerne
 falls back to ``clone``, whose flags are checked. Syscalls of another ABI than the interpreter's
 (i386 ``int 0x80`` or x32 on x86-64) are refused as a whole.
 
-``allow_ipc_unshare=True`` (the zygote's own filter) lets exactly ``unshare(CLONE_NEWIPC)`` through,
-which each run needs to get a fresh IPC namespace; the children add the strict filter on top (the
-kernel applies every filter of a thread and the strictest answer wins).
+``allow_ipc_unshare=True`` (the sandbox zygote's filter, inherited by everything it forks) lets
+exactly ``unshare(CLONE_NEWIPC)`` through, which each run needs to get a fresh IPC namespace; the
+kernel refuses it to a run's program anyway, which has no CAP_SYS_ADMIN left by then.
 
 Limits: a deny list, so a syscall added to the kernel later is allowed until listed here; x86-64
 and aarch64 only (:func:`supported` is False elsewhere and the sandbox reports ``seccomp: False``).
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import platform
 import struct
 from typing import Any
@@ -142,9 +143,14 @@ def prepare(allow_ipc_unshare: bool = False) -> Any:
     return fprog
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def apply(fprog: Any) -> None:
     """Set ``no_new_privs`` and add a prepared filter to this thread; OSError if the kernel refuses."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(NO_NEW_PRIVS): {errno.errorcode.get(err, err)}")

@@ -3,19 +3,23 @@
 Started by ``archer.rewards.sandbox`` as ``[unshare ...] python -I sandbox_worker.py CONFIG_JSON``;
 it speaks length-prefixed JSON frames on stdin/stdout and imports only the standard library (plus
 ``sandbox_harness.py``, ``sandbox_isolation.py`` and ``archer/data/safe_pickle.py`` loaded by path).
-It holds the common imports, so a run costs one ``fork`` instead of an interpreter start.
+It holds the common imports, so a run costs a ``fork`` instead of an interpreter start. The zygote
+never reads a request: for each one it forks a *request process* that reads it, forks the run
+children and exits at the end, so nothing of a request stays in the memory later runs inherit.
 
 Protocol, per request: the trainer sends part A (program, test inputs, limits: never expected
 outputs), then for assert-style tests part B (the test code, read only after the program's process
-is forked and wiped from this process's memory once the judge is forked). For each test the zygote
+is forked, so only the judge ever holds it). For each test the request process
 sends ``{"event": "test", "i", "status", ...}`` and waits for ``{"continue": bool}``: the trainer
 compares, and stops the run at the first failure when it wants to. The run ends with
 ``{"event": "done"}``.
 
-After every child the whole process tree is killed: as pid 1 of its own pid namespace the zygote
-sends SIGKILL to every other process in it (setsid/double-fork escapes included); without a pid
-namespace, helpers holding the sandbox uids do the same with ``kill(-1)``; without either, only the
-children's process groups are killed (see ``sandbox_isolation.kill_tree``).
+After every child the whole process tree is killed: the request process sends SIGKILL to every
+other process of the pid namespace but the zygote (setsid/double-fork escapes included; it is
+their subreaper, so it reaps them); without a pid namespace, helpers holding the sandbox uids do
+the same with ``kill(-1)``; without either, only the children's process groups are killed (see
+``sandbox_isolation.kill_tree``). Then the run's files are removed; if that fails the zygote exits
+and the trainer starts a fresh one rather than run anything on a dirty work directory.
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ class Zygote:
         try:
             if self.report["cgroup"]:
                 isolation.cgroup.set_limits(self.report["cgroup_dirs"], int(req.get("memory_mb", 1024)) << 20,
-                                            self.report["limits"]["nproc"] + 1)
+                                            self.report["limits"]["tasks"])
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
             code = 0
