@@ -208,20 +208,3 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
     if not (path / MARKER).is_file():
         raise FileNotFoundError(f"{path}: not a complete checkpoint (no {MARKER} marker)")
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-
-
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a checkpoint's weights into an existing model in place (keeps the optimizer's params)."""
-    from safetensors.torch import load_file
-
-    files = sorted(Path(path).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path}: no *.safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # tied embeddings are saved once; anything else missing is a real mismatch
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"{path}: weight mismatch, missing={missing[:5]} unexpected={unexpected[:5]}")

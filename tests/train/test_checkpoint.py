@@ -88,9 +88,19 @@ def test_marker_written_after_weights(tmp_path, monkeypatch):
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1]
 
 
-def test_load_model_weights_in_place(tmp_path):
-    a, b = _model(), _model()
-    path = ckpt.save_checkpoint(tmp_path, 1, a, None, {})
-    ckpt.load_model_weights(b, path)
-    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
-        assert torch.equal(x, y)
+def test_disk_full_is_one_line_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+    import errno
+
+    model = _model()
+    ckpt.save_checkpoint(tmp_path, 1, model, None, {})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.save_checkpoint(tmp_path, 2, model, None, {})
+    message = str(err.value)
+    assert "\n" not in message and "No space left on device" in message and "step 2" in message
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1]
+    assert sorted(p.name for p in ckpt.checkpoint_dir(tmp_path).iterdir()) == ["step_000001"]
