@@ -125,6 +125,14 @@ class RolloutConfig:
     # DAPO dynamic sampling: refill zero-variance groups, at most this many generation rounds per step
     dynamic_sampling: bool = True
     max_gen_batches: int = 3
+    # the algo.tis_cap a run gets when it leaves algo.tis_cap unset and its engine holds its own copy of
+    # the weights (engine vllm, or resources.rollout_workers > 0); null keeps truncated IS off there too
+    default_tis_cap: float | None = 2.0
+    # vLLM engine (archer/rollout/vllm.py): KV cache bytes (null: 256 MiB on CPU, a share of the GPU on
+    # CUDA), that share of GPU memory, and prompt+response length (null: the model's max positions)
+    vllm_kv_cache_bytes: int | None = None
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_max_model_len: int | None = None
 
 
 @dataclass
@@ -224,6 +232,10 @@ class ResourcesConfig:
     dist_backend: str = "auto"
     # collective timeout; ranks > 0 wait this long in a barrier while rank 0 evaluates or saves
     dist_timeout_s: float = 3600.0
+    # rollout engines on this many Ray actors (0: the engine runs in the trainer's process), each with
+    # a GPU when the cluster has them and this many CPUs (archer.distributed.rollout_pool)
+    rollout_workers: int = 0
+    rollout_cpus_per_worker: float = 1.0
 
 
 @dataclass
@@ -411,6 +423,13 @@ def validate(cfg: Config) -> Config:
     _check(r.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(r.max_new_tokens > 0, "rollout.max_new_tokens", "must be > 0")
     _check(r.max_gen_batches >= 1, "rollout.max_gen_batches", "must be >= 1")
+    if r.default_tis_cap is not None:
+        _check(r.default_tis_cap >= 1, "rollout.default_tis_cap", "must be >= 1")
+    if r.vllm_kv_cache_bytes is not None:
+        _check(r.vllm_kv_cache_bytes > 0, "rollout.vllm_kv_cache_bytes", "must be > 0")
+    _check(0 < r.vllm_gpu_memory_utilization <= 1, "rollout.vllm_gpu_memory_utilization", "must be in (0, 1]")
+    if r.vllm_max_model_len is not None:
+        _check(r.vllm_max_model_len > 0, "rollout.vllm_max_model_len", "must be > 0")
     prev = -1
     for i, stage in enumerate(r.length_stages):
         _check(len(stage) == 2, f"rollout.length_stages[{i}]", "must be [start_step, max_new_tokens]")
@@ -463,6 +482,8 @@ def validate(cfg: Config) -> Config:
     _check(res.train_procs >= 1, "resources.train_procs", "must be >= 1")
     _one_of(res.dist_backend, _DIST_BACKENDS, "resources.dist_backend")
     _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
+    _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
+    _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
     return cfg
 
 

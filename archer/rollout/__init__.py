@@ -15,19 +15,24 @@ from typing import Any
 
 from archer.rollout.base import FINISH_REASONS, Rollout, RolloutEngine, SamplingParams
 
-__all__ = ["ENGINES", "FINISH_REASONS", "HFEngine", "Rollout", "RolloutEngine", "SamplingParams", "build_engine",
-           "engine_problem"]
+__all__ = ["AUTO", "ENGINES", "FINISH_REASONS", "HFEngine", "Rollout", "RolloutEngine", "SamplingParams",
+           "build_engine", "build_rollout", "engine_options", "engine_problem", "resolve_engine"]
 
 # rollout.engine name -> ("module:Class", the third-party package it needs or None)
 ENGINES: dict[str, tuple[str, str | None]] = {
     "hf": ("archer.rollout.hf:HFEngine", None),
+    "vllm": ("archer.rollout.vllm:VLLMEngine", "vllm"),
 }
+# ``rollout.engine: auto`` (the big recipes): vllm on CUDA when it is installed, else hf
+AUTO = "auto"
 
 
 def engine_problem(name: str) -> str | None:
     """None when engine ``name`` can be built here, else a one-line reason (unknown, or not installed)."""
+    if name == AUTO:
+        return None  # resolved when built: vllm on CUDA when installed, else hf
     if name not in ENGINES:
-        return f"unknown engine {name!r}; known: {sorted(ENGINES)}"
+        return f"unknown engine {name!r}; known: {sorted([*ENGINES, AUTO])}"
     target, needs = ENGINES[name]
     if needs is not None and importlib.util.find_spec(needs) is None:
         return f"engine {name!r} needs the {needs!r} package, which is not installed"
@@ -38,11 +43,73 @@ def engine_problem(name: str) -> str | None:
 
 def build_engine(name: str, model: Any, tokenizer: Any, **kwargs: Any) -> Any:
     """The engine registered as ``name`` over ``model`` (keyword arguments go to its constructor)."""
+    name = resolve_engine(name, kwargs.get("device"))
     problem = engine_problem(name)
     if problem:
         raise ValueError(f"rollout.engine: {problem}")
     module, _, cls = ENGINES[name][0].partition(":")
     return getattr(importlib.import_module(module), cls)(model, tokenizer, **kwargs)
+
+
+def resolve_engine(name: str, device: Any = None) -> str:
+    """``auto`` -> ``vllm`` on a CUDA device when vLLM is installed, else ``hf``; other names unchanged."""
+    if name != AUTO:
+        return name
+    on_cuda = getattr(device, "type", str(device or "")).startswith("cuda")
+    return "vllm" if on_cuda and engine_problem("vllm") is None else "hf"
+
+
+def engine_options(name: str, cfg: Any, device: Any = None) -> dict[str, Any]:
+    """Constructor keywords of engine ``name`` from a run's :class:`archer.config.Config`."""
+    if name != "vllm":
+        return {}
+    r = cfg.rollout
+    on_cuda = getattr(device, "type", str(device or "")).startswith("cuda")
+    return {"dtype": cfg.model.dtype if on_cuda else "float32", "kv_cache_bytes": r.vllm_kv_cache_bytes,
+            "gpu_memory_utilization": r.vllm_gpu_memory_utilization, "max_model_len": r.vllm_max_model_len,
+            "num_threads": cfg.trainer.threads or 1}
+
+
+def build_rollout(cfg: Any, model: Any, tokenizer: Any, *, device: Any = None,
+                  log: Any = None) -> tuple[Any, Any]:
+    """The rollout engine a run's config asks for, and the config the run should use with it.
+
+    ``rollout.engine`` (``auto`` resolved for ``device``) over ``model``, in this process, or with
+    ``resources.rollout_workers=N`` a :class:`archer.distributed.rollout_pool.RayRolloutPool` of N Ray
+    actors each holding one such engine, started from ``model``'s weights (version 0). When the engine
+    holds its own copy of the weights (vLLM, or rollout workers) and ``algo.tis_cap`` is unset, the
+    returned config has ``algo.tis_cap = rollout.default_tis_cap`` (truncated IS on by default).
+    """
+    import dataclasses
+
+    from archer.rollout.base import shares_policy
+
+    name = resolve_engine(cfg.rollout.engine, device)
+    workers = getattr(cfg.resources, "rollout_workers", 0)
+    if workers:
+        from archer.distributed.rollout_pool import RayRolloutPool, worker_engine_factory
+
+        r = cfg.resources
+        engine: Any = RayRolloutPool(worker_engine_factory(name, model, tokenizer, engine_options(name, cfg, "cuda")
+                                                           if _cluster_has_gpu(r.address) else
+                                                           engine_options(name, cfg, "cpu")),
+                                     workers, cpus_per_worker=r.rollout_cpus_per_worker, address=r.address,
+                                     initial_weights=model)
+    else:
+        engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))
+    cap = cfg.rollout.default_tis_cap
+    if cfg.algo.tis_cap is None and cap is not None and not shares_policy(engine):
+        cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
+        if log is not None:
+            log(f"rollout: engine {name!r}{f' on {workers} Ray workers' if workers else ''} holds its own "
+                f"weights; truncated IS on (algo.tis_cap={cap}, from rollout.default_tis_cap)")
+    return engine, cfg
+
+
+def _cluster_has_gpu(address: Any) -> bool:
+    from archer.distributed._ray import ensure_ray
+
+    return ensure_ray(address).cluster_resources().get("GPU", 0) > 0
 
 
 def __getattr__(name: str) -> Any:
