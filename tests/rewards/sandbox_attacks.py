@@ -299,6 +299,58 @@ def run_attack(attack: Attack, pool: SandboxPool, baseline_hits: int | None = No
     return ok, detail
 
 
+# ---- class 4: pools sharing uids (and so per-uid limits)
+HOG = ("import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n        time.sleep(2.5)\n        os._exit(0)\n"
+       "time.sleep(2.5)\nprint('hog')\n")
+FORKER = ("import os\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
+          "    pids.append(pid)\nfor p in pids:\n    os.waitpid(p, 0)\nprint('forked')\n")
+OTHER_PROCESS_POOL = ("import json\nfrom archer.rewards.sandbox import SandboxPool, SandboxConfig\n"
+                      "with SandboxPool(SandboxConfig(workers=2)) as p:\n"
+                      "    print(json.dumps([sorted(set(u.values())) for u in p.isolation.get('all_uids') or "
+                      "[p.isolation.get('uids') or {}]]))\n")
+
+
+def uid_set(pool: SandboxPool) -> set[int]:
+    pairs = pool.isolation.get("all_uids") or [pool.isolation.get("uids")]
+    return {u for pair in pairs for u in (pair or {}).values()}
+
+
+def two_pools_in_one_process() -> tuple[bool, str]:
+    """A program holding one short of ``nproc`` processes in pool A; an honest forking program in
+    pool B must still pass, and the pools' uids must not overlap."""
+    import threading
+
+    with SandboxPool(SandboxConfig(workers=1, nproc=8)) as a, SandboxPool(SandboxConfig(workers=1, nproc=8)) as b:
+        shared = uid_set(a) & uid_set(b)
+        hog = threading.Thread(target=run_tests, args=(HOG, stdin("hog")), kwargs={"pool": a, "timeout": 4.0})
+        hog.start()
+        time.sleep(1.0)
+        try:
+            honest = run_tests(FORKER, stdin("forked"), pool=b)
+        finally:
+            hog.join()
+    ok = bool(uid_set(a)) and not shared and honest.all_passed
+    return ok, f"shared uids={sorted(shared)} honest verdicts={honest.verdicts}"
+
+
+def pool_in_another_process() -> tuple[bool, str]:
+    import subprocess
+    import sys
+
+    with SandboxPool(SandboxConfig(workers=2)) as mine:
+        out = subprocess.run([sys.executable, "-c", OTHER_PROCESS_POOL], capture_output=True, text=True,
+                             timeout=120, cwd=str(REPO))
+        if out.returncode != 0:
+            return False, out.stderr[-500:]
+        theirs = {u for pair in json.loads(out.stdout.strip().splitlines()[-1]) for u in pair}
+        shared = theirs & uid_set(mine)
+    return bool(theirs) and not shared, f"shared uids={sorted(shared)}"
+
+
+POOL_ATTACKS = {"two pools in one process: per-uid process limit shared": two_pools_in_one_process,
+                "a pool in another process gets the same uids": pool_in_another_process}
+
+
 # ------------------------------------------------------------------------------ figures
 
 
@@ -345,8 +397,8 @@ def held_after_hostile_runs(pool: SandboxPool, n: int) -> dict[str, Any]:
 
 
 def humaneval_always_wrong(pool: SandboxPool, data: Path) -> dict[str, Any]:
-    """Always-wrong programs (constant or None answers) with builtin/helper rebinding attacks on
-    every HumanEval problem; a problem counts when any variant passes."""
+    """Always-wrong programs (a constant, None or the first argument as the answer) with builtin and
+    helper rebinding attacks on every HumanEval problem; a problem counts when any variant passes."""
     import ast
     import builtins
 
@@ -361,11 +413,13 @@ def humaneval_always_wrong(pool: SandboxPool, data: Path) -> dict[str, Any]:
                    if isinstance(n, ast.FunctionDef) and n.name != r["entry_point"]]
         stub = f"def {r['entry_point']}(*a, **k):\n    return {{}}\n"
         variants = []
-        for ret in ("None", "0", "True", "''", "[]"):
+        for ret in ("None", "0", "True", "''", "[]", "a[0] if a else None"):
             body = stub.format(ret)
             variants.append(body)
-            variants.append(body + "".join(f"def {b}(*a, **k):\n    return 0\n" for b in rebind))
-            variants.append(body + "".join(f"def {h}(*a, **k):\n    return a[0] if a else 0\n" for h in helpers))
+            for fake in ("0", "True"):
+                variants.append(body + "".join(f"def {b}(*a, **k):\n    return {fake}\n" for b in rebind))
+            for fake in ("0", "a[0] if a else 0"):
+                variants.append(body + "".join(f"def {h}(*a, **k):\n    return {fake}\n" for h in helpers))
             for b in rebind:
                 variants.append(f"from builtins import eval as {b}\n" + body)
         for v in variants:
@@ -406,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
             by_class[attack.cls][0] += ok
             by_class[attack.cls][1] += 1
             lines.append(f"class {attack.cls} {'contained' if ok else 'NOT CONTAINED'}: {attack.name} ({detail})")
+        for name, fn in POOL_ATTACKS.items():
+            ok, detail = fn()
+            by_class.setdefault(4, [0, 0])
+            by_class[4][0] += ok
+            by_class[4][1] += 1
+            lines.append(f"class 4 {'contained' if ok else 'NOT CONTAINED'}: {name} ({detail})")
         result["attacks"] = lines
         result["contained_by_class"] = {c: f"{a}/{b}" for c, (a, b) in sorted(by_class.items())}
         result["honest"] = honest_pass(pool, Path(args.data))

@@ -7,16 +7,9 @@ so the test fails rather than skips on a sandbox that does not.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
-import time
-
 import pytest
 import sandbox_attacks as sa
 
-from archer.rewards.code import run_tests
 from archer.rewards.sandbox import SandboxConfig, SandboxPool
 
 FACILITIES = sa.facilities()
@@ -67,37 +60,9 @@ def test_a_sandbox_attack_costs_only_its_own_reward(pool):
 # ------------------------------------------------------------------------------- class 4
 
 
-HOG = ("import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n        time.sleep(2.5)\n        os._exit(0)\n"
-       "time.sleep(2.5)\nprint('hog')\n")
-FORKER = ("import os\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
-          "    pids.append(pid)\nfor p in pids:\n    os.waitpid(p, 0)\nprint('forked')\n")
-
-
-def uid_set(pool):
-    return {u for pair in pool.isolation["all_uids"] for u in (pair or {}).values()}
-
-
-def test_pools_get_disjoint_uids_and_do_not_share_limits():
+@pytest.mark.parametrize("name", list(sa.POOL_ATTACKS))
+def test_pools_never_share_uids(name):
     if FACILITIES["namespaces"] is not None:
         pytest.skip(FACILITIES["namespaces"])
-    with SandboxPool(SandboxConfig(workers=1, nproc=8)) as a, SandboxPool(SandboxConfig(workers=1, nproc=8)) as b:
-        assert uid_set(a) and uid_set(b) and not uid_set(a) & uid_set(b)
-        hog = threading.Thread(target=run_tests, args=(HOG, sa.stdin("hog")), kwargs={"pool": a, "timeout": 4.0})
-        hog.start()
-        time.sleep(1.0)  # the hog holds 7 processes of its pool: one short of nproc
-        try:
-            assert run_tests(FORKER, sa.stdin("forked"), pool=b).all_passed
-        finally:
-            hog.join()
-
-
-def test_a_pool_in_another_process_gets_other_uids():
-    if FACILITIES["namespaces"] is not None:
-        pytest.skip(FACILITIES["namespaces"])
-    probe = ("import json\nfrom archer.rewards.sandbox import SandboxPool, SandboxConfig\n"
-             "with SandboxPool(SandboxConfig(workers=2)) as p:\n    print(json.dumps(p.isolation['all_uids']))\n")
-    with SandboxPool(SandboxConfig(workers=2)) as mine:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        theirs = {u for pair in json.loads(out.stdout.strip().splitlines()[-1]) for u in pair.values()}
-        assert theirs and not theirs & uid_set(mine)
+    ok, detail = sa.POOL_ATTACKS[name]()
+    assert ok, f"class 4: {name}: {detail}"
