@@ -20,13 +20,23 @@ Timing: :meth:`RayRolloutPool.update_weights` returns ``put_s`` (serialise into 
 ``load_s`` (slowest actor's fetch + load) and ``total_s``; ``benchmarks/reward_scaling.py`` records
 them on CPU. A GPU measurement (NCCL broadcast instead of the object store) is not done.
 
+Starting weights. ``initial_weights`` (a module or state dict) is loaded into every actor as version 0
+before the first generation, so the actors' engines can start from a config alone:
+:func:`worker_engine_factory` builds, in each actor, any registered engine (``hf``, ``vllm``) from the
+policy's config and tokenizer (no weights travel in the factory). This is how ``archer train`` runs
+rollouts on ``resources.rollout_workers=N`` actors (``archer.rollout.build_rollout``): the pool is the
+run's engine, ``shares_policy`` is False, so the trainer pushes its weights after every update and the
+pool's version equals the trainer's ``policy_version``.
+
 Limits: the factory must be picklable by Ray (a module-level function or a closure); ``seed`` in the
 sampling parameters gives each actor ``seed + worker_index``, so samples differ from one engine's.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -68,12 +78,49 @@ class RolloutWorker:
     def get_version(self) -> int:
         return self.version
 
+    def engine_version(self) -> int | None:
+        """The engine's own weight counter when it keeps one (``VLLMEngine.version``), else None."""
+        return getattr(self.engine, "version", None)
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
+
+
+def _build_worker_engine(name: str, config: Any, tokenizer: Any, options: dict[str, Any]) -> Any:
+    """Runs in the actor: engine ``name`` on this actor's device, built from the policy's config."""
+    import torch
+
+    from archer.rollout import build_engine
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "vllm":
+        return build_engine(name, config, tokenizer, device=device, **options)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    return build_engine(name, model.to(device), tokenizer, device=device, **options)
+
+
+def worker_engine_factory(name: str, model: Any, tokenizer: Any, options: dict[str, Any] | None = None
+                          ) -> Callable[[], Any]:
+    """A picklable factory of engine ``name`` (``hf`` or ``vllm``) for :class:`RayRolloutPool`: it carries
+    the policy's config and tokenizer, not its weights; pass the weights as ``initial_weights``."""
+    config = getattr(model, "config", model)
+    return functools.partial(_build_worker_engine, name, config, tokenizer, dict(options or {}))
+
 
 class RayRolloutPool:
     """``num_workers`` engine actors behind one ``generate`` / ``update_weights`` interface.
 
     ``num_gpus_per_worker=None`` gives each actor one GPU when the cluster has any, else none.
+    ``initial_weights``: loaded into every actor as version 0 before the pool is returned (the actors
+    then start at version -1, "no weights yet"). The pool holds its own copies of the weights
+    (``shares_policy = False``): a trainer must call :meth:`update_weights` after each update.
     """
+
+    shares_policy = False
 
     def __init__(
         self,
@@ -83,6 +130,7 @@ class RayRolloutPool:
         num_gpus_per_worker: float | None = None,
         cpus_per_worker: float = 1.0,
         address: str | None = None,
+        initial_weights: Any = None,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -93,8 +141,13 @@ class RayRolloutPool:
             num_gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=num_gpus_per_worker)(RolloutWorker)
         self.version = 0
-        self.workers = [cls.remote(engine_factory, self.version) for _ in range(num_workers)]
+        start = -1 if initial_weights is not None else self.version
+        self.workers = [cls.remote(engine_factory, start) for _ in range(num_workers)]
         self.num_gpus_per_worker = num_gpus_per_worker
+        self.last_sync: dict[str, float] = {}
+        self._finalizer = weakref.finalize(self, _kill_all, ray, list(self.workers))
+        if initial_weights is not None:
+            self.last_sync = self._push(initial_weights, 0)
 
     def generate_async(self, prompts: Sequence[Any], params: SamplingParams) -> list[tuple[int, Any]]:
         """Start generating; returns a handle for :meth:`collect`. Prompts are split in contiguous shards."""
@@ -126,22 +179,48 @@ class RayRolloutPool:
         ``state_dict`` may also be a module (its ``state_dict()`` is taken). Tensors are detached and
         moved to CPU first: the object store holds host memory.
         """
-        if hasattr(state_dict, "state_dict"):
-            state_dict = state_dict.state_dict()
+        self.last_sync = self._push(state_dict, self.version + 1)
+        return self.last_sync
+
+    def _push(self, state_dict: Any, version: int) -> dict[str, float]:
         start = time.perf_counter()
+        if hasattr(state_dict, "state_dict"):  # a module: plain weights (LoRA merged, tied head named)
+            from archer.rollout.vllm import full_state_dict
+
+            state_dict = full_state_dict(state_dict)
         cpu = {k: v.detach().to("cpu") if hasattr(v, "detach") else v for k, v in state_dict.items()}
         ref = self._ray.put(cpu)
         put_s = time.perf_counter() - start
-        version = self.version + 1
         load_s = max(self._ray.get([w.update_weights.remote(ref, version) for w in self.workers]))
         self.version = version
         return {"version": float(version), "put_s": put_s, "load_s": load_s,
                 "total_s": time.perf_counter() - start}
 
+    def metrics(self, reset: bool = True) -> dict[str, float]:
+        """The last weight sync's timings and the pool's weight version, as step metrics."""
+        out = {"rollout/weight_version": float(self.version)}
+        out.update({f"rollout/weight_sync_{k}": v for k, v in self.last_sync.items() if k != "version"})
+        if reset:
+            self.last_sync = {}
+        return out
+
     def close(self) -> None:
         for w in self.workers:
-            self._ray.kill(w, no_restart=True)
+            try:
+                self._ray.get(w.close.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - a dead actor has nothing left to free
+                pass
+        _kill_all(self._ray, self.workers)
+        self._finalizer.detach()
         self.workers = []
+
+
+def _kill_all(ray: Any, workers: list[Any]) -> None:
+    for w in workers:
+        try:
+            ray.kill(w, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone, or Ray shut down
+            pass
 
 
 def rollout_version(rollout: Rollout) -> int:

@@ -113,10 +113,12 @@ class RLRun:
             for p in ref_model.parameters():
                 p.requires_grad_(False)
             self.ref_scorer = self.world.shard(TokenScorer(ref_model.eval()), mp_dtype)
-        if engine is None:
-            from archer.rollout import build_engine
+        if engine is None:  # rollout.engine (auto: vllm on CUDA when installed), on Ray workers when asked
+            from archer.rollout import build_rollout
 
-            engine = build_engine(cfg.rollout.engine, unwrap(model), tokenizer, device=self.world.device)
+            with self.world.full_weights(self.token_scorer):  # a separate engine starts from these weights
+                engine, self.cfg = build_rollout(cfg, unwrap(model), tokenizer, device=self.world.device, log=log)
+            cfg = self.cfg  # algo.tis_cap may now be rollout.default_tis_cap (an engine with its own weights)
         self.engine = engine
         o = cfg.optim
         self.optimizer = torch.optim.AdamW([p for p in self.token_scorer.parameters() if p.requires_grad], lr=o.lr,

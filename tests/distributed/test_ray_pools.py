@@ -223,3 +223,94 @@ def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(r
             ray.get(pool.workers[0].update_weights.remote(model0.state_dict(), 2))
     finally:
         pool.close()
+
+
+def _head_dim_32_lm(seed: int):
+    from archer.models import build_tiny_model, build_tokenizer
+
+    texts = [f"{a}+{b}={a + b}" for a in range(12) for b in range(12)]
+    tok = build_tokenizer(texts, vocab_size=300)
+    return tok, build_tiny_model(tok, hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=1, seed=seed)
+
+
+def _recomputed_gap(model, rollouts, temperature: float) -> float:
+    import torch
+
+    gap = 0.0
+    for group in rollouts:
+        for r in group:
+            ids = torch.tensor([r.prompt_ids + r.response_ids])
+            with torch.no_grad():
+                logits = model(ids).logits[0].float() / temperature
+            p, steps = len(r.prompt_ids), torch.arange(len(r.response_ids))
+            ref = logits.log_softmax(-1)[p - 1 + steps, torch.tensor(r.response_ids)]
+            gap = max(gap, float((torch.tensor(r.logprobs) - ref).abs().max()))
+    return gap
+
+
+def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_versions(ray_session):
+    pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]')")
+    from archer.distributed.rollout_pool import RayRolloutPool, staleness, worker_engine_factory
+    from archer.rollout.base import SamplingParams, shares_policy
+
+    tok, model0 = _head_dim_32_lm(seed=0)
+    _, model1 = _head_dim_32_lm(seed=1)
+    factory = worker_engine_factory("vllm", model0, tok, {"kv_cache_bytes": 16 << 20, "max_model_len": 128})
+    prompts = ["1+2=", "3+4=", "10+11=", "5"]
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=6, seed=11)
+    pool = RayRolloutPool(factory, num_workers=2, cpus_per_worker=0.5, initial_weights=model0)
+    try:
+        assert not shares_policy(pool) and pool.version == 0
+        assert ray.get([w.get_version.remote() for w in pool.workers]) == [0, 0]
+        assert ray.get([w.engine_version.remote() for w in pool.workers]) == [0, 0]  # VLLMEngine's own counter
+        out0 = pool.generate(prompts, params)  # the actors' vLLM holds the trainer's weights (dummy before)
+        assert [[r.prompt_index for r in g] for g in out0] == [[0, 0], [1, 1], [2, 2], [3, 3]]
+        assert _recomputed_gap(model0, out0, 0.8) < 1e-4
+        assert {r.meta["weight_version"] for g in out0 for r in g} == {0}
+        timing = pool.update_weights(model1)  # a module: tied lm_head named, sent once through the store
+        assert timing["version"] == 1.0 and timing["load_s"] > 0
+        out1 = pool.generate(prompts, params)
+        assert _recomputed_gap(model1, out1, 0.8) < 1e-4 and _recomputed_gap(model0, out1, 0.8) > 1e-2
+        assert staleness(out1, pool.version) == 0 and staleness(out0, pool.version) == 1
+        assert pool.metrics()["rollout/weight_version"] == 1.0
+    finally:
+        pool.close()
+
+
+def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkeypatch):
+    """``resources.rollout_workers=1``: the engine lives in an actor, the trainer syncs it after every
+    update (versions follow ``policy_version``), recomputes old log-probs and turns truncated IS on."""
+    from archer.config import load_config
+    from archer.rewards import registry
+    from archer.train import rl
+
+    def parity(responses, problems, **_):
+        return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    runs = []
+    real = rl.RLRun.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        runs.append(self)
+
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
+    cfg = load_config("tiny_math", [
+        "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
+        "model.sft_epochs=0", "data.generator={level: easy}", "data.num_train=16", "data.num_eval=4",
+        "rollout.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=6", "rollout.max_gen_batches=1",
+        "trainer.steps=2", "trainer.save_every=0", "trainer.threads=1", "trainer.micro_batch_tokens=64",
+        "optim.lr=1e-2", "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=4", "logging.progress=false",
+        "logging.plots=false", "logging.tensorboard=false",
+        "resources.rollout_workers=1", "resources.rollout_cpus_per_worker=0.5",
+    ])
+    summary = rl.train(cfg, run_dir=tmp_path)
+    run = runs[0]
+    try:
+        assert summary["steps"] == 2 and run.cfg.algo.tis_cap == 2.0
+        assert run.engine.version == run.policy_version == 2  # synced after each update
+        assert ray.get(run.engine.workers[0].get_version.remote()) == 2
+        assert all(h["rollout/logprob_diff_max"] < 1e-4 for h in summary["history"])  # float32 copies
+    finally:
+        run.engine.close()
