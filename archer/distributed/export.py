@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="cast before saving (float32, bfloat16, float16)")
     args = parser.parse_args(argv)
     try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one line of output, not shard bars
+    except (ImportError, AttributeError):
+        pass
+    try:
         out = export_checkpoint(args.ckpt_dir, args.out, dtype=args.dtype)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"archer export: {exc}", file=sys.stderr)
