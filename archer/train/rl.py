@@ -245,7 +245,7 @@ class RLRun:
                 part = _rows(batch, mb or [0])
                 lp, _ = scorer(part["input_ids"], part["attention_mask"], part["response_mask"],
                                temperature=cfg.rollout.temperature, chunk_size=cfg.trainer.logprob_chunk_size,
-                               with_entropy=False)
+                               with_entropy=False, prompt_len=part["prompt_len"], group=part["group"])
                 if mb:
                     out[mb, : lp.shape[1]] = lp
         return out
@@ -334,7 +334,8 @@ def _mismatch_metrics(batch: TrainBatch, rows: list[int], world: World) -> dict[
 def _rows(batch: TrainBatch, rows: list[int]) -> dict[str, torch.Tensor]:
     idx = torch.tensor(rows, dtype=torch.long)
     width = int(batch.attention_mask[idx].sum(-1).max())
-    return {k: getattr(batch, k)[idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
+    out = {k: getattr(batch, k)[idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
+    return dict(out, prompt_len=batch.prompt_len[idx], group=batch.group[idx])
 
 
 # ------------------------------------------------------------------------------- entry point

@@ -152,6 +152,8 @@ class TrainBatch:
     rewards: torch.Tensor  # [B] shaped rewards
     advantages: torch.Tensor  # [B]
     lengths: list[int]  # [B] prompt + response tokens
+    prompt_len: torch.Tensor  # [B] prompt tokens of each row
+    group: torch.Tensor  # [B] the row's group: rows of a group share their prompt (one forward for it)
     rollout_log_prob: torch.Tensor  # [B, T] the sampler's log-probs (0 off the response)
     old_log_prob: torch.Tensor | None = None  # [B, T] the sampling policy's, recomputed or reused
     ref_log_prob: torch.Tensor | None = None  # [B, T] the KL reference's
@@ -159,7 +161,8 @@ class TrainBatch:
     def tensors(self, with_rollout: bool) -> dict[str, torch.Tensor]:
         """The dict :func:`archer.train.rl_update.update_minibatch` slices."""
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-               "response_mask": self.response_mask, "rewards": self.rewards, "advantages": self.advantages}
+               "response_mask": self.response_mask, "rewards": self.rewards, "advantages": self.advantages,
+               "prompt_len": self.prompt_len, "group": self.group}
         for name in ("old_log_prob", "ref_log_prob") + (("rollout_log_prob",) if with_rollout else ()):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -184,6 +187,8 @@ def build_batch(cfg: Config, groups: list[Group], pad_id: int, device: torch.dev
     return TrainBatch(input_ids=packed["input_ids"].to(device), attention_mask=packed["attention_mask"].to(device),
                       response_mask=packed["response_mask"].to(device), rewards=rewards.reshape(-1).to(device),
                       advantages=adv.reshape(-1).to(device), lengths=[len(p) + len(r) for p, r in rows],
+                      prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
+                      group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
                       rollout_log_prob=sampler.to(device))
 
 

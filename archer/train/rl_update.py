@@ -32,45 +32,127 @@ PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
 
 
 class TokenScorer(torch.nn.Module):
-    """Per-token log-probs and entropies of a causal LM's response tokens (see the module docstring)."""
+    """Per-token log-probs and entropies of a causal LM's response tokens (see the module docstring).
 
-    def __init__(self, policy: Any) -> None:
+    Shared prompts: the rows of a GRPO group repeat one prompt ``n`` times. Given ``prompt_len`` and
+    ``group`` ([B] each), the scorer runs each distinct prompt of the micro-batch once (left-padded,
+    with a KV cache), copies its cache to the rows of its group and runs only the responses on top, so
+    a prompt's forward and backward cost is paid once instead of ``n`` times. The result equals the
+    padded forward up to float rounding (tested per architecture, gradients included). It is used
+    when the decoder takes a KV cache and activation checkpointing is not active in training (HF's
+    checkpointed layers drop the cache); otherwise, and without ``group``, rows run padded.
+    """
+
+    def __init__(self, policy: Any, share_prompts: bool = True) -> None:
         super().__init__()
         self.policy = policy
+        self.share_prompts = share_prompts
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor, *,
-                temperature: float = 1.0, chunk_size: int | None = None, with_entropy: bool = True
+                temperature: float = 1.0, chunk_size: int | None = None, with_entropy: bool = True,
+                prompt_len: torch.Tensor | None = None, group: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from archer.algo import token_logprobs
         from archer.train.policy import lm_head
 
         head = lm_head(self.policy)
-        sel = response_mask[:, 1:] != 0  # [B, T-1]: predict token t+1 from hidden t
-        labels = input_ids[:, 1:][sel]  # [N]
-        if head.decoder is not None:
-            hidden = head.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                                  use_cache=False).last_hidden_state  # [B, T, d]
-            h = hidden[:, :-1][sel]  # [N, d]
-            weight = head.weight  # [V, d]
-            with torch.autocast(device_type=h.device.type, enabled=False):  # the head in float32
-                h = h.to(weight.dtype)
-                if head.bias is not None:  # logits = [h, 1] @ [W, b].T
-                    h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # [N, d+1]
-                    weight = torch.cat([weight, head.bias.to(weight.dtype)[:, None]], dim=1)  # [V, d+1]
-                lp, ent = token_logprobs(h, weight, labels, chunk_size=chunk_size, temperature=temperature)
+        if head.decoder is None:
+            rows, cols, lp, ent = self._full_logits(input_ids, attention_mask, response_mask, temperature)
         else:
-            logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            z = logits[:, :-1][sel].float() / temperature  # [N, V]
-            logp_all = torch.log_softmax(z, dim=-1)  # [N, V]
-            lp = logp_all.gather(1, labels[:, None]).squeeze(1)  # [N]
-            ent = -(logp_all.exp() * logp_all).sum(-1)  # [N]
+            if group is not None and prompt_len is not None and self._can_share(head.decoder):
+                rows, cols, h, labels = self._shared_prompt_hidden(head.decoder, input_ids, attention_mask,
+                                                                   response_mask, prompt_len, group)
+            else:
+                hidden = head.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                      use_cache=False).last_hidden_state  # [B, T, d]
+                rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]: predict t+1 from t
+                h, labels, cols = hidden[rows, cols], input_ids[rows, cols + 1], cols + 1  # [N, d], [N], [N]
+            lp, ent = _project(h, head, labels, chunk_size, temperature)
         out_lp = torch.zeros(response_mask.shape, dtype=lp.dtype, device=lp.device)  # [B, T]
-        out_lp[:, 1:][sel] = lp
+        out_lp[rows, cols] = lp
         out_ent = None
         if with_entropy:
             out_ent = torch.zeros(response_mask.shape, dtype=ent.dtype, device=ent.device)  # [B, T]
-            out_ent[:, 1:][sel] = ent  # keeps its gradient (entropy bonus); detach for the token split
+            out_ent[rows, cols] = ent  # keeps its gradient (entropy bonus); detach for the token split
         return out_lp, out_ent
+
+    def _can_share(self, decoder: Any) -> bool:
+        if not self.share_prompts or _cache_arg(decoder) is None:
+            return False
+        return not (self.training and any(getattr(m, "gradient_checkpointing", False) is True
+                                          for m in decoder.modules()))
+
+    def _shared_prompt_hidden(self, decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              response_mask: torch.Tensor, prompt_len: torch.Tensor, group: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, each distinct prompt run once."""
+        from archer.rollout.hf import _new_cache
+        from archer.train.policy import unwrap
+
+        dev = input_ids.device
+        plen = prompt_len.long()  # [B]
+        rlen = attention_mask.sum(-1).long() - plen  # [B] response tokens (padding excluded)
+        uniq, inv = torch.unique(group, return_inverse=True)  # [U], [B]
+        first = torch.full((len(uniq),), input_ids.shape[0], dtype=torch.long, device=dev)
+        first = first.scatter_reduce(0, inv, torch.arange(len(inv), device=dev), reduce="amin")  # [U]
+        upl = plen[first]  # [U]
+        width = int(upl.max())
+        col = torch.arange(width, device=dev)[None] - (width - upl)[:, None]  # [U, Lp] left padding
+        p_mask = (col >= 0).long()  # [U, Lp]
+        p_ids = input_ids[first].gather(1, col.clamp(min=0)) * p_mask  # [U, Lp]
+        p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)  # [U, Lp]
+        cache = _new_cache(unwrap(self.policy))
+        arg = _cache_arg(decoder)
+        out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **{arg: cache})
+        h_last = out.last_hidden_state[:, -1]  # [U, d]: predicts each response's first token
+        cache.batch_select_indices(inv)  # every row gets its prompt's cache (differentiable indexing)
+        r_width = max(int(rlen.max()), 1)
+        j = torch.arange(r_width, device=dev)[None]  # [1, Lr]
+        pos = (plen[:, None] + j).clamp(max=input_ids.shape[1] - 1)  # [B, Lr] columns in the packed layout
+        live = j < rlen[:, None]  # [B, Lr]
+        r_ids = input_ids.gather(1, pos) * live  # [B, Lr]
+        r_mask = torch.cat([p_mask[inv], live.long()], dim=1)  # [B, Lp + Lr]
+        r_pos = p_pos[inv, -1:] + 1 + j  # [B, Lr]
+        out = decoder(input_ids=r_ids, attention_mask=r_mask, position_ids=r_pos, use_cache=True, **{arg: cache})
+        hidden = torch.cat([h_last[inv][:, None], out.last_hidden_state[:, :-1]], dim=1)  # [B, Lr, d]
+        sel = live & (response_mask.gather(1, pos) != 0)  # [B, Lr] trained response tokens
+        rows, js = sel.nonzero(as_tuple=True)  # [N], [N]
+        return rows, plen[rows] + js, hidden[rows, js], r_ids[rows, js]
+
+    def _full_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exact path for any model: its own logits (materialises [B, T, V])."""
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]
+        z = logits[rows, cols].float() / temperature  # [N, V]
+        logp_all = torch.log_softmax(z, dim=-1)  # [N, V]
+        lp = logp_all.gather(1, input_ids[rows, cols + 1][:, None]).squeeze(1)  # [N]
+        ent = -(logp_all.exp() * logp_all).sum(-1)  # [N]
+        return rows, cols + 1, lp, ent
+
+
+def _project(h: torch.Tensor, head: Any, labels: torch.Tensor, chunk_size: int | None, temperature: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of ``labels`` [N] from hidden states ``h`` [N, d] through the head, in float32."""
+    from archer.algo import token_logprobs
+
+    weight = head.weight  # [V, d]
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        h = h.to(weight.dtype)
+        if head.bias is not None:  # logits = [h, 1] @ [W, b].T
+            h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # [N, d+1]
+            weight = torch.cat([weight, head.bias.to(weight.dtype)[:, None]], dim=1)  # [V, d+1]
+        return token_logprobs(h, weight, labels, chunk_size=chunk_size, temperature=temperature)
+
+
+def _cache_arg(decoder: Any) -> str | None:
+    """The decoder's KV-cache keyword (``cache`` in recent transformers, ``past_key_values`` before)."""
+    import inspect
+
+    params = inspect.signature(decoder.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
 
 
 def sequence_logprobs(scorer: TokenScorer, batch: dict[str, torch.Tensor], *, temperature: float = 1.0,
@@ -153,7 +235,7 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     for p in parts:
         mask = p["response_mask"]
         logp, ent = scorer(p["input_ids"], p["attention_mask"], mask, temperature=s.temperature,
-                           chunk_size=s.chunk_size)
+                           chunk_size=s.chunk_size, prompt_len=p.get("prompt_len"), group=p.get("group"))
         if not bool(mask.any()):  # a dummy row: zero loss that still reaches every parameter
             (logp.sum() * 0.0).backward()
             continue

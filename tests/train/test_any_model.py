@@ -200,3 +200,46 @@ def test_on_policy_rollout_logprobs_equal_the_recomputed_ones_and_are_reused(tok
     for a, b in zip(trained, trained_b):  # the same data, the same update up to float rounding
         assert a["data/prompt_hash"] == b["data/prompt_hash"]
         assert b["actor/loss"] == pytest.approx(a["actor/loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_shared_prompt_forward_equals_the_padded_one_with_gradients(arch, tokenizer):
+    """Each distinct prompt run once and its KV cache shared by its group's rows: the same log-probs,
+    entropies and parameter gradients as the padded forward of every row (float32 rounding)."""
+    from archer.train.batching import pack
+    from archer.train.rl_update import TokenScorer
+
+    config = ARCHS[arch](len(tokenizer))
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    from archer.train.policy import disable_dropout
+
+    disable_dropout(model)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(1, 250, (n,), generator=g).tolist() for n in (5, 9, 7)]  # ragged
+    rows, group = [], []
+    for gi, p in enumerate(prompts):
+        for _ in range(3):
+            rows.append((p, torch.randint(1, 250, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist()))
+            group.append(gi)
+    batch = pack(rows, tokenizer.pad_token_id)
+    batch["response_mask"][4, len(rows[4][0])] = 0.0  # an untrained token inside a response
+    order = torch.tensor([3, 0, 7, 1, 8, 2, 4, 6, 5])  # groups interleaved in the micro-batch
+    batch = {k: v[order] for k, v in batch.items()}
+    prompt_len = torch.tensor([len(rows[i][0]) for i in order.tolist()])
+    group_t = torch.tensor([group[i] for i in order.tolist()])
+    scorer = TokenScorer(model).train()
+    results = []
+    for shared in (False, True):
+        model.zero_grad()
+        kw = {"prompt_len": prompt_len, "group": group_t} if shared else {}
+        lp, ent = scorer(batch["input_ids"], batch["attention_mask"], batch["response_mask"], temperature=0.7, **kw)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        results.append((lp.detach(), ent.detach(), {k: p.grad.clone() for k, p in model.named_parameters()
+                                                    if p.grad is not None}))
+    (lp0, ent0, g0), (lp1, ent1, g1) = results
+    assert torch.allclose(lp0, lp1, atol=2e-5) and torch.allclose(ent0, ent1, atol=2e-5)
+    assert (lp1 != 0).sum() == (batch["response_mask"] != 0).sum()  # every trained token, nothing else
+    assert g0.keys() == g1.keys()
+    for k in g0:
+        assert torch.allclose(g0[k], g1[k], atol=1e-4, rtol=1e-3), k
