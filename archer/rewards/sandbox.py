@@ -2,10 +2,10 @@
 
 The trainer never imports or executes generated code. It talks to ``SandboxConfig.workers``
 zygotes (``sandbox_worker.py``), each started once inside fresh namespaces
-(``unshare --mount --net --pid --ipc --uts``) and holding the common imports. A zygote never reads a
-request itself: it forks a *request process* per request, which forks one unprivileged child per
-program run (per test for stdin problems) and exits when the request is done, so a run costs two
-forks, not an interpreter start. Isolation layers and their fallbacks are described in
+(``unshare --mount --net --pid --ipc --uts``) and holding the common imports. Each run (each test
+for stdin problems) is one unprivileged child forked by the zygote's *run template*, a copy forked
+before the zygote's first request that never sees request data, so a run costs a ``fork``, not an
+interpreter start, and inherits no earlier run's data. Isolation layers and their fallbacks are described in
 ``sandbox_isolation.py``; whatever is missing on this machine is logged once as a warning when the
 pool starts and is visible in :func:`sandbox_isolation`.
 

@@ -19,9 +19,10 @@ limits for each request; one run per slot at a time, so a slot's cgroup is the r
 trainers that died are removed when the next pool starts.
 
 Settings per run: memory = the request's ``memory_mb`` (swap included: v1 ``memsw`` or v2
-``swap.max = 0``; it also holds what the zygote and request process allocate after joining, a few
-MiB of buffers), tasks = ``nproc`` + 4 (zygote, request process, assert judge, a cleanup helper). On v2 ``memory.oom.group`` makes an
-out-of-memory kill take the whole run. An OOM kill is reported as the ``memory`` verdict.
+``swap.max = 0``; it also holds what the zygote and run template allocate after joining, a few
+MiB of buffers), tasks = ``nproc`` + 4 (zygote, run template, assert judge, a cleanup helper). On
+v2 ``memory.oom.group`` makes an out-of-memory kill take the whole run. An OOM kill is reported as
+the ``memory`` verdict.
 
 Limits: needs root (or a delegated v2 subtree writable by the trainer's uid); without it the
 sandbox runs without the layer and says so. CPU is not bounded by the cgroup (RLIMIT_CPU is).

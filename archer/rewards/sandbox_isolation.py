@@ -26,7 +26,7 @@ Layers (each reported separately, each may be missing on a given machine):
   kexec, modules, ...); the one exception, ``unshare(CLONE_NEWIPC)``, needs CAP_SYS_ADMIN, which
   a run child has given up before the program starts.
 - ``cgroup``: the zygote joins its slot's memory + pids cgroup (``sandbox_cgroup.py``) once, so its
-  request processes and run children are in it from their first instruction; run children have
+  run template and run children are in it from their first instruction; run children have
   ``oom_score_adj`` +1000 (the zygote -1000 where CAP_SYS_RESOURCE allows), so an out-of-memory
   kill takes the run, not the zygote.
 - rlimits: address space, CPU seconds, processes (only without a pids cgroup), file size, open
@@ -62,8 +62,8 @@ KEEP_CAPS = (0, 1, 2, 3, 4, 5, 6, 7)
 # (mount, pivot_root, setns, other namespaces, ...), and the child's setuid drops it with the rest.
 CAP_SYS_ADMIN = 21
 CLONE_NEWIPC = 0x08000000
-TMP_INODES = 16384
-EXTRA_TASKS = 4  # tasks of a slot's cgroup besides the run's nproc: zygote, request process, judge, a helper  # files + directories all runs of a zygote may hold at once; bounds cleanup work
+TMP_INODES = 16384  # files + directories all runs of a zygote may hold at once; bounds cleanup work
+EXTRA_TASKS = 4  # tasks of a slot's cgroup besides the run's nproc: zygote, run template, judge, a helper
 _CAP_VERSION_3 = 0x20080522
 NEW_ROOT = "/tmp/archer_root"  # on a private tmpfs mounted over /tmp inside the mount namespace
 CGROUP_DIR = "/.cgroup"  # in the jail, mode 0700: the zygote reaches it, programs do not
@@ -274,7 +274,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         try:
             cgroup.set_limits(cgroups, 1 << 30, tasks)
             # the zygote joins once and its forks inherit the cgroup: moving every run child (a v1
-            # migration costs milliseconds) is not needed. It and its request processes are the
+            # migration costs milliseconds) is not needed. It and its run template are the
             # last the OOM killer may pick; run children ask to be the first (enter_child).
             try:
                 _set_oom_score_adj(-1000)
@@ -327,15 +327,6 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
     report["limits"]["tasks"] = tasks
     return report
-
-
-def become_request_process(zygote_pid: int) -> None:
-    """Dies with the zygote; orphans of a run are reparented to it (not the zygote), which reaps them."""
-    libc = _libc()
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != zygote_pid:  # the zygote died before the line above
-        os._exit(0)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def public(report: dict[str, Any]) -> dict[str, Any]:
@@ -465,8 +456,8 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
 def kill_tree(report: dict[str, Any], pids: list[int]) -> None:
     """SIGKILL everything the run started, then reap it.
 
-    In a pid namespace ``kill(-1)`` from the request process (or the zygote, pid 1) reaches every
-    process of the namespace but pid 1 and the caller: exactly the run's processes. Without one, a
+    In a pid namespace ``kill(-1)`` from the run template reaches every process of the namespace but
+    pid 1 (the zygote) and the caller: exactly the run's processes. Without one, a
     helper that takes each sandbox uid calls ``kill(-1)``, which signals every process of that uid
     in one kernel pass, so a fork bomb cannot outrun it (the uids are this pool's alone). Without
     either, only the children's process groups are killed.

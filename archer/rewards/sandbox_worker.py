@@ -1,22 +1,24 @@
-"""The sandbox zygote: a pre-warmed interpreter that forks one unprivileged child per program run.
+"""The sandbox zygote: a pre-warmed interpreter that runs one unprivileged child per program run.
 
 Started by ``archer.rewards.sandbox`` as ``[unshare ...] python -I sandbox_worker.py CONFIG_JSON``;
 it speaks length-prefixed JSON frames on stdin/stdout and imports only the standard library (plus
-``sandbox_harness.py``, ``sandbox_isolation.py`` and ``archer/data/safe_pickle.py`` loaded by path).
+``sandbox_harness.py``, ``sandbox_isolation.py``, ``sandbox_template.py`` and
+``archer/data/safe_pickle.py`` loaded by path).
 It holds the common imports, so a run costs a ``fork`` instead of an interpreter start. The zygote
-never reads a request: for each one it forks a *request process* that reads it, forks the run
-children and exits at the end, so nothing of a request stays in the memory later runs inherit.
+never forks a run child itself: a clean copy forked before its first request (the run template,
+``sandbox_template.py``) does, and the program or test code reaches the child in a memfd, so nothing
+of an earlier request is in the memory a run inherits.
 
 Protocol, per request: the trainer sends part A (program, test inputs, limits: never expected
 outputs), then for assert-style tests part B (the test code, read only after the program's process
-is forked, so only the judge ever holds it). For each test the request process
+is forked, so only the judge ever holds it). For each test the zygote
 sends ``{"event": "test", "i", "status", ...}`` and waits for ``{"continue": bool}``: the trainer
 compares, and stops the run at the first failure when it wants to. The run ends with
 ``{"event": "done"}``.
 
-After every child the whole process tree is killed: the request process sends SIGKILL to every
-other process of the pid namespace but the zygote (setsid/double-fork escapes included; it is
-their subreaper, so it reaps them); without a pid namespace, helpers holding the sandbox uids do
+After every child the whole process tree is killed: the template sends SIGKILL to every other
+process of the pid namespace but the zygote (setsid/double-fork escapes included; it is their
+subreaper, so it reaps them); without a pid namespace, helpers holding the sandbox uids do
 the same with ``kill(-1)``; without either, only the children's process groups are killed (see
 ``sandbox_isolation.kill_tree``). Then the run's files are removed; if that fails the zygote exits
 and the trainer starts a fresh one rather than run anything on a dirty work directory.
@@ -29,12 +31,13 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-EXIT_EOF = 10  # a request process's exit status when the trainer closed the pipe
+TEMPLATE_TIMEOUT = 60.0  # the template answers at once; this only catches one that hangs
 
 
 def _load(name: str, path: str) -> Any:
@@ -45,6 +48,7 @@ def _load(name: str, path: str) -> Any:
 
 
 harness = _load("archer_sandbox_harness", os.path.join(_HERE, "sandbox_harness.py"))
+template = _load("archer_sandbox_template", os.path.join(_HERE, "sandbox_template.py"))
 isolation = _load("archer_sandbox_isolation", os.path.join(_HERE, "sandbox_isolation.py"))
 safe_pickle = _load("archer_safe_pickle", os.path.join(os.path.dirname(_HERE), "data", "safe_pickle.py"))
 
@@ -93,12 +97,10 @@ class FrameReader:
 
 
 class Zygote:
-    """The long-lived process: holds the imports and the jail, forks one request process at a time.
+    """The long-lived process: holds the imports, the jail and the protocol; runs one request at a time.
 
-    The zygote itself never reads a request: each one is read and handled by a fresh fork (the
-    *request process*) that exits when the request is done. So whatever a request brings in or
-    produces (programs, test inputs, captured outputs, test code) lives only in that process and
-    its children, and the memory that later runs inherit from the zygote holds no earlier run's data.
+    It never forks a run child itself: the run template (``sandbox_template.py``), forked once before
+    the first request, does, so no child inherits memory that has seen a request.
     """
 
     def __init__(self, cfg: dict[str, Any], proto_in: int, proto_out: int) -> None:
@@ -107,6 +109,9 @@ class Zygote:
         self.runs = 0
         self.pending_b = 0  # bytes of part B announced but not read yet
         self.oom_before = 0
+        self.exits: dict[int, int] = {}  # exit statuses the template reported, by pid
+        self.template_pid, self.ctl = template.start(isolation, harness, safe_pickle.restricted_loads,
+                                                     self.report, [proto_in, proto_out])
 
     # ------------------------------------------------------------------ protocol
 
@@ -124,7 +129,7 @@ class Zygote:
         while got < n:
             k = os.readv(self.proto_in, [view[got:]])
             if k == 0:
-                os._exit(EXIT_EOF)
+                sys.exit(0)
             got += k
         view.release()
         return blob
@@ -134,44 +139,31 @@ class Zygote:
         self.send({"event": "test", "i": i, "status": status, **extra})
         reply = self.recv()
         if reply is None:
-            os._exit(EXIT_EOF)
+            sys.exit(0)
         return bool(reply.get("continue", False))
 
     def serve(self) -> None:
         self.send({"event": "hello", "isolation": isolation.public(self.report)})
-        self.zygote_pid = os.getpid()
         while True:
-            pid = os.fork()
-            if pid == 0:  # the request process
-                code = 1
-                try:
-                    code = self.serve_one()
-                finally:
-                    os._exit(code)
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            if code == 0:
-                continue
-            # trainer gone (EOF) or a request process that died: nothing may be left behind
-            isolation.kill_tree(self.report, [])
-            if not self.report["chroot"]:  # a host temp dir, not a private tmpfs
-                try:
-                    isolation.remove_tree_contents(self.report["work_root"])
-                    os.rmdir(self.report["work_root"])
-                except OSError:
-                    pass
-            sys.exit(0 if code == EXIT_EOF else 1)  # on 1 the trainer sees EOF and starts a new zygote
+            req = self.recv()
+            if req is None:
+                if not self.report["chroot"]:  # a host temp dir, not a private tmpfs
+                    try:
+                        isolation.remove_tree_contents(self.report["work_root"])
+                        os.rmdir(self.report["work_root"])
+                    except OSError:
+                        pass
+                return
+            if not self.serve_one(req):
+                sys.exit(1)  # the trainer sees EOF and starts a fresh zygote
 
-    def serve_one(self) -> int:
-        """In the request process: read one request, run it, report; 0, or EXIT_EOF at end of input."""
-        isolation.become_request_process(self.zygote_pid)
-        req = self.recv()
-        if req is None:
-            return EXIT_EOF
+    def serve_one(self, req: dict[str, Any]) -> bool:
+        """Run one request and report it; False if the zygote must not serve another one."""
         mode = req.get("mode")
         handler = {"stdin": self.run_stdin, "call": self.run_call, "assert": self.run_assert}.get(mode)
         if handler is None:
             self.send({"event": "done", "error": f"unknown mode {mode!r}"})
-            return 0
+            return True
         deadline = time.monotonic() + float(req.get("budget") or 1e9)
         self.pending_b = int(req.get("part_b_len") or 0)
         try:
@@ -180,45 +172,64 @@ class Zygote:
                                             self.report["limits"]["tasks"])
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
-            code = 0
+            healthy = True
             try:
                 self.cleanup([])
             except Exception:
-                code = 1  # left dirty: the zygote exits, the trainer starts a fresh one
+                healthy = False  # left dirty (or the template is gone): a fresh zygote is needed
             if self.pending_b:  # keep the protocol in step: discard the unread test code
                 self.read_part_b(self.pending_b)
             self.send({"event": "done", "error": f"zygote: {type(exc).__name__}: {exc}"})
-            return code
+            return healthy
         self.send({"event": "done"})
-        return 0
+        return True
+
+    # ---------------------------------------------------------------- template
+
+    def control(self, msg: dict[str, Any], fds: list[int] = (), want: str = "") -> dict[str, Any]:
+        """Send one message to the template and return its answer holding ``want``."""
+        socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(fds))
+        while True:
+            reply = self.control_event(TEMPLATE_TIMEOUT)
+            if want in reply:
+                return reply
+
+    def control_event(self, timeout: float) -> dict[str, Any]:
+        """The template's next message; exit reports are recorded on the way."""
+        ready, _, _ = select.select([self.ctl], [], [], timeout)
+        raw = self.ctl.recv(1 << 16) if ready else b""
+        if not raw:
+            raise RuntimeError("the run template died or hung")
+        msg = json.loads(raw)
+        if "exit" in msg:
+            self.exits[int(msg["exit"])] = int(msg["status"])
+        return msg
 
     # ---------------------------------------------------------------- children
 
-    def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], target: Any, cpu_s: float) -> int:
-        """Fork a child: new session, rlimits, dropped uid, private cwd, only ``fds`` left open."""
+    def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], call: tuple[str, list[Any]],
+             cpu_s: float) -> int:
+        """A run child forked by the template: new session, rlimits, dropped uid, private cwd, only
+        ``fds`` left open; it then runs ``harness.<call[0]>(*call[1])``, read from a memfd."""
         self.runs += 1
         if role == "prog":  # the first child of every run
             self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"]) if self.report["cgroup"] else 0
         workdir = isolation.make_workdir(self.report, self.runs, role)
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                isolation.enter_child(self.report, role, fds, workdir, int(req.get("memory_mb", 1024)), cpu_s)
-            except BaseException as exc:  # never run the program half-isolated
-                try:
-                    os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
-                finally:
-                    os._exit(70)
-            try:
-                target()
-            except BaseException:
-                os._exit(70)
-            os._exit(0)
-        return pid
+        data = os.memfd_create("run")
+        try:
+            harness.write_all(data, json.dumps({"fn": call[0], "args": call[1]}).encode())
+            os.lseek(data, 0, os.SEEK_SET)
+            targets = {**fds, template.DATA_FD: data}
+            msg = {"op": "fork", "role": role, "targets": list(targets), "workdir": workdir,
+                   "memory_mb": int(req.get("memory_mb", 1024)), "cpu_s": float(cpu_s)}
+            return int(self.control(msg, list(targets.values()), want="pid")["pid"])
+        finally:
+            os.close(data)
 
     def cleanup(self, pids: list[int]) -> bool:
         """Kill the run's processes and remove its files; True if the cgroup OOM-killed one of them."""
-        isolation.kill_tree(self.report, pids)
+        self.control({"op": "kill"}, want="killed")
+        self.exits.clear()
         isolation.remove_workdirs(self.report)
         if os.listdir(self.report["work_root"]):  # never start the next run on a dirty work root
             raise RuntimeError("the run's files could not be removed")
@@ -233,54 +244,48 @@ class Zygote:
         ``readers`` maps fd -> bytearray (raw capture) or FrameReader. ``on_frame`` gets each frame and
         returns the new deadline (or None to stop). Returns (limit_status or None, exit status or None).
         """
-        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
         for fd in readers:
             os.set_blocking(fd, False)
-        status: int | None = None
+        status: int | None = self.exits.get(pid)
         open_fds = set(readers)
-        drain_until = 0.0
-        try:
-            while True:
-                now = time.monotonic()
-                if status is not None and (not open_fds or now >= drain_until):
-                    return None, status
-                if now >= deadline and status is None:
-                    return "timeout", None
-                watch = list(open_fds) + ([pidfd] if pidfd is not None and status is None else [])
-                wait = (drain_until if status is not None else deadline) - now
-                ready, _, _ = select.select(watch, [], [], max(0.0, min(wait, 0.05 if pidfd is None else 1.0)))
-                for fd in ready:
-                    if fd == pidfd:
-                        continue
-                    sink = readers[fd]
-                    if isinstance(sink, FrameReader):
-                        sink.feed()
-                        for frame in sink.frames():
-                            deadline = on_frame(frame)
-                            if deadline is None:
-                                return "stopped", None
-                        if sink.eof:
-                            open_fds.discard(fd)
-                        continue
-                    try:
-                        chunk = os.read(fd, 1 << 16)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        open_fds.discard(fd)
-                    sink += chunk
-                    if max_output and len(sink) > max_output:
-                        return "output_limit", None
-                if status is None:
-                    got, raw = os.waitpid(pid, os.WNOHANG)
-                    if got == pid:
-                        status = os.waitstatus_to_exitcode(raw)
-                        # drain what the pipes already hold, without waiting for grandchildren
-                        # that keep them open
+        ctl = self.ctl.fileno()
+        # drain what the pipes already hold, without waiting for grandchildren that keep them open
+        drain_until = time.monotonic() + 0.05 if status is not None else 0.0
+        while True:
+            now = time.monotonic()
+            if status is not None and (not open_fds or now >= drain_until):
+                return None, status
+            if now >= deadline and status is None:
+                return "timeout", None
+            watch = list(open_fds) + ([ctl] if status is None else [])
+            wait = (drain_until if status is not None else deadline) - now
+            ready, _, _ = select.select(watch, [], [], max(0.0, min(wait, 1.0)))
+            for fd in ready:
+                if fd == ctl:
+                    self.control_event(TEMPLATE_TIMEOUT)
+                    if pid in self.exits:
+                        status = self.exits[pid]
                         drain_until = time.monotonic() + 0.05
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
+                    continue
+                sink = readers[fd]
+                if isinstance(sink, FrameReader):
+                    sink.feed()
+                    for frame in sink.frames():
+                        deadline = on_frame(frame)
+                        if deadline is None:
+                            return "stopped", None
+                    if sink.eof:
+                        open_fds.discard(fd)
+                    continue
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    open_fds.discard(fd)
+                sink += chunk
+                if max_output and len(sink) > max_output:
+                    return "output_limit", None
 
     @staticmethod
     def classify(limit: str | None, code: int | None, oom: bool = False) -> str:
@@ -308,8 +313,7 @@ class Zygote:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             start = time.monotonic()
-            pid = self.fork("prog", req, {0: in_fd, 1: out_w, 2: err_w},
-                            lambda: harness.stdin_child(program), timeout)
+            pid = self.fork("prog", req, {0: in_fd, 1: out_w, 2: err_w}, ("stdin_child", [program]), timeout)
             for fd in (in_fd, out_w, err_w):
                 os.close(fd)
             out, err = bytearray(), bytearray()
@@ -332,8 +336,7 @@ class Zygote:
             res_r, res_w = os.pipe()
             cpu = timeout * (len(inputs) - start) + 1
             first = start
-            pid = self.fork("prog", req, {3: res_w},
-                            lambda first=first: harness.call_child(program, fn_name, inputs, first, 3), cpu)
+            pid = self.fork("prog", req, {3: res_w}, ("call_child", [program, fn_name, inputs, first, 3]), cpu)
             os.close(res_w)
             reader = FrameReader(res_r, int(req.get("max_output", 1 << 22)))
             state = {"next": start, "stop": False}
@@ -371,17 +374,15 @@ class Zygote:
         program, timeout, n_tests = req["program"], float(req["timeout"]), int(req["n_tests"])
         j2p_r, j2p_w = os.pipe()
         p2j_r, p2j_w = os.pipe()
-        prog_pid = self.fork("prog", req, {3: j2p_r, 4: p2j_w},
-                             lambda: harness.program_server(program, 3, 4), timeout * n_tests + 1)
+        prog_pid = self.fork("prog", req, {3: j2p_r, 4: p2j_w}, ("program_server", [program, 3, 4]),
+                             timeout * n_tests + 1)
         # part B (the test code) is read only now, so the program's process never held it
         blob = self.read_part_b(int(req["part_b_len"]))
         self.pending_b = 0
         ver_r, ver_w = os.pipe()
         entry, setup = req.get("entry_point"), str(req.get("setup") or "")
-        loads = safe_pickle.restricted_loads
         judge_pid = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
-                              lambda: harness.judge(bytes(blob), setup, entry, 3, 4, 5, loads),
-                              timeout * n_tests + 1)
+                              ("judge", [blob.decode("utf-8", "replace"), setup, entry]), timeout * n_tests + 1)
         for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
             os.close(fd)
         reader = FrameReader(ver_r, 1 << 20)

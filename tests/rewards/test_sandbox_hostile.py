@@ -266,9 +266,9 @@ def test_earlier_test_code_is_wiped_from_zygote_memory():
         assert run_tests("def g():\n    return 1\n", {"assert": "assert g() == 1  # ZQX7000021MARK"},
                          pool=pool).all_passed
         assert memory_hits(pool) == baseline
-        # control: the scan does see what the zygote holds (here a test input of the current request)
-        with_input = memory_hits(pool, first_input="ZQX7000021MARK")
-        assert with_input is None or with_input > baseline
+        # nor the inputs of the other tests of its own request (each child gets only its own data);
+        # the baseline (>= 1, the scanner's own marker) shows the scan does see what it holds
+        assert memory_hits(pool, first_input="ZQX7000021MARK") == baseline >= 1
 
 
 def test_programs_have_no_capabilities_and_the_zygote_few(pool):
