@@ -129,7 +129,8 @@ class RolloutConfig:
     # the weights (engine vllm, or resources.rollout_workers > 0); null keeps truncated IS off there too
     default_tis_cap: float | None = 2.0
     # vLLM engine (archer/rollout/vllm.py): KV cache bytes (null: 256 MiB on CPU, a share of the GPU on
-    # CUDA), that share of GPU memory, and prompt+response length (null: the model's max positions)
+    # CUDA), that share of GPU memory, and prompt+response length (null: data.max_prompt_tokens + the
+    # longest response of the run, capped at the model's max positions)
     vllm_kv_cache_bytes: int | None = None
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int | None = None

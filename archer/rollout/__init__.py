@@ -1,10 +1,14 @@
-"""Rollout engines: the protocol (``base``), the transformers engine (``hf``), multi-turn tool use.
+"""Rollout engines: the protocol (``base``), the transformers engine (``hf``), the vLLM engine
+(``vllm``, an optional extra), multi-turn tool use.
 
 ``from archer.rollout import SamplingParams, Rollout, RolloutEngine`` is cheap; ``HFEngine`` imports
 torch on first use. :data:`ENGINES` is the registry ``rollout.engine`` names: each entry is
 ``"module:Class"``, imported only when built, so an optional engine costs nothing until used;
 :func:`engine_problem` tells, without importing it, why a name cannot be used here (the config
-validation calls it, so ``rollout.engine=...`` fails before any compute).
+validation calls it, so ``rollout.engine=...`` fails before any compute). ``auto`` (the big recipes)
+is vLLM on a CUDA device when it is installed, else the HF engine. :func:`build_rollout` is what a run
+uses: the configured engine in-process or on Ray rollout workers, with truncated IS turned on by default
+when that engine holds its own copy of the weights.
 """
 
 from __future__ import annotations
@@ -65,8 +69,11 @@ def engine_options(name: str, cfg: Any, device: Any = None) -> dict[str, Any]:
         return {}
     r = cfg.rollout
     on_cuda = getattr(device, "type", str(device or "")).startswith("cuda")
+    # prompt + the longest response a run asks for (length stages, evaluation), unless given
+    longest = max([r.max_new_tokens, *(s[1] for s in r.length_stages), getattr(cfg.eval, "max_new_tokens", None) or 0])
     return {"dtype": cfg.model.dtype if on_cuda else "float32", "kv_cache_bytes": r.vllm_kv_cache_bytes,
-            "gpu_memory_utilization": r.vllm_gpu_memory_utilization, "max_model_len": r.vllm_max_model_len,
+            "gpu_memory_utilization": r.vllm_gpu_memory_utilization,
+            "max_model_len": r.vllm_max_model_len or cfg.data.max_prompt_tokens + longest,
             "num_threads": cfg.trainer.threads or 1}
 
 

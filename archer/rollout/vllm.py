@@ -183,7 +183,8 @@ class VLLMEngine:
     ``kv_cache_bytes``: KV cache size (default 256 MiB on CPU; on CUDA ``gpu_memory_utilization`` of the
     GPU when unset). ``max_model_len``: prompt + response tokens (default: the model's
     ``max_position_embeddings``). ``sleep``: free the KV cache and offload weights between rollouts
-    (CUDA only; default: on when colocated on CUDA). ``engine_kwargs`` go to ``vllm.LLM`` unchanged.
+    (CUDA only; default: on when colocated on CUDA). ``ignore_eos``: every response runs to
+    ``max_new_tokens`` (for benchmarks). ``engine_kwargs`` go to ``vllm.LLM`` unchanged.
     """
 
     shares_policy = False  # it holds its own copy of the weights: the trainer syncs them after each update
@@ -206,6 +207,7 @@ class VLLMEngine:
         seed: int = 0,
         enforce_eager: bool | None = None,
         exact_logprobs: bool = True,
+        ignore_eos: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # tensors in, no engine process
@@ -239,6 +241,7 @@ class VLLMEngine:
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = num_threads
+        self.ignore_eos = bool(ignore_eos)  # every response runs to max_new_tokens (benchmarks)
         self.sleep_enabled = bool(on_cuda if sleep is None else sleep) and on_cuda
         self._asleep = False
         if eos_token_ids is None:
@@ -254,7 +257,10 @@ class VLLMEngine:
         if not eos_token_ids:
             raise ValueError("no EOS token id: pass eos_token_ids or use a tokenizer with an eos_token")
         self.eos_token_ids = [int(i) for i in eos_token_ids]
-        max_model_len = int(max_model_len or getattr(config, "max_position_embeddings", 0) or 4096)
+        positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        max_model_len = int(max_model_len or positions or 4096)
+        if positions:
+            max_model_len = min(max_model_len, positions)
         self.max_model_len = max_model_len
 
         if isinstance(model, (str, os.PathLike)) and module is None and not isinstance(model, PretrainedConfig):
@@ -348,7 +354,8 @@ class VLLMEngine:
                 sampling.append(VSamplingParams(
                     n=1, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
                     max_tokens=min(params.max_new_tokens, room), seed=_mix(seed, i, j), logprobs=0,
-                    stop=list(params.stop) or None, stop_token_ids=self.eos_token_ids,
+                    stop=list(params.stop) or None, ignore_eos=self.ignore_eos,
+                    stop_token_ids=None if self.ignore_eos else self.eos_token_ids,
                     include_stop_str_in_output=params.include_stop_str, detokenize=bool(params.stop),
                     skip_special_tokens=True,
                 ))
