@@ -77,10 +77,10 @@ def autocast(device: torch.device | str, dtype: str) -> contextlib.AbstractConte
 def _check_model_dir(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_dir():
-        raise ConfigError(f"model.path: {str(path)!r} is not a directory (archer loads local Hugging Face "
-                          "folders; it never downloads)")
+        raise ConfigError(f"model.path: {str(path)!r} is not a Hugging Face model directory (no such folder; "
+                          "archer loads local folders, it never downloads)")
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
-        raise ConfigError(f"model.path: {str(path)!r} has no config.json (not a Hugging Face model folder)")
+        raise ConfigError(f"model.path: {str(path)!r} is not a Hugging Face model directory (no config.json)")
     return p
 
 

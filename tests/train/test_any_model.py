@@ -98,7 +98,7 @@ def test_each_architecture_trains_and_resumes(arch, tokenizer, tmp_path, monkeyp
     assert [h["step"] for h in resumed["history"]] == [3]
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "gpt2", "phi"])
+@pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_lora_trains_adapters_only_with_the_base_as_reference(arch, tokenizer, tmp_path, monkeypatch):
     import peft
 
@@ -169,7 +169,7 @@ def test_garbage_weights_and_missing_cuda_are_one_line_errors(tmp_path, tokenize
     with pytest.raises(ConfigError, match="cannot load the model weights") as err:
         load_policy(folder)
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="not a directory"):
+    with pytest.raises(ConfigError, match="not a Hugging Face model directory"):
         load_policy(tmp_path / "missing")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
