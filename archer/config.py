@@ -134,6 +134,9 @@ class RolloutConfig:
     vllm_kv_cache_bytes: int | None = None
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int | None = None
+    # generate step t+1 on the Ray rollout workers while step t trains (staleness 1, recorded; needs
+    # resources.rollout_workers > 0; archer.distributed.rollout_pool.OneStepOffPolicy)
+    one_step_off_policy: bool = False
 
 
 @dataclass
@@ -485,6 +488,8 @@ def validate(cfg: Config) -> Config:
     _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
+    _check(not r.one_step_off_policy or res.rollout_workers > 0, "rollout.one_step_off_policy",
+           "needs resources.rollout_workers > 0 (generation overlaps training on other processes)")
     return cfg
 
 

@@ -245,3 +245,79 @@ def check_fresh(rollouts: Sequence[Sequence[Rollout]], current_version: int, max
             f"rollouts are {lag} weight version(s) behind the trainer (version {current_version}); "
             f"at most {max_staleness} allowed"
         )
+
+
+class OneStepOffPolicy:
+    """One-step-off-policy rollouts (verl's ``one_step_off_policy``, AReaL's bounded staleness 1) over a
+    :class:`RayRolloutPool`: while the trainer trains on step t, the actors already generate step t+1.
+
+    After serving a training round, the wrapper asks ``predict(params)`` what the next training round
+    will request (the trainer's :meth:`archer.train.rl.RLRun.predict_next_round`: the sampler's next
+    draw, with round 0 of the next step's settings; None for a request that is not a training round,
+    e.g. evaluation) and starts generating it on the actors at once, with the weights they hold. The
+    trainer's update and the weight push that follows run meanwhile; the push waits on the actors for
+    that generation, so its rollouts carry the previous weight version. When the next request has the
+    predicted prompts and settings (the seed aside: a refill round of dynamic sampling draws the same
+    prompts with another seed) it is served from that generation; otherwise it is generated now.
+
+    Staleness (versions behind the pool) is recorded per request and refused above ``max_staleness``
+    (:class:`StaleRolloutError`). The trainer must recompute old log-probs (the engine does not share the
+    policy) and truncated IS corrects the lag (``algo.tis_cap``, on by default for such engines). A run
+    resumed from a checkpoint has no prediction in flight, so its first resumed step is on-policy: resume
+    is exact up to that step, not bit-identical to an uninterrupted one-step-off run.
+    """
+
+    shares_policy = False
+
+    def __init__(self, pool: RayRolloutPool, predict: Callable[[SamplingParams], Any], max_staleness: int = 1) -> None:
+        self.pool, self.predict, self.max_staleness = pool, predict, max_staleness
+        self._pending: tuple[list[list[int]], SamplingParams, Any] | None = None
+        self.hits = self.misses = self.dropped = 0
+        self._staleness: list[int] = []
+
+    @property
+    def version(self) -> int:
+        return self.pool.version
+
+    def generate(self, prompts: Sequence[Any], params: SamplingParams) -> list[list[Rollout]]:
+        ids = [list(p) if not isinstance(p, str) else p for p in prompts]
+        out = None
+        if self._pending is not None:
+            want_ids, want_params, handle = self._pending
+            if want_ids == ids and replace(want_params, seed=None) == replace(params, seed=None):
+                out = self.pool.collect(handle)
+                self._pending = None
+                self.hits += 1
+        if out is None:
+            out = self.pool.generate(ids, params)  # queued on the actors after any generation in flight
+            self.misses += 1
+        lag = staleness(out, self.pool.version)
+        check_fresh(out, self.pool.version, self.max_staleness)
+        self._staleness.append(lag)
+        nxt = self.predict(params)
+        if nxt is not None:
+            if self._pending is not None:
+                self.dropped += 1  # its results are never read; the actors finish it and move on
+            next_ids, next_params = nxt
+            next_ids = [list(p) for p in next_ids]
+            self._pending = (next_ids, next_params, self.pool.generate_async(next_ids, next_params))
+        return out
+
+    def update_weights(self, state_dict: Any) -> dict[str, float]:
+        return self.pool.update_weights(state_dict)
+
+    def metrics(self, reset: bool = True) -> dict[str, float]:
+        """Pool metrics plus ``rollout/staleness_max`` / ``_mean`` (weight versions behind, over the
+        requests since the last call) and the prediction's hits, misses and dropped generations."""
+        out = self.pool.metrics(reset)
+        lags = self._staleness or [0]
+        out.update({"rollout/staleness_max": float(max(lags)), "rollout/staleness_mean": sum(lags) / len(lags),
+                    "rollout/prefetch_hits": float(self.hits), "rollout/prefetch_misses": float(self.misses),
+                    "rollout/prefetch_dropped": float(self.dropped)})
+        if reset:
+            self._staleness = []
+        return out
+
+    def close(self) -> None:
+        self._pending = None
+        self.pool.close()

@@ -119,6 +119,10 @@ class RLRun:
             with self.world.full_weights(self.token_scorer):  # a separate engine starts from these weights
                 engine, self.cfg = build_rollout(cfg, unwrap(model), tokenizer, device=self.world.device, log=log)
             cfg = self.cfg  # algo.tis_cap may now be rollout.default_tis_cap (an engine with its own weights)
+            if cfg.rollout.one_step_off_policy:  # the pool generates step t+1 while step t trains
+                from archer.distributed.rollout_pool import OneStepOffPolicy
+
+                engine = OneStepOffPolicy(engine, self.predict_next_round)
         self.engine = engine
         o = cfg.optim
         self.optimizer = torch.optim.AdamW([p for p in self.token_scorer.parameters() if p.requires_grad], lr=o.lr,
@@ -303,6 +307,23 @@ class RLRun:
 
         return (self.cfg.trainer.reuse_rollout_logprobs and shares_policy(self.engine)
                 and self.cfg.model.dtype == "float32")
+
+    # -- one-step-off-policy (rollout.one_step_off_policy) -------------------------------------
+    def predict_next_round(self, served: Any) -> tuple[list[list[int]], Any] | None:
+        """What the next training round will most likely ask the engine for, so that the rollout
+        workers can generate it while this step trains: the sampler's next draw (taken on a copy of its
+        state) with the settings of round 0 of the next step. None when ``served`` (the sampling settings
+        just served) are not a training round of this step (evaluation asks with its own seed)."""
+        import copy
+
+        cfg, rank = self.cfg, self.world.rank
+        rounds = cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1
+        max_new = max_new_tokens_at(cfg, self.step)
+        if served.seed not in {sampling_params(cfg, self.step, r, rank, max_new).seed for r in range(rounds)}:
+            return None
+        idx = copy.deepcopy(self.sampler).next(cfg.rollout.batch_size)
+        params = sampling_params(cfg, self.step + 1, 0, rank, max_new_tokens_at(cfg, self.step + 1))
+        return [self.train_ids[i] for i in self.world.mine(idx)], params
 
     def sync_engine(self) -> None:
         """After an update: a rollout engine with its own copy of the weights gets the new ones."""

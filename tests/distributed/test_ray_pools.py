@@ -277,10 +277,12 @@ def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_vers
         pool.close()
 
 
-def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkeypatch):
+@pytest.mark.parametrize("off_policy", [False, True], ids=["on-policy", "one-step-off"])
+def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkeypatch, off_policy):
     """``resources.rollout_workers=1``: the engine lives in an actor, the trainer syncs it after every
-    update (versions follow ``policy_version``), recomputes old log-probs and turns truncated IS on."""
-    from archer.config import load_config
+    update (versions follow ``policy_version``), recomputes old log-probs and turns truncated IS on.
+    ``rollout.one_step_off_policy``: step t+1 is generated while step t trains, one version stale."""
+    from archer.config import ConfigError, load_config
     from archer.rewards import registry
     from archer.train import rl
 
@@ -303,14 +305,27 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         "trainer.steps=2", "trainer.save_every=0", "trainer.threads=1", "trainer.micro_batch_tokens=64",
         "optim.lr=1e-2", "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=4", "logging.progress=false",
         "logging.plots=false", "logging.tensorboard=false",
-        "resources.rollout_workers=1", "resources.rollout_cpus_per_worker=0.5",
+        "resources.rollout_workers=1", "resources.rollout_cpus_per_worker=0.5", "trainer.steps=3",
+        "rollout.dynamic_sampling=false", f"rollout.one_step_off_policy={str(off_policy).lower()}",
     ])
-    summary = rl.train(cfg, run_dir=tmp_path)
+    lags = []
+    summary = rl.train(cfg, run_dir=tmp_path, on_step=lambda s, m: lags.append(runs[0].engine.metrics()))
     run = runs[0]
     try:
-        assert summary["steps"] == 2 and run.cfg.algo.tis_cap == 2.0
-        assert run.engine.version == run.policy_version == 2  # synced after each update
-        assert ray.get(run.engine.workers[0].get_version.remote()) == 2
-        assert all(h["rollout/logprob_diff_max"] < 1e-4 for h in summary["history"])  # float32 copies
+        assert summary["steps"] == 3 and run.cfg.algo.tis_cap == 2.0
+        assert run.engine.version == run.policy_version == 3  # synced after each update
+        pool = run.engine.pool if off_policy else run.engine
+        assert ray.get(pool.workers[0].get_version.remote()) == 3
+        diffs = [h["rollout/logprob_diff_max"] for h in summary["history"]]
+        if not off_policy:
+            assert all(d < 1e-4 for d in diffs)  # float32 copies of the current weights
+            return
+        # step 1 generated fresh; steps 2 and 3 were generated during the previous update: 1 version old
+        assert [m["rollout/staleness_max"] for m in lags] == [0.0, 1.0, 1.0]
+        assert run.engine.hits == 2 and run.engine.misses >= 1
+        assert diffs[0] < 1e-4 and all(d > 1e-4 for d in diffs[1:])  # the trainer sees the lag ...
+        assert all("actor/tis_mean" in h for h in summary["history"] if "actor/grad_norm" in h)  # ... TIS corrects it
     finally:
         run.engine.close()
+    with pytest.raises(ConfigError, match="rollout_workers"):
+        load_config("tiny_math", ["rollout.one_step_off_policy=true"])
