@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from archer.rewards.code import run_tests_batch  # noqa: E402
+from archer.rewards.code import run_tests_batch, with_prompt_setup  # noqa: E402
 from archer.rewards.compare import stdout_matches  # noqa: E402
 from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
 
@@ -42,8 +42,10 @@ def load_workloads(cc_tests: int) -> dict[str, list[tuple[str, dict]]]:
     rows = [json.loads(line) for line in open(DATA / "humaneval.jsonl")]
     he = []
     for r in rows:
-        tests = {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"],
-                 "setup": r["prompt"]}  # trusted helpers (HumanEval/32, 38, 50 test through them)
+        # the prompt as trusted setup where the test uses its helpers (HumanEval/32, 38, 50), as
+        # score_code_problems does
+        tests = with_prompt_setup({"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n",
+                                   "entry_point": r["entry_point"]}, r["prompt"])
         he.append((r["prompt"] + r["canonical_solution"], tests))
         he.append((r["prompt"] + "    return None\n", tests))
     cc = []

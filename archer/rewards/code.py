@@ -13,7 +13,8 @@ Test formats (``Problem.tests``):
   not define) comes from the program. ``setup`` is trusted code run before the tests, for helpers the
   tests use besides the entry point (HumanEval's ``poly``, ``encode_cyclic``: the prompt). Through
   :func:`score_code_problems`, a HumanEval-style problem whose prompt is Python code defining the
-  entry point gets its prompt as ``setup`` when the tests name none.
+  entry point and a helper the tests use gets its prompt as ``setup`` (:func:`with_prompt_setup`)
+  when the tests name none.
 
 Expected outputs stay in this (the trainer's) process: the sandbox sends back stdout or serialised
 return values and this module compares; assert tests are judged in a process the program can't
@@ -271,27 +272,32 @@ def score_code_problems(responses: Sequence[str], problems: Sequence[Any], *, re
                         max_tests: int | None = None, seed: int = 0, budget: float | None = None,
                         max_output_bytes: int = 1 << 22, pool: SandboxPool | None = None) -> list[RewardResult]:
     """Registry entry point (kind ``"code"``): problems are :class:`archer.data.schema.Problem`."""
-    tests = [_with_prompt_setup(getattr(p, "tests", None), getattr(p, "prompt", None)) for p in problems]
+    tests = [with_prompt_setup(getattr(p, "tests", None), getattr(p, "prompt", None)) for p in problems]
     return score_code_batch(responses, tests, reward_mode=reward_mode,
                             timeout=timeout, memory_mb=memory_mb, stop_on_failure=stop_on_failure,
                             max_tests=max_tests, seed=seed, budget=budget, max_output_bytes=max_output_bytes,
                             pool=pool)
 
 
-@functools.lru_cache(maxsize=512)
-def _defines(prompt: str, name: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _helpers_needed(prompt: str, entry: str, test: str) -> bool:
+    """Whether ``prompt`` defines ``entry`` at top level and some other name the test code uses."""
     try:
-        tree = ast.parse(prompt)
+        top = ast.parse(prompt).body
+        used = {n.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Name)}
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+    defs = {n.name for n in top if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return entry in defs and bool((defs - {entry}) & used)
 
 
-def _with_prompt_setup(tests: Any, prompt: Any) -> Any:
-    """HumanEval-style problems: the prompt (trusted, holding the helpers) becomes the tests' setup."""
+def with_prompt_setup(tests: Any, prompt: Any) -> Any:
+    """HumanEval-style problems: the prompt (trusted, holding helpers such as ``poly``) becomes the
+    tests' ``setup`` when the tests use one of its helpers and name none themselves."""
     if not isinstance(tests, dict) or "assert" not in tests or tests.get("setup"):
         return tests
-    entry = tests.get("entry_point")
-    if isinstance(entry, str) and isinstance(prompt, str) and _defines(prompt, entry):
+    entry, code = tests.get("entry_point"), tests["assert"]
+    test = code if isinstance(code, str) else "\n".join(map(str, code)) if isinstance(code, list) else ""
+    if isinstance(entry, str) and isinstance(prompt, str) and _helpers_needed(prompt, entry, test):
         return {**tests, "setup": prompt}
     return tests

@@ -25,6 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from archer.rewards.code import run_tests, run_tests_batch
+
+try:
+    from archer.rewards.code import with_prompt_setup
+except ImportError:  # a tree before issue 11 (figures of the old sandbox): it ignores "setup"
+    def with_prompt_setup(tests: dict[str, Any], prompt: str) -> dict[str, Any]:
+        return {**tests, "setup": prompt}
 from archer.rewards.sandbox import SandboxConfig, SandboxPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -405,8 +411,8 @@ def humaneval_always_wrong(pool: SandboxPool, data: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in open(data / "code" / "humaneval.jsonl")]
     items, owners = [], []
     for r in rows:
-        tests = {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"],
-                 "setup": r["prompt"]}
+        tests = with_prompt_setup({"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n",
+                                   "entry_point": r["entry_point"]}, r["prompt"])
         used = {n.id for n in ast.walk(ast.parse(r["test"])) if isinstance(n, ast.Name)}
         rebind = sorted(n for n in used if n in dir(builtins) and n not in ("range", "print", "AssertionError"))
         helpers = [n.name for n in ast.parse(r["prompt"]).body
@@ -433,8 +439,8 @@ def humaneval_always_wrong(pool: SandboxPool, data: Path) -> dict[str, Any]:
 def honest_pass(pool: SandboxPool, data: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in open(data / "code" / "humaneval.jsonl")]
     items = [(r["prompt"] + r["canonical_solution"],
-              {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"],
-               "setup": r["prompt"]}) for r in rows]
+              with_prompt_setup({"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n",
+                                 "entry_point": r["entry_point"]}, r["prompt"])) for r in rows]
     mbpp = [json.loads(line) for line in open(data / "code" / "mbpp_sample.jsonl")]
     items += [(r["canonical_solution"], {"assert": list(r["test_list"])}) for r in mbpp]
     reps = run_tests_batch(items, pool=pool)

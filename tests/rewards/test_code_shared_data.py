@@ -7,7 +7,7 @@ import json
 import pytest
 
 from archer.data.safe_pickle import decode_lcb_tests
-from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code
+from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code, with_prompt_setup
 from archer.rewards.sandbox import SandboxConfig, SandboxPool
 
 # honest solutions written for the three LiveCodeBench sample problems
@@ -33,11 +33,25 @@ def rows(shared_data, name):
 
 
 def humaneval_tests(row, setup=True):
-    """As the HumanEval loader builds them, plus the prompt as trusted setup (its helper functions)."""
+    """As the HumanEval loader builds them, plus (as score_code_problems adds it) the prompt as
+    trusted setup where the test uses the prompt's helper functions."""
     tests = {"assert": f"{row['test']}\n\ncheck({row['entry_point']})\n", "entry_point": row["entry_point"]}
-    if setup:
-        tests["setup"] = row["prompt"]
-    return tests
+    return with_prompt_setup(tests, row["prompt"]) if setup else tests
+
+
+def test_prompt_becomes_setup_only_where_the_test_uses_its_helpers(shared_data, pool):
+    data = rows(shared_data, "humaneval.jsonl")
+    assert sorted(r["task_id"] for r in data if "setup" in humaneval_tests(r)) == [
+        "HumanEval/32", "HumanEval/38", "HumanEval/50"]
+    # the registry path: problems as the HumanEval loader builds them (no setup in their tests)
+    from types import SimpleNamespace
+
+    from archer.rewards.code import score_code_problems
+
+    picked = [r for r in data if r["task_id"] in ("HumanEval/38", "HumanEval/0")]
+    problems = [SimpleNamespace(prompt=r["prompt"], tests=humaneval_tests(r, setup=False)) for r in picked]
+    good = [f"```python\n{r['prompt'] + r['canonical_solution']}\n```" for r in picked]
+    assert [res.reward for res in score_code_problems(good, problems, pool=pool)] == [1.0, 1.0]
 
 
 def test_humaneval_canonical_pass_and_return_none_fails(shared_data, pool):
