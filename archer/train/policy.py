@@ -29,6 +29,7 @@ decoder cannot be found is trained through the full-logits path.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,10 @@ def enable_gradient_checkpointing(model: Any) -> None:
     target = unwrap(model)
     if not getattr(target, "supports_gradient_checkpointing", False):
         raise ConfigError(f"model.gradient_checkpointing: {type(target).__name__} does not support it")
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5.2x (the old name warns)
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(target.config, "use_cache"):
         target.config.use_cache = True  # generation keeps its KV cache; training forwards pass use_cache=False
 
@@ -176,6 +180,12 @@ def _with_lora(model: Any, options: PolicyOptions, adapter: str | Path | None) -
         import peft
     except ImportError:
         raise ConfigError("model.lora: LoRA needs the 'peft' package: pip install 'archer[lora]'") from None
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return _wrap_lora(peft, model, options, adapter)
+
+
+def _wrap_lora(peft: Any, model: Any, options: PolicyOptions, adapter: str | Path | None) -> Any:
     if adapter is not None:
         return peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     targets: Any = list(options.lora_target_modules)
