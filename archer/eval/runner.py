@@ -122,10 +122,19 @@ def generate_phase(
 
 
 def score_records(
-    generations: Sequence[dict[str, Any]], problems_by_id: dict[str, Problem], **reward_opts: Any
+    generations: Sequence[dict[str, Any]], problems_by_id: dict[str, Problem], *,
+    score_fn: Callable[[list[str], list[Problem]], list[Any]] | None = None, **reward_opts: Any
 ) -> list[dict[str, Any]]:
-    """Score each generation record's responses; one result row per problem."""
+    """Score each generation record's responses; one result row per problem.
+
+    ``score_fn(responses, problems) -> results`` replaces the in-process verifiers (the trainer passes
+    its scorer: local pools or Ray actors); by default ``archer.rewards.registry.score_responses``.
+    """
     from archer.rewards.registry import score_responses
+
+    if score_fn is None:
+        def score_fn(responses: list[str], problems: list[Problem]) -> list[Any]:
+            return score_responses(responses, problems, **reward_opts)
 
     flat_resp, flat_prob, owner = [], [], []
     for gi, g in enumerate(generations):
@@ -133,7 +142,7 @@ def score_records(
         flat_resp.extend(g["responses"])
         flat_prob.extend([p] * len(g["responses"]))
         owner.extend([gi] * len(g["responses"]))
-    scored = score_responses(flat_resp, flat_prob, **reward_opts) if flat_resp else []
+    scored = score_fn(flat_resp, flat_prob) if flat_resp else []
     rows = []
     pos = 0
     for g in generations:
@@ -228,8 +237,10 @@ def evaluate(
     batch_size: int = 16,
     out_dir: str | Path | None = None,
     reward_opts: dict[str, Any] | None = None,
+    score_fn: Callable[[list[str], list[Problem]], list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Generate ``n`` samples per problem with ``engine`` and score them.
+    """Generate ``n`` samples per problem with ``engine`` and score them (``score_fn``: see
+    :func:`score_records`; in memory only).
 
     Returns ``{"avg@k": .., "pass@k": .. for every k in ks with k <= n, "num_problems", ...,
     "records": [per-problem rows with "responses" and "samples"]}``. With ``out_dir`` the files of
@@ -248,7 +259,7 @@ def evaluate(
     _check_unique(problems)
     params = _sampling_params(n, sampling)
     gens = generate_records(engine, tokenizer, problems, params, template=template, batch_size=batch_size)
-    rows = score_records(gens, {p.id: p for p in problems}, **(reward_opts or {}))
+    rows = score_records(gens, {p.id: p for p in problems}, score_fn=score_fn, **(reward_opts or {}))
     for row, g in zip(rows, gens):
         row["responses"] = g["responses"]
     return {**summarize(rows, ks), "records": rows}

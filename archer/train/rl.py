@@ -101,7 +101,8 @@ class RLRun:
         self.train_problems, self.eval_problems = train_problems, eval_problems
         d = cfg.data
         self.train_ids = encode_prompts(train_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
-        self.eval_ids = encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
+        # evaluation prompts are encoded by the eval runner; encoding them here checks their length up front
+        encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
         r = cfg.resources
         self.scorer = scorer or build_scorer(r.backend, num_workers=r.num_reward_workers,
                                              cpus_per_worker=r.cpus_per_worker, address=r.address,
@@ -527,7 +528,7 @@ class _SilentLogger:
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
     with run.precision():
-        return evaluate_policy(run.engine, run.scorer, run.eval_ids, run.eval_problems, cfg,
+        return evaluate_policy(run.engine, run.tokenizer, run.scorer, run.eval_problems, cfg,
                                cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
                                seed=cfg.trainer.seed + 7)
 
