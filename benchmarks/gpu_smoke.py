@@ -11,7 +11,8 @@ update tokens/s, model FLOPs utilisation (MFU, 6·N·tokens / peak) and generati
     torchrun --nproc_per_node=N benchmarks/gpu_smoke.py  # FSDP2 over N GPUs (trainer.strategy=fsdp)
 
 Without CUDA it prints a skip line and exits 0 (CI has no GPU). ``--peak-tflops`` is the dense bf16
-peak of one GPU (989 for an H100/H200 SXM). Limits: random tokens, not a real RL batch; the number is
+peak of one GPU (989 for an H100/H200 SXM). ``--device cpu --tiny`` runs the same code on a tiny model
+on the CPU (the test suite does, so the script stays runnable between GPU sessions). Limits: random tokens, not a real RL batch; the number is
 the update's throughput, which is what the trainer core controls.
 """
 
@@ -24,12 +25,19 @@ import time
 import torch
 
 
-def _model():
+VOCAB = 151936
+
+
+def _model(tiny: bool):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True)
+    if tiny:
+        config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    else:
+        config = Qwen2Config(vocab_size=VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                             tie_word_embeddings=True)
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config)
 
@@ -40,25 +48,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=8, help="rows per rank per step")
     parser.add_argument("--seq", type=int, default=1024, help="tokens per row (half prompt, half response)")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (a CPU check of the script itself)")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_smoke: skipped (no CUDA device)")
         return 0
+    cuda = args.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     from archer.distributed.world import join_world
     from archer.train.policy import autocast, disable_dropout, enable_gradient_checkpointing
     from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
 
-    world = join_world(torch.device("cuda"), "fsdp")
-    model = _model()
+    world = join_world(torch.device(args.device), "fsdp")
+    model = _model(args.tiny)
     disable_dropout(model)
     enable_gradient_checkpointing(model)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     scorer = world.shard(TokenScorer(model.to(world.device)), torch.bfloat16)
-    precision = (lambda: torch.autocast("cuda", enabled=False)) if world.sharded else (
+    precision = (lambda: torch.autocast(args.device, enabled=False)) if world.sharded else (
         lambda: autocast(world.device, "bfloat16"))
     opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=1e-6)
     g = torch.Generator().manual_seed(world.rank)
-    ids = torch.randint(0, 151936, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
+    ids = torch.randint(0, VOCAB, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
     mask = torch.zeros_like(ids, dtype=torch.float32)
     mask[:, args.seq // 2:] = 1.0  # the second half is the response
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
@@ -70,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     micro = [[i] for i in range(args.rows)]
     times = []
     for step in range(args.steps):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         with precision():
             metrics = update_minibatch(scorer, opt, batch, micro, settings, world)
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
         if world.main:
             print(f"step {step}: {times[-1]:.2f} s, loss {metrics.get('loss', float('nan')):.4f}, "
@@ -88,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with world.full_weights(scorer), precision():
         engine = HFEngine(model, _Tok(), device=world.device, eos_token_ids=[151643])
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         outs = engine.generate([list(range(1, 65))] * 8, SamplingParams(n=4, max_new_tokens=128, seed=0))
-        torch.cuda.synchronize()
+        sync()
         gen = sum(len(r.response_ids) for o in outs for r in o) / (time.perf_counter() - t0)
     if world.main:
-        print(f"gpu_smoke: {torch.cuda.get_device_name()} x{world.size} ({world.strategy}), "
-              f"{n_params / 1e6:.0f}M params, update {tps:,.0f} tokens/s, MFU {mfu:.1%}, "
-              f"generation {gen:,.0f} tokens/s, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        name = torch.cuda.get_device_name() if cuda else "cpu"
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else "n/a"
+        print(f"gpu_smoke: {name} x{world.size} ({world.strategy}), {n_params / 1e6:.1f}M params, "
+              f"update {tps:,.0f} tokens/s, MFU {mfu:.1%}, generation {gen:,.0f} tokens/s, peak memory {peak}")
     world.close()
     return 0
 
