@@ -26,13 +26,14 @@ import torch
 
 
 VOCAB = 151936
+TINY_VOCAB = 1024
 
 
 def _model(tiny: bool):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if tiny:
-        config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        config = Qwen2Config(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     else:
         config = Qwen2Config(vocab_size=VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: autocast(world.device, "bfloat16"))
     opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=1e-6)
     g = torch.Generator().manual_seed(world.rank)
-    ids = torch.randint(0, VOCAB, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
+    ids = torch.randint(0, TINY_VOCAB if args.tiny else VOCAB, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
     mask = torch.zeros_like(ids, dtype=torch.float32)
     mask[:, args.seq // 2:] = 1.0  # the second half is the response
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from archer.rollout.hf import HFEngine
 
     with world.full_weights(scorer), precision():
-        engine = HFEngine(model, _Tok(), device=world.device, eos_token_ids=[151643])
+        engine = HFEngine(model, _Tok(), device=world.device, eos_token_ids=[_Tok.eos_token_id])
         sync()
         t0 = time.perf_counter()
         outs = engine.generate([list(range(1, 65))] * 8, SamplingParams(n=4, max_new_tokens=128, seed=0))
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 class _Tok:
     """Just enough tokenizer for the engine on random ids (no hub tokenizer offline)."""
 
-    eos_token_id = 151643
-    pad_token_id = 151643
+    eos_token_id = 0
+    pad_token_id = 0
 
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(map(str, ids))
