@@ -1,6 +1,6 @@
 """The RL loop (ALGORITHMS.md), written out: ``train(config) -> summary``.
 
-One step:
+One step, as named stages (``archer.train.rl_step``; each returns its own metrics):
  1. take ``rollout.batch_size`` prompts from the seeded data order, sample ``rollout.n`` responses each
     (``max_new_tokens`` from the length curriculum ``rollout.length_stages``);
  2. score them with the verifier scorer (``resources.backend``: local pools or Ray), add DAPO overlong
@@ -8,12 +8,14 @@ One step:
  3. DAPO dynamic sampling: drop zero-variance groups and generate more rounds until ``batch_size``
     groups carry signal or ``max_gen_batches`` rounds were generated; then train on what there is
     (nothing at all is a logged no-op step, never an abort);
- 4. group advantages (``algo.advantage``), recompute the sampling policy's log-probs (``old``) and, when
-    a KL term is on, the frozen reference's;
+ 4. group advantages (``algo.advantage``) into a packed ``TrainBatch``; the sampling policy's log-probs
+    (``old``: the sampler's own when the rollout is exactly on-policy, else recomputed) and, when a KL
+    term is on, the reference's; each distinct prompt of a micro-batch runs once for its group
+    (``TokenScorer``'s shared-prompt forward);
  5. ``trainer.ppo_epochs`` passes over ``trainer.mini_batches`` mini-batches, each one AdamW step with
     micro-batches cut by ``trainer.micro_batch_tokens`` and the mini-batch's loss normaliser, gradient
     clipping, NaN/inf steps skipped; then the warmup/decay schedule and the adaptive entropy controller
-    (Skywork-OR1) advance once per RL step;
+    (Skywork-OR1) advance once per RL step; an engine with its own weights is synced;
  6. log ``metrics.jsonl`` (+ TensorBoard/W&B), checkpoint atomically every ``trainer.save_every`` steps.
 Before the first step and after the last, the policy is evaluated on held-out problems (avg@k, pass@k)
 and ``summary.json`` records both.
