@@ -243,7 +243,7 @@ class VLLMEngine:
         self.num_threads = num_threads
         self.ignore_eos = bool(ignore_eos)  # every response runs to max_new_tokens (benchmarks)
         self.sleep_enabled = bool(on_cuda if sleep is None else sleep) and on_cuda
-        self._asleep = False
+        self._asleep: set[str] = set()  # vLLM memory tags released by sleep() and not woken yet
         if eos_token_ids is None:
             ids: set[int] = set()
             if tokenizer.eos_token_id is not None:
@@ -314,8 +314,9 @@ class VLLMEngine:
         start = time.perf_counter()
         state = full_state_dict(state_dict_or_model)
         with preserved_process_state():
-            if self._asleep:
+            if "weights" in self._asleep:  # wake the weights only: the KV cache stays free until generate
                 self.llm.wake_up(tags=["weights"])
+                self._asleep.discard("weights")
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(state.items())})
             self.llm.reset_prefix_cache()
         self.version = self.version + 1 if version is None else int(version)
@@ -363,8 +364,8 @@ class VLLMEngine:
         with preserved_process_state(self.num_threads if self.device.type == "cpu" else None), \
                 _on_device(self.device):
             if self._asleep:
-                self.llm.wake_up()
-                self._asleep = False
+                self.llm.wake_up(tags=sorted(self._asleep))
+                self._asleep.clear()
             outputs = self.llm.generate(requests, sampling, use_tqdm=False)
             if self.sleep_enabled:
                 self._sleep()
@@ -436,7 +437,7 @@ class VLLMEngine:
     def _sleep(self) -> None:
         with preserved_process_state():
             self.llm.sleep(level=1)
-        self._asleep = True
+        self._asleep = {"weights", "kv_cache"}
 
 
 @contextlib.contextmanager

@@ -200,3 +200,42 @@ def test_lora_adapters_are_merged_before_the_sync(trained):
     ids = torch.tensor([tok.encode("1+2=", add_special_tokens=False)])
     with torch.no_grad():
         assert torch.allclose(plain(ids).logits, lora(input_ids=ids).logits, atol=1e-5)
+
+
+def test_colocated_sleep_wakes_weights_for_the_sync_and_the_kv_cache_for_the_rollout(trained):
+    """CUDA colocated mode (verl's hybrid engine), checked on a stand-in vLLM: after each rollout the engine
+    sleeps (KV cache freed, weights offloaded); a weight sync wakes the weights only; the next rollout
+    wakes what is still asleep. (On CPU vLLM's sleep is a no-op, so the engine never calls it there.)"""
+    from archer.rollout.vllm import VLLMEngine
+
+    tok, model = trained
+    calls = []
+
+    class FakeLLM:
+        def sleep(self, level):
+            calls.append(("sleep", level))
+
+        def wake_up(self, tags=None):
+            calls.append(("wake_up", tuple(tags)))
+
+        def collective_rpc(self, method, kwargs=None):
+            calls.append((method, len(dict(kwargs["weights_iterator"]))))
+
+        def reset_prefix_cache(self):
+            calls.append(("reset_prefix_cache",))
+
+        def generate(self, requests, sampling, use_tqdm=False):
+            calls.append(("generate", len(requests)))
+            return []
+
+    eng = VLLMEngine.__new__(VLLMEngine)
+    eng.__dict__.update(llm=FakeLLM(), tokenizer=tok, device=torch.device("cpu"), sleep_enabled=True, _asleep=set(),
+                        version=0, eos_token_ids=[tok.eos_token_id], max_model_len=64, num_threads=None,
+                        ignore_eos=False, exact_logprobs=True, _metrics={}, _tmp=None)
+    eng._sleep()
+    eng.update_weights(model)
+    eng.generate(["1+"], SamplingParams(n=2, max_new_tokens=3, seed=0))
+    n_weights = len(model.state_dict())
+    assert calls == [("sleep", 1), ("wake_up", ("weights",)), ("reload_weights", n_weights), ("reset_prefix_cache",),
+                     ("wake_up", ("kv_cache",)), ("generate", 2), ("sleep", 1)]
+    assert eng.version == 1
