@@ -419,7 +419,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
     if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
-        sft_info = world.on_main(lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log))
+        sft_info = world.on_main(lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log,
+                                                                resume=resume))
     model, tokenizer, ref_model = load_run_policy(cfg, out, last)
     model.to(world.device)
     if ref_model is not None:

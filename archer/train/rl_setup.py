@@ -190,14 +190,18 @@ def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
 
 
 def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any], model: Any, tokenizer: Any,
-                            log: Callable[[str], None]) -> dict[str, Any]:
+                            log: Callable[[str], None], resume: bool = False) -> dict[str, Any]:
     """On rank 0: build / SFT-warm the initial policy (or take the given one) and save it as
-    ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary."""
-    if model is None and cfg.model.path is not None and not sft_configured(cfg):
-        return {}
+    ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary.
+
+    Only a resumed run reuses an ``sft_model`` already in the folder (one killed before its first
+    checkpoint does not redo the warm-up); a fresh run never inherits an earlier run's model."""
     target = run_dir / "sft_model"
-    if target.is_dir():  # a resumed run killed before its first checkpoint: the warm-up is not redone
+    if resume and target.is_dir():
         log(f"reusing the initial policy in {target}")
+        return {}
+    shutil.rmtree(target, ignore_errors=True)
+    if model is None and cfg.model.path is not None and not sft_configured(cfg):
         return {}
     info: dict[str, Any] = {}
     if model is None or tokenizer is None:

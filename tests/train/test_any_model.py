@@ -244,3 +244,14 @@ def test_shared_prompt_forward_equals_the_padded_one_with_gradients(arch, tokeni
     assert g0.keys() == g1.keys()
     for k in g0:
         assert torch.allclose(g0[k], g1[k], atol=1e-4, rtol=1e-3), k
+
+
+def test_a_fresh_run_never_inherits_an_earlier_runs_initial_policy(tokenizer, tmp_path, monkeypatch):
+    """Reusing --out without --resume must not train (or take the KL reference) from a stale sft_model."""
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    stale = _save("llama", tokenizer, tmp_path / "run" / "sft_model")  # an earlier run's model, another arch
+    model_dir = _save("qwen2", tokenizer, tmp_path / "base")
+    _run(tmp_path, model_dir, ["trainer.steps=1"], steps=1)
+    assert not stale.exists()
+    trained = transformers.AutoConfig.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000001")
+    assert trained.model_type == "qwen2"
