@@ -42,6 +42,7 @@ import pickle
 import struct
 import sys
 import traceback
+import types
 from typing import Any
 
 EXIT_MEMORY = 3  # exit status that tells the zygote the program hit MemoryError
@@ -285,6 +286,20 @@ def program_names(tests: list[str], setup: str, entry_point: str | None) -> tupl
     return (candidates if len(candidates) == 1 else []), modules
 
 
+def _module_names(codes: list[Any], entry_point: str) -> list[str]:
+    """Standard modules whose names the compiled tests mention (as globals or attributes): a superset
+    of those they use without importing. Importing one more real module is harmless; the tests' own
+    assignments and imports still take precedence at run time."""
+    stdlib = getattr(sys, "stdlib_module_names", frozenset())
+    names: set[str] = set()
+    stack = [c for c in codes if isinstance(c, types.CodeType)]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(k for k in code.co_consts if isinstance(k, types.CodeType))
+    return sorted(n for n in names if n in stdlib and n not in _IMPORT_SIDE_EFFECTS and n != entry_point)
+
+
 def _calls_check(test: str) -> bool:
     try:
         tree = ast.parse(test)
@@ -351,10 +366,19 @@ def judge(tests_blob: bytes, setup: str, entry_point: str | None, req_fd: int, r
 
     tests = json.loads(tests_blob.decode())
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    codes: list[Any] = []
+    for i, test in enumerate(tests):
+        try:
+            codes.append(compile(test, f"<test {i}>", "exec"))
+        except BaseException as exc:  # reported when its turn comes
+            codes.append(exc)
     try:
         if setup:
             exec(compile(setup, "<setup>", "exec"), ns)
-        names, modules = program_names(tests, setup, entry_point)
+        if entry_point:  # the one program name is known; modules from the compiled code (no AST walk)
+            names, modules = [entry_point], _module_names(codes, entry_point)
+        else:
+            names, modules = program_names(tests, setup, entry_point)
         for module in modules:
             if module not in ns:
                 try:
@@ -366,10 +390,12 @@ def judge(tests_blob: bytes, setup: str, entry_point: str | None, req_fd: int, r
         os._exit(0)
     for name in names:
         ns[name] = make_proxy(name)
-    for i, test in enumerate(tests):
+    for i, (test, code) in enumerate(zip(tests, codes)):
         current[0] = i
         try:
-            exec(compile(test, f"<test {i}>", "exec"), ns)
+            if isinstance(code, BaseException):
+                raise code
+            exec(code, ns)
             if entry_point and callable(ns.get("check")) and not _calls_check(test):
                 ns["check"](ns[entry_point])
         except AssertionError as exc:

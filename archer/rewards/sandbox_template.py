@@ -11,10 +11,11 @@ inputs or the test code reach the child afterwards, in a memfd read by the child
 isolated. The template never receives or produces run data, so the memory every run inherits is the
 same clean image for the zygote's whole life.
 
-Messages (JSON, one per packet). Zygote -> template: ``{"op": "fork", "role", "targets", "workdir",
-"memory_mb", "cpu_s"}`` with one descriptor per target fd number, answered ``{"pid"}``;
-``{"op": "kill"}`` (SIGKILL every run process, reap them), answered ``{"killed": true}``.
-Template -> zygote, unasked: ``{"exit": pid, "status": exit status}`` when a child it forked ends.
+Messages (JSON, one per packet). Zygote -> template: ``{"op": "fork", "id", "role", "targets",
+"workdir", "memory_mb", "cpu_s", "report"}`` with one descriptor per target fd number (no answer;
+with ``report`` the template sends ``{"exit": id, "status"}`` when that child ends, status
+``FORK_FAILED`` if it could not be forked); ``{"op": "kill"}`` (SIGKILL every run process, reap
+them), answered ``{"killed": true}``.
 
 The template is the run processes' parent and subreaper; from it ``kill(-1)`` reaches every process
 of the pid namespace except pid 1 (the zygote) and itself. It dies with the zygote (PDEATHSIG) and
@@ -32,6 +33,7 @@ import socket
 from typing import Any
 
 DATA_FD = 9  # in a run child: the memfd holding {"fn", "args"} for the harness
+FORK_FAILED = 71  # exit status reported for a child the template could not fork (EAGAIN, ENOMEM)
 MAX_FDS = 8
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
@@ -63,20 +65,22 @@ def start(isolation: Any, harness: Any, loads: Any, report: dict[str, Any], clos
 class Template:
     def __init__(self, isolation: Any, harness: Any, loads: Any, report: dict[str, Any], sock: Any) -> None:
         self.isolation, self.harness, self.loads, self.report, self.sock = isolation, harness, loads, report, sock
-        self.children: dict[int, int] = {}  # pid -> pidfd
+        self.children: dict[int, tuple[int, int]] = {}  # pid -> (pidfd, id) of children whose exit is awaited
+        self.others: list[int] = []  # pids of the other children (reaped by the next kill)
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sock.send(json.dumps(msg).encode())
 
     def loop(self) -> None:
         while True:
-            ready, _, _ = select.select([self.sock, *self.children.values()], [], [])
-            for pid, pidfd in list(self.children.items()):
+            pidfds = [pidfd for pidfd, _ in self.children.values()]
+            ready, _, _ = select.select([self.sock, *pidfds], [], [])
+            for pid, (pidfd, run_id) in list(self.children.items()):
                 if pidfd in ready:
                     _, raw = os.waitpid(pid, 0)
                     os.close(pidfd)
                     del self.children[pid]
-                    self.send({"exit": pid, "status": os.waitstatus_to_exitcode(raw)})
+                    self.send({"exit": run_id, "status": os.waitstatus_to_exitcode(raw)})
             if self.sock not in ready:
                 continue
             msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, MAX_FDS)
@@ -84,16 +88,25 @@ class Template:
                 return  # the zygote is gone
             op = json.loads(msg)
             if op["op"] == "fork":
-                pid = self.fork(op, dict(zip(op["targets"], fds)))
+                try:
+                    pid = self.fork(op, dict(zip(op["targets"], fds)))
+                except OSError:  # no task or memory left in the slot's cgroup: the run's doing
+                    pid = None
                 for fd in fds:
                     os.close(fd)
-                self.children[pid] = os.pidfd_open(pid)
-                self.send({"pid": pid})
+                if pid is None:
+                    if op.get("report"):
+                        self.send({"exit": op["id"], "status": FORK_FAILED})
+                elif op.get("report"):
+                    self.children[pid] = (os.pidfd_open(pid), op["id"])
+                else:
+                    self.others.append(pid)
             elif op["op"] == "kill":
-                self.isolation.kill_tree(self.report, list(self.children))
-                for pidfd in self.children.values():
+                self.isolation.kill_tree(self.report, [*self.children, *self.others])
+                for pidfd, _ in self.children.values():
                     os.close(pidfd)
                 self.children.clear()
+                self.others.clear()
                 self.send({"killed": True})
 
     def fork(self, op: dict[str, Any], fds: dict[int, int]) -> int:

@@ -10,11 +10,10 @@ never forks a run child itself: a clean copy forked before its first request (th
 of an earlier request is in the memory a run inherits.
 
 Protocol, per request: the trainer sends part A (program, test inputs, limits: never expected
-outputs), then for assert-style tests part B (the test code, read only after the program's process
-is forked, so only the judge ever holds it). For each test the zygote
-sends ``{"event": "test", "i", "status", ...}`` and waits for ``{"continue": bool}``: the trainer
-compares, and stops the run at the first failure when it wants to. The run ends with
-``{"event": "done"}``.
+outputs), then for assert-style tests part B (the test code, which only the judge process receives).
+For each test the zygote sends ``{"event": "test", "i", "status", ...}`` and waits for
+``{"continue": bool}``: the trainer compares, and stops the run at the first failure when it wants
+to. The run ends with ``{"event": "done"}``.
 
 After every child the whole process tree is killed: the template sends SIGKILL to every other
 process of the pid namespace but the zygote (setsid/double-fork escapes included; it is their
@@ -109,9 +108,11 @@ class Zygote:
         self.runs = 0
         self.pending_b = 0  # bytes of part B announced but not read yet
         self.oom_before = 0
-        self.exits: dict[int, int] = {}  # exit statuses the template reported, by pid
+        self.exits: dict[int, int] = {}  # exit statuses the template reported, by run child id
         self.template_pid, self.ctl = template.start(isolation, harness, safe_pickle.restricted_loads,
                                                      self.report, [proto_in, proto_out])
+        if self.report["cgroup"]:  # the OOM kills counted so far; each run compares against it
+            self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
 
     # ------------------------------------------------------------------ protocol
 
@@ -186,9 +187,9 @@ class Zygote:
 
     # ---------------------------------------------------------------- template
 
-    def control(self, msg: dict[str, Any], fds: list[int] = (), want: str = "") -> dict[str, Any]:
+    def control(self, msg: dict[str, Any], want: str) -> dict[str, Any]:
         """Send one message to the template and return its answer holding ``want``."""
-        socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(fds))
+        self.ctl.send(json.dumps(msg).encode())
         while True:
             reply = self.control_event(TEMPLATE_TIMEOUT)
             if want in reply:
@@ -208,25 +209,25 @@ class Zygote:
     # ---------------------------------------------------------------- children
 
     def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], call: tuple[str, list[Any]],
-             cpu_s: float) -> int:
-        """A run child forked by the template: new session, rlimits, dropped uid, private cwd, only
-        ``fds`` left open; it then runs ``harness.<call[0]>(*call[1])``, read from a memfd."""
+             cpu_s: float, report: bool = True) -> int:
+        """Ask the template for a run child: new session, rlimits, dropped uid, private cwd, only
+        ``fds`` left open; it then runs ``harness.<call[0]>(*call[1])``, read from a memfd. Returns
+        the child's id for :meth:`wait_child` (its exit is reported only if ``report``)."""
         self.runs += 1
-        if role == "prog":  # the first child of every run
-            self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"]) if self.report["cgroup"] else 0
         workdir = isolation.make_workdir(self.report, self.runs, role)
         data = os.memfd_create("run")
         try:
             harness.write_all(data, json.dumps({"fn": call[0], "args": call[1]}).encode())
             os.lseek(data, 0, os.SEEK_SET)
             targets = {**fds, template.DATA_FD: data}
-            msg = {"op": "fork", "role": role, "targets": list(targets), "workdir": workdir,
-                   "memory_mb": int(req.get("memory_mb", 1024)), "cpu_s": float(cpu_s)}
-            return int(self.control(msg, list(targets.values()), want="pid")["pid"])
+            msg = {"op": "fork", "id": self.runs, "role": role, "targets": list(targets), "workdir": workdir,
+                   "memory_mb": int(req.get("memory_mb", 1024)), "cpu_s": float(cpu_s), "report": report}
+            socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(targets.values()))
         finally:
             os.close(data)
+        return self.runs
 
-    def cleanup(self, pids: list[int]) -> bool:
+    def cleanup(self, ids: list[int]) -> bool:
         """Kill the run's processes and remove its files; True if the cgroup OOM-killed one of them."""
         self.control({"op": "kill"}, want="killed")
         self.exits.clear()
@@ -235,9 +236,10 @@ class Zygote:
             raise RuntimeError("the run's files could not be removed")
         if not self.report["cgroup"]:
             return False
-        return isolation.cgroup.oom_kills(self.report["cgroup_dirs"]) > self.oom_before
+        before, self.oom_before = self.oom_before, isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
+        return self.oom_before > before
 
-    def wait_child(self, pid: int, readers: dict[int, Any], deadline: float, on_frame: Any = None,
+    def wait_child(self, run_id: int, readers: dict[int, Any], deadline: float, on_frame: Any = None,
                    max_output: int = 0) -> tuple[str | None, int | None]:
         """Pump the child's pipes until it exits or the deadline passes.
 
@@ -246,7 +248,7 @@ class Zygote:
         """
         for fd in readers:
             os.set_blocking(fd, False)
-        status: int | None = self.exits.get(pid)
+        status: int | None = self.exits.get(run_id)
         open_fds = set(readers)
         ctl = self.ctl.fileno()
         # drain what the pipes already hold, without waiting for grandchildren that keep them open
@@ -263,8 +265,8 @@ class Zygote:
             for fd in ready:
                 if fd == ctl:
                     self.control_event(TEMPLATE_TIMEOUT)
-                    if pid in self.exits:
-                        status = self.exits[pid]
+                    if run_id in self.exits:
+                        status = self.exits[run_id]
                         drain_until = time.monotonic() + 0.05
                     continue
                 sink = readers[fd]
@@ -374,15 +376,16 @@ class Zygote:
         program, timeout, n_tests = req["program"], float(req["timeout"]), int(req["n_tests"])
         j2p_r, j2p_w = os.pipe()
         p2j_r, p2j_w = os.pipe()
-        prog_pid = self.fork("prog", req, {3: j2p_r, 4: p2j_w}, ("program_server", [program, 3, 4]),
-                             timeout * n_tests + 1)
-        # part B (the test code) is read only now, so the program's process never held it
+        ver_r, ver_w = os.pipe()
+        # the judge first: a program that fills its cgroup's task or memory limit at once cannot keep
+        # it from starting (no child ever inherits this process's memory, so the order leaks nothing)
         blob = self.read_part_b(int(req["part_b_len"]))
         self.pending_b = 0
-        ver_r, ver_w = os.pipe()
         entry, setup = req.get("entry_point"), str(req.get("setup") or "")
-        judge_pid = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
-                              ("judge", [blob.decode("utf-8", "replace"), setup, entry]), timeout * n_tests + 1)
+        judge = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
+                          ("judge", [blob.decode("utf-8", "replace"), setup, entry]), timeout * n_tests + 1)
+        self.fork("prog", req, {3: j2p_r, 4: p2j_w}, ("program_server", [program, 3, 4]), timeout * n_tests + 1,
+                  report=False)
         for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
             os.close(fd)
         reader = FrameReader(ver_r, 1 << 20)
@@ -400,9 +403,9 @@ class Zygote:
                 return None
             return min(time.monotonic() + timeout, budget_deadline)
 
-        limit, code = self.wait_child(judge_pid, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline),
+        limit, code = self.wait_child(judge, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline),
                                       on_frame=on_frame)
-        oom = self.cleanup([judge_pid, prog_pid])
+        oom = self.cleanup([judge])
         os.close(ver_r)
         if state["stop"] or state["next"] >= n_tests:
             return

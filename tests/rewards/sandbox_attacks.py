@@ -233,6 +233,10 @@ ZYGOTE_ATTACKS = [
     Attack(5, "deep directory tree (3000 levels, unreadable top)", DEEP_TREE, stdin("deep"),
            lambda rep, *_: rep.all_passed),
     Attack(5, "40000 files (tmpfs inode bound)", MANY_FILES, stdin("done"), lambda rep, *_: rep.all_passed),
+    Attack(5, "assert-mode program filling its task limit at import (the judge must still run)",
+           "import os, time\nfor _ in range(64):\n    try:\n        if os.fork() == 0:\n            time.sleep(30)\n"
+           "            os._exit(0)\n    except OSError:\n        break\ndef f(x):\n    return 1\n",
+           {"assert": "assert f(1) == 2"}, lambda rep, *_: rep.verdicts == ["wrong"]),
     Attack(5, "signalling NaN on stdout", "print('sNaN')", stdin("1"),
            lambda rep, *_: rep.verdicts == ["wrong"]),
     Attack(5, "sNaN among several tokens", "print('1 sNaN -sNaN12')", stdin("1 2 3"),
