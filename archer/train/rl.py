@@ -232,6 +232,7 @@ class RLRun:
             self.scheduler.step()
         m["time/train"] = time.time() - t_train
         m["time/step"] = time.time() - t_start
+        m.update(getattr(self.engine, "metrics", dict)())  # weight version, sync time, staleness, ...
         first = next((g for r in rounds for g in r.groups if g.responses), None)
         if first is not None:
             m["sample"] = {"prompt": self.train_problems[first.prompt_index].id,
@@ -438,7 +439,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         logger: Any = MetricsLogger(out, total_steps=cfg.trainer.steps, start_step=run.step,
                                     tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
-                                    config=cfg.to_dict())
+                                    config=run.cfg.to_dict())  # the settings in force (e.g. tis_cap)
     else:
         logger = _SilentLogger()
     for note in logger.notes:
@@ -491,6 +492,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     finally:
         logger.close()
         run.scorer.close()
+        close = getattr(run.engine, "close", None)
+        if close is not None:  # Ray rollout actors, a vLLM engine's memory
+            close()
     final = world.on_main(lambda: ckpt.latest_checkpoint(out))
     summary = {
         "recipe": cfg.recipe, "run_dir": str(out), "steps": run.step, "before": before, "after": after,

@@ -308,20 +308,27 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         "resources.rollout_workers=1", "resources.rollout_cpus_per_worker=0.5", "trainer.steps=3",
         "rollout.dynamic_sampling=false", f"rollout.one_step_off_policy={str(off_policy).lower()}",
     ])
-    lags = []
-    summary = rl.train(cfg, run_dir=tmp_path, on_step=lambda s, m: lags.append(runs[0].engine.metrics()))
+    worker_versions = []
+
+    def on_step(step, metrics):
+        pool = runs[0].engine.pool if off_policy else runs[0].engine
+        worker_versions.append(ray.get(pool.workers[0].get_version.remote()))
+
+    summary = rl.train(cfg, run_dir=tmp_path, on_step=on_step)
     run = runs[0]
     try:
         assert summary["steps"] == 3 and run.cfg.algo.tis_cap == 2.0
         assert run.engine.version == run.policy_version == 3  # synced after each update
+        assert worker_versions == [1, 2, 3]  # the actor held each update's weights
+        assert [h["rollout/weight_version"] for h in summary["history"]] == [1.0, 2.0, 3.0]  # logged per step
         pool = run.engine.pool if off_policy else run.engine
-        assert ray.get(pool.workers[0].get_version.remote()) == 3
+        assert pool.workers == []  # train() closed the engine: no Ray actor outlives the run
         diffs = [h["rollout/logprob_diff_max"] for h in summary["history"]]
         if not off_policy:
             assert all(d < 1e-4 for d in diffs)  # float32 copies of the current weights
             return
         # step 1 generated fresh; steps 2 and 3 were generated during the previous update: 1 version old
-        assert [m["rollout/staleness_max"] for m in lags] == [0.0, 1.0, 1.0]
+        assert [h["rollout/staleness_max"] for h in summary["history"]] == [0.0, 1.0, 1.0]
         assert run.engine.hits == 2 and run.engine.misses >= 1
         assert diffs[0] < 1e-4 and all(d > 1e-4 for d in diffs[1:])  # the trainer sees the lag ...
         assert all("actor/tis_mean" in h for h in summary["history"] if "actor/grad_norm" in h)  # ... TIS corrects it
