@@ -298,7 +298,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         report["uids"] = cfg.get("uids")
         if not report["uid_drop"]:
             report["errors"].append("no sandbox uids were allocated")
-    ipc_possible = report["mount_namespace"] and _probe(lambda: _new_ipc_namespace(report))
+    ipc_possible = _probe(lambda: _new_ipc_namespace(report))
     if seccomp.supported():
         try:
             # one filter for the zygote and everything it forks (filters are inherited and cannot be

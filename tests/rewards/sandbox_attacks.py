@@ -42,10 +42,20 @@ X86 = ARCH in ("x86_64", "amd64")
 
 
 def facilities() -> dict[str, str | None]:
-    """layer -> None if this machine offers it to a root trainer, else the reason it does not."""
-    root = os.geteuid() == 0
+    """layer -> None if this machine offers it to the trainer's process, else the reason it does not.
+
+    Each is probed for real (an IPC namespace unshared, a cgroup created), so a machine that only
+    looks capable (root in an unprivileged container, cgroup v2 with processes in the parent) skips
+    instead of failing."""
+    import subprocess
+
     out: dict[str, str | None] = {}
-    out["namespaces"] = None if root and shutil.which("unshare") else "needs root and util-linux unshare"
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or not unshare:
+        out["namespaces"] = "needs root and util-linux unshare"
+    else:
+        rc = subprocess.run([unshare, "--ipc", "--pid", "--fork", "true"], capture_output=True).returncode
+        out["namespaces"] = None if rc == 0 else "unshare --ipc --pid is refused here"
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
@@ -55,14 +65,15 @@ def facilities() -> dict[str, str | None]:
     try:
         from archer.rewards import sandbox_cgroup
 
-        dirs = sandbox_cgroup.parents()
-        writable = root and all(os.access(p, os.W_OK) for _, p in dirs.values())
-        out["cgroup"] = None if writable else "cgroup memory+pids hierarchy not writable (needs root)"
+        if os.geteuid() != 0:
+            raise OSError("needs root")
+        sandbox_cgroup.remove(sandbox_cgroup.create(0))
+        out["cgroup"] = None
     except ImportError:  # an old tree without the module: probe the v1 layout directly
-        ok = root and all(os.access(f"/sys/fs/cgroup/{c}", os.W_OK) for c in ("memory", "pids"))
+        ok = os.geteuid() == 0 and all(os.access(f"/sys/fs/cgroup/{c}", os.W_OK) for c in ("memory", "pids"))
         out["cgroup"] = None if ok else "no writable cgroup v1 memory+pids"
     except OSError as exc:
-        out["cgroup"] = f"no usable cgroup: {exc}"
+        out["cgroup"] = f"no usable memory+pids cgroup: {exc}"
     return out
 
 
