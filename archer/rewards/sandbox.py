@@ -5,9 +5,9 @@ zygotes (``sandbox_worker.py``), each started once inside fresh namespaces
 (``unshare --mount --net --pid --ipc --uts``) and holding the common imports. Each run (each test
 for stdin problems) is one unprivileged child forked by the zygote's *run template*, a copy forked
 before the zygote's first request that never sees request data, so a run costs a ``fork``, not an
-interpreter start, and inherits no earlier run's data. Isolation layers and their fallbacks are described in
-``sandbox_isolation.py``; whatever is missing on this machine is logged once as a warning when the
-pool starts and is visible in :func:`sandbox_isolation`.
+interpreter start, and inherits no earlier run's data. Isolation layers and their fallbacks are
+described in ``sandbox_isolation.py``; whatever is missing on this machine is logged once as a
+warning when the pool starts and is visible in :func:`sandbox_isolation`.
 
 Launchers, tried in order under ``isolation="auto"``:
 
@@ -31,13 +31,14 @@ killed and its files removed (without recursion, whatever the depth) after every
 outputs never enter the program's process, the trainer's comparisons never raise on what a program
 prints, and assert verdicts come from a judge process the program cannot signal, trace or write to.
 
-What is not: the zygote itself stays root inside its namespaces (it must fork children under other
-uids, move them into cgroups and kill them) and keeps CAP_SYS_ADMIN in its permitted set for the
-per-run IPC namespace, behind its own seccomp filter; a kernel exploit through an allowed syscall
+What is not: the zygote and its run template stay root inside their namespaces (they must fork
+children under other uids and kill them) and keep CAP_SYS_ADMIN in the permitted set for the per-run
+IPC namespace, behind the seccomp filter; a kernel exploit through an allowed syscall
 is out of scope, as is a syscall added to the kernel after the deny list was written. CPU time is
 shared with the trainer (RLIMIT_CPU per process and a wall-clock timeout per test, no CPU cgroup).
 Per-uid kernel limits are only isolated between pools that share the uid lock directory
-(``sandbox_uids.py``). Without root or cgroups the corresponding layers are missing and reported.
+(``sandbox_uids.py``). Without root or cgroups the corresponding layers are missing and reported;
+the cgroup v2 path has only been exercised on a fake directory tree (this project's machines run v1).
 
 The pool is a plain object: create one per process and share it, or use :func:`default_pool`. Every
 request streams one event per test back to the caller, which compares outputs itself and decides
