@@ -125,8 +125,11 @@ def _convert_humaneval(row: dict[str, Any], index: int, ctx: Context) -> Problem
     if row.get("canonical_solution"):
         meta["solution"] = row["prompt"] + row["canonical_solution"]
     pid = row.get("task_id", index)
-    return Problem(str(pid), row["prompt"], "code", tests={"assert": test, "entry_point": entry},
-                   data_source=source, meta=meta)
+    from archer.rewards.code import with_prompt_setup
+
+    # the prompt's helpers (HumanEval/32's poly, ...) reach the judge as trusted setup, never from the program
+    tests = with_prompt_setup({"assert": test, "entry_point": entry}, row["prompt"])
+    return Problem(str(pid), row["prompt"], "code", tests=tests, data_source=source, meta=meta)
 
 
 # ----------------------------------------------------------------------- MBPP
