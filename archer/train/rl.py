@@ -380,8 +380,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     ``history`` (the per-step metrics) and ``run_dir``.
 
     ``model``/``tokenizer`` (an initial policy already in memory, e.g. an SFT model) and the problem
-    lists override what the config would build; the model is saved as the run's ``sft_model`` and
-    reloaded through the one loader. ``on_step(step, metrics)`` is called after every step (on every
+    lists override what the config would build; the model is saved as the run's ``sft_model`` (the
+    KL reference and a resume start from that copy) and trained in place. ``on_step(step, metrics)`` is called after every step (on every
     rank). ``resources.train_procs > 1`` outside a process group starts that many local processes and
     returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
@@ -422,7 +422,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
         sft_info = world.on_main(lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log,
                                                                 resume=resume))
-    model, tokenizer, ref_model = load_run_policy(cfg, out, last)
+    given = (model, tokenizer) if model is not None and tokenizer is not None and world.size == 1 else None
+    model, tokenizer, ref_model = load_run_policy(cfg, out, last, given)
     model.to(world.device)
     if ref_model is not None:
         ref_model.to(world.device)

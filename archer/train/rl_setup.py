@@ -218,15 +218,23 @@ def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any]
     return info
 
 
-def load_run_policy(cfg: Config, run_dir: Path, last: Path | None) -> tuple[Any, Any, Any]:
-    """(policy, tokenizer, frozen reference or None), every path through :func:`load_policy`."""
+def load_run_policy(cfg: Config, run_dir: Path, last: Path | None, given: tuple[Any, Any] | None = None
+                    ) -> tuple[Any, Any, Any]:
+    """(policy, tokenizer, frozen reference or None), every path through the same preparation.
+
+    ``given``: a (model, tokenizer) the caller passed to ``train`` for a fresh single-process run; it is
+    prepared (:func:`archer.train.policy.prepare_policy`) and trained in place, so the caller's object
+    ends up trained. Otherwise the policy is loaded from disk by :func:`load_policy`.
+    """
     from archer.train import checkpoint as ckpt
-    from archer.train.policy import PolicyOptions, is_lora, load_policy
+    from archer.train.policy import PolicyOptions, is_lora, load_policy, prepare_policy
     from archer.train.rl_step import needs_reference
 
     options = PolicyOptions.from_config(cfg)
     initial = initial_policy_dir(cfg, run_dir)
-    if last is None or ckpt.is_sharded_checkpoint(last):  # sharded weights are loaded after sharding
+    if given is not None and last is None:
+        model, tokenizer = prepare_policy(given[0], options), given[1]
+    elif last is None or ckpt.is_sharded_checkpoint(last):  # sharded weights are loaded after sharding
         model, tokenizer = load_policy(initial, options)
     elif (last / "adapter_config.json").is_file():
         model, tokenizer = load_policy(initial, options, adapter=last)

@@ -255,3 +255,18 @@ def test_a_fresh_run_never_inherits_an_earlier_runs_initial_policy(tokenizer, tm
     assert not stale.exists()
     trained = transformers.AutoConfig.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000001")
     assert trained.model_type == "qwen2"
+
+
+def test_a_model_given_to_train_is_trained_in_place(tokenizer, tmp_path, monkeypatch):
+    from archer.train.rl import train
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    model_dir = _save("qwen2", tokenizer, tmp_path / "base")
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = load_config("tiny_math", RUN + ["trainer.save_every=0"])
+    summary = train(cfg, run_dir=tmp_path / "run", model=model, tokenizer=tokenizer)
+    assert any("actor/grad_norm" in h for h in summary["history"])
+    assert max((model.state_dict()[k] - v).abs().max().item() for k, v in before.items()) > 1e-4
+    saved = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000002")
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in model.state_dict().items())
