@@ -107,3 +107,25 @@ def shares_policy(engine: Any) -> bool:
     float32 compute its log-probs are the trainer's to float rounding). Engines declare it with a
     ``shares_policy`` attribute; the default is False (a separate copy that needs syncing)."""
     return bool(getattr(engine, "shares_policy", False))
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]],
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of text prompts (no special tokens added) or id prompts as given; an empty prompt, or
+    one of ``max_tokens`` or more tokens, is a ``ValueError`` naming it. Shared by every engine."""
+    out = []
+    for i, p in enumerate(prompts):
+        ids = tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
+        if not ids:
+            raise ValueError(f"prompt {i} is empty")
+        if max_tokens is not None and len(ids) >= max_tokens:
+            raise ValueError(f"prompt {i} has {len(ids)} tokens; max_model_len is {max_tokens}")
+        out.append(ids)
+    return out
+
+
+def resolve_seed(params: SamplingParams) -> int:
+    """The request's seed: ``params.seed``, else one drawn from torch's global RNG (seeded runs repeat)."""
+    import torch
+
+    return params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from archer.rollout.base import Rollout, SamplingParams
+from archer.rollout.base import Rollout, SamplingParams, encode_prompts, resolve_seed
 
 
 def sample_next(
@@ -149,13 +149,7 @@ class HFEngine:
         self.model.load_state_dict(state)
 
     def encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-        out = []
-        for i, p in enumerate(prompts):
-            ids = self.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
-            if not ids:
-                raise ValueError(f"prompt {i} is empty")
-            out.append(ids)
-        return out
+        return encode_prompts(self.tokenizer, prompts)
 
     def generate(
         self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams
@@ -164,7 +158,7 @@ class HFEngine:
         prompt_ids = self.encode(prompts)
         if not prompt_ids:
             return []
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        seed = resolve_seed(params)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)
         results: list[list[Rollout | None]] = [[None] * params.n for _ in prompt_ids]

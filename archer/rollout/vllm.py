@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from archer.rollout.base import Rollout, SamplingParams
+from archer.rollout.base import Rollout, SamplingParams, encode_prompts, resolve_seed
 from archer.rollout.hf import _cut_at_stop
 
 VERSION_KEY = "weight_version"
@@ -325,15 +325,7 @@ class VLLMEngine:
         return took
 
     def encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-        out = []
-        for i, p in enumerate(prompts):
-            ids = self.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
-            if not ids:
-                raise ValueError(f"prompt {i} is empty")
-            if len(ids) >= self.max_model_len:
-                raise ValueError(f"prompt {i} has {len(ids)} tokens; max_model_len is {self.max_model_len}")
-            out.append(ids)
-        return out
+        return encode_prompts(self.tokenizer, prompts, self.max_model_len)
 
     def generate(
         self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams
@@ -346,7 +338,7 @@ class VLLMEngine:
             return []
         if self.version < 0:
             raise RuntimeError("VLLMEngine has no weights yet: call update_weights first")
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        seed = resolve_seed(params)
         requests, sampling = [], []
         for i, ids in enumerate(prompt_ids):
             room = self.max_model_len - len(ids)
