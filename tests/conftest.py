@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: seeded RNG, the shared benchmark data folder, GPU skipping."""
+"""Shared pytest fixtures: seeded RNG, the bundled benchmark samples, GPU skipping."""
 
 from __future__ import annotations
 
@@ -11,22 +11,23 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _shared_data_dir() -> Path | None:
+def _shared_data_dir() -> Path:
+    """``ARCHER_SHARED_DATA`` when set (another copy of the samples), else the copy bundled in the
+    package (``archer/data/bundled``: math/ and code/ as in ``../shared/data``)."""
     env = os.environ.get("ARCHER_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
+    if env:
+        return Path(env)
+    from archer.data.formats import BUNDLED_DIR
+
+    return BUNDLED_DIR
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """``../shared/data`` (public benchmark samples); tests that need it skip when it is absent."""
+    """The public benchmark samples (MATH-500, AIME 2024, AMC 2023, HumanEval, MBPP, LiveCodeBench,
+    CodeContests), bundled in the package, so no test skips on a fresh clone."""
     path = _shared_data_dir()
-    if path is None:
-        pytest.skip("shared/data not found (set ARCHER_SHARED_DATA)")
+    assert path.is_dir(), f"benchmark samples not found at {path}"
     return path
 
 

@@ -211,12 +211,66 @@ def convert_rows(
     return out
 
 
+# ---------------------------------------------------------------- bundled datasets
+
+# Public benchmark samples shipped in the package (archer/data/bundled/README.md: sources, licences);
+# ``--data math500`` works anywhere, without the file.
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED: dict[str, str] = {
+    "math500": "math/math500.jsonl",
+    "aime24": "math/aime24.jsonl",
+    "amc23": "math/amc23.jsonl",
+    "humaneval": "code/humaneval.jsonl",
+    "mbpp_sample": "code/mbpp_sample.jsonl",
+    "livecodebench_sample": "code/livecodebench_sample.jsonl",
+    "code_contests_sample": "code/code_contests_sample.jsonl",
+}
+# generated held-out sets: the same problems the default demos (tiny_math, tiny_code) evaluate on
+SYNTHETIC = ("synthetic_math", "synthetic_code")
+SYNTHETIC_DEFAULT_N = 64
+
+
+def bundled_names() -> list[str]:
+    return [*BUNDLED, *SYNTHETIC]
+
+
+def resolve_data_path(path: str | Path) -> Path | str:
+    """An existing file as given; else a bundled name (``math500``) as its packaged file; else a
+    synthetic name (``synthetic_math``) unchanged; else the path (reading it reports it missing)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = str(path)
+    if name in BUNDLED:
+        return BUNDLED_DIR / BUNDLED[name]
+    if name in SYNTHETIC:
+        return name
+    return p
+
+
+def _synthetic(name: str, limit: int | None) -> list[Problem]:
+    from archer.data import synthetic
+
+    n = SYNTHETIC_DEFAULT_N if limit is None else max(0, limit)
+    if name == "synthetic_math":  # tiny_math's generator and held-out seed (data.seed 0 + 1)
+        level = synthetic.MathTaskConfig(min_operands=3, max_operands=3, max_value=9, ops=("+", "-"))
+        return synthetic.math_problems(n, split="test", seed=1, level=level)
+    return synthetic.code_problems(n, split="test", seed=1)
+
+
 def load_dataset(
     path: str | Path, format: str = "auto", *, data_source: str | None = None, limit: int | None = None,
     **options: Any,
 ) -> list[Problem]:
     """Load ``path`` as problems. ``format`` is a registered name or ``"auto"``; ``data_source``
-    overrides the one the loader would record; ``limit`` keeps the first rows only."""
+    overrides the one the loader would record; ``limit`` keeps the first rows only.
+
+    ``path`` may also be a bundled name (:data:`BUNDLED`: ``math500``, ``aime24``, ``humaneval``, ...)
+    or ``synthetic_math`` / ``synthetic_code`` (the demos' held-out problems, 64 unless ``limit``);
+    a file of that name in the working directory wins."""
+    path = resolve_data_path(path)
+    if isinstance(path, str):
+        return _synthetic(path, limit)
     rows = read_rows(path)
     if limit is not None:
         rows = rows[:limit]

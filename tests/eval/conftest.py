@@ -25,12 +25,12 @@ def code_verifier(monkeypatch):
 def tiny_model_dir(tmp_path_factory):
     """A random tiny Qwen2 + BPE tokenizer (ChatML template) saved as a Hugging Face directory."""
     import json
-    from pathlib import Path
-
     from archer.models import build_tiny_model, build_tokenizer
 
-    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "math" / "math500.jsonl"
-    texts = [json.loads(line)["problem"] for line in root.read_text().splitlines()[:50]] if root.exists() else []
+    from archer.data.formats import BUNDLED_DIR
+
+    root = BUNDLED_DIR / "math" / "math500.jsonl"
+    texts = [json.loads(line)["problem"] for line in root.read_text().splitlines()[:50]]
     texts += ["def f(x):\n    return x + 1\n", "Please reason step by step \\boxed{}"] * 5
     tok = build_tokenizer(texts, vocab_size=320)
     model = build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0)
