@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_attacks import MEMORY_SCAN  # one copy of the memory-scanning attack program
 
 from archer.rewards.code import run_tests
 from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool, sandbox_isolation
@@ -234,19 +235,6 @@ def test_processes_are_gone_after_timeout(pool):
     assert stdin_one(pool, prog, "bye").all_passed
     assert sandbox_processes(pool) == []
 
-
-MEMORY_SCAN = '''
-import ctypes
-marker = ("ZQX" + str(7 * 1000003) + "MARK").encode()
-hits = 0
-with open("/proc/self/maps") as maps:
-    regions = [line.split() for line in maps]
-for r in regions:
-    if "r" in r[1] and not (len(r) > 5 and r[5].startswith("[v")):
-        a, b = (int(x, 16) for x in r[0].split("-"))
-        hits += ctypes.string_at(a, b - a).count(marker)
-print(hits)
-'''
 
 
 def memory_hits(pool, first_input: str = "") -> int | None:
