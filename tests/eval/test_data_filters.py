@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,13 +97,44 @@ def test_dedup_exact_and_near_keeps_first():
         _m("p3", "other start " + " ".join(words[:8])),  # shares only 8 words with p0/p2
         _m("p4", "Other start: " + " ".join(words[:8])),  # exact duplicate of p3
     ]
-    kept, removed = dedup(items)
+    # threshold 0: any shared 9-gram makes a near duplicate (p2 shares 1 of its 3 distinct 9-grams)
+    kept, removed = dedup(items, threshold=0.0)
     assert [p.id for p in kept] == ["p0", "p3"]
     assert {r["id"]: (r["reason"].split()[0], r["duplicate_of"]) for r in removed} == {
         "p1": ("exact", "p0"), "p2": ("near", "p0"), "p4": ("exact", "p3"),
     }
+    assert removed[1]["shared_fraction"] == round(1 / 3, 4)
+    # the default threshold (0.5) keeps p2 (1/3 shared); exact duplicates are removed at any threshold
+    kept, removed = dedup(items)
+    assert [p.id for p in kept] == ["p0", "p2", "p3"]
+    assert [r["reason"] for r in removed] == ["exact", "exact"]
+    assert [p.id for p in dedup(items, threshold=1 / 3)[0]] == ["p0", "p3"]  # boundary: >= threshold drops
     kept_exact, _ = dedup(items, near=False)
     assert [p.id for p in kept_exact] == ["p0", "p2", "p3"]
+
+
+def test_dedup_threshold_fraction_hand_computed():
+    # q has 12 words -> 4 distinct 9-grams; 3 of them occur in base (q = base[1:12] + "zeta") -> 3/4
+    base_words = [f"w{i}" for i in range(12)]
+    base = _m("base", " ".join(base_words))
+    q = _m("q", " ".join(base_words[1:12] + ["zeta"]))
+    assert [p.id for p in dedup([base, q], threshold=0.75)[0]] == ["base"]
+    assert [p.id for p in dedup([base, q], threshold=0.76)[0]] == ["base", "q"]
+    assert [p.id for p in dedup([base, q], threshold=0.5, min_shared=4)[0]] == ["base", "q"]
+    with pytest.raises(ValueError, match="threshold"):
+        dedup([base], threshold=1.5)
+
+
+MATH500 = Path("/work/shared/data/math/math500.jsonl")
+
+
+@pytest.mark.skipif(not MATH500.is_file(), reason="bundled MATH-500 sample not present")
+def test_dedup_default_keeps_math500_distinct_problems():
+    from archer.data.formats import load_dataset
+
+    problems = load_dataset(MATH500)
+    assert len(dedup(problems)[0]) == len(problems) == 500
+    assert len(dedup(problems, threshold=0.0)[0]) == 480  # the old any-shared-9-gram rule
 
 
 def test_near_duplicate_counts_against_bruteforce():
