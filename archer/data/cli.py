@@ -1,4 +1,4 @@
-"""``archer data``: dedup, decontaminate, filter and convert problem datasets.
+"""archer data: dedup, decontaminate, filter and convert problem datasets.
 
     archer data dedup --in A.jsonl [B.parquet ...] --out OUT.jsonl [--n 9] [--min-shared 1] [--exact-only]
     archer data decontaminate --in TRAIN... --against EVAL... --out OUT [--max-doc-freq K]
@@ -6,12 +6,14 @@
                        [--model DIR --n 8 --low 0.01 --high 0.99]   # pass-rate band under a model
     archer data convert --in FILE... --out OUT.parquet [--layout archer|verl]
 
-Inputs are read with ``archer.data.formats.load_dataset`` (format sniffed unless ``--format``);
-outputs are JSONL or parquet by suffix, in archer's layout unless ``--layout verl``. Every command
-prints how many problems it kept and writes what it dropped, and why, to ``--report`` (default
-``OUT.removed.jsonl``). Both files are written atomically. A bad input (binary garbage, invalid or
-too deeply nested JSON, a lone surrogate, a LiveCodeBench row whose tests inflate past 256 MiB) is
-one error line naming the file and the row, and nothing is written.
+Inputs are read with archer.data.formats.load_dataset (format sniffed unless --format); an input
+may also be a bundled benchmark sample by name (math500, aime24, amc23, humaneval, mbpp_sample,
+livecodebench_sample, code_contests_sample). Outputs are JSONL or parquet by suffix, in archer's
+layout unless --layout verl. Every command prints how many problems it kept and writes what it
+dropped, and why, to --report (default OUT.removed.jsonl). Both files are written atomically. A
+bad input (binary garbage, invalid or too deeply nested JSON, a lone surrogate, a LiveCodeBench row
+whose tests inflate past 256 MiB) is one error line naming the file and the row, and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ COMMANDS: dict[str, tuple[Callable[..., Any], str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archer data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="archer data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     parsers = {name: sub.add_parser(name, help=help_) for name, (_, help_) in COMMANDS.items()}
     for p in parsers.values():

@@ -1,12 +1,17 @@
-"""``archer eval``: generate, score, or both; and ``archer eval watch RUN_DIR``.
+"""archer eval: generate, score, or both; and archer eval watch RUN_DIR.
 
     archer eval --model DIR --data FILE [FILE ...] [--n 8] [--k 1,8] [--out DIR]   # both phases
     archer eval generate --model DIR --data FILE --out DIR ...                     # GPU machine
     archer eval score --out DIR [--data FILE] [--k 1,8]                           # any CPU machine
     archer eval watch RUN_DIR --data FILE [--phase all|generate|score] [--once]
 
-``score`` reads the data path and n from ``OUT/config.json`` when ``--data`` is not given, so it
-needs only the output directory (and the data file at the same path).
+--data takes files (jsonl, json, parquet), the names of the bundled benchmark samples (math500,
+aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sample) or synthetic_math /
+synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
+run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
+
+score reads the data and n from OUT/config.json when --data is not given, so it needs only the output
+directory (and the data file at the same path).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ def _parse_ks(text: str) -> list[int]:
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", nargs="+", required=required, help="dataset file(s): jsonl, json or parquet")
+    p.add_argument("--data", nargs="+", required=required, help="dataset file(s) (jsonl, json, parquet) or bundled names: math500, aime24, amc23, "
+                   "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample, synthetic_math, "
+                   "synthetic_code")
     p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
     p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
 
@@ -112,16 +119,42 @@ def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
     return {} if args.timeout is None else {"timeout": args.timeout}
 
 
-def _generate(args: argparse.Namespace) -> None:
-    from archer.eval.runner import generate_phase
+def _data_ref(path: str) -> str:
+    """How config.json records a --data item: an existing file by absolute path, a bundled or
+    synthetic name as the name (it resolves on any machine)."""
+    from archer.data.formats import resolve_data_path
+
+    p = Path(path)
+    return str(p.resolve()) if p.is_file() or resolve_data_path(path) == p else str(path)
+
+
+def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
+    from archer.eval import store
+    from archer.eval.report import Progress
+    from archer.eval.runner import generate_phase, score_records
 
     problems = load_problems(args)
     engine, tokenizer = load_engine(args.model, args.device, args.dtype)
+    out = Path(args.out)
+    done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
+    print(f"archer eval: {len(problems)} problems x {args.n} samples from {args.model} "
+          f"(batches of {args.batch_size}{f', {len(done)} already generated' if done else ''}) -> {out}",
+          file=sys.stderr, flush=True)
+    progress = Progress(len(problems), label="generate" + (" + score" if score_live else ""), done=len(done))
+    by_id = {p.id: p for p in problems}
+
+    def on_batch(batch: list[dict[str, Any]], count: int, total: int) -> None:
+        if score_live:  # scored as it arrives: results.jsonl fills now, score_phase then only summarises
+            rows = score_records(batch, by_id, **_reward_opts(args))
+            store.append_jsonl(out / store.RESULTS, rows)
+            progress.add_scores(sum(r["num_correct"] for r in rows), sum(r["n"] for r in rows))
+        progress.update(count)
+
     generate_phase(engine, tokenizer, problems, args.out, n=args.n, sampling=_sampling(args),
-                   template=args.template, batch_size=args.batch_size,
-                   config={"model": str(args.model), "data": [str(Path(d).resolve()) for d in args.data],
+                   template=args.template, batch_size=args.batch_size, on_batch=on_batch,
+                   config={"model": str(args.model), "data": [_data_ref(d) for d in args.data],
                            "format": args.format, "limit": args.limit})
-    print(f"generations in {Path(args.out) / 'generations.jsonl'}")
+    print(f"generations in {out / 'generations.jsonl'}")
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,13 +189,14 @@ def _run(args: argparse.Namespace) -> None:
     load_problems(args)  # a bad or empty --data file fails here, before OUT is created
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})
     store.write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
-    _generate(args)
+    _generate(args, score_live=True)
     args.k = ks
     _score(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archer eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="archer eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="generate then score (the default)")
     gen = sub.add_parser("generate", help="phase 1: sample responses into OUT/generations.jsonl")

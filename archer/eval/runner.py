@@ -94,11 +94,14 @@ def generate_phase(
     template: str = "auto",
     batch_size: int = 16,
     config: dict[str, Any] | None = None,
+    on_batch: Callable[[list[dict[str, Any]], int, int], None] | None = None,
 ) -> Path:
     """Generate what is missing in ``out_dir/generations.jsonl``; returns that path.
 
     ``sampling`` holds :class:`~archer.rollout.base.SamplingParams` fields other than ``n``. A resumed
     directory must have been started with the same ``n`` (else an error: mixing n would bias pass@k).
+    ``on_batch(records, done, total)`` is called after each batch is written (``done`` counts the
+    problems generated so far, earlier runs included): the CLI's progress line and live scoring.
     """
     _check_unique(problems)
     out = Path(out_dir)
@@ -113,10 +116,17 @@ def generate_phase(
     if todo:
         (out / store.GENERATED_MARKER).unlink(missing_ok=True)
         first = {p.id: i for i, p in enumerate(problems)}
+        count = [len(problems) - len(todo)]
+
+        def written(batch: list[dict[str, Any]]) -> None:
+            store.append_jsonl(out / store.GENERATIONS, batch)
+            count[0] += len(batch)
+            if on_batch is not None:
+                on_batch(batch, count[0], len(problems))
+
         # batch seeds count from the first missing problem's dataset position
         generate_records(engine, tokenizer, todo, params, template=template, batch_size=batch_size,
-                         start_index=first[todo[0].id],
-                         on_batch=lambda batch: store.append_jsonl(out / store.GENERATIONS, batch))
+                         start_index=first[todo[0].id], on_batch=written)
     (out / store.GENERATED_MARKER).write_text("complete\n")
     return out / store.GENERATIONS
 

@@ -25,9 +25,9 @@ def code_verifier(monkeypatch):
 def tiny_model_dir(tmp_path_factory):
     """A random tiny Qwen2 + BPE tokenizer (ChatML template) saved as a Hugging Face directory."""
     import json
-    from archer.models import build_tiny_model, build_tokenizer
 
     from archer.data.formats import BUNDLED_DIR
+    from archer.models import build_tiny_model, build_tokenizer
 
     root = BUNDLED_DIR / "math" / "math500.jsonl"
     texts = [json.loads(line)["problem"] for line in root.read_text().splitlines()[:50]]

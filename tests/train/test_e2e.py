@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,3 +223,69 @@ def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, pari
     final = load_file(str(tmp_path / "checkpoints" / "step_000002" / "model.safetensors"))
     for k in sft:
         assert torch.equal(sft[k], final[k]), k
+
+
+def test_cli_overrides_anywhere_and_list_describes_recipes(tmp_path, monkeypatch, capsys):
+    from archer.train.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["--print-config", "algo.loss=dapo", "tiny_math", "optim.lr=1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "loss: dapo" in out and "lr: 0.0001" in out
+    assert main(["tiny_math", "--out", "unused_dir", "algo.loss=dapo", "--print-config"]) == 0
+    assert "loss: dapo" in capsys.readouterr().out
+    assert not Path("unused_dir").exists()  # --print-config creates nothing
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^tiny_math +The default CPU demo", out, re.M) and "CPU demo: builds its model and data" in out
+    assert "needs a model (model.path=DIR" in out  # the big recipes say what they need
+
+
+def test_cli_refuses_a_used_out_dir_and_creates_nothing_on_bad_inputs(tmp_path, capsys):
+    from archer.train.cli import main
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "config.yaml").write_text("recipe: tiny_math\n")
+    assert main(["tiny_math", "--out", str(used)]) == 2
+    assert "--resume" in capsys.readouterr().err and sorted(p.name for p in used.iterdir()) == ["config.yaml"]
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert main(["tiny_math", "--out", str(other), "--overwrite"]) == 2  # not a run: never deleted
+    assert (other / "keep.txt").is_file() and "no config.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --resume and --overwrite exclude each other
+        main(["tiny_math", "--resume", "--overwrite", "--out", str(used)])
+    # the README's big-recipe command with a missing model: one line, no run directory
+    run = tmp_path / "big"
+    assert main(["archer2_aspo_math", f"model.path={tmp_path / 'no_model'}", "data.train=math500",
+                 "--out", str(run)]) == 2
+    assert "model.path" in capsys.readouterr().err and not run.exists()
+    assert main(["tiny_math", "data.train=missing.jsonl", "--out", str(run)]) == 2
+    assert "data.train: 'missing.jsonl' not found" in capsys.readouterr().err and not run.exists()
+
+
+def test_cli_overwrite_deletes_only_a_previous_run(tmp_path):
+    from archer.config import ConfigError
+    from archer.train.cli import _prepare_run_dir
+
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "config.yaml").write_text("recipe: tiny_math\n")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _prepare_run_dir(old, resume=False, overwrite=False)
+    _prepare_run_dir(old, resume=False, overwrite=True)
+    assert not old.exists()
+    _prepare_run_dir(tmp_path / "fresh", resume=False, overwrite=False)  # absent or empty: fine
+
+
+def test_cli_recipe_eval_file_falls_back_to_the_bundled_sample():
+    from archer.data.formats import BUNDLED_DIR
+    from archer.train.cli import _check_inputs
+
+    cfg = load_config("archer2_aspo_math", ["model.path=null", "data.train=math500"])
+    notes = _check_inputs(cfg)  # the recipe says data/aime24.jsonl, which a fresh clone lacks
+    assert cfg.data.train == str(BUNDLED_DIR / "math" / "math500.jsonl")
+    assert cfg.data.eval == str(BUNDLED_DIR / "math" / "aime24.jsonl")
+    assert notes == ["data.eval: data/aime24.jsonl not found; using the bundled aime24 sample"]
