@@ -107,11 +107,33 @@ def test_writes_outside_the_work_dir_are_refused(pool):
     assert stdin_one(pool, "open('f', 'w').write('hi')\nprint(open('f').read())", "hi").all_passed
 
 
+def _python_dirs() -> list[str]:
+    """The interpreter's directories, which the jail binds read-only (a venv may live in the clone)."""
+    import sys
+
+    return sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(sys.executable))})
+
+
 def test_repository_and_data_are_not_readable(pool):
+    """Nothing of the repository, its data or the home directory is visible in the jail. A directory
+    on the way to the Python installation (the clone holding .venv/, /home holding the user's
+    clone) exists there, but holds only that path."""
     needs(pool, "chroot")
-    hidden = [str(REPO), str(REPO.parent), "/home", os.path.expanduser("~/.bashrc")]
-    prog = f"import os\nprint(sum(os.path.exists(p) for p in {hidden!r}))"
-    assert stdin_one(pool, prog, "0").all_passed
+    real = Path(os.path.realpath(REPO))
+    secret_files = [str(real / name) for name in ("README.md", "pyproject.toml", "archer", "tests", ".git")]
+    secret_files += [str(real.parent / "shared"), os.path.expanduser("~/.bashrc")]
+    allowed: dict[str, list[str]] = {}
+    for d in (real, real.parent, Path("/home"), Path(os.path.expanduser("~"))):
+        if str(d) == "/":
+            continue
+        allowed[str(d)] = sorted({Path(py).relative_to(d).parts[0] for py in _python_dirs()
+                                  if Path(py).is_relative_to(d) and Path(py) != d})
+    prog = (f"import os\nbad = [p for p in {secret_files!r} if os.path.exists(p)]\n"
+            f"for d, ok in {allowed!r}.items():\n"
+            "    if os.path.isdir(d):\n"
+            "        bad += [os.path.join(d, n) for n in os.listdir(d) if n not in ok]\n"
+            "print(bad)\n")
+    assert stdin_one(pool, prog, "[]").all_passed
 
 
 def test_environment_secrets_are_not_visible(pool):
