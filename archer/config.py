@@ -1,7 +1,7 @@
 """Run configuration: nested dataclasses, YAML recipes, dotted ``key=value`` overrides, validation.
 
-A run is described by one :class:`Config` with nine sections (``model``, ``data``, ``rollout``,
-``algo``, ``optim``, ``trainer``, ``eval``, ``resources``, ``logging``). Recipes are YAML files with the
+A run is described by one :class:`Config` with ten sections (``model``, ``data``, ``rollout``,
+``algo``, ``reward``, ``optim``, ``trainer``, ``eval``, ``resources``, ``logging``). Recipes are YAML files with the
 same nesting; bundled ones live in ``archer/recipes/`` and are found by name (``tiny_math``) or by path.
 Overrides use dotted names: ``algo.loss=dapo optim.lr=1e-5 rollout.length_stages=[[0,32],[20,48]]``;
 the value is parsed as YAML, so numbers, booleans, lists and ``null`` work as expected.
@@ -85,6 +85,9 @@ class ModelConfig:
     # share of SFT demonstrations with one deliberate slip (imperfect teacher, see archer.data.synthetic)
     sft_noise: float = 0.0
     gradient_checkpointing: bool = False
+    # when the SFT warm-up runs: auto = only for a model built from scratch (model.path null); true = also
+    # for a given model.path (needs a bundled generator as data.train); false = never
+    sft_warmup: Any = "auto"
 
 
 @dataclass
@@ -105,6 +108,9 @@ class DataConfig:
     max_prompt_tokens: int = 512
     # prompt template of archer.data.prompts ("auto" picks by problem kind; "raw" = the problem text)
     prompt_template: str = "auto"
+    # chat template of the tokenizer: a Jinja file (*.jinja / *.j2 / an existing path) or the Jinja
+    # text itself; null keeps the tokenizer's own (a base model like gpt2 has none: prompts stay plain)
+    chat_template: str | None = None
 
 
 @dataclass
@@ -165,6 +171,22 @@ class AlgoConfig:
     mask_truncated: bool = False
     # truncated IS against the rollout engine's log-probs (None = off)
     tis_cap: float | None = None
+
+
+@dataclass
+class RewardConfig:
+    """Reward of a response (``archer.rewards.custom``). ``function``: a user reward, ``PATH.py:NAME`` or
+    ``module:NAME``, with TRL's signature ``fn(completions, **columns) -> list[float | None]`` or verl's
+    ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict``. The reward is
+    ``verifier_weight * built-in verifier + function_weight * function``; ``function_weight`` 0 keeps
+    the function's value as a logged metric only. ``none_reward``: what a TRL ``None`` counts as."""
+
+    function: str | None = None
+    # auto: verl when the function's parameters are (data_source, solution_str, ground_truth, ...)
+    signature: str = "auto"
+    function_weight: float = 1.0
+    verifier_weight: float = 0.0
+    none_reward: float = 0.0
 
 
 @dataclass
@@ -244,13 +266,21 @@ class ResourcesConfig:
 
 @dataclass
 class LoggingConfig:
-    """Run-directory outputs and sinks."""
+    """Run-directory outputs and sinks. ``metrics.jsonl``, ``plots/`` and ``samples.jsonl`` are always
+    written; ``sinks`` adds optional loggers of ``archer.train.logging.SINKS`` (``tensorboard``,
+    ``wandb``, ``mlflow``, ``trackio``), each an extra (``pip install 'archer[NAME]'``); one that is not
+    installed is reported once with that hint and skipped. ``tensorboard``/``wandb`` booleans are the
+    older spelling of the same choice (``tensorboard`` is on when installed)."""
 
     out_dir: str = "runs"
     run_name: str | None = None
+    sinks: list[str] = field(default_factory=list)
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "archer"
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "archer"
+    trackio_project: str = "archer"
     plots: bool = True
     progress: bool = True
     log_samples: int = 2
@@ -264,6 +294,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -488,9 +519,48 @@ def validate(cfg: Config) -> Config:
     _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
+    _check_first_hour(cfg)
     _check(not r.one_step_off_policy or res.rollout_workers > 0, "rollout.one_step_off_policy",
            "needs resources.rollout_workers > 0 (generation overlaps training on other processes)")
     return cfg
+
+
+_SFT_WARMUP = {"auto": "auto", "true": True, "false": False, True: True, False: False}
+
+
+def _check_first_hour(cfg: Config) -> None:
+    """``model.sft_warmup``, ``data.chat_template``, ``reward.*`` and ``logging.sinks``: a bad value fails
+    here, before any model is built (the reward function is imported and its signature read)."""
+    m, d, rw, lg = cfg.model, cfg.data, cfg.reward, cfg.logging
+    key = m.sft_warmup.lower() if isinstance(m.sft_warmup, str) else m.sft_warmup
+    if not isinstance(key, (str, bool)) or key not in _SFT_WARMUP:
+        raise ConfigError(f"model.sft_warmup: unknown value {m.sft_warmup!r}; valid: auto, true, false")
+    m.sft_warmup = _SFT_WARMUP[key]
+    _check(m.sft_warmup is not True or (m.sft_epochs > 0 and m.sft_examples > 0), "model.sft_warmup",
+           "true needs model.sft_epochs > 0 and model.sft_examples > 0")
+    if d.chat_template is not None:
+        from archer.data.prompts import read_chat_template
+
+        try:
+            read_chat_template(d.chat_template)
+        except ValueError as exc:
+            raise ConfigError(f"data.chat_template: {exc}") from None
+    _one_of(rw.signature, ("auto", "trl", "verl"), "reward.signature")
+    _check(rw.function_weight >= 0, "reward.function_weight", "must be >= 0")
+    _check(rw.verifier_weight >= 0, "reward.verifier_weight", "must be >= 0")
+    if rw.function is not None:
+        from archer.rewards.custom import load_reward_function
+
+        try:
+            load_reward_function(rw.function, rw.signature)
+        except ValueError as exc:
+            raise ConfigError(f"reward.function: {exc}") from None
+        _check(rw.function_weight > 0 or rw.verifier_weight > 0, "reward.function_weight",
+               "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0")
+    from archer.train.logging import SINKS
+
+    for i, name in enumerate(lg.sinks):
+        _one_of(name, tuple(SINKS), f"logging.sinks[{i}]")
 
 
 # ---------------------------------------------------------------------------------------------

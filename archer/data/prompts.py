@@ -16,6 +16,13 @@ Assumptions and limits:
 - A problem whose text already carries its own instructions (``meta["instruction_included"]``,
   set by the LiveCodeBench loader) is used verbatim.
 - Without a chat template, a chat list is rendered as its message contents joined by blank lines.
+
+Chat templates (``data.chat_template``, for train, sft and eval): :func:`apply_chat_template_option`
+sets a tokenizer's Jinja chat template from a file (a value ending in ``.jinja``/``.j2``/``.jinja2``/
+``.tmpl``, or naming an existing file) or from the Jinja text itself (a value containing ``{{`` or
+``{%``); it replaces the tokenizer's own and is saved with it in checkpoints. A base model such as
+gpt2 has none, so its prompts are plain text unless one is given. The template is compiled at config
+load so a syntax error names ``data.chat_template``.
 """
 
 from __future__ import annotations
@@ -91,6 +98,56 @@ def _has_chat_template(tokenizer: Any) -> bool:
     return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None)) and hasattr(
         tokenizer, "apply_chat_template"
     )
+
+
+_TEMPLATE_SUFFIXES = (".jinja", ".j2", ".jinja2", ".tmpl")
+
+
+def read_chat_template(value: str) -> str:
+    """The Jinja text of a ``data.chat_template`` value (file path or inline text), compiled once to
+    check its syntax; a one-line ``ValueError`` otherwise."""
+    from pathlib import Path
+
+    text = value
+    is_inline = "{{" in value or "{%" in value
+    if not is_inline:
+        path = Path(value).expanduser()
+        if path.suffix in _TEMPLATE_SUFFIXES or path.exists() or "/" in value:
+            if not path.is_file():
+                raise ValueError(f"file {value!r} not found")
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {value!r}: {exc}") from None
+        else:
+            raise ValueError(f"{value!r} is neither a template file (*.jinja) nor Jinja text ({{{{ or {{%)")
+    try:
+        import jinja2
+
+        jinja2.Environment().parse(text)
+    except ImportError:
+        pass
+    except Exception as exc:  # jinja2.TemplateSyntaxError
+        line = getattr(exc, "lineno", "?")
+        raise ValueError(f"Jinja syntax error (line {line}): {exc}") from None
+    return text
+
+
+def apply_chat_template_option(tokenizer: Any, value: str | None) -> Any:
+    """Set ``tokenizer.chat_template`` from a ``data.chat_template`` value (None: leave it); returns the
+    tokenizer. Call it right after loading a tokenizer, before any prompt is built."""
+    if value:
+        tokenizer.chat_template = read_chat_template(value)
+    return tokenizer
+
+
+def no_chat_template_hint(tokenizer: Any) -> str | None:
+    """A one-line hint when ``tokenizer`` has no chat template (prompts will be plain text)."""
+    if _has_chat_template(tokenizer):
+        return None
+    name = getattr(tokenizer, "name_or_path", "") or "this tokenizer"
+    return (f"{name} has no chat template: prompts are plain text; set data.chat_template=FILE.jinja "
+            "(or the Jinja text) to use one")
 
 
 def user_message(problem: Problem, template: str = "auto") -> str:

@@ -1,17 +1,27 @@
-"""Metric sinks for a run directory: ``metrics.jsonl`` (always), TensorBoard, W&B, a rich progress bar.
+"""Metric sinks for a run directory: ``metrics.jsonl`` (always), optional loggers, a rich progress bar.
 
 ``metrics.jsonl`` holds one JSON object per step (``{"step": s, "time": t, ...}``), flushed every
 line so that a killed run keeps everything up to its last step; on resume, lines after the resumed
-step are dropped (those steps are redone). TensorBoard is used when ``tensorboard`` (or
-``torch.utils.tensorboard``'s backend) is importable; W&B only when installed *and* asked for
-(``logging.wandb=true``). A missing optional sink is reported once, never fatal.
+step are dropped (those steps are redone). It and ``plots/`` (``archer.train.plots``) need nothing
+beyond the base install.
+
+Optional loggers form a registry, :data:`SINKS` (name -> :class:`Sink` factory), chosen by
+``logging.sinks`` (``[tensorboard, wandb, mlflow, trackio]``); ``logging.tensorboard`` (default on)
+and ``logging.wandb`` are the older spelling. Each is a pip extra: ``pip install 'archer[mlflow]'``.
+A sink whose package is missing is reported once with that install hint and skipped, never fatal;
+numeric metrics go to every open sink at the run's step. Settings: ``logging.wandb_project``,
+``logging.mlflow_tracking_uri`` / ``mlflow_experiment`` (default: MLflow's own, ``./mlruns``),
+``logging.trackio_project``; the run name is the run folder's name. Add a sink with
+:func:`register_sink`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,40 +59,166 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+class Sink:
+    """An open optional logger: ``log(numeric_metrics, step)`` and ``close()``."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _TensorBoard(Sink):
+    def __init__(self, run_dir: Path, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        import tensorboard  # noqa: F401  (torch's SummaryWriter needs the tensorboard package)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Wandb(Sink):
+    def __init__(self, run_dir: Path, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project=settings.get("wandb_project") or "archer", dir=str(run_dir),
+                              config=config, name=run_dir.name, resume="allow")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+_MLFLOW_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow allows letters, digits, ``_-. /`` in names: ``eval/avg@8`` -> ``eval/avg_at_8``."""
+    return _MLFLOW_BAD.sub("_", key.replace("@", "_at_"))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class _MLflow(Sink):
+    def __init__(self, run_dir: Path, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        if settings.get("mlflow_tracking_uri"):
+            mlflow.set_tracking_uri(settings["mlflow_tracking_uri"])
+        mlflow.set_experiment(settings.get("mlflow_experiment") or "archer")
+        self.run = mlflow.start_run(run_name=run_dir.name)
+        params = {mlflow_key(k): str(v)[:250] for k, v in _flatten(config).items()}
+        if params:
+            mlflow.log_params(params)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()}, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class _Trackio(Sink):
+    def __init__(self, run_dir: Path, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        import trackio
+
+        self.trackio = trackio
+        trackio.init(project=settings.get("trackio_project") or "archer", name=run_dir.name, config=config)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.trackio.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+# name -> (factory(run_dir, logging settings, run config) -> Sink, pip extra that provides it)
+SINKS: dict[str, tuple[Callable[[Path, dict[str, Any], dict[str, Any]], Sink], str]] = {
+    "tensorboard": (_TensorBoard, "tensorboard"),
+    "wandb": (_Wandb, "wandb"),
+    "mlflow": (_MLflow, "mlflow"),
+    "trackio": (_Trackio, "trackio"),
+}
+
+
+def register_sink(name: str, factory: Callable[[Path, dict[str, Any], dict[str, Any]], Sink],
+                  extra: str = "") -> None:
+    """Make ``logging.sinks=[name]`` open ``factory(run_dir, logging_settings, config)``."""
+    SINKS[name] = (factory, extra)
+
+
+def install_hint(name: str) -> str:
+    extra = SINKS[name][1] if name in SINKS else ""
+    return f"pip install 'archer[{extra}]'" if extra else "see its documentation"
+
+
+def selected_sinks(settings: dict[str, Any]) -> list[str]:
+    """``logging.sinks`` plus the older ``tensorboard``/``wandb`` flags, in order, without repeats."""
+    names = list(settings.get("sinks") or [])
+    if settings.get("tensorboard"):
+        names.append("tensorboard")
+    if settings.get("wandb"):
+        names.append("wandb")
+    return list(dict.fromkeys(names))
+
+
 class MetricsLogger:
     """Writes step metrics to every configured sink and drives the progress bar."""
 
     def __init__(self, run_dir: str | Path, *, total_steps: int, start_step: int = 0,
                  tensorboard: bool = True, wandb: bool = False, wandb_project: str = "archer",
-                 progress: bool = True, config: dict[str, Any] | None = None) -> None:
+                 progress: bool = True, config: dict[str, Any] | None = None,
+                 sinks: list[str] | None = None) -> None:
+        """``sinks`` defaults to ``config["logging"]`` (:func:`selected_sinks`), else the two flags."""
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         truncate_metrics(self.path, start_step)
         self._fh = open(self.path, "a")
         self.notes: list[str] = []
-        self._tb = self._open_tensorboard() if tensorboard else None
-        self._wandb = self._open_wandb(wandb_project, config) if wandb else None
+        config = config or {}
+        settings = dict(config.get("logging") or {})
+        settings.setdefault("wandb_project", wandb_project)
+        if sinks is None:
+            sinks = selected_sinks(dict(settings, tensorboard=tensorboard, wandb=wandb))
+        self.sinks: dict[str, Sink] = {}
+        for name in sinks:
+            self._open_sink(name, settings, config)
         self._progress = None
         self._task = None
         if progress:
             self._open_progress(total_steps, start_step)
 
-    def _open_tensorboard(self) -> Any:
+    def _open_sink(self, name: str, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        if name not in SINKS:
+            self.notes.append(f"logging.sinks: unknown sink {name!r}; known: {sorted(SINKS)}")
+            return
         try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception as exc:  # tensorboard not installed
-            self.notes.append(f"tensorboard disabled: {exc}")
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
-    def _open_wandb(self, project: str, config: dict[str, Any] | None) -> Any:
-        try:
-            import wandb
-        except ImportError:
-            self.notes.append("wandb requested but not installed (pip install 'archer[wandb]')")
-            return None
-        return wandb.init(project=project, dir=str(self.run_dir), config=config or {},
-                          name=self.run_dir.name, resume="allow")
+            self.sinks[name] = SINKS[name][0](self.run_dir, settings, config)
+        except ImportError as exc:
+            self.notes.append(f"{name}: not installed ({install_hint(name)}); skipped, metrics.jsonl and "
+                              f"plots/ are written anyway [{exc}]")
+        except Exception as exc:  # a sink failing to start (no server, bad URI) never ends the run
+            self.notes.append(f"{name}: could not start ({type(exc).__name__}: {exc}); skipped")
 
     def _open_progress(self, total: int, start: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -98,12 +234,13 @@ class MetricsLogger:
         self._fh.flush()
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-        if self._tb is not None:
-            for k, v in numeric.items():
-                self._tb.add_scalar(k, v, step)
-            self._tb.flush()
-        if self._wandb is not None:
-            self._wandb.log(numeric, step=step)
+        for name, sink in list(self.sinks.items()):
+            try:
+                sink.log(numeric, step)
+            except Exception as exc:  # a sink that breaks mid-run is dropped, the run goes on
+                self.notes.append(f"{name}: logging failed ({type(exc).__name__}: {exc}); dropped")
+                self.message(self.notes[-1])
+                del self.sinks[name]
         if self._progress is not None:
             info = "  ".join(f"{short} {numeric[key]:.3f}" for short, key in PROGRESS_KEYS if key in numeric)
             self._progress.update(self._task, completed=step, info=info)
@@ -121,11 +258,11 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.stop_progress()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        for sink in self.sinks.values():
+            try:
+                sink.close()
+            except Exception:
+                pass
+        self.sinks = {}
         if not self._fh.closed:
             self._fh.close()

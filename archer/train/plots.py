@@ -2,6 +2,12 @@
 
 One figure per panel in ``PANELS`` (only metrics present in the log are drawn) plus ``overview.png``
 with all of them as subplots. Missing or non-numeric values are skipped.
+
+Made to go into a report as they are: each figure is titled with the panel and the run name (the run
+folder's name), both axes are labelled (x: RL step, integer ticks), every series has its own colour,
+line style and marker so that overlapping series (e.g. clip fractions all at 0) stay visible, and
+sparse series (periodic evaluation, logged every ``eval.every`` steps plus before and after training)
+are drawn as connected points. Panel figures are 6.4 x 4 inches at 120 dpi.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ PANELS: dict[str, tuple[str, list[str]]] = {
     "eval": ("Evaluation", ["eval/avg@1", "eval/pass@1"]),
     "time": ("Time per step (s)", ["time/generate", "time/reward", "time/train"]),
 }
+# file stem -> y-axis label
+YLABELS: dict[str, str] = {
+    "reward": "reward / accuracy", "entropy": "entropy (nats/token)", "response_length": "tokens",
+    "clip": "fraction of tokens", "grad_norm": "global L2 norm", "kl": "KL (nats/token)",
+    "eval": "score", "time": "seconds",
+}
+_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+SIZE, DPI = (6.4, 4.0), 120
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -48,6 +63,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not path.is_file():
         return []
     rows = read_metrics(path)
+    run_name = run_dir.resolve().name
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     drawn: list[tuple[str, str, list[tuple[str, list[float], list[float]]]]] = []
@@ -62,34 +78,50 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             drawn.append((stem, title, lines))
     written = []
     for stem, title, lines in drawn:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        _draw(ax, title, lines)
+        fig, ax = plt.subplots(figsize=SIZE)
+        _draw(ax, f"{title} - {run_name}", lines, YLABELS.get(stem, ""))
         fig.tight_layout()
         target = out_dir / f"{stem}.png"
-        fig.savefig(target, dpi=90)
+        fig.savefig(target, dpi=DPI)
         plt.close(fig)
         written.append(target)
     if drawn:
         cols = 3
         rows_n = math.ceil(len(drawn) / cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.2 * rows_n), squeeze=False)
-        for ax, (_stem, title, lines) in zip(axes.flat, drawn):
-            _draw(ax, title, lines)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.4 * rows_n), squeeze=False)
+        for ax, (stem, title, lines) in zip(axes.flat, drawn):
+            _draw(ax, title, lines, YLABELS.get(stem, ""))
         for ax in list(axes.flat)[len(drawn):]:
             ax.axis("off")
+        fig.suptitle(run_name)
         fig.tight_layout()
         target = out_dir / "overview.png"
-        fig.savefig(target, dpi=80)
+        fig.savefig(target, dpi=100)
         plt.close(fig)
         written.append(target)
     return written
 
 
-def _draw(ax: Any, title: str, lines: list[tuple[str, list[float], list[float]]]) -> None:
-    for key, xs, ys in lines:
-        ax.plot(xs, ys, marker="o" if len(xs) < 3 else None, label=key, linewidth=1.2)
-    ax.set_title(title)
-    ax.set_xlabel("step")
+def _sparse(xs: list[float]) -> bool:
+    """Logged at only some steps (periodic evaluation) or too few points to see a line."""
+    if len(xs) < 8:
+        return True
+    return len(xs) <= (max(xs) - min(xs) + 1) / 2
+
+
+def _draw(ax: Any, title: str, lines: list[tuple[str, list[float], list[float]]], ylabel: str = "") -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for i, (key, xs, ys) in enumerate(lines):
+        marker = _MARKERS[i % len(_MARKERS)]
+        sparse = _sparse(xs)
+        # later series are drawn thinner on top, with their own style, so identical series stay visible
+        ax.plot(xs, ys, linestyle=_STYLES[i % len(_STYLES)], linewidth=max(2.0 - 0.4 * i, 0.8),
+                marker=marker, markersize=5 if sparse else 3, markevery=None if sparse else max(len(xs) // 12, 1),
+                label=key, zorder=2 + i)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        ax.legend(fontsize=7)
+    ax.legend(fontsize=7)

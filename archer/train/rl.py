@@ -235,7 +235,7 @@ class RLRun:
         m.update(getattr(self.engine, "metrics", dict)())  # weight version, sync time, staleness, ...
         first = next((g for r in rounds for g in r.groups if g.responses), None)
         if first is not None:
-            m["sample"] = {"prompt": self.train_problems[first.prompt_index].id,
+            m["sample"] = {"id": self.train_problems[first.prompt_index].id, "prompt": self.tokenizer.decode(self.train_ids[first.prompt_index])[:500],
                            "response": first.responses[0].text[:300], "reward": first.rewards[0]}
         return m
 

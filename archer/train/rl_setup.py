@@ -9,6 +9,12 @@
   Qwen2 model and a byte-level BPE tokenizer from the task text (``archer.models``) and, with
   ``model.sft_epochs > 0``, warms it up by SFT on worked solutions from the generator
   (``archer.train.sft.train_sft``), possibly with imperfect demonstrations (``model.sft_noise``).
+  ``model.sft_warmup`` decides when that warm-up runs: ``auto`` (default) only for a from-scratch
+  model, so ``model.path=<an SFT'd model>`` with a recipe that sets ``sft_epochs`` goes straight to
+  RL; ``true`` also warms a given ``model.path``; ``false`` never warms.
+- Tokenizer: ``data.chat_template`` (a Jinja file or text) replaces the tokenizer's chat template
+  wherever the run gets its tokenizer (built, loaded from ``model.path``, or resumed), so prompts,
+  the SFT warm-up and the saved checkpoints all use it.
 """
 
 from __future__ import annotations
@@ -90,8 +96,23 @@ def _load_file(path: str, field: str) -> list[Problem]:
 
 
 def sft_configured(cfg: Config) -> bool:
-    """True when the run SFT-warms its policy before RL."""
-    return cfg.model.sft_epochs > 0 and cfg.model.sft_examples > 0
+    """True when the run SFT-warms its policy before RL (``model.sft_warmup``, see the module docstring)."""
+    m = cfg.model
+    if m.sft_warmup is False or m.sft_warmup == "false":
+        return False
+    if m.sft_warmup in ("auto", None) and m.path is not None:
+        return False  # a given model is taken as trained; model.sft_warmup=true to warm it anyway
+    return m.sft_epochs > 0 and m.sft_examples > 0
+
+
+def apply_tokenizer_options(cfg: Config, tokenizer: Any) -> Any:
+    """The run's tokenizer settings (``data.chat_template``) applied to ``tokenizer``, in place."""
+    from archer.data.prompts import apply_chat_template_option
+
+    try:
+        return apply_chat_template_option(tokenizer, cfg.data.chat_template)
+    except ValueError as exc:
+        raise ConfigError(f"data.chat_template: {exc}") from None
 
 
 def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] = print) -> tuple[Any, Any, dict]:
@@ -119,6 +140,7 @@ def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] =
                                         num_heads=m.num_heads, num_kv_heads=m.num_heads,
                                         intermediate_size=m.intermediate_size, seed=cfg.trainer.seed)
         log(f"built a tiny Qwen2 model: {models.count_parameters(model):,} parameters, vocab {len(tokenizer)}")
+    apply_tokenizer_options(cfg, tokenizer)
     info: dict[str, Any] = {}
     if sft_configured(cfg):
         info = sft_warmup(cfg, model, tokenizer, log)
@@ -202,6 +224,9 @@ def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any]
         return {}
     shutil.rmtree(target, ignore_errors=True)
     if model is None and cfg.model.path is not None and not sft_configured(cfg):
+        if cfg.model.sft_warmup == "auto" and cfg.model.sft_epochs > 0:
+            log(f"model.path given: no SFT warm-up (model.sft_warmup=auto warms only a from-scratch model; "
+                f"set model.sft_warmup=true to warm {cfg.model.path})")
         return {}
     info: dict[str, Any] = {}
     if model is None or tokenizer is None:
@@ -240,6 +265,7 @@ def load_run_policy(cfg: Config, run_dir: Path, last: Path | None, given: tuple[
         model, tokenizer = load_policy(initial, options, adapter=last)
     else:
         model, tokenizer = load_policy(last, options)
+    apply_tokenizer_options(cfg, tokenizer)
     ref_model = None
     if needs_reference(cfg) and not is_lora(model):
         ref_model, _ = load_policy(initial, PolicyOptions(disable_dropout=cfg.model.disable_dropout))

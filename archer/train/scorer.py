@@ -9,6 +9,10 @@ CPU run never imports ray. The recipe is the same for both; only ``resources.*``
 Whatever a verifier does, a scorer returns one result per response: a failure becomes reward 0 with
 ``info["reason"]`` (the registry already guarantees this for exceptions; :func:`safe_score` also
 covers a scorer that breaks as a whole, e.g. a lost Ray worker).
+
+:func:`build_run_scorer` builds a run's scorer from its config: the backend's scorer, wrapped by
+:class:`CustomRewardScorer` when ``reward.function`` is set (``archer.rewards.custom``: the user's
+function, weighted with the built-in verifier, runs in the trainer's process).
 """
 
 from __future__ import annotations
@@ -71,6 +75,46 @@ def build_scorer(backend: str, *, num_workers: int = 1, cpus_per_worker: float =
     if backend not in SCORERS:
         raise KeyError(f"unknown scorer backend {backend!r}; known: {sorted(SCORERS)}")
     return SCORERS[backend](num_workers, cpus_per_worker, address, **verifier_opts)
+
+
+class CustomRewardScorer:
+    """``reward.verifier_weight * inner scorer + reward.function_weight * user function``; the inner
+    (verifier) scorer is not called at all when its weight is 0."""
+
+    def __init__(self, inner: Scorer | None, function: Any, *, function_weight: float = 1.0,
+                 verifier_weight: float = 0.0, none_reward: float = 0.0) -> None:
+        self.inner, self.function = inner, function
+        self.function_weight, self.verifier_weight, self.none_reward = function_weight, verifier_weight, none_reward
+
+    def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
+        from archer.rewards.custom import combine
+
+        verifier = None
+        if self.verifier_weight > 0 and self.inner is not None:
+            verifier = safe_score(self.inner, responses, problems)
+        values = self.function.values(responses, problems)
+        return combine(values, verifier, function_weight=self.function_weight,
+                       verifier_weight=self.verifier_weight, none_reward=self.none_reward)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+def build_run_scorer(cfg: Any) -> Scorer:
+    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set."""
+    r, rw = cfg.resources, cfg.reward
+    make_inner = lambda: build_scorer(r.backend, num_workers=r.num_reward_workers,  # noqa: E731
+                                      cpus_per_worker=r.cpus_per_worker, address=r.address,
+                                      timeout=r.verifier_timeout)
+    if rw.function is None:
+        return make_inner()
+    from archer.rewards.custom import load_reward_function
+
+    function = load_reward_function(rw.function, rw.signature)
+    inner = make_inner() if rw.verifier_weight > 0 else None
+    return CustomRewardScorer(inner, function, function_weight=rw.function_weight,
+                              verifier_weight=rw.verifier_weight, none_reward=rw.none_reward)
 
 
 def safe_score(scorer: Scorer, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
