@@ -146,7 +146,10 @@ class _Trackio(Sink):
         trackio.init(project=settings.get("trackio_project") or "archer", name=run_dir.name, config=config)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.trackio.log(metrics, step=step)
+        try:
+            self.trackio.log(metrics, step=step)
+        except TypeError:  # an older trackio without step=: it counts calls, one per logged step
+            self.trackio.log(metrics)
 
     def close(self) -> None:
         self.trackio.finish()
