@@ -115,9 +115,11 @@ def _draw(ax: Any, title: str, lines: list[tuple[str, list[float], list[float]]]
     for i, (key, xs, ys) in enumerate(lines):
         marker = _MARKERS[i % len(_MARKERS)]
         sparse = _sparse(xs)
-        # later series are drawn thinner on top, with their own style, so identical series stay visible
+        # later series are drawn thinner, with smaller markers, on top, each with its own style and
+        # marker, so that identical series (all at 0, say) stay visible as rings around each other
         ax.plot(xs, ys, linestyle=_STYLES[i % len(_STYLES)], linewidth=max(2.0 - 0.4 * i, 0.8),
-                marker=marker, markersize=5 if sparse else 3, markevery=None if sparse else max(len(xs) // 12, 1),
+                marker=marker,
+                markersize=max((8.0 if sparse else 5.0) - 1.5 * i, 2.5), markevery=None if sparse else max(len(xs) // 12, 1),
                 label=key, zorder=2 + i)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("RL step")
