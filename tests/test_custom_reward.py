@@ -159,3 +159,16 @@ def test_config_reward_weights_and_scorer(reward_file):
     assert isinstance(scorer, CustomRewardScorer) and scorer.inner is not None and scorer.verifier_weight == 0.5
     scorer.close()
     assert not isinstance(build_run_scorer(load_config("tiny_math")), CustomRewardScorer)
+
+
+def test_reward_score_fn_for_eval(reward_file, monkeypatch):
+    from archer.rewards import custom, registry
+
+    monkeypatch.setitem(registry._VERIFIERS, "math",
+                        lambda responses, problems, **_: [RewardResult(1.0, True) for _ in responses])
+    score = custom.reward_score_fn(f"{reward_file}:length_reward", function_weight=2.0, verifier_weight=1.0)
+    # 1*1 + 2*(4/10) = 1.8 ; 1*1 + 2*0 (None) = 1.0
+    out = score(["abcd", "skip"], [_p(0), _p(1)])
+    assert [r.reward for r in out] == pytest.approx([1.8, 1.0]) and [r.correct for r in out] == [True, True]
+    with pytest.raises(ValueError, match="not found"):
+        custom.reward_score_fn("nowhere.py:f")

@@ -228,3 +228,21 @@ def combine(function_values: Sequence[tuple[float | None, dict]], verifier: Sequ
             correct = value > 0
         out.append(RewardResult(float(reward), correct, info))
     return out
+
+
+def reward_score_fn(spec: str, *, signature: str = "auto", function_weight: float = 1.0,
+                    verifier_weight: float = 0.0, none_reward: float = 0.0,
+                    **verifier_opts: Any) -> Callable[[list[str], list[Problem]], list[RewardResult]]:
+    """``score_fn(responses, problems)`` for callers without a run config (``archer eval``'s
+    ``score_records(score_fn=...)``): the same combination as ``reward.*``, the built-in verifiers
+    through :func:`archer.rewards.registry.score_responses` with ``verifier_opts``."""
+    function = load_reward_function(spec, signature)
+
+    def score_fn(responses: list[str], problems: list[Problem]) -> list[RewardResult]:
+        from archer.rewards.registry import score_responses
+
+        verifier = score_responses(responses, problems, **verifier_opts) if verifier_weight > 0 else None
+        return combine(function.values(responses, problems), verifier, function_weight=function_weight,
+                       verifier_weight=verifier_weight, none_reward=none_reward)
+
+    return score_fn
