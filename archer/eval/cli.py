@@ -225,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("run", "generate", "score", "watch", "-h", "--help"):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
+    try:  # our own progress line replaces transformers' per-file loading bars
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
     if args.cmd == "run":
         _run(args)
     elif args.cmd == "generate":
