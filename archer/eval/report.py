@@ -18,7 +18,7 @@ def summary_table(summary: dict[str, Any], title: str = "evaluation") -> Any:
 
     ks: Sequence[int] = summary.get("ks", [])
     sources = summary.get("by_source", {})
-    table = Table(title=f"{title} ({summary.get('num_problems', 0)} problems)")
+    table = Table(title=f"{title}: {summary.get('num_problems', 0)} problems", min_width=len(title) + 20)
     table.add_column("metric")
     table.add_column("all", justify="right")
     for src in sources:

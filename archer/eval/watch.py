@@ -158,7 +158,7 @@ class Watcher:
                     summary = self._score(name)
                     done.append(f"score:{name}")
                     self.log(f"[watch] {name}: " + ", ".join(
-                        f"{k} {100 * summary[k]:.1f}" for k in summary if "@" in k))
+                        f"{k} {summary[k]:.3f}" for k in summary if "@" in k))
                 except Exception as exc:
                     self._record_failure("score", name, exc)
         return done
