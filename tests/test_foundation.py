@@ -18,6 +18,28 @@ def test_cli_unknown_command(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+def test_cli_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"archer {version('archer')}"
+    assert "--version" in (main([]), capsys.readouterr().out)[1]
+
+
+def test_cli_closed_pipe_ends_quietly():
+    """`archer train --print-config | head -1`: exit 0, no 'Broken pipe' error or traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m archer train --print-config | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "model:" and proc.stderr == ""
+    # a reader that leaves before the first write (the old CLI printed "error: [Errno 32] Broken pipe")
+    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m archer train --print-config | true",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
 def test_problem_validation_names_the_row():
     rows = [
         {"id": "a", "prompt": "1+1?", "kind": "math", "answer": "2"},
