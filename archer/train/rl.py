@@ -76,7 +76,7 @@ from archer.train.rl_step import (  # noqa: F401 - helpers re-exported for calle
     sampling_params,
 )
 from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
-from archer.train.scorer import Scorer, build_scorer, safe_score
+from archer.train.scorer import Scorer, build_run_scorer, safe_score
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -105,10 +105,7 @@ class RLRun:
         self.train_ids = encode_prompts(train_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
         # evaluation prompts are encoded by the eval runner; encoding them here checks their length up front
         encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
-        r = cfg.resources
-        self.scorer = scorer or build_scorer(r.backend, num_workers=r.num_reward_workers,
-                                             cpus_per_worker=r.cpus_per_worker, address=r.address,
-                                             timeout=r.verifier_timeout)
+        self.scorer = scorer or build_run_scorer(cfg)  # verifiers (local or Ray) + reward.function, weighted
         mp_dtype = getattr(torch, cfg.model.dtype)
         self.token_scorer = self.world.shard(TokenScorer(model), mp_dtype)
         self.ref_scorer = None

@@ -103,7 +103,6 @@ def test_tiny_run_with_config_reward_chat_template_and_prompt_samples(tmp_path):
     completion, so reward/mean is exactly 1), the chat template shapes the prompts, and the logged
     sample carries the prompt text, not only the problem id."""
     from archer.train.rl import train
-    from archer.train.scorer import CustomRewardScorer, build_run_scorer
 
     fn = tmp_path / "always_one.py"
     fn.write_text("def reward(completions, **kw):\n    return [1.0 for _ in completions]\n")
@@ -118,9 +117,7 @@ def test_tiny_run_with_config_reward_chat_template_and_prompt_samples(tmp_path):
         f"reward.function={fn}:reward", f"data.chat_template={template}", "rollout.dynamic_sampling=false",
         "algo.filter_zero_variance=false",
     ])
-    scorer = build_run_scorer(cfg)
-    assert isinstance(scorer, CustomRewardScorer)
-    summary = train(cfg, run_dir=tmp_path / "run", scorer=scorer)
+    summary = train(cfg, run_dir=tmp_path / "run")  # the run builds its scorer from reward.*
     steps = [h for h in summary["history"] if "reward/mean" in h]
     assert [h["reward/mean"] for h in steps] == [1.0, 1.0]
     sample = steps[0]["sample"]
