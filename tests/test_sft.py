@@ -167,3 +167,25 @@ def test_cli_tiny_end_to_end_and_malformed_rows(tmp_path, capsys):
     bad.write_text("{not json\n")
     assert main(["--data", str(bad), "--model", "tiny"]) == 2
     assert "line 1: invalid JSON" in capsys.readouterr().err
+
+
+def test_sft_cli_chat_template_option_for_a_tokenizer_without_one(tmp_path, capsys):
+    """A base model without a chat template (gpt2-style) fails with a hint; --chat-template fixes it."""
+    import json
+    from pathlib import Path
+
+    from archer import models
+    from archer.train.sft_cli import main
+
+    tok = models.build_tokenizer(["hello world, the answer is 3"] * 8, vocab_size=270)
+    tok.chat_template = None
+    models.build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "response": "the answer is 3"}) + "\n")
+    args = ["--data", str(data), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--max-steps", "1"]
+    assert main(args) == 2
+    assert "--chat-template" in capsys.readouterr().err
+    template = Path(__file__).resolve().parents[1] / "examples" / "chatml.jinja"
+    assert main(args + ["--chat-template", str(template)]) == 0
+    assert (tmp_path / "out" / "config.json").is_file()

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL file, or synthetic:math / synthetic:code")
     p.add_argument("--model", required=True, help="Hugging Face model directory, or 'tiny'")
     p.add_argument("--out", default="runs/sft", help="output directory for the checkpoint (default runs/sft)")
+    p.add_argument("--chat-template", default=None,
+                   help="Jinja file or text for the tokenizer's chat template (e.g. examples/chatml.jinja)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=8, help="rows per step (packed rows hold several examples)")
@@ -109,8 +111,16 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(f"archer sft: {str(exc).replace('model.path', '--model', 1)}", file=sys.stderr)
             return 2
+        from archer.data.prompts import apply_chat_template_option
+
+        try:
+            apply_chat_template_option(tokenizer, args.chat_template)
+        except ValueError as exc:
+            print(f"archer sft: --chat-template: {exc}", file=sys.stderr)
+            return 2
         if tokenizer.chat_template is None:
-            print(f"archer sft: {args.model}: the tokenizer has no chat_template", file=sys.stderr)
+            print(f"archer sft: {args.model}: the tokenizer has no chat template; pass --chat-template FILE.jinja "
+                  "(e.g. examples/chatml.jinja)", file=sys.stderr)
             return 2
     from archer.train.policy import resolve_device
 
