@@ -45,6 +45,24 @@ def test_published_settings_of_seed_recipes():
     assert load_config("klear_gppo").algo.pos_nll_coef == 0.1
 
 
+@pytest.mark.parametrize("recipe", ["archer2_aspo_math", "archer2_aspo_code", "archer_dtc_code"])
+def test_archer_recipes_follow_the_released_scripts(recipe):
+    """Released: AdamW wd 0.1 with 10 warm-up steps; ASPO runs 3x4 mini-batches with a 16-token overlong
+    buffer, seq-mean-token-mean and per-response KL; DTC code 3 epochs x 2 mini-batches."""
+    cfg = load_config(recipe)
+    assert (cfg.optim.weight_decay, cfg.optim.warmup_steps, cfg.optim.lr) == (0.1, 10, 1e-6)
+    if recipe.startswith("archer2"):
+        assert (cfg.trainer.ppo_epochs, cfg.trainer.mini_batches, cfg.algo.overlong_buffer) == (3, 4, 16)
+        assert cfg.algo.agg == "seq-mean-token-mean" and cfg.algo.loss_params["kl_norm"] == "response"
+    else:
+        assert (cfg.trainer.ppo_epochs, cfg.trainer.mini_batches) == (3, 2)
+
+
+def test_klear_math_recipe_lr_and_beta_low():
+    cfg = load_config("klear_gppo")
+    assert cfg.optim.lr == 1e-6 and cfg.algo.loss_params["beta_low"] == 0.25
+
+
 def test_default_is_tiny_math():
     assert load_config().recipe == "tiny_math"
 

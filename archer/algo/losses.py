@@ -67,7 +67,11 @@ _SPLIT_DEFAULTS: dict[str, Any] = {
     "high_entropy_clip_high": 0.5,
     "kl_coef": 0.001,
     "high_entropy_kl_coef": 0.0,
+    # "subset": each KL part is a token mean over its subset in the whole mini-batch; "response": a
+    # token mean over each response's subset tokens, then a mean over responses (the released Archer runs)
+    "kl_norm": "subset",
 }
+KL_NORMS = ("subset", "response")
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ def _validate(name: str, p: dict[str, Any]) -> None:
         raise bad("entropy_quantile", "must be in [0, 1]")
     if not p["tis_cap"] > 0:
         raise bad("tis_cap", "must be > 0")
+    if "kl_norm" in p and p["kl_norm"] not in KL_NORMS:
+        raise bad("kl_norm", f"is unknown; valid: {list(KL_NORMS)}")
     if p["kl_estimator"] not in KL_ESTIMATORS:
         raise bad("kl_estimator", f"is unknown; valid: {sorted(KL_ESTIMATORS)}")
     if p["loss_normalizer"] is not None and not isinstance(p["loss_normalizer"], LossNormalizer):
@@ -280,9 +286,19 @@ def _split_kl(
     p: dict[str, Any],
     norm: LossNormalizer | None,
 ) -> torch.Tensor:
-    """``kl_coef * token-mean(kl | low) + high_entropy_kl_coef * token-mean(kl | high)``."""
+    """``kl_coef * mean(kl | low) + high_entropy_kl_coef * mean(kl | high)``: each a token mean over its
+    subset of the mini-batch (``kl_norm="subset"``), or per response then over responses (``"response"``,
+    the mini-batch's response count from the normaliser, so accumulation stays exact)."""
     assert high is not None
     low = mask & ~high
+    if p["kl_norm"] == "response":
+        seqs = norm.seqs if norm is not None else float(mask.any(dim=-1).sum())
+        total = kl.new_zeros(())
+        for coef, subset in ((p["kl_coef"], low), (p["high_entropy_kl_coef"], high)):
+            if coef > 0:
+                per_response = torch.where(subset, kl, 0.0).sum(-1) / subset.sum(-1).clamp(min=1)  # [B]
+                total = total + coef * per_response.sum() / max(seqs, 1.0)
+        return total
     n_low = norm.low_entropy_tokens if norm is not None else None
     n_high = norm.high_entropy_tokens if norm is not None else None
     n_low = float(low.sum()) if n_low is None else n_low

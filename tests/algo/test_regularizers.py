@@ -166,3 +166,35 @@ def test_truncated_is_weights_values():
     assert w.tolist() == pytest.approx([math.exp(0.5), math.exp(-0.5), 1.0, 2.0])
     with pytest.raises(ValueError, match="tis_cap"):
         truncated_is_weights(old, rollout, cap=0.0)
+
+
+def test_split_kl_per_response_normalisation_hand_values_and_accumulation():
+    """kl_norm="response" (released Archer): mean over responses of each response's low-entropy token
+    mean; "subset": one token mean over all low-entropy tokens. Hand values, and micro-batches with the
+    mini-batch normaliser sum to the whole batch's loss."""
+    import torch
+
+    from archer.algo import compute_policy_loss, loss_normalizer
+
+    lp = torch.zeros(2, 4, dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[0.0, 0.1, 0.2, 0.0], [0.3, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.float64)
+    ent = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.5, 0.6, 0.0, 0.0]], dtype=torch.float64)  # no ties
+    k3 = lambda d: math.exp(d) - d - 1  # noqa: E731
+    common = dict(log_prob=lp, old_log_prob=lp.detach(), advantages=torch.zeros(2, dtype=torch.float64),
+                  response_mask=mask, entropy=ent, ref_log_prob=ref, kl_coef=1.0, entropy_quantile=0.5)
+    # quantile 0.5 per response: row 0 high = {0.3}, low = {0.1, 0.2}; row 1 high = {0.6}, low = {0.5}
+    _, m_sub = compute_policy_loss("dtc", **common)
+    loss_resp, _ = compute_policy_loss("dtc", kl_norm="response", **common)
+    want_sub = (k3(0.0) + k3(0.1) + k3(0.3)) / 3
+    want_resp = ((k3(0.0) + k3(0.1)) / 2 + k3(0.3) / 1) / 2
+    assert m_sub["kl_loss"] == pytest.approx(want_sub, rel=1e-9)
+    assert float(loss_resp) == pytest.approx(want_resp, rel=1e-9)
+    norm = loss_normalizer([mask[:1], mask[1:]], entropy_quantile=0.5)
+    parts = [compute_policy_loss("dtc", kl_norm="response", loss_normalizer=norm,
+                                 **dict(common, log_prob=lp[i:i + 1], old_log_prob=lp[i:i + 1].detach(),
+                                        advantages=torch.zeros(1, dtype=torch.float64), response_mask=mask[i:i + 1],
+                                        entropy=ent[i:i + 1], ref_log_prob=ref[i:i + 1]))[0] for i in range(2)]
+    assert float(sum(parts)) == pytest.approx(want_resp, rel=1e-9)
+    with pytest.raises(ValueError, match="kl_norm"):
+        compute_policy_loss("dtc", kl_norm="batch", **common)
