@@ -349,6 +349,12 @@ def _metrics(
         "dual_clip_frac": frac(sur.dual_clip),
         "ratio_mean": torch.where(mask, ratio, 0.0).sum() / denom,
         "ratio_max": torch.where(mask, ratio, 0.0).max() if mask.numel() else n * 0,
+        # shares of all trained tokens, so micro-batches average exactly; the trainer divides them into
+        # the mean ratio of positive- and negative-advantage tokens (ASPO flips only the former)
+        "pos_frac": frac(pos),
+        "neg_frac": frac(neg),
+        "ratio_pos_share": torch.where(pos, ratio, 0.0).sum() / denom,
+        "ratio_neg_share": torch.where(neg, ratio, 0.0).sum() / denom,
         "kl": (kl.detach().to(f).sum() / denom) if kl is not None else n * 0,
     }
     if high is not None:

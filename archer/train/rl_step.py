@@ -126,6 +126,9 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         "response/length_mean": sum(lengths) / n,
         "response/length_max": max(lengths, default=0),
         "response/truncation_rate": sum(truncated) / n,
+        # distinct responses per group (1 = every sample differs): the diversity that entropy collapse removes
+        "rollout/distinct_frac": (sum(len({ro.text for ro in g.responses}) / len(g.responses) for g in groups
+                                      if g.responses) / max(sum(1 for g in groups if g.responses), 1)),
         "rollout/max_new_tokens": max_new,
         "filter/rounds": stats.rounds,
         "filter/kept_groups": stats.kept_groups,

@@ -29,6 +29,7 @@ import torch
 from archer.distributed.world import World
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
+FORK_QUANTILE = 0.8  # "fork" tokens: above each response's 80th entropy percentile (Wang et al. 2025, 80/20)
 
 
 class TokenScorer(torch.nn.Module):
@@ -215,7 +216,7 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     summed over ranks before clipping and metrics are merged, so every rank takes the step one process
     would take on all rows. Every rank must call it the same number of times.
     """
-    from archer.algo.losses import compute_policy_loss
+    from archer.algo.losses import compute_policy_loss, split_by_entropy
     from archer.algo.regularizers import positive_nll_loss
 
     if not isinstance(scorer, TokenScorer):  # a plain model: wrap it (no parameters are copied)
@@ -267,7 +268,11 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
                 sums[f"plain/{k}"] = sums.get(f"plain/{k}", 0.0) + v
             elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
                 sums[k] = sums.get(k, 0.0) + n * v
-        sums["entropy"] = sums.get("entropy", 0.0) + float((ent.detach() * mask).sum())
+        ent_d = ent.detach()
+        sums["entropy"] = sums.get("entropy", 0.0) + float((ent_d * mask).sum())
+        fork = split_by_entropy(ent_d, mask != 0, FORK_QUANTILE)  # [B, T] the top-20% entropy positions
+        sums["fork_frac"] = sums.get("fork_frac", 0.0) + float(fork.sum())
+        sums["fork_entropy_share"] = sums.get("fork_entropy_share", 0.0) + float(ent_d[fork].sum())
     if world.any(nonfinite):
         optimizer.zero_grad(set_to_none=True)
         return {"skipped_nonfinite": 1.0}
@@ -279,6 +284,12 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     out["ratio_max"] = ratio_max
     out.update({k[len("plain/"):]: v for k, v in sums.items() if k.startswith("plain/")})
     out["loss"] = out.get("loss", 0.0) + out.get("pos_nll", 0.0)
+    for num, den, name in (("ratio_pos_share", "pos_frac", "ratio_mean_pos"), ("ratio_neg_share", "neg_frac",
+                                                                               "ratio_mean_neg"),
+                           ("fork_entropy_share", "fork_frac", "entropy_fork")):
+        share = out.pop(num, None)
+        if share is not None and out.get(den, 0.0) > 0:
+            out[name] = share / out[den]
     params_with_grad = [q for q in scorer.parameters() if q.grad is not None]
     if params_with_grad:
         grad_norm = torch.nn.utils.clip_grad_norm_(params_with_grad, s.grad_clip)

@@ -51,3 +51,19 @@ def test_each_setting_has_one_home(key, home):
 def test_overlong_shaping(length, expected):
     # L_max 16, buffer 4: free up to 12, linear to -1 at 16 (DAPO eq. 13)
     assert overlong_shaping(length, 16, 4) == pytest.approx(expected)
+
+
+def test_round_metrics_distinct_response_fraction():
+    from types import SimpleNamespace
+
+    from archer.train.batching import CollectStats, Group
+    from archer.train.rl_step import Round, round_metrics
+
+    def ro(text):
+        return SimpleNamespace(text=text, response_ids=[1] * len(text), truncated=False)
+
+    groups = [Group(0, [1], [ro("a"), ro("a"), ro("b"), ro("c")], [1, 1, 0, 0], [True, True, False, False]),
+              Group(1, [2], [ro("x"), ro("x"), ro("x"), ro("x")], [0, 0, 0, 0], [False] * 4)]
+    m = round_metrics([Round([0, 1], groups)], CollectStats(rounds=1, kept_groups=1), max_new=8)
+    assert m["rollout/distinct_frac"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert m["reward/accuracy"] == pytest.approx(2 / 8)

@@ -110,3 +110,25 @@ def test_nonfinite_loss_skips_update_and_keeps_weights(poison):
     # the same optimizer then trains normally on a clean batch
     clean = _batch(model)
     assert update_minibatch(model, opt, clean, [[0, 1, 2, 3, 4, 5]], settings)["skipped_nonfinite"] == 0.0
+
+
+def test_sign_split_ratio_and_fork_entropy_metrics_are_exact_across_micro_batches():
+    """ratio_mean_pos/neg and entropy_fork are means over the mini-batch's tokens, whatever the
+    micro-batch split (float64 reference from one forward over all rows)."""
+    from archer.algo.losses import split_by_entropy
+
+    model = _model()
+    batch = _batch(model)
+    with torch.no_grad():
+        lp, ent = sequence_logprobs(model, batch)
+    mask = batch["response_mask"] != 0
+    r = torch.exp(lp - batch["old_log_prob"])
+    adv = batch["advantages"][:, None].expand_as(lp)
+    fork = split_by_entropy(ent, mask, 0.8)
+    want = {"ratio_mean_pos": r[mask & (adv > 0)].mean().item(), "ratio_mean_neg": r[mask & (adv < 0)].mean().item(),
+            "entropy_fork": ent[fork].mean().item(), "pos_frac": (mask & (adv > 0)).sum().item() / mask.sum().item()}
+    settings = UpdateSettings(loss="aspo", agg="token-mean", loss_params={}, max_len=16.0)
+    for micro in ([[0, 1, 2, 3, 4, 5]], [[0, 3], [1], [2, 4, 5]]):
+        _, metrics = _delta(model, batch, micro, settings)
+        for k, v in want.items():
+            assert metrics[k] == pytest.approx(v, rel=1e-9), (k, micro)
