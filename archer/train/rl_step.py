@@ -139,10 +139,39 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         "time/generate": sum(r.seconds_generate for r in rounds),
         "time/reward": sum(r.seconds_reward for r in rounds),
     }
+    m.update(code_metrics(groups))
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
     return m
+
+
+# a code response's outcome: the worst verdict among its tests (a response with no code block: no_code)
+_OUTCOME_ORDER = ("sandbox_error", "memory", "timeout", "error", "output_limit", "wrong")
+CODE_OUTCOMES = ("pass", *_OUTCOME_ORDER, "no_code")
+
+
+def _code_outcome(info: dict[str, Any]) -> str:
+    if str(info.get("reason", "")).startswith("no fenced"):
+        return "no_code"
+    verdicts = set(info.get("verdicts") or [])
+    for name in _OUTCOME_ORDER:
+        if name in verdicts:
+            return name
+    return "pass" if info.get("total") and info.get("passed") == info.get("total") else "wrong"
+
+
+def code_metrics(groups: list[Group]) -> dict[str, float]:
+    """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
+    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses."""
+    infos = [i for g in groups for i in g.infos if "total" in i or str(i.get("reason", "")).startswith("no fenced")]
+    if not infos:
+        return {}
+    fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
+    mix = Counter(_code_outcome(i) for i in infos)
+    out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
+    out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
+    return out
 
 
 @dataclass

@@ -67,3 +67,20 @@ def test_round_metrics_distinct_response_fraction():
     m = round_metrics([Round([0, 1], groups)], CollectStats(rounds=1, kept_groups=1), max_new=8)
     assert m["rollout/distinct_frac"] == pytest.approx((3 / 4 + 1 / 4) / 2)
     assert m["reward/accuracy"] == pytest.approx(2 / 8)
+
+
+def test_code_metrics_pass_fraction_and_outcome_mix():
+    from archer.train.batching import Group
+    from archer.train.rl_step import code_metrics
+
+    infos = [{"passed": 3, "total": 3, "verdicts": ["ok"] * 3},
+             {"passed": 1, "total": 4, "verdicts": ["ok", "wrong", "timeout", "wrong"]},
+             {"passed": 0, "total": 2, "verdicts": ["error", "wrong"]},
+             {"reason": "no fenced python code block after </think>"}]
+    g = Group(0, [1], [None] * 4, [1, 0, 0, 0], [True, False, False, False], infos)
+    m = code_metrics([g])
+    assert m["code/tests_passed_frac"] == pytest.approx((1 + 0.25 + 0 + 0) / 4)
+    assert (m["code/outcome_pass"], m["code/outcome_timeout"], m["code/outcome_error"], m["code/outcome_no_code"]) \
+        == (0.25, 0.25, 0.25, 0.25)
+    assert m["code/outcome_wrong"] == 0.0
+    assert code_metrics([Group(0, [1], [None], [1.0], [True], [{}])]) == {}  # math: no code metrics
