@@ -1,7 +1,7 @@
 """What a run needs before its first step: problems, tokenizer, policy (optionally SFT-warmed), prompts.
 
 - Problems: ``data.train``/``data.eval`` name a bundled generator (``synthetic_math``,
-  ``synthetic_code``; options in ``data.generator``) or a dataset file read by
+  ``synthetic_code``, ``synthetic_paths``; options in ``data.generator``) or a dataset file read by
   :func:`archer.data.formats.load_dataset` (a malformed row is an error naming the file and the row,
   raised here, before any training). For a generator without ``data.eval``, held-out problems come
   from its ``test`` split (disjoint by construction).
@@ -28,7 +28,7 @@ from typing import Any
 from archer.config import Config, ConfigError
 from archer.data.schema import Problem
 
-GENERATORS = ("synthetic_math", "synthetic_code")
+GENERATORS = ("synthetic_math", "synthetic_code", "synthetic_paths")
 
 
 def _math_level(opts: dict[str, Any]) -> Any:
@@ -57,6 +57,13 @@ def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str
     if source == "synthetic_code":
         extra = {k: v for k, v in opts.items() if k in ("test_fraction",)}
         return synthetic.code_problems(n, split=split, seed=seed, **extra)
+    if source == "synthetic_paths":  # multi-path sums (archer.data.synthetic_paths, the ASPO study)
+        from archer.data.synthetic_paths import paths_problems
+
+        try:
+            return paths_problems(n, split=split, seed=seed, config=opts)
+        except ValueError as exc:
+            raise ConfigError(f"data.generator: {exc}") from None
     raise ConfigError(f"data.train: unknown generator {source!r}; known: {list(GENERATORS)}")
 
 
@@ -130,9 +137,14 @@ def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] =
         from archer import models
         from archer.data import synthetic
 
-        level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
-        corpus = synthetic.tokenizer_corpus(2000, seed=cfg.data.seed, level=level,
-                                            include_code=cfg.data.train != "synthetic_math")
+        if cfg.data.train == "synthetic_paths":
+            from archer.data.synthetic_paths import paths_tokenizer_corpus
+
+            corpus = paths_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
+        else:
+            level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
+            corpus = synthetic.tokenizer_corpus(2000, seed=cfg.data.seed, level=level,
+                                                include_code=cfg.data.train != "synthetic_math")
         # the prompt template's instruction text, so that it tokenizes into a few merged tokens
         corpus += [_user_text(p, cfg.data.prompt_template) for p in train[:200]]
         tokenizer = models.build_tokenizer(corpus, vocab_size=m.vocab_size)
@@ -160,6 +172,11 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
     elif d.train == "synthetic_code":
         probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed, unique=False)
         rows = synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    elif d.train == "synthetic_paths":
+        from archer.data.synthetic_paths import paths_problems, paths_sft_examples
+
+        probs = paths_problems(m.sft_examples, split="train", seed=seed, config=d.generator, unique=False)
+        rows = paths_sft_examples(probs, noise=m.sft_noise, seed=seed)
     else:
         raise ConfigError("model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
                       f"({list(GENERATORS)}); run `archer sft` on your data first instead")
