@@ -53,7 +53,9 @@ RUN: dict[str, str] = {
     "--out ev/aime24": "shortened",
     "archer eval score --out ev/aime24 --k 1,4": "as written",
     "archer eval watch runs/demo --data synthetic_math --once": "shortened",
-    "archer data dedup --in math500 --out dedup.jsonl": "as written",
+    "archer data dedup --in math500 --out dedup.jsonl --threshold 0.5": "as written",
+    ("archer train tiny_math reward.function=examples/custom_reward.py:short_and_correct "
+     "reward.verifier_weight=1.0 reward.function_weight=0.5 --print-config"): "as written",
     "archer data decontaminate --in math500 --against aime24 amc23 --out clean.jsonl": "as written",
     "archer data filter --in mbpp_sample --min-tests 3 --check-reference --out filtered.jsonl": "as written",
     "archer data convert --in math500 --out train.parquet --layout verl": "as written",
@@ -113,6 +115,9 @@ def workdir(tmp_path_factory) -> Path:
     model.save_pretrained(ckpt)
     tok.save_pretrained(ckpt)
     (ckpt / "COMPLETE").write_text("ok\n")
+    import shutil
+
+    shutil.copytree(REPO / "examples", root / "examples")  # the clone's examples/, as a user has them
     return root
 
 

@@ -1,6 +1,6 @@
 """archer data: dedup, decontaminate, filter and convert problem datasets.
 
-    archer data dedup --in A.jsonl [B.parquet ...] --out OUT.jsonl [--n 9] [--min-shared 1] [--exact-only]
+    archer data dedup --in A.jsonl [B.parquet ...] --out OUT.jsonl [--n 9] [--min-shared 1] [--threshold 0.5] [--exact-only]
     archer data decontaminate --in TRAIN... --against EVAL... --out OUT [--max-doc-freq K]
     archer data filter --in TRAIN... --out OUT [--min-tests K] [--check-reference]
                        [--model DIR --n 8 --low 0.01 --high 0.99]   # pass-rate band under a model
@@ -45,7 +45,7 @@ def _ngram_args(p: argparse.ArgumentParser) -> None:
 def _dedup(args: argparse.Namespace, problems: list[Problem]) -> tuple[list[Problem], list[dict[str, Any]]]:
     from archer.data.filters import dedup
 
-    return dedup(problems, n=args.n, min_shared=args.min_shared, near=not args.exact_only)
+    return dedup(problems, n=args.n, min_shared=args.min_shared, near=not args.exact_only, threshold=args.threshold)
 
 
 def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
     _ngram_args(parsers["dedup"])
     parsers["dedup"].add_argument("--exact-only", action="store_true", help="only exact duplicates")
+    from archer.data.filters import DEFAULT_DEDUP_THRESHOLD
+
+    parsers["dedup"].add_argument(
+        "--threshold", type=float, default=DEFAULT_DEDUP_THRESHOLD,
+        help="drop a near duplicate when at least this fraction of its distinct word n-grams occur in earlier "
+             f"problems (default {DEFAULT_DEDUP_THRESHOLD}; exact duplicates are always dropped)")
     dc = parsers["decontaminate"]
     _ngram_args(dc)
     dc.add_argument("--against", nargs="+", required=True, help="evaluation dataset file(s)")

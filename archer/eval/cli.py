@@ -53,6 +53,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--chat-template", default=None,
+                   help="Jinja file or text for the tokenizer's chat template (as the model was trained)")
 
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
@@ -75,7 +77,7 @@ def load_problems(args: argparse.Namespace) -> list:
     return problems
 
 
-def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto"):
+def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto", chat_template: str | None = None):
     """(engine, tokenizer) for a Hugging Face model directory, on ``device`` (default: CUDA when present).
 
     The model is read by the trainer's loader (:func:`archer.train.policy.load_policy`: a local folder,
@@ -96,6 +98,9 @@ def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto"):
     try:
         target = resolve_device(device or "auto")
         model, tokenizer = load_policy(model_dir, PolicyOptions())
+        from archer.data.prompts import apply_chat_template_option
+
+        apply_chat_template_option(tokenizer, chat_template)
     except ConfigError as exc:
         message = str(exc).replace("model.path", "--model", 1).replace("trainer.device", "--device", 1)
         raise FileNotFoundError(message) from None
@@ -134,7 +139,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
     from archer.eval.runner import generate_phase, score_records
 
     problems = load_problems(args)
-    engine, tokenizer = load_engine(args.model, args.device, args.dtype)
+    engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
     print(f"archer eval: {len(problems)} problems x {args.n} samples from {args.model} "

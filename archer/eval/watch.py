@@ -203,7 +203,7 @@ def main_from_args(args: argparse.Namespace) -> int:
     watcher = Watcher(
         args.run_dir, load_problems(args), n=args.n, ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args), phase=args.phase,
-        engine_factory=lambda ckpt: load_engine(str(ckpt), args.device, args.dtype),
+        engine_factory=lambda ckpt: load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)),
         template=args.template, batch_size=args.batch_size, reward_opts=_reward_opts(args),
         max_attempts=args.max_attempts, backoff_s=args.backoff,
     )

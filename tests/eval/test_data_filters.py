@@ -255,3 +255,15 @@ def test_humaneval_loader_gives_prompt_helpers_as_trusted_setup_so_references_pa
     assert sorted(needing) == ["HumanEval/32", "HumanEval/38", "HumanEval/50"]
     for pid in needing:
         assert run_tests(problems[pid].meta["solution"], problems[pid].tests, timeout=10).passed, pid
+
+
+def test_dedup_cli_threshold_keeps_math500_by_default(tmp_path, shared_data):
+    import json
+
+    from archer.cli import main
+
+    src = shared_data / "math" / "math500.jsonl"
+    for args, kept in (([], 500), (["--threshold", "0"], 480)):
+        out = tmp_path / f"out{len(args)}.jsonl"
+        assert main(["data", "dedup", "--in", str(src), "--out", str(out), *args]) == 0
+        assert sum(1 for line in out.read_text().splitlines() if json.loads(line)) == kept
