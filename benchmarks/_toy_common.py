@@ -48,13 +48,13 @@ BENCH_OVERRIDES = ["logging.progress=false", "logging.tensorboard=false", "loggi
                    "trainer.save_every=0", "trainer.save_final=false", "trainer.threads=1"]
 
 
-def toy_config(overrides: list[str] | None = None, *, quick: bool = False) -> Any:
-    """The default demo recipe, :data:`BENCH_OVERRIDES`, then ``overrides`` (quick mode adds
+def toy_config(overrides: list[str] | None = None, *, quick: bool = False, recipe: str = "tiny_math") -> Any:
+    """``recipe`` (default: the demo's), :data:`BENCH_OVERRIDES`, then ``overrides`` (quick mode adds
     :data:`QUICK_OVERRIDES` before them)."""
     from archer.config import load_config
 
     extra = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
-    return load_config("tiny_math", BENCH_OVERRIDES + extra)
+    return load_config(recipe, BENCH_OVERRIDES + extra)
 
 
 def _policy_key(cfg: Any) -> str:

@@ -57,7 +57,9 @@ def test_sft_demonstrations_vary_the_order_and_noise_slips_some():
     assert share < 0.35  # uniform over 4 positions: ~0.25 each
     assert all(score_math(r["messages"][1]["content"], p.answer).reward == 1.0 for r, p in zip(rows, probs))
     noisy = paths_sft_examples(probs, noise=0.5, seed=1)
-    wrong = [r for r, p in zip(noisy, probs) if score_math(r["messages"][1]["content"], p.answer).reward == 0.0]
+    wrong = [
+        r for r, p in zip(noisy, probs) if score_math(r["messages"][1]["content"], p.answer).reward == 0.0
+    ]
     assert len(wrong) == sum(r["meta"]["noisy"] for r in noisy) and 120 < len(wrong) < 280
     assert all(len(r["messages"][1]["content"]) >= 30 for r in rows)  # 20+ tokens under any small tokenizer
 

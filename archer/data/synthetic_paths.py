@@ -64,8 +64,14 @@ def paths_config(opts: dict[str, Any] | PathsTaskConfig | None) -> PathsTaskConf
         raise ValueError(f"{exc}; known: operands, max_value, test_fraction") from None
 
 
-def paths_problems(n: int, *, split: str = "train", seed: int = 0,
-                   config: dict[str, Any] | PathsTaskConfig | None = None, unique: bool = True) -> list[Problem]:
+def paths_problems(
+    n: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    config: dict[str, Any] | PathsTaskConfig | None = None,
+    unique: bool = True,
+) -> list[Problem]:
     """``n`` sum problems of ``split`` (deterministic in ``seed``); ``unique`` drops repeated texts
     (order matters in the text, so ``1+2+3`` and ``3+2+1`` are different problems)."""
     _check_split(split)
@@ -83,12 +89,22 @@ def paths_problems(n: int, *, split: str = "train", seed: int = 0,
         if _split_of(text, cfg.test_fraction) != split or (unique and text in seen):
             continue
         seen.add(text)
-        out.append(Problem(id=f"synth-paths-{split}-{seed}-{len(out)}", prompt=text, kind="math",
-                           answer=str(sum(nums)), data_source=NAME, meta={"nums": nums, "split": split}))
+        out.append(
+            Problem(
+                id=f"synth-paths-{split}-{seed}-{len(out)}",
+                prompt=text,
+                kind="math",
+                answer=str(sum(nums)),
+                data_source=NAME,
+                meta={"nums": nums, "split": split},
+            )
+        )
     return out
 
 
-def paths_solution(problem: Problem, order: list[int] | None = None, slip: tuple[int, int] | None = None) -> str:
+def paths_solution(
+    problem: Problem, order: list[int] | None = None, slip: tuple[int, int] | None = None
+) -> str:
     """The worked solution adding the operands in ``order`` (indices; default left to right):
     ``a+b=s1, s1+c=s2, ... \\boxed{total}``. ``slip=(step, delta)`` makes that step off by ``delta``."""
     nums = problem.meta["nums"]
@@ -142,16 +158,27 @@ def paths_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int
         noisy = rng.random() < noise
         slip = (rng.randrange(len(order) - 1), rng.choice([-3, -2, -1, 1, 2, 3])) if noisy else None
         response = paths_solution(p, order, slip)
-        rows.append({"messages": [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": response}],
-                     "meta": {"id": p.id, "noisy": noisy, "order": order}})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": p.prompt},
+                    {"role": "assistant", "content": response},
+                ],
+                "meta": {"id": p.id, "noisy": noisy, "order": order},
+            }
+        )
     return rows
 
 
-def paths_tokenizer_corpus(n: int = 2000, *, seed: int = 0,
-                           config: dict[str, Any] | PathsTaskConfig | None = None) -> list[str]:
+def paths_tokenizer_corpus(
+    n: int = 2000, *, seed: int = 0, config: dict[str, Any] | PathsTaskConfig | None = None
+) -> list[str]:
     """Texts to train a tiny tokenizer on: prompts and randomly ordered solutions with the chat markup."""
     probs = paths_problems(n, split="train", seed=seed, config=config, unique=False)
-    texts = [f"<|im_start|>user\n{r['messages'][0]['content']}<|im_end|>\n<|im_start|>assistant\n"
-             f"{r['messages'][1]['content']}<|im_end|>\n" for r in paths_sft_examples(probs, seed=seed)]
+    texts = [
+        f"<|im_start|>user\n{r['messages'][0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+        f"{r['messages'][1]['content']}<|im_end|>\n"
+        for r in paths_sft_examples(probs, seed=seed)
+    ]
     texts.append("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>tool\n")
     return texts

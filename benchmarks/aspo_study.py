@@ -1,0 +1,708 @@
+"""Does ASPO do what Archer2.0 claims? A controlled study on a task where entropy can collapse (issue 13).
+
+Claim under test (Archer2.0, "ASPO", arXiv 2510.06062; building on Archer/DTC's entropy-aware
+clipping, arXiv 2507.15778): flipping the importance ratio of positive-advantage tokens (``1/r``
+instead of ``r``) stops the off-policy updates from over-sharpening the tokens they reward, so the
+policy's entropy does not collapse, at no accuracy cost, compared with GRPO/DAPO-style clipping.
+
+Task: ``data.train=synthetic_paths`` (``archer/recipes/tiny_paths.yaml``): sums of four numbers where
+every addition order is a correct worked solution, SFT-warmed on randomly ordered demonstrations, so
+the SFT policy has real entropy at the fork tokens and a collapse shows up as fewer distinct correct
+paths. Every variant starts from the same cached SFT checkpoint (``_toy_common.sft_checkpoint``) and
+makes ``--epochs`` x ``--mini-batches`` optimizer steps per rollout batch (default 3 x 4, as Archer2.0).
+
+Variants (all with the grpo advantage and token-mean aggregation; only ``algo.loss``/``loss_params``
+change): GRPO (``ppo``, clip 0.2), DAPO (clip-higher 0.28), ASPO as released (the recipe's:
+0.2 / 0.4 for the top-20% entropy tokens, dual clip 3, KL 0.001), ASPO flip only (ASPO with every clip
+at 0.2 and no KL: only the ratio flip differs from GRPO), DTC, GPPO and CISPO (registry defaults).
+
+Recorded per RL step and seed (seed means in the plot): mean token entropy (``actor/entropy``),
+fork-token entropy (``actor/entropy_fork``, top-20% entropy tokens), distinct correct solution paths per
+prompt (read back from the sampled responses with ``synthetic_paths.solution_path``), train accuracy,
+held-out avg@k / pass@k (``eval.every`` steps, plus before and after), mean ratio r on positive- and
+negative-advantage tokens and the clip fractions by sign.
+
+Paired probe (``--probe-batches``, >= 8 in the full run): from the SFT weights, sample one rollout batch;
+every variant makes its ``epochs x mini-batches`` update on that same batch from the same weights; the
+entropy change of the policy on that batch's tokens (all and fork tokens) is recorded. Repeated over
+batches, the paired difference to GRPO gets a 95% t-interval. This separates "the loss changes the
+entropy per update" from "the change accumulates over a run". The same probe at 1 epoch x 1 mini-batch
+is the on-policy control: r = 1 there, so every variant's gradient is ``-A grad log p`` (the KL terms
+have zero gradient at the reference) and their entropy changes must coincide; the script records the
+largest gap and fails (exit 1) if it is not at float-rounding level.
+
+Outputs: ``aspo_study.png`` (all curves and the probe), ``aspo_study.md`` (table, probe, control,
+verdict) and ``aspo_study.json`` in ``--out-dir`` (default ``benchmarks/results``; quick:
+``runs/bench_logs/aspo_study_quick``). Finished runs are kept under ``runs/bench_logs/aspo_study*/`` and
+reused by a rerun with the same settings; ``--fresh`` ignores them.
+
+Run: ``python benchmarks/aspo_study.py`` (full: 3 seeds, about 30 min on 2 cores) or ``--quick`` (smoke).
+
+Limits: a 0.57M-parameter model on a toy task, tens of steps, a few seeds: it tests the mechanism, not
+the paper's 1.5B-parameter results. The probe's updates start from a fresh AdamW (its first steps are
+sign-like), so per-update sizes are those of early training. The verdict is written from the numbers
+by fixed rules (see :func:`verdict`); a gap within the seed spread or a CI that contains 0 is "not shown".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _toy_common as common  # noqa: E402
+
+RECIPE = "tiny_paths"
+_FLIP = (
+    "{clip_low: 0.2, clip_high: 0.2, high_entropy_clip_low: 0.2, high_entropy_clip_high: 0.2, "
+    "dual_clip_c: 3.0, entropy_quantile: 0.8, kl_coef: 0}"
+)
+# variant -> overrides of the recipe (whose own algo section is ASPO as released)
+VARIANTS: dict[str, list[str]] = {
+    "GRPO": ["algo.loss=ppo", "algo.loss_params={}"],
+    "DAPO": ["algo.loss=dapo", "algo.loss_params={}"],
+    "ASPO": [],
+    "ASPO-flip": ["algo.loss=aspo", f"algo.loss_params={_FLIP}"],
+    "DTC": ["algo.loss=dtc", "algo.loss_params={}"],
+    "GPPO": ["algo.loss=gppo", "algo.loss_params={}"],
+    "CISPO": ["algo.loss=cispo", "algo.loss_params={}"],
+}
+COLORS = {
+    "GRPO": "tab:blue",
+    "DAPO": "tab:green",
+    "ASPO": "tab:red",
+    "ASPO-flip": "salmon",
+    "DTC": "tab:orange",
+    "GPPO": "tab:purple",
+    "CISPO": "tab:brown",
+}
+STEP_KEYS = {  # curve name -> metrics key
+    "entropy": "actor/entropy",
+    "entropy_fork": "actor/entropy_fork",
+    "accuracy": "reward/accuracy",
+    "ratio_pos": "actor/ratio_mean_pos",
+    "ratio_neg": "actor/ratio_mean_neg",
+    "clip_pos_upper": "actor/clip_frac_pos_upper",
+    "clip_neg_lower": "actor/clip_frac_neg_lower",
+    "clip_pos_lower": "actor/clip_frac_pos_lower",
+    "clip_neg_upper": "actor/clip_frac_neg_upper",
+}
+# smoke mode: a 3-operand task and a short SFT at batch 1 (held-out avg@4 ~0.1, pass@4 ~0.4, measured), so
+# the groups have reward signal and every variant really updates (a 0-reward smoke run would test nothing)
+QUICK = [
+    "model.sft_examples=1600",
+    "model.sft_epochs=1",
+    "model.sft_batch_size=1",
+    "data.num_train=400",
+    "data.generator={operands: 3, max_value: 9}",
+    "rollout.n=4",
+    "rollout.max_gen_batches=4",
+    "eval.num_problems=8",
+]
+# two-sided 95% t quantiles by degrees of freedom (a normal 1.96 beyond the table)
+_T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    19: 2.093,
+    24: 2.064,
+    29: 2.045,
+}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of a 95% t-interval; (mean, nan, nan) for fewer than 2 values."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan"), float("nan")
+    m = statistics.mean(vals)
+    if len(vals) < 2:
+        return m, float("nan"), float("nan")
+    df = len(vals) - 1
+    t = _T95.get(df) or next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
+    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    return m, m - half, m + half
+
+
+# ------------------------------------------------------------------------------------- scoring
+
+
+class RecordingScorer:
+    """The run's own scorer (``build_run_scorer``), also keeping every scored train-split response, so
+    that the distinct correct paths of a step can be counted from what the policy sampled."""
+
+    def __init__(self, cfg: Any) -> None:
+        from archer.train.scorer import build_run_scorer
+
+        self.inner = build_run_scorer(cfg)
+        self.pending: list[tuple[str, Any]] = []
+
+    def score(self, responses: list[str], problems: list[Any]) -> list[Any]:
+        for r, p in zip(responses, problems):
+            if p.meta.get("split") == "train":
+                self.pending.append((r, p))
+        return self.inner.score(responses, problems)
+
+    def take(self) -> list[tuple[str, Any]]:
+        out, self.pending = self.pending, []
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def distinct_correct_paths(scored: list[tuple[str, Any]]) -> float:
+    """Mean over the sampled prompts of the number of distinct correct paths among its responses."""
+    from archer.data.synthetic_paths import solution_path
+
+    by_prompt: dict[str, set] = {}
+    for response, problem in scored:
+        paths = by_prompt.setdefault(problem.id, set())
+        path = solution_path(response, problem)
+        if path is not None:
+            paths.add(path)
+    return statistics.mean(len(v) for v in by_prompt.values()) if by_prompt else float("nan")
+
+
+# ------------------------------------------------------------------------------------- runs
+
+
+def run_variant(
+    name: str,
+    seed: int,
+    base: list[str],
+    quick: bool,
+    ckpt: Path,
+    train: list[Any],
+    evals: list[Any],
+    cache: Path,
+) -> dict[str, Any]:
+    """One variant, one RL seed (``trainer.seed``: sampling and mini-batch order)."""
+    from archer.train.rl import train as rl_train
+
+    overrides = base + VARIANTS[name] + [f"trainer.seed={seed}"]
+    cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)
+    key = json.dumps([str(ckpt)] + overrides)
+    f = cache / f"{name}_s{seed}.json"
+    if f.is_file():
+        old = json.loads(f.read_text())
+        if old.get("key") == key:
+            print(f"{name} seed {seed}: reusing {f}", flush=True)
+            return old
+    model, tok = common.load_policy(ckpt)
+    scorer = RecordingScorer(cfg)
+    paths: list[float] = []
+    t0 = time.time()
+    out = rl_train(
+        cfg,
+        run_dir=cache / f"run_{name}_s{seed}",
+        model=model,
+        tokenizer=tok,
+        train_problems=train,
+        eval_problems=evals,
+        scorer=scorer,
+        on_step=lambda step, m: paths.append(distinct_correct_paths(scorer.take())),
+    )
+    hist = out["history"]
+    k = max(cfg.eval.ks)
+    res: dict[str, Any] = {
+        "name": name,
+        "seed": seed,
+        "key": key,
+        "wall": time.time() - t0,
+        "paths": paths,
+        **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
+        "before": out["before"],
+        "after": out["after"],
+    }
+    # held-out curve: before (step 0), every eval.every steps, after (last step)
+    ev = (
+        [(0, out["before"])]
+        + [
+            (h["step"], {m: h[f"eval/{m}"] for m in (f"avg@{k}", f"pass@{k}")})
+            for h in hist
+            if f"eval/avg@{k}" in h
+        ]
+        + [(len(hist), out["after"])]
+    )
+    res["eval_steps"] = [s for s, _ in ev]
+    res["avg_at_k"] = [e.get(f"avg@{k}") for _, e in ev]
+    res["pass_at_k"] = [e.get(f"pass@{k}") for _, e in ev]
+    f.write_text(json.dumps(res))
+    print(f"{name} seed {seed}: {res['wall']:.0f} s, after {out['after']}", flush=True)
+    return res
+
+
+# ------------------------------------------------------------------------------------- probe
+
+
+def _entropies(model: Any, batch: Any) -> Any:
+    """[N] per-token entropy (nats, T=1) of ``model`` on the batch's trained response tokens."""
+    import torch
+
+    from archer.train.rl_update import TokenScorer
+
+    with torch.no_grad():
+        _, ent = TokenScorer(model, share_prompts=False)(
+            batch.input_ids, batch.attention_mask, batch.response_mask
+        )
+    return ent[batch.response_mask != 0]
+
+
+def probe(
+    base: list[str],
+    quick: bool,
+    ckpt: Path,
+    train: list[Any],
+    batches: int,
+    names: list[str],
+    epochs: int,
+    mini_batches: int,
+) -> dict[str, Any]:
+    """Paired probe: per rollout batch (sampled once from the SFT weights), each variant's change of
+    the mean token entropy and of the fork-token entropy after its ``epochs x mini_batches`` update."""
+    import copy
+
+    import torch
+
+    from archer.train.batching import collect_groups
+    from archer.train.rl import RLRun
+    from archer.train.rl_step import build_batch, needs_reference
+
+    settings = [
+        f"trainer.ppo_epochs={epochs}",
+        f"trainer.mini_batches={mini_batches}",
+        "optim.warmup_steps=0",
+    ]
+    cfg0 = common.toy_config(base + VARIANTS["GRPO"] + settings, quick=quick, recipe=RECIPE)
+    model0, tok = common.load_policy(ckpt)
+    state0 = copy.deepcopy(model0.state_dict())
+    sampler_run = RLRun(
+        cfg0,
+        Path("."),
+        model=model0,
+        tokenizer=tok,
+        train_problems=train,
+        eval_problems=[],
+        log=lambda s: None,
+    )
+    out: dict[str, Any] = {
+        "epochs": epochs,
+        "mini_batches": mini_batches,
+        "delta": {n: [] for n in names},
+        "delta_fork": {n: [] for n in names},
+        "param_gap": {n: [] for n in names},
+        "batches": 0,
+        "entropy_before": [],
+    }
+    runs = {n: None for n in names}
+    for b in range(batches):
+        sampler_run.step = 10_000 + b  # its own sampling seeds, apart from the RL runs'
+        groups, _ = collect_groups(
+            lambda i: sampler_run.generate_round(i, cfg0.rollout.max_new_tokens).groups,
+            cfg0.rollout.batch_size,
+            cfg0.rollout.max_gen_batches,
+            True,
+        )
+        if not groups:
+            continue
+        batch = build_batch(cfg0, groups, tok.pad_token_id, torch.device("cpu"))
+        h0 = _entropies(model0, batch)
+        fork = h0 >= torch.quantile(h0, 0.8)
+        out["batches"] += 1
+        out["entropy_before"].append(float(h0.mean()))
+        moved: dict[str, Any] = {}
+        for n in names:
+            cfg = common.toy_config(base + VARIANTS[n] + settings, quick=quick, recipe=RECIPE)
+            model = copy.deepcopy(model0)
+            ref = copy.deepcopy(model0) if needs_reference(cfg) else None
+            run = RLRun(
+                cfg,
+                Path("."),
+                model=model,
+                tokenizer=tok,
+                train_problems=train,
+                eval_problems=[],
+                log=lambda s: None,
+                ref_model=ref,
+            )
+            run.train_on(groups, cfg.rollout.max_new_tokens)
+            h1 = _entropies(model, batch)
+            out["delta"][n].append(float((h1 - h0).mean()))
+            out["delta_fork"][n].append(float((h1 - h0)[fork].mean()))
+            moved[n] = torch.cat([(p - state0[k]).flatten() for k, p in model.state_dict().items()])
+            run.scorer.close()
+            runs[n] = None
+        for n in names:  # how far each variant's weights land from GRPO's, relative to GRPO's step
+            ref_step = moved.get("GRPO", moved[names[0]])
+            out["param_gap"][n].append(
+                float((moved[n] - ref_step).abs().max() / ref_step.abs().max().clamp_min(1e-30))
+            )
+        print(
+            f"probe {epochs}x{mini_batches} batch {b}: entropy {out['entropy_before'][-1]:.3f}, change "
+            + ", ".join(f"{n} {out['delta'][n][-1]:+.4f}" for n in names),
+            flush=True,
+        )
+    sampler_run.scorer.close()
+    ref_name = "GRPO" if "GRPO" in names else names[0]
+    out["paired"] = {
+        n: mean_ci([a - g for a, g in zip(out["delta"][n], out["delta"][ref_name])]) for n in names
+    }
+    out["paired_fork"] = {
+        n: mean_ci([a - g for a, g in zip(out["delta_fork"][n], out["delta_fork"][ref_name])]) for n in names
+    }
+    out["mean_delta"] = {n: mean_ci(out["delta"][n]) for n in names}
+    return out
+
+
+def control_gap(ctrl: dict[str, Any]) -> float:
+    """Largest |entropy change of a variant - GRPO's| over the control's batches, relative to the
+    largest |entropy change| (0 when they coincide)."""
+    names = list(ctrl["delta"])
+    ref = ctrl["delta"].get("GRPO", ctrl["delta"][names[0]])
+    scale = max((abs(v) for v in ref), default=0.0)
+    gap = max((abs(a - g) for n in names for a, g in zip(ctrl["delta"][n], ref)), default=0.0)
+    return gap / scale if scale > 0 else (0.0 if gap == 0 else float("inf"))
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+def _curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
+    out: list[float | None] = []
+    for i in range(max(len(r[key]) for r in runs)):
+        vals = [
+            r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None and r[key][i] == r[key][i]
+        ]
+        out.append(statistics.mean(vals) if vals else None)
+    return out
+
+
+def _tail(values: list[Any], k: int) -> float:
+    vals = [v for v in values[-k:] if v is not None and v == v]
+    return statistics.mean(vals) if vals else float("nan")
+
+
+def combine(name: str, runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
+    curves = {c: _curve(runs, c) for c in list(STEP_KEYS) + ["paths", "avg_at_k", "pass_at_k"]}
+    return {
+        "name": name,
+        "seeds": [r["seed"] for r in runs],
+        "eval_steps": runs[0]["eval_steps"],
+        **curves,
+        "tail": {
+            c: [_tail(r[c], last) for r in runs] for c in ("entropy", "entropy_fork", "paths", "accuracy")
+        },
+        "final": {c: [r[c][-1] for r in runs] for c in ("avg_at_k", "pass_at_k")},
+        "wall": statistics.mean(r["wall"] for r in runs),
+    }
+
+
+def _fmt(vals: list[float]) -> str:
+    vals = [v for v in vals if v is not None and v == v]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def _ci(t: tuple[float, float, float]) -> str:
+    m, lo, hi = t
+    return f"{m:+.4f}" if lo != lo else f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None) -> str:
+    """The verdict on ASPO vs GRPO by fixed rules.
+
+    per update: the probe's paired entropy change ASPO - GRPO has a 95% CI above 0 ("real"), below 0
+    ("reversed"), or containing 0 ("not shown"). accumulates: the mean entropy of the last steps, ASPO
+    minus GRPO paired by seed, has a 95% CI above 0 (with >= 3 seeds; with fewer, a gap larger than the
+    sum of both seed sd's). Fewer than 2 seeds or 4 probe batches: not judged. no accuracy cost: the final held-out avg@k of ASPO >= GRPO's - 0.02.
+    confirmed = real per update, accumulates, no accuracy cost; "real per update but does not
+    accumulate" = real per update and not accumulating; refuted = not real per update and not
+    accumulating (or an accuracy cost); anything else is mixed and said as such.
+    """
+    if "ASPO" not in results or "GRPO" not in results:
+        return "Verdict: not judged (ASPO and GRPO were not both run)."
+    a, g = results["ASPO"], results["GRPO"]
+    diffs = [x - y for x, y in zip(a["tail"]["entropy"], g["tail"]["entropy"])]
+    m, lo, hi = mean_ci(diffs)
+    if len(diffs) >= 3:
+        acc_up = lo > 0
+        acc_txt = (
+            f"last-steps entropy ASPO - GRPO {_ci((m, lo, hi))} nats (paired by seed, {len(diffs)} seeds)"
+        )
+    else:
+        spread = sum(
+            statistics.stdev(r["tail"]["entropy"]) if len(r["tail"]["entropy"]) > 1 else 0.0 for r in (a, g)
+        )
+        acc_up = m > spread
+        acc_txt = f"last-steps entropy ASPO - GRPO {m:+.4f} nats ({len(diffs)} seed(s), spread {spread:.4f})"
+    if m != m or prb is None or not prb["batches"]:
+        return (
+            "Verdict: NOT JUDGED (a run made no policy update, or the probe found no batch with reward "
+            "signal: nothing to compare)."
+        )
+    if len(diffs) < 2 or prb["batches"] < 4:
+        return (
+            f"Verdict: NOT JUDGED (too few to judge: {len(diffs)} seed(s), {prb['batches']} probe batch(es); "
+            "the rules need >= 2 seeds and >= 4 paired batches)."
+        )
+    fa, fg = statistics.mean(a["final"]["avg_at_k"]), statistics.mean(g["final"]["avg_at_k"])
+    no_cost = fa >= fg - 0.02
+    if prb is None or "ASPO" not in prb["paired"]:
+        per, per_txt = None, "no probe"
+    else:
+        pm, plo, phi = prb["paired"]["ASPO"]
+        per = "real" if plo > 0 else "reversed" if phi < 0 else "not shown"
+        per_txt = (
+            f"per-update entropy change ASPO - GRPO {_ci(prb['paired']['ASPO'])} nats over "
+            f"{prb['batches']} paired batches ({per})"
+        )
+    if per == "real" and acc_up and no_cost:
+        word = "CONFIRMED"
+    elif per == "real" and not acc_up:
+        word = "REAL PER UPDATE BUT DOES NOT ACCUMULATE"
+    elif per in ("not shown", "reversed") and not acc_up:
+        word = "REFUTED"
+    elif acc_up and not no_cost:
+        word = "MIXED (entropy kept, but at an accuracy cost)"
+    else:
+        word = "MIXED"
+    return (
+        f"Verdict on 'ASPO keeps entropy higher than GRPO at no accuracy cost': {word}. {per_txt}; "
+        f"{acc_txt}; final held-out avg@k ASPO {fa:.3f} vs GRPO {fg:.3f} (within 0.02 counts as no cost)."
+    )
+
+
+def plot(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("entropy", "mean token entropy (nats)"),
+        ("entropy_fork", "fork-token entropy (top 20%)"),
+        ("paths", "distinct correct paths / prompt"),
+        ("accuracy", "train accuracy"),
+        ("avg_at_k", "held-out avg@k"),
+        ("pass_at_k", "held-out pass@k"),
+        ("ratio_pos", "mean r, A > 0 tokens"),
+        ("ratio_neg", "mean r, A < 0 tokens"),
+        ("clip_pos_upper", "clip frac A>0, r > 1+eps"),
+        ("clip_neg_lower", "clip frac A<0, r < 1-eps"),
+    ]
+    fig, axes = plt.subplots(3, 4, figsize=(20, 12))
+    flat = axes.flatten()
+    for ax, (key, label) in zip(flat, panels):
+        for n, r in results.items():
+            xs = r["eval_steps"] if key in ("avg_at_k", "pass_at_k") else range(1, len(r[key]) + 1)
+            pts = [(x, v) for x, v in zip(xs, r[key]) if v is not None]
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                ms=2.5,
+                lw=1.3,
+                color=COLORS.get(n),
+                label=n,
+            )
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("RL step", fontsize=8)
+        ax.grid(alpha=0.3)
+    flat[0].legend(fontsize=7)
+    if prb is not None:
+        for ax, key, label in (
+            (flat[10], "paired", "probe: entropy change - GRPO's (95% CI)"),
+            (flat[11], "paired_fork", "probe: fork entropy change - GRPO's (95% CI)"),
+        ):
+            names = list(prb[key])
+            for i, n in enumerate(names):
+                m, lo, hi = prb[key][n]
+                err = [[m - lo], [hi - m]] if lo == lo else None
+                ax.errorbar([i], [m], yerr=err, fmt="o", color=COLORS.get(n), capsize=4)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+            ax.set_title(f"{label}, {prb['batches']} batches", fontsize=9)
+            ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 24; quick 2)")
+    ap.add_argument("--epochs", type=int, default=3, help="trainer.ppo_epochs")
+    ap.add_argument("--mini-batches", type=int, default=4, help="trainer.mini_batches")
+    ap.add_argument("--seeds", default=None, help="comma-separated RL seeds (default 0,1,2; quick 0)")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}"
+    )
+    ap.add_argument("--batch-size", type=int, default=None, help="prompts per step (default 8; quick 4)")
+    ap.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps (default 6)")
+    ap.add_argument(
+        "--probe-batches", type=int, default=None, help="paired-probe batches (default 8; quick 2; 0 = none)"
+    )
+    ap.add_argument("--last", type=int, default=5, help="steps averaged for the 'last steps' columns")
+    ap.add_argument("--quick", action="store_true", help="smoke mode (tiny SFT, 2 steps, 1 seed, small eval)")
+    ap.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an earlier run")
+    ap.add_argument("--out-dir", default=None, help="where the .md/.png/.json go")
+    a = ap.parse_args(argv)
+    names = [n.strip() for n in a.variants.split(",") if n.strip()]
+    bad = [n for n in names if n not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
+    seeds = [int(x) for x in (a.seeds or ("0" if a.quick else "0,1,2")).split(",") if x.strip()]
+    steps = a.steps or (2 if a.quick else 24)
+    batch = a.batch_size or (4 if a.quick else 8)
+    every = a.eval_every or (1 if a.quick else 6)
+    nprobe = a.probe_batches if a.probe_batches is not None else (2 if a.quick else 8)
+    base = [
+        f"trainer.steps={steps}",
+        f"trainer.ppo_epochs={a.epochs}",
+        f"trainer.mini_batches={a.mini_batches}",
+        f"rollout.batch_size={batch}",
+        f"eval.every={every}",
+        "eval.num_problems=32",
+    ]
+    if a.quick:
+        base += QUICK
+    tag = "aspo_study_quick" if a.quick else "aspo_study"
+    out_dir = (
+        Path(a.out_dir)
+        if a.out_dir
+        else (common.REPO / "runs" / "bench_logs" / tag if a.quick else common.RESULTS)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = common.REPO / "runs" / "bench_logs" / tag
+    cache.mkdir(parents=True, exist_ok=True)
+    if a.fresh:
+        for f in cache.glob("*.json"):
+            f.unlink()
+    t0 = time.time()
+    cfg = common.toy_config(base, quick=a.quick, recipe=RECIPE)
+    ckpt, sft_info = common.sft_checkpoint(cfg)
+    train, evals = common.problems(cfg)
+    print(f"SFT checkpoint {ckpt}", flush=True)
+
+    results: dict[str, dict[str, Any]] = {}
+    for n in names:
+        results[n] = combine(
+            n, [run_variant(n, s, base, a.quick, ckpt, train, evals, cache) for s in seeds], a.last
+        )
+    prb = probe(base, a.quick, ckpt, train, nprobe, names, a.epochs, a.mini_batches) if nprobe else None
+    ctrl = probe(base, a.quick, ckpt, train, max(1, min(nprobe, 2)), names, 1, 1) if nprobe else None
+    gap = control_gap(ctrl) if ctrl and ctrl["batches"] else None
+    control_ok = gap is not None and gap < 1e-3
+
+    k = max(cfg.eval.ks)
+    header = [
+        "variant",
+        f"held-out avg@{k} (final)",
+        f"pass@{k} (final)",
+        f"train acc (last {a.last})",
+        f"entropy (last {a.last})",
+        f"fork entropy (last {a.last})",
+        f"distinct correct paths (last {a.last})",
+        "probe: entropy change",
+        "probe: change - GRPO (95% CI)",
+        "wall s / run",
+    ]
+    rows = []
+    for n, r in results.items():
+        rows.append(
+            [
+                n,
+                _fmt(r["final"]["avg_at_k"]),
+                _fmt(r["final"]["pass_at_k"]),
+                _fmt(r["tail"]["accuracy"]),
+                _fmt(r["tail"]["entropy"]),
+                _fmt(r["tail"]["entropy_fork"]),
+                _fmt(r["tail"]["paths"]),
+                _ci(prb["mean_delta"][n]) if prb else "n/a",
+                _ci(prb["paired"][n]) if prb else "n/a",
+                round(r["wall"], 1),
+            ]
+        )
+    table = common.md_table(header, rows)
+    before = results[names[0]]
+    start = (
+        f"Start (SFT checkpoint, same for all): held-out avg@{k} {before['avg_at_k'][0]:.3f}, pass@{k} "
+        f"{before['pass_at_k'][0]:.3f}; probe batches' mean token entropy "
+        f"{statistics.mean(prb['entropy_before']):.3f} nats."
+        if prb and prb["entropy_before"]
+        else ""
+    )
+    ctrl_txt = "On-policy control (1 epoch x 1 mini-batch, same batches and weights): " + (
+        f"largest entropy-change gap to GRPO over all variants {gap:.2e} of GRPO's change "
+        f"({'coincide' if control_ok else 'DO NOT coincide'}); "
+        + ", ".join(f"{n} {statistics.mean(ctrl['delta'][n]):+.5f}" for n in names)
+        if gap is not None
+        else "not run."
+    )
+    text = verdict(results, prb)
+    settings = (
+        f"{steps} RL steps x {len(seeds)} seeds {seeds} per variant, {batch} prompts x {cfg.rollout.n} samples "
+        f"per step (dynamic sampling up to {cfg.rollout.max_gen_batches} rounds), {a.epochs} epochs x "
+        f"{a.mini_batches} mini-batches per rollout batch, lr {cfg.optim.lr:g}, held-out eval every {every} steps "
+        f"on {len(evals)} problems x {cfg.eval.n} samples; probe {nprobe} batches from the SFT weights "
+        f"(fresh AdamW, no warm-up). Total wall {time.time() - t0:.0f} s."
+    )
+    print(table + "\n\n" + ctrl_txt + "\n\n" + text, flush=True)
+    plot(
+        results,
+        prb,
+        out_dir / "aspo_study.png",
+        f"ASPO study on synthetic_paths: {steps} steps, {a.epochs}x{a.mini_batches}, seeds {seeds}"
+        + (" (QUICK smoke)" if a.quick else ""),
+    )
+    cmd = " ".join(argv if argv is not None else sys.argv[1:])
+    (out_dir / "aspo_study.md").write_text(
+        f"# ASPO study (issue 13)\n\n`python benchmarks/aspo_study.py {cmd}`\n\n{start}\n\n{table}\n\n{ctrl_txt}\n\n"
+        f"{text}\n\n![curves](aspo_study.png)\n\nSettings: {settings} "
+        f"{'QUICK smoke mode (barely trained SFT model): not evidence. ' if a.quick else ''}{common.machine_note()}\n"
+    )
+    (out_dir / "aspo_study.json").write_text(
+        json.dumps(
+            {
+                "settings": settings,
+                "results": results,
+                "probe": prb,
+                "control": ctrl,
+                "control_gap": gap,
+                "control_ok": control_ok,
+                "verdict": text,
+                "sft": sft_info,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    return 0 if (control_ok or gap is None) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""benchmarks/aspo_study.py (issue 13): the smoke run end to end, and its statistics and verdict rules by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import aspo_study as study  # noqa: E402
+
+from archer.data.synthetic_paths import paths_problems  # noqa: E402
+
+
+def test_mean_ci_by_hand():
+    m, lo, hi = study.mean_ci([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303, half = 4.303 / sqrt(3)
+    assert (
+        m == 2.0
+        and lo == pytest.approx(2 - 4.303 / math.sqrt(3))
+        and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
+    )
+    assert math.isnan(study.mean_ci([5.0])[1]) and study.mean_ci([5.0])[0] == 5.0
+    m, lo, hi = study.mean_ci([0.1] * 40)  # beyond the table: normal quantile, zero spread
+    assert (m, lo, hi) == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_distinct_correct_paths_counts_paths_not_answers():
+    p, q = paths_problems(2, seed=0)
+    p.meta["nums"], p.answer = [3, 8, 5], "16"
+    q.meta["nums"], q.answer = [1, 2, 4], "7"
+    scored = [
+        (r, p)
+        for r in (
+            "3+8=11, 11+5=16. \\boxed{16}",
+            "3+8=11, 11+5=16. \\boxed{16}",  # same path twice
+            "5+3=8, 8+8=16. \\boxed{16}",
+            "3+8=12, 12+4=16. \\boxed{16}",
+        )
+    ]  # right box, wrong work
+    scored += [("1+2=3, 3+4=7. \\boxed{7}", q), ("1+2=4, 4+4=8. \\boxed{8}", q)]
+    assert study.distinct_correct_paths(scored) == pytest.approx((2 + 1) / 2)
+    assert math.isnan(study.distinct_correct_paths([]))
+
+
+def test_control_gap_by_hand():
+    assert study.control_gap({"delta": {"GRPO": [0.01, -0.02], "ASPO": [0.01, -0.0201]}}) == pytest.approx(
+        0.0001 / 0.02
+    )
+    assert study.control_gap({"delta": {"GRPO": [0.0], "ASPO": [0.0]}}) == 0.0
+    assert study.control_gap({"delta": {"GRPO": [0.0], "ASPO": [1e-3]}}) == math.inf
+
+
+def _res(entropies: list[float], avg: float) -> dict:
+    return {"tail": {"entropy": entropies}, "final": {"avg_at_k": [avg] * len(entropies)}}
+
+
+def _prb(diffs: list[float]) -> dict:
+    return {"batches": len(diffs), "paired": {"ASPO": study.mean_ci(diffs), "GRPO": (0.0, 0.0, 0.0)}}
+
+
+@pytest.mark.parametrize(
+    "aspo_tail, probe_diffs, aspo_avg, word",
+    [
+        ([0.6, 0.62, 0.61], [0.01, 0.012, 0.011, 0.009], 0.5, "CONFIRMED"),
+        ([0.50, 0.52, 0.49], [0.01, 0.012, 0.011, 0.009], 0.5, "REAL PER UPDATE BUT DOES NOT ACCUMULATE"),
+        ([0.50, 0.52, 0.49], [0.01, -0.012, 0.011, -0.009], 0.5, "REFUTED"),
+        (
+            [0.6, 0.62, 0.61],
+            [0.01, 0.012, 0.011, 0.009],
+            0.3,
+            "MIXED (entropy kept, but at an accuracy cost)",
+        ),
+    ],
+)
+def test_verdict_rules(aspo_tail, probe_diffs, aspo_avg, word):
+    results = {"ASPO": _res(aspo_tail, aspo_avg), "GRPO": _res([0.5, 0.51, 0.50], 0.5)}
+    text = study.verdict(results, _prb(probe_diffs))
+    assert f": {word}." in text
+
+
+def test_verdict_does_not_judge_too_little_or_nothing():
+    results = {"ASPO": _res([0.6], 0.5), "GRPO": _res([0.5], 0.5)}
+    assert "NOT JUDGED (too few" in study.verdict(results, _prb([0.01, 0.02, 0.01, 0.02]))
+    results = {"ASPO": _res([float("nan")] * 3, 0.5), "GRPO": _res([0.5] * 3, 0.5)}
+    assert "NOT JUDGED" in study.verdict(results, _prb([0.01] * 4))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aspo_quick")
+    rc = study.main(["--quick", "--fresh", "--out-dir", str(out)])
+    return rc, out, json.loads((out / "aspo_study.json").read_text())
+
+
+def test_quick_run_writes_every_curve_and_the_plot(quick):
+    rc, out, data = quick
+    assert rc == 0 and (out / "aspo_study.png").stat().st_size > 10_000
+    md = (out / "aspo_study.md").read_text()
+    assert "| GRPO |" in md and "| ASPO-flip |" in md and "On-policy control" in md and "Verdict" in md
+    assert set(data["results"]) == set(study.VARIANTS)
+    for r in data["results"].values():
+        # every step updated (reward signal in the smoke task): entropies and ratios measured at each step
+        assert len(r["entropy"]) == 2 and all(
+            v is not None and v > 0 for v in r["entropy"] + r["entropy_fork"]
+        )
+        assert all(v is not None and v > 0 for v in r["ratio_pos"] + r["ratio_neg"])
+        assert len(r["paths"]) == 2 and all(v >= 0 for v in r["paths"])
+        assert r["eval_steps"] == [0, 1, 2] and len(r["avg_at_k"]) == 3
+
+
+def test_quick_probe_on_policy_control_coincides_and_off_policy_differs(quick):
+    _, _, data = quick
+    ctrl, prb = data["control"], data["probe"]
+    assert ctrl["batches"] >= 1 and data["control_ok"] and data["control_gap"] < 1e-3
+    assert any(v != 0 for v in ctrl["delta"]["GRPO"])  # the control's update did change the entropy
+    # off-policy (3 x 4) the same batches and weights give different entropy changes: the losses differ there
+    assert prb["batches"] == 2
+    gaps = [abs(a - g) for n in prb["delta"] for a, g in zip(prb["delta"][n], prb["delta"]["GRPO"])]
+    assert max(gaps) > 1e-4
+    assert "NOT JUDGED" in data["verdict"]  # one seed, two batches: the smoke run judges nothing
