@@ -38,7 +38,7 @@ N = 9
 
 def shared_data_dir() -> Path:
     env = os.environ.get("ARCHER_SHARED_DATA")
-    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared" / "data"]:
+    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1] / "archer" / "data" / "bundled"]:
         if c.is_dir():
             return c
     raise SystemExit("shared data folder not found; set ARCHER_SHARED_DATA")

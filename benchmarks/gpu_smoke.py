@@ -24,7 +24,6 @@ import time
 
 import torch
 
-
 VOCAB = 151936
 TINY_VOCAB = 1024
 

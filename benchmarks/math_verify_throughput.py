@@ -4,7 +4,7 @@ Claim: ``score_math_batch`` on a 2-worker pool judges MATH-500 faster than the w
 math-verify (sequential ``parse`` + ``verify`` in the trainer process, e.g. open-r1's accuracy
 reward), and never stalls on inputs that hang math-verify.
 
-Workloads (MATH-500 from ``shared/data``; a response is the reference ``solution``):
+Workloads (MATH-500 from the bundled samples, ``archer/data/bundled``; a response is the reference ``solution``):
   * ``matched``: solution i vs answer i (what the task asks; most pairs are string-equal after
     normalisation, so archer answers them without sympy);
   * ``shifted``: solution i vs answer i+1 (almost all unequal: every pair goes through the full
@@ -43,10 +43,10 @@ HOSTILE = ["9^{9^{9^{9}}}", "10^{10^{9}}", "2^{2^{40}}", "9^{9^{9}}", "(10^{8})!
 
 def _shared_math() -> Path:
     env = os.environ.get("ARCHER_SHARED_DATA")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", REPO / "shared" / "data"]:
+    for cand in ([Path(env)] if env else []) + [REPO / "archer" / "data" / "bundled"]:
         if (cand / "math" / "math500.jsonl").is_file():
             return cand / "math"
-    raise SystemExit("shared/data/math/math500.jsonl not found (set ARCHER_SHARED_DATA)")
+    raise SystemExit("math/math500.jsonl not found in archer/data/bundled (or set ARCHER_SHARED_DATA)")
 
 
 def workload(name: str) -> tuple[list[str], list[str]]:

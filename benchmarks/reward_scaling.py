@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "archer" / "data" / "bundled"
 sys.path.insert(0, str(REPO))
 # the local Ray cluster's workers inherit this environment: they import archer from the same checkout
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))

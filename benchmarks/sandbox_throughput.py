@@ -1,6 +1,6 @@
 """Sandbox throughput: programs per second, archer's zygote pool vs one fresh interpreter per run.
 
-Workloads (from ``shared/data/code``):
+Workloads (from the bundled samples, ``archer/data/bundled/code``):
 
 - HumanEval: the 164 canonical solutions and their ``return None`` variants (assert-style, one
   ``check(candidate)`` test each);
@@ -35,7 +35,7 @@ from archer.rewards.code import run_tests_batch, with_prompt_setup  # noqa: E402
 from archer.rewards.compare import stdout_matches  # noqa: E402
 from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
 
-DATA = Path(os.environ.get("ARCHER_SHARED_DATA", REPO.parent / "shared" / "data")) / "code"
+DATA = Path(os.environ.get("ARCHER_SHARED_DATA", REPO / "archer" / "data" / "bundled")) / "code"
 
 
 def load_workloads(cc_tests: int) -> dict[str, list[tuple[str, dict]]]:

@@ -50,8 +50,8 @@ def report(summary: dict[str, Any]) -> str:
         return "no evaluation"
     key = avg_keys[-1]
     gain = after[key] - before[key]
-    target = f"; target +{TARGET_GAIN * 100:.0f}" if summary.get("recipe") == DEFAULT_RECIPE else ""
-    line = (f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain * 100:+.1f} points{target}). "
+    target = f"; target +{TARGET_GAIN:.2f}" if summary.get("recipe") == DEFAULT_RECIPE else ""
+    line = (f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain:+.3f}{target}). "
             f"Run directory: {summary.get('run_dir')}")
     print(line)
     return line

@@ -95,11 +95,12 @@ def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
 def _load_file(path: str, field: str) -> list[Problem]:
     from pathlib import Path
 
-    from archer.data.formats import load_dataset
+    from archer.data.formats import bundled_names, load_dataset, resolve_data_path
 
-    if not Path(path).is_file():
-        raise ConfigError(f"{field}: file {path!r} not found (or use one of {list(GENERATORS)})")
-    return load_dataset(path)
+    resolved = resolve_data_path(path)  # a bundled sample's name (math500, aime24, ...) or a file
+    if isinstance(resolved, str) or not Path(resolved).is_file():
+        raise ConfigError(f"{field}: file {path!r} not found (or use a bundled name: {bundled_names()})")
+    return load_dataset(resolved)
 
 
 def sft_configured(cfg: Config) -> bool:

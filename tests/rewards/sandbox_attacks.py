@@ -466,7 +466,7 @@ def honest_pass(pool: SandboxPool, data: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hostile-runs", type=int, default=100)
-    ap.add_argument("--data", default=os.environ.get("ARCHER_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", default=os.environ.get("ARCHER_SHARED_DATA", str(REPO / "archer" / "data" / "bundled")))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result: dict[str, Any] = {"facilities": facilities()}

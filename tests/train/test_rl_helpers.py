@@ -84,3 +84,13 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
         == (0.25, 0.25, 0.25, 0.25)
     assert m["code/outcome_wrong"] == 0.0
     assert code_metrics([Group(0, [1], [None], [1.0], [True], [{}])]) == {}  # math: no code metrics
+
+
+def test_run_data_may_name_a_bundled_sample():
+    from archer.config import ConfigError
+    from archer.train.rl_setup import load_problems
+
+    _, evals = load_problems(load_config("tiny_math", ["data.eval=aime24", "data.num_eval=5"]))
+    assert len(evals) == 5 and evals[0].answer
+    with pytest.raises(ConfigError, match="data.eval: file 'nope.jsonl' not found.*math500"):
+        load_problems(load_config("tiny_math", ["data.eval=nope.jsonl"]))
