@@ -431,8 +431,8 @@ def _ci(t: tuple[float, float, float]) -> str:
     return f"{m:+.4f}" if lo != lo else f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None) -> str:
-    """The verdict on ASPO vs GRPO by fixed rules.
+def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, name: str = "ASPO") -> str:
+    """The verdict on ``name`` (ASPO as released, or ASPO-flip) vs GRPO by fixed rules.
 
     per update: the probe's paired entropy change ASPO - GRPO has a 95% CI above 0 ("real"), below 0
     ("reversed"), or containing 0 ("not shown"). accumulates: the mean entropy of the last steps, ASPO
@@ -442,22 +442,24 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None) -> s
     accumulate" = real per update and not accumulating; refuted = not real per update and not
     accumulating (or an accuracy cost); anything else is mixed and said as such.
     """
-    if "ASPO" not in results or "GRPO" not in results:
-        return "Verdict: not judged (ASPO and GRPO were not both run)."
-    a, g = results["ASPO"], results["GRPO"]
+    if name not in results or "GRPO" not in results:
+        return f"Verdict: not judged ({name} and GRPO were not both run)."
+    a, g = results[name], results["GRPO"]
     diffs = [x - y for x, y in zip(a["tail"]["entropy"], g["tail"]["entropy"])]
     m, lo, hi = mean_ci(diffs)
     if len(diffs) >= 3:
         acc_up = lo > 0
         acc_txt = (
-            f"last-steps entropy ASPO - GRPO {_ci((m, lo, hi))} nats (paired by seed, {len(diffs)} seeds)"
+            f"last-steps entropy {name} - GRPO {_ci((m, lo, hi))} nats (paired by seed, {len(diffs)} seeds)"
         )
     else:
         spread = sum(
             statistics.stdev(r["tail"]["entropy"]) if len(r["tail"]["entropy"]) > 1 else 0.0 for r in (a, g)
         )
         acc_up = m > spread
-        acc_txt = f"last-steps entropy ASPO - GRPO {m:+.4f} nats ({len(diffs)} seed(s), spread {spread:.4f})"
+        acc_txt = (
+            f"last-steps entropy {name} - GRPO {m:+.4f} nats ({len(diffs)} seed(s), spread {spread:.4f})"
+        )
     if m != m or prb is None or not prb["batches"]:
         return (
             "Verdict: NOT JUDGED (a run made no policy update, or the probe found no batch with reward "
@@ -470,14 +472,15 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None) -> s
         )
     fa, fg = statistics.mean(a["final"]["avg_at_k"]), statistics.mean(g["final"]["avg_at_k"])
     no_cost = fa >= fg - 0.02
-    if prb is None or "ASPO" not in prb["paired"]:
+    if prb is None or name not in prb["paired"]:
         per, per_txt = None, "no probe"
     else:
-        pm, plo, phi = prb["paired"]["ASPO"]
+        pm, plo, phi = prb["paired"][name]
         per = "real" if plo > 0 else "reversed" if phi < 0 else "not shown"
         per_txt = (
-            f"per-update entropy change ASPO - GRPO {_ci(prb['paired']['ASPO'])} nats over "
-            f"{prb['batches']} paired batches ({per})"
+            f"per-update entropy change {name} - GRPO {_ci(prb['paired'][name])} nats over "
+            f"{prb['batches']} paired batches ({per}; on the fork tokens, not part of the rule: "
+            f"{_ci(prb['paired_fork'][name]) if 'paired_fork' in prb else 'n/a'})"
         )
     if per == "real" and acc_up and no_cost:
         word = "CONFIRMED"
@@ -490,8 +493,8 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None) -> s
     else:
         word = "MIXED"
     return (
-        f"Verdict on 'ASPO keeps entropy higher than GRPO at no accuracy cost': {word}. {per_txt}; "
-        f"{acc_txt}; final held-out avg@k ASPO {fa:.3f} vs GRPO {fg:.3f} (within 0.02 counts as no cost)."
+        f"Verdict on '{name} keeps entropy higher than GRPO at no accuracy cost': {word}. {per_txt}; "
+        f"{acc_txt}; final held-out avg@k {name} {fa:.3f} vs GRPO {fg:.3f} (within 0.02 counts as no cost)."
     )
 
 
@@ -664,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         else "not run."
     )
     text = verdict(results, prb)
+    if "ASPO-flip" in results:  # the flip alone (clips 0.2, no KL): is the ratio flip what does it?
+        text += "\n\n" + verdict(results, prb, "ASPO-flip")
     settings = (
         f"{steps} RL steps x {len(seeds)} seeds {seeds} per variant, {batch} prompts x {cfg.rollout.n} samples "
         f"per step (dynamic sampling up to {cfg.rollout.max_gen_batches} rounds), {a.epochs} epochs x "
