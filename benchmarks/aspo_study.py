@@ -653,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     table = common.md_table(header, rows)
     before = results[names[0]]
     start = (
-        f"Start (SFT checkpoint, same for all): held-out avg@{k} {before['avg_at_k'][0]:.3f}, pass@{k} "
+        f"Start (SFT checkpoint, same for all; held-out numbers: mean of the seeds' evaluations, each with its own "
+        f"sampling seed): held-out avg@{k} {before['avg_at_k'][0]:.3f}, pass@{k} "
         f"{before['pass_at_k'][0]:.3f}; probe batches' mean token entropy "
         f"{statistics.mean(prb['entropy_before']):.3f} nats."
         if prb and prb["entropy_before"]

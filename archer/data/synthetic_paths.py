@@ -9,16 +9,18 @@ of the operands (a left fold over a permutation), all ending in ``\\boxed{18}``,
 verifier (``archer.rewards.math``). A problem with k distinct operands has k! distinct paths.
 
 SFT demonstrations (:func:`paths_sft_examples`) use a uniformly random order per example, so the
-SFT policy is genuinely uncertain at the "fork" tokens (the first operand: ~ln 4 = 1.39 nats for four
-distinct operands; later choices less); the arithmetic of long sums is where it slips, giving a
-moderate pass@1 with pass@k well above it. A response is 20+ tokens.
+demonstrations' first operand carries up to ln 4 = 1.39 nats; the SFT policy of ``tiny_paths`` measured
+1.16 nats on its top-20% entropy tokens at the first RL step, held-out avg@8 0.22 with pass@8 0.82, and
+~31-token responses (``benchmarks/results/aspo_study.md``).
 
 :func:`solution_path` reads the path back from a response (the sequence of step texts if every step is
 right and the box holds the answer, else None), so a run can count distinct correct paths per problem.
 
 Splits are disjoint by construction, as in :mod:`archer.data.synthetic`: the text's hash decides.
 
-Limits: only addition (no carries beyond two digits matter); the language is one fixed template; a
+Limits: a tiny model often reaches the right box through unfaithful steps (wrong operands copied):
+the verifier counts those correct, :func:`solution_path` does not (46 vs 2 of 192 SFT samples measured),
+so "distinct correct paths" is a strict, sparse measure. Only addition (no carries beyond two digits matter); the language is one fixed template; a
 path is the order of the operands, so problems with repeated operands have fewer distinct paths.
 """
 
