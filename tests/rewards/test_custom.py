@@ -13,7 +13,7 @@ from archer.rewards.custom import combine, load_reward_function, trl_columns
 from archer.rewards.types import RewardResult
 from archer.train.scorer import CustomRewardScorer, build_run_scorer
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_reward.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_reward.py"
 
 
 def _p(i: int, answer: str = "4", **meta) -> Problem:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_rollout import _CopyLM  # same folder (pytest prepends it to sys.path)
+from test_hf import _CopyLM  # same folder (pytest prepends it to sys.path)
 
 from archer.data.synthetic import tokenizer_corpus
 from archer.models import build_tokenizer

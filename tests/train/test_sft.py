@@ -186,6 +186,6 @@ def test_sft_cli_chat_template_option_for_a_tokenizer_without_one(tmp_path, caps
     args = ["--data", str(data), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--max-steps", "1"]
     assert main(args) == 2
     assert "--chat-template" in capsys.readouterr().err
-    template = Path(__file__).resolve().parents[1] / "examples" / "chatml.jinja"
+    template = Path(__file__).resolve().parents[2] / "examples" / "chatml.jinja"
     assert main(args + ["--chat-template", str(template)]) == 0
     assert (tmp_path / "out" / "config.json").is_file()

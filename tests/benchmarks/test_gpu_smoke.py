@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_smoke.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
