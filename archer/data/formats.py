@@ -226,7 +226,9 @@ BUNDLED: dict[str, str] = {
     "code_contests_sample": "code/code_contests_sample.jsonl",
 }
 # generated held-out sets: the same problems the default demos (tiny_math, tiny_code) evaluate on
-SYNTHETIC = ("synthetic_math", "synthetic_code")
+# a bundled generator's held-out problems are those of the recipe that trains on it (its data.* settings)
+SYNTHETIC_RECIPES = {"synthetic_math": "tiny_math", "synthetic_code": "tiny_code", "synthetic_paths": "tiny_paths"}
+SYNTHETIC = tuple(SYNTHETIC_RECIPES)
 SYNTHETIC_DEFAULT_N = 64
 
 
@@ -249,13 +251,12 @@ def resolve_data_path(path: str | Path) -> Path | str:
 
 
 def _synthetic(name: str, limit: int | None) -> list[Problem]:
-    from archer.data import synthetic
+    """The held-out problems of the recipe that trains on generator ``name`` (same seed and settings)."""
+    from archer.config import load_config
+    from archer.train.rl_setup import load_problems
 
     n = SYNTHETIC_DEFAULT_N if limit is None else max(0, limit)
-    if name == "synthetic_math":  # tiny_math's generator and held-out seed (data.seed 0 + 1)
-        level = synthetic.MathTaskConfig(min_operands=3, max_operands=3, max_value=9, ops=("+", "-"))
-        return synthetic.math_problems(n, split="test", seed=1, level=level)
-    return synthetic.code_problems(n, split="test", seed=1)
+    return load_problems(load_config(SYNTHETIC_RECIPES[name], [f"data.num_eval={n}", "data.num_train=1"]))[1]
 
 
 def load_dataset(

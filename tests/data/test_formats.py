@@ -191,3 +191,15 @@ def test_chat_prompts_round_trip_in_archer_parquet(tmp_path):
              Problem("x/2", "plain", "code", tests={"assert": ["assert f()"], "entry_point": "f"})]
     back = load_dataset(save_problems(probs, tmp_path / "p.parquet"))
     assert [p.to_dict() for p in back] == [p.to_dict() for p in probs]
+
+
+def test_every_bundled_generator_is_an_eval_name_giving_its_recipes_held_out_problems():
+    from archer.config import load_config
+    from archer.data.formats import SYNTHETIC_RECIPES, load_dataset
+    from archer.train.rl_setup import GENERATORS, load_problems
+
+    assert set(SYNTHETIC_RECIPES) == set(GENERATORS)
+    for name, recipe in SYNTHETIC_RECIPES.items():
+        got = load_dataset(name, limit=5)
+        want = load_problems(load_config(recipe, ["data.num_eval=5"]))[1]
+        assert [p.id for p in got] == [p.id for p in want] and len(got) == 5, name
