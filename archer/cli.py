@@ -79,5 +79,6 @@ def _main(argv: list[str]) -> int:
         print(f"archer {name}: error: {exc}", file=sys.stderr)
         return 2
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

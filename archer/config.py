@@ -389,8 +389,13 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
 
 
 # loss parameters the trainer sets from elsewhere in the config: their one home is named here
-_TRAINER_SET_PARAMS = {"agg": "algo.agg", "loss_normalizer": "the trainer", "rollout_log_prob": "the trainer",
-                       "entropy_coef": "algo.entropy_coef", "tis_cap": "algo.tis_cap"}
+_TRAINER_SET_PARAMS = {
+    "agg": "algo.agg",
+    "loss_normalizer": "the trainer",
+    "rollout_log_prob": "the trainer",
+    "entropy_coef": "algo.entropy_coef",
+    "tis_cap": "algo.tis_cap",
+}
 
 
 def _check_loss_params(loss: str, params: dict[str, Any]) -> None:
@@ -399,8 +404,10 @@ def _check_loss_params(loss: str, params: dict[str, Any]) -> None:
 
     reserved = sorted(set(params) & set(_TRAINER_SET_PARAMS))
     if reserved:
-        raise ConfigError(f"algo.loss_params.{reserved[0]}: set by the trainer; use "
-                          f"{_TRAINER_SET_PARAMS[reserved[0]]} instead")
+        raise ConfigError(
+            f"algo.loss_params.{reserved[0]}: set by the trainer; use "
+            f"{_TRAINER_SET_PARAMS[reserved[0]]} instead"
+        )
     try:
         POLICY_LOSSES[loss].resolve(loss, dict(params))
     except ValueError as exc:
@@ -419,17 +426,35 @@ def _one_of(value: Any, valid: tuple[str, ...] | list[str], name: str) -> None:
 
 def validate(cfg: Config) -> Config:
     """Range and name checks across the whole config; raises :class:`ConfigError` naming the field."""
-    m, d, r, a, o, t, e, res = (cfg.model, cfg.data, cfg.rollout, cfg.algo, cfg.optim, cfg.trainer,
-                                cfg.eval, cfg.resources)
+    m, d, r, a, o, t, e, res = (
+        cfg.model,
+        cfg.data,
+        cfg.rollout,
+        cfg.algo,
+        cfg.optim,
+        cfg.trainer,
+        cfg.eval,
+        cfg.resources,
+    )
     _one_of(m.dtype, ("float32", "bfloat16"), "model.dtype")
     _check(m.lora.rank >= 0, "model.lora.rank", "must be >= 0")
     _check(m.lora.alpha > 0, "model.lora.alpha", "must be > 0")
     _check(0 <= m.lora.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
     _check(len(m.lora.target_modules) > 0, "model.lora.target_modules", "must not be empty")
-    _check(not (m.lora.rank > 0 and t.strategy == "fsdp"), "model.lora",
-           "LoRA with trainer.strategy=fsdp is not supported (adapters are small: use ddp)")
-    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "sft_batch_size",
-                 "sft_max_len"):
+    _check(
+        not (m.lora.rank > 0 and t.strategy == "fsdp"),
+        "model.lora",
+        "LoRA with trainer.strategy=fsdp is not supported (adapters are small: use ddp)",
+    )
+    for name in (
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "intermediate_size",
+        "vocab_size",
+        "sft_batch_size",
+        "sft_max_len",
+    ):
         _check(getattr(m, name) > 0, f"model.{name}", "must be > 0")
     _check(m.hidden_size % m.num_heads == 0, "model.num_heads", "must divide model.hidden_size")
     _check(m.sft_epochs >= 0 and m.sft_examples >= 0, "model.sft_epochs", "must be >= 0")
@@ -477,8 +502,7 @@ def validate(cfg: Config) -> Config:
     _one_of(a.advantage, advantage_names(), "algo.advantage")
     _one_of(a.agg, tuple(AGG_MODES), "algo.agg")
     _check_loss_params(a.loss, a.loss_params)
-    for name in ("entropy_coef", "entropy_delta", "entropy_max_coef", "pos_nll_coef",
-                 "overlong_penalty"):
+    for name in ("entropy_coef", "entropy_delta", "entropy_max_coef", "pos_nll_coef", "overlong_penalty"):
         _check(getattr(a, name) >= 0, f"algo.{name}", "must be >= 0")
     _check(a.overlong_buffer >= 0, "algo.overlong_buffer", "must be >= 0")
     if a.tis_cap is not None:
@@ -486,7 +510,9 @@ def validate(cfg: Config) -> Config:
     if a.entropy_target is not None:
         _check(a.entropy_target > 0, "algo.entropy_target", "must be > 0")
     _check(o.lr > 0, "optim.lr", "must be > 0")
-    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)")
+    _check(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)"
+    )
     _check(o.eps > 0, "optim.eps", "must be > 0")
     _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
@@ -500,8 +526,11 @@ def validate(cfg: Config) -> Config:
     _check(t.save_every >= 0, "trainer.save_every", "must be >= 0")
     _check(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
     _one_of(t.strategy, ("ddp", "fsdp"), "trainer.strategy")
-    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "trainer.device",
-           f"unknown device {t.device!r}; valid: auto, cpu, cuda, cuda:N")
+    _check(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        "trainer.device",
+        f"unknown device {t.device!r}; valid: auto, cpu, cuda, cuda:N",
+    )
     if t.threads is not None:
         _check(t.threads >= 1, "trainer.threads", "must be >= 1")
     _check(e.n >= 1, "eval.n", "must be >= 1")
@@ -520,8 +549,11 @@ def validate(cfg: Config) -> Config:
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
     _check_first_hour(cfg)
-    _check(not r.one_step_off_policy or res.rollout_workers > 0, "rollout.one_step_off_policy",
-           "needs resources.rollout_workers > 0 (generation overlaps training on other processes)")
+    _check(
+        not r.one_step_off_policy or res.rollout_workers > 0,
+        "rollout.one_step_off_policy",
+        "needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
+    )
     return cfg
 
 
@@ -536,8 +568,11 @@ def _check_first_hour(cfg: Config) -> None:
     if not isinstance(key, (str, bool)) or key not in _SFT_WARMUP:
         raise ConfigError(f"model.sft_warmup: unknown value {m.sft_warmup!r}; valid: auto, true, false")
     m.sft_warmup = _SFT_WARMUP[key]
-    _check(m.sft_warmup is not True or (m.sft_epochs > 0 and m.sft_examples > 0), "model.sft_warmup",
-           "true needs model.sft_epochs > 0 and model.sft_examples > 0")
+    _check(
+        m.sft_warmup is not True or (m.sft_epochs > 0 and m.sft_examples > 0),
+        "model.sft_warmup",
+        "true needs model.sft_epochs > 0 and model.sft_examples > 0",
+    )
     if d.chat_template is not None:
         from archer.data.prompts import read_chat_template
 
@@ -555,8 +590,11 @@ def _check_first_hour(cfg: Config) -> None:
             load_reward_function(rw.function, rw.signature)
         except ValueError as exc:
             raise ConfigError(f"reward.function: {exc}") from None
-        _check(rw.function_weight > 0 or rw.verifier_weight > 0, "reward.function_weight",
-               "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0")
+        _check(
+            rw.function_weight > 0 or rw.verifier_weight > 0,
+            "reward.function_weight",
+            "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0",
+        )
     from archer.train.logging import SINKS
 
     for i, name in enumerate(lg.sinks):

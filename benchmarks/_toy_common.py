@@ -36,16 +36,28 @@ CACHE = REPO / "runs" / "bench_cache"
 RESULTS = REPO / "benchmarks" / "results"
 
 # quick (smoke) mode: a much shorter SFT warm-up and a small evaluation
-QUICK_OVERRIDES = ["model.sft_examples=300", "model.sft_epochs=1", "data.num_eval=16", "eval.num_problems=16",
-                   "eval.n=4", "eval.ks=[1,4]"]
+QUICK_OVERRIDES = [
+    "model.sft_examples=300",
+    "model.sft_epochs=1",
+    "data.num_eval=16",
+    "eval.num_problems=16",
+    "eval.n=4",
+    "eval.ks=[1,4]",
+]
 
 
 # Logging off, no checkpoints, and 1 torch thread (the recipe's own setting too: on the shared, loaded 2-core
 # machine a 2-thread forward+backward of the tiny model measured 3-8x slower than 1 thread). Everything
 # else (task generator, SFT warm-up with slip noise, lr 1e-4 with 5 warm-up steps, 60 steps, 16 x 8
 # rollouts) comes from the recipe, so the benchmarks compare on the run that `archer train` makes.
-BENCH_OVERRIDES = ["logging.progress=false", "logging.tensorboard=false", "logging.plots=false",
-                   "trainer.save_every=0", "trainer.save_final=false", "trainer.threads=1"]
+BENCH_OVERRIDES = [
+    "logging.progress=false",
+    "logging.tensorboard=false",
+    "logging.plots=false",
+    "trainer.save_every=0",
+    "trainer.save_final=false",
+    "trainer.threads=1",
+]
 
 
 def toy_config(overrides: list[str] | None = None, *, quick: bool = False, recipe: str = "tiny_math") -> Any:
@@ -109,9 +121,19 @@ def evaluate_model(model: Any, tokenizer: Any, eval_problems: list[Any], cfg: An
     e = cfg.eval
     engine = HFEngine(model, tokenizer, device="cpu")
     t0 = time.time()
-    out = evaluate(engine, tokenizer, eval_problems, n=e.n, ks=e.ks, temperature=e.temperature, top_p=e.top_p,
-                   max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens, seed=seed,
-                   template=cfg.data.prompt_template, batch_size=16)
+    out = evaluate(
+        engine,
+        tokenizer,
+        eval_problems,
+        n=e.n,
+        ks=e.ks,
+        temperature=e.temperature,
+        top_p=e.top_p,
+        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+        seed=seed,
+        template=cfg.data.prompt_template,
+        batch_size=16,
+    )
     out.pop("records", None)
     out["seconds"] = round(time.time() - t0, 1)
     return out
@@ -127,10 +149,12 @@ def machine_note() -> str:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
-            f"{platform.python_version()}, torch {torch.__version__}; load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers were loading the same cores, so "
-            "absolute times are noisy; both sides of a comparison ran back to back under the same load).")
+    return (
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
+        f"{platform.python_version()}, torch {torch.__version__}; load average at the end "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers were loading the same cores, so "
+        "absolute times are noisy; both sides of a comparison ran back to back under the same load)."
+    )
 
 
 def md_table(header: list[str], rows: list[list[Any]]) -> str:

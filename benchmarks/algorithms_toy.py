@@ -49,11 +49,25 @@ VARIANTS: dict[str, list[str]] = {
     "DAPO": ["algo.loss=dapo"],
     "GPPO": ["algo.loss=gppo"],
 }
-COLORS = {"ASPO": "tab:red", "DTC": "tab:orange", "GRPO": "tab:blue", "DAPO": "tab:green", "GPPO": "tab:purple"}
+COLORS = {
+    "ASPO": "tab:red",
+    "DTC": "tab:orange",
+    "GRPO": "tab:blue",
+    "DAPO": "tab:green",
+    "GPPO": "tab:purple",
+}
 
 
-def run_variant(name: str, seed: int, base: list[str], quick: bool, ckpt: Path, train: list[Any],
-                evals: list[Any], cache: Path) -> dict[str, Any]:
+def run_variant(
+    name: str,
+    seed: int,
+    base: list[str],
+    quick: bool,
+    ckpt: Path,
+    train: list[Any],
+    evals: list[Any],
+    cache: Path,
+) -> dict[str, Any]:
     """One loss, one RL seed (``trainer.seed``: sampling and mini-batch order; the data and the SFT
     checkpoint stay the same)."""
     from archer.train.rl import train as rl_train
@@ -69,17 +83,30 @@ def run_variant(name: str, seed: int, base: list[str], quick: bool, ckpt: Path, 
             return old
     model, tok = common.load_policy(ckpt)
     t0 = time.time()
-    out = rl_train(cfg, run_dir=cache / f"run_{name}_s{seed}", model=model, tokenizer=tok, train_problems=train,
-                   eval_problems=[])
+    out = rl_train(
+        cfg,
+        run_dir=cache / f"run_{name}_s{seed}",
+        model=model,
+        tokenizer=tok,
+        train_problems=train,
+        eval_problems=[],
+    )
     wall = time.time() - t0
     hist = out["history"]
     after = common.evaluate_model(model, tok, evals, cfg)
-    res = {"name": name, "seed": seed, "key": key, "wall": wall, "after": after,
-           "reward": [h["reward/mean"] for h in hist], "accuracy": [h["reward/accuracy"] for h in hist],
-           # a step with no signal makes no update and has no entropy measurement
-           "entropy": [h.get("actor/entropy") for h in hist],
-           "step_time": [h["time/step"] for h in hist],
-           "optimizer_steps": sum(h.get("update/optimizer_steps", 0) for h in hist)}
+    res = {
+        "name": name,
+        "seed": seed,
+        "key": key,
+        "wall": wall,
+        "after": after,
+        "reward": [h["reward/mean"] for h in hist],
+        "accuracy": [h["reward/accuracy"] for h in hist],
+        # a step with no signal makes no update and has no entropy measurement
+        "entropy": [h.get("actor/entropy") for h in hist],
+        "step_time": [h["time/step"] for h in hist],
+        "optimizer_steps": sum(h.get("update/optimizer_steps", 0) for h in hist),
+    }
     f.write_text(json.dumps(res))
     print(f"{name} seed {seed}: {wall:.0f} s, after {after}", flush=True)
     return res
@@ -110,15 +137,18 @@ def _mean_sd(vals: list[float]) -> str:
 
 def combine(name: str, runs: list[dict[str, Any]], keys: list[str], k: int) -> dict[str, Any]:
     """Seed-averaged curves and the per-seed numbers of one loss."""
-    return {"name": name, "seeds": [r["seed"] for r in runs],
-            **{c: _mean_curve(runs, c) for c in ("reward", "accuracy", "entropy")},
-            "after": {m: statistics.mean(r["after"][m] for r in runs) for m in keys},
-            "after_all": {m: [r["after"][m] for r in runs] for m in keys},
-            "tail_acc": [_tail_mean(r["accuracy"], k) for r in runs],
-            "tail_ent": [_tail_mean(r["entropy"], k) for r in runs],
-            "first_ent": [next((v for v in r["entropy"] if v is not None), float("nan")) for r in runs],
-            "optimizer_steps": statistics.mean(r["optimizer_steps"] for r in runs),
-            "wall": statistics.mean(r["wall"] for r in runs)}
+    return {
+        "name": name,
+        "seeds": [r["seed"] for r in runs],
+        **{c: _mean_curve(runs, c) for c in ("reward", "accuracy", "entropy")},
+        "after": {m: statistics.mean(r["after"][m] for r in runs) for m in keys},
+        "after_all": {m: [r["after"][m] for r in runs] for m in keys},
+        "tail_acc": [_tail_mean(r["accuracy"], k) for r in runs],
+        "tail_ent": [_tail_mean(r["entropy"], k) for r in runs],
+        "first_ent": [next((v for v in r["entropy"] if v is not None), float("nan")) for r in runs],
+        "optimizer_steps": statistics.mean(r["optimizer_steps"] for r in runs),
+        "wall": statistics.mean(r["wall"] for r in runs),
+    }
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -128,13 +158,25 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, key, label in zip(axes, ("reward", "accuracy", "entropy"),
-                              ("mean reward (sampled)", "accuracy (sampled)", "token entropy (nats)")):
+    for ax, key, label in zip(
+        axes,
+        ("reward", "accuracy", "entropy"),
+        ("mean reward (sampled)", "accuracy (sampled)", "token entropy (nats)"),
+    ):
         for r in results:
             pts = [(i + 1, v) for i, v in enumerate(r[key]) if v is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.5,
-                    color=COLORS.get(r["name"]), label=r["name"])
-        if key == "entropy":  # log scale: one diverging loss (entropy ~3 nats) would flatten the others (~0.05)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                ms=3,
+                lw=1.5,
+                color=COLORS.get(r["name"]),
+                label=r["name"],
+            )
+        if (
+            key == "entropy"
+        ):  # log scale: one diverging loss (entropy ~3 nats) would flatten the others (~0.05)
             ax.set_yscale("log")
         ax.set_xlabel("RL step")
         ax.set_title(label)
@@ -148,17 +190,29 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per variant (default: the recipe's; quick 2)")
-    ap.add_argument("--epochs", type=int, default=3, help="trainer.ppo_epochs (passes over each rollout batch)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="RL steps per variant (default: the recipe's; quick 2)"
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="trainer.ppo_epochs (passes over each rollout batch)"
+    )
     ap.add_argument("--mini-batches", type=int, default=4, help="trainer.mini_batches per rollout batch")
-    ap.add_argument("--seeds", default="0", help="comma-separated RL seeds (trainer.seed); curves are averaged")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    ap.add_argument(
+        "--seeds", default="0", help="comma-separated RL seeds (trainer.seed); curves are averaged"
+    )
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}"
+    )
     ap.add_argument("--lr", type=float, default=None, help="optim.lr (default: the recipe's)")
-    ap.add_argument("--threads", type=int, default=1, help="trainer.threads (1 is faster on a loaded machine)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="trainer.threads (1 is faster on a loaded machine)"
+    )
     ap.add_argument("--last", type=int, default=5, help="steps averaged for the 'last steps' columns")
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny SFT, 2 steps, small eval")
     ap.add_argument("--fresh", action="store_true", help="ignore finished variants kept from an earlier run")
-    ap.add_argument("--out-dir", default=None, help="where the .md/.png go (default benchmarks/results; quick: runs/)")
+    ap.add_argument(
+        "--out-dir", default=None, help="where the .md/.png go (default benchmarks/results; quick: runs/)"
+    )
     a = ap.parse_args(argv)
     names = [n.strip() for n in a.variants.split(",") if n.strip()]
     bad = [n for n in names if n not in VARIANTS]
@@ -166,13 +220,25 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     steps = a.steps or (2 if a.quick else common.toy_config().trainer.steps)
-    base = [f"trainer.steps={steps}", f"trainer.ppo_epochs={a.epochs}", f"trainer.mini_batches={a.mini_batches}",
-            f"trainer.threads={a.threads}"] + ([f"optim.lr={a.lr}"] if a.lr else [])
+    base = [
+        f"trainer.steps={steps}",
+        f"trainer.ppo_epochs={a.epochs}",
+        f"trainer.mini_batches={a.mini_batches}",
+        f"trainer.threads={a.threads}",
+    ] + ([f"optim.lr={a.lr}"] if a.lr else [])
     if a.quick:
         # zero-variance groups kept: the barely trained model gets no reward, and the update path still runs
-        base += ["rollout.batch_size=4", "rollout.n=4", "rollout.dynamic_sampling=false", "algo.filter_zero_variance=false"]
-    out_dir = Path(a.out_dir) if a.out_dir else (common.REPO / "runs" / "bench_logs" / "algorithms_toy_quick"
-                                                 if a.quick else common.RESULTS)
+        base += [
+            "rollout.batch_size=4",
+            "rollout.n=4",
+            "rollout.dynamic_sampling=false",
+            "algo.filter_zero_variance=false",
+        ]
+    out_dir = (
+        Path(a.out_dir)
+        if a.out_dir
+        else (common.REPO / "runs" / "bench_logs" / "algorithms_toy_quick" if a.quick else common.RESULTS)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = common.REPO / "runs" / "bench_logs" / ("algorithms_toy_quick" if a.quick else "algorithms_toy")
     cache.mkdir(parents=True, exist_ok=True)
@@ -193,27 +259,44 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_variant(n, s, base, a.quick, ckpt, train, evals, cache) for s in seeds]
         results.append(combine(n, runs, keys, k))
 
-    header = (["loss", f"held-out {keys[0]} before -> after"] + [f"{m} before -> after" for m in keys[1:]]
-              + [f"train acc (last {k})", f"entropy (last {k})", "entropy step 1", "optimizer steps", "wall s"])
+    header = (
+        ["loss", f"held-out {keys[0]} before -> after"]
+        + [f"{m} before -> after" for m in keys[1:]]
+        + [f"train acc (last {k})", f"entropy (last {k})", "entropy step 1", "optimizer steps", "wall s"]
+    )
     rows = []
     for r in results:
-        rows.append([r["name"]] + [f"{before[m]:.3f} -> {_mean_sd(r['after_all'][m])}" for m in keys]
-                    + [_mean_sd(r["tail_acc"]), _mean_sd(r["tail_ent"]), _mean_sd(r["first_ent"]),
-                       r["optimizer_steps"], r["wall"]])
+        rows.append(
+            [r["name"]]
+            + [f"{before[m]:.3f} -> {_mean_sd(r['after_all'][m])}" for m in keys]
+            + [
+                _mean_sd(r["tail_acc"]),
+                _mean_sd(r["tail_ent"]),
+                _mean_sd(r["first_ent"]),
+                r["optimizer_steps"],
+                r["wall"],
+            ]
+        )
     table = common.md_table(header, rows)
     verdict = _verdict(results, keys[0])
-    settings = (f"{steps} RL steps per loss, seeds {seeds} (mean ± sd over seeds), 16 prompts x 8 samples, "
-                f"{a.epochs} epochs x {a.mini_batches} mini-batches per rollout batch (off-policy after the first "
-                f"mini-batch), recipe otherwise unchanged (lr {cfg.optim.lr:g} with {cfg.optim.warmup_steps} warm-up steps, "
-                f"dynamic sampling on), {a.threads} torch thread(s); held-out eval on {len(evals)} problems x {cfg.eval.n} samples.")
+    settings = (
+        f"{steps} RL steps per loss, seeds {seeds} (mean ± sd over seeds), 16 prompts x 8 samples, "
+        f"{a.epochs} epochs x {a.mini_batches} mini-batches per rollout batch (off-policy after the first "
+        f"mini-batch), recipe otherwise unchanged (lr {cfg.optim.lr:g} with {cfg.optim.warmup_steps} warm-up steps, "
+        f"dynamic sampling on), {a.threads} torch thread(s); held-out eval on {len(evals)} problems x {cfg.eval.n} samples."
+    )
     print(table + "\n\n" + verdict)
-    plot(results, out_dir / "algorithms_toy.png",
-         f"tiny_math toy, {steps} steps, {a.epochs} epochs x {a.mini_batches} mini-batches, seeds {seeds}")
+    plot(
+        results,
+        out_dir / "algorithms_toy.png",
+        f"tiny_math toy, {steps} steps, {a.epochs} epochs x {a.mini_batches} mini-batches, seeds {seeds}",
+    )
     cmd = " ".join(argv if argv is not None else sys.argv[1:])
     (out_dir / "algorithms_toy.md").write_text(
         f"# algorithms_toy\n\n`python benchmarks/algorithms_toy.py {cmd}`\n\n{table}\n\n{verdict}\n\n"
         f"![curves](algorithms_toy.png)\n\nSettings: {settings} "
-        f"{'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}{common.machine_note()}\n")
+        f"{'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}{common.machine_note()}\n"
+    )
     return 0
 
 
@@ -234,10 +317,12 @@ def _verdict(results: list[dict[str, Any]], acc_key: str) -> str:
         held = "HELD"
     else:
         held = "DID NOT HOLD"
-    return (f"Archer2.0 claim (ASPO entropy higher than GRPO's at no accuracy cost) {held} on this toy: "
-            f"policy entropy over the last steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
-            f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a difference within 0.02 counts as no loss); "
-            f"{len(a['seeds'])} seed(s), short run on a 0.57M-parameter model.")
+    return (
+        f"Archer2.0 claim (ASPO entropy higher than GRPO's at no accuracy cost) {held} on this toy: "
+        f"policy entropy over the last steps ASPO {ea:.3f} vs GRPO {eg:.3f} nats; held-out {acc_key} after "
+        f"ASPO {aa:.3f} vs GRPO {ag:.3f} (a difference within 0.02 counts as no loss); "
+        f"{len(a['seeds'])} seed(s), short run on a 0.57M-parameter model."
+    )
 
 
 if __name__ == "__main__":

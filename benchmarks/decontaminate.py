@@ -38,13 +38,17 @@ N = 9
 
 def shared_data_dir() -> Path:
     env = os.environ.get("ARCHER_SHARED_DATA")
-    for c in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1] / "archer" / "data" / "bundled"]:
+    for c in ([Path(env)] if env else []) + [
+        Path(__file__).resolve().parents[1] / "archer" / "data" / "bundled"
+    ]:
         if c.is_dir():
             return c
     raise SystemExit("shared data folder not found; set ARCHER_SHARED_DATA")
 
 
-def synthetic_prompts(evals: list[Problem], size: int, seed: int = 0) -> tuple[list[Problem], np.ndarray, np.ndarray]:
+def synthetic_prompts(
+    evals: list[Problem], size: int, seed: int = 0
+) -> tuple[list[Problem], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     eval_words = [normalize_text(problem_text(p)).split() for p in evals]
     vocab = sorted({w for ws in eval_words for w in ws}) + [f"filler{i}" for i in range(20000)]
@@ -80,8 +84,11 @@ def string_sets(problems: list[Problem], evals: list[Problem]) -> set[str]:
     for e in evals:
         index |= grams(problem_text(e))
     exact = {normalize_text(problem_text(e)) for e in evals}
-    return {p.id for p in problems
-            if normalize_text(problem_text(p)) in exact or not grams(problem_text(p)).isdisjoint(index)}
+    return {
+        p.id
+        for p in problems
+        if normalize_text(problem_text(p)) in exact or not grams(problem_text(p)).isdisjoint(index)
+    }
 
 
 def pairwise(problems: list[Problem], evals: list[Problem]) -> set[str]:
@@ -116,7 +123,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--pairwise-subset", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs for archer and string sets")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="best of this many runs for archer and string sets"
+    )
     args = ap.parse_args()
     data = shared_data_dir()
     evals = [p for f in sorted(data.rglob("*.jsonl")) for p in load_dataset(f)]
@@ -139,24 +148,34 @@ def main() -> None:
         recall = len(planted_ids & ours) / max(len(planted_ids), 1)
         false_pos = len(near_ids & ours)
         rows.append((size, words, t_ours, t_sets, t_pair, len(ours), len(planted_ids), recall, false_pos))
-        print(f"{size}: ours {t_ours:.2f}s, string sets {t_sets:.2f}s, pairwise ~{t_pair:.1f}s (extrapolated)")
-    header = ("| training rows | words | archer (hashed numpy) s | rows/s | Python string 9-gram sets s "
-              "| pairwise set intersection s (extrapolated) | speed-up vs sets | vs pairwise | flagged "
-              "| planted | recall | 8-word near misses flagged |")
+        print(
+            f"{size}: ours {t_ours:.2f}s, string sets {t_sets:.2f}s, pairwise ~{t_pair:.1f}s (extrapolated)"
+        )
+    header = (
+        "| training rows | words | archer (hashed numpy) s | rows/s | Python string 9-gram sets s "
+        "| pairwise set intersection s (extrapolated) | speed-up vs sets | vs pairwise | flagged "
+        "| planted | recall | 8-word near misses flagged |"
+    )
     print()
     print(header)
     print("|" + " --- |" * 12)
     base = rows[0]
     for size, words, t_o, t_s, t_p, flagged, planted_n, recall, fp in rows:
-        print(f"| {size} | {words} | {t_o:.2f} | {size / t_o:,.0f} | {t_s:.2f} | {t_p:.1f} | {t_s / t_o:.1f}x "
-              f"| {t_p / t_o:.0f}x | {flagged} | {planted_n} | {100 * recall:.0f}% | {fp} |")
+        print(
+            f"| {size} | {words} | {t_o:.2f} | {size / t_o:,.0f} | {t_s:.2f} | {t_p:.1f} | {t_s / t_o:.1f}x "
+            f"| {t_p / t_o:.0f}x | {flagged} | {planted_n} | {100 * recall:.0f}% | {fp} |"
+        )
     print()
     last = rows[-1]
-    print(f"scaling {base[0]} -> {last[0]} rows ({last[0] / base[0]:.0f}x): archer time x{last[2] / base[2]:.1f}, "
-          f"string sets x{last[3] / base[3]:.1f}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, numpy {np.__version__}; pairwise timed on the first "
-          f"{args.pairwise_subset} rows and scaled linearly; best of {args.repeats} runs for the others")
+    print(
+        f"scaling {base[0]} -> {last[0]} rows ({last[0] / base[0]:.0f}x): archer time x{last[2] / base[2]:.1f}, "
+        f"string sets x{last[3] / base[3]:.1f}"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, numpy {np.__version__}; pairwise timed on the first "
+        f"{args.pairwise_subset} rows and scaled linearly; best of {args.repeats} runs for the others"
+    )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,16 @@ def _rss_kib(field: str) -> int:
 def _model():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                      num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False,
-                      max_position_embeddings=1024)
+    cfg = Qwen2Config(
+        vocab_size=8192,
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+        max_position_embeddings=1024,
+    )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(cfg)
 
@@ -79,9 +86,14 @@ def _worker(rank: int, port: int, strategy: str, args: argparse.Namespace, out: 
     g = torch.Generator().manual_seed(rank)
     ids = torch.randint(0, 8192, (args.rows, args.seq), generator=g)  # [B, T]
     mask = torch.zeros(args.rows, args.seq)
-    mask[:, args.seq // 2:] = 1.0
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
-             "advantages": torch.randn(args.rows, generator=g), "rewards": torch.ones(args.rows)}
+    mask[:, args.seq // 2 :] = 1.0
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "response_mask": mask,
+        "advantages": torch.randn(args.rows, generator=g),
+        "rewards": torch.ones(args.rows),
+    }
     with torch.no_grad():
         batch["old_log_prob"] = scorer(ids, batch["attention_mask"], mask, with_entropy=False)[0]
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS counts from here
@@ -92,10 +104,18 @@ def _worker(rank: int, port: int, strategy: str, args: argparse.Namespace, out: 
     settings = UpdateSettings(loss="aspo", agg="token-mean", loss_params={"kl_coef": 0.0})
     for _ in range(args.steps):
         update_minibatch(scorer, opt, batch, [[i] for i in range(args.rows)], settings, world)
-    state = _local_bytes(list(scorer.parameters()) + [p.grad for p in scorer.parameters() if p.grad is not None]
-                         + [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim()])
-    result = {"rank": rank, "params": n_params, "state_mib": state / 2**20,
-              "peak_mib": (_rss_kib("VmHWM") - base) / 1024, "generate_peak_mib": peak_generate / 1024}
+    state = _local_bytes(
+        list(scorer.parameters())
+        + [p.grad for p in scorer.parameters() if p.grad is not None]
+        + [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim()]
+    )
+    result = {
+        "rank": rank,
+        "params": n_params,
+        "state_mib": state / 2**20,
+        "peak_mib": (_rss_kib("VmHWM") - base) / 1024,
+        "generate_peak_mib": peak_generate / 1024,
+    }
     Path(out, f"{strategy}_{rank}.json").write_text(json.dumps(result))
     world.close()
 
@@ -105,8 +125,16 @@ def _warm_up() -> None:
 
     from archer.train.rl_update import TokenScorer
 
-    tiny = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1))
+    tiny = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
     ids = torch.randint(0, 64, (1, 8))
     lp, _ = TokenScorer(tiny)(ids, torch.ones_like(ids), torch.ones(1, 8))
     lp.sum().backward()
@@ -141,19 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "0")
     with tempfile.TemporaryDirectory() as out:
         for strategy in ("ddp", "fsdp"):
-            mp.start_processes(_worker, args=(_port(), strategy, args, out), nprocs=2, join=True,
-                               start_method="spawn")
+            mp.start_processes(
+                _worker, args=(_port(), strategy, args, out), nprocs=2, join=True, start_method="spawn"
+            )
             results[strategy] = [json.loads(Path(out, f"{strategy}_{r}.json").read_text()) for r in range(2)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{results['ddp'][0]['params'] / 1e6:.1f}M parameters, 2 ranks, {args.rows} rows x {args.seq} tokens, "
-          f"{args.steps} AdamW steps + one generation")
-    print(f"{'strategy':8} {'rank':>4} {'model state MiB':>16} {'peak RSS MiB':>13} {'of which generation':>20}")
+    print(
+        f"{results['ddp'][0]['params'] / 1e6:.1f}M parameters, 2 ranks, {args.rows} rows x {args.seq} tokens, "
+        f"{args.steps} AdamW steps + one generation"
+    )
+    print(
+        f"{'strategy':8} {'rank':>4} {'model state MiB':>16} {'peak RSS MiB':>13} {'of which generation':>20}"
+    )
     for strategy, rows in results.items():
         for r in rows:
-            print(f"{strategy:8} {r['rank']:>4} {r['state_mib']:>16.1f} {r['peak_mib']:>13.1f} "
-                  f"{r['generate_peak_mib']:>20.1f}")
+            print(
+                f"{strategy:8} {r['rank']:>4} {r['state_mib']:>16.1f} {r['peak_mib']:>13.1f} "
+                f"{r['generate_peak_mib']:>20.1f}"
+            )
     for key in ("state_mib", "peak_mib"):
         ddp = max(r[key] for r in results["ddp"])
         fsdp = max(r[key] for r in results["fsdp"])

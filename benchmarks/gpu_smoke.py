@@ -32,12 +32,26 @@ def _model(tiny: bool):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if tiny:
-        config = Qwen2Config(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+        config = Qwen2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
     else:
-        config = Qwen2Config(vocab_size=VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                             tie_word_embeddings=True)
+        config = Qwen2Config(
+            vocab_size=VOCAB,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+        )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config)
 
@@ -66,16 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     enable_gradient_checkpointing(model)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     scorer = world.shard(TokenScorer(model.to(world.device)), torch.bfloat16)
-    precision = (lambda: torch.autocast(args.device, enabled=False)) if world.sharded else (
-        lambda: autocast(world.device, "bfloat16"))
+    precision = (
+        (lambda: torch.autocast(args.device, enabled=False))
+        if world.sharded
+        else (lambda: autocast(world.device, "bfloat16"))
+    )
     opt = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=1e-6)
     g = torch.Generator().manual_seed(world.rank)
-    ids = torch.randint(0, TINY_VOCAB if args.tiny else VOCAB, (args.rows, args.seq), generator=g).to(world.device)  # [B, T]
+    ids = torch.randint(0, TINY_VOCAB if args.tiny else VOCAB, (args.rows, args.seq), generator=g).to(
+        world.device
+    )  # [B, T]
     mask = torch.zeros_like(ids, dtype=torch.float32)
-    mask[:, args.seq // 2:] = 1.0  # the second half is the response
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
-             "advantages": torch.randn(args.rows, generator=g).to(world.device),
-             "rewards": torch.ones(args.rows, device=world.device)}
+    mask[:, args.seq // 2 :] = 1.0  # the second half is the response
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "response_mask": mask,
+        "advantages": torch.randn(args.rows, generator=g).to(world.device),
+        "rewards": torch.ones(args.rows, device=world.device),
+    }
     with torch.no_grad(), precision():
         batch["old_log_prob"] = scorer(ids, batch["attention_mask"], mask, with_entropy=False)[0]
     settings = UpdateSettings(loss="aspo", agg="token-mean", loss_params={"kl_coef": 0.0})
@@ -89,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         times.append(time.perf_counter() - t0)
         if world.main:
-            print(f"step {step}: {times[-1]:.2f} s, loss {metrics.get('loss', float('nan')):.4f}, "
-                  f"skipped {metrics['skipped_nonfinite']:.0f}")
+            print(
+                f"step {step}: {times[-1]:.2f} s, loss {metrics.get('loss', float('nan')):.4f}, "
+                f"skipped {metrics['skipped_nonfinite']:.0f}"
+            )
     steady = sum(times[1:]) / max(len(times) - 1, 1)
     tokens = args.rows * args.seq * world.size
     tps = tokens / steady
@@ -108,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     if world.main:
         name = torch.cuda.get_device_name() if cuda else "cpu"
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else "n/a"
-        print(f"gpu_smoke: {name} x{world.size} ({world.strategy}), {n_params / 1e6:.1f}M params, "
-              f"update {tps:,.0f} tokens/s, MFU {mfu:.1%}, generation {gen:,.0f} tokens/s, peak memory {peak}")
+        print(
+            f"gpu_smoke: {name} x{world.size} ({world.strategy}), {n_params / 1e6:.1f}M params, "
+            f"update {tps:,.0f} tokens/s, MFU {mfu:.1%}, generation {gen:,.0f} tokens/s, peak memory {peak}"
+        )
     world.close()
     return 0
 

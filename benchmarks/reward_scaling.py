@@ -101,8 +101,9 @@ def measure_rewards(items, workers=(1, 2)):
         scorer.close()
         # driver cost per chunk: 64 no-op items, one per chunk, 8 in flight (so round-trip latency is
         # overlapped and what remains is the serial submit / wait / get work per chunk)
-        scorer = RayRewardScorer(1, cpus_per_worker=1.0, chunk_size=1, max_in_flight=8,
-                                 verifiers={"math": noop_verifier})
+        scorer = RayRewardScorer(
+            1, cpus_per_worker=1.0, chunk_size=1, max_in_flight=8, verifiers={"math": noop_verifier}
+        )
         scorer.score(responses[:4], problems[:4])
         overhead["d_chunk"] = timed(lambda: scorer.score(responses[:64], problems[:64]), repeat=3) / 64
         scorer.close()
@@ -126,18 +127,23 @@ def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
             model = build_tiny_model(tok, hidden_size=hidden, num_layers=layers, num_heads=8, num_kv_heads=4)
 
             def factory(hidden=hidden, layers=layers):
-                return HFEngine(build_tiny_model(tok, hidden_size=hidden, num_layers=layers, num_heads=8,
-                                                 num_kv_heads=4), tok)
+                return HFEngine(
+                    build_tiny_model(tok, hidden_size=hidden, num_layers=layers, num_heads=8, num_kv_heads=4),
+                    tok,
+                )
 
             pool = RayRolloutPool(factory, num_workers=1, cpus_per_worker=1.0)
             pool.update_weights(model)  # actor up
             timings = [pool.update_weights(model) for _ in range(repeat)]
             pool.close()
             mb = sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 2**20
-            rows.append({
-                "params": count_parameters(model), "mb": mb,
-                **{k: statistics.median(t[k] for t in timings) for k in ("put_s", "load_s", "total_s")},
-            })
+            rows.append(
+                {
+                    "params": count_parameters(model),
+                    "mb": mb,
+                    **{k: statistics.median(t[k] for t in timings) for k in ("put_s", "load_s", "total_s")},
+                }
+            )
     finally:
         ray.shutdown()
     return rows
@@ -146,10 +152,16 @@ def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
 def render(rows, overhead, sync_rows, nodes=(1, 2, 4, 8, 16, 32), cpus_per_node=16, batch=4096) -> str:
     out = ["| items | backend | actors | n | seconds | items/s |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        out.append(f"| {r['kind']} | {r['backend']} | {r['workers']} | {r['n']} | {r['s']:.2f} | {r['n'] / r['s']:.1f} |")
+        out.append(
+            f"| {r['kind']} | {r['backend']} | {r['workers']} | {r['n']} | {r['s']:.2f} | {r['n'] / r['s']:.1f} |"
+        )
     o, d = overhead["o_batch"], overhead["d_chunk"]
-    out += ["", f"Measured overheads: per-batch round trip o_batch = {o * 1e3:.1f} ms, "
-            f"driver per-chunk d_chunk = {d * 1e3:.2f} ms.", ""]
+    out += [
+        "",
+        f"Measured overheads: per-batch round trip o_batch = {o * 1e3:.1f} ms, "
+        f"driver per-chunk d_chunk = {d * 1e3:.2f} ms.",
+        "",
+    ]
     c_item = {}
     for r in rows:
         if r["backend"] == "ray" and r["workers"] == 1:
@@ -158,26 +170,42 @@ def render(rows, overhead, sync_rows, nodes=(1, 2, 4, 8, 16, 32), cpus_per_node=
     for r in rows:
         if r["backend"] == "ray" and r["workers"] == 2:
             pred = o + max(r["n"] * c_item[r["kind"]] / 2, 8 * d)
-            check.append(f"{r['kind']}: predicted {r['n'] / pred:.1f} items/s for 2 actors, "
-                         f"measured {r['n'] / r['s']:.1f}")
-    out += ["Model check on this machine (2 cores, so 2 actors also compete with the driver): "
-            + "; ".join(check) + ".", ""]
+            check.append(
+                f"{r['kind']}: predicted {r['n'] / pred:.1f} items/s for 2 actors, "
+                f"measured {r['n'] / r['s']:.1f}"
+            )
+    out += [
+        "Model check on this machine (2 cores, so 2 actors also compete with the driver): "
+        + "; ".join(check)
+        + ".",
+        "",
+    ]
     kinds = sorted(c_item)
-    out += [f"Predicted throughput for a batch of {batch} items, N nodes x {cpus_per_node} CPUs "
-            "(one 1-CPU actor per CPU):", "",
-            "| nodes | actors | " + " | ".join(f"{k} items/s" for k in kinds) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
+    out += [
+        f"Predicted throughput for a batch of {batch} items, N nodes x {cpus_per_node} CPUs "
+        "(one 1-CPU actor per CPU):",
+        "",
+        "| nodes | actors | " + " | ".join(f"{k} items/s" for k in kinds) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in kinds) + " |",
+    ]
     for n_nodes in nodes:
         w = n_nodes * cpus_per_node
         cells = [f"{batch / (o + max(batch * c_item[k] / w, 4 * w * d)):.0f}" for k in kinds]
         out.append(f"| {n_nodes} | {w} | " + " | ".join(cells) + " |")
     crossover = ", ".join(f"{k} {(batch * c_item[k] / (4 * d)) ** 0.5:.0f}" for k in kinds)
     out += ["", f"Driver-bound beyond W* = sqrt(n c_item / (4 d_chunk)) actors: {crossover} (n = {batch})."]
-    out += ["", "Weight sync to 1 rollout actor on CPU (object store put + actor load_state_dict), median of 3:",
-            "", "| params | MB (fp32) | put s | load s | total s |", "| --- | --- | --- | --- | --- |"]
+    out += [
+        "",
+        "Weight sync to 1 rollout actor on CPU (object store put + actor load_state_dict), median of 3:",
+        "",
+        "| params | MB (fp32) | put s | load s | total s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in sync_rows:
-        out.append(f"| {r['params'] / 1e6:.1f}M | {r['mb']:.0f} | {r['put_s']:.3f} | {r['load_s']:.3f} | "
-                   f"{r['total_s']:.3f} |")
+        out.append(
+            f"| {r['params'] / 1e6:.1f}M | {r['mb']:.0f} | {r['put_s']:.3f} | {r['load_s']:.3f} | "
+            f"{r['total_s']:.3f} |"
+        )
     out += ["", "GPU weight sync (NCCL broadcast or CUDA IPC): not measured (no GPU on this machine)."]
     return "\n".join(out)
 
@@ -200,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         import ray
         import torch
 
-        header = (f"# reward_scaling\n\n`python benchmarks/reward_scaling.py --math {args.math} --code {args.code}`\n\n"
-                  f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.python_version()}, torch "
-                  f"{torch.__version__}, ray {ray.__version__}; other helpers were loading the same 2 cores "
-                  f"during the run (1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
-                  "at the end), so absolute numbers are noisy and 2 actors cannot show a 2x gain here.\n\n")
+        header = (
+            f"# reward_scaling\n\n`python benchmarks/reward_scaling.py --math {args.math} --code {args.code}`\n\n"
+            f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.python_version()}, torch "
+            f"{torch.__version__}, ray {ray.__version__}; other helpers were loading the same 2 cores "
+            f"during the run (1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
+            "at the end), so absolute numbers are noisy and 2 actors cannot show a 2x gain here.\n\n"
+        )
         Path(args.out).write_text(header + table + "\n")
     return 0
 

@@ -29,8 +29,17 @@ MODELS = {
 def _hf_generate(model, tok, prompts: list[str], n: int, new_tokens: int) -> int:
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        num_return_sequences=n,
+        pad_token_id=tok.pad_token_id,
+    )
     return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
 
@@ -50,8 +59,12 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
     tok = build_tokenizer(tokenizer_corpus(1000), vocab_size=512)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
-                                       tokenize=False) for p in math_problems(args.prompts, seed=0)]
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for p in math_problems(args.prompts, seed=0)
+    ]
     rows = []
     for name, kw in MODELS.items():
         model = build_tiny_model(tok, seed=0, **kw).eval()
@@ -67,7 +80,9 @@ def main() -> None:
                     best = min(best, time.perf_counter() - t)
                 cell[label] = ntok / best
             rows.append((name, count_parameters(model), threads, cell["generate"], cell["HFEngine"]))
-    print(f"batch {args.prompts} prompts x n={args.n}, {args.new_tokens} new tokens, T=1.0, best of {args.repeats}")
+    print(
+        f"batch {args.prompts} prompts x n={args.n}, {args.new_tokens} new tokens, T=1.0, best of {args.repeats}"
+    )
     print("| model | params | threads | generate tok/s | HFEngine tok/s | speed-up |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, params, threads, g, e in rows:

@@ -44,14 +44,19 @@ def load_workloads(cc_tests: int) -> dict[str, list[tuple[str, dict]]]:
     for r in rows:
         # the prompt as trusted setup where the test uses its helpers (HumanEval/32, 38, 50), as
         # score_code_problems does
-        tests = with_prompt_setup({"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n",
-                                   "entry_point": r["entry_point"]}, r["prompt"])
+        tests = with_prompt_setup(
+            {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"]},
+            r["prompt"],
+        )
         he.append((r["prompt"] + r["canonical_solution"], tests))
         he.append((r["prompt"] + "    return None\n", tests))
     cc = []
     for line in open(DATA / "code_contests_sample.jsonl"):
         cases = json.loads(json.loads(line)["test"])[:cc_tests]
-        tests = {"inputs": [c["input"]["stdin"] for c in cases], "outputs": [c["output"]["stdout"] for c in cases]}
+        tests = {
+            "inputs": [c["input"]["stdin"] for c in cases],
+            "outputs": [c["output"]["stdout"] for c in cases],
+        }
         table = {c["input"]["stdin"]: c["output"]["stdout"] for c in cases}
         cc.append((f"import sys\nsys.stdout.write({table!r}[sys.stdin.read()])\n", tests))
         cc.append(("print(-123456789)\n", tests))
@@ -68,8 +73,9 @@ def _naive_one(program: str, tests: dict, timeout: float, flags: tuple[str, ...]
             with open(path, "w") as f:
                 f.write(program + "\n\n" + tests["assert"])
             try:
-                proc = subprocess.run([sys.executable, *flags, path], capture_output=True, timeout=timeout,
-                                      cwd=tmp)
+                proc = subprocess.run(
+                    [sys.executable, *flags, path], capture_output=True, timeout=timeout, cwd=tmp
+                )
             except subprocess.TimeoutExpired:
                 return ["timeout"]
             if proc.returncode == 0:
@@ -80,8 +86,13 @@ def _naive_one(program: str, tests: dict, timeout: float, flags: tuple[str, ...]
         verdicts = []
         for inp, out in zip(tests["inputs"], tests["outputs"]):
             try:
-                proc = subprocess.run([sys.executable, *flags, path], input=inp.encode(), capture_output=True,
-                                      timeout=timeout, cwd=tmp)
+                proc = subprocess.run(
+                    [sys.executable, *flags, path],
+                    input=inp.encode(),
+                    capture_output=True,
+                    timeout=timeout,
+                    cwd=tmp,
+                )
                 if proc.returncode != 0:
                     v = "error"
                 else:
@@ -134,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             for base in ("naive", "naive_S"):
                 diff = [k for k, (a, b) in enumerate(zip(verdicts[base], verdicts["archer"])) if a != b]
                 assert not diff, f"{name}: {base} and archer verdicts differ at programs {diff[:10]}: " + str(
-                    [(verdicts[base][k], verdicts["archer"][k]) for k in diff[:5]])
+                    [(verdicts[base][k], verdicts["archer"][k]) for k in diff[:5]]
+                )
             runs = sum(sum(v != "skipped" for v in vs) for vs in verdicts["archer"])
             n_ok = sum(all(v == "ok" for v in vs) for vs in verdicts["archer"])
             rate = {k: len(items) / t for k, t in best.items()}
@@ -142,21 +154,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pool.close()
 
-    head = ("| workload | programs | test runs | programs passing | naive prog/s | naive `-I -S` prog/s "
-            "| archer prog/s | speed-up vs naive | vs naive `-I -S` | identical verdicts |")
+    head = (
+        "| workload | programs | test runs | programs passing | naive prog/s | naive `-I -S` prog/s "
+        "| archer prog/s | speed-up vs naive | vs naive `-I -S` | identical verdicts |"
+    )
     lines = [head, "|" + " --- |" * 10]
     for name, n, runs, ok, r, same in rows:
-        lines.append(f"| {name} | {n} | {runs} | {ok} | {r['naive']:.1f} | {r['naive_S']:.1f} | {r['archer']:.1f} "
-                     f"| {r['archer'] / r['naive']:.1f}x | {r['archer'] / r['naive_S']:.1f}x | {same} |")
+        lines.append(
+            f"| {name} | {n} | {runs} | {ok} | {r['naive']:.1f} | {r['naive_S']:.1f} | {r['archer']:.1f} "
+            f"| {r['archer'] / r['naive']:.1f}x | {r['archer'] / r['naive_S']:.1f}x | {same} |"
+        )
     layers = ", ".join(k for k in LAYERS if iso[k]) or "none"
     load = os.getloadavg()
-    note = (f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"{args.workers} parallel runs per runner, best of {args.repeats} interleaved passes; "
-            f"archer isolation: launcher {iso['launcher']}, layers: {layers}. Naive = one fresh "
-            f"`{Path(sys.executable).name}` per program (per test for stdin), no isolation; `-I -S` skips "
-            f"site-packages (the fastest fresh interpreter). "
-            f"Load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
-            f"(other processes shared the cores).\n")
+    note = (
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{args.workers} parallel runs per runner, best of {args.repeats} interleaved passes; "
+        f"archer isolation: launcher {iso['launcher']}, layers: {layers}. Naive = one fresh "
+        f"`{Path(sys.executable).name}` per program (per test for stdin), no isolation; `-I -S` skips "
+        f"site-packages (the fastest fresh interpreter). "
+        f"Load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
+        f"(other processes shared the cores).\n"
+    )
     table = "\n".join(lines) + "\n" + note
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,13 @@ from archer.models import build_tiny_model, build_tokenizer, count_parameters
 from archer.rollout import HFEngine, SamplingParams
 
 MODELS = {
-    "tiny_math (128x2)": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                          "intermediate_size": 512},
+    "tiny_math (128x2)": {
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "intermediate_size": 512,
+    },
     "24M (512x6)": {"hidden_size": 512, "num_layers": 6, "num_heads": 8, "num_kv_heads": 4},
 }
 
@@ -39,8 +44,17 @@ def _hf_generate(model, tok, prompts, n, new_tokens, _engine=None) -> int:
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
-        out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tok.pad_token_id,
+        )
     return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
 
@@ -53,22 +67,31 @@ def speed(args) -> None:
     from archer.rollout.vllm import VLLMEngine
 
     tok = build_tokenizer(tokenizer_corpus(1000), vocab_size=512)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
-                                       tokenize=False) for p in math_problems(args.prompts, seed=0)]
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for p in math_problems(args.prompts, seed=0)
+    ]
     torch.set_num_threads(args.threads)
     rows = []
     for name, kw in MODELS.items():
         model = build_tiny_model(tok, seed=0, **kw).eval()
         never = [len(tok) + 7]  # an id the model cannot sample: EOS disabled, as for generate
-        hf = HFEngine(model, tok, max_batch_size=len(prompts) * args.n, eos_token_ids=never, num_threads=args.threads)
+        hf = HFEngine(
+            model, tok, max_batch_size=len(prompts) * args.n, eos_token_ids=never, num_threads=args.threads
+        )
         t = time.perf_counter()
         vl = VLLMEngine(model, tok, ignore_eos=True, num_threads=args.threads, max_model_len=512)
         start_s = time.perf_counter() - t
         other = build_tiny_model(tok, seed=1, **kw)
         sync = min(vl.update_weights(other) for _ in range(3))
         cell = {}
-        for label, fn, eng in (("generate", _hf_generate, None), ("HFEngine", _run_engine, hf),
-                               ("vLLM", _run_engine, vl)):
+        for label, fn, eng in (
+            ("generate", _hf_generate, None),
+            ("HFEngine", _run_engine, hf),
+            ("vLLM", _run_engine, vl),
+        ):
             fn(model, tok, prompts, args.n, args.new_tokens, eng)  # warm-up
             best = float("inf")
             for _ in range(args.repeats):
@@ -78,14 +101,20 @@ def speed(args) -> None:
             cell[label] = ntok / best
         vl.close()
         rows.append((name, count_parameters(model), cell, start_s, sync))
-    print(f"batch {args.prompts} prompts x n={args.n}, {args.new_tokens} new tokens, T=1.0, {args.threads} thread(s), "
-          f"best of {args.repeats} after a warm-up")
-    print("| model | params | generate tok/s | HFEngine tok/s | vLLM tok/s | vLLM / HFEngine | vLLM / generate "
-          "| vLLM start s | weight sync ms |")
+    print(
+        f"batch {args.prompts} prompts x n={args.n}, {args.new_tokens} new tokens, T=1.0, {args.threads} thread(s), "
+        f"best of {args.repeats} after a warm-up"
+    )
+    print(
+        "| model | params | generate tok/s | HFEngine tok/s | vLLM tok/s | vLLM / HFEngine | vLLM / generate "
+        "| vLLM start s | weight sync ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, params, c, start_s, sync in rows:
-        print(f"| {name} | {params / 1e6:.2f}M | {c['generate']:,.0f} | {c['HFEngine']:,.0f} | {c['vLLM']:,.0f} | "
-              f"{c['vLLM'] / c['HFEngine']:.2f}x | {c['vLLM'] / c['generate']:.2f}x | {start_s:.1f} | {sync * 1e3:.1f} |")
+        print(
+            f"| {name} | {params / 1e6:.2f}M | {c['generate']:,.0f} | {c['HFEngine']:,.0f} | {c['vLLM']:,.0f} | "
+            f"{c['vLLM'] / c['HFEngine']:.2f}x | {c['vLLM'] / c['generate']:.2f}x | {start_s:.1f} | {sync * 1e3:.1f} |"
+        )
 
 
 def learn(args) -> None:
@@ -95,16 +124,28 @@ def learn(args) -> None:
     out = {}
     root = tempfile.mkdtemp(prefix="vllm-learn-")
     for engine in args.engines.split(","):
-        cfg = load_config("tiny_math", [f"rollout.engine={engine}", f"trainer.steps={args.steps}",
-                                        "logging.progress=false", "logging.plots=false", "trainer.save_every=0"])
+        cfg = load_config(
+            "tiny_math",
+            [
+                f"rollout.engine={engine}",
+                f"trainer.steps={args.steps}",
+                "logging.progress=false",
+                "logging.plots=false",
+                "trainer.save_every=0",
+            ],
+        )
         t = time.perf_counter()
         summary = train(cfg, run_dir=f"{root}/{engine}")
         hist = summary["history"]
-        out[engine] = {"before": summary["before"], "after": summary["after"], "seconds": time.perf_counter() - t,
-                       "generate_s": sum(h.get("time/generate", 0.0) for h in hist),
-                       "logprob_diff_max": max(h.get("rollout/logprob_diff_max", 0.0) for h in hist),
-                       "tis_mean": [h["actor/tis_mean"] for h in hist if "actor/tis_mean" in h][-1:],
-                       "reward_last10": sum(h["reward/mean"] for h in hist[-10:]) / max(len(hist[-10:]), 1)}
+        out[engine] = {
+            "before": summary["before"],
+            "after": summary["after"],
+            "seconds": time.perf_counter() - t,
+            "generate_s": sum(h.get("time/generate", 0.0) for h in hist),
+            "logprob_diff_max": max(h.get("rollout/logprob_diff_max", 0.0) for h in hist),
+            "tis_mean": [h["actor/tis_mean"] for h in hist if "actor/tis_mean" in h][-1:],
+            "reward_last10": sum(h["reward/mean"] for h in hist[-10:]) / max(len(hist[-10:]), 1),
+        }
         print(engine, json.dumps(out[engine]), flush=True)
     print(json.dumps(out, indent=2))
 

@@ -63,14 +63,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _toy_common as common  # noqa: E402
 
-MATCHED = ["algo.loss=dapo", "algo.advantage=grpo", "algo.agg=token-mean", "rollout.dynamic_sampling=false",
-           "algo.filter_zero_variance=false", "trainer.ppo_epochs=1", "eval.enabled=false"]
+MATCHED = [
+    "algo.loss=dapo",
+    "algo.advantage=grpo",
+    "algo.agg=token-mean",
+    "rollout.dynamic_sampling=false",
+    "algo.filter_zero_variance=false",
+    "trainer.ppo_epochs=1",
+    "eval.enabled=false",
+]
 
 
 def _summary(step_times: list[float], tokens: list[float]) -> dict[str, float]:
     after = step_times[1:] or step_times
-    return {"step_mean": statistics.mean(after), "step_std": statistics.pstdev(after) if len(after) > 1 else 0.0,
-            "total": sum(step_times), "tokens_per_s": sum(tokens[1:] or tokens) / max(sum(after), 1e-9)}
+    return {
+        "step_mean": statistics.mean(after),
+        "step_std": statistics.pstdev(after) if len(after) > 1 else 0.0,
+        "total": sum(step_times),
+        "tokens_per_s": sum(tokens[1:] or tokens) / max(sum(after), 1e-9),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- archer
@@ -83,19 +94,33 @@ def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: 
     before = common.evaluate_model(model, tok, evals, cfg)
     t0 = time.time()
     slug = "archer_matched" if "matched" in label else "archer_recipe"
-    out = rl_train(cfg, run_dir=common.REPO / "runs" / "bench_logs" / f"vs_trl_{slug}", model=model, tokenizer=tok,
-                   train_problems=train, eval_problems=[])
+    out = rl_train(
+        cfg,
+        run_dir=common.REPO / "runs" / "bench_logs" / f"vs_trl_{slug}",
+        model=model,
+        tokenizer=tok,
+        train_problems=train,
+        eval_problems=[],
+    )
     wall = time.time() - t0
     hist = out["history"]
     times = [h["time/step"] for h in hist]
     # generated tokens: every sampled response of every generation round
-    tokens = [h["response/length_mean"] * cfg.rollout.batch_size * cfg.rollout.n * h.get("filter/rounds", 1)
-              for h in hist]
+    tokens = [
+        h["response/length_mean"] * cfg.rollout.batch_size * cfg.rollout.n * h.get("filter/rounds", 1)
+        for h in hist
+    ]
     after = common.evaluate_model(model, tok, evals, cfg)
     res = _summary(times, tokens)
     res["generate"] = statistics.mean(h["time/generate"] for h in hist[1:] or hist)
-    res.update(label=label, before=before, after=after, wall=wall, train_reward=[h["reward/mean"] for h in hist],
-               times=times)
+    res.update(
+        label=label,
+        before=before,
+        after=after,
+        wall=wall,
+        train_reward=[h["reward/mean"] for h in hist],
+        times=times,
+    )
     return res
 
 
@@ -120,8 +145,9 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         raise SystemExit("rollout.batch_size * rollout.n must divide into trainer.mini_batches")
     model, tok = common.load_policy(ckpt)
     before = common.evaluate_model(model, tok, evals, cfg)
-    data = Dataset.from_list([{"prompt": build_prompt(p, tok, cfg.data.prompt_template), "answer": p.answer}
-                              for p in train])
+    data = Dataset.from_list(
+        [{"prompt": build_prompt(p, tok, cfg.data.prompt_template), "answer": p.answer} for p in train]
+    )
     per_rl_step: list[dict[str, float]] = []
 
     def math_reward(prompts, completions, completion_ids, answer, **_: Any) -> list[float]:
@@ -129,8 +155,14 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         t_in = time.time()
         res = score_math_batch(list(completions), list(answer))
         # generation ran since the previous optimizer step ended (or training began)
-        per_rl_step.append({"reward": sum(x.reward for x in res) / len(res), "generate": t_in - marks[-1],
-                            "tokens": float(sum(len(c) for c in completion_ids)), "threads": torch.get_num_threads()})
+        per_rl_step.append(
+            {
+                "reward": sum(x.reward for x in res) / len(res),
+                "generate": t_in - marks[-1],
+                "tokens": float(sum(len(c) for c in completion_ids)),
+                "threads": torch.get_num_threads(),
+            }
+        )
         return [float(x.reward) for x in res]
 
     marks: list[float] = []
@@ -144,21 +176,54 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
 
     out_dir = common.REPO / "runs" / "bench_logs" / f"vs_trl_trl_t{threads}"
     args = trl.GRPOConfig(
-        output_dir=str(out_dir), learning_rate=o.lr, adam_beta1=o.betas[0], adam_beta2=o.betas[1],
-        adam_epsilon=o.eps, weight_decay=o.weight_decay, max_grad_norm=o.grad_clip, optim="adamw_torch",
-        lr_scheduler_type="constant_with_warmup", warmup_steps=o.warmup_steps * t.mini_batches,
-        per_device_train_batch_size=rows_per_step // t.mini_batches, gradient_accumulation_steps=1,
-        steps_per_generation=t.mini_batches, num_iterations=t.ppo_epochs, num_generations=r.n,
-        max_completion_length=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+        output_dir=str(out_dir),
+        learning_rate=o.lr,
+        adam_beta1=o.betas[0],
+        adam_beta2=o.betas[1],
+        adam_epsilon=o.eps,
+        weight_decay=o.weight_decay,
+        max_grad_norm=o.grad_clip,
+        optim="adamw_torch",
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=o.warmup_steps * t.mini_batches,
+        per_device_train_batch_size=rows_per_step // t.mini_batches,
+        gradient_accumulation_steps=1,
+        steps_per_generation=t.mini_batches,
+        num_iterations=t.ppo_epochs,
+        num_generations=r.n,
+        max_completion_length=r.max_new_tokens,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        top_k=r.top_k,
         gradient_checkpointing=False,  # TRL turns it on by default; archer's recipe does not use it
-        beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group",
-        max_steps=t.steps * t.mini_batches, use_vllm=False, use_cpu=True, bf16=False, fp16=False,
-        report_to=[], logging_steps=1, save_strategy="no", seed=t.seed, disable_tqdm=True,
-        remove_unused_columns=False, dataloader_num_workers=0, log_completions=False,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.28,
+        scale_rewards="group",
+        max_steps=t.steps * t.mini_batches,
+        use_vllm=False,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        seed=t.seed,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        log_completions=False,
     )
     torch.set_num_threads(threads)
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=math_reward, args=args, train_dataset=data,
-                              processing_class=tok, callbacks=[Clock()])
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=math_reward,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        callbacks=[Clock()],
+    )
     t0 = time.time()
     trainer.train()
     wall = time.time() - t0
@@ -173,8 +238,14 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     seen = sorted({s["threads"] for s in per_rl_step})
     if seen != [threads]:  # something (accelerate) changed torch's thread count behind our back
         print(f"warning: TRL ran with torch threads {seen}, asked for {threads}", flush=True)
-    res.update(label=f"TRL {trl.__version__} GRPOTrainer",
-               before=before, after=after, wall=wall, train_reward=[s["reward"] for s in per_rl_step], times=times)
+    res.update(
+        label=f"TRL {trl.__version__} GRPOTrainer",
+        before=before,
+        after=after,
+        wall=wall,
+        train_reward=[s["reward"] for s in per_rl_step],
+        times=times,
+    )
     return res
 
 
@@ -183,28 +254,43 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the recipe's; quick 3)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="RL steps per run (default: the recipe's; quick 3)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny SFT, 3 steps, small eval")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads for both (archer: trainer.threads; TRL: torch.set_num_threads)")
-    ap.add_argument("--lr", type=float, default=None, help="RL learning rate for all rows (default: the recipe's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for both (archer: trainer.threads; TRL: torch.set_num_threads)",
+    )
+    ap.add_argument(
+        "--lr", type=float, default=None, help="RL learning rate for all rows (default: the recipe's)"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="repeat the comparison (order alternates)")
-    ap.add_argument("--no-recipe-row", action="store_true", help="skip the archer row with the recipe's settings")
+    ap.add_argument(
+        "--no-recipe-row", action="store_true", help="skip the archer row with the recipe's settings"
+    )
     ap.add_argument("--out", default=None, help="markdown output (default results/vs_trl.md; quick: runs/)")
     a = ap.parse_args(argv)
     steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
-    a.out = a.out or str(common.REPO / "runs" / "bench_logs" / "vs_trl_quick.md" if a.quick
-                         else common.RESULTS / "vs_trl.md")
+    a.out = a.out or str(
+        common.REPO / "runs" / "bench_logs" / "vs_trl_quick.md" if a.quick else common.RESULTS / "vs_trl.md"
+    )
     over = [f"trainer.steps={steps}", f"trainer.threads={a.threads}"] + ([f"optim.lr={a.lr}"] if a.lr else [])
     if a.quick:
         over += ["rollout.batch_size=4", "rollout.n=4"]
     cfg = common.toy_config(MATCHED + over, quick=a.quick)
     ckpt, sft = common.sft_checkpoint(cfg)
     train, evals = common.problems(cfg)
-    print(f"SFT checkpoint {ckpt} ({sft.get('seconds')} s to build); {len(train)} train / {len(evals)} eval problems",
-          flush=True)
+    print(
+        f"SFT checkpoint {ckpt} ({sft.get('seconds')} s to build); {len(train)} train / {len(evals)} eval problems",
+        flush=True,
+    )
     runs: dict[str, list[dict[str, Any]]] = {}
-    rcfg = common.toy_config(["algo.loss=dapo", "algo.advantage=grpo", "eval.enabled=false"] + over, quick=a.quick)
+    rcfg = common.toy_config(
+        ["algo.loss=dapo", "algo.advantage=grpo", "eval.enabled=false"] + over, quick=a.quick
+    )
     recipe_label = "archer (recipe: dynamic sampling, zero-variance groups dropped)"
     for rep in range(a.repeats):
         # alternate the order so that a drift in the machine's load does not favour one side
@@ -213,27 +299,51 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_recipe_row:
             jobs.append((recipe_label, rcfg))
         for label, c in jobs:
-            x = run_trl(cfg, ckpt, train, evals, a.threads) if label == "trl" else \
-                run_archer(c, ckpt, train, evals, label)
+            x = (
+                run_trl(cfg, ckpt, train, evals, a.threads)
+                if label == "trl"
+                else run_archer(c, ckpt, train, evals, label)
+            )
             runs.setdefault(x["label"], []).append(x)
             print(f"repeat {rep}: {x['label']}: {x['step_mean']:.2f} s/step, after {x['after']}", flush=True)
     keys = common.metric_keys(cfg)
-    header = ["framework", "steps x repeats", "step s (mean after 1st; per repeat)", "total s (mean)",
-              "generation s/step", "gen tokens/s"] + [f"{k} before" for k in keys] + [f"{k} after (per repeat)" for k in keys] + \
-             ["train reward last 5"]
+    header = (
+        [
+            "framework",
+            "steps x repeats",
+            "step s (mean after 1st; per repeat)",
+            "total s (mean)",
+            "generation s/step",
+            "gen tokens/s",
+        ]
+        + [f"{k} before" for k in keys]
+        + [f"{k} after (per repeat)" for k in keys]
+        + ["train reward last 5"]
+    )
     rows = []
     mean_step = {}
     for label, xs in runs.items():
         mean_step[label] = statistics.mean(x["step_mean"] for x in xs)
         tails = [statistics.mean(x["train_reward"][-5:]) for x in xs]
         per_rep = ", ".join(f"{x['step_mean']:.2f}" for x in xs)
-        rows.append([label, f"{len(xs[0]['times'])} x {len(xs)}",
-                     f"{mean_step[label]:.2f} ({per_rep})",
-                     statistics.mean(x["total"] for x in xs), statistics.mean(x["generate"] for x in xs), round(statistics.mean(x["tokens_per_s"] for x in xs), 1)]
-                    + [xs[0]["before"][k] for k in keys]
-                    + [f"{statistics.mean(x['after'][k] for x in xs):.3f} ("
-                       + ", ".join(f"{x['after'][k]:.3f}" for x in xs) + ")" for k in keys]
-                    + [statistics.mean(tails)])
+        rows.append(
+            [
+                label,
+                f"{len(xs[0]['times'])} x {len(xs)}",
+                f"{mean_step[label]:.2f} ({per_rep})",
+                statistics.mean(x["total"] for x in xs),
+                statistics.mean(x["generate"] for x in xs),
+                round(statistics.mean(x["tokens_per_s"] for x in xs), 1),
+            ]
+            + [xs[0]["before"][k] for k in keys]
+            + [
+                f"{statistics.mean(x['after'][k] for x in xs):.3f} ("
+                + ", ".join(f"{x['after'][k]:.3f}" for x in xs)
+                + ")"
+                for k in keys
+            ]
+            + [statistics.mean(tails)]
+        )
     table = common.md_table(header, rows)
     lines = [table, ""]
     base = mean_step.get("archer (matched)")
@@ -242,23 +352,28 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"- {label} / archer (matched) step time: {v / base:.2f}x")
     text = "\n".join(lines)
     print(text)
-    note = (f"Settings: {steps} RL steps, {cfg.rollout.batch_size} prompts x {cfg.rollout.n} samples, "
-            f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr:g} ({cfg.optim.warmup_steps} warm-up steps), "
-            f"{cfg.trainer.mini_batches} mini-batches, "
-            f"{a.threads} torch thread(s) for both; "
-            f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
-            f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
-            + common.machine_note())
-    note += ("\n\nHow to read: an RL step is one rollout batch (generation + verifier) plus its policy update; "
-             "'generation s/step' is the sampling part (TRL: from the end of the previous optimizer step to the "
-             "reward call). 'archer (matched)' does exactly TRL's work (no dynamic sampling, zero-variance groups "
-             "kept); the recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
-             "different work per step. Both frameworks start from the same SFT checkpoint (the recipe's own "
-             "warm-up) and use the same lr and warm-up. The evaluation is seeded, so a repeat's 'after' differs "
-             "only where the training itself differed.")
+    note = (
+        f"Settings: {steps} RL steps, {cfg.rollout.batch_size} prompts x {cfg.rollout.n} samples, "
+        f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr:g} ({cfg.optim.warmup_steps} warm-up steps), "
+        f"{cfg.trainer.mini_batches} mini-batches, "
+        f"{a.threads} torch thread(s) for both; "
+        f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
+        f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
+        + common.machine_note()
+    )
+    note += (
+        "\n\nHow to read: an RL step is one rollout batch (generation + verifier) plus its policy update; "
+        "'generation s/step' is the sampling part (TRL: from the end of the previous optimizer step to the "
+        "reward call). 'archer (matched)' does exactly TRL's work (no dynamic sampling, zero-variance groups "
+        "kept); the recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
+        "different work per step. Both frameworks start from the same SFT checkpoint (the recipe's own "
+        "warm-up) and use the same lr and warm-up. The evaluation is seeded, so a repeat's 'after' differs "
+        "only where the training itself differed."
+    )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(f"# vs_trl\n\n`python benchmarks/vs_trl.py {' '.join(argv or sys.argv[1:])}`\n\n"
-                           f"{text}\n\n{note}\n")
+    Path(a.out).write_text(
+        f"# vs_trl\n\n`python benchmarks/vs_trl.py {' '.join(argv or sys.argv[1:])}`\n\n{text}\n\n{note}\n"
+    )
     return 0
 
 

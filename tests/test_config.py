@@ -16,8 +16,17 @@ from archer.config import (
 
 def test_bundled_recipes_exist():
     names = recipe_names()
-    for required in ("tiny_math", "tiny_code", "archer2_aspo_math", "archer2_aspo_code", "archer_dtc_code",
-                     "dapo", "grpo", "klear_gppo", "skywork_or1"):
+    for required in (
+        "tiny_math",
+        "tiny_code",
+        "archer2_aspo_math",
+        "archer2_aspo_code",
+        "archer_dtc_code",
+        "dapo",
+        "grpo",
+        "klear_gppo",
+        "skywork_or1",
+    ):
         assert required in names
 
 
@@ -68,9 +77,18 @@ def test_default_is_tiny_math():
 
 
 def test_overrides_parse_yaml_values():
-    cfg = load_config("tiny_math", ["algo.loss=dapo", "optim.lr=1e-5", "rollout.length_stages=[[0, 8], [5, 16]]",
-                                    "eval.ks=[1, 2]", "eval.n=2", "data.remove_solved_threshold=null",
-                                    "algo.loss_params={clip_high: 0.3}"])
+    cfg = load_config(
+        "tiny_math",
+        [
+            "algo.loss=dapo",
+            "optim.lr=1e-5",
+            "rollout.length_stages=[[0, 8], [5, 16]]",
+            "eval.ks=[1, 2]",
+            "eval.n=2",
+            "data.remove_solved_threshold=null",
+            "algo.loss_params={clip_high: 0.3}",
+        ],
+    )
     assert cfg.algo.loss == "dapo"
     assert cfg.optim.lr == pytest.approx(1e-5)
     assert cfg.rollout.length_stages == [[0, 8], [5, 16]]
@@ -84,24 +102,27 @@ def test_apply_overrides_does_not_mutate_input():
     assert data["optim"]["lr"] == 1.0 and out["optim"]["lr"] == 2.0
 
 
-@pytest.mark.parametrize("override, field, words", [
-    ("algo.loss=ppo2", "algo.loss", ["aspo", "dapo", "gspo", "ppo"]),
-    ("algo.advantage=foo", "algo.advantage", ["grpo", "rloo"]),
-    ("algo.agg=mean", "algo.agg", ["token-mean"]),
-    ("trainer.stepz=3", "trainer.stepz", ["unknown key", "steps"]),
-    ("rollout.n=abc", "rollout.n", ["integer"]),
-    ("rollout.n=0", "rollout.n", [">= 1"]),
-    ("optim.lr=-1", "optim.lr", ["> 0"]),
-    ("optim.betas=[0.9]", "optim.betas", []),
-    ("rollout.top_p=1.5", "rollout.top_p", []),
-    ("eval.ks=[1, 99]", "eval.ks[1]", []),
-    ("logging.tensorboard=maybe", "logging.tensorboard", ["true/false"]),
-    ("resources.backend=slurm", "resources.backend", ["local", "ray"]),
-    ("rollout.length_stages=[[5, 8], [2, 16]]", "rollout.length_stages[1]", ["increasing"]),
-    ("algo.loss_params={clip_hi: 0.3}", "algo.loss_params", ["clip_hi", "clip_high"]),
-    ("nosection.x=1", "nosection", ["unknown key"]),
-    ("model.hidden_size=30", "model.num_heads", ["divide"]),
-])
+@pytest.mark.parametrize(
+    "override, field, words",
+    [
+        ("algo.loss=ppo2", "algo.loss", ["aspo", "dapo", "gspo", "ppo"]),
+        ("algo.advantage=foo", "algo.advantage", ["grpo", "rloo"]),
+        ("algo.agg=mean", "algo.agg", ["token-mean"]),
+        ("trainer.stepz=3", "trainer.stepz", ["unknown key", "steps"]),
+        ("rollout.n=abc", "rollout.n", ["integer"]),
+        ("rollout.n=0", "rollout.n", [">= 1"]),
+        ("optim.lr=-1", "optim.lr", ["> 0"]),
+        ("optim.betas=[0.9]", "optim.betas", []),
+        ("rollout.top_p=1.5", "rollout.top_p", []),
+        ("eval.ks=[1, 99]", "eval.ks[1]", []),
+        ("logging.tensorboard=maybe", "logging.tensorboard", ["true/false"]),
+        ("resources.backend=slurm", "resources.backend", ["local", "ray"]),
+        ("rollout.length_stages=[[5, 8], [2, 16]]", "rollout.length_stages[1]", ["increasing"]),
+        ("algo.loss_params={clip_hi: 0.3}", "algo.loss_params", ["clip_hi", "clip_high"]),
+        ("nosection.x=1", "nosection", ["unknown key"]),
+        ("model.hidden_size=30", "model.num_heads", ["divide"]),
+    ],
+)
 def test_errors_name_the_field(override, field, words):
     with pytest.raises(ConfigError) as info:
         load_config("tiny_math", [override])

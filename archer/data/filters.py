@@ -45,7 +45,10 @@ def problem_text(problem: Problem) -> str:
 
 
 def dedup(
-    problems: Sequence[Problem], n: int = DEFAULT_N, min_shared: int = 1, near: bool = True,
+    problems: Sequence[Problem],
+    n: int = DEFAULT_N,
+    min_shared: int = 1,
+    near: bool = True,
     threshold: float = DEFAULT_DEDUP_THRESHOLD,
 ) -> tuple[list[Problem], list[dict[str, Any]]]:
     """Keep the first of each group of exact or near-duplicate problems (see the module docstring);
@@ -64,9 +67,14 @@ def dedup(
         if exact[i] >= 0:
             removed.append({"id": p.id, "reason": "exact", "duplicate_of": problems[int(exact[i])].id})
         elif near and shared >= min_shared and fraction >= threshold:
-            removed.append({"id": p.id, "reason": f"near ({shared}/{int(totals[i])} = {fraction:.2f} shared "
-                                                  f"{n}-grams)",
-                            "duplicate_of": problems[int(example[i])].id, "shared_fraction": round(fraction, 4)})
+            removed.append(
+                {
+                    "id": p.id,
+                    "reason": f"near ({shared}/{int(totals[i])} = {fraction:.2f} shared {n}-grams)",
+                    "duplicate_of": problems[int(example[i])].id,
+                    "shared_fraction": round(fraction, 4),
+                }
+            )
         else:
             kept.append(p)
     return kept, removed
@@ -89,8 +97,13 @@ def decontaminate(
         if exact[i] >= 0:
             removed.append({"id": p.id, "reason": "exact", "matches": eval_problems[int(exact[i])].id})
         elif counts[i] >= min_shared:
-            removed.append({"id": p.id, "reason": f"{int(counts[i])} shared {n}-grams",
-                            "matches": eval_problems[int(example[i])].id})
+            removed.append(
+                {
+                    "id": p.id,
+                    "reason": f"{int(counts[i])} shared {n}-grams",
+                    "matches": eval_problems[int(example[i])].id,
+                }
+            )
         else:
             kept.append(p)
     return kept, removed
@@ -108,7 +121,9 @@ def num_tests(problem: Problem) -> int:
     return 0
 
 
-def filter_min_tests(problems: Sequence[Problem], min_tests: int) -> tuple[list[Problem], list[dict[str, Any]]]:
+def filter_min_tests(
+    problems: Sequence[Problem], min_tests: int
+) -> tuple[list[Problem], list[dict[str, Any]]]:
     """Drop code problems with fewer than ``min_tests`` test cases (math problems pass through)."""
     kept, removed = [], []
     for p in problems:
@@ -133,14 +148,21 @@ def filter_reference_passes(
     if run_tests_batch is None:
         from archer.rewards.code import run_tests_batch
     checked = [i for i, p in enumerate(problems) if p.kind == "code" and p.meta.get("solution")]
-    reports = run_tests_batch([(problems[i].meta["solution"], problems[i].tests) for i in checked], **run_opts)
+    reports = run_tests_batch(
+        [(problems[i].meta["solution"], problems[i].tests) for i in checked], **run_opts
+    )
     verdict = {i: r for i, r in zip(checked, reports)}
     kept, removed = [], []
     for i, p in enumerate(problems):
         if i in verdict and not verdict[i].all_passed:
             r = verdict[i]
-            removed.append({"id": p.id, "reason": f"reference passes {r.passed}/{r.total} tests",
-                            "verdicts": list(r.verdicts)})
+            removed.append(
+                {
+                    "id": p.id,
+                    "reason": f"reference passes {r.passed}/{r.total} tests",
+                    "verdicts": list(r.verdicts),
+                }
+            )
         elif p.kind == "code" and i not in verdict and require_solution:
             removed.append({"id": p.id, "reason": "no reference solution"})
         else:

@@ -181,7 +181,9 @@ def sniff_format(row: dict[str, Any]) -> str:
                 return fmt.name
         except Exception:  # a detector that trips on an odd row just says "not mine"
             continue
-    raise ValueError(f"cannot tell the format of a row with fields {sorted(row)}; known formats: {list(FORMATS)}")
+    raise ValueError(
+        f"cannot tell the format of a row with fields {sorted(row)}; known formats: {list(FORMATS)}"
+    )
 
 
 def convert_rows(
@@ -227,7 +229,11 @@ BUNDLED: dict[str, str] = {
 }
 # generated held-out sets: the same problems the default demos (tiny_math, tiny_code) evaluate on
 # a bundled generator's held-out problems are those of the recipe that trains on it (its data.* settings)
-SYNTHETIC_RECIPES = {"synthetic_math": "tiny_math", "synthetic_code": "tiny_code", "synthetic_paths": "tiny_paths"}
+SYNTHETIC_RECIPES = {
+    "synthetic_math": "tiny_math",
+    "synthetic_code": "tiny_code",
+    "synthetic_paths": "tiny_paths",
+}
 SYNTHETIC = tuple(SYNTHETIC_RECIPES)
 SYNTHETIC_DEFAULT_N = 64
 
@@ -260,7 +266,11 @@ def _synthetic(name: str, limit: int | None) -> list[Problem]:
 
 
 def load_dataset(
-    path: str | Path, format: str = "auto", *, data_source: str | None = None, limit: int | None = None,
+    path: str | Path,
+    format: str = "auto",
+    *,
+    data_source: str | None = None,
+    limit: int | None = None,
     **options: Any,
 ) -> list[Problem]:
     """Load ``path`` as problems. ``format`` is a registered name or ``"auto"``; ``data_source``
@@ -311,13 +321,15 @@ def to_verl_rows(problems: Sequence[Problem]) -> list[dict[str, Any]]:
     rows = []
     for i, p in enumerate(problems):
         truth = p.answer if p.kind == "math" else json.dumps(p.tests)
-        rows.append({
-            "data_source": p.data_source,
-            "prompt": build_messages(p),
-            "ability": p.kind,
-            "reward_model": {"style": "rule", "ground_truth": truth},
-            "extra_info": {"index": i, "id": p.id, "meta": json.dumps(p.meta)},
-        })
+        rows.append(
+            {
+                "data_source": p.data_source,
+                "prompt": build_messages(p),
+                "ability": p.kind,
+                "reward_model": {"style": "rule", "ground_truth": truth},
+                "extra_info": {"index": i, "id": p.id, "meta": json.dumps(p.meta)},
+            }
+        )
     return rows
 
 
@@ -368,12 +380,16 @@ def _encode_row(row: Any, path: Path, index: int) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError(
             f"{path}: {_row_name(row, index)} holds text that is not valid Unicode ({exc.reason}:"
-            f" {exc.object[exc.start:exc.end]!a}); nothing was written"
+            f" {exc.object[exc.start : exc.end]!a}); nothing was written"
         ) from None
     except RecursionError:
-        raise ValueError(f"{path}: {_row_name(row, index)} nests too deeply to write; nothing was written") from None
+        raise ValueError(
+            f"{path}: {_row_name(row, index)} nests too deeply to write; nothing was written"
+        ) from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {_row_name(row, index)} cannot be written as JSON ({exc}); nothing was written") from None
+        raise ValueError(
+            f"{path}: {_row_name(row, index)} cannot be written as JSON ({exc}); nothing was written"
+        ) from None
     return text
 
 

@@ -200,7 +200,9 @@ def _convert_lcb(row: dict[str, Any], index: int, ctx: Context) -> Problem:
         if row.get("starter_code"):
             meta["starter_code"] = row["starter_code"]
         pid = row.get("question_id", index)
-        meta.update({k: row[k] for k in ("platform", "contest_date", "difficulty", "question_title") if k in row})
+        meta.update(
+            {k: row[k] for k in ("platform", "contest_date", "difficulty", "question_title") if k in row}
+        )
     else:  # Archer sample layout: the prompt already carries the instruction and the format
         tests = normalize_tests(_decode_test_blob(row["test"]), fn_name)
         prompt = row["content"]

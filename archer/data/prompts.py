@@ -95,8 +95,10 @@ def _as_text(prompt: str | list[dict[str, str]]) -> str:
 
 
 def _has_chat_template(tokenizer: Any) -> bool:
-    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None)) and hasattr(
-        tokenizer, "apply_chat_template"
+    return (
+        tokenizer is not None
+        and bool(getattr(tokenizer, "chat_template", None))
+        and hasattr(tokenizer, "apply_chat_template")
     )
 
 
@@ -146,8 +148,10 @@ def no_chat_template_hint(tokenizer: Any) -> str | None:
     if _has_chat_template(tokenizer):
         return None
     name = getattr(tokenizer, "name_or_path", "") or "this tokenizer"
-    return (f"{name} has no chat template: prompts are plain text; set data.chat_template=FILE.jinja "
-            "(or the Jinja text) to use one")
+    return (
+        f"{name} has no chat template: prompts are plain text; set data.chat_template=FILE.jinja "
+        "(or the Jinja text) to use one"
+    )
 
 
 def user_message(problem: Problem, template: str = "auto") -> str:

@@ -115,13 +115,17 @@ def decode_lcb_tests(s: str | bytes | dict, max_bytes: int = MAX_DECOMPRESSED_BY
     try:
         compressed = base64.b64decode(stripped, validate=False)
     except Exception as exc:
-        raise ValueError(f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         raw = bounded_decompress(compressed, max_bytes)
     except ValueError:
         raise
     except Exception as exc:
-        raise ValueError(f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}"
+        ) from exc
     obj = restricted_loads(raw)
     if isinstance(obj, (bytes, bytearray)):
         obj = obj.decode()

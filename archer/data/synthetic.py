@@ -68,7 +68,9 @@ class MathTaskConfig:
 MATH_LEVELS: dict[str, MathTaskConfig] = {
     "easy": MathTaskConfig(min_operands=2, max_operands=2, max_value=30, ops=("+", "-")),
     "medium": MathTaskConfig(min_operands=2, max_operands=3, max_value=20, ops=("+", "-", "*")),
-    "hard": MathTaskConfig(min_operands=3, max_operands=4, max_value=50, ops=("+", "-", "*"), linear_fraction=0.3),
+    "hard": MathTaskConfig(
+        min_operands=3, max_operands=4, max_value=50, ops=("+", "-", "*"), linear_fraction=0.3
+    ),
 }
 
 
@@ -95,7 +97,9 @@ def _check_split(split: str) -> None:
 # ---------------------------------------------------------------------------------------- math
 
 
-def _arith_steps(nums: list[int], ops: list[str], slip: tuple[int, int] | None = None) -> list[tuple[str, int]]:
+def _arith_steps(
+    nums: list[int], ops: list[str], slip: tuple[int, int] | None = None
+) -> list[tuple[str, int]]:
     """Evaluate with precedence (``*`` first, then left to right); one ``(text, value)`` per operation.
 
     ``slip=(step, delta)`` adds ``delta`` to the result of that step; later steps use the wrong value.
@@ -152,7 +156,12 @@ def _draw_math(rng: random.Random, cfg: MathTaskConfig) -> tuple[str, dict[str, 
 
 
 def math_problems(
-    n: int, *, split: str = "train", seed: int = 0, level: str | MathTaskConfig | None = None, unique: bool = True
+    n: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    level: str | MathTaskConfig | None = None,
+    unique: bool = True,
 ) -> list[Problem]:
     """``n`` arithmetic problems of ``split`` (deterministic in ``seed``); ``unique`` drops repeated texts."""
     _check_split(split)
@@ -164,15 +173,25 @@ def math_problems(
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct {split} problems at this difficulty; lower n or raise max_value")
+            raise ValueError(
+                f"could not draw {n} distinct {split} problems at this difficulty; lower n or raise max_value"
+            )
         text, meta = _draw_math(rng, cfg)
         if _split_of(text, cfg.test_fraction) != split or (unique and text in seen):
             continue
         seen.add(text)
         answer = _steps_for(meta)[-1][1]
         meta = dict(meta, split=split)
-        out.append(Problem(id=f"synth-math-{split}-{seed}-{len(out)}", prompt=text, kind="math",
-                           answer=str(answer), data_source="synthetic_math", meta=meta))
+        out.append(
+            Problem(
+                id=f"synth-math-{split}-{seed}-{len(out)}",
+                prompt=text,
+                kind="math",
+                answer=str(answer),
+                data_source="synthetic_math",
+                meta=meta,
+            )
+        )
     return out
 
 
@@ -190,8 +209,15 @@ def _sft_rows(problems: list[Problem], solve, noise: float, seed: int) -> list[d
     for p in problems:
         noisy = rng.random() < noise
         response = solve(p, rng if noisy else None)
-        rows.append({"messages": [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": response}],
-                     "meta": {"id": p.id, "noisy": noisy}})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": p.prompt},
+                    {"role": "assistant", "content": response},
+                ],
+                "meta": {"id": p.id, "noisy": noisy},
+            }
+        )
     return rows
 
 
@@ -213,6 +239,7 @@ def math_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int 
 
 # ---------------------------------------------------------------------------------------- code
 
+
 def _code_body(meta: dict[str, Any]) -> str:
     a, b = meta["a"], meta["b"]
     return {
@@ -225,7 +252,9 @@ def _code_body(meta: dict[str, Any]) -> str:
 
 def _code_value(meta: dict[str, Any], x: int) -> int:
     a, b = meta["a"], meta["b"]
-    return {"linear": a * x + b, "square": x * x + b, "affine_neg": b - a * x, "cond": x if x > a else b}[meta["family"]]
+    return {"linear": a * x + b, "square": x * x + b, "affine_neg": b - a * x, "cond": x if x > a else b}[
+        meta["family"]
+    ]
 
 
 _CODE_DESCRIPTIONS = {
@@ -259,9 +288,16 @@ def code_problems(
             continue
         seen.add(text)
         asserts = "\n".join(f"assert f({x}) == {_code_value(meta, x)}" for x in xs)
-        out.append(Problem(id=f"synth-code-{split}-{seed}-{len(out)}", prompt=text, kind="code",
-                           tests={"assert": asserts, "entry_point": "f"}, data_source="synthetic_code",
-                           meta=dict(meta, split=split)))
+        out.append(
+            Problem(
+                id=f"synth-code-{split}-{seed}-{len(out)}",
+                prompt=text,
+                kind="code",
+                tests={"assert": asserts, "entry_point": "f"},
+                data_source="synthetic_code",
+                meta=dict(meta, split=split),
+            )
+        )
     return out
 
 
@@ -281,14 +317,19 @@ def code_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int 
     return _sft_rows(problems, solve, noise, seed)
 
 
-def tokenizer_corpus(n: int = 2000, *, seed: int = 0, level: str | MathTaskConfig | None = None,
-                     include_code: bool = True) -> list[str]:
+def tokenizer_corpus(
+    n: int = 2000, *, seed: int = 0, level: str | MathTaskConfig | None = None, include_code: bool = True
+) -> list[str]:
     """Texts to train a tiny tokenizer on: the tasks' prompts and solutions with the chat markup."""
     texts = []
     for p in math_problems(n, split="train", seed=seed, level=level, unique=False):
-        texts.append(f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{math_solution(p)}<|im_end|>\n")
+        texts.append(
+            f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{math_solution(p)}<|im_end|>\n"
+        )
     if include_code:
         for p in code_problems(max(n // 4, 1), split="train", seed=seed, unique=False):
-            texts.append(f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{code_solution(p)}<|im_end|>\n")
+            texts.append(
+                f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{code_solution(p)}<|im_end|>\n"
+            )
     texts.append("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>tool\n")
     return texts

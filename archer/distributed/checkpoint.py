@@ -82,8 +82,12 @@ def save_sharded(
             config.save_pretrained(path)
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
-        meta = {"step": step, "world_size": _world_size(), "has_optimizer": optimizer is not None,
-                "extra": extra or {}}
+        meta = {
+            "step": step,
+            "world_size": _world_size(),
+            "has_optimizer": optimizer is not None,
+            "extra": extra or {},
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
     _barrier()
     return path

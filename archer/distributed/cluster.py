@@ -68,10 +68,23 @@ class NodeResources:
         return out
 
 
-def head_command(port: int, res: NodeResources, *, temp_dir: str | None = None, block: bool = False,
-                 dashboard: bool = False) -> list[str]:
-    cmd = ["ray", "start", "--head", "--port", str(port), *res.flags(),
-           f"--include-dashboard={str(dashboard).lower()}"]
+def head_command(
+    port: int,
+    res: NodeResources,
+    *,
+    temp_dir: str | None = None,
+    block: bool = False,
+    dashboard: bool = False,
+) -> list[str]:
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        "--port",
+        str(port),
+        *res.flags(),
+        f"--include-dashboard={str(dashboard).lower()}",
+    ]
     if temp_dir:
         cmd += ["--temp-dir", temp_dir]
     if block:
@@ -92,7 +105,9 @@ def render(cmd: list[str], env: dict[str, str]) -> str:
     return " ".join(prefix + [shlex.quote(c) for c in cmd])
 
 
-def hostfile_plan(hosts: list[str], port: int, res: NodeResources, env: dict[str, str]) -> list[tuple[str, str]]:
+def hostfile_plan(
+    hosts: list[str], port: int, res: NodeResources, env: dict[str, str]
+) -> list[tuple[str, str]]:
     """``(host, shell line)`` for each host: the head's ``ray start --head``, then the joins."""
     head = hosts[0]
     plan = [(head, render(head_command(port, res), env))]
@@ -140,8 +155,11 @@ def _start(args: argparse.Namespace) -> int:
     hosts = parse_hostfile(args.hostfile)
     plan = hostfile_plan(hosts, args.port, res, env)
     ssh = shutil.which("ssh")
-    print("# Ray token auth: every host needs the head's ~/.ray/auth_token (or RAY_AUTH_MODE=disabled "
-          "on all of them)", file=sys.stderr)
+    print(
+        "# Ray token auth: every host needs the head's ~/.ray/auth_token (or RAY_AUTH_MODE=disabled "
+        "on all of them)",
+        file=sys.stderr,
+    )
     if args.print_only or ssh is None:
         if ssh is None and not args.print_only:
             print("# ssh not found: run each command below on its host", file=sys.stderr)
@@ -175,8 +193,10 @@ def _status(args: argparse.Namespace) -> int:
         print("archer cluster status: this process is already connected to Ray", file=sys.stderr)
         return 1
     if args.address != "auto" and not _reachable(args.address):
-        print(f"archer cluster status: nothing listens at {args.address!r} (is the head node started?)",
-              file=sys.stderr)
+        print(
+            f"archer cluster status: nothing listens at {args.address!r} (is the head node started?)",
+            file=sys.stderr,
+        )
         return 1
     _use_local_token(args.address)
     try:
@@ -241,8 +261,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--num-cpus", type=int, default=None, help="CPUs this node offers (default: all)")
         sp.add_argument("--num-gpus", type=int, default=None, help="GPUs this node offers (default: all)")
         sp.add_argument("--config", default=None, help="YAML recipe whose nccl section sets the NCCL env")
-        sp.add_argument("--nccl", action="append", metavar="KEY=VALUE",
-                        help="NCCL setting override, e.g. NCCL_DEBUG=INFO or socket_ifname=eth0")
+        sp.add_argument(
+            "--nccl",
+            action="append",
+            metavar="KEY=VALUE",
+            help="NCCL setting override, e.g. NCCL_DEBUG=INFO or socket_ifname=eth0",
+        )
         sp.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C ends the node")
         sp.add_argument("--print-only", action="store_true", help="print the commands, run nothing")
 
@@ -257,7 +281,9 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("address", help="HEAD_HOST:PORT of the head node")
     node_flags(join)
     status = sub.add_parser("status", help="nodes and free resources of a running cluster")
-    status.add_argument("--address", default="auto", help="HEAD_HOST:PORT (default: the cluster on this node)")
+    status.add_argument(
+        "--address", default="auto", help="HEAD_HOST:PORT (default: the cluster on this node)"
+    )
     sub.add_parser("stop", help="`ray stop`: end every Ray process on this node")
     return p
 

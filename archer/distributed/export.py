@@ -43,7 +43,7 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | No
     config = AutoConfig.from_pretrained(ckpt_dir)
     model = AutoModelForCausalLM.from_config(config)
     template = {prefix + k: v for k, v in model.state_dict().items()}
-    state = {k[len(prefix):]: v for k, v in load_full_model_state(ckpt_dir, template).items()}
+    state = {k[len(prefix) :]: v for k, v in load_full_model_state(ckpt_dir, template).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k not in _tied_keys(model)]:
         raise RuntimeError(f"checkpoint does not match its config: missing={missing} unexpected={unexpected}")

@@ -40,10 +40,16 @@ def default_start_method() -> str:
     return "spawn"
 
 
-def _worker(local_rank: int, nprocs: int, port: int, cfg: Any, run_dir: str, resume: bool,
-            result_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
-                      WORLD_SIZE=str(nprocs), LOCAL_RANK=str(local_rank))
+def _worker(
+    local_rank: int, nprocs: int, port: int, cfg: Any, run_dir: str, resume: bool, result_path: str
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(local_rank),
+        WORLD_SIZE=str(nprocs),
+        LOCAL_RANK=str(local_rank),
+    )
     if cfg.trainer.threads is None:  # the ranks share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nprocs))
     from archer.train.rl import train
@@ -53,16 +59,22 @@ def _worker(local_rank: int, nprocs: int, port: int, cfg: Any, run_dir: str, res
         Path(result_path).write_bytes(pickle.dumps(summary))
 
 
-def launch_local(cfg: Any, run_dir: str | Path, resume: bool = False,
-                 start_method: str | None = None) -> dict[str, Any]:
+def launch_local(
+    cfg: Any, run_dir: str | Path, resume: bool = False, start_method: str | None = None
+) -> dict[str, Any]:
     """Run :func:`archer.train.rl.train` in ``resources.train_procs`` local processes; rank 0's summary."""
     import torch.multiprocessing as mp
 
     nprocs = cfg.resources.train_procs
     tmp = Path(tempfile.mkdtemp(prefix="archer-dist-"))
     try:
-        mp.start_processes(_worker, args=(nprocs, _free_port(), cfg, str(run_dir), resume, str(tmp / "summary.pkl")),
-                           nprocs=nprocs, join=True, start_method=start_method or default_start_method())
+        mp.start_processes(
+            _worker,
+            args=(nprocs, _free_port(), cfg, str(run_dir), resume, str(tmp / "summary.pkl")),
+            nprocs=nprocs,
+            join=True,
+            start_method=start_method or default_start_method(),
+        )
         return pickle.loads((tmp / "summary.pkl").read_bytes())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,7 +37,9 @@ class NCCLConfig:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.socket_ifname is not None and (not isinstance(self.socket_ifname, str) or not self.socket_ifname):
+        if self.socket_ifname is not None and (
+            not isinstance(self.socket_ifname, str) or not self.socket_ifname
+        ):
             raise ValueError(f"nccl.socket_ifname must be a non-empty string, got {self.socket_ifname!r}")
         if self.ib_disable is not None and not isinstance(self.ib_disable, bool):
             raise ValueError(f"nccl.ib_disable must be true or false, got {self.ib_disable!r}")
@@ -46,7 +48,9 @@ class NCCLConfig:
             if self.debug not in DEBUG_LEVELS:
                 raise ValueError(f"nccl.debug must be one of {DEBUG_LEVELS}, got {self.debug!r}")
         if not isinstance(self.env, dict):
-            raise ValueError(f"nccl.env must be a mapping of NCCL_* names to values, got {type(self.env).__name__}")
+            raise ValueError(
+                f"nccl.env must be a mapping of NCCL_* names to values, got {type(self.env).__name__}"
+            )
         for key in self.env:
             if not str(key).startswith("NCCL_"):
                 raise ValueError(f"nccl.env key {key!r} is not an NCCL_* variable")
@@ -75,10 +79,16 @@ class NCCLConfig:
     def with_overrides(self, pairs: list[str]) -> NCCLConfig:
         """Apply ``KEY=VALUE`` strings (``NCCL_DEBUG=INFO`` or ``debug=INFO``) from the command line."""
         section: dict[str, Any] = {
-            "socket_ifname": self.socket_ifname, "ib_disable": self.ib_disable, "debug": self.debug,
+            "socket_ifname": self.socket_ifname,
+            "ib_disable": self.ib_disable,
+            "debug": self.debug,
             "env": dict(self.env),
         }
-        names = {"NCCL_SOCKET_IFNAME": "socket_ifname", "NCCL_IB_DISABLE": "ib_disable", "NCCL_DEBUG": "debug"}
+        names = {
+            "NCCL_SOCKET_IFNAME": "socket_ifname",
+            "NCCL_IB_DISABLE": "ib_disable",
+            "NCCL_DEBUG": "debug",
+        }
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key:
@@ -91,8 +101,10 @@ class NCCLConfig:
             elif key.upper().startswith("NCCL_"):
                 section["env"][key.upper()] = value
             else:
-                raise ValueError(f"--nccl key {key!r} is neither a field (socket_ifname, ib_disable, debug) "
-                                 "nor an NCCL_* variable")
+                raise ValueError(
+                    f"--nccl key {key!r} is neither a field (socket_ifname, ib_disable, debug) "
+                    "nor an NCCL_* variable"
+                )
         return NCCLConfig.from_dict(section)
 
 

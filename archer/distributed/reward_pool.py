@@ -135,8 +135,10 @@ class RayRewardScorer:
         self._init_args = (verifiers, setup, dict(verifier_opts), actor_env)
         # a new actor's first chunk also waits for the actor to start (imports, verifier pools)
         self.actor_start_s = actor_start_s
-        self._slots = [_Slot(self._new_actor(), progress=time.monotonic() + self.actor_start_s)
-                       for _ in range(num_workers)]
+        self._slots = [
+            _Slot(self._new_actor(), progress=time.monotonic() + self.actor_start_s)
+            for _ in range(num_workers)
+        ]
         self.restarts = 0  # actors replaced over this scorer's life (for logs)
 
     def _new_actor(self) -> Any:
@@ -168,7 +170,9 @@ class RayRewardScorer:
                 while queue and slot.actor is not None and slot.load < self.max_in_flight:
                     chunk = queue.popleft()
                     ref = slot.actor.score.remote(
-                        chunk.indices, [responses[i] for i in chunk.indices], [problems[i] for i in chunk.indices]
+                        chunk.indices,
+                        [responses[i] for i in chunk.indices],
+                        [problems[i] for i in chunk.indices],
                     )
                     in_flight[ref] = (k, slot.generation, chunk)
                     if slot.load == 0:  # an idle actor starts this chunk now (a new one once it is up)

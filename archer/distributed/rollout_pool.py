@@ -103,8 +103,9 @@ def _build_worker_engine(name: str, config: Any, tokenizer: Any, options: dict[s
     return build_engine(name, model.to(device), tokenizer, device=device, **options)
 
 
-def worker_engine_factory(name: str, model: Any, tokenizer: Any, options: dict[str, Any] | None = None
-                          ) -> Callable[[], Any]:
+def worker_engine_factory(
+    name: str, model: Any, tokenizer: Any, options: dict[str, Any] | None = None
+) -> Callable[[], Any]:
     """A picklable factory of engine ``name`` (``hf`` or ``vllm``) for :class:`RayRolloutPool`: it carries
     the policy's config and tokenizer, not its weights; pass the weights as ``initial_weights``."""
     config = getattr(model, "config", model)
@@ -193,8 +194,12 @@ class RayRolloutPool:
         put_s = time.perf_counter() - start
         load_s = max(self._ray.get([w.update_weights.remote(ref, version) for w in self.workers]))
         self.version = version
-        return {"version": float(version), "put_s": put_s, "load_s": load_s,
-                "total_s": time.perf_counter() - start}
+        return {
+            "version": float(version),
+            "put_s": put_s,
+            "load_s": load_s,
+            "total_s": time.perf_counter() - start,
+        }
 
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """The last weight sync's timings and the pool's weight version, as step metrics."""
@@ -228,7 +233,9 @@ def rollout_version(rollout: Rollout) -> int:
     try:
         return int(rollout.meta[VERSION_KEY])
     except KeyError:
-        raise KeyError(f"rollout has no meta[{VERSION_KEY!r}]: it did not come from a RayRolloutPool") from None
+        raise KeyError(
+            f"rollout has no meta[{VERSION_KEY!r}]: it did not come from a RayRolloutPool"
+        ) from None
 
 
 def staleness(rollouts: Sequence[Sequence[Rollout]], current_version: int) -> int:
@@ -269,7 +276,9 @@ class OneStepOffPolicy:
 
     shares_policy = False
 
-    def __init__(self, pool: RayRolloutPool, predict: Callable[[SamplingParams], Any], max_staleness: int = 1) -> None:
+    def __init__(
+        self, pool: RayRolloutPool, predict: Callable[[SamplingParams], Any], max_staleness: int = 1
+    ) -> None:
         self.pool, self.predict, self.max_staleness = pool, predict, max_staleness
         self._pending: tuple[list[list[int]], SamplingParams, Any] | None = None
         self.hits = self.misses = self.dropped = 0
@@ -311,9 +320,15 @@ class OneStepOffPolicy:
         requests since the last call) and the prediction's hits, misses and dropped generations."""
         out = self.pool.metrics(reset)
         lags = self._staleness or [0]
-        out.update({"rollout/staleness_max": float(max(lags)), "rollout/staleness_mean": sum(lags) / len(lags),
-                    "rollout/prefetch_hits": float(self.hits), "rollout/prefetch_misses": float(self.misses),
-                    "rollout/prefetch_dropped": float(self.dropped)})
+        out.update(
+            {
+                "rollout/staleness_max": float(max(lags)),
+                "rollout/staleness_mean": sum(lags) / len(lags),
+                "rollout/prefetch_hits": float(self.hits),
+                "rollout/prefetch_misses": float(self.misses),
+                "rollout/prefetch_dropped": float(self.dropped),
+            }
+        )
         if reset:
             self._staleness = []
         return out

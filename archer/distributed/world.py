@@ -72,7 +72,7 @@ class World:
 
     def mine(self, items: Sequence[Any]) -> list[Any]:
         """This rank's slice of ``items``."""
-        return list(items[self.rank::self.size])
+        return list(items[self.rank :: self.size])
 
     def owned(self, n_items: int) -> list[int]:
         return list(range(self.rank, n_items, self.size))
@@ -90,8 +90,9 @@ class World:
         """Run ``fn`` on rank 0 only; the others wait and receive its (picklable) result."""
         return fn()
 
-    def normalizer(self, masks: Sequence[torch.Tensor], *, max_len: float | None,
-                   entropy_quantile: float | None) -> LossNormalizer:
+    def normalizer(
+        self, masks: Sequence[torch.Tensor], *, max_len: float | None, entropy_quantile: float | None
+    ) -> LossNormalizer:
         """The mini-batch's loss normaliser over every rank's micro-batch masks."""
         return loss_normalizer(list(masks), max_len=max_len, entropy_quantile=entropy_quantile)
 
@@ -167,21 +168,32 @@ class ProcessWorld(World):
     def on_main(self, fn: Callable[[], Any]) -> Any:
         return self.broadcast(fn() if self.main else None)
 
-    def normalizer(self, masks: Sequence[torch.Tensor], *, max_len: float | None,
-                   entropy_quantile: float | None) -> LossNormalizer:
+    def normalizer(
+        self, masks: Sequence[torch.Tensor], *, max_len: float | None, entropy_quantile: float | None
+    ) -> LossNormalizer:
         split = entropy_quantile is not None
         if masks:
             local = loss_normalizer(list(masks), max_len=max_len, entropy_quantile=entropy_quantile)
         else:  # a rank without rows contributes zeros and still takes part
-            local = LossNormalizer(tokens=0.0, seqs=0.0, max_len=0.0 if max_len is None else float(max_len),
-                                   low_entropy_tokens=0.0 if split else None,
-                                   high_entropy_tokens=0.0 if split else None)
+            local = LossNormalizer(
+                tokens=0.0,
+                seqs=0.0,
+                max_len=0.0 if max_len is None else float(max_len),
+                low_entropy_tokens=0.0 if split else None,
+                high_entropy_tokens=0.0 if split else None,
+            )
         tokens, seqs, low, high = self._reduce(
             [local.tokens, local.seqs, local.low_entropy_tokens or 0.0, local.high_entropy_tokens or 0.0],
-            dist.ReduceOp.SUM)
+            dist.ReduceOp.SUM,
+        )
         width = self.max_float(local.max_len)
-        return LossNormalizer(tokens=tokens, seqs=seqs, max_len=width, low_entropy_tokens=low if split else None,
-                              high_entropy_tokens=high if split else None)
+        return LossNormalizer(
+            tokens=tokens,
+            seqs=seqs,
+            max_len=width,
+            low_entropy_tokens=low if split else None,
+            high_entropy_tokens=high if split else None,
+        )
 
     def reduce_gradients(self, model: torch.nn.Module) -> None:
         if self.sharded:
@@ -268,12 +280,13 @@ def _allreduce_grads(model: torch.nn.Module) -> None:
         offset = 0
         for p in group:
             n = p.grad.numel()
-            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
 
 
-def join_world(device: torch.device, strategy: str, backend: str = "auto", timeout_s: float = 3600.0,
-               nccl: Any = None) -> World:
+def join_world(
+    device: torch.device, strategy: str, backend: str = "auto", timeout_s: float = 3600.0, nccl: Any = None
+) -> World:
     """The world of this process: a :class:`ProcessWorld` when the environment describes a process group
     (``WORLD_SIZE`` > 1, as torchrun and :mod:`archer.distributed.launch` set it), else a :class:`World`.
 
@@ -292,8 +305,12 @@ def join_world(device: torch.device, strategy: str, backend: str = "auto", timeo
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-        dist.init_process_group(name, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                                timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            name,
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            timeout=timedelta(seconds=timeout_s),
+        )
     return ProcessWorld(device, strategy, created)
 
 

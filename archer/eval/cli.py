@@ -35,9 +35,14 @@ def _parse_ks(text: str) -> list[int]:
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", nargs="+", required=required, help="dataset file(s) (jsonl, json, parquet) or bundled names: math500, aime24, amc23, "
-                   "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample, synthetic_math, "
-                   "synthetic_code")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=required,
+        help="dataset file(s) (jsonl, json, parquet) or bundled names: math500, aime24, amc23, "
+        "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample, synthetic_math, "
+        "synthetic_code",
+    )
     p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
     p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
 
@@ -53,12 +58,17 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
-    p.add_argument("--chat-template", default=None,
-                   help="Jinja file or text for the tokenizer's chat template (as the model was trained)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja file or text for the tokenizer's chat template (as the model was trained)",
+    )
 
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=_parse_ks, default=None, help=f"comma-separated k values (default {DEFAULT_KS})")
+    p.add_argument(
+        "--k", type=_parse_ks, default=None, help=f"comma-separated k values (default {DEFAULT_KS})"
+    )
     p.add_argument("--timeout", type=float, default=None, help="per-test time limit for code (seconds)")
 
 
@@ -77,7 +87,9 @@ def load_problems(args: argparse.Namespace) -> list:
     return problems
 
 
-def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto", chat_template: str | None = None):
+def load_engine(
+    model_dir: str, device: str | None = None, dtype: str = "auto", chat_template: str | None = None
+):
     """(engine, tokenizer) for a Hugging Face model directory, on ``device`` (default: CUDA when present).
 
     The model is read by the trainer's loader (:func:`archer.train.policy.load_policy`: a local folder,
@@ -93,8 +105,10 @@ def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto", 
     from archer.train.policy import PolicyOptions, load_policy, resolve_device
 
     if is_sharded_checkpoint(model_dir):
-        raise FileNotFoundError(f"--model {model_dir}: a sharded (FSDP) checkpoint; merge it first with "
-                                f"`archer export {model_dir} --out DIR` and evaluate DIR")
+        raise FileNotFoundError(
+            f"--model {model_dir}: a sharded (FSDP) checkpoint; merge it first with "
+            f"`archer export {model_dir} --out DIR` and evaluate DIR"
+        )
     try:
         target = resolve_device(device or "auto")
         model, tokenizer = load_policy(model_dir, PolicyOptions())
@@ -116,8 +130,13 @@ def load_engine(model_dir: str, device: str | None = None, dtype: str = "auto", 
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    return {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-            "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+    }
 
 
 def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,9 +161,12 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
-    print(f"archer eval: {len(problems)} problems x {args.n} samples from {args.model} "
-          f"(batches of {args.batch_size}{f', {len(done)} already generated' if done else ''}) -> {out}",
-          file=sys.stderr, flush=True)
+    print(
+        f"archer eval: {len(problems)} problems x {args.n} samples from {args.model} "
+        f"(batches of {args.batch_size}{f', {len(done)} already generated' if done else ''}) -> {out}",
+        file=sys.stderr,
+        flush=True,
+    )
     progress = Progress(len(problems), label="generate" + (" + score" if score_live else ""), done=len(done))
     by_id = {p.id: p for p in problems}
 
@@ -155,10 +177,23 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
             progress.add_scores(sum(r["num_correct"] for r in rows), sum(r["n"] for r in rows))
         progress.update(count)
 
-    generate_phase(engine, tokenizer, problems, args.out, n=args.n, sampling=_sampling(args),
-                   template=args.template, batch_size=args.batch_size, on_batch=on_batch,
-                   config={"model": str(args.model), "data": [_data_ref(d) for d in args.data],
-                           "format": args.format, "limit": args.limit})
+    generate_phase(
+        engine,
+        tokenizer,
+        problems,
+        args.out,
+        n=args.n,
+        sampling=_sampling(args),
+        template=args.template,
+        batch_size=args.batch_size,
+        on_batch=on_batch,
+        config={
+            "model": str(args.model),
+            "data": [_data_ref(d) for d in args.data],
+            "format": args.format,
+            "limit": args.limit,
+        },
+    )
     print(f"generations in {out / 'generations.jsonl'}")
 
 
@@ -177,8 +212,10 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
     ids = {p.id for p in problems}
     gens = Path(args.out) / store.GENERATIONS
     if not any(g.get("id") in ids for g in store.read_jsonl(gens)):  # else every problem scores 0.0
-        raise ValueError(f"{gens}: no generations for the {len(problems)} problems of --data; "
-                         "run `archer eval generate` first")
+        raise ValueError(
+            f"{gens}: no generations for the {len(problems)} problems of --data; "
+            "run `archer eval generate` first"
+        )
     summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
     print_summary(summary, title=str(args.out))
     print(f"summary in {Path(args.out) / 'summary.json'}")
@@ -200,8 +237,9 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archer eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="archer eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="generate then score (the default)")
     gen = sub.add_parser("generate", help="phase 1: sample responses into OUT/generations.jsonl")

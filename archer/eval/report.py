@@ -65,8 +65,16 @@ class Progress:
     most every ``every_s`` seconds and at the end, so a 15-minute evaluation is never silent.
     """
 
-    def __init__(self, total: int, *, label: str = "generating", done: int = 0, stream: TextIO | None = None,
-                 every_s: float = 30.0, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        label: str = "generating",
+        done: int = 0,
+        stream: TextIO | None = None,
+        every_s: float = 30.0,
+        clock=time.monotonic,
+    ) -> None:
         self.total, self.label, self.start_done = total, label, done
         self.done = done
         self.stream = stream if stream is not None else sys.stderr
@@ -86,8 +94,10 @@ class Progress:
         eta = elapsed / new * (self.total - self.done) if new > 0 else None
         width = 20
         filled = int(width * self.done / self.total) if self.total else width
-        text = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} problems, "
-                f"{_clock(elapsed)} elapsed, ETA {_clock(eta) if eta is not None else '?'}")
+        text = (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} problems, "
+            f"{_clock(elapsed)} elapsed, ETA {_clock(eta) if eta is not None else '?'}"
+        )
         if self.samples:
             text += f", accuracy {self.correct / self.samples:.3f} ({self.samples} samples)"
         return text

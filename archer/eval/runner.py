@@ -64,13 +64,15 @@ def generate_records(
         rollouts = engine.generate(prompts, _replace(params, seed=seed))
         batch = []
         for p, prompt, samples in zip(chunk, prompts, rollouts):
-            batch.append({
-                "id": p.id,
-                "prompt": prompt,
-                "responses": [r.text for r in samples],
-                "finish_reasons": [r.finish_reason for r in samples],
-                "num_tokens": [len(r.response_ids) for r in samples],
-            })
+            batch.append(
+                {
+                    "id": p.id,
+                    "prompt": prompt,
+                    "responses": [r.text for r in samples],
+                    "finish_reasons": [r.finish_reason for r in samples],
+                    "num_tokens": [len(r.response_ids) for r in samples],
+                }
+            )
         records.extend(batch)
         if on_batch is not None:
             on_batch(batch)
@@ -109,8 +111,10 @@ def generate_phase(
     cfg = store.read_json(out / store.CONFIG, {})
     if cfg.get("n") not in (None, n):
         raise ValueError(f"{out} was generated with n={cfg['n']}, not n={n}; use a new --out directory")
-    store.write_json(out / store.CONFIG, {**cfg, **(config or {}), "n": n, "sampling": asdict(params),
-                                          "template": template})
+    store.write_json(
+        out / store.CONFIG,
+        {**cfg, **(config or {}), "n": n, "sampling": asdict(params), "template": template},
+    )
     done = {r["id"] for r in store.read_jsonl(out / store.GENERATIONS) if len(r.get("responses", [])) == n}
     todo = [p for p in problems if p.id not in done]
     if todo:
@@ -125,15 +129,26 @@ def generate_phase(
                 on_batch(batch, count[0], len(problems))
 
         # batch seeds count from the first missing problem's dataset position
-        generate_records(engine, tokenizer, todo, params, template=template, batch_size=batch_size,
-                         start_index=first[todo[0].id], on_batch=written)
+        generate_records(
+            engine,
+            tokenizer,
+            todo,
+            params,
+            template=template,
+            batch_size=batch_size,
+            start_index=first[todo[0].id],
+            on_batch=written,
+        )
     (out / store.GENERATED_MARKER).write_text("complete\n")
     return out / store.GENERATIONS
 
 
 def score_records(
-    generations: Sequence[dict[str, Any]], problems_by_id: dict[str, Problem], *,
-    score_fn: Callable[[list[str], list[Problem]], list[Any]] | None = None, **reward_opts: Any
+    generations: Sequence[dict[str, Any]],
+    problems_by_id: dict[str, Problem],
+    *,
+    score_fn: Callable[[list[str], list[Problem]], list[Any]] | None = None,
+    **reward_opts: Any,
 ) -> list[dict[str, Any]]:
     """Score each generation record's responses; one result row per problem.
 
@@ -143,6 +158,7 @@ def score_records(
     from archer.rewards.registry import score_responses
 
     if score_fn is None:
+
         def score_fn(responses: list[str], problems: list[Problem]) -> list[Any]:
             return score_responses(responses, problems, **reward_opts)
 
@@ -163,18 +179,28 @@ def score_records(
             pos += 1
             info = dict(res.info or {})
             reason = info.pop("reason", None) or ("correct" if res.correct else "incorrect")
-            samples.append({
-                "index": j,
-                "correct": bool(res.correct),
-                "reward": float(res.reward),
-                "reason": reason,
-                "finish_reason": (g.get("finish_reasons") or [None] * (j + 1))[j],
-                "num_tokens": (g.get("num_tokens") or [None] * (j + 1))[j],
-                "info": info,
-            })
+            samples.append(
+                {
+                    "index": j,
+                    "correct": bool(res.correct),
+                    "reward": float(res.reward),
+                    "reason": reason,
+                    "finish_reason": (g.get("finish_reasons") or [None] * (j + 1))[j],
+                    "num_tokens": (g.get("num_tokens") or [None] * (j + 1))[j],
+                    "info": info,
+                }
+            )
         correct = [s["correct"] for s in samples]
-        rows.append({"id": p.id, "data_source": p.data_source, "kind": p.kind, "n": len(samples),
-                     "num_correct": sum(correct), "samples": samples})
+        rows.append(
+            {
+                "id": p.id,
+                "data_source": p.data_source,
+                "kind": p.kind,
+                "n": len(samples),
+                "num_correct": sum(correct),
+                "samples": samples,
+            }
+        )
     return rows
 
 
@@ -193,7 +219,9 @@ def summarize(results: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str,
     if samples:
         tokens = [s["num_tokens"] for s in samples if s.get("num_tokens") is not None]
         summary["mean_response_tokens"] = sum(tokens) / len(tokens) if tokens else None
-        summary["truncated_fraction"] = sum(s.get("finish_reason") == "length" for s in samples) / len(samples)
+        summary["truncated_fraction"] = sum(s.get("finish_reason") == "length" for s in samples) / len(
+            samples
+        )
     return summary
 
 
@@ -256,15 +284,30 @@ def evaluate(
     "records": [per-problem rows with "responses" and "samples"]}``. With ``out_dir`` the files of
     :func:`generate_phase` / :func:`score_phase` are written (and resumed) there.
     """
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k,
-                "max_new_tokens": max_new_tokens, "seed": seed}
+    sampling = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
     if out_dir is not None:
-        generate_phase(engine, tokenizer, problems, out_dir, n=n, sampling=sampling, template=template,
-                       batch_size=batch_size)
+        generate_phase(
+            engine,
+            tokenizer,
+            problems,
+            out_dir,
+            n=n,
+            sampling=sampling,
+            template=template,
+            batch_size=batch_size,
+        )
         summary = score_phase(problems, out_dir, ks=ks, reward_opts=reward_opts)
         gens = {g["id"]: g for g in store.read_jsonl(Path(out_dir) / store.GENERATIONS)}
         results = {r["id"]: r for r in store.read_jsonl(Path(out_dir) / store.RESULTS)}
-        records = [dict(results[p.id], responses=gens[p.id]["responses"]) for p in problems if p.id in results]
+        records = [
+            dict(results[p.id], responses=gens[p.id]["responses"]) for p in problems if p.id in results
+        ]
         return {**summary, "records": records}
     _check_unique(problems)
     params = _sampling_params(n, sampling)
@@ -275,7 +318,9 @@ def evaluate(
     return {**summarize(rows, ks), "records": rows}
 
 
-def measure_pass_rates(engine: Any, tokenizer: Any, problems: Sequence[Problem], **kwargs: Any) -> list[float]:
+def measure_pass_rates(
+    engine: Any, tokenizer: Any, problems: Sequence[Problem], **kwargs: Any
+) -> list[float]:
     """Fraction of correct samples per problem (for the difficulty filter); kwargs as :func:`evaluate`."""
     out = evaluate(engine, tokenizer, problems, **kwargs)
     return [r["num_correct"] / r["n"] for r in out["records"]]

@@ -41,7 +41,9 @@ def find_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [d for d in root.iterdir() if d.is_dir() and _STEP.search(d.name) and (d / COMPLETE_MARKER).exists()]
+    found = [
+        d for d in root.iterdir() if d.is_dir() and _STEP.search(d.name) and (d / COMPLETE_MARKER).exists()
+    ]
     return sorted(found, key=lambda d: int(_STEP.search(d.name).group(1)))  # type: ignore[union-attr]
 
 
@@ -116,9 +118,17 @@ class Watcher:
             factory = load_engine
         engine, tokenizer = factory(ckpt)
         try:
-            generate_phase(engine, tokenizer, self.problems, self.eval_dir / ckpt.name, n=self.n,
-                           sampling=self.sampling, template=self.template, batch_size=self.batch_size,
-                           config={"model": str(ckpt)})
+            generate_phase(
+                engine,
+                tokenizer,
+                self.problems,
+                self.eval_dir / ckpt.name,
+                n=self.n,
+                sampling=self.sampling,
+                template=self.template,
+                batch_size=self.batch_size,
+                config={"model": str(ckpt)},
+            )
         finally:
             del engine
             _free_accelerator_memory()
@@ -128,8 +138,12 @@ class Watcher:
 
         summary = score_phase(self.problems, self.eval_dir / name, ks=self.ks, reward_opts=self.reward_opts)
         match = _STEP.search(name)
-        row = {"checkpoint": name, "step": int(match.group(1)) if match else None, "time": self.clock(),
-               **{k: v for k, v in summary.items() if k != "by_source"}}
+        row = {
+            "checkpoint": name,
+            "step": int(match.group(1)) if match else None,
+            "time": self.clock(),
+            **{k: v for k, v in summary.items() if k != "by_source"},
+        }
         store.append_jsonl(self.eval_dir / "history.jsonl", [row])
         return summary
 
@@ -149,16 +163,19 @@ class Watcher:
                     self._record_failure("generate", name, exc)
                     self.log(traceback.format_exc(limit=3))
                     continue
-            if self.phase in ("all", "score") and (out / store.GENERATED_MARKER).exists() and not (
-                out / store.SUMMARY
-            ).exists():
+            if (
+                self.phase in ("all", "score")
+                and (out / store.GENERATED_MARKER).exists()
+                and not (out / store.SUMMARY).exists()
+            ):
                 if not self._due("score", name):
                     continue
                 try:
                     summary = self._score(name)
                     done.append(f"score:{name}")
-                    self.log(f"[watch] {name}: " + ", ".join(
-                        f"{k} {summary[k]:.3f}" for k in summary if "@" in k))
+                    self.log(
+                        f"[watch] {name}: " + ", ".join(f"{k} {summary[k]:.3f}" for k in summary if "@" in k)
+                    )
                 except Exception as exc:
                     self._record_failure("score", name, exc)
         return done
@@ -172,8 +189,10 @@ class Watcher:
         while True:
             self.step()
             if not find_checkpoints(self.run_dir) and not waiting_logged:
-                self.log(f"[watch] no complete checkpoint in {self.run_dir / 'checkpoints'} yet"
-                         + ("" if once else f"; checking every {poll_s:g} s"))
+                self.log(
+                    f"[watch] no complete checkpoint in {self.run_dir / 'checkpoints'} yet"
+                    + ("" if once else f"; checking every {poll_s:g} s")
+                )
                 waiting_logged = True
             if once:
                 return
@@ -201,11 +220,20 @@ def main_from_args(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
         raise FileNotFoundError(f"run directory not found: {args.run_dir}")
     watcher = Watcher(
-        args.run_dir, load_problems(args), n=args.n, ks=args.k or _parse_ks(DEFAULT_KS),
-        sampling=_sampling(args), phase=args.phase,
-        engine_factory=lambda ckpt: load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)),
-        template=args.template, batch_size=args.batch_size, reward_opts=_reward_opts(args),
-        max_attempts=args.max_attempts, backoff_s=args.backoff,
+        args.run_dir,
+        load_problems(args),
+        n=args.n,
+        ks=args.k or _parse_ks(DEFAULT_KS),
+        sampling=_sampling(args),
+        phase=args.phase,
+        engine_factory=lambda ckpt: load_engine(
+            str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)
+        ),
+        template=args.template,
+        batch_size=args.batch_size,
+        reward_opts=_reward_opts(args),
+        max_attempts=args.max_attempts,
+        backoff_s=args.backoff,
     )
     watcher.run(once=args.once, poll_s=args.poll)
     return 0

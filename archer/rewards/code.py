@@ -74,19 +74,33 @@ def _test_plan(tests: dict[str, Any]) -> dict[str, Any]:
         setup = tests.get("setup") or ""
         if not isinstance(setup, str):
             raise ValueError("tests['setup'] must be a string")
-        return {"mode": "assert", "n": len(asserts), "asserts": asserts, "entry_point": tests.get("entry_point"),
-                "setup": setup}
+        return {
+            "mode": "assert",
+            "n": len(asserts),
+            "asserts": asserts,
+            "entry_point": tests.get("entry_point"),
+            "setup": setup,
+        }
     if "inputs" in tests and "outputs" in tests:
         inputs, outputs = list(tests["inputs"]), list(tests["outputs"])
         if len(inputs) != len(outputs):
             raise ValueError(f"{len(inputs)} test inputs but {len(outputs)} outputs")
         # non-string inputs (APPS/TACO call-based) are argument lists: one JSON argument per line
-        inputs = [x if isinstance(x, str) else "\n".join(json.dumps(a) for a in (x if isinstance(x, list) else [x]))
-                  for x in inputs]
+        inputs = [
+            x if isinstance(x, str) else "\n".join(json.dumps(a) for a in (x if isinstance(x, list) else [x]))
+            for x in inputs
+        ]
         fn = tests.get("fn_name")
-        return {"mode": "call" if fn else "stdin", "n": len(inputs), "inputs": inputs, "outputs": outputs,
-                "fn_name": fn}
-    raise ValueError(f"unrecognised tests dict with keys {sorted(tests)}; expected 'assert' or 'inputs'+'outputs'")
+        return {
+            "mode": "call" if fn else "stdin",
+            "n": len(inputs),
+            "inputs": inputs,
+            "outputs": outputs,
+            "fn_name": fn,
+        }
+    raise ValueError(
+        f"unrecognised tests dict with keys {sorted(tests)}; expected 'assert' or 'inputs'+'outputs'"
+    )
 
 
 def _subsample(plan: dict[str, Any], max_tests: int | None, rng: random.Random) -> list[int]:
@@ -171,9 +185,14 @@ def run_tests_batch(
             reports[k] = TestReport(0, len(idx), ["error"] * len(idx), {"reason": "no program"})
             continue
         collector = _Collector(plan, idx, stop_on_failure)
-        req: dict[str, Any] = {"mode": plan["mode"], "program": program, "timeout": float(timeout),
-                               "memory_mb": int(memory_mb), "max_output": int(max_output_bytes),
-                               "budget": float(budget) if budget else None}
+        req: dict[str, Any] = {
+            "mode": plan["mode"],
+            "program": program,
+            "timeout": float(timeout),
+            "memory_mb": int(memory_mb),
+            "max_output": int(max_output_bytes),
+            "budget": float(budget) if budget else None,
+        }
         part_b = None
         if plan["mode"] == "assert":
             req.update(n_tests=len(idx), entry_point=plan["entry_point"], setup=plan["setup"])
@@ -190,8 +209,11 @@ def run_tests_batch(
         errors = (pool or default_pool()).run(jobs)
         elapsed = time.monotonic() - start
         for k, collector, error in zip(owners, collectors, errors):
-            info: dict[str, Any] = {"mode": collector.plan["mode"], "tests": collector.idx,
-                                    "batch_seconds": round(elapsed, 3)}
+            info: dict[str, Any] = {
+                "mode": collector.plan["mode"],
+                "tests": collector.idx,
+                "batch_seconds": round(elapsed, 3),
+            }
             if error is not None:
                 info["reason"] = f"sandbox error: {error}"
                 collector.verdicts = [v if v != "skipped" else "sandbox_error" for v in collector.verdicts]
@@ -199,8 +221,14 @@ def run_tests_batch(
     return reports  # type: ignore[return-value]
 
 
-def run_tests(program: str, tests: dict[str, Any], timeout: float = 6.0, memory_mb: int = 1024,
-              stop_on_failure: bool = False, **opts: Any) -> TestReport:
+def run_tests(
+    program: str,
+    tests: dict[str, Any],
+    timeout: float = 6.0,
+    memory_mb: int = 1024,
+    stop_on_failure: bool = False,
+    **opts: Any,
+) -> TestReport:
     """One program against its tests; see :func:`run_tests_batch` for the options."""
     return run_tests_batch([(program, tests)], timeout, memory_mb, stop_on_failure, **opts)[0]
 
@@ -231,9 +259,14 @@ def _reward_fn(reward_mode: str) -> Callable[[TestReport], float]:
     return REWARD_MODES[reward_mode]
 
 
-def score_code_batch(responses: Sequence[str], tests: Sequence[dict[str, Any] | None], *,
-                     reward_mode: str = "hard", stop_on_failure: bool | None = None,
-                     **opts: Any) -> list[RewardResult]:
+def score_code_batch(
+    responses: Sequence[str],
+    tests: Sequence[dict[str, Any] | None],
+    *,
+    reward_mode: str = "hard",
+    stop_on_failure: bool | None = None,
+    **opts: Any,
+) -> list[RewardResult]:
     """Score ``responses[i]`` against ``tests[i]`` in one sandbox batch.
 
     ``stop_on_failure`` defaults to True for ``hard`` rewards (the first failure decides) and False
@@ -243,7 +276,9 @@ def score_code_batch(responses: Sequence[str], tests: Sequence[dict[str, Any] | 
     stop = reward_mode == "hard" if stop_on_failure is None else stop_on_failure
     programs = [extract_code(r) for r in responses]
     todo = [k for k, p in enumerate(programs) if p is not None and tests[k] is not None]
-    reports = run_tests_batch([(programs[k], tests[k]) for k in todo], stop_on_failure=stop, **opts) if todo else []
+    reports = (
+        run_tests_batch([(programs[k], tests[k]) for k in todo], stop_on_failure=stop, **opts) if todo else []
+    )
     by_k = dict(zip(todo, reports))
     fail = _reward_fn(reward_mode)(TestReport(0, 1, ["error"]))
     out = []
@@ -262,21 +297,42 @@ def score_code_batch(responses: Sequence[str], tests: Sequence[dict[str, Any] | 
     return out
 
 
-def score_code(response: str, tests: dict[str, Any], *, reward_mode: str = "hard", **opts: Any) -> RewardResult:
+def score_code(
+    response: str, tests: dict[str, Any], *, reward_mode: str = "hard", **opts: Any
+) -> RewardResult:
     """Reward of one response: extract the code, run the tests, apply ``reward_mode``."""
     return score_code_batch([response], [tests], reward_mode=reward_mode, **opts)[0]
 
 
-def score_code_problems(responses: Sequence[str], problems: Sequence[Any], *, reward_mode: str = "hard",
-                        timeout: float = 6.0, memory_mb: int = 1024, stop_on_failure: bool | None = None,
-                        max_tests: int | None = None, seed: int = 0, budget: float | None = None,
-                        max_output_bytes: int = 1 << 22, pool: SandboxPool | None = None) -> list[RewardResult]:
+def score_code_problems(
+    responses: Sequence[str],
+    problems: Sequence[Any],
+    *,
+    reward_mode: str = "hard",
+    timeout: float = 6.0,
+    memory_mb: int = 1024,
+    stop_on_failure: bool | None = None,
+    max_tests: int | None = None,
+    seed: int = 0,
+    budget: float | None = None,
+    max_output_bytes: int = 1 << 22,
+    pool: SandboxPool | None = None,
+) -> list[RewardResult]:
     """Registry entry point (kind ``"code"``): problems are :class:`archer.data.schema.Problem`."""
     tests = [with_prompt_setup(getattr(p, "tests", None), getattr(p, "prompt", None)) for p in problems]
-    return score_code_batch(responses, tests, reward_mode=reward_mode,
-                            timeout=timeout, memory_mb=memory_mb, stop_on_failure=stop_on_failure,
-                            max_tests=max_tests, seed=seed, budget=budget, max_output_bytes=max_output_bytes,
-                            pool=pool)
+    return score_code_batch(
+        responses,
+        tests,
+        reward_mode=reward_mode,
+        timeout=timeout,
+        memory_mb=memory_mb,
+        stop_on_failure=stop_on_failure,
+        max_tests=max_tests,
+        seed=seed,
+        budget=budget,
+        max_output_bytes=max_output_bytes,
+        pool=pool,
+    )
 
 
 @functools.lru_cache(maxsize=1024)

@@ -107,7 +107,9 @@ class RewardFunction:
     name: str
     signature: str  # trl | verl
 
-    def values(self, responses: Sequence[str], problems: Sequence[Problem]) -> list[tuple[float | None, dict]]:
+    def values(
+        self, responses: Sequence[str], problems: Sequence[Problem]
+    ) -> list[tuple[float | None, dict]]:
         if self.signature == "verl":
             return [self._verl_one(i, r, p) for i, (r, p) in enumerate(zip(responses, problems))]
         return self._trl(responses, problems)
@@ -192,20 +194,30 @@ def load_reward_function(spec: str, signature: str = "auto") -> RewardFunction:
     if params:
         has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         if kind == "trl" and "completions" not in params and not has_var_kw:
-            raise ValueError(f"{target}:{name} takes no 'completions' argument (TRL signature: "
-                             "fn(completions, **kwargs)); for verl's compute_score set reward.signature=verl")
+            raise ValueError(
+                f"{target}:{name} takes no 'completions' argument (TRL signature: "
+                "fn(completions, **kwargs)); for verl's compute_score set reward.signature=verl"
+            )
         positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         has_var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values())
         if kind == "verl" and len(positional) < 3 and not has_var_pos:
-            raise ValueError(f"{target}:{name} takes {len(positional)} positional arguments; verl's signature "
-                             "is compute_score(data_source, solution_str, ground_truth, extra_info)")
+            raise ValueError(
+                f"{target}:{name} takes {len(positional)} positional arguments; verl's signature "
+                "is compute_score(data_source, solution_str, ground_truth, extra_info)"
+            )
     loaded = RewardFunction(fn, f"{target}:{name}", kind)
     _CACHE[key] = loaded
     return loaded
 
 
-def combine(function_values: Sequence[tuple[float | None, dict]], verifier: Sequence[RewardResult] | None, *,
-            function_weight: float, verifier_weight: float, none_reward: float = 0.0) -> list[RewardResult]:
+def combine(
+    function_values: Sequence[tuple[float | None, dict]],
+    verifier: Sequence[RewardResult] | None,
+    *,
+    function_weight: float,
+    verifier_weight: float,
+    none_reward: float = 0.0,
+) -> list[RewardResult]:
     """``verifier_weight * verifier + function_weight * function`` per response (see the module docstring)."""
     out = []
     for i, (value, finfo) in enumerate(function_values):
@@ -230,9 +242,15 @@ def combine(function_values: Sequence[tuple[float | None, dict]], verifier: Sequ
     return out
 
 
-def reward_score_fn(spec: str, *, signature: str = "auto", function_weight: float = 1.0,
-                    verifier_weight: float = 0.0, none_reward: float = 0.0,
-                    **verifier_opts: Any) -> Callable[[list[str], list[Problem]], list[RewardResult]]:
+def reward_score_fn(
+    spec: str,
+    *,
+    signature: str = "auto",
+    function_weight: float = 1.0,
+    verifier_weight: float = 0.0,
+    none_reward: float = 0.0,
+    **verifier_opts: Any,
+) -> Callable[[list[str], list[Problem]], list[RewardResult]]:
     """``score_fn(responses, problems)`` for callers without a run config (``archer eval``'s
     ``score_records(score_fn=...)``): the same combination as ``reward.*``, the built-in verifiers
     through :func:`archer.rewards.registry.score_responses` with ``verifier_opts``."""
@@ -242,7 +260,12 @@ def reward_score_fn(spec: str, *, signature: str = "auto", function_weight: floa
         from archer.rewards.registry import score_responses
 
         verifier = score_responses(responses, problems, **verifier_opts) if verifier_weight > 0 else None
-        return combine(function.values(responses, problems), verifier, function_weight=function_weight,
-                       verifier_weight=verifier_weight, none_reward=none_reward)
+        return combine(
+            function.values(responses, problems),
+            verifier,
+            function_weight=function_weight,
+            verifier_weight=verifier_weight,
+            none_reward=none_reward,
+        )
 
     return score_fn

@@ -52,9 +52,7 @@ def verifier_for(problem: Problem) -> str:
     return _SOURCE_OVERRIDES.get(problem.data_source, problem.kind)
 
 
-def score_responses(
-    responses: Sequence[str], problems: Sequence[Problem], **opts: Any
-) -> list[RewardResult]:
+def score_responses(responses: Sequence[str], problems: Sequence[Problem], **opts: Any) -> list[RewardResult]:
     """Score ``responses[i]`` against ``problems[i]``; options are passed to every verifier by name.
 
     Options a verifier does not accept are dropped for it (e.g. ``memory_mb`` for math), so one

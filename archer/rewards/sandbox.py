@@ -71,8 +71,17 @@ log = logging.getLogger(__name__)
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 ISOLATION_MODES = ("auto", "namespaces", "userns", "none")
-LAYERS = ("mount_namespace", "chroot", "net_namespace", "pid_namespace", "uid_drop", "capabilities_dropped",
-          "ipc_per_run", "seccomp", "cgroup")
+LAYERS = (
+    "mount_namespace",
+    "chroot",
+    "net_namespace",
+    "pid_namespace",
+    "uid_drop",
+    "capabilities_dropped",
+    "ipc_per_run",
+    "seccomp",
+    "cgroup",
+)
 
 # on_event(event) -> continue?; event = {"i", "status", "stdout"/"result", "detail", "time"}
 EventHandler = Callable[[dict[str, Any]], bool]
@@ -91,18 +100,20 @@ class SandboxConfig:
     """Pool settings. ``workers=0`` means one zygote per CPU core."""
 
     workers: int = 0
-    isolation: str = "auto"           # auto | namespaces (unshare as root) | userns | none
-    uid_base: int = 64000             # uid pairs (program, judge = +1) are allocated from here upward
-    nproc: int = 32                   # RLIMIT_NPROC per run (threads count)
-    file_size_mb: int = 16            # RLIMIT_FSIZE
-    open_files: int = 64              # RLIMIT_NOFILE
-    tmpfs_mb: int = 64                # size of the private /tmp holding the run directories
+    isolation: str = "auto"  # auto | namespaces (unshare as root) | userns | none
+    uid_base: int = 64000  # uid pairs (program, judge = +1) are allocated from here upward
+    nproc: int = 32  # RLIMIT_NPROC per run (threads count)
+    file_size_mb: int = 16  # RLIMIT_FSIZE
+    open_files: int = 64  # RLIMIT_NOFILE
+    tmpfs_mb: int = 64  # size of the private /tmp holding the run directories
     start_timeout: float = 60.0
-    debug: bool = False               # let zygote stderr through
+    debug: bool = False  # let zygote stderr through
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATION_MODES:
-            raise ValueError(f"SandboxConfig.isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}")
+            raise ValueError(
+                f"SandboxConfig.isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}"
+            )
         for name in ("workers", "uid_base", "nproc", "file_size_mb", "open_files", "tmpfs_mb"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SandboxConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -126,15 +137,31 @@ def _launch_commands(mode: str) -> list[tuple[str, list[str]]]:
 class _Zygote:
     """One zygote process and its pipes; used by one thread at a time."""
 
-    def __init__(self, cfg: SandboxConfig, slot: int, launcher: str, prefix: list[str],
-                 resources: dict[str, Any] | None = None) -> None:
-        wcfg = {**asdict(cfg), **(resources or {}), "slot": slot, "launcher": launcher,
-                "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
-                "host_net_ns": os.stat("/proc/self/ns/net").st_ino}
+    def __init__(
+        self,
+        cfg: SandboxConfig,
+        slot: int,
+        launcher: str,
+        prefix: list[str],
+        resources: dict[str, Any] | None = None,
+    ) -> None:
+        wcfg = {
+            **asdict(cfg),
+            **(resources or {}),
+            "slot": slot,
+            "launcher": launcher,
+            "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
+            "host_net_ns": os.stat("/proc/self/ns/net").st_ino,
+        }
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-I", "-S", WORKER, json.dumps(wcfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if cfg.debug else subprocess.DEVNULL,
-            env={}, close_fds=True, cwd="/")
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if cfg.debug else subprocess.DEVNULL,
+            env={},
+            close_fds=True,
+            cwd="/",
+        )
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         ready, _, _ = select.select([self.fd_out], [], [], cfg.start_timeout)
         hello = self._recv() if ready else None
@@ -242,18 +269,25 @@ class SandboxPool:
                 self._launcher = (name, prefix)
                 break
             if self._launcher is None:
-                raise SandboxError(f"no sandbox launcher worked for isolation={self.config.isolation!r}: {failures}")
+                raise SandboxError(
+                    f"no sandbox launcher worked for isolation={self.config.isolation!r}: {failures}"
+                )
             self._zygotes = [first]
-            self._zygotes += [_Zygote(self.config, i, *self._launcher, self._resources(i)) for i in range(1, n)]
+            self._zygotes += [
+                _Zygote(self.config, i, *self._launcher, self._resources(i)) for i in range(1, n)
+            ]
         except BaseException:
             self.close()
             raise
         self.isolation = self._summary(failures)
         missing = [k for k in LAYERS if not self.isolation[k]]
         if missing or failures:
-            log.warning("code sandbox running WITHOUT %s (launcher %s%s); untrusted code is less isolated",
-                        ", ".join(missing) or "nothing", self.isolation["launcher"],
-                        f"; failed: {failures + self.isolation['errors']}" if failures or missing else "")
+            log.warning(
+                "code sandbox running WITHOUT %s (launcher %s%s); untrusted code is less isolated",
+                ", ".join(missing) or "nothing",
+                self.isolation["launcher"],
+                f"; failed: {failures + self.isolation['errors']}" if failures or missing else "",
+            )
 
     def _allocate(self, n: int, failures: list[str]) -> None:
         """Machine-wide unique uid pairs and a cgroup per slot (root only; otherwise reported)."""
@@ -272,16 +306,23 @@ class SandboxPool:
             self._cgroups = []
 
     def _resources(self, slot: int) -> dict[str, Any]:
-        return {"uids": self._uids[slot].as_dict() if self._uids else None,
-                "cgroup": self._cgroups[slot] if self._cgroups else None}
+        return {
+            "uids": self._uids[slot].as_dict() if self._uids else None,
+            "cgroup": self._cgroups[slot] if self._cgroups else None,
+        }
 
     def _summary(self, failures: list[str]) -> dict[str, Any]:
         iso = self._zygotes[0].isolation
         out = {k: bool(iso.get(k)) for k in LAYERS}
-        out.update(launcher=iso["launcher"], tree_kill=iso["tree_kill"], rlimits=True,
-                   workers=len(self._zygotes), uids=iso.get("uids"),
-                   all_uids=[z.isolation.get("uids") for z in self._zygotes],
-                   errors=iso.get("errors", []) + failures)
+        out.update(
+            launcher=iso["launcher"],
+            tree_kill=iso["tree_kill"],
+            rlimits=True,
+            workers=len(self._zygotes),
+            uids=iso.get("uids"),
+            all_uids=[z.isolation.get("uids") for z in self._zygotes],
+            errors=iso.get("errors", []) + failures,
+        )
         return out
 
     def _revive(self, slot: int) -> None:

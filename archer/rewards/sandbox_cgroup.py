@@ -71,7 +71,7 @@ def _own_paths() -> dict[str, str]:
 
 def _join(mount_root: str, mount_point: str, path: str) -> str:
     if mount_root != "/" and (path == mount_root or path.startswith(mount_root.rstrip("/") + "/")):
-        path = path[len(mount_root):]
+        path = path[len(mount_root) :]
     return os.path.join(mount_point, path.lstrip("/"))
 
 
@@ -113,7 +113,8 @@ def _enable_v2(parent: str, ctrls: list[str]) -> None:
     except OSError as exc:
         raise CgroupUnavailable(
             f"cannot enable {'+'.join(todo)} in {path} ({exc.strerror}); cgroup v2 allows it only in a cgroup "
-            "without processes: start the trainer in a delegated cgroup (e.g. systemd-run -p Delegate=yes)") from exc
+            "without processes: start the trainer in a delegated cgroup (e.g. systemd-run -p Delegate=yes)"
+        ) from exc
 
 
 def sweep(found: dict[str, tuple[int, str]]) -> None:
@@ -163,7 +164,9 @@ def create(slot: int) -> dict[str, tuple[int, str]]:
         remove(out or {c: (0, p) for c, p in made.items()})
         if isinstance(exc, CgroupUnavailable):
             raise
-        raise CgroupUnavailable(f"cannot create a cgroup below {', '.join(made) or str(found)}: {exc}") from exc
+        raise CgroupUnavailable(
+            f"cannot create a cgroup below {', '.join(made) or str(found)}: {exc}"
+        ) from exc
     return out
 
 
@@ -202,7 +205,10 @@ def set_limits(dirs: dict[str, tuple[int, str]], memory_bytes: int, tasks: int) 
         if ctrl == "pids":
             _write(os.path.join(path, "pids.max"), str(int(tasks)))
         elif version == 1:
-            limit, memsw = os.path.join(path, "memory.limit_in_bytes"), os.path.join(path, "memory.memsw.limit_in_bytes")
+            limit, memsw = (
+                os.path.join(path, "memory.limit_in_bytes"),
+                os.path.join(path, "memory.memsw.limit_in_bytes"),
+            )
             has_memsw = os.path.exists(memsw)
             raising = has_memsw and int(_read(limit)) < memory_bytes
             order = [memsw, limit] if raising else [limit] + ([memsw] if has_memsw else [])

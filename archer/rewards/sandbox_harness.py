@@ -144,10 +144,12 @@ def _parse_args(text: str) -> list[Any]:
 
 # LeetCode-style starter code uses List, Optional, deque, ... without importing them; LiveCodeBench
 # prepends a header of star imports for the same reason (a shorter one here).
-CALL_HEADER = ("from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
-               "from itertools import *\nfrom functools import *\nfrom math import *\n"
-               "import math, heapq, bisect, itertools, functools, collections, string, re, sys\n"
-               "sys.setrecursionlimit(50000)\n")
+CALL_HEADER = (
+    "from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
+    "from itertools import *\nfrom functools import *\nfrom math import *\n"
+    "import math, heapq, bisect, itertools, functools, collections, string, re, sys\n"
+    "sys.setrecursionlimit(50000)\n"
+)
 
 
 def call_child(program: str, fn_name: str, inputs: list[str], start: int, result_fd: int) -> None:
@@ -312,8 +314,15 @@ def _calls_check(test: str) -> bool:
     return False
 
 
-def judge(tests_blob: bytes, setup: str, entry_point: str | None, req_fd: int, resp_fd: int,
-          verdict_fd: int, loads: Any) -> None:
+def judge(
+    tests_blob: bytes,
+    setup: str,
+    entry_point: str | None,
+    req_fd: int,
+    resp_fd: int,
+    verdict_fd: int,
+    loads: Any,
+) -> None:
     """Runs each assert test against the real builtins; writes one verdict per test on ``verdict_fd``.
 
     The judge never sees the program's source. Its namespace holds the real builtins, what the

@@ -118,8 +118,13 @@ def _build_root(tmpfs_mb: int, cgroups: dict[str, list[Any]]) -> dict[str, list[
             _bind_ro(d, root + d)
     # the jail's /tmp first: a Python directory under /tmp is then bound inside it, not hidden by it
     os.makedirs(root + "/tmp")
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={int(tmpfs_mb)}m,nr_inodes={TMP_INODES},mode=0755")
+    _mount(
+        "tmpfs",
+        root + "/tmp",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={int(tmpfs_mb)}m,nr_inodes={TMP_INODES},mode=0755",
+    )
     for d, fd in python_fds.items():
         os.makedirs(root + d, exist_ok=True)
         os.chmod(root + os.path.dirname(d), 0o755)
@@ -240,13 +245,15 @@ seccomp = _load_sibling("sandbox_seccomp")
 
 def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     """Put the zygote in its jail; return what is in force (public keys) plus private settings."""
+
     def ns_ino(kind: str) -> int:
         return os.stat(f"/proc/self/ns/{kind}").st_ino
 
     report: dict[str, Any] = {
         "launcher": cfg.get("launcher", "none"),
         "mount_namespace": bool(cfg.get("host_mnt_ns")) and ns_ino("mnt") != cfg.get("host_mnt_ns"),
-        "net_namespace": bool(cfg.get("host_net_ns")) and ns_ino("net") != cfg.get("host_net_ns")
+        "net_namespace": bool(cfg.get("host_net_ns"))
+        and ns_ino("net") != cfg.get("host_net_ns")
         and _only_loopback(),
         "pid_namespace": os.getpid() == 1,
         "chroot": False,
@@ -319,8 +326,11 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         import tempfile
 
         report["work_root"] = tempfile.mkdtemp(prefix="archer_sandbox_")
-    report["tree_kill"] = "pid_namespace" if report["pid_namespace"] else (
-        "uid_kill" if report["uid_drop"] else "process_group")
+    report["tree_kill"] = (
+        "pid_namespace"
+        if report["pid_namespace"]
+        else ("uid_kill" if report["uid_drop"] else "process_group")
+    )
     if not report["pid_namespace"]:
         # orphans of a run are reparented to the zygote, so it can reap them
         _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -407,8 +417,9 @@ def remove_workdirs(report: dict[str, Any]) -> None:
     remove_tree_contents(report["work_root"])
 
 
-def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir: str,
-                memory_mb: int, cpu_s: float) -> None:
+def enter_child(
+    report: dict[str, Any], role: str, fds: dict[int, int], workdir: str, memory_mb: int, cpu_s: float
+) -> None:
     """In a freshly forked child: cgroup, session, fds, rlimits, fresh IPC namespace, empty env,
     private cwd, unprivileged uid, seccomp filter: in that order, before any untrusted code."""
     if report["cgroup"]:
@@ -427,10 +438,15 @@ def enter_child(report: dict[str, Any], role: str, fds: dict[int, int], workdir:
     cpu = int(math.ceil(cpu_s)) + 1
     # with a pids cgroup the run's tasks are bounded there; a per-uid limit would only add coupling
     nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1] if report["cgroup"] else limits["nproc"]
-    for res, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
-                       (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20),
-                       (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0),
-                       (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_MEMLOCK, 0)):
+    for res, value in (
+        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, limits["file_size_mb"] << 20),
+        (resource.RLIMIT_NOFILE, limits["open_files"]),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, nproc),
+        (resource.RLIMIT_MEMLOCK, 0),
+    ):
         resource.setrlimit(res, (value, value))
     if report["ipc_per_run"] and role == "prog":  # the judge runs no program code and uses no IPC
         _new_ipc_namespace(report)

@@ -50,30 +50,76 @@ X32_BIT = 0x40000000
 
 # syscalls refused everywhere; numbers for x86-64 and for the generic table (aarch64)
 DENY = {
-    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
-    "kcmp": (312, 272), "pidfd_getfd": (438, 438), "process_madvise": (440, 440),
-    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
-    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
-    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442), "statmount": (457, 457),
-    "listmount": (458, 458), "open_tree_attr": (467, 467), "setns": (308, 268),
-    "swapon": (167, 224), "swapoff": (168, 225), "reboot": (169, 142), "init_module": (175, 105),
-    "delete_module": (176, 106), "finit_module": (313, 273), "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294), "quotactl": (179, 60), "quotactl_fd": (443, 443), "acct": (163, 89),
-    "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
-    "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282),
-    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-    "memfd_secret": (447, 447), "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264),
-    "fanotify_init": (300, 262), "lookup_dcookie": (212, 18), "syslog": (103, 116),
-    "vhangup": (153, 58), "settimeofday": (164, 170), "clock_settime": (227, 112),
-    "clock_adjtime": (305, 266), "adjtimex": (159, 171), "nfsservctl": (180, 42),
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "kcmp": (312, 272),
+    "pidfd_getfd": (438, 438),
+    "process_madvise": (440, 440),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "chroot": (161, 51),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fspick": (433, 433),
+    "mount_setattr": (442, 442),
+    "statmount": (457, 457),
+    "listmount": (458, 458),
+    "open_tree_attr": (467, 467),
+    "setns": (308, 268),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "reboot": (169, 142),
+    "init_module": (175, 105),
+    "delete_module": (176, 106),
+    "finit_module": (313, 273),
+    "kexec_load": (246, 104),
+    "kexec_file_load": (320, 294),
+    "quotactl": (179, 60),
+    "quotactl_fd": (443, 443),
+    "acct": (163, 89),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "keyctl": (250, 219),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "memfd_secret": (447, 447),
+    "open_by_handle_at": (304, 265),
+    "name_to_handle_at": (303, 264),
+    "fanotify_init": (300, 262),
+    "lookup_dcookie": (212, 18),
+    "syslog": (103, 116),
+    "vhangup": (153, 58),
+    "settimeofday": (164, 170),
+    "clock_settime": (227, 112),
+    "clock_adjtime": (305, 266),
+    "adjtimex": (159, 171),
+    "nfsservctl": (180, 42),
     "personality": (135, 92),
     # x86-64 only
-    "iopl": (172, None), "ioperm": (173, None), "modify_ldt": (154, None), "uselib": (134, None),
-    "ustat": (136, None), "sysfs": (139, None), "_sysctl": (156, None),
+    "iopl": (172, None),
+    "ioperm": (173, None),
+    "modify_ldt": (154, None),
+    "uselib": (134, None),
+    "ustat": (136, None),
+    "sysfs": (139, None),
+    "_sysctl": (156, None),
 }
 UNSHARE, CLONE, CLONE3 = (272, 97), (56, 220), (435, 435)
-ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1),
-          "arm64": (0xC00000B7, 1)}
+ARCHES = {
+    "x86_64": (0xC000003E, 0),
+    "amd64": (0xC000003E, 0),
+    "aarch64": (0xC00000B7, 1),
+    "arm64": (0xC00000B7, 1),
+}
 
 
 def _arch() -> tuple[int, int] | None:
@@ -94,26 +140,43 @@ def build(allow_ipc_unshare: bool = False) -> list[tuple[int, int, int, int]]:
     audit_arch, col = arch
     deny = sorted({v[col] for v in DENY.values() if v[col] is not None})
     eperm, enosys = RET_ERRNO | errno.EPERM, RET_ERRNO | errno.ENOSYS
-    prog: list[Any] = [(LD_W_ABS, 0, 0, 4), (JEQ_K, 1, 0, audit_arch), (RET_K, 0, 0, eperm),
-                       (LD_W_ABS, 0, 0, 0)]
+    prog: list[Any] = [
+        (LD_W_ABS, 0, 0, 4),
+        (JEQ_K, 1, 0, audit_arch),
+        (RET_K, 0, 0, eperm),
+        (LD_W_ABS, 0, 0, 0),
+    ]
     if col == 0:  # x32 syscalls carry bit 30 on x86-64
         prog += [(JGE_K, 0, 1, X32_BIT), (RET_K, 0, 0, eperm)]
     # one jump per denied number to the shared "deny" return: (code, "deny", k) resolved below
     prog += [(JEQ_K, "deny", 0, nr) for nr in deny]
-    prog += [(JEQ_K, "enosys", 0, CLONE3[col]), (JEQ_K, "clone", 0, CLONE[col]),
-             (JEQ_K, "unshare", 0, UNSHARE[col]), (RET_K, 0, 0, RET_ALLOW)]
+    prog += [
+        (JEQ_K, "enosys", 0, CLONE3[col]),
+        (JEQ_K, "clone", 0, CLONE[col]),
+        (JEQ_K, "unshare", 0, UNSHARE[col]),
+        (RET_K, 0, 0, RET_ALLOW),
+    ]
     labels: dict[str, int] = {}
     labels["deny"] = len(prog)
     prog.append((RET_K, 0, 0, eperm))
     labels["enosys"] = len(prog)
     prog.append((RET_K, 0, 0, enosys))
     labels["clone"] = len(prog)  # args[0], low 32 bits (little-endian), at offset 16
-    prog += [(LD_W_ABS, 0, 0, 16), (JSET_K, 0, 1, CLONE_NS_FLAGS), (RET_K, 0, 0, eperm),
-             (RET_K, 0, 0, RET_ALLOW)]
+    prog += [
+        (LD_W_ABS, 0, 0, 16),
+        (JSET_K, 0, 1, CLONE_NS_FLAGS),
+        (RET_K, 0, 0, eperm),
+        (RET_K, 0, 0, RET_ALLOW),
+    ]
     labels["unshare"] = len(prog)
     if allow_ipc_unshare:  # exactly CLONE_NEWIPC (both 32-bit halves of the flags checked)
-        prog += [(LD_W_ABS, 0, 0, 20), (JEQ_K, 0, 3, 0), (LD_W_ABS, 0, 0, 16),
-                 (JEQ_K, 0, 1, CLONE_NEWIPC), (RET_K, 0, 0, RET_ALLOW)]
+        prog += [
+            (LD_W_ABS, 0, 0, 20),
+            (JEQ_K, 0, 3, 0),
+            (LD_W_ABS, 0, 0, 16),
+            (JEQ_K, 0, 1, CLONE_NEWIPC),
+            (RET_K, 0, 0, RET_ALLOW),
+        ]
     prog.append((RET_K, 0, 0, eperm))
     out = []
     for pc, (code, jt, jf, k) in enumerate(prog):
@@ -126,8 +189,12 @@ def build(allow_ipc_unshare: bool = False) -> list[tuple[int, int, int, int]]:
 
 
 class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
 
 
 class _SockFprog(ctypes.Structure):

@@ -38,7 +38,9 @@ MAX_FDS = 8
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 
-def start(isolation: Any, harness: Any, loads: Any, report: dict[str, Any], close: list[int]) -> tuple[int, Any]:
+def start(
+    isolation: Any, harness: Any, loads: Any, report: dict[str, Any], close: list[int]
+) -> tuple[int, Any]:
     """Fork the template (in the zygote, before any request); returns (its pid, the zygote's socket)."""
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     zygote = os.getpid()
@@ -64,7 +66,13 @@ def start(isolation: Any, harness: Any, loads: Any, report: dict[str, Any], clos
 
 class Template:
     def __init__(self, isolation: Any, harness: Any, loads: Any, report: dict[str, Any], sock: Any) -> None:
-        self.isolation, self.harness, self.loads, self.report, self.sock = isolation, harness, loads, report, sock
+        self.isolation, self.harness, self.loads, self.report, self.sock = (
+            isolation,
+            harness,
+            loads,
+            report,
+            sock,
+        )
         self.children: dict[int, tuple[int, int]] = {}  # pid -> (pidfd, id) of children whose exit is awaited
         self.others: list[int] = []  # pids of the other children (reaped by the next kill)
 
@@ -114,8 +122,9 @@ class Template:
         if pid:
             return pid
         try:  # the run child: isolate first, then read what to run
-            self.isolation.enter_child(self.report, op["role"], fds, op["workdir"], int(op["memory_mb"]),
-                                       float(op["cpu_s"]))
+            self.isolation.enter_child(
+                self.report, op["role"], fds, op["workdir"], int(op["memory_mb"]), float(op["cpu_s"])
+            )
         except BaseException as exc:  # never run the program half-isolated
             try:
                 os.write(2, f"sandbox: setting up the run failed: {exc!r}\n".encode())
@@ -133,7 +142,11 @@ class Template:
                 tests, setup, entry = args
                 h.judge(tests.encode(), setup, entry, 3, 4, 5, self.loads)
             else:
-                {"stdin_child": h.stdin_child, "call_child": h.call_child, "program_server": h.program_server}[fn](*args)
+                {
+                    "stdin_child": h.stdin_child,
+                    "call_child": h.call_child,
+                    "program_server": h.program_server,
+                }[fn](*args)
         except BaseException:
             os._exit(70)
         os._exit(0)

@@ -54,9 +54,11 @@ safe_pickle = _load("archer_safe_pickle", os.path.join(os.path.dirname(_HERE), "
 # what competitive-programming and HumanEval solutions usually import; loaded once, shared by fork.
 # Not `threading` (nor `queue`, which imports it): its at-fork hook makes every fork several times
 # slower, and most programs never use it.
-PRELOAD = ("array bisect collections copy dataclasses datetime decimal enum fractions functools hashlib "
-           "heapq io itertools json math numbers operator random re statistics string sys "
-           "textwrap typing unicodedata cmath inspect traceback ast pickle").split()
+PRELOAD = (
+    "array bisect collections copy dataclasses datetime decimal enum fractions functools hashlib "
+    "heapq io itertools json math numbers operator random re statistics string sys "
+    "textwrap typing unicodedata cmath inspect traceback ast pickle"
+).split()
 
 
 class FrameReader:
@@ -85,7 +87,7 @@ class FrameReader:
                 break
             if len(self.buf) < 4 + n:
                 break
-            raw, self.buf = bytes(self.buf[4:4 + n]), self.buf[4 + n:]
+            raw, self.buf = bytes(self.buf[4 : 4 + n]), self.buf[4 + n :]
             try:
                 msg = json.loads(raw)
             except Exception:  # malformed, or nested deeper than the parser's recursion limit
@@ -109,8 +111,9 @@ class Zygote:
         self.pending_b = 0  # bytes of part B announced but not read yet
         self.oom_before = 0
         self.exits: dict[int, int] = {}  # exit statuses the template reported, by run child id
-        self.template_pid, self.ctl = template.start(isolation, harness, safe_pickle.restricted_loads,
-                                                     self.report, [proto_in, proto_out])
+        self.template_pid, self.ctl = template.start(
+            isolation, harness, safe_pickle.restricted_loads, self.report, [proto_in, proto_out]
+        )
         if self.report["cgroup"]:  # the OOM kills counted so far; each run compares against it
             self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
 
@@ -169,8 +172,11 @@ class Zygote:
         self.pending_b = int(req.get("part_b_len") or 0)
         try:
             if self.report["cgroup"]:
-                isolation.cgroup.set_limits(self.report["cgroup_dirs"], int(req.get("memory_mb", 1024)) << 20,
-                                            self.report["limits"]["tasks"])
+                isolation.cgroup.set_limits(
+                    self.report["cgroup_dirs"],
+                    int(req.get("memory_mb", 1024)) << 20,
+                    self.report["limits"]["tasks"],
+                )
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
             healthy = True
@@ -208,8 +214,15 @@ class Zygote:
 
     # ---------------------------------------------------------------- children
 
-    def fork(self, role: str, req: dict[str, Any], fds: dict[int, int], call: tuple[str, list[Any]],
-             cpu_s: float, report: bool = True) -> int:
+    def fork(
+        self,
+        role: str,
+        req: dict[str, Any],
+        fds: dict[int, int],
+        call: tuple[str, list[Any]],
+        cpu_s: float,
+        report: bool = True,
+    ) -> int:
         """Ask the template for a run child: new session, rlimits, dropped uid, private cwd, only
         ``fds`` left open; it then runs ``harness.<call[0]>(*call[1])``, read from a memfd. Returns
         the child's id for :meth:`wait_child` (its exit is reported only if ``report``)."""
@@ -220,8 +233,16 @@ class Zygote:
             harness.write_all(data, json.dumps({"fn": call[0], "args": call[1]}).encode())
             os.lseek(data, 0, os.SEEK_SET)
             targets = {**fds, template.DATA_FD: data}
-            msg = {"op": "fork", "id": self.runs, "role": role, "targets": list(targets), "workdir": workdir,
-                   "memory_mb": int(req.get("memory_mb", 1024)), "cpu_s": float(cpu_s), "report": report}
+            msg = {
+                "op": "fork",
+                "id": self.runs,
+                "role": role,
+                "targets": list(targets),
+                "workdir": workdir,
+                "memory_mb": int(req.get("memory_mb", 1024)),
+                "cpu_s": float(cpu_s),
+                "report": report,
+            }
             socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(targets.values()))
         finally:
             os.close(data)
@@ -239,8 +260,9 @@ class Zygote:
         before, self.oom_before = self.oom_before, isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
         return self.oom_before > before
 
-    def wait_child(self, run_id: int, readers: dict[int, Any], deadline: float, on_frame: Any = None,
-                   max_output: int = 0) -> tuple[str | None, int | None]:
+    def wait_child(
+        self, run_id: int, readers: dict[int, Any], deadline: float, on_frame: Any = None, max_output: int = 0
+    ) -> tuple[str | None, int | None]:
         """Pump the child's pipes until it exits or the deadline passes.
 
         ``readers`` maps fd -> bytearray (raw capture) or FrameReader. ``on_frame`` gets each frame and
@@ -326,19 +348,31 @@ class Zygote:
             os.close(out_r)
             os.close(err_r)
             status = self.classify(limit, code, oom)
-            more = self.event(i, status, stdout=out.decode("utf-8", "replace"),
-                              stderr=err[-2000:].decode("utf-8", "replace"), time=round(elapsed, 4))
+            more = self.event(
+                i,
+                status,
+                stdout=out.decode("utf-8", "replace"),
+                stderr=err[-2000:].decode("utf-8", "replace"),
+                time=round(elapsed, 4),
+            )
             if not more or time.monotonic() >= budget_deadline:
                 return
 
     def run_call(self, req: dict[str, Any], budget_deadline: float) -> None:
-        program, timeout, fn_name, inputs = req["program"], float(req["timeout"]), req["fn_name"], req["inputs"]
+        program, timeout, fn_name, inputs = (
+            req["program"],
+            float(req["timeout"]),
+            req["fn_name"],
+            req["inputs"],
+        )
         start = 0
         while start < len(inputs):
             res_r, res_w = os.pipe()
             cpu = timeout * (len(inputs) - start) + 1
             first = start
-            pid = self.fork("prog", req, {3: res_w}, ("call_child", [program, fn_name, inputs, first, 3]), cpu)
+            pid = self.fork(
+                "prog", req, {3: res_w}, ("call_child", [program, fn_name, inputs, first, 3]), cpu
+            )
             os.close(res_w)
             reader = FrameReader(res_r, int(req.get("max_output", 1 << 22)))
             state = {"next": start, "stop": False}
@@ -354,8 +388,9 @@ class Zygote:
                     return None
                 return min(time.monotonic() + timeout, budget_deadline)
 
-            limit, code = self.wait_child(pid, {res_r: reader}, min(time.monotonic() + timeout, budget_deadline),
-                                          on_frame=on_frame)
+            limit, code = self.wait_child(
+                pid, {res_r: reader}, min(time.monotonic() + timeout, budget_deadline), on_frame=on_frame
+            )
             oom = self.cleanup([pid])
             os.close(res_r)
             if state["stop"]:
@@ -382,10 +417,21 @@ class Zygote:
         blob = self.read_part_b(int(req["part_b_len"]))
         self.pending_b = 0
         entry, setup = req.get("entry_point"), str(req.get("setup") or "")
-        judge = self.fork("judge", req, {3: j2p_w, 4: p2j_r, 5: ver_w},
-                          ("judge", [blob.decode("utf-8", "replace"), setup, entry]), timeout * n_tests + 1)
-        self.fork("prog", req, {3: j2p_r, 4: p2j_w}, ("program_server", [program, 3, 4]), timeout * n_tests + 1,
-                  report=False)
+        judge = self.fork(
+            "judge",
+            req,
+            {3: j2p_w, 4: p2j_r, 5: ver_w},
+            ("judge", [blob.decode("utf-8", "replace"), setup, entry]),
+            timeout * n_tests + 1,
+        )
+        self.fork(
+            "prog",
+            req,
+            {3: j2p_r, 4: p2j_w},
+            ("program_server", [program, 3, 4]),
+            timeout * n_tests + 1,
+            report=False,
+        )
         for fd in (j2p_r, j2p_w, p2j_r, p2j_w, ver_w):
             os.close(fd)
         reader = FrameReader(ver_r, 1 << 20)
@@ -403,8 +449,9 @@ class Zygote:
                 return None
             return min(time.monotonic() + timeout, budget_deadline)
 
-        limit, code = self.wait_child(judge, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline),
-                                      on_frame=on_frame)
+        limit, code = self.wait_child(
+            judge, {ver_r: reader}, min(time.monotonic() + timeout, budget_deadline), on_frame=on_frame
+        )
         oom = self.cleanup([judge])
         os.close(ver_r)
         if state["stop"] or state["next"] >= n_tests:

@@ -19,8 +19,20 @@ from typing import Any
 
 from archer.rollout.base import FINISH_REASONS, Rollout, RolloutEngine, SamplingParams
 
-__all__ = ["AUTO", "ENGINES", "FINISH_REASONS", "HFEngine", "Rollout", "RolloutEngine", "SamplingParams",
-           "build_engine", "build_rollout", "engine_options", "engine_problem", "resolve_engine"]
+__all__ = [
+    "AUTO",
+    "ENGINES",
+    "FINISH_REASONS",
+    "HFEngine",
+    "Rollout",
+    "RolloutEngine",
+    "SamplingParams",
+    "build_engine",
+    "build_rollout",
+    "engine_options",
+    "engine_problem",
+    "resolve_engine",
+]
 
 # rollout.engine name -> ("module:Class", the third-party package it needs or None)
 ENGINES: dict[str, tuple[str, str | None]] = {
@@ -70,15 +82,21 @@ def engine_options(name: str, cfg: Any, device: Any = None) -> dict[str, Any]:
     r = cfg.rollout
     on_cuda = getattr(device, "type", str(device or "")).startswith("cuda")
     # prompt + the longest response a run asks for (length stages, evaluation), unless given
-    longest = max([r.max_new_tokens, *(s[1] for s in r.length_stages), getattr(cfg.eval, "max_new_tokens", None) or 0])
-    return {"dtype": cfg.model.dtype if on_cuda else "float32", "kv_cache_bytes": r.vllm_kv_cache_bytes,
-            "gpu_memory_utilization": r.vllm_gpu_memory_utilization,
-            "max_model_len": r.vllm_max_model_len or cfg.data.max_prompt_tokens + longest,
-            "num_threads": cfg.trainer.threads or 1}
+    longest = max(
+        [r.max_new_tokens, *(s[1] for s in r.length_stages), getattr(cfg.eval, "max_new_tokens", None) or 0]
+    )
+    return {
+        "dtype": cfg.model.dtype if on_cuda else "float32",
+        "kv_cache_bytes": r.vllm_kv_cache_bytes,
+        "gpu_memory_utilization": r.vllm_gpu_memory_utilization,
+        "max_model_len": r.vllm_max_model_len or cfg.data.max_prompt_tokens + longest,
+        "num_threads": cfg.trainer.threads or 1,
+    }
 
 
-def build_rollout(cfg: Any, model: Any, tokenizer: Any, *, device: Any = None,
-                  log: Any = None) -> tuple[Any, Any]:
+def build_rollout(
+    cfg: Any, model: Any, tokenizer: Any, *, device: Any = None, log: Any = None
+) -> tuple[Any, Any]:
     """The rollout engine a run's config asks for, and the config the run should use with it.
 
     ``rollout.engine`` (``auto`` resolved for ``device``) over ``model``, in this process, or with
@@ -97,19 +115,30 @@ def build_rollout(cfg: Any, model: Any, tokenizer: Any, *, device: Any = None,
         from archer.distributed.rollout_pool import RayRolloutPool, worker_engine_factory
 
         r = cfg.resources
-        engine: Any = RayRolloutPool(worker_engine_factory(name, model, tokenizer, engine_options(name, cfg, "cuda")
-                                                           if _cluster_has_gpu(r.address) else
-                                                           engine_options(name, cfg, "cpu")),
-                                     workers, cpus_per_worker=r.rollout_cpus_per_worker, address=r.address,
-                                     initial_weights=model)
+        engine: Any = RayRolloutPool(
+            worker_engine_factory(
+                name,
+                model,
+                tokenizer,
+                engine_options(name, cfg, "cuda")
+                if _cluster_has_gpu(r.address)
+                else engine_options(name, cfg, "cpu"),
+            ),
+            workers,
+            cpus_per_worker=r.rollout_cpus_per_worker,
+            address=r.address,
+            initial_weights=model,
+        )
     else:
         engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))
     cap = cfg.rollout.default_tis_cap
     if cfg.algo.tis_cap is None and cap is not None and not shares_policy(engine):
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
         if log is not None:
-            log(f"rollout: engine {name!r}{f' on {workers} Ray workers' if workers else ''} holds its own "
-                f"weights; truncated IS on (algo.tis_cap={cap}, from rollout.default_tis_cap)")
+            log(
+                f"rollout: engine {name!r}{f' on {workers} Ray workers' if workers else ''} holds its own "
+                f"weights; truncated IS on (algo.tis_cap={cap}, from rollout.default_tis_cap)"
+            )
     return engine, cfg
 
 

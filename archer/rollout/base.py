@@ -47,13 +47,17 @@ class SamplingParams:
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"SamplingParams.n must be an int >= 1, got {self.n!r}")
         if not self.temperature >= 0:
-            raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+            raise ValueError(
+                f"SamplingParams.temperature must be >= 0 (0 = greedy), got {self.temperature!r}"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"SamplingParams.top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"SamplingParams.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"SamplingParams.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}"
+            )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         if self.seed is not None and not isinstance(self.seed, int):
@@ -84,7 +88,9 @@ class Rollout:
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:
-            raise ValueError(f"Rollout.finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+            raise ValueError(
+                f"Rollout.finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}"
+            )
 
 
 @runtime_checkable
@@ -109,8 +115,9 @@ def shares_policy(engine: Any) -> bool:
     return bool(getattr(engine, "shares_policy", False))
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]],
-                   max_tokens: int | None = None) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]], max_tokens: int | None = None
+) -> list[list[int]]:
     """Token ids of text prompts (no special tokens added) or id prompts as given; an empty prompt, or
     one of ``max_tokens`` or more tokens, is a ``ValueError`` naming it. Shared by every engine."""
     out = []

@@ -125,7 +125,9 @@ class HFEngine:
         self.eos_token_ids = [int(i) for i in eos_token_ids]
         self._eos = torch.tensor(self.eos_token_ids, device=self.device)
         if pad_token_id is None:
-            pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+            pad_token_id = (
+                tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+            )
         self.pad_token_id = int(pad_token_id)
         forward_params = inspect.signature(model.forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward_params

@@ -84,15 +84,22 @@ def generate_multiturn(
     budget = max_total_tokens if max_total_tokens is not None else max_turns * params.max_new_tokens
     tokenizer = engine.tokenizer
     prompt_ids = engine.encode(prompts)
-    convs = [MultiTurnRollout(prompt_index=i, prompt_ids=list(p)) for i, p in enumerate(prompt_ids) for _ in range(params.n)]
+    convs = [
+        MultiTurnRollout(prompt_index=i, prompt_ids=list(p))
+        for i, p in enumerate(prompt_ids)
+        for _ in range(params.n)
+    ]
     turn_params = replace(params, n=1, stop=tuple(params.stop) + (CODE_STOP,), include_stop_str=True)
     active = list(range(len(convs)))
     for turn in range(max_turns):
         if not active:
             break
         limits = [budget - len(convs[c].response_ids) for c in active]
-        turn_params = replace(turn_params, max_new_tokens=max(1, min(params.max_new_tokens, max(limits))),
-                              seed=None if params.seed is None else params.seed + turn)
+        turn_params = replace(
+            turn_params,
+            max_new_tokens=max(1, min(params.max_new_tokens, max(limits))),
+            seed=None if params.seed is None else params.seed + turn,
+        )
         outs = engine.generate([convs[c].prompt_ids + convs[c].response_ids for c in active], turn_params)
         calls: list[tuple[int, str]] = []
         for c, limit, (r,) in zip(active, limits, outs):
@@ -103,7 +110,11 @@ def generate_multiturn(
             conv.logprobs += lps
             conv.num_turns += 1
             turn_text = tokenizer.decode(ids, skip_special_tokens=True)
-            code = last_python_block(turn_text) if r.finish_reason == "stop" and len(ids) == len(r.response_ids) else None
+            code = (
+                last_python_block(turn_text)
+                if r.finish_reason == "stop" and len(ids) == len(r.response_ids)
+                else None
+            )
             if code is None:
                 conv.finish_reason = r.finish_reason if len(ids) == len(r.response_ids) else "length"
                 if conv.finish_reason == "stop" and any(s in turn_text for s in params.stop):

@@ -90,7 +90,9 @@ def preserved_process_state(num_threads: int | None = None) -> Iterator[None]:
     set_threads = torch.set_num_threads
     threads = torch.get_num_threads()
     cpu_rng = torch.random.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda_rng = (
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    )
     py_rng = random.getstate()
     try:
         import numpy as np
@@ -156,7 +158,9 @@ def _merged_lora_state(model: torch.nn.Module, state: dict[str, Any]) -> dict[st
 def _install_exact_logprobs(worker: Any) -> bool:
     """Runs on the vLLM worker: make the sampler report ``log_softmax(logits / T)`` taken before
     top-k/top-p truncation (the protocol's log-probs). False when this vLLM has no such sampler."""
-    sampler = getattr(getattr(getattr(worker, "model_runner", None), "sampler", None), "topk_topp_sampler", None)
+    sampler = getattr(
+        getattr(getattr(worker, "model_runner", None), "sampler", None), "topk_topp_sampler", None
+    )
     if sampler is None or not callable(getattr(sampler, "forward", None)):
         return False
     if getattr(sampler, "_archer_exact_logprobs", False):
@@ -235,8 +239,11 @@ class VLLMEngine:
         self.device = torch.device(device)
         on_cuda = self.device.type == "cuda"
         if dtype is None:
-            dtype = (getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32) \
-                if on_cuda else torch.float32
+            dtype = (
+                (getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32)
+                if on_cuda
+                else torch.float32
+            )
         dtype_name = str(dtype).removeprefix("torch.")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
@@ -263,7 +270,11 @@ class VLLMEngine:
             max_model_len = min(max_model_len, positions)
         self.max_model_len = max_model_len
 
-        if isinstance(model, (str, os.PathLike)) and module is None and not isinstance(model, PretrainedConfig):
+        if (
+            isinstance(model, (str, os.PathLike))
+            and module is None
+            and not isinstance(model, PretrainedConfig)
+        ):
             path, load_format = str(model), "auto"
         else:  # config + tokenizer only: the weights come through update_weights
             self._tmp = path = tempfile.mkdtemp(prefix="archer-vllm-")
@@ -274,9 +285,16 @@ class VLLMEngine:
             tokenizer.save_pretrained(path)
             load_format = "dummy"
         kwargs: dict[str, Any] = dict(
-            model=path, tokenizer=path, load_format=load_format, dtype=dtype_name, seed=seed,
-            logprobs_mode="processed_logprobs", max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max(8192, max_model_len), enable_prefix_caching=True,
+            model=path,
+            tokenizer=path,
+            load_format=load_format,
+            dtype=dtype_name,
+            seed=seed,
+            logprobs_mode="processed_logprobs",
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max(8192, max_model_len),
+            enable_prefix_caching=True,
         )
         if on_cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -293,10 +311,15 @@ class VLLMEngine:
         start = time.perf_counter()
         with preserved_process_state(), _on_device(self.device):
             self.llm = LLM(**kwargs)
-            self.exact_logprobs = bool(exact_logprobs) and all(self.llm.collective_rpc(_install_exact_logprobs))
+            self.exact_logprobs = bool(exact_logprobs) and all(
+                self.llm.collective_rpc(_install_exact_logprobs)
+            )
         if exact_logprobs and not self.exact_logprobs:
-            warnings.warn("VLLMEngine: could not hook vLLM's sampler; with top_p < 1 or top_k > 0 the log-probs "
-                          "are vLLM's (renormalised after truncation), not the protocol's", stacklevel=2)
+            warnings.warn(
+                "VLLMEngine: could not hook vLLM's sampler; with top_p < 1 or top_k > 0 the log-probs "
+                "are vLLM's (renormalised after truncation), not the protocol's",
+                stacklevel=2,
+            )
         self.version = -1  # no weights of the trainer yet
         self._metrics: dict[str, float] = {"rollout/vllm_start_s": time.perf_counter() - start}
         if module is not None:
@@ -344,17 +367,28 @@ class VLLMEngine:
             room = self.max_model_len - len(ids)
             for j in range(params.n):
                 requests.append({"prompt_token_ids": ids})
-                sampling.append(VSamplingParams(
-                    n=1, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
-                    max_tokens=min(params.max_new_tokens, room), seed=_mix(seed, i, j), logprobs=0,
-                    stop=list(params.stop) or None, ignore_eos=self.ignore_eos,
-                    stop_token_ids=None if self.ignore_eos else self.eos_token_ids,
-                    include_stop_str_in_output=params.include_stop_str, detokenize=bool(params.stop),
-                    skip_special_tokens=True,
-                ))
+                sampling.append(
+                    VSamplingParams(
+                        n=1,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        top_k=params.top_k or -1,
+                        max_tokens=min(params.max_new_tokens, room),
+                        seed=_mix(seed, i, j),
+                        logprobs=0,
+                        stop=list(params.stop) or None,
+                        ignore_eos=self.ignore_eos,
+                        stop_token_ids=None if self.ignore_eos else self.eos_token_ids,
+                        include_stop_str_in_output=params.include_stop_str,
+                        detokenize=bool(params.stop),
+                        skip_special_tokens=True,
+                    )
+                )
         start = time.perf_counter()
-        with preserved_process_state(self.num_threads if self.device.type == "cpu" else None), \
-                _on_device(self.device):
+        with (
+            preserved_process_state(self.num_threads if self.device.type == "cpu" else None),
+            _on_device(self.device),
+        ):
             if self._asleep:
                 self.llm.wake_up(tags=sorted(self._asleep))
                 self._asleep.clear()
@@ -384,14 +418,24 @@ class VLLMEngine:
             text = self.tokenizer.decode(resp, skip_special_tokens=True)
             if reason == "stop":
                 text = _cut_at_stop(text, params.stop, params.include_stop_str)
-            results[i].append(Rollout(
-                prompt_index=i, prompt_ids=list(prompt_ids[i]), response_ids=resp, logprobs=logprobs, text=text,
-                truncated=reason == "length", finish_reason=reason, meta={VERSION_KEY: self.version},
-            ))
+            results[i].append(
+                Rollout(
+                    prompt_index=i,
+                    prompt_ids=list(prompt_ids[i]),
+                    response_ids=resp,
+                    logprobs=logprobs,
+                    text=text,
+                    truncated=reason == "length",
+                    finish_reason=reason,
+                    meta={VERSION_KEY: self.version},
+                )
+            )
         m = self._metrics
         m["rollout/vllm_generate_s"] = m.get("rollout/vllm_generate_s", 0.0) + took
         m["rollout/vllm_tokens"] = m.get("rollout/vllm_tokens", 0.0) + tokens
-        m["rollout/vllm_exact_logprobs"] = float(self.exact_logprobs or (params.top_p == 1.0 and params.top_k == 0))
+        m["rollout/vllm_exact_logprobs"] = float(
+            self.exact_logprobs or (params.top_p == 1.0 and params.top_k == 0)
+        )
         m["rollout/weight_version"] = float(self.version)
         return results
 
@@ -401,8 +445,11 @@ class VLLMEngine:
         truncated convention (0)."""
         out = dict(self._metrics)
         if reset:
-            self._metrics = {k: v for k, v in self._metrics.items()
-                             if k in ("rollout/vllm_exact_logprobs", "rollout/weight_version")}
+            self._metrics = {
+                k: v
+                for k, v in self._metrics.items()
+                if k in ("rollout/vllm_exact_logprobs", "rollout/weight_version")
+            }
         return out
 
     def close(self) -> None:

@@ -44,8 +44,14 @@ class Group:
 class PromptSampler:
     """Seeded epoch permutations over ``num_prompts`` indices with online removal of solved prompts."""
 
-    def __init__(self, num_prompts: int, seed: int = 0, shuffle: bool = True,
-                 remove_threshold: float | None = None, min_keep: int = 1) -> None:
+    def __init__(
+        self,
+        num_prompts: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        remove_threshold: float | None = None,
+        min_keep: int = 1,
+    ) -> None:
         if num_prompts < 1:
             raise ValueError("PromptSampler needs at least one prompt")
         self.num_prompts = num_prompts
@@ -92,13 +98,20 @@ class PromptSampler:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "removed": sorted(self.removed),
-                "seed": self.seed, "num_prompts": self.num_prompts}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "removed": sorted(self.removed),
+            "seed": self.seed,
+            "num_prompts": self.num_prompts,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("num_prompts", self.num_prompts) != self.num_prompts:
-            raise ValueError(f"checkpoint data order is for {state['num_prompts']} prompts, "
-                             f"this run has {self.num_prompts}")
+            raise ValueError(
+                f"checkpoint data order is for {state['num_prompts']} prompts, "
+                f"this run has {self.num_prompts}"
+            )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.removed = set(state.get("removed", []))
 
@@ -112,8 +125,12 @@ class CollectStats:
     short: bool = False  # fewer than target groups after max_rounds (trained on what there was)
 
 
-def collect_groups(generate_round: Callable[[int], list[Group]], target: int, max_rounds: int,
-                   filter_zero_variance: bool = True) -> tuple[list[Group], CollectStats]:
+def collect_groups(
+    generate_round: Callable[[int], list[Group]],
+    target: int,
+    max_rounds: int,
+    filter_zero_variance: bool = True,
+) -> tuple[list[Group], CollectStats]:
     """DAPO dynamic sampling. ``generate_round(round_index)`` returns freshly scored groups.
 
     Without filtering, one round is generated and all its groups are kept. With filtering, rounds
@@ -155,7 +172,7 @@ def pack(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
         seq = list(p) + list(r)
         input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention[i, : len(seq)] = 1
-        resp[i, len(p): len(seq)] = 1.0
+        resp[i, len(p) : len(seq)] = 1.0
     return {"input_ids": input_ids, "attention_mask": attention, "response_mask": resp}
 
 

@@ -108,8 +108,15 @@ class CheckpointError(OSError):
     """A checkpoint could not be written; the message is one line naming the folder and the cause."""
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any],
-                    keep_last: int = 2, merged: bool = False) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    keep_last: int = 2,
+    merged: bool = False,
+) -> Path:
     """Write ``step_<step>`` atomically; ``state`` is a picklable dict (optimizer state dicts etc.)."""
     from archer.train.policy import save_policy
 
@@ -123,8 +130,9 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, 
     return _commit(root, tmp, step, write, keep_last)
 
 
-def _commit(root: Path, tmp: Path, step: int, write: Any, keep_last: int, main: bool = True,
-            barrier: Any = None) -> Path:
+def _commit(
+    root: Path, tmp: Path, step: int, write: Any, keep_last: int, main: bool = True, barrier: Any = None
+) -> Path:
     """Run ``write`` into ``tmp`` (every rank), then on ``main`` fsync, rename to ``step_N``, mark complete."""
     final = root / f"step_{step:06d}"
     try:
@@ -153,8 +161,10 @@ def _commit(root: Path, tmp: Path, step: int, write: Any, keep_last: int, main: 
     except OSError as exc:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"checkpoint step {step}: cannot write {root}: {exc.strerror or exc}; "
-                              "the previous checkpoint is intact") from None
+        raise CheckpointError(
+            f"checkpoint step {step}: cannot write {root}: {exc.strerror or exc}; "
+            "the previous checkpoint is intact"
+        ) from None
     if barrier is not None:
         barrier()
     return final
@@ -166,8 +176,18 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
-def save_sharded_checkpoint(run_dir: str | Path, step: int, model: Any, optimizer: Any, tokenizer: Any,
-                            state: dict[str, Any], *, keep_last: int, main: bool, barrier: Any) -> Path:
+def save_sharded_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    *,
+    keep_last: int,
+    main: bool,
+    barrier: Any,
+) -> Path:
     """Collective: every rank writes its shard of ``model`` (the trainer's TokenScorer) and ``optimizer``;
     rank 0 adds the Hugging Face config, the tokenizer and the trainer state, then commits atomically."""
     from archer.distributed.checkpoint import save_sharded
@@ -176,8 +196,15 @@ def save_sharded_checkpoint(run_dir: str | Path, step: int, model: Any, optimize
     tmp = root / f".tmp_step_{step:06d}"  # one name on every rank (a shared folder)
 
     def write() -> None:
-        save_sharded(tmp, model, optimizer, step=step, extra={"prefix": SHARDED_PREFIX},
-                     tokenizer=tokenizer if main else None, config=getattr(model.policy, "config", None))
+        save_sharded(
+            tmp,
+            model,
+            optimizer,
+            step=step,
+            extra={"prefix": SHARDED_PREFIX},
+            tokenizer=tokenizer if main else None,
+            config=getattr(model.policy, "config", None),
+        )
         if main:
             torch.save(dict(state, step=step, rng=rng_state()), tmp / STATE_FILE)
 

@@ -33,15 +33,21 @@ from archer.train.checkpoint import CheckpointError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="archer train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="archer train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("items", nargs="*", help="RECIPE (name or .yaml) and key=value overrides, in any order")
     p.add_argument("--out", help="run directory")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="resume the run in --out from its last checkpoint")
-    mode.add_argument("--overwrite", action="store_true",
-                      help="delete the run already in --out and start afresh")
-    p.add_argument("--list", action="store_true", help="list the bundled recipes and what each needs, and exit")
+    mode.add_argument(
+        "--resume", action="store_true", help="resume the run in --out from its last checkpoint"
+    )
+    mode.add_argument(
+        "--overwrite", action="store_true", help="delete the run already in --out and start afresh"
+    )
+    p.add_argument(
+        "--list", action="store_true", help="list the bundled recipes and what each needs, and exit"
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
 
@@ -60,8 +66,9 @@ def resolve(items: list[str], out: str | None, resume: bool):
         if not saved.is_file():
             raise ConfigError(f"--resume: {saved} not found (not a run directory)")
         if recipe is not None or overrides:
-            raise ConfigError("--resume continues with the run's saved config.yaml; "
-                              "do not pass a recipe or overrides")
+            raise ConfigError(
+                "--resume continues with the run's saved config.yaml; do not pass a recipe or overrides"
+            )
         cfg = config_from_dict(read_yaml_file(saved, "--resume config"))
         return cfg, Path(out)
     cfg = load_config(recipe or "tiny_math", overrides)
@@ -138,11 +145,14 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> Non
     if not any(run_dir.iterdir()):
         return
     if not overwrite:
-        raise ConfigError(f"--out {run_dir}: already holds files (a previous run?); pass --resume to continue "
-                          "it, --overwrite to delete it and start afresh, or choose another --out")
+        raise ConfigError(
+            f"--out {run_dir}: already holds files (a previous run?); pass --resume to continue "
+            "it, --overwrite to delete it and start afresh, or choose another --out"
+        )
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--overwrite: {run_dir} holds no config.yaml (not a run directory); "
-                          "refusing to delete it")
+        raise ConfigError(
+            f"--overwrite: {run_dir} holds no config.yaml (not a run directory); refusing to delete it"
+        )
     import shutil
 
     shutil.rmtree(run_dir)

@@ -34,16 +34,19 @@ def report(summary: dict[str, Any]) -> str:
     from rich.table import Table
 
     before, after = summary.get("before") or {}, summary.get("after") or {}
-    table = Table(title=f"archer: {summary.get('recipe')} ({summary.get('steps')} RL steps, "
-                        f"{summary.get('seconds', 0):.0f} s)")
+    table = Table(
+        title=f"archer: {summary.get('recipe')} ({summary.get('steps')} RL steps, "
+        f"{summary.get('seconds', 0):.0f} s)"
+    )
     table.add_column("metric")
     table.add_column("SFT model", justify="right")
     table.add_column("after RL", justify="right")
     table.add_column("change", justify="right")
     for key in sorted(k for k in after if "@" in k):
         b, a = before.get(key), after[key]
-        table.add_row(key, f"{b:.3f}" if b is not None else "-", f"{a:.3f}",
-                      f"{a - b:+.3f}" if b is not None else "-")
+        table.add_row(
+            key, f"{b:.3f}" if b is not None else "-", f"{a:.3f}", f"{a - b:+.3f}" if b is not None else "-"
+        )
     Console().print(table)
     avg_keys = sorted((k for k in after if k.startswith("avg@") and k in before), key=lambda k: int(k[4:]))
     if not avg_keys:
@@ -51,7 +54,9 @@ def report(summary: dict[str, Any]) -> str:
     key = avg_keys[-1]
     gain = after[key] - before[key]
     target = f"; target +{TARGET_GAIN:.2f}" if summary.get("recipe") == DEFAULT_RECIPE else ""
-    line = (f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain:+.3f}{target}). "
-            f"Run directory: {summary.get('run_dir')}")
+    line = (
+        f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain:+.3f}{target}). "
+        f"Run directory: {summary.get('run_dir')}"
+    )
     print(line)
     return line

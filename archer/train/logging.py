@@ -25,8 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROGRESS_KEYS = (("reward", "reward/mean"), ("acc", "reward/accuracy"), ("ent", "actor/entropy"),
-                 ("s/step", "time/step"))
+PROGRESS_KEYS = (
+    ("reward", "reward/mean"),
+    ("acc", "reward/accuracy"),
+    ("ent", "actor/entropy"),
+    ("s/step", "time/step"),
+)
 
 
 def _clean(value: Any) -> Any:
@@ -90,8 +94,13 @@ class _Wandb(Sink):
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project=settings.get("wandb_project") or "archer", dir=str(run_dir),
-                              config=config, name=run_dir.name, resume="allow")
+        self.run = wandb.init(
+            project=settings.get("wandb_project") or "archer",
+            dir=str(run_dir),
+            config=config,
+            name=run_dir.name,
+            resume="allow",
+        )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.wandb.log(metrics, step=step)
@@ -164,8 +173,9 @@ SINKS: dict[str, tuple[Callable[[Path, dict[str, Any], dict[str, Any]], Sink], s
 }
 
 
-def register_sink(name: str, factory: Callable[[Path, dict[str, Any], dict[str, Any]], Sink],
-                  extra: str = "") -> None:
+def register_sink(
+    name: str, factory: Callable[[Path, dict[str, Any], dict[str, Any]], Sink], extra: str = ""
+) -> None:
     """Make ``logging.sinks=[name]`` open ``factory(run_dir, logging_settings, config)``."""
     SINKS[name] = (factory, extra)
 
@@ -188,10 +198,19 @@ def selected_sinks(settings: dict[str, Any]) -> list[str]:
 class MetricsLogger:
     """Writes step metrics to every configured sink and drives the progress bar."""
 
-    def __init__(self, run_dir: str | Path, *, total_steps: int, start_step: int = 0,
-                 tensorboard: bool = True, wandb: bool = False, wandb_project: str = "archer",
-                 progress: bool = True, config: dict[str, Any] | None = None,
-                 sinks: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        total_steps: int,
+        start_step: int = 0,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "archer",
+        progress: bool = True,
+        config: dict[str, Any] | None = None,
+        sinks: list[str] | None = None,
+    ) -> None:
         """``sinks`` defaults to ``config["logging"]`` (:func:`selected_sinks`), else the two flags."""
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
@@ -218,16 +237,23 @@ class MetricsLogger:
         try:
             self.sinks[name] = SINKS[name][0](self.run_dir, settings, config)
         except ImportError as exc:
-            self.notes.append(f"{name}: not installed ({install_hint(name)}); skipped, metrics.jsonl and "
-                              f"plots/ are written anyway [{exc}]")
+            self.notes.append(
+                f"{name}: not installed ({install_hint(name)}); skipped, metrics.jsonl and "
+                f"plots/ are written anyway [{exc}]"
+            )
         except Exception as exc:  # a sink failing to start (no server, bad URI) never ends the run
             self.notes.append(f"{name}: could not start ({type(exc).__name__}: {exc}); skipped")
 
     def _open_progress(self, total: int, start: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("[bold]RL"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self._progress = Progress(
+            TextColumn("[bold]RL"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         self._progress.start()
         self._task = self._progress.add_task("train", total=total, completed=start, info="")
 
@@ -235,8 +261,11 @@ class MetricsLogger:
         row = {"step": step, "time": time.time(), **{k: _clean(v) for k, v in metrics.items()}}
         self._fh.write(json.dumps(row) + "\n")
         self._fh.flush()
-        numeric = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        numeric = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        }
         for name, sink in list(self.sinks.items()):
             try:
                 sink.log(numeric, step)

@@ -23,8 +23,10 @@ PANELS: dict[str, tuple[str, list[str]]] = {
     "reward": ("Reward", ["reward/mean", "reward/accuracy"]),
     "entropy": ("Policy entropy", ["actor/entropy"]),
     "response_length": ("Response length (tokens)", ["response/length_mean"]),
-    "clip": ("Clip fractions", ["actor/clip_frac", "actor/clip_frac_pos_upper", "actor/clip_frac_neg_lower",
-                                "actor/dual_clip_frac"]),
+    "clip": (
+        "Clip fractions",
+        ["actor/clip_frac", "actor/clip_frac_pos_upper", "actor/clip_frac_neg_lower", "actor/dual_clip_frac"],
+    ),
     "grad_norm": ("Gradient norm", ["actor/grad_norm"]),
     "kl": ("KL to reference", ["actor/kl"]),
     "eval": ("Evaluation", ["eval/avg@1", "eval/pass@1"]),
@@ -32,9 +34,14 @@ PANELS: dict[str, tuple[str, list[str]]] = {
 }
 # file stem -> y-axis label
 YLABELS: dict[str, str] = {
-    "reward": "reward / accuracy", "entropy": "entropy (nats/token)", "response_length": "tokens",
-    "clip": "fraction of tokens", "grad_norm": "global L2 norm", "kl": "KL (nats/token)",
-    "eval": "score", "time": "seconds",
+    "reward": "reward / accuracy",
+    "entropy": "entropy (nats/token)",
+    "response_length": "tokens",
+    "clip": "fraction of tokens",
+    "grad_norm": "global L2 norm",
+    "kl": "KL (nats/token)",
+    "eval": "score",
+    "time": "seconds",
 }
 _STYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -91,7 +98,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.4 * rows_n), squeeze=False)
         for ax, (stem, title, lines) in zip(axes.flat, drawn):
             _draw(ax, title, lines, YLABELS.get(stem, ""))
-        for ax in list(axes.flat)[len(drawn):]:
+        for ax in list(axes.flat)[len(drawn) :]:
             ax.axis("off")
         fig.suptitle(run_name)
         fig.tight_layout()
@@ -117,10 +124,17 @@ def _draw(ax: Any, title: str, lines: list[tuple[str, list[float], list[float]]]
         sparse = _sparse(xs)
         # later series are drawn thinner, with smaller markers, on top, each with its own style and
         # marker, so that identical series (all at 0, say) stay visible as rings around each other
-        ax.plot(xs, ys, linestyle=_STYLES[i % len(_STYLES)], linewidth=max(2.0 - 0.4 * i, 0.8),
-                marker=marker,
-                markersize=max((8.0 if sparse else 5.0) - 1.5 * i, 2.5), markevery=None if sparse else max(len(xs) // 12, 1),
-                label=key, zorder=2 + i)
+        ax.plot(
+            xs,
+            ys,
+            linestyle=_STYLES[i % len(_STYLES)],
+            linewidth=max(2.0 - 0.4 * i, 0.8),
+            marker=marker,
+            markersize=max((8.0 if sparse else 5.0) - 1.5 * i, 2.5),
+            markevery=None if sparse else max(len(xs) // 12, 1),
+            label=key,
+            zorder=2 + i,
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("RL step")
     ax.set_ylabel(ylabel)

@@ -55,8 +55,10 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"trainer.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device: {name!r} asked for, but CUDA is not available here "
-                              "(use trainer.device=auto or cpu)")
+            raise ConfigError(
+                f"trainer.device: {name!r} asked for, but CUDA is not available here "
+                "(use trainer.device=auto or cpu)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"trainer.device: {name!r} does not exist ({torch.cuda.device_count()} GPUs)")
     elif device.type != "cpu":
@@ -78,8 +80,10 @@ def autocast(device: torch.device | str, dtype: str) -> contextlib.AbstractConte
 def _check_model_dir(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_dir():
-        raise ConfigError(f"model.path: {str(path)!r} is not a Hugging Face model directory (no such folder; "
-                          "archer loads local folders, it never downloads)")
+        raise ConfigError(
+            f"model.path: {str(path)!r} is not a Hugging Face model directory (no such folder; "
+            "archer loads local folders, it never downloads)"
+        )
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         raise ConfigError(f"model.path: {str(path)!r} is not a Hugging Face model directory (no config.json)")
     return p
@@ -95,7 +99,9 @@ def _from_pretrained(path: Path) -> tuple[Any, Any]:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"model.path: cannot load the model weights from {path}: {_one_line(exc)}") from None
+        raise ConfigError(
+            f"model.path: cannot load the model weights from {path}: {_one_line(exc)}"
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -120,13 +126,19 @@ class PolicyOptions:
     @classmethod
     def from_config(cls, cfg: Any) -> PolicyOptions:
         m = cfg.model
-        return cls(lora_rank=m.lora.rank, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                   lora_target_modules=tuple(m.lora.target_modules),
-                   gradient_checkpointing=m.gradient_checkpointing, disable_dropout=m.disable_dropout)
+        return cls(
+            lora_rank=m.lora.rank,
+            lora_alpha=m.lora.alpha,
+            lora_dropout=m.lora.dropout,
+            lora_target_modules=tuple(m.lora.target_modules),
+            gradient_checkpointing=m.gradient_checkpointing,
+            disable_dropout=m.disable_dropout,
+        )
 
 
-def load_policy(path: str | Path, options: PolicyOptions | None = None, *, adapter: str | Path | None = None
-                ) -> tuple[Any, Any]:
+def load_policy(
+    path: str | Path, options: PolicyOptions | None = None, *, adapter: str | Path | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) from a local Hugging Face folder, float32 on the CPU, prepared by ``options``.
 
     ``adapter``: a folder with a saved LoRA adapter (a LoRA run's checkpoint) loaded onto the base
@@ -172,7 +184,9 @@ def enable_gradient_checkpointing(model: Any) -> None:
     else:
         target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(target.config, "use_cache"):
-        target.config.use_cache = True  # generation keeps its KV cache; training forwards pass use_cache=False
+        target.config.use_cache = (
+            True  # generation keeps its KV cache; training forwards pass use_cache=False
+        )
 
 
 def _with_lora(model: Any, options: PolicyOptions, adapter: str | Path | None) -> Any:
@@ -192,8 +206,14 @@ def _wrap_lora(peft: Any, model: Any, options: PolicyOptions, adapter: str | Pat
     if targets == ["all-linear"]:
         targets = "all-linear"
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 stores weights transposed
-    lora = peft.LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
-                           target_modules=targets, task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
+    lora = peft.LoraConfig(
+        r=options.lora_rank,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=conv1d,
+    )
     try:
         return peft.get_peft_model(model, lora)
     except ValueError as exc:

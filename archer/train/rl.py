@@ -92,9 +92,21 @@ class RLRun:
     the engine generates from the plain model inside ``world.full_weights``.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, *, model: Any, tokenizer: Any, train_problems: list[Any],
-                 eval_problems: list[Any], scorer: Scorer | None = None, engine: Any = None,
-                 log: Callable[[str], None] = print, world: World | None = None, ref_model: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        *,
+        model: Any,
+        tokenizer: Any,
+        train_problems: list[Any],
+        eval_problems: list[Any],
+        scorer: Scorer | None = None,
+        engine: Any = None,
+        log: Callable[[str], None] = print,
+        world: World | None = None,
+        ref_model: Any = None,
+    ) -> None:
         from archer.train.rl_setup import encode_prompts
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
@@ -117,7 +129,9 @@ class RLRun:
             from archer.rollout import build_rollout
 
             with self.world.full_weights(self.token_scorer):  # a separate engine starts from these weights
-                engine, self.cfg = build_rollout(cfg, unwrap(model), tokenizer, device=self.world.device, log=log)
+                engine, self.cfg = build_rollout(
+                    cfg, unwrap(model), tokenizer, device=self.world.device, log=log
+                )
             cfg = self.cfg  # algo.tis_cap may now be rollout.default_tis_cap (an engine with its own weights)
             if cfg.rollout.one_step_off_policy:  # the pool generates step t+1 while step t trains
                 from archer.distributed.rollout_pool import OneStepOffPolicy
@@ -125,19 +139,28 @@ class RLRun:
                 engine = OneStepOffPolicy(engine, self.predict_next_round)
         self.engine = engine
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW([p for p in self.token_scorer.parameters() if p.requires_grad], lr=o.lr,
-                                           betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.token_scorer.parameters() if p.requires_grad],
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.controller = None
         if cfg.algo.entropy_target is not None:
             from archer.algo.regularizers import AdaptiveEntropyController
 
-            self.controller = AdaptiveEntropyController(target=cfg.algo.entropy_target,
-                                                        delta=cfg.algo.entropy_delta,
-                                                        c_max=cfg.algo.entropy_max_coef)
-        self.sampler = PromptSampler(len(train_problems), seed=cfg.data.seed, shuffle=cfg.data.shuffle,
-                                     remove_threshold=cfg.data.remove_solved_threshold,
-                                     min_keep=cfg.rollout.batch_size)
+            self.controller = AdaptiveEntropyController(
+                target=cfg.algo.entropy_target, delta=cfg.algo.entropy_delta, c_max=cfg.algo.entropy_max_coef
+            )
+        self.sampler = PromptSampler(
+            len(train_problems),
+            seed=cfg.data.seed,
+            shuffle=cfg.data.shuffle,
+            remove_threshold=cfg.data.remove_solved_threshold,
+            min_keep=cfg.rollout.batch_size,
+        )
         self.step = 0
         self.policy_version = 0  # optimizer updates so far: the weights a rollout engine must hold
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
@@ -150,9 +173,12 @@ class RLRun:
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self, with_optimizer: bool = True) -> dict[str, Any]:
-        state = {"scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
-                 "update_gen": self.update_gen.get_state(),
-                 "controller": self.controller.state_dict() if self.controller else None}
+        state = {
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "update_gen": self.update_gen.get_state(),
+            "controller": self.controller.state_dict() if self.controller else None,
+        }
         if with_optimizer:
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -171,13 +197,28 @@ class RLRun:
     def save(self) -> Path:
         """A complete checkpoint of this step (collective under a process world)."""
         if self.world.sharded:
-            return ckpt.save_sharded_checkpoint(self.run_dir, self.step, self.token_scorer, self.optimizer,
-                                                self.tokenizer, self.state_dict(with_optimizer=False),
-                                                keep_last=self.cfg.trainer.keep_last, main=self.world.main,
-                                                barrier=self.world.barrier)
-        return self.world.on_main(lambda: ckpt.save_checkpoint(
-            self.run_dir, self.step, self.model, self.tokenizer, self.state_dict(),
-            keep_last=self.cfg.trainer.keep_last, merged=self.cfg.model.lora.save_merged))
+            return ckpt.save_sharded_checkpoint(
+                self.run_dir,
+                self.step,
+                self.token_scorer,
+                self.optimizer,
+                self.tokenizer,
+                self.state_dict(with_optimizer=False),
+                keep_last=self.cfg.trainer.keep_last,
+                main=self.world.main,
+                barrier=self.world.barrier,
+            )
+        return self.world.on_main(
+            lambda: ckpt.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.model,
+                self.tokenizer,
+                self.state_dict(),
+                keep_last=self.cfg.trainer.keep_last,
+                merged=self.cfg.model.lora.save_merged,
+            )
+        )
 
     # -- one step ---------------------------------------------------------------------------
     def generate(self, prompt_ids: list[list[int]], params: Any) -> list[list[Any]]:
@@ -191,13 +232,15 @@ class RLRun:
         idx = self.sampler.next(self.cfg.rollout.batch_size)  # the same on every rank
         mine = world.mine(idx)
         t0 = time.time()
-        outs = self.generate([self.train_ids[i] for i in mine],
-                             sampling_params(self.cfg, self.step, round_index, world.rank, max_new))  # [P][n]
+        outs = self.generate(
+            [self.train_ids[i] for i in mine],
+            sampling_params(self.cfg, self.step, round_index, world.rank, max_new),
+        )  # [P][n]
         t1 = time.time()
         problems = [self.train_problems[i] for i, group in zip(mine, outs) for _ in group]
         results = safe_score(self.scorer, [ro.text for group in outs for ro in group], problems)
         n = self.cfg.rollout.n
-        scored = world.gather([(group, results[gi * n:(gi + 1) * n]) for gi, group in enumerate(outs)])
+        scored = world.gather([(group, results[gi * n : (gi + 1) * n]) for gi, group in enumerate(outs)])
         groups, reasons = make_groups(self.cfg, idx, scored, max_new)  # every rank: all groups, global order
         for g in groups:
             self.sampler.observe(g.prompt_index, g.accuracy)  # online removal of solved prompts
@@ -213,12 +256,20 @@ class RLRun:
             rounds.append(self.generate_round(i, max_new))
             return rounds[-1].groups
 
-        groups, stats = collect_groups(one_round, cfg.rollout.batch_size,
-                                       cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
-                                       cfg.algo.filter_zero_variance)
+        groups, stats = collect_groups(
+            one_round,
+            cfg.rollout.batch_size,
+            cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
+            cfg.algo.filter_zero_variance,
+        )
         m = round_metrics(rounds, stats, max_new)
-        m.update({"data/removed_prompts": len(self.sampler.removed), "data/epoch": self.sampler.epoch,
-                  "optim/lr": self.scheduler.get_last_lr()[0]})
+        m.update(
+            {
+                "data/removed_prompts": len(self.sampler.removed),
+                "data/epoch": self.sampler.epoch,
+                "optim/lr": self.scheduler.get_last_lr()[0],
+            }
+        )
         t_train = time.time()
         if groups:
             m.update(self.train_on(groups, max_new))
@@ -232,25 +283,38 @@ class RLRun:
         m.update(getattr(self.engine, "metrics", dict)())  # weight version, sync time, staleness, ...
         first = next((g for r in rounds for g in r.groups if g.responses), None)
         if first is not None:
-            m["sample"] = {"id": self.train_problems[first.prompt_index].id, "prompt": self.tokenizer.decode(self.train_ids[first.prompt_index])[:500],
-                           "response": first.responses[0].text[:300], "reward": first.rewards[0]}
+            m["sample"] = {
+                "id": self.train_problems[first.prompt_index].id,
+                "prompt": self.tokenizer.decode(self.train_ids[first.prompt_index])[:500],
+                "response": first.responses[0].text[:300],
+                "reward": first.rewards[0],
+            }
         return m
 
     def logprobs(self, scorer: Any, batch: TrainBatch, mine: list[int]) -> torch.Tensor:
         """[B, T] log-probs of this rank's rows under ``scorer`` (0 elsewhere), without gradients."""
         cfg = self.cfg
         out = torch.zeros_like(batch.response_mask)  # [B, T]
-        parts = [[mine[j] for j in mb] for mb in micro_batches([batch.lengths[i] for i in mine],
-                                                                 cfg.trainer.micro_batch_tokens)]
+        parts = [
+            [mine[j] for j in mb]
+            for mb in micro_batches([batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens)
+        ]
         if self.world.sharded:  # collective forwards: the same count on every rank (empty = a dummy row)
             parts += [[]] * (self.world.max_int(len(parts)) - len(parts))
         scorer.eval()
         with torch.no_grad(), self.precision():
             for mb in parts:
                 part = _rows(batch, mb or [0])
-                lp, _ = scorer(part["input_ids"], part["attention_mask"], part["response_mask"],
-                               temperature=cfg.rollout.temperature, chunk_size=cfg.trainer.logprob_chunk_size,
-                               with_entropy=False, prompt_len=part["prompt_len"], group=part["group"])
+                lp, _ = scorer(
+                    part["input_ids"],
+                    part["attention_mask"],
+                    part["response_mask"],
+                    temperature=cfg.rollout.temperature,
+                    chunk_size=cfg.trainer.logprob_chunk_size,
+                    with_entropy=False,
+                    prompt_len=part["prompt_len"],
+                    group=part["group"],
+                )
                 if mb:
                     out[mb, : lp.shape[1]] = lp
         return out
@@ -272,11 +336,19 @@ class RLRun:
             with self.model.disable_adapter():
                 batch.ref_log_prob = self.logprobs(self.token_scorer, batch, mine)
         entropy_alpha = a.entropy_coef + (self.controller.alpha if self.controller is not None else 0.0)
-        settings = UpdateSettings(loss=a.loss, agg=a.agg, loss_params=dict(a.loss_params), entropy_coef=entropy_alpha,
-                                  pos_nll_coef=a.pos_nll_coef, max_reward=float(batch.rewards.max()),
-                                  max_len=float(max_new), grad_clip=cfg.optim.grad_clip,
-                                  temperature=cfg.rollout.temperature, chunk_size=cfg.trainer.logprob_chunk_size,
-                                  tis_cap=a.tis_cap)
+        settings = UpdateSettings(
+            loss=a.loss,
+            agg=a.agg,
+            loss_params=dict(a.loss_params),
+            entropy_coef=entropy_alpha,
+            pos_nll_coef=a.pos_nll_coef,
+            max_reward=float(batch.rewards.max()),
+            max_len=float(max_new),
+            grad_clip=cfg.optim.grad_clip,
+            temperature=cfg.rollout.temperature,
+            chunk_size=cfg.trainer.logprob_chunk_size,
+            tis_cap=a.tis_cap,
+        )
         tensors = batch.tensors(with_rollout=a.tis_cap is not None)
         self.token_scorer.train()
         updates: list[dict[str, float]] = []
@@ -286,8 +358,16 @@ class RLRun:
                 mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
                 mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
                 with self.precision():
-                    updates.append(update_minibatch(self.token_scorer, self.optimizer, tensors,
-                                                    [[mini[j] for j in m] for m in mb], settings, world))
+                    updates.append(
+                        update_minibatch(
+                            self.token_scorer,
+                            self.optimizer,
+                            tensors,
+                            [[mini[j] for j in m] for m in mb],
+                            settings,
+                            world,
+                        )
+                    )
         self.token_scorer.eval()
         if self.controller is not None:
             self.controller.update(_entropy_measure(batch.old_log_prob, batch.response_mask, mine, world))
@@ -306,8 +386,11 @@ class RLRun:
         samples from this float32 policy at the training temperature (``trainer.reuse_rollout_logprobs``)."""
         from archer.rollout.base import shares_policy
 
-        return (self.cfg.trainer.reuse_rollout_logprobs and shares_policy(self.engine)
-                and self.cfg.model.dtype == "float32")
+        return (
+            self.cfg.trainer.reuse_rollout_logprobs
+            and shares_policy(self.engine)
+            and self.cfg.model.dtype == "float32"
+        )
 
     # -- one-step-off-policy (rollout.one_step_off_policy) -------------------------------------
     def predict_next_round(self, served: Any) -> tuple[list[list[int]], Any] | None:
@@ -349,8 +432,10 @@ def _mismatch_metrics(batch: TrainBatch, rows: list[int], world: World) -> dict[
     m = batch.response_mask[rows] != 0  # [R, T]
     diff = (batch.rollout_log_prob[rows] - batch.old_log_prob[rows]).abs()[m].double()  # [N]
     count = world.sum(float(diff.numel()))
-    return {"rollout/logprob_diff_mean": world.sum(float(diff.sum())) / max(count, 1.0),
-            "rollout/logprob_diff_max": world.max_float(float(diff.max()) if diff.numel() else 0.0)}
+    return {
+        "rollout/logprob_diff_mean": world.sum(float(diff.sum())) / max(count, 1.0),
+        "rollout/logprob_diff_max": world.max_float(float(diff.max()) if diff.numel() else 0.0),
+    }
 
 
 def _rows(batch: TrainBatch, rows: list[int]) -> dict[str, torch.Tensor]:
@@ -370,9 +455,18 @@ def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
     return Path(cfg.logging.out_dir) / name
 
 
-def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False, model: Any = None,
-          tokenizer: Any = None, train_problems: list[Any] | None = None, eval_problems: list[Any] | None = None,
-          scorer: Scorer | None = None, on_step: StepCallback | None = None) -> dict[str, Any]:
+def train(
+    cfg: Config,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    model: Any = None,
+    tokenizer: Any = None,
+    train_problems: list[Any] | None = None,
+    eval_problems: list[Any] | None = None,
+    scorer: Scorer | None = None,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
     """Run RL as configured; returns the summary (also written to ``<run_dir>/summary.json``) plus
     ``history`` (the per-step metrics) and ``run_dir``.
 
@@ -386,12 +480,24 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     from archer.train.rl_setup import load_problems, load_run_policy, prepare_initial_policy
 
     if launch.should_launch(cfg):
-        given = [k for k, v in dict(model=model, tokenizer=tokenizer, train_problems=train_problems,
-                                    eval_problems=eval_problems, scorer=scorer, on_step=on_step).items() if v is not None]
+        given = [
+            k
+            for k, v in dict(
+                model=model,
+                tokenizer=tokenizer,
+                train_problems=train_problems,
+                eval_problems=eval_problems,
+                scorer=scorer,
+                on_step=on_step,
+            ).items()
+            if v is not None
+        ]
         if given:
-            warnings.warn(f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
-                          "their own from the config); start the ranks yourself (torchrun) to pass objects",
-                          stacklevel=2)
+            warnings.warn(
+                f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
+                "their own from the config); start the ranks yourself (torchrun) to pass objects",
+                stacklevel=2,
+            )
         return launch.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
     device = resolve_device(cfg.trainer.device)
@@ -417,15 +523,26 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
     sft_info: dict[str, Any] = {}
     if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
-        sft_info = world.on_main(lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log,
-                                                                resume=resume))
+        sft_info = world.on_main(
+            lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log, resume=resume)
+        )
     given = (model, tokenizer) if model is not None and tokenizer is not None and world.size == 1 else None
     model, tokenizer, ref_model = load_run_policy(cfg, out, last, given)
     model.to(world.device)
     if ref_model is not None:
         ref_model.to(world.device)
-    run = RLRun(cfg, out, model=model, tokenizer=tokenizer, train_problems=train_problems,
-                eval_problems=eval_problems, scorer=scorer, log=log, world=world, ref_model=ref_model)
+    run = RLRun(
+        cfg,
+        out,
+        model=model,
+        tokenizer=tokenizer,
+        train_problems=train_problems,
+        eval_problems=eval_problems,
+        scorer=scorer,
+        log=log,
+        world=world,
+        ref_model=ref_model,
+    )
     if last is not None:
         if ckpt.is_sharded_checkpoint(last):
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
@@ -434,10 +551,16 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
     before_path = out / "eval_before.json"
     history: list[dict[str, Any]] = []
     if world.main:
-        logger: Any = MetricsLogger(out, total_steps=cfg.trainer.steps, start_step=run.step,
-                                    tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
-                                    wandb_project=cfg.logging.wandb_project, progress=cfg.logging.progress,
-                                    config=run.cfg.to_dict())  # the settings in force (e.g. tis_cap)
+        logger: Any = MetricsLogger(
+            out,
+            total_steps=cfg.trainer.steps,
+            start_step=run.step,
+            tensorboard=cfg.logging.tensorboard,
+            wandb=cfg.logging.wandb,
+            wandb_project=cfg.logging.wandb_project,
+            progress=cfg.logging.progress,
+            config=run.cfg.to_dict(),
+        )  # the settings in force (e.g. tis_cap)
     else:
         logger = _SilentLogger()
     for note in logger.notes:
@@ -468,7 +591,12 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
         while run.step < cfg.trainer.steps:
             metrics = run.run_step()
             run.step += 1
-            if cfg.eval.every and run.step % cfg.eval.every == 0 and run.step < cfg.trainer.steps and eval_problems:
+            if (
+                cfg.eval.every
+                and run.step % cfg.eval.every == 0
+                and run.step < cfg.trainer.steps
+                and eval_problems
+            ):
                 ev = evaluate(run.step)
                 metrics.update({f"eval/{k}": v for k, v in ev.items() if "@" in k})
             if run.controller is not None:
@@ -495,15 +623,24 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = Fals
             close()
     final = world.on_main(lambda: ckpt.latest_checkpoint(out))
     summary = {
-        "recipe": cfg.recipe, "run_dir": str(out), "steps": run.step, "before": before, "after": after,
+        "recipe": cfg.recipe,
+        "run_dir": str(out),
+        "steps": run.step,
+        "before": before,
+        "after": after,
         "improvement": {k: after[k] - before[k] for k in after if "@" in k and k in before},
-        "sft": sft_info, "seconds": round(time.time() - t0, 1),
+        "sft": sft_info,
+        "seconds": round(time.time() - t0, 1),
         "final_checkpoint": str(final) if final else None,
     }
     if world.size > 1:
         digests = world.gather([replica_digest(run.token_scorer)])
-        summary["dist"] = {"world_size": world.size, "strategy": world.strategy, "replica_digests": digests,
-                           "replicas_identical": len(set(digests)) == 1}
+        summary["dist"] = {
+            "world_size": world.size,
+            "strategy": world.strategy,
+            "replica_digests": digests,
+            "replicas_identical": len(set(digests)) == 1,
+        }
         if world.strategy == "ddp" and not summary["dist"]["replicas_identical"]:
             log("warning: the data-parallel replicas diverged (summary.json: dist.replica_digests)")
     if world.main:
@@ -533,9 +670,15 @@ class _SilentLogger:
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
     with run.precision():
-        return evaluate_policy(run.engine, run.tokenizer, run.scorer, run.eval_problems, cfg,
-                               cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
-                               seed=cfg.trainer.seed + 7)
+        return evaluate_policy(
+            run.engine,
+            run.tokenizer,
+            run.scorer,
+            run.eval_problems,
+            cfg,
+            cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
+            seed=cfg.trainer.seed + 7,
+        )
 
 
 def _fmt(ev: dict[str, Any]) -> str:

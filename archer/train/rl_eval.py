@@ -18,18 +18,35 @@ from archer.config import Config
 from archer.train.scorer import Scorer, safe_score
 
 
-def evaluate_policy(engine: Any, tokenizer: Any, scorer: Scorer, problems: list[Any], cfg: Config,
-                    max_new_tokens: int, seed: int) -> dict[str, Any]:
+def evaluate_policy(
+    engine: Any,
+    tokenizer: Any,
+    scorer: Scorer,
+    problems: list[Any],
+    cfg: Config,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, Any]:
     """avg@k and pass@k of the current policy on held-out problems (``eval.*`` sampling settings)."""
     from archer.eval.runner import evaluate
 
     e = cfg.eval
     t0 = time.time()
     with torch.no_grad():  # the engine switches to eval mode itself
-        out = evaluate(engine, tokenizer, problems, n=e.n, ks=e.ks, temperature=e.temperature, top_p=e.top_p,
-                       max_new_tokens=e.max_new_tokens or max_new_tokens, seed=seed,
-                       template=cfg.data.prompt_template, batch_size=max(len(problems), 1),
-                       score_fn=lambda responses, probs: safe_score(scorer, responses, probs))
+        out = evaluate(
+            engine,
+            tokenizer,
+            problems,
+            n=e.n,
+            ks=e.ks,
+            temperature=e.temperature,
+            top_p=e.top_p,
+            max_new_tokens=e.max_new_tokens or max_new_tokens,
+            seed=seed,
+            template=cfg.data.prompt_template,
+            batch_size=max(len(problems), 1),
+            score_fn=lambda responses, probs: safe_score(scorer, responses, probs),
+        )
     out.pop("records", None)
     out.pop("ks", None)
     out["seconds"] = round(time.time() - t0, 2)

@@ -80,7 +80,9 @@ def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
     if d.eval in GENERATORS or (d.eval is None and d.train in GENERATORS):
         source = d.eval or d.train
         try:
-            evals = generate_problems(source, d.num_eval, "test", d.seed + 1, d.generator) if d.num_eval else []
+            evals = (
+                generate_problems(source, d.num_eval, "test", d.seed + 1, d.generator) if d.num_eval else []
+            )
         except ValueError as exc:
             raise ConfigError(f"data.num_eval: {exc}") from None
     elif d.eval is not None:
@@ -123,7 +125,9 @@ def apply_tokenizer_options(cfg: Config, tokenizer: Any) -> Any:
         raise ConfigError(f"data.chat_template: {exc}") from None
 
 
-def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] = print) -> tuple[Any, Any, dict]:
+def build_policy(
+    cfg: Config, train: list[Problem], log: Callable[[str], None] = print
+) -> tuple[Any, Any, dict]:
     """(model, tokenizer, sft_info) of the initial policy, float32, before LoRA and checkpointing
     (:func:`archer.train.policy.load_policy` applies those when the run loads it). From scratch + SFT
     when ``model.path`` is None; ``model.path`` (+ SFT when configured) otherwise."""
@@ -144,15 +148,24 @@ def build_policy(cfg: Config, train: list[Problem], log: Callable[[str], None] =
             corpus = paths_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
         else:
             level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
-            corpus = synthetic.tokenizer_corpus(2000, seed=cfg.data.seed, level=level,
-                                                include_code=cfg.data.train != "synthetic_math")
+            corpus = synthetic.tokenizer_corpus(
+                2000, seed=cfg.data.seed, level=level, include_code=cfg.data.train != "synthetic_math"
+            )
         # the prompt template's instruction text, so that it tokenizes into a few merged tokens
         corpus += [_user_text(p, cfg.data.prompt_template) for p in train[:200]]
         tokenizer = models.build_tokenizer(corpus, vocab_size=m.vocab_size)
-        model = models.build_tiny_model(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                                        num_heads=m.num_heads, num_kv_heads=m.num_heads,
-                                        intermediate_size=m.intermediate_size, seed=cfg.trainer.seed)
-        log(f"built a tiny Qwen2 model: {models.count_parameters(model):,} parameters, vocab {len(tokenizer)}")
+        model = models.build_tiny_model(
+            tokenizer,
+            hidden_size=m.hidden_size,
+            num_layers=m.num_layers,
+            num_heads=m.num_heads,
+            num_kv_heads=m.num_heads,
+            intermediate_size=m.intermediate_size,
+            seed=cfg.trainer.seed,
+        )
+        log(
+            f"built a tiny Qwen2 model: {models.count_parameters(model):,} parameters, vocab {len(tokenizer)}"
+        )
     apply_tokenizer_options(cfg, tokenizer)
     info: dict[str, Any] = {}
     if sft_configured(cfg):
@@ -167,8 +180,9 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
     d, m = cfg.data, cfg.model
     seed = d.seed + 7919
     if d.train == "synthetic_math":
-        probs = synthetic.math_problems(m.sft_examples, split="train", seed=seed, level=_math_level(d.generator),
-                                        unique=False)
+        probs = synthetic.math_problems(
+            m.sft_examples, split="train", seed=seed, level=_math_level(d.generator), unique=False
+        )
         rows = synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
     elif d.train == "synthetic_code":
         probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed, unique=False)
@@ -179,8 +193,10 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
         probs = paths_problems(m.sft_examples, split="train", seed=seed, config=d.generator, unique=False)
         rows = paths_sft_examples(probs, noise=m.sft_noise, seed=seed)
     else:
-        raise ConfigError("model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
-                      f"({list(GENERATORS)}); run `archer sft` on your data first instead")
+        raise ConfigError(
+            "model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
+            f"({list(GENERATORS)}); run `archer sft` on your data first instead"
+        )
     # demonstrations are asked exactly as RL and evaluation will ask (same prompt template)
     for row, problem in zip(rows, probs):
         row["messages"][0]["content"] = _user_text(problem, d.prompt_template)
@@ -199,14 +215,24 @@ def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], Non
     m = cfg.model
     rows = sft_examples(cfg)
     log(f"SFT warm-up: {len(rows)} examples x {m.sft_epochs} epochs, lr {m.sft_lr}")
-    result = train_sft(model, tokenizer, rows, epochs=m.sft_epochs, lr=m.sft_lr, batch_size=m.sft_batch_size,
-                       max_len=m.sft_max_len, seed=cfg.trainer.seed, progress=cfg.logging.progress,
-                       num_threads=cfg.trainer.threads)
+    result = train_sft(
+        model,
+        tokenizer,
+        rows,
+        epochs=m.sft_epochs,
+        lr=m.sft_lr,
+        batch_size=m.sft_batch_size,
+        max_len=m.sft_max_len,
+        seed=cfg.trainer.seed,
+        progress=cfg.logging.progress,
+        num_threads=cfg.trainer.threads,
+    )
     return result if isinstance(result, dict) else {"result": str(result)}
 
 
-def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
-                   template: str = "auto") -> list[list[int]]:
+def encode_prompts(
+    problems: list[Problem], tokenizer: Any, max_tokens: int, template: str = "auto"
+) -> list[list[int]]:
     """Prompt token ids (chat template applied when the tokenizer has one); too long is an error."""
     from archer.data.prompts import build_prompt
 
@@ -214,8 +240,10 @@ def encode_prompts(problems: list[Problem], tokenizer: Any, max_tokens: int,
     for i, p in enumerate(problems):
         ids = tokenizer(build_prompt(p, tokenizer, template), add_special_tokens=False)["input_ids"]
         if len(ids) > max_tokens:
-            raise ConfigError(f"data.max_prompt_tokens: problem {i} ({p.id}) has a {len(ids)}-token prompt "
-                              f"> {max_tokens}; raise the limit or filter the data")
+            raise ConfigError(
+                f"data.max_prompt_tokens: problem {i} ({p.id}) has a {len(ids)}-token prompt "
+                f"> {max_tokens}; raise the limit or filter the data"
+            )
         out.append(list(ids))
     return out
 
@@ -229,8 +257,15 @@ def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
     return Path(cfg.model.path)
 
 
-def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any], model: Any, tokenizer: Any,
-                            log: Callable[[str], None], resume: bool = False) -> dict[str, Any]:
+def prepare_initial_policy(
+    cfg: Config,
+    run_dir: Path,
+    train_problems: list[Any],
+    model: Any,
+    tokenizer: Any,
+    log: Callable[[str], None],
+    resume: bool = False,
+) -> dict[str, Any]:
     """On rank 0: build / SFT-warm the initial policy (or take the given one) and save it as
     ``<run>/sft_model``; nothing to do for a plain ``model.path``. Returns the SFT summary.
 
@@ -243,8 +278,10 @@ def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any]
     shutil.rmtree(target, ignore_errors=True)
     if model is None and cfg.model.path is not None and not sft_configured(cfg):
         if cfg.model.sft_warmup == "auto" and cfg.model.sft_epochs > 0:
-            log(f"model.path given: no SFT warm-up (model.sft_warmup=auto warms only a from-scratch model; "
-                f"set model.sft_warmup=true to warm {cfg.model.path})")
+            log(
+                f"model.path given: no SFT warm-up (model.sft_warmup=auto warms only a from-scratch model; "
+                f"set model.sft_warmup=true to warm {cfg.model.path})"
+            )
         return {}
     info: dict[str, Any] = {}
     if model is None or tokenizer is None:
@@ -261,8 +298,9 @@ def prepare_initial_policy(cfg: Config, run_dir: Path, train_problems: list[Any]
     return info
 
 
-def load_run_policy(cfg: Config, run_dir: Path, last: Path | None, given: tuple[Any, Any] | None = None
-                    ) -> tuple[Any, Any, Any]:
+def load_run_policy(
+    cfg: Config, run_dir: Path, last: Path | None, given: tuple[Any, Any] | None = None
+) -> tuple[Any, Any, Any]:
     """(policy, tokenizer, frozen reference or None), every path through the same preparation.
 
     ``given``: a (model, tokenizer) the caller passed to ``train`` for a fresh single-process run; it is

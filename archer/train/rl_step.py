@@ -57,7 +57,11 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
         if o.schedule == "constant":
             return 1.0
         frac = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-        shape = 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item()) if o.schedule == "cosine" else 1 - frac
+        shape = (
+            0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item())
+            if o.schedule == "cosine"
+            else 1 - frac
+        )
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
 
     return fn
@@ -84,8 +88,15 @@ def sampling_params(cfg: Config, step: int, round_index: int, rank: int, max_new
 
     r = cfg.rollout
     seed = cfg.trainer.seed * 1_000_003 + step * 101 + round_index + (rank << 40)
-    return SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                          max_new_tokens=max_new, stop=tuple(r.stop), seed=seed)
+    return SamplingParams(
+        n=r.n,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        top_k=r.top_k,
+        max_new_tokens=max_new,
+        stop=tuple(r.stop),
+        seed=seed,
+    )
 
 
 @dataclass
@@ -99,15 +110,26 @@ class Round:
     failure_reasons: Counter = field(default_factory=Counter)
 
 
-def make_groups(cfg: Config, prompts: list[int], scored: list[tuple[list[Any], list[Any]]], max_new: int
-                ) -> tuple[list[Group], Counter]:
+def make_groups(
+    cfg: Config, prompts: list[int], scored: list[tuple[list[Any], list[Any]]], max_new: int
+) -> tuple[list[Group], Counter]:
     """Groups with shaped rewards from ``(rollouts, reward results)`` per prompt; failure reasons counted."""
     groups, reasons = [], Counter()
     for pidx, (rollouts, results) in zip(prompts, scored):
-        rewards = [shape_reward(cfg, rr.reward, len(ro.response_ids), max_new) for ro, rr in zip(rollouts, results)]
+        rewards = [
+            shape_reward(cfg, rr.reward, len(ro.response_ids), max_new) for ro, rr in zip(rollouts, results)
+        ]
         reasons.update(rr.info["reason"] for rr in results if rr.info.get("reason") and not rr.correct)
-        groups.append(Group(pidx, list(rollouts[0].prompt_ids) if rollouts else [], list(rollouts), rewards,
-                            [bool(rr.correct) for rr in results], [rr.info for rr in results]))
+        groups.append(
+            Group(
+                pidx,
+                list(rollouts[0].prompt_ids) if rollouts else [],
+                list(rollouts),
+                rewards,
+                [bool(rr.correct) for rr in results],
+                [rr.info for rr in results],
+            )
+        )
     return groups, reasons
 
 
@@ -127,8 +149,10 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         "response/length_max": max(lengths, default=0),
         "response/truncation_rate": sum(truncated) / n,
         # distinct responses per group (1 = every sample differs): the diversity that entropy collapse removes
-        "rollout/distinct_frac": (sum(len({ro.text for ro in g.responses}) / len(g.responses) for g in groups
-                                      if g.responses) / max(sum(1 for g in groups if g.responses), 1)),
+        "rollout/distinct_frac": (
+            sum(len({ro.text for ro in g.responses}) / len(g.responses) for g in groups if g.responses)
+            / max(sum(1 for g in groups if g.responses), 1)
+        ),
         "rollout/max_new_tokens": max_new,
         "filter/rounds": stats.rounds,
         "filter/kept_groups": stats.kept_groups,
@@ -164,7 +188,9 @@ def _code_outcome(info: dict[str, Any]) -> str:
 def code_metrics(groups: list[Group]) -> dict[str, float]:
     """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
     the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses."""
-    infos = [i for g in groups for i in g.infos if "total" in i or str(i.get("reason", "")).startswith("no fenced")]
+    infos = [
+        i for g in groups for i in g.infos if "total" in i or str(i.get("reason", "")).startswith("no fenced")
+    ]
     if not infos:
         return {}
     fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
@@ -192,9 +218,15 @@ class TrainBatch:
 
     def tensors(self, with_rollout: bool) -> dict[str, torch.Tensor]:
         """The dict :func:`archer.train.rl_update.update_minibatch` slices."""
-        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-               "response_mask": self.response_mask, "rewards": self.rewards, "advantages": self.advantages,
-               "prompt_len": self.prompt_len, "group": self.group}
+        out = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "response_mask": self.response_mask,
+            "rewards": self.rewards,
+            "advantages": self.advantages,
+            "prompt_len": self.prompt_len,
+            "group": self.group,
+        }
         for name in ("old_log_prob", "ref_log_prob") + (("rollout_log_prob",) if with_rollout else ()):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -215,13 +247,18 @@ def build_batch(cfg: Config, groups: list[Group], pad_id: int, device: torch.dev
     sampler = torch.zeros_like(packed["response_mask"])  # [B, T]
     for i, ro in enumerate(rollouts):
         start = len(rows[i][0])
-        sampler[i, start:start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=sampler.dtype)
-    return TrainBatch(input_ids=packed["input_ids"].to(device), attention_mask=packed["attention_mask"].to(device),
-                      response_mask=packed["response_mask"].to(device), rewards=rewards.reshape(-1).to(device),
-                      advantages=adv.reshape(-1).to(device), lengths=[len(p) + len(r) for p, r in rows],
-                      prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
-                      group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
-                      rollout_log_prob=sampler.to(device))
+        sampler[i, start : start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=sampler.dtype)
+    return TrainBatch(
+        input_ids=packed["input_ids"].to(device),
+        attention_mask=packed["attention_mask"].to(device),
+        response_mask=packed["response_mask"].to(device),
+        rewards=rewards.reshape(-1).to(device),
+        advantages=adv.reshape(-1).to(device),
+        lengths=[len(p) + len(r) for p, r in rows],
+        prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
+        group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
+        rollout_log_prob=sampler.to(device),
+    )
 
 
 def group_rows(groups: list[Group], owned: list[int]) -> list[int]:

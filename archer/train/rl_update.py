@@ -49,10 +49,18 @@ class TokenScorer(torch.nn.Module):
         self.policy = policy
         self.share_prompts = share_prompts
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor, *,
-                temperature: float = 1.0, chunk_size: int | None = None, with_entropy: bool = True,
-                prompt_len: torch.Tensor | None = None, group: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        chunk_size: int | None = None,
+        with_entropy: bool = True,
+        prompt_len: torch.Tensor | None = None,
+        group: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         from archer.train.policy import lm_head
 
         head = lm_head(self.policy)
@@ -60,12 +68,16 @@ class TokenScorer(torch.nn.Module):
             rows, cols, lp, ent = self._full_logits(input_ids, attention_mask, response_mask, temperature)
         else:
             if group is not None and prompt_len is not None and self._can_share(head.decoder):
-                rows, cols, h, labels = self._shared_prompt_hidden(head.decoder, input_ids, attention_mask,
-                                                                   response_mask, prompt_len, group)
+                rows, cols, h, labels = self._shared_prompt_hidden(
+                    head.decoder, input_ids, attention_mask, response_mask, prompt_len, group
+                )
             else:
-                hidden = head.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                                      use_cache=False).last_hidden_state  # [B, T, d]
-                rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]: predict t+1 from t
+                hidden = head.decoder(
+                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+                ).last_hidden_state  # [B, T, d]
+                rows, cols = (response_mask[:, 1:] != 0).nonzero(
+                    as_tuple=True
+                )  # [N], [N]: predict t+1 from t
                 h, labels, cols = hidden[rows, cols], input_ids[rows, cols + 1], cols + 1  # [N, d], [N], [N]
             lp, ent = _project(h, head, labels, chunk_size, temperature)
         out_lp = torch.zeros(response_mask.shape, dtype=lp.dtype, device=lp.device)  # [B, T]
@@ -79,12 +91,20 @@ class TokenScorer(torch.nn.Module):
     def _can_share(self, decoder: Any) -> bool:
         if not self.share_prompts or _cache_arg(decoder) is None:
             return False
-        return not (self.training and any(getattr(m, "gradient_checkpointing", False) is True
-                                          for m in decoder.modules()))
+        return not (
+            self.training
+            and any(getattr(m, "gradient_checkpointing", False) is True for m in decoder.modules())
+        )
 
-    def _shared_prompt_hidden(self, decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              response_mask: torch.Tensor, prompt_len: torch.Tensor, group: torch.Tensor
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _shared_prompt_hidden(
+        self,
+        decoder: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        prompt_len: torch.Tensor,
+        group: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, each distinct prompt run once."""
         from archer.rollout.hf import _new_cache
         from archer.train.policy import unwrap
@@ -103,7 +123,9 @@ class TokenScorer(torch.nn.Module):
         p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)  # [U, Lp]
         cache = _new_cache(unwrap(self.policy))
         arg = _cache_arg(decoder)
-        out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **{arg: cache})
+        out = decoder(
+            input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **{arg: cache}
+        )
         h_last = out.last_hidden_state[:, -1]  # [U, d]: predicts each response's first token
         cache.batch_select_indices(inv)  # every row gets its prompt's cache (differentiable indexing)
         r_width = max(int(rlen.max()), 1)
@@ -113,14 +135,21 @@ class TokenScorer(torch.nn.Module):
         r_ids = input_ids.gather(1, pos) * live  # [B, Lr]
         r_mask = torch.cat([p_mask[inv], live.long()], dim=1)  # [B, Lp + Lr]
         r_pos = p_pos[inv, -1:] + 1 + j  # [B, Lr]
-        out = decoder(input_ids=r_ids, attention_mask=r_mask, position_ids=r_pos, use_cache=True, **{arg: cache})
+        out = decoder(
+            input_ids=r_ids, attention_mask=r_mask, position_ids=r_pos, use_cache=True, **{arg: cache}
+        )
         hidden = torch.cat([h_last[inv][:, None], out.last_hidden_state[:, :-1]], dim=1)  # [B, Lr, d]
         sel = live & (response_mask.gather(1, pos) != 0)  # [B, Lr] trained response tokens
         rows, js = sel.nonzero(as_tuple=True)  # [N], [N]
         return rows, plen[rows] + js, hidden[rows, js], r_ids[rows, js]
 
-    def _full_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-                     temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _full_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        temperature: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The exact path for any model: its own logits (materialises [B, T, V])."""
         logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]
@@ -131,8 +160,9 @@ class TokenScorer(torch.nn.Module):
         return rows, cols + 1, lp, ent
 
 
-def _project(h: torch.Tensor, head: Any, labels: torch.Tensor, chunk_size: int | None, temperature: float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _project(
+    h: torch.Tensor, head: Any, labels: torch.Tensor, chunk_size: int | None, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of ``labels`` [N] from hidden states ``h`` [N, d] through the head, in float32."""
     from archer.algo import token_logprobs
 
@@ -156,14 +186,25 @@ def _cache_arg(decoder: Any) -> str | None:
     return None
 
 
-def sequence_logprobs(scorer: TokenScorer, batch: dict[str, torch.Tensor], *, temperature: float = 1.0,
-                      chunk_size: int | None = None, with_entropy: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sequence_logprobs(
+    scorer: TokenScorer,
+    batch: dict[str, torch.Tensor],
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-prob and entropy of the response tokens of a packed batch, as [B, T] tensors."""
     if not isinstance(scorer, TokenScorer):
         scorer = TokenScorer(scorer)
-    return scorer(batch["input_ids"], batch["attention_mask"], batch["response_mask"], temperature=temperature,
-                  chunk_size=chunk_size, with_entropy=with_entropy)
+    return scorer(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
+        temperature=temperature,
+        chunk_size=chunk_size,
+        with_entropy=with_entropy,
+    )
 
 
 @dataclass
@@ -203,8 +244,14 @@ def _dummy_part(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return part
 
 
-def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-                     micro: list[list[int]], s: UpdateSettings, world: World | None = None) -> dict[str, float]:
+def update_minibatch(
+    scorer: TokenScorer,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    micro: list[list[int]],
+    s: UpdateSettings,
+    world: World | None = None,
+) -> dict[str, float]:
     """One optimizer step over the rows in ``micro`` (a list of micro-batches of row indices).
 
     ``batch`` holds the packed rows plus ``old_log_prob`` [B, T], ``advantages`` [B], ``rewards`` [B]
@@ -224,8 +271,14 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     world = world or World(next(scorer.parameters()).device)
     parts = [_slice(batch, rows) for rows in micro if rows]
     quantile = entropy_quantile_of(s.loss, s.loss_params)
-    pos_tokens = world.sum(float(sum(((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
-                                     for p in parts)))
+    pos_tokens = world.sum(
+        float(
+            sum(
+                ((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
+                for p in parts
+            )
+        )
+    )
     norm = world.normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
     if world.sharded:  # every forward/backward is collective: the same number of micro-batches on each rank
         parts += [_dummy_part(batch)] * (world.max_int(len(parts)) - len(parts))
@@ -235,8 +288,15 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     nonfinite = False  # a flag, not an early return: every rank must reach the collectives
     for p in parts:
         mask = p["response_mask"]
-        logp, ent = scorer(p["input_ids"], p["attention_mask"], mask, temperature=s.temperature,
-                           chunk_size=s.chunk_size, prompt_len=p.get("prompt_len"), group=p.get("group"))
+        logp, ent = scorer(
+            p["input_ids"],
+            p["attention_mask"],
+            mask,
+            temperature=s.temperature,
+            chunk_size=s.chunk_size,
+            prompt_len=p.get("prompt_len"),
+            group=p.get("group"),
+        )
         if not bool(mask.any()):  # a dummy row: zero loss that still reaches every parameter
             (logp.sum() * 0.0).backward()
             continue
@@ -245,13 +305,27 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
             params.update(rollout_log_prob=p["rollout_log_prob"], tis_cap=s.tis_cap)
         # the bonus needs the entropy's gradient; the dtc/aspo split only reads its value
         loss, metrics = compute_policy_loss(
-            s.loss, log_prob=logp, old_log_prob=p["old_log_prob"], advantages=p["advantages"],
-            response_mask=mask, entropy=ent if s.entropy_coef > 0 else ent.detach(),
-            ref_log_prob=p.get("ref_log_prob"), agg=s.agg, loss_normalizer=norm,
-            entropy_coef=s.entropy_coef, **params)
+            s.loss,
+            log_prob=logp,
+            old_log_prob=p["old_log_prob"],
+            advantages=p["advantages"],
+            response_mask=mask,
+            entropy=ent if s.entropy_coef > 0 else ent.detach(),
+            ref_log_prob=p.get("ref_log_prob"),
+            agg=s.agg,
+            loss_normalizer=norm,
+            entropy_coef=s.entropy_coef,
+            **params,
+        )
         if s.pos_nll_coef > 0:
-            nll = positive_nll_loss(logp, mask, p["rewards"], coef=s.pos_nll_coef, max_reward=s.max_reward,
-                                    total_tokens=pos_tokens)
+            nll = positive_nll_loss(
+                logp,
+                mask,
+                p["rewards"],
+                coef=s.pos_nll_coef,
+                max_reward=s.max_reward,
+                total_tokens=pos_tokens,
+            )
             loss = loss + nll
             sums["plain/pos_nll"] = sums.get("plain/pos_nll", 0.0) + float(nll.detach())
         if not torch.isfinite(loss):
@@ -282,11 +356,13 @@ def update_minibatch(scorer: TokenScorer, optimizer: torch.optim.Optimizer, batc
     total = max(norm.tokens, 1.0)
     out = {k: v / total for k, v in sums.items() if not k.startswith("plain/")}
     out["ratio_max"] = ratio_max
-    out.update({k[len("plain/"):]: v for k, v in sums.items() if k.startswith("plain/")})
+    out.update({k[len("plain/") :]: v for k, v in sums.items() if k.startswith("plain/")})
     out["loss"] = out.get("loss", 0.0) + out.get("pos_nll", 0.0)
-    for num, den, name in (("ratio_pos_share", "pos_frac", "ratio_mean_pos"), ("ratio_neg_share", "neg_frac",
-                                                                               "ratio_mean_neg"),
-                           ("fork_entropy_share", "fork_frac", "entropy_fork")):
+    for num, den, name in (
+        ("ratio_pos_share", "pos_frac", "ratio_mean_pos"),
+        ("ratio_neg_share", "neg_frac", "ratio_mean_neg"),
+        ("fork_entropy_share", "fork_frac", "entropy_fork"),
+    ):
         share = out.pop(num, None)
         if share is not None and out.get(den, 0.0) > 0:
             out[name] = share / out[den]

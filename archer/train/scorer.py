@@ -58,8 +58,9 @@ def _ray(num_workers: int, cpus_per_worker: float, address: str | None, **opts: 
             f"resources.backend='ray' needs ray and archer.distributed ({exc}); "
             "install with `pip install 'archer[ray]'` or use resources.backend=local"
         ) from exc
-    return module.RayRewardScorer(num_workers=num_workers, cpus_per_worker=cpus_per_worker,
-                                  address=address, **opts)
+    return module.RayRewardScorer(
+        num_workers=num_workers, cpus_per_worker=cpus_per_worker, address=address, **opts
+    )
 
 
 # backend name -> factory(num_workers, cpus_per_worker, address, **verifier_opts)
@@ -70,8 +71,14 @@ def register_scorer(name: str, factory: Callable[..., Scorer]) -> None:
     SCORERS[name] = factory
 
 
-def build_scorer(backend: str, *, num_workers: int = 1, cpus_per_worker: float = 1.0,
-                 address: str | None = None, **verifier_opts: Any) -> Scorer:
+def build_scorer(
+    backend: str,
+    *,
+    num_workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    address: str | None = None,
+    **verifier_opts: Any,
+) -> Scorer:
     if backend not in SCORERS:
         raise KeyError(f"unknown scorer backend {backend!r}; known: {sorted(SCORERS)}")
     return SCORERS[backend](num_workers, cpus_per_worker, address, **verifier_opts)
@@ -81,10 +88,21 @@ class CustomRewardScorer:
     """``reward.verifier_weight * inner scorer + reward.function_weight * user function``; the inner
     (verifier) scorer is not called at all when its weight is 0."""
 
-    def __init__(self, inner: Scorer | None, function: Any, *, function_weight: float = 1.0,
-                 verifier_weight: float = 0.0, none_reward: float = 0.0) -> None:
+    def __init__(
+        self,
+        inner: Scorer | None,
+        function: Any,
+        *,
+        function_weight: float = 1.0,
+        verifier_weight: float = 0.0,
+        none_reward: float = 0.0,
+    ) -> None:
         self.inner, self.function = inner, function
-        self.function_weight, self.verifier_weight, self.none_reward = function_weight, verifier_weight, none_reward
+        self.function_weight, self.verifier_weight, self.none_reward = (
+            function_weight,
+            verifier_weight,
+            none_reward,
+        )
 
     def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
         from archer.rewards.custom import combine
@@ -93,8 +111,13 @@ class CustomRewardScorer:
         if self.verifier_weight > 0 and self.inner is not None:
             verifier = safe_score(self.inner, responses, problems)
         values = self.function.values(responses, problems)
-        return combine(values, verifier, function_weight=self.function_weight,
-                       verifier_weight=self.verifier_weight, none_reward=self.none_reward)
+        return combine(
+            values,
+            verifier,
+            function_weight=self.function_weight,
+            verifier_weight=self.verifier_weight,
+            none_reward=self.none_reward,
+        )
 
     def close(self) -> None:
         if self.inner is not None:
@@ -104,17 +127,29 @@ class CustomRewardScorer:
 def build_run_scorer(cfg: Any) -> Scorer:
     """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set."""
     r, rw = cfg.resources, cfg.reward
-    make_inner = lambda: build_scorer(r.backend, num_workers=r.num_reward_workers,  # noqa: E731
-                                      cpus_per_worker=r.cpus_per_worker, address=r.address,
-                                      timeout=r.verifier_timeout)
+
+    def make_inner() -> Scorer:
+        return build_scorer(
+            r.backend,
+            num_workers=r.num_reward_workers,
+            cpus_per_worker=r.cpus_per_worker,
+            address=r.address,
+            timeout=r.verifier_timeout,
+        )
+
     if rw.function is None:
         return make_inner()
     from archer.rewards.custom import load_reward_function
 
     function = load_reward_function(rw.function, rw.signature)
     inner = make_inner() if rw.verifier_weight > 0 else None
-    return CustomRewardScorer(inner, function, function_weight=rw.function_weight,
-                              verifier_weight=rw.verifier_weight, none_reward=rw.none_reward)
+    return CustomRewardScorer(
+        inner,
+        function,
+        function_weight=rw.function_weight,
+        verifier_weight=rw.verifier_weight,
+        none_reward=rw.none_reward,
+    )
 
 
 def safe_score(scorer: Scorer, responses: list[str], problems: list[Problem]) -> list[RewardResult]:

@@ -37,20 +37,27 @@ IGNORE = -100
 
 # ------------------------------------------------------------------------------------ examples
 
+
 def normalize_example(row: Any) -> list[dict[str, str]]:
     """Validate one row and return its message list; a bad row raises ``ValueError`` saying why."""
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     if "messages" not in row:
         if isinstance(row.get("prompt"), str) and isinstance(row.get("response", row.get("completion")), str):
-            return [{"role": "user", "content": row["prompt"]},
-                    {"role": "assistant", "content": row.get("response", row.get("completion"))}]
+            return [
+                {"role": "user", "content": row["prompt"]},
+                {"role": "assistant", "content": row.get("response", row.get("completion"))},
+            ]
         raise ValueError("needs 'messages' (a list of {role, content}) or string 'prompt' and 'response'")
     msgs = row["messages"]
     if not isinstance(msgs, list) or not msgs:
         raise ValueError("'messages' must be a non-empty list")
     for k, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
             raise ValueError(f"message {k} must be an object with string 'role' and 'content'")
     if not any(m["role"] == "assistant" for m in msgs):
         raise ValueError("no assistant message: nothing to train on")
@@ -58,7 +65,9 @@ def normalize_example(row: Any) -> list[dict[str, str]]:
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_char_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
@@ -99,6 +108,7 @@ def tokenize_example(tokenizer, messages: list[dict[str, str]], max_len: int) ->
 
 
 # ------------------------------------------------------------------------------------ batches
+
 
 def pack_examples(items: Sequence[tuple[list[int], list[bool]]], max_len: int) -> list[list[int]]:
     """Greedy first-fit-in-order packing: lists of example indices whose total length is <= max_len."""
@@ -155,7 +165,9 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
     n = int((labels != IGNORE).sum())
     loss = torch.nn.functional.cross_entropy(
         logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(-1, logits.shape[-1]),
-        labels.reshape(-1), ignore_index=IGNORE, reduction="sum",
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
     )
     return loss / max(n, 1), n
 
@@ -169,6 +181,7 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr_ratio: float) ->
 
 
 # ------------------------------------------------------------------------------------ loop
+
 
 def train_sft(
     model,
@@ -215,8 +228,11 @@ def train_sft(
         if any(tgt[1:]):
             items.append((ids, tgt))
     if not items:
-        raise ValueError("train_sft: no examples" if not examples else
-                         "train_sft: no example has an assistant token within max_len")
+        raise ValueError(
+            "train_sft: no examples"
+            if not examples
+            else "train_sft: no example has an assistant token within max_len"
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(seed)
     device = next(model.parameters()).device
@@ -224,8 +240,11 @@ def train_sft(
     def epoch_batches() -> list[list[list[int]]]:
         order = list(range(len(items)))
         rng.shuffle(order)
-        rows = [[order[i] for i in r] for r in pack_examples([items[i] for i in order], max_len)] if packing \
+        rows = (
+            [[order[i] for i in r] for r in pack_examples([items[i] for i in order], max_len)]
+            if packing
             else [[i] for i in order]
+        )
         return [rows[k : k + batch_size] for k in range(0, len(rows), batch_size)]
 
     first = epoch_batches()
@@ -235,8 +254,11 @@ def train_sft(
     decay, no_decay = [], []
     for p in {id(p): p for p in model.parameters() if p.requires_grad}.values():
         (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
     threads = torch.get_num_threads()
     if num_threads is not None and device.type == "cpu":
         torch.set_num_threads(num_threads)
@@ -263,7 +285,9 @@ def train_sft(
                 loss, n = batch_loss(model, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+                gnorm = (
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+                )
                 opt.step()
                 history.append(loss.item())
                 tokens += int(batch["input_ids"].numel())
@@ -272,9 +296,15 @@ def train_sft(
                 if bar:
                     bar.update(task, advance=1, loss=history[-1])
                 if log_fn and (step % log_every == 0 or step == total):
-                    log_fn(step, {"loss": history[-1], "lr": opt.param_groups[0]["lr"],
-                                  "grad_norm": float(gnorm) if gnorm is not None else float("nan"),
-                                  "tokens": float(tokens)})
+                    log_fn(
+                        step,
+                        {
+                            "loss": history[-1],
+                            "lr": opt.param_groups[0]["lr"],
+                            "grad_norm": float(gnorm) if gnorm is not None else float("nan"),
+                            "tokens": float(tokens),
+                        },
+                    )
             batches = epoch_batches()
     finally:
         if bar:
@@ -301,5 +331,11 @@ def _progress(enabled: bool):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), transient=False)
+    return Progress(
+        TextColumn("[bold]sft"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )

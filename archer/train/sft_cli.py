@@ -27,11 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL file, or synthetic:math / synthetic:code")
     p.add_argument("--model", required=True, help="Hugging Face model directory, or 'tiny'")
     p.add_argument("--out", default="runs/sft", help="output directory for the checkpoint (default runs/sft)")
-    p.add_argument("--chat-template", default=None,
-                   help="Jinja file or text for the tokenizer's chat template (e.g. examples/chatml.jinja)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja file or text for the tokenizer's chat template (e.g. examples/chatml.jinja)",
+    )
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=8, help="rows per step (packed rows hold several examples)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="rows per step (packed rows hold several examples)"
+    )
     p.add_argument("--max-len", type=int, default=512)
     p.add_argument("--no-packing", action="store_true")
     p.add_argument("--warmup", type=float, default=0.05, help="warmup steps, or a fraction of steps if < 1")
@@ -86,7 +91,9 @@ def _synthetic(name: str, args) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        rows = _synthetic(args.data, args) if args.data.startswith("synthetic:") else load_chat_rows(args.data)
+        rows = (
+            _synthetic(args.data, args) if args.data.startswith("synthetic:") else load_chat_rows(args.data)
+        )
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"archer sft: {exc}", file=sys.stderr)
         return 2
@@ -100,8 +107,14 @@ def main(argv: list[str]) -> int:
 
         texts = [_chatml(r["messages"]) for r in rows]
         tokenizer = build_tokenizer(texts, vocab_size=args.vocab_size)
-        model = build_tiny_model(tokenizer, hidden_size=args.hidden_size, num_layers=args.layers,
-                                 num_heads=args.heads, num_kv_heads=args.kv_heads, seed=args.seed)
+        model = build_tiny_model(
+            tokenizer,
+            hidden_size=args.hidden_size,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            num_kv_heads=args.kv_heads,
+            seed=args.seed,
+        )
     else:
         from archer.config import ConfigError
         from archer.train.policy import PolicyOptions, load_policy
@@ -119,8 +132,11 @@ def main(argv: list[str]) -> int:
             print(f"archer sft: --chat-template: {exc}", file=sys.stderr)
             return 2
         if tokenizer.chat_template is None:
-            print(f"archer sft: {args.model}: the tokenizer has no chat template; pass --chat-template FILE.jinja "
-                  "(e.g. examples/chatml.jinja)", file=sys.stderr)
+            print(
+                f"archer sft: {args.model}: the tokenizer has no chat template; pass --chat-template FILE.jinja "
+                "(e.g. examples/chatml.jinja)",
+                file=sys.stderr,
+            )
             return 2
     from archer.train.policy import resolve_device
 
@@ -132,10 +148,22 @@ def main(argv: list[str]) -> int:
             print(f"step {step} loss {m['loss']:.4f} lr {m['lr']:.2e}", file=sys.stderr)
 
     metrics = train_sft(
-        model, tokenizer, rows, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
-        packing=not args.no_packing, warmup=int(args.warmup) if args.warmup >= 1 else args.warmup,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed, max_steps=args.max_steps,
-        max_time_s=args.max_time, num_threads=args.threads or None, log_fn=log,
+        model,
+        tokenizer,
+        rows,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_len=args.max_len,
+        packing=not args.no_packing,
+        warmup=int(args.warmup) if args.warmup >= 1 else args.warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        max_time_s=args.max_time,
+        num_threads=args.threads or None,
+        log_fn=log,
         progress=sys.stderr.isatty(),
     )
     out = Path(args.out)
@@ -143,7 +171,9 @@ def main(argv: list[str]) -> int:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "sft_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"saved {out} (steps {int(metrics['steps'])}, loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f})")
+    print(
+        f"saved {out} (steps {int(metrics['steps'])}, loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f})"
+    )
     return 0
 
 

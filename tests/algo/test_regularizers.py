@@ -181,8 +181,16 @@ def test_split_kl_per_response_normalisation_hand_values_and_accumulation():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.float64)
     ent = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.5, 0.6, 0.0, 0.0]], dtype=torch.float64)  # no ties
     k3 = lambda d: math.exp(d) - d - 1  # noqa: E731
-    common = dict(log_prob=lp, old_log_prob=lp.detach(), advantages=torch.zeros(2, dtype=torch.float64),
-                  response_mask=mask, entropy=ent, ref_log_prob=ref, kl_coef=1.0, entropy_quantile=0.5)
+    common = dict(
+        log_prob=lp,
+        old_log_prob=lp.detach(),
+        advantages=torch.zeros(2, dtype=torch.float64),
+        response_mask=mask,
+        entropy=ent,
+        ref_log_prob=ref,
+        kl_coef=1.0,
+        entropy_quantile=0.5,
+    )
     # quantile 0.5 per response: row 0 high = {0.3}, low = {0.1, 0.2}; row 1 high = {0.6}, low = {0.5}
     _, m_sub = compute_policy_loss("dtc", **common)
     loss_resp, _ = compute_policy_loss("dtc", kl_norm="response", **common)
@@ -191,10 +199,23 @@ def test_split_kl_per_response_normalisation_hand_values_and_accumulation():
     assert m_sub["kl_loss"] == pytest.approx(want_sub, rel=1e-9)
     assert float(loss_resp.detach()) == pytest.approx(want_resp, rel=1e-9)
     norm = loss_normalizer([mask[:1], mask[1:]], entropy_quantile=0.5)
-    parts = [compute_policy_loss("dtc", kl_norm="response", loss_normalizer=norm,
-                                 **dict(common, log_prob=lp[i:i + 1], old_log_prob=lp[i:i + 1].detach(),
-                                        advantages=torch.zeros(1, dtype=torch.float64), response_mask=mask[i:i + 1],
-                                        entropy=ent[i:i + 1], ref_log_prob=ref[i:i + 1]))[0] for i in range(2)]
+    parts = [
+        compute_policy_loss(
+            "dtc",
+            kl_norm="response",
+            loss_normalizer=norm,
+            **dict(
+                common,
+                log_prob=lp[i : i + 1],
+                old_log_prob=lp[i : i + 1].detach(),
+                advantages=torch.zeros(1, dtype=torch.float64),
+                response_mask=mask[i : i + 1],
+                entropy=ent[i : i + 1],
+                ref_log_prob=ref[i : i + 1],
+            ),
+        )[0]
+        for i in range(2)
+    ]
     assert float(sum(parts).detach()) == pytest.approx(want_resp, rel=1e-9)
     with pytest.raises(ValueError, match="kl_norm"):
         compute_policy_loss("dtc", kl_norm="batch", **common)

@@ -41,7 +41,13 @@ def test_normalisation():
 
 
 def test_hash_count_matches_python_ngram_sets():
-    texts = [BASE, "short text here", "", "one two three four five six seven eight nine", BASE + " again " + BASE]
+    texts = [
+        BASE,
+        "short text here",
+        "",
+        "one two three four five six seven eight nine",
+        BASE + " again " + BASE,
+    ]
     hashes, docs = corpus_ngram_hashes(texts)
     for d, t in enumerate(texts):
         assert len(set(hashes[docs == d].tolist())) == len(_python_ngrams(t))
@@ -63,7 +69,12 @@ def test_decontam_nine_word_overlap_caught_eight_not():
     nine = "completely different opening " + " ".join(words[2:11]) + " then other stuff follows"
     eight = "completely different opening " + " ".join(words[2:10]) + " then other stuff follows"
     paraphrase = "Q: " + BASE.upper().replace(" ", ", ") + "??"  # same words, new punctuation/case
-    train = [_m("t/nine", nine), _m("t/eight", eight), _m("t/para", paraphrase), _m("t/clean", "nothing alike")]
+    train = [
+        _m("t/nine", nine),
+        _m("t/eight", eight),
+        _m("t/para", paraphrase),
+        _m("t/clean", "nothing alike"),
+    ]
     kept, removed = decontaminate(train, eval_set)
     assert [p.id for p in kept] == ["t/eight", "t/clean"]
     assert {r["id"]: r["matches"] for r in removed} == {"t/nine": "eval/0", "t/para": "eval/0"}
@@ -101,7 +112,9 @@ def test_dedup_exact_and_near_keeps_first():
     kept, removed = dedup(items, threshold=0.0)
     assert [p.id for p in kept] == ["p0", "p3"]
     assert {r["id"]: (r["reason"].split()[0], r["duplicate_of"]) for r in removed} == {
-        "p1": ("exact", "p0"), "p2": ("near", "p0"), "p4": ("exact", "p3"),
+        "p1": ("exact", "p0"),
+        "p2": ("near", "p0"),
+        "p4": ("exact", "p3"),
     }
     assert removed[1]["shared_fraction"] == round(1 / 3, 4)
     # the default threshold (0.5) keeps p2 (1/3 shared); exact duplicates are removed at any threshold
@@ -176,8 +189,10 @@ def test_reference_filter_uses_batch_runner():
 
     def fake_batch(items, **opts):
         calls.append((items, opts))
-        return [TestReport(2, 2, ["ok", "ok"]) if "good" in prog else TestReport(1, 2, ["ok", "wrong"])
-                for prog, _ in items]
+        return [
+            TestReport(2, 2, ["ok", "ok"]) if "good" in prog else TestReport(1, 2, ["ok", "wrong"])
+            for prog, _ in items
+        ]
 
     t = {"inputs": ["1", "2"], "outputs": ["1", "2"]}
     probs = [_code("g", t, "good"), _code("b", t, "bad"), _code("none", t)]
@@ -193,7 +208,8 @@ def test_reference_filter_real_sandbox_on_shared_mbpp(shared_data):
     from archer.data.formats import load_dataset
 
     probs = load_dataset(shared_data / "code/mbpp_sample.jsonl", limit=2) + load_dataset(
-        shared_data / "code/livecodebench_sample.jsonl", limit=1)  # LCB sample "solution" is the exit exploit
+        shared_data / "code/livecodebench_sample.jsonl", limit=1
+    )  # LCB sample "solution" is the exit exploit
     kept, removed = filter_reference_passes(probs, timeout=10.0)
     assert [p.id for p in kept] == [p.id for p in probs[:2]]
     assert [r["id"] for r in removed] == [probs[2].id]

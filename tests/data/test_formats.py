@@ -105,8 +105,11 @@ def test_livecodebench_upstream_layout_public_plus_compressed_private(tmp_path):
     [p] = convert_rows([row], "auto", source="lcb.jsonl")
     assert p.tests == {"inputs": ["1\n2", "5\n6"], "outputs": ["3", "11"], "fn_name": "add"}
     assert p.meta["starter_code"].startswith("class Solution")
-    stdin_row = dict(row, metadata="{}", public_test_cases=json.dumps([{"input": "1 2\n", "output": "3\n",
-                                                                         "testtype": "stdin"}]))
+    stdin_row = dict(
+        row,
+        metadata="{}",
+        public_test_cases=json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
+    )
     stdin_row["private_test_cases"] = _compress([])
     [q] = convert_rows([stdin_row], "livecodebench")
     assert "fn_name" not in q.tests and q.tests["inputs"] == ["1 2\n"]
@@ -124,15 +127,25 @@ def test_livecodebench_refuses_malicious_pickle():
 
 
 def test_code_contests_upstream_layout():
-    row = {"description": "Echo.", "name": "echo", "public_tests": {"input": ["1\n"], "output": ["1\n"]},
-           "private_tests": {"input": ["2\n"], "output": ["2\n"]}, "generated_tests": {"input": [], "output": []}}
+    row = {
+        "description": "Echo.",
+        "name": "echo",
+        "public_tests": {"input": ["1\n"], "output": ["1\n"]},
+        "private_tests": {"input": ["2\n"], "output": ["2\n"]},
+        "generated_tests": {"input": [], "output": []},
+    }
     [p] = convert_rows([row])
     assert p.tests == {"inputs": ["1\n", "2\n"], "outputs": ["1\n", "2\n"]} and p.id == "code_contests/echo"
 
 
 def test_malformed_rows_name_file_and_row(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + json.dumps({"problem": "x", "answer": ""}) + "\n")
+    path.write_text(
+        json.dumps({"problem": "1+1?", "answer": "2"})
+        + "\n"
+        + json.dumps({"problem": "x", "answer": ""})
+        + "\n"
+    )
     with pytest.raises(ValueError, match=r"bad\.jsonl: row 1"):
         load_dataset(path)
     path.write_text('{"problem": "1+1?", "answer": "2"}\n{not json\n')
@@ -150,11 +163,23 @@ def test_verl_parquet_written_with_pyarrow(tmp_path):
     import pyarrow.parquet as pq
 
     rows = [
-        {"data_source": "deepscaler", "prompt": [{"role": "user", "content": "What is 2+2?"}], "ability": "math",
-         "reward_model": {"style": "rule", "ground_truth": "4"}, "extra_info": {"index": 7, "split": "train"}},
-        {"data_source": "deepcoder", "prompt": [{"role": "user", "content": "Echo input."}], "ability": "code",
-         "reward_model": {"style": "rule", "ground_truth": json.dumps({"inputs": ["a\n"], "outputs": ["a\n"]})},
-         "extra_info": {"index": 8, "split": "train"}},
+        {
+            "data_source": "deepscaler",
+            "prompt": [{"role": "user", "content": "What is 2+2?"}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": "4"},
+            "extra_info": {"index": 7, "split": "train"},
+        },
+        {
+            "data_source": "deepcoder",
+            "prompt": [{"role": "user", "content": "Echo input."}],
+            "ability": "code",
+            "reward_model": {
+                "style": "rule",
+                "ground_truth": json.dumps({"inputs": ["a\n"], "outputs": ["a\n"]}),
+            },
+            "extra_info": {"index": 8, "split": "train"},
+        },
     ]
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -168,7 +193,8 @@ def test_verl_parquet_written_with_pyarrow(tmp_path):
 @pytest.mark.parametrize("layout,fmt", [("archer", "problem"), ("verl", "verl")])
 def test_round_trip_layouts(shared_data, tmp_path, suffix, layout, fmt):
     problems = load_dataset(shared_data / "math/amc23.jsonl", limit=3) + load_dataset(
-        shared_data / "code/livecodebench_sample.jsonl")
+        shared_data / "code/livecodebench_sample.jsonl"
+    )
     path = save_problems(problems, tmp_path / f"out{suffix}", layout=layout)
     back = load_dataset(path)
     assert sniff_format(__import__("archer.data.formats", fromlist=["x"]).read_rows(path)[0]) == fmt
@@ -180,15 +206,19 @@ def test_round_trip_layouts(shared_data, tmp_path, suffix, layout, fmt):
 
 
 def test_format_registry_lists_names():
-    assert {"math", "verl", "humaneval", "mbpp", "livecodebench", "code_contests", "problem"} <= set(format_names())
+    assert {"math", "verl", "humaneval", "mbpp", "livecodebench", "code_contests", "problem"} <= set(
+        format_names()
+    )
 
 
 def test_chat_prompts_round_trip_in_archer_parquet(tmp_path):
     from archer.data.schema import Problem
 
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
-    probs = [Problem("x/1", chat, "math", answer="4", data_source="x", meta={"k": [1, 2]}),
-             Problem("x/2", "plain", "code", tests={"assert": ["assert f()"], "entry_point": "f"})]
+    probs = [
+        Problem("x/1", chat, "math", answer="4", data_source="x", meta={"k": [1, 2]}),
+        Problem("x/2", "plain", "code", tests={"assert": ["assert f()"], "entry_point": "f"}),
+    ]
     back = load_dataset(save_problems(probs, tmp_path / "p.parquet"))
     assert [p.to_dict() for p in back] == [p.to_dict() for p in probs]
 

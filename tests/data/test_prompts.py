@@ -45,17 +45,25 @@ def test_math_prompt_plain_and_chat():
 def test_code_prompt_hints_by_test_format():
     stdin = Problem("s", "Sum two ints.", "code", tests={"inputs": ["1 2\n"], "outputs": ["3\n"]})
     assert STDIN_HINT in build_prompt(stdin) and "```python" in build_prompt(stdin)
-    fn = Problem("f", "def add(a, b):\n", "code", tests={"assert": "assert add(1,2)==3", "entry_point": "add"})
+    fn = Problem(
+        "f", "def add(a, b):\n", "code", tests={"assert": "assert add(1,2)==3", "entry_point": "add"}
+    )
     assert "`add`" in build_prompt(fn) and STDIN_HINT not in build_prompt(fn)
-    lc = Problem("c", "Count.", "code", tests={"inputs": ["[1]"], "outputs": ["1"], "fn_name": "count"},
-                 meta={"starter_code": "class Solution:\n    def count(self, a):"})
+    lc = Problem(
+        "c",
+        "Count.",
+        "code",
+        tests={"inputs": ["[1]"], "outputs": ["1"], "fn_name": "count"},
+        meta={"starter_code": "class Solution:\n    def count(self, a):"},
+    )
     text = build_prompt(lc)
     assert "`count`" in text and "class Solution" in text
 
 
 def test_instruction_included_is_verbatim():
-    p = Problem("x", "Full prompt.", "code", tests={"inputs": [], "outputs": []},
-                meta={"instruction_included": True})
+    p = Problem(
+        "x", "Full prompt.", "code", tests={"inputs": [], "outputs": []}, meta={"instruction_included": True}
+    )
     assert build_prompt(p) == "Full prompt."
 
 

@@ -39,9 +39,25 @@ def test_hostfile_head_first_comments_and_slots_ignored(tmp_path):
 
 def test_hostfile_print_only_gives_head_then_joins_with_nccl_env(tmp_path, capsys):
     (tmp_path / "hostfile").write_text(HOSTFILE)
-    (tmp_path / "recipe.yaml").write_text("cluster:\n  nccl:\n    socket_ifname: eth0\n    ib_disable: true\n")
-    rc = cluster.main(["start", "--hostfile", str(tmp_path / "hostfile"), "--port", "6390", "--num-gpus", "8",
-                       "--config", str(tmp_path / "recipe.yaml"), "--nccl", "NCCL_DEBUG=info", "--print-only"])
+    (tmp_path / "recipe.yaml").write_text(
+        "cluster:\n  nccl:\n    socket_ifname: eth0\n    ib_disable: true\n"
+    )
+    rc = cluster.main(
+        [
+            "start",
+            "--hostfile",
+            str(tmp_path / "hostfile"),
+            "--port",
+            "6390",
+            "--num-gpus",
+            "8",
+            "--config",
+            str(tmp_path / "recipe.yaml"),
+            "--nccl",
+            "NCCL_DEBUG=info",
+            "--print-only",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     env = "NCCL_DEBUG=INFO NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=eth0"
@@ -71,11 +87,18 @@ def test_hostfile_with_ssh_runs_head_first_and_locally_for_this_host(tmp_path, m
     monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
     calls = []
     monkeypatch.setattr(cluster.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
-    assert cluster.main(["start", "--hostfile", str(tmp_path / "hostfile"), "--nccl", "socket_ifname=ib0"]) == 0
+    assert (
+        cluster.main(["start", "--hostfile", str(tmp_path / "hostfile"), "--nccl", "socket_ifname=ib0"]) == 0
+    )
     assert calls == [
         "NCCL_SOCKET_IFNAME=ib0 ray start --head --port 6379 --include-dashboard=false",  # local shell
-        ["/usr/bin/ssh", "-o", "BatchMode=yes", "remote-1",
-         "NCCL_SOCKET_IFNAME=ib0 ray start --address localhost:6379"],
+        [
+            "/usr/bin/ssh",
+            "-o",
+            "BatchMode=yes",
+            "remote-1",
+            "NCCL_SOCKET_IFNAME=ib0 ray start --address localhost:6379",
+        ],
     ]
 
 
@@ -116,7 +139,8 @@ def test_nccl_config_validation_and_runtime_env(tmp_path):
     cfg = NCCLConfig(ib_disable=False, env={"NCCL_P2P_DISABLE": True, "NCCL_DEBUG": "WARN"}, debug="trace")
     assert cfg.to_env() == {"NCCL_P2P_DISABLE": "1", "NCCL_DEBUG": "TRACE", "NCCL_IB_DISABLE": "0"}
     assert ray_runtime_env(cfg, {"env_vars": {"A": "1"}, "pip": []}) == {
-        "env_vars": {"A": "1", **cfg.to_env()}, "pip": [],
+        "env_vars": {"A": "1", **cfg.to_env()},
+        "pip": [],
     }
     (tmp_path / "r.yaml").write_text("nccl:\n  debug: warn\n")
     assert load_nccl_config(tmp_path / "r.yaml").to_env() == {"NCCL_DEBUG": "WARN"}
@@ -139,9 +163,25 @@ def test_real_head_node_starts_reports_status_and_stops(capsys, monkeypatch):
     temp_dir = tempfile.mkdtemp(prefix="arc")  # short: Ray's unix socket paths must stay < 108 chars
     # --block: the cluster lives exactly as long as this process, so the test ends only what it started
     proc = subprocess.Popen(
-        [sys.executable, "-m", "archer", "cluster", "start", "--head", "--block", "--port", str(port),
-         "--num-cpus", "1", "--num-gpus", "0", "--temp-dir", temp_dir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "archer",
+            "cluster",
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--num-gpus",
+            "0",
+            "--temp-dir",
+            temp_dir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 60

@@ -23,12 +23,16 @@ RESPONSE = [(2, 5), (1, 8), (0, 10), (9, 10)]  # [start, end) of each row's resp
 ADVANTAGES = [1.0, -0.5, 0.75, -1.25]
 
 
-
-
 def _tiny_model():
     cfg = transformers.Qwen2Config(
-        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=False,
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     return transformers.Qwen2ForCausalLM(cfg)
@@ -40,9 +44,14 @@ def _batch():
     ids = torch.randint(0, 40, (4, 12), generator=g)  # [B, T]
     mask = torch.zeros(4, 12)  # [B, T]: 1 where the token at t is a trained response token
     for i, (a, b) in enumerate(RESPONSE):
-        mask[i, a + 1:b + 1] = 1.0
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": mask,
-             "advantages": torch.tensor(ADVANTAGES), "rewards": torch.tensor([1.0, 0.0, 1.0, 0.0])}
+        mask[i, a + 1 : b + 1] = 1.0
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "response_mask": mask,
+        "advantages": torch.tensor(ADVANTAGES),
+        "rewards": torch.tensor([1.0, 0.0, 1.0, 0.0]),
+    }
     return batch
 
 
@@ -55,8 +64,9 @@ def _update(scorer, opt, rows, world=None):
         ref = _tiny_model()
         from archer.train.rl_update import TokenScorer
 
-        old, _ = TokenScorer(ref)(batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                  with_entropy=False)
+        old, _ = TokenScorer(ref)(
+            batch["input_ids"], batch["attention_mask"], batch["response_mask"], with_entropy=False
+        )
     batch["old_log_prob"] = old
     settings = UpdateSettings(loss="ppo", agg="token-mean", loss_params={}, grad_clip=100.0)
     return update_minibatch(scorer, opt, batch, [[r] for r in rows], settings, world)
@@ -69,8 +79,13 @@ def _worker(rank, world_size, port, out_dir):
     from archer.distributed.world import ProcessWorld
     from archer.train.rl_update import TokenScorer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     world = ProcessWorld(torch.device("cpu"), "fsdp", owns_group=False)
@@ -78,8 +93,14 @@ def _worker(rank, world_size, port, out_dir):
     assert type(scorer.policy.model.layers[0].mlp.up_proj.weight).__name__ == "DTensor"
     opt = torch.optim.SGD(scorer.parameters(), lr=LR, momentum=MOMENTUM)
     _update(scorer, opt, [2 * rank, 2 * rank + 1], world)
-    save_sharded(os.path.join(out_dir, "ckpt"), scorer, opt, step=1, config=scorer.policy.config,
-                 extra={"note": "two ranks", "prefix": "policy."})
+    save_sharded(
+        os.path.join(out_dir, "ckpt"),
+        scorer,
+        opt,
+        step=1,
+        config=scorer.policy.config,
+        extra={"note": "two ranks", "prefix": "policy."},
+    )
     dist.destroy_process_group()
 
 
@@ -177,7 +198,10 @@ def test_single_process_checkpoint_with_tied_embeddings_and_tokenizer_round_trip
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     assert loaded.config.tie_word_embeddings
     _assert_same(loaded.state_dict(), model.state_dict(), tol=0)
-    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")("3+4=7").input_ids == tok("3+4=7").input_ids
+    assert (
+        transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")("3+4=7").input_ids
+        == tok("3+4=7").input_ids
+    )
 
     other = build_tiny_model(tok, hidden_size=32, num_layers=1, seed=3)
     other_opt = torch.optim.AdamW(other.parameters(), lr=1e-2)

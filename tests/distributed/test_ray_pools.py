@@ -59,7 +59,10 @@ def test_reward_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_session,
     n = 24
     responses, problems = _batch(n)
     scorer = RayRewardScorer(
-        2, cpus_per_worker=0.5, chunk_size=2, max_in_flight=2,
+        2,
+        cpus_per_worker=0.5,
+        chunk_size=2,
+        max_in_flight=2,
         verifiers={"math": _recording_verifier(str(log), 0.03)},
     )
     victim = scorer.actors[0]
@@ -95,8 +98,15 @@ def test_reward_chunks_exhausting_retries_give_zero_reward_not_a_crash(ray_sessi
         os._exit(1)  # the actor process dies on every call
 
     responses, problems = _batch(4)
-    scorer = RayRewardScorer(1, cpus_per_worker=0.5, chunk_size=2, max_in_flight=1, max_retries=0, max_restarts=10,
-                             verifiers={"math": crash_worker})
+    scorer = RayRewardScorer(
+        1,
+        cpus_per_worker=0.5,
+        chunk_size=2,
+        max_in_flight=1,
+        max_retries=0,
+        max_restarts=10,
+        verifiers={"math": crash_worker},
+    )
     results = scorer.score(responses, problems)
     scorer.close()
     assert [r.reward for r in results] == [0.0] * 4
@@ -118,8 +128,9 @@ def test_hung_reward_actor_is_killed_after_the_chunk_timeout_and_its_items_retri
         return [RewardResult(float(r.removeprefix("r")), True, {}) for r in responses]
 
     responses, problems = _batch(6)
-    scorer = RayRewardScorer(1, cpus_per_worker=0.5, chunk_size=3, chunk_timeout_s=1.0,
-                             verifiers={"math": hang_once})
+    scorer = RayRewardScorer(
+        1, cpus_per_worker=0.5, chunk_size=3, chunk_timeout_s=1.0, verifiers={"math": hang_once}
+    )
     assert [r.reward for r in scorer.score(responses[:1], problems[:1])] == [0.0]  # actor up, not armed
     Path(arm).touch()
     results = scorer.score(responses, problems)
@@ -262,7 +273,10 @@ def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_vers
     try:
         assert not shares_policy(pool) and pool.version == 0
         assert ray.get([w.get_version.remote() for w in pool.workers]) == [0, 0]
-        assert ray.get([w.engine_version.remote() for w in pool.workers]) == [0, 0]  # VLLMEngine's own counter
+        assert ray.get([w.engine_version.remote() for w in pool.workers]) == [
+            0,
+            0,
+        ]  # VLLMEngine's own counter
         out0 = pool.generate(prompts, params)  # the actors' vLLM holds the trainer's weights (dummy before)
         assert [[r.prompt_index for r in g] for g in out0] == [[0, 0], [1, 1], [2, 2], [3, 3]]
         assert _recomputed_gap(model0, out0, 0.8) < 1e-4
@@ -298,16 +312,39 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         runs.append(self)
 
     monkeypatch.setattr(rl.RLRun, "__init__", spy)
-    cfg = load_config("tiny_math", [
-        "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "model.sft_epochs=0", "data.generator={level: easy}", "data.num_train=16", "data.num_eval=4",
-        "rollout.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=6", "rollout.max_gen_batches=1",
-        "trainer.steps=2", "trainer.save_every=0", "trainer.threads=1", "trainer.micro_batch_tokens=64",
-        "optim.lr=1e-2", "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=4", "logging.progress=false",
-        "logging.plots=false", "logging.tensorboard=false",
-        "resources.rollout_workers=1", "resources.rollout_cpus_per_worker=0.5", "trainer.steps=3",
-        "rollout.dynamic_sampling=false", f"rollout.one_step_off_policy={str(off_policy).lower()}",
-    ])
+    cfg = load_config(
+        "tiny_math",
+        [
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_layers=1",
+            "model.num_heads=2",
+            "model.sft_epochs=0",
+            "data.generator={level: easy}",
+            "data.num_train=16",
+            "data.num_eval=4",
+            "rollout.batch_size=4",
+            "rollout.n=4",
+            "rollout.max_new_tokens=6",
+            "rollout.max_gen_batches=1",
+            "trainer.steps=2",
+            "trainer.save_every=0",
+            "trainer.threads=1",
+            "trainer.micro_batch_tokens=64",
+            "optim.lr=1e-2",
+            "eval.n=2",
+            "eval.ks=[1, 2]",
+            "eval.num_problems=4",
+            "logging.progress=false",
+            "logging.plots=false",
+            "logging.tensorboard=false",
+            "resources.rollout_workers=1",
+            "resources.rollout_cpus_per_worker=0.5",
+            "trainer.steps=3",
+            "rollout.dynamic_sampling=false",
+            f"rollout.one_step_off_policy={str(off_policy).lower()}",
+        ],
+    )
     worker_versions = []
 
     def on_step(step, metrics):
@@ -331,7 +368,9 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         assert [h["rollout/staleness_max"] for h in summary["history"]] == [0.0, 1.0, 1.0]
         assert run.engine.hits == 2 and run.engine.misses >= 1
         assert diffs[0] < 1e-4 and all(d > 1e-4 for d in diffs[1:])  # the trainer sees the lag ...
-        assert all("actor/tis_mean" in h for h in summary["history"] if "actor/grad_norm" in h)  # ... TIS corrects it
+        assert all(
+            "actor/tis_mean" in h for h in summary["history"] if "actor/grad_norm" in h
+        )  # ... TIS corrects it
     finally:
         run.engine.close()
     with pytest.raises(ConfigError, match="rollout_workers"):

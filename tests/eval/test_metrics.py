@@ -86,7 +86,10 @@ def test_aggregate_means_over_problems_and_skips_large_k():
 
 def test_per_problem_metrics_and_empty_rejected():
     assert per_problem_metrics([True, False], [1, 2, 3]) == {
-        "avg@1": 0.5, "pass@1": 0.5, "avg@2": 0.5, "pass@2": 1.0,
+        "avg@1": 0.5,
+        "pass@1": 0.5,
+        "avg@2": 0.5,
+        "pass@2": 1.0,
     }
     with pytest.raises(ValueError):
         aggregate([[True], []], ks=[1])

@@ -8,8 +8,18 @@ from archer.eval.report import Progress, print_summary
 
 
 def test_summary_table_prints_fractions(capsys):
-    print_summary({"ks": [1, 8], "num_problems": 3, "avg@1": 0.41666, "pass@1": 0.41666, "avg@8": 0.41666,
-                   "pass@8": 1.0, "truncated_fraction": 0.25, "mean_response_tokens": 12.0})
+    print_summary(
+        {
+            "ks": [1, 8],
+            "num_problems": 3,
+            "avg@1": 0.41666,
+            "pass@1": 0.41666,
+            "avg@8": 0.41666,
+            "pass@8": 1.0,
+            "truncated_fraction": 0.25,
+            "mean_response_tokens": 12.0,
+        }
+    )
     out = capsys.readouterr().out
     assert "0.417" in out and "1.000" in out and "truncated fraction 0.250" in out
     assert "41.7" not in out and "%" not in out

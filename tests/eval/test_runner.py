@@ -25,15 +25,29 @@ class ScriptedEngine:
         for i, prompt in enumerate(prompts):
             key = next(k for k in self.script if k in prompt)
             texts = self.script[key]
-            out.append([Rollout(i, [1], [2, 3], [-0.1, -0.2], texts[j % len(texts)], j == 1,
-                                "length" if j == 1 else "eos") for j in range(params.n)])
+            out.append(
+                [
+                    Rollout(
+                        i,
+                        [1],
+                        [2, 3],
+                        [-0.1, -0.2],
+                        texts[j % len(texts)],
+                        j == 1,
+                        "length" if j == 1 else "eos",
+                    )
+                    for j in range(params.n)
+                ]
+            )
         return out
 
 
 def _problems():
-    return [Problem("a", "What is 2+3?", "math", answer="5", data_source="toy1"),
-            Problem("b", "What is 7*6?", "math", answer="42", data_source="toy2"),
-            Problem("c", "What is 1+1?", "math", answer="2", data_source="toy2")]
+    return [
+        Problem("a", "What is 2+3?", "math", answer="5", data_source="toy1"),
+        Problem("b", "What is 7*6?", "math", answer="42", data_source="toy2"),
+        Problem("c", "What is 1+1?", "math", answer="2", data_source="toy2"),
+    ]
 
 
 SCRIPT = {"2+3": ["\\boxed{5}", "\\boxed{4}"], "7*6": ["\\boxed{41}", "no answer"], "1+1": ["\\boxed{2}"]}
@@ -91,9 +105,25 @@ def test_cli_end_to_end_tiny_model(tiny_model_dir, shared_data, tmp_path, code_v
     from archer.eval.cli import main
 
     out = tmp_path / "ev"
-    argv = ["--model", str(tiny_model_dir), "--data", str(shared_data / "math/math500.jsonl"),
-            str(shared_data / "code/humaneval.jsonl"), "--limit", "2", "--n", "2", "--k", "1,2,4",
-            "--max-new-tokens", "6", "--out", str(out), "--device", "cpu"]
+    argv = [
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(shared_data / "math/math500.jsonl"),
+        str(shared_data / "code/humaneval.jsonl"),
+        "--limit",
+        "2",
+        "--n",
+        "2",
+        "--k",
+        "1,2,4",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / store.SUMMARY).read_text())
     assert {"avg@1", "pass@1", "avg@2", "pass@2"} <= summary.keys() and "avg@4" not in summary
@@ -108,14 +138,17 @@ def test_cli_end_to_end_tiny_model(tiny_model_dir, shared_data, tmp_path, code_v
     # resume: nothing regenerated, nothing rescored
     size = (out / store.GENERATIONS).stat().st_size
     assert main(argv) == 0
-    assert (out / store.GENERATIONS).stat().st_size == size and len(store.read_jsonl(out / store.RESULTS)) == 4
+    assert (out / store.GENERATIONS).stat().st_size == size and len(
+        store.read_jsonl(out / store.RESULTS)
+    ) == 4
     # scoring alone, as on a CPU machine, from the directory's config
     (out / store.SUMMARY).unlink()
     (out / store.RESULTS).unlink()
     assert main(["score", "--out", str(out)]) == 0
     again = json.loads((out / store.SUMMARY).read_text())
     assert {k: again[k] for k in ("avg@1", "pass@2", "num_samples")} == {
-        k: summary[k] for k in ("avg@1", "pass@2", "num_samples")}
+        k: summary[k] for k in ("avg@1", "pass@2", "num_samples")
+    }
 
 
 def test_measure_pass_rates_feeds_difficulty_filter():

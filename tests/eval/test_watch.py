@@ -12,8 +12,12 @@ from archer.eval.watch import Watcher, find_checkpoints
 
 def _run_dir(tmp_path, tiny_model_dir):
     ckpts = tmp_path / "run" / "checkpoints"
-    for name, complete, model in [("step_000010", True, True), ("step_000020", False, True),
-                                  ("step_000005", True, True), ("step_000030", True, False)]:
+    for name, complete, model in [
+        ("step_000010", True, True),
+        ("step_000020", False, True),
+        ("step_000005", True, True),
+        ("step_000030", True, False),
+    ]:
         d = ckpts / name
         if model:
             shutil.copytree(tiny_model_dir, d)
@@ -25,8 +29,10 @@ def _run_dir(tmp_path, tiny_model_dir):
 
 
 def _problems():
-    return [Problem("p1", "What is 2+3?", "math", answer="5", data_source="toy"),
-            Problem("p2", "What is 1+1?", "math", answer="2", data_source="toy")]
+    return [
+        Problem("p1", "What is 2+3?", "math", answer="5", data_source="toy"),
+        Problem("p2", "What is 1+1?", "math", answer="2", data_source="toy"),
+    ]
 
 
 def test_find_checkpoints_needs_marker_and_sorts_by_step(tmp_path, tiny_model_dir):
@@ -38,9 +44,27 @@ def test_cli_watch_once_evaluates_once_and_retries_failures(tmp_path, tiny_model
     from archer.eval.cli import main
 
     run = _run_dir(tmp_path, tiny_model_dir)
-    argv = ["watch", str(run), "--data", str(shared_data / "math/aime24.jsonl"), "--limit", "2", "--n", "2",
-            "--k", "1,2", "--max-new-tokens", "4", "--device", "cpu", "--once", "--backoff", "0",
-            "--max-attempts", "2"]
+    argv = [
+        "watch",
+        str(run),
+        "--data",
+        str(shared_data / "math/aime24.jsonl"),
+        "--limit",
+        "2",
+        "--n",
+        "2",
+        "--k",
+        "1,2",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+        "--once",
+        "--backoff",
+        "0",
+        "--max-attempts",
+        "2",
+    ]
     assert main(argv) == 0
     ev = run / "eval"
     for name in ("step_000005", "step_000010"):
@@ -71,8 +95,15 @@ def test_split_phases_and_backoff(tmp_path, tiny_model_dir):
         calls.append(ckpt.name)
         return load_engine(str(ckpt), "cpu")
 
-    kw = dict(n=1, ks=[1], sampling={"max_new_tokens": 3, "seed": 0}, clock=lambda: now[0], log=lambda m: None,
-              backoff_s=10.0, max_attempts=3)
+    kw = dict(
+        n=1,
+        ks=[1],
+        sampling={"max_new_tokens": 3, "seed": 0},
+        clock=lambda: now[0],
+        log=lambda m: None,
+        backoff_s=10.0,
+        max_attempts=3,
+    )
     gen = Watcher(run, _problems(), phase="generate", engine_factory=factory, **kw)
     score = Watcher(run, _problems(), phase="score", **kw)
     assert score.step() == []  # nothing generated yet

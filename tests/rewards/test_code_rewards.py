@@ -41,8 +41,8 @@ def test_extract_code_none_without_closed_think_or_block():
 def test_stdout_comparison_whitespace_rules():
     assert stdout_matches("1 2\n3\n\n", "1 2\n3")
     assert stdout_matches("  a  \n b\n", "a\nb\n")
-    assert not stdout_matches("a\n\nb", "a\nb")        # inner blank line changes the line count
-    assert not stdout_matches("a b", "a  b")           # tokens are not re-joined for non-numbers
+    assert not stdout_matches("a\n\nb", "a\nb")  # inner blank line changes the line count
+    assert not stdout_matches("a b", "a  b")  # tokens are not re-joined for non-numbers
     assert not stdout_matches("YES", "yes")
     assert not stdout_matches("", "0")
 
@@ -51,9 +51,9 @@ def test_stdout_comparison_decimal_numbers():
     assert lines_match("1.0 2", "1 2.00")
     assert lines_match("1e2", "100")
     assert lines_match("  -0.50   3", "-0.5 3")
-    assert not lines_match("0.3333333", "0.33333333")   # exact Decimal, no float tolerance
+    assert not lines_match("0.3333333", "0.33333333")  # exact Decimal, no float tolerance
     assert not lines_match("1 2", "1 2 3")
-    assert not lines_match("1.0 x", "1 x")               # a non-number token: only exact text matches
+    assert not lines_match("1.0 x", "1 x")  # a non-number token: only exact text matches
     assert stdout_matches("3.0\n4\n", "3\n4.000")
 
 
@@ -70,40 +70,68 @@ def test_call_result_comparison():
 
 
 def test_honest_programs_pass_in_all_three_formats(pool):
-    stdin = run_tests("a, b = map(int, input().split())\nprint(a + b)\n",
-                      {"inputs": ["1 2\n", "10 -3\n"], "outputs": ["3\n", "7"]}, pool=pool)
+    stdin = run_tests(
+        "a, b = map(int, input().split())\nprint(a + b)\n",
+        {"inputs": ["1 2\n", "10 -3\n"], "outputs": ["3\n", "7"]},
+        pool=pool,
+    )
     assert (stdin.passed, stdin.total, stdin.verdicts) == (2, 2, ["ok", "ok"])
-    call = run_tests("class Solution:\n    def twoSum(self, nums: List[int], t: int) -> List[int]:\n"
-                     "        seen = {}\n        for i, x in enumerate(nums):\n"
-                     "            if t - x in seen:\n                return [seen[t - x], i]\n"
-                     "            seen[x] = i\n",
-                     {"inputs": ["[2, 7, 11, 15]\n9", "[3, 2, 4]\n6"], "outputs": ["[0, 1]", "[1, 2]"],
-                      "fn_name": "twoSum"}, pool=pool)
+    call = run_tests(
+        "class Solution:\n    def twoSum(self, nums: List[int], t: int) -> List[int]:\n"
+        "        seen = {}\n        for i, x in enumerate(nums):\n"
+        "            if t - x in seen:\n                return [seen[t - x], i]\n"
+        "            seen[x] = i\n",
+        {
+            "inputs": ["[2, 7, 11, 15]\n9", "[3, 2, 4]\n6"],
+            "outputs": ["[0, 1]", "[1, 2]"],
+            "fn_name": "twoSum",
+        },
+        pool=pool,
+    )
     assert call.verdicts == ["ok", "ok"]
-    top = run_tests("def add(a, b):\n    return (a + b,)\n", {"inputs": ["1\n2"], "outputs": ["[3]"],
-                                                             "fn_name": "add"}, pool=pool)
+    top = run_tests(
+        "def add(a, b):\n    return (a + b,)\n",
+        {"inputs": ["1\n2"], "outputs": ["[3]"], "fn_name": "add"},
+        pool=pool,
+    )
     assert top.verdicts == ["ok"]  # tuples compare as lists, as in LiveCodeBench
-    asserts = run_tests("def sq(x):\n    return x * x\n", {"assert": ["assert sq(3) == 9", "assert sq(-2) == 4"]},
-                        pool=pool)
+    asserts = run_tests(
+        "def sq(x):\n    return x * x\n", {"assert": ["assert sq(3) == 9", "assert sq(-2) == 4"]}, pool=pool
+    )
     assert asserts.verdicts == ["ok", "ok"]
-    check = run_tests("def inc(x):\n    return x + 1\n",
-                      {"assert": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc"},
-                      pool=pool)
+    check = run_tests(
+        "def inc(x):\n    return x + 1\n",
+        {"assert": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc"},
+        pool=pool,
+    )
     assert check.verdicts == ["ok"]  # check(entry_point) is called when the test code does not
 
 
 def test_wrong_answers_and_errors_are_reported_per_test(pool):
-    rep = run_tests("x = int(input())\nprint(x if x < 5 else x + 1)\n",
-                    {"inputs": ["1", "7", "3"], "outputs": ["1", "7", "3"]}, pool=pool)
+    rep = run_tests(
+        "x = int(input())\nprint(x if x < 5 else x + 1)\n",
+        {"inputs": ["1", "7", "3"], "outputs": ["1", "7", "3"]},
+        pool=pool,
+    )
     assert rep.verdicts == ["ok", "wrong", "ok"] and rep.passed == 2
-    rep = run_tests("x = int(input())\nprint(x if x < 5 else x + 1)\n",
-                    {"inputs": ["1", "7", "3"], "outputs": ["1", "7", "3"]}, stop_on_failure=True, pool=pool)
+    rep = run_tests(
+        "x = int(input())\nprint(x if x < 5 else x + 1)\n",
+        {"inputs": ["1", "7", "3"], "outputs": ["1", "7", "3"]},
+        stop_on_failure=True,
+        pool=pool,
+    )
     assert rep.verdicts == ["ok", "wrong", "skipped"]
-    rep = run_tests("def f(x):\n    return 1 // x\n", {"inputs": ["1", "0", "2"], "outputs": ["1", "0", "0"],
-                                                      "fn_name": "f"}, pool=pool)
+    rep = run_tests(
+        "def f(x):\n    return 1 // x\n",
+        {"inputs": ["1", "0", "2"], "outputs": ["1", "0", "0"], "fn_name": "f"},
+        pool=pool,
+    )
     assert rep.verdicts == ["ok", "error", "ok"]
-    rep = run_tests("def f(x):\n    return 1 // x\n", {"assert": ["assert f(1) == 1", "f(0)", "assert f(2) == 5"]},
-                    pool=pool)
+    rep = run_tests(
+        "def f(x):\n    return 1 // x\n",
+        {"assert": ["assert f(1) == 1", "f(0)", "assert f(2) == 5"]},
+        pool=pool,
+    )
     assert rep.verdicts == ["ok", "error", "wrong"]
     rep = run_tests("print(", {"inputs": ["1"], "outputs": ["1"]}, pool=pool)
     assert rep.verdicts == ["error"]
@@ -145,7 +173,7 @@ def test_budget_stops_a_slow_program(pool):
 
 def test_reward_modes_hand_computed(pool):
     prog = "```python\nx = int(input())\nprint(x * 2 if x != 3 else 0)\n```"
-    tests = {"inputs": ["1", "2", "3", "4"], "outputs": ["2", "4", "6", "8"]}   # 3 of 4 pass
+    tests = {"inputs": ["1", "2", "3", "4"], "outputs": ["2", "4", "6", "8"]}  # 3 of 4 pass
     hard = score_code(prog, tests, reward_mode="hard", pool=pool)
     soft = score_code(prog, tests, reward_mode="soft", pool=pool)
     pm1 = score_code(prog, tests, reward_mode="soft_pm1", pool=pool)
@@ -161,14 +189,17 @@ def test_reward_modes_hand_computed(pool):
 
 
 def test_hard_reward_stops_at_first_failure(pool):
-    res = score_code("```python\nprint(0)\n```", {"inputs": ["1", "2", "3"], "outputs": ["1", "2", "3"]},
-                     pool=pool)
+    res = score_code(
+        "```python\nprint(0)\n```", {"inputs": ["1", "2", "3"], "outputs": ["1", "2", "3"]}, pool=pool
+    )
     assert res.info["verdicts"] == ["wrong", "skipped", "skipped"] and res.reward == 0.0
 
 
 def test_registry_dispatches_code_problems(pool):
-    problems = [Problem("a", "add", "code", tests={"assert": "assert add(2, 3) == 5", "entry_point": "add"}),
-                Problem("b", "echo", "code", tests={"inputs": ["x\n"], "outputs": ["x"]})]
+    problems = [
+        Problem("a", "add", "code", tests={"assert": "assert add(2, 3) == 5", "entry_point": "add"}),
+        Problem("b", "echo", "code", tests={"inputs": ["x\n"], "outputs": ["x"]}),
+    ]
     responses = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\nprint('y')\n```"]
     direct = score_code_problems(responses, problems, pool=pool)
     assert [r.reward for r in direct] == [1.0, 0.0]
@@ -198,14 +229,29 @@ def test_event_handler_failure_keeps_the_zygote_in_step(pool):
     def boom(event):
         raise KeyError("handler bug")
 
-    errors = pool.run([({"mode": "stdin", "program": "print(1)", "inputs": ["", ""], "timeout": 5.0,
-                         "memory_mb": 512}, None, boom)])
+    errors = pool.run(
+        [
+            (
+                {
+                    "mode": "stdin",
+                    "program": "print(1)",
+                    "inputs": ["", ""],
+                    "timeout": 5.0,
+                    "memory_mb": 512,
+                },
+                None,
+                boom,
+            )
+        ]
+    )
     assert "handler bug" in errors[0]
     assert run_tests("print(2)", {"inputs": [""], "outputs": ["2"]}, pool=pool).all_passed
 
 
 def test_call_based_gets_leetcode_header_and_deep_recursion(pool):
-    prog = ("class Solution:\n    def depth(self, n: int) -> Optional[int]:\n"
-            "        return 0 if n == 0 else 1 + self.depth(n - 1)\n")
+    prog = (
+        "class Solution:\n    def depth(self, n: int) -> Optional[int]:\n"
+        "        return 0 if n == 0 else 1 + self.depth(n - 1)\n"
+    )
     rep = run_tests(prog, {"inputs": ["5000"], "outputs": ["5000"], "fn_name": "depth"}, pool=pool)
     assert rep.verdicts == ["ok"]

@@ -26,8 +26,20 @@ class _Point:
         self.x = 1
 
 
-PLAIN = {"s": "x", "b": b"\x00\xff", "i": -(2 ** 70), "f": 1.5, "t": True, "n": None, "l": [1, [2]],
-         "tu": (1, "a"), "set": {1, 2}, "fs": frozenset({3}), "c": 1 + 2j, "ba": bytearray(b"ab")}
+PLAIN = {
+    "s": "x",
+    "b": b"\x00\xff",
+    "i": -(2**70),
+    "f": 1.5,
+    "t": True,
+    "n": None,
+    "l": [1, [2]],
+    "tu": (1, "a"),
+    "set": {1, 2},
+    "fs": frozenset({3}),
+    "c": 1 + 2j,
+    "ba": bytearray(b"ab"),
+}
 
 
 @pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
@@ -58,7 +70,9 @@ def test_malformed_and_oversized_input():
 
 def test_decode_lcb_tests_compressed_and_plain():
     inner = {"inputs": ["1\n"], "outputs": ["2\n"], "fn_name": None}
-    blob = base64.b64encode(zlib.compress(pickle.dumps(json.dumps({"input_output": json.dumps(inner)})))).decode()
+    blob = base64.b64encode(
+        zlib.compress(pickle.dumps(json.dumps({"input_output": json.dumps(inner)})))
+    ).decode()
     assert decode_lcb_tests(blob) == inner
     assert decode_lcb_tests(json.dumps(inner)) == inner
     cases = [{"input": "1", "output": "2", "testtype": "stdin"}]

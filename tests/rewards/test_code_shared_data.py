@@ -13,11 +13,11 @@ from archer.rewards.sandbox import SandboxConfig, SandboxPool
 # honest solutions written for the three LiveCodeBench sample problems
 LCB_SOLUTIONS = {
     "codeforces/1873_A": "for _ in range(int(input())):\n    s = input().strip()\n"
-                         "    print('YES' if sum(a != b for a, b in zip(s, 'abc')) in (0, 2) else 'NO')\n",
+    "    print('YES' if sum(a != b for a, b in zip(s, 'abc')) in (0, 2) else 'NO')\n",
     "leetcode/2727": "class Solution:\n    def countSeniors(self, details: List[str]) -> int:\n"
-                     "        return sum(int(d[11:13]) > 60 for d in details)\n",
+    "        return sum(int(d[11:13]) > 60 for d in details)\n",
     "atcoder/abc301_a": "n = int(input())\ns = input().strip()\nt, a = s.count('T'), s.count('A')\n"
-                        "print('T' if t > a else 'A' if a > t else ('A' if s[-1] == 'T' else 'T'))\n",
+    "print('T' if t > a else 'A' if a > t else ('A' if s[-1] == 'T' else 'T'))\n",
 }
 
 
@@ -42,7 +42,10 @@ def humaneval_tests(row, setup=True):
 def test_prompt_becomes_setup_only_where_the_test_uses_its_helpers(shared_data, pool):
     data = rows(shared_data, "humaneval.jsonl")
     assert sorted(r["task_id"] for r in data if "setup" in humaneval_tests(r)) == [
-        "HumanEval/32", "HumanEval/38", "HumanEval/50"]
+        "HumanEval/32",
+        "HumanEval/38",
+        "HumanEval/50",
+    ]
     # the registry path: problems as the HumanEval loader builds them (no setup in their tests)
     from types import SimpleNamespace
 
@@ -57,7 +60,9 @@ def test_prompt_becomes_setup_only_where_the_test_uses_its_helpers(shared_data, 
 def test_humaneval_canonical_pass_and_return_none_fails(shared_data, pool):
     data = rows(shared_data, "humaneval.jsonl")
     assert len(data) == 164
-    good = run_tests_batch([(r["prompt"] + r["canonical_solution"], humaneval_tests(r)) for r in data], pool=pool)
+    good = run_tests_batch(
+        [(r["prompt"] + r["canonical_solution"], humaneval_tests(r)) for r in data], pool=pool
+    )
     failed = [r["task_id"] for r, rep in zip(data, good) if not rep.all_passed]
     assert failed == []
     bad = run_tests_batch([(r["prompt"] + "    return None\n", humaneval_tests(r)) for r in data], pool=pool)
@@ -69,9 +74,11 @@ def test_humaneval_helpers_never_come_from_the_program(shared_data, pool):
     A program that redefines the helper so that a wrong answer checks out must fail, with the prompt
     as setup (the helper is the prompt's) and without it (the helper is missing: fail closed)."""
     data = {r["task_id"]: r for r in rows(shared_data, "humaneval.jsonl")}
-    cheats = {"HumanEval/32": "def poly(xs, x):\n    return 0.0\n\ndef find_zero(xs):\n    return 0.0\n",
-              "HumanEval/38": "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n",
-              "HumanEval/50": "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n"}
+    cheats = {
+        "HumanEval/32": "def poly(xs, x):\n    return 0.0\n\ndef find_zero(xs):\n    return 0.0\n",
+        "HumanEval/38": "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n",
+        "HumanEval/50": "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n",
+    }
     for setup in (True, False):
         reps = run_tests_batch([(cheats[t], humaneval_tests(data[t], setup)) for t in cheats], pool=pool)
         assert all(rep.passed == 0 for rep in reps), (setup, reps)
@@ -129,7 +136,10 @@ def test_code_contests_oracle_and_wrong_programs(shared_data, pool):
     items_good, items_bad = [], []
     for r in data:
         cases = json.loads(r["test"])[:8]
-        tests = {"inputs": [c["input"]["stdin"] for c in cases], "outputs": [c["output"]["stdout"] for c in cases]}
+        tests = {
+            "inputs": [c["input"]["stdin"] for c in cases],
+            "outputs": [c["output"]["stdout"] for c in cases],
+        }
         # a trivially correct program: a lookup table of this problem's own cases
         table = {c["input"]["stdin"]: c["output"]["stdout"] for c in cases}
         oracle = f"import sys\nsys.stdout.write({table!r}[sys.stdin.read()])\n"

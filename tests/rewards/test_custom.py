@@ -17,7 +17,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_reward.py"
 
 
 def _p(i: int, answer: str = "4", **meta) -> Problem:
-    return Problem(id=f"p{i}", prompt=f"What is {i}?", kind="math", answer=answer, data_source="toy", meta=meta)
+    return Problem(
+        id=f"p{i}", prompt=f"What is {i}?", kind="math", answer=answer, data_source="toy", meta=meta
+    )
 
 
 @pytest.fixture
@@ -76,13 +78,18 @@ def test_verl_signature(reward_file):
 
 def test_weighted_combination_with_verifier():
     values = [(0.4, {}), (None, {}), (1.0, {})]
-    verifier = [RewardResult(1.0, True, {"extracted": "4"}), RewardResult(0.0, False, {}),
-                RewardResult(0.0, False, {"reason": "no boxed"})]
+    verifier = [
+        RewardResult(1.0, True, {"extracted": "4"}),
+        RewardResult(0.0, False, {}),
+        RewardResult(0.0, False, {"reason": "no boxed"}),
+    ]
     out = combine(values, verifier, function_weight=0.5, verifier_weight=2.0)
     # 2*1 + 0.5*0.4 = 2.2 ; 2*0 + 0.5*0 (None -> 0) = 0 ; 2*0 + 0.5*1 = 0.5
     assert [r.reward for r in out] == pytest.approx([2.2, 0.0, 0.5])
     assert [r.correct for r in out] == [True, False, False]  # the verifier's verdict when it is weighted
-    assert out[0].info["extracted"] == "4" and out[0].info["verifier"] == 1.0 and out[0].info["function"] == 0.4
+    assert (
+        out[0].info["extracted"] == "4" and out[0].info["verifier"] == 1.0 and out[0].info["function"] == 0.4
+    )
     assert out[2].info["reason"] == "no boxed"
 
 
@@ -125,19 +132,24 @@ def test_example_file():
 
 
 def test_module_path_import(tmp_path, monkeypatch):
-    (tmp_path / "my_rewards_mod.py").write_text("def f(completions, **kw):\n    return [1.0 for _ in completions]\n")
+    (tmp_path / "my_rewards_mod.py").write_text(
+        "def f(completions, **kw):\n    return [1.0 for _ in completions]\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     fn = load_reward_function("my_rewards_mod:f")
     assert fn.values(["a"], [_p(0)])[0][0] == 1.0
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("missing_file.py:f", "file 'missing_file.py' not found"),
-    ("{file}:nope", "has no attribute 'nope'"),
-    ("{file}:NOT_CALLABLE", "is a int, not a callable"),
-    ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
-    ("{file}", "expected PATH.py:NAME or module:NAME"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("missing_file.py:f", "file 'missing_file.py' not found"),
+        ("{file}:nope", "has no attribute 'nope'"),
+        ("{file}:NOT_CALLABLE", "is a int, not a callable"),
+        ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+        ("{file}", "expected PATH.py:NAME or module:NAME"),
+    ],
+)
 def test_config_rejects_bad_reward_function_before_compute(reward_file, spec, message):
     spec = spec.format(file=reward_file)
     with pytest.raises(ConfigError, match="^reward.function: ") as exc:
@@ -156,7 +168,9 @@ def test_config_reward_weights_and_scorer(reward_file):
         load_config("tiny_math", [f"reward.function={reward_file}:compute_score", "reward.signature=trl"])
     cfg = load_config("tiny_math", [f"reward.function={reward_file}:strict", "reward.verifier_weight=0.5"])
     scorer = build_run_scorer(cfg)
-    assert isinstance(scorer, CustomRewardScorer) and scorer.inner is not None and scorer.verifier_weight == 0.5
+    assert (
+        isinstance(scorer, CustomRewardScorer) and scorer.inner is not None and scorer.verifier_weight == 0.5
+    )
     scorer.close()
     assert not isinstance(build_run_scorer(load_config("tiny_math")), CustomRewardScorer)
 
@@ -164,8 +178,11 @@ def test_config_reward_weights_and_scorer(reward_file):
 def test_reward_score_fn_for_eval(reward_file, monkeypatch):
     from archer.rewards import custom, registry
 
-    monkeypatch.setitem(registry._VERIFIERS, "math",
-                        lambda responses, problems, **_: [RewardResult(1.0, True) for _ in responses])
+    monkeypatch.setitem(
+        registry._VERIFIERS,
+        "math",
+        lambda responses, problems, **_: [RewardResult(1.0, True) for _ in responses],
+    )
     score = custom.reward_score_fn(f"{reward_file}:length_reward", function_weight=2.0, verifier_weight=1.0)
     # 1*1 + 2*(4/10) = 1.8 ; 1*1 + 2*0 (None) = 1.0
     out = score(["abcd", "skip"], [_p(0), _p(1)])

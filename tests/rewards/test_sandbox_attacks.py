@@ -33,8 +33,9 @@ def require(pool, facilities):
     for name in facilities:
         if FACILITIES[name] is not None:
             pytest.skip(f"{name}: {FACILITIES[name]}")
-        assert pool.isolation[LAYER_OF[name]], f"{name} is available here but the sandbox does not use it: " + str(
-            pool.isolation["errors"])
+        assert pool.isolation[LAYER_OF[name]], (
+            f"{name} is available here but the sandbox does not use it: " + str(pool.isolation["errors"])
+        )
 
 
 @pytest.mark.parametrize("attack", sa.ALL, ids=lambda a: f"class{a.cls}-{a.name[:48]}")
@@ -48,8 +49,13 @@ def test_a_sandbox_attack_costs_only_its_own_reward(pool):
     """In one batch with honest jobs, attacks on the zygote and the trainer's comparison leave the
     honest jobs' verdicts and the zygote alone."""
     pids = sa.zygote_pids(pool)
-    items = [("print('sNaN')", sa.stdin("1")), ("print(2)", sa.stdin("2")), (sa.DEEP_TREE, sa.stdin("deep")),
-             (sa.FORGED_DEEP, {"inputs": ["1"], "outputs": ["[1]"], "fn_name": "f"}), ("print(3)", sa.stdin("3"))]
+    items = [
+        ("print('sNaN')", sa.stdin("1")),
+        ("print(2)", sa.stdin("2")),
+        (sa.DEEP_TREE, sa.stdin("deep")),
+        (sa.FORGED_DEEP, {"inputs": ["1"], "outputs": ["[1]"], "fn_name": "f"}),
+        ("print(3)", sa.stdin("3")),
+    ]
     from archer.rewards.code import run_tests_batch
 
     reps = run_tests_batch(items, pool=pool)

@@ -45,7 +45,10 @@ def test_filter_refuses_with_eperm_and_allows_ordinary_work():
         sandbox_seccomp.install()
         libc = ctypes.CDLL(None, use_errno=True)
         nr = sandbox_seccomp.DENY["add_key"][0 if sandbox_seccomp._arch()[1] == 0 else 1]
-        if libc.syscall(nr, b"user", b"k", b"v", 1, ctypes.c_long(-2)) != -1 or ctypes.get_errno() != errno.EPERM:
+        if (
+            libc.syscall(nr, b"user", b"k", b"v", 1, ctypes.c_long(-2)) != -1
+            or ctypes.get_errno() != errno.EPERM
+        ):
             return 1
         pid = os.fork()  # clone without namespace flags still works
         if pid == 0:
@@ -63,11 +66,22 @@ def _fake(tmp_path, version):
     d.mkdir()
     files = {"pids.max": "max", "cgroup.procs": ""}
     if version == 1:
-        files.update({"memory.limit_in_bytes": str(1 << 62), "memory.memsw.limit_in_bytes": str(1 << 62),
-                      "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"})
+        files.update(
+            {
+                "memory.limit_in_bytes": str(1 << 62),
+                "memory.memsw.limit_in_bytes": str(1 << 62),
+                "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            }
+        )
     else:
-        files.update({"memory.max": "max", "memory.swap.max": "max", "memory.oom.group": "0",
-                      "memory.events": "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n"})
+        files.update(
+            {
+                "memory.max": "max",
+                "memory.swap.max": "max",
+                "memory.oom.group": "0",
+                "memory.events": "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n",
+            }
+        )
     for name, text in files.items():
         (d / name).write_text(text)
     return {"memory": (version, str(d)), "pids": (version, str(d))}
@@ -84,7 +98,11 @@ def test_cgroup_limits_and_oom_counter(tmp_path, version):
         assert read("memory.limit_in_bytes") == read("memory.memsw.limit_in_bytes") == str(256 << 20)
         assert sandbox_cgroup.oom_kills(dirs) == 3
     else:
-        assert (read("memory.max"), read("memory.swap.max"), read("memory.oom.group")) == (str(256 << 20), "0", "1")
+        assert (read("memory.max"), read("memory.swap.max"), read("memory.oom.group")) == (
+            str(256 << 20),
+            "0",
+            "1",
+        )
         assert sandbox_cgroup.oom_kills(dirs) == 2
 
 
@@ -95,7 +113,9 @@ def test_cgroup_v1_raises_memsw_before_the_limit(tmp_path, monkeypatch):
         open(os.path.join(d, name), "w").write(str(128 << 20))
     order = []
     real = sandbox_cgroup._write
-    monkeypatch.setattr(sandbox_cgroup, "_write", lambda p, v: (order.append(os.path.basename(p)), real(p, v)))
+    monkeypatch.setattr(
+        sandbox_cgroup, "_write", lambda p, v: (order.append(os.path.basename(p)), real(p, v))
+    )
     sandbox_cgroup.set_limits({"memory": dirs["memory"]}, 512 << 20, 1)
     assert order == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
     order.clear()
@@ -107,7 +127,9 @@ def test_cgroup_v2_with_processes_in_the_parent_is_reported(tmp_path, monkeypatc
     parent = tmp_path / "p"
     parent.mkdir()
     (parent / "cgroup.subtree_control").write_text("")
-    monkeypatch.setattr(sandbox_cgroup, "parents", lambda: {"memory": (2, str(parent)), "pids": (2, str(parent))})
+    monkeypatch.setattr(
+        sandbox_cgroup, "parents", lambda: {"memory": (2, str(parent)), "pids": (2, str(parent))}
+    )
 
     def refuse(path, mode="r", *a, **k):
         if "w" in mode and path.endswith("subtree_control"):
@@ -181,16 +203,21 @@ def test_only_one_name_comes_from_the_program():
     # two free names: the judge cannot tell the function under test from a helper; neither is taken
     assert program_names(["assert isclose(f(2), 3.1)"], "", None) == ([], [])
     # helpers from trusted setup are not the program's; unimported standard modules are real
-    assert program_names(["assert math.fabs(poly(xs, g(xs))) < 1e-4"], "def poly(xs, x):\n    pass\n", None) == (
-        ["g"], ["math"])
-    assert program_names(["def check(candidate):\n    assert candidate(1)\ncheck(f)\n"], "", None) == (["f"], [])
+    assert program_names(
+        ["assert math.fabs(poly(xs, g(xs))) < 1e-4"], "def poly(xs, x):\n    pass\n", None
+    ) == (["g"], ["math"])
+    assert program_names(["def check(candidate):\n    assert candidate(1)\ncheck(f)\n"], "", None) == (
+        ["f"],
+        [],
+    )
 
 
 # ------------------------------------------------------------------------- comparisons
 
 
-@pytest.mark.parametrize("out", ["sNaN", "-sNaN5", "NaN", "1 sNaN", "1e999999999", "\x00", "Infinity",
-                                 "9" * 5000, "[" * 10000])
+@pytest.mark.parametrize(
+    "out", ["sNaN", "-sNaN5", "NaN", "1 sNaN", "1e999999999", "\x00", "Infinity", "9" * 5000, "[" * 10000]
+)
 def test_comparisons_are_total(out):
     for want in ("1", "sNaN", "nan", "1 2"):
         assert stdout_matches(out, want) in (True, False)

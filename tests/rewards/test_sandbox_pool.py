@@ -11,10 +11,12 @@ import pytest
 from archer.rewards.code import run_tests, run_tests_batch
 from archer.rewards.sandbox import SandboxConfig, SandboxPool
 
-HONEST = [("print(input())", {"inputs": ["5"], "outputs": ["5"]}),
-          ("def f(x):\n    return x\n", {"assert": "assert f(1) == 1"}),
-          ("def f(x):\n    return x\n", {"inputs": ["1"], "outputs": ["1"], "fn_name": "f"}),
-          ("while True:\n    pass\n", {"inputs": ["5"], "outputs": ["5"]})]
+HONEST = [
+    ("print(input())", {"inputs": ["5"], "outputs": ["5"]}),
+    ("def f(x):\n    return x\n", {"assert": "assert f(1) == 1"}),
+    ("def f(x):\n    return x\n", {"inputs": ["1"], "outputs": ["1"], "fn_name": "f"}),
+    ("while True:\n    pass\n", {"inputs": ["5"], "outputs": ["5"]}),
+]
 
 
 def test_config_validation_names_the_field():
@@ -32,7 +34,9 @@ def test_no_isolation_fallback_works_and_warns(caplog):
             assert not pool.isolation["pid_namespace"] and not pool.isolation["net_namespace"]
             reps = run_tests_batch(HONEST, timeout=0.5, pool=pool)
     assert [r.verdicts for r in reps] == [["ok"], ["ok"], ["ok"], ["timeout"]]
-    assert any("WITHOUT" in rec.getMessage() and "net_namespace" in rec.getMessage() for rec in caplog.records)
+    assert any(
+        "WITHOUT" in rec.getMessage() and "net_namespace" in rec.getMessage() for rec in caplog.records
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="compares the root launcher with the user-namespace one")
@@ -64,8 +68,21 @@ def test_zygote_death_mid_run_is_a_sandbox_error_not_a_crash():
             zygote.proc.wait()
             return True
 
-        errors = pool.run([({"mode": "stdin", "program": "print(1)", "inputs": ["", ""], "timeout": 5.0,
-                             "memory_mb": 512}, None, kill_then_continue)])
+        errors = pool.run(
+            [
+                (
+                    {
+                        "mode": "stdin",
+                        "program": "print(1)",
+                        "inputs": ["", ""],
+                        "timeout": 5.0,
+                        "memory_mb": 512,
+                    },
+                    None,
+                    kill_then_continue,
+                )
+            ]
+        )
         assert errors[0] is not None and "died" in errors[0]
         assert run_tests(*HONEST[0], pool=pool).all_passed  # replaced for the next job
 
@@ -81,8 +98,11 @@ def test_worker_never_receives_expected_outputs():
 
     with Spy(SandboxConfig(workers=1)) as pool:
         run_tests("print(input())", {"inputs": ["in_1"], "outputs": ["EXPECTED_OUT_1"]}, pool=pool)
-        run_tests("def f(x):\n    return x\n", {"inputs": ["1"], "outputs": ["\"EXPECTED_OUT_2\""], "fn_name": "f"},
-                  pool=pool)
+        run_tests(
+            "def f(x):\n    return x\n",
+            {"inputs": ["1"], "outputs": ['"EXPECTED_OUT_2"'], "fn_name": "f"},
+            pool=pool,
+        )
     assert sent and not any("EXPECTED_OUT" in s for s in sent)
 
 
@@ -93,8 +113,11 @@ def test_batch_is_spread_over_all_zygotes():
         uids = [u["prog"] for u in pool.isolation["all_uids"]]
         assert len(set(uids)) == 2
         # each program passes only on the zygote whose uid it names
-        items = [("import os, time\ntime.sleep(0.1)\nprint(os.getuid())", {"inputs": [""], "outputs": [str(u)]})
-                 for u in uids for _ in range(6)]
+        items = [
+            ("import os, time\ntime.sleep(0.1)\nprint(os.getuid())", {"inputs": [""], "outputs": [str(u)]})
+            for u in uids
+            for _ in range(6)
+        ]
         reps = run_tests_batch(items, pool=pool)
     passing = {int(item[1]["outputs"][0]) for item, rep in zip(items, reps) if rep.all_passed}
     assert passing == set(uids)

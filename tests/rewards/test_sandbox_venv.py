@@ -27,11 +27,13 @@ with SandboxPool(SandboxConfig(workers=1)) as pool:
 def test_jail_works_from_a_virtualenv_under_tmp():
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         venv = Path(tmp) / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True
+        )
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        out = subprocess.run([str(venv / "bin" / "python"), "-c", PROBE], env=env, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         result = json.loads(out.stdout.strip().splitlines()[-1])
         if not result["iso"].get("mount_namespace"):

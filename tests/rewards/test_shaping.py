@@ -9,7 +9,7 @@ import torch
 from archer.rewards.shaping import format_penalty, overlong_penalty, overlong_penalty_batch
 
 # L_max = 100, L_buf = 20: 0 up to 80, linear (80 - |y|) / 20 in (80, 100], -1 beyond
-CASES = [(0, 0.0), (80, 0.0), (81, -0.05), (90, -0.5), (99, -0.95), (100, -1.0), (101, -1.0), (10 ** 6, -1.0)]
+CASES = [(0, 0.0), (80, 0.0), (81, -0.05), (90, -0.5), (99, -0.95), (100, -1.0), (101, -1.0), (10**6, -1.0)]
 
 
 @pytest.mark.parametrize("length,expected", CASES)

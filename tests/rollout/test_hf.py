@@ -16,8 +16,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROMPTS = ["Compute 1+2.", "Compute 12*3-4.", "Write a Python function f(x) that returns x.", "x"]
 
 
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer(tokenizer_corpus(300, seed=0), vocab_size=400)
@@ -29,7 +27,9 @@ def model(tok):
 
 
 def _chat(tok, text):
-    return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    return tok.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def _teacher_forced_logprobs(model, r: Rollout, temperature: float) -> torch.Tensor:
@@ -43,8 +43,15 @@ def _teacher_forced_logprobs(model, r: Rollout, temperature: float) -> torch.Ten
 
 
 def test_sampling_params_validation():
-    for bad in ({"n": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1},
-                {"max_new_tokens": 0}, {"stop": ("",)}):
+    for bad in (
+        {"n": 0},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -1},
+        {"max_new_tokens": 0},
+        {"stop": ("",)},
+    ):
         field = next(iter(bad))
         with pytest.raises(ValueError, match=field):
             SamplingParams(**bad)
@@ -59,16 +66,26 @@ def test_greedy_matches_transformers_generate_with_left_padding(tok, model):
     assert [len(o) for o in out] == [1, 1, 1, 1]
     for i, p in enumerate(prompts):
         ids = torch.tensor([tok.encode(p, add_special_tokens=False)])
-        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                             eos_token_id=engine.eos_token_ids, pad_token_id=engine.pad_token_id)
-        ref_resp = ref[0, ids.shape[1]:].tolist()
+        ref = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=engine.eos_token_ids,
+            pad_token_id=engine.pad_token_id,
+        )
+        ref_resp = ref[0, ids.shape[1] :].tolist()
         r = out[i][0]
         assert r.prompt_index == i and r.prompt_ids == ids[0].tolist()
         # HF pads finished rows; compare up to our stopping point
         assert ref_resp[: len(r.response_ids)] == r.response_ids
         assert r.truncated == (r.finish_reason == "length")
-        torch.testing.assert_close(torch.tensor(r.logprobs, dtype=torch.float64),
-                                   _teacher_forced_logprobs(model, r, 0.0), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(r.logprobs, dtype=torch.float64),
+            _teacher_forced_logprobs(model, r, 0.0),
+            atol=1e-4,
+            rtol=0,
+        )
 
 
 def test_sampled_logprobs_are_temperature_scaled_and_seed_reproducible(tok, model):
@@ -77,15 +94,21 @@ def test_sampled_logprobs_are_temperature_scaled_and_seed_reproducible(tok, mode
     params = SamplingParams(n=4, temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=16, seed=123)
     a = engine.generate(prompts, params)
     b = engine.generate(prompts, params)
-    c = engine.generate(prompts, SamplingParams(n=4, temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=16, seed=7))
+    c = engine.generate(
+        prompts, SamplingParams(n=4, temperature=0.7, top_p=0.9, top_k=50, max_new_tokens=16, seed=7)
+    )
     ids = lambda out: [r.response_ids for rs in out for r in rs]  # noqa: E731
     assert ids(a) == ids(b) and ids(a) != ids(c)
     for rs in a:
         assert len(rs) == 4
         for r in rs:
             assert len(r.logprobs) == len(r.response_ids) >= 1
-            torch.testing.assert_close(torch.tensor(r.logprobs, dtype=torch.float64),
-                                       _teacher_forced_logprobs(model, r, 0.7), atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                torch.tensor(r.logprobs, dtype=torch.float64),
+                _teacher_forced_logprobs(model, r, 0.7),
+                atol=1e-4,
+                rtol=0,
+            )
     # token ids given directly give the same samples as the strings they encode
     d = engine.generate([tok.encode(p, add_special_tokens=False) for p in prompts], params)
     assert ids(d) == ids(a)
@@ -127,11 +150,19 @@ class _CopyLM(torch.nn.Module):
 
         self.doc, self.vocab, self.eos = doc, vocab, eos
         self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.config = Qwen2Config(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                                  num_key_value_heads=1, intermediate_size=8)
+        self.config = Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+            intermediate_size=8,
+        )
         self.calls = []
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True
+    ):
         self.calls.append(tuple(input_ids.shape))
         nxt = torch.tensor(self.doc + [self.eos] * 1000)[position_ids + 1]  # [B, T]
         logits = torch.full((*input_ids.shape, self.vocab), -30.0)
@@ -148,8 +179,8 @@ def test_stop_strings_eos_length_and_finished_rows_leave_the_batch(tok):
     out = engine.generate(prefixes, SamplingParams(temperature=0, max_new_tokens=100))
     for pre, (r,) in zip(prefixes, out):
         assert r.finish_reason == "eos" and not r.truncated
-        assert r.response_ids == doc[len(pre):] + [tok.eos_token_id]
-        assert r.text == tok.decode(doc[len(pre):])  # EOS skipped in text
+        assert r.response_ids == doc[len(pre) :] + [tok.eos_token_id]
+        assert r.text == tok.decode(doc[len(pre) :])  # EOS skipped in text
     # the batch shrinks: rows of different lengths finish at different steps
     lm.calls.clear()
     engine.generate([doc[:2], doc[: len(doc) - 2]], SamplingParams(temperature=0, max_new_tokens=100))
@@ -162,14 +193,17 @@ def test_stop_strings_eos_length_and_finished_rows_leave_the_batch(tok):
         start = len(tok.decode(pre))
         cut = min(k for k in (full.find("=", start), full.find("boxed", start)) if k >= 0)
         assert r.text == full[start:cut]
-        assert tok.decode(pre + r.response_ids).endswith(("=", "boxed")) or "=" in tok.decode(r.response_ids[-1:])
-    kept = engine.generate(prefixes[:1], SamplingParams(temperature=0, max_new_tokens=100, stop=("=",),
-                                                        include_stop_str=True))
+        assert tok.decode(pre + r.response_ids).endswith(("=", "boxed")) or "=" in tok.decode(
+            r.response_ids[-1:]
+        )
+    kept = engine.generate(
+        prefixes[:1], SamplingParams(temperature=0, max_new_tokens=100, stop=("=",), include_stop_str=True)
+    )
     assert kept[0][0].text.endswith("=")
     # length: truncated exactly at max_new_tokens
     out = engine.generate(prefixes, SamplingParams(temperature=0, max_new_tokens=3))
     for pre, (r,) in zip(prefixes, out):
-        assert r.finish_reason == "length" and r.truncated and r.response_ids == doc[len(pre): len(pre) + 3]
+        assert r.finish_reason == "length" and r.truncated and r.response_ids == doc[len(pre) : len(pre) + 3]
 
 
 def test_n_larger_than_batch_and_prefill_once_per_prompt(tok):

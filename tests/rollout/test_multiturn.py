@@ -51,11 +51,14 @@ def test_tool_turn_is_appended_and_masked(tok):
 def test_turn_and_token_budgets(tok):
     engine, prompt, part1, tool_turn, _ = _setup(tok)
     tool = lambda codes: ["3\n"] * len(codes)  # noqa: E731
-    (r,) = generate_multiturn(engine, [prompt], SamplingParams(temperature=0, max_new_tokens=64), tool, max_turns=1)[0]
+    (r,) = generate_multiturn(
+        engine, [prompt], SamplingParams(temperature=0, max_new_tokens=64), tool, max_turns=1
+    )[0]
     assert r.finish_reason == "max_turns" and r.response_ids == part1 + tool_turn and r.num_turns == 1
     budget = len(part1) + 2
-    (r,) = generate_multiturn(engine, [prompt], SamplingParams(temperature=0, max_new_tokens=64), tool,
-                              max_total_tokens=budget)[0]
+    (r,) = generate_multiturn(
+        engine, [prompt], SamplingParams(temperature=0, max_new_tokens=64), tool, max_total_tokens=budget
+    )[0]
     assert r.finish_reason == "length" and len(r.response_ids) == budget == len(r.loss_mask)
     with pytest.raises(ValueError, match="outputs"):
         generate_multiturn(engine, [prompt], SamplingParams(temperature=0), lambda codes: [])

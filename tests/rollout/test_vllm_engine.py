@@ -58,8 +58,11 @@ def recompute(model, rollout, temperature: float) -> torch.Tensor:
 
 
 def max_gap(model, out, temperature: float) -> float:
-    return max(float((torch.tensor(r.logprobs) - recompute(model, r, temperature)).abs().max())
-               for group in out for r in group)
+    return max(
+        float((torch.tensor(r.logprobs) - recompute(model, r, temperature)).abs().max())
+        for group in out
+        for r in group
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +121,9 @@ def test_logprobs_equal_the_trainers_recomputation(engine, trained, temperature)
     assert all(len(r.logprobs) == len(r.response_ids) > 0 for g in out for r in g)
     assert max_gap(model, out, temperature) < 1e-4
     # top-k / top-p: still softmax(logits / T) before truncation (the protocol), not vLLM's renormalised
-    out = engine.generate(PROMPTS, SamplingParams(n=3, temperature=temperature, top_p=0.8, top_k=5,
-                                                  max_new_tokens=12, seed=2))
+    out = engine.generate(
+        PROMPTS, SamplingParams(n=3, temperature=temperature, top_p=0.8, top_k=5, max_new_tokens=12, seed=2)
+    )
     assert engine.exact_logprobs and max_gap(model, out, temperature) < 1e-4
     assert engine.metrics()["rollout/vllm_exact_logprobs"] == 1.0
 
@@ -159,8 +163,12 @@ def test_stop_strings_and_finish_reasons_as_the_hf_engine(engine, trained):
         got = engine.generate(PROMPTS, params)
         for w, g in zip(want, got):
             w, g = w[0], g[0]
-            assert (g.response_ids, g.text, g.finish_reason, g.truncated) == \
-                (w.response_ids, w.text, w.finish_reason, w.truncated), params
+            assert (g.response_ids, g.text, g.finish_reason, g.truncated) == (
+                w.response_ids,
+                w.text,
+                w.finish_reason,
+                w.truncated,
+            ), params
             assert max(abs(a - b) for a, b in zip(g.logprobs, w.logprobs)) < 1e-4
             reasons.add(g.finish_reason)
     assert reasons == {"eos", "stop", "length"}
@@ -191,8 +199,9 @@ def test_lora_adapters_are_merged_before_the_sync(trained):
 
     tok, _ = trained
     base = build_tiny_model(tok, hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=1, seed=3)
-    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                     init_lora_weights=False))
+    lora = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     state = full_state_dict(lora.get_base_model())
     assert not any("lora_" in k or "base_layer" in k for k in state) and "lm_head.weight" in state
     plain = build_tiny_model(tok, hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=1, seed=3)
@@ -229,13 +238,32 @@ def test_colocated_sleep_wakes_weights_for_the_sync_and_the_kv_cache_for_the_rol
             return []
 
     eng = VLLMEngine.__new__(VLLMEngine)
-    eng.__dict__.update(llm=FakeLLM(), tokenizer=tok, device=torch.device("cpu"), sleep_enabled=True, _asleep=set(),
-                        version=0, eos_token_ids=[tok.eos_token_id], max_model_len=64, num_threads=None,
-                        ignore_eos=False, exact_logprobs=True, _metrics={}, _tmp=None)
+    eng.__dict__.update(
+        llm=FakeLLM(),
+        tokenizer=tok,
+        device=torch.device("cpu"),
+        sleep_enabled=True,
+        _asleep=set(),
+        version=0,
+        eos_token_ids=[tok.eos_token_id],
+        max_model_len=64,
+        num_threads=None,
+        ignore_eos=False,
+        exact_logprobs=True,
+        _metrics={},
+        _tmp=None,
+    )
     eng._sleep()
     eng.update_weights(model)
     eng.generate(["1+"], SamplingParams(n=2, max_new_tokens=3, seed=0))
     n_weights = len(model.state_dict())
-    assert calls == [("sleep", 1), ("wake_up", ("weights",)), ("reload_weights", n_weights), ("reset_prefix_cache",),
-                     ("wake_up", ("kv_cache",)), ("generate", 2), ("sleep", 1)]
+    assert calls == [
+        ("sleep", 1),
+        ("wake_up", ("weights",)),
+        ("reload_weights", n_weights),
+        ("reset_prefix_cache",),
+        ("wake_up", ("kv_cache",)),
+        ("generate", 2),
+        ("sleep", 1),
+    ]
     assert eng.version == 1

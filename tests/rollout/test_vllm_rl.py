@@ -22,14 +22,34 @@ from archer.rewards.types import RewardResult  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RUN = [
-    "model.hidden_size=64", "model.intermediate_size=128", "model.num_layers=1", "model.num_heads=2",
-    "model.sft_epochs=1", "model.sft_examples=32", "model.sft_batch_size=4", "model.sft_max_len=128",
-    "data.generator={level: easy}", "data.num_train=40", "data.num_eval=16", "data.seed=0",
-    "rollout.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=8", "rollout.max_gen_batches=2",
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.sft_epochs=1",
+    "model.sft_examples=32",
+    "model.sft_batch_size=4",
+    "model.sft_max_len=128",
+    "data.generator={level: easy}",
+    "data.num_train=40",
+    "data.num_eval=16",
+    "data.seed=0",
+    "rollout.batch_size=4",
+    "rollout.n=4",
+    "rollout.max_new_tokens=8",
+    "rollout.max_gen_batches=2",
     "rollout.vllm_kv_cache_bytes=33554432",
-    "trainer.steps=3", "trainer.save_every=2", "trainer.threads=1", "trainer.mini_batches=2",
-    "trainer.micro_batch_tokens=64", "optim.lr=1e-2",
-    "eval.n=4", "eval.ks=[1, 4]", "eval.num_problems=16", "logging.progress=false", "logging.plots=false",
+    "trainer.steps=3",
+    "trainer.save_every=2",
+    "trainer.threads=1",
+    "trainer.mini_batches=2",
+    "trainer.micro_batch_tokens=64",
+    "optim.lr=1e-2",
+    "eval.n=4",
+    "eval.ks=[1, 4]",
+    "eval.num_problems=16",
+    "logging.progress=false",
+    "logging.plots=false",
     "logging.tensorboard=false",
 ]
 
@@ -69,7 +89,9 @@ def test_vllm_run_trains_like_the_hf_run_logs_the_gap_and_resumes(tmp_path, pari
 
     # resume: drop the last checkpoint, rerun step 3 from step 2; vLLM's per-request seeds make it equal
     shutil.rmtree(tmp_path / "vllm" / "checkpoints" / "step_000003")
-    again = train(load_config("tiny_math", RUN + ["rollout.engine=vllm"]), run_dir=tmp_path / "vllm", resume=True)
+    again = train(
+        load_config("tiny_math", RUN + ["rollout.engine=vllm"]), run_dir=tmp_path / "vllm", resume=True
+    )
     assert [h["step"] for h in again["history"]] == [3]
     first, second = vl["history"][-1], again["history"][0]
     for key in ("reward/mean", "response/length_mean", "rollout/logprob_diff_max"):

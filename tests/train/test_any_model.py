@@ -19,22 +19,43 @@ from archer.rewards.types import RewardResult
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 transformers = pytest.importorskip("transformers")
 
-SMALL = dict(vocab_size=None, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+SMALL = dict(
+    vocab_size=None, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+)
 ARCHS = {
     "qwen2": lambda v: transformers.Qwen2Config(**dict(SMALL, vocab_size=v), num_key_value_heads=2),
-    "llama": lambda v: transformers.LlamaConfig(**dict(SMALL, vocab_size=v), num_key_value_heads=2,
-                                                tie_word_embeddings=False),
+    "llama": lambda v: transformers.LlamaConfig(
+        **dict(SMALL, vocab_size=v), num_key_value_heads=2, tie_word_embeddings=False
+    ),
     "mistral": lambda v: transformers.MistralConfig(**dict(SMALL, vocab_size=v), num_key_value_heads=2),
     "phi": lambda v: transformers.PhiConfig(**dict(SMALL, vocab_size=v)),  # untied head with a bias
     "gpt2": lambda v: transformers.GPT2Config(vocab_size=v, n_embd=32, n_layer=2, n_head=4),  # dropout 0.1
     "gpt_neox": lambda v: transformers.GPTNeoXConfig(**dict(SMALL, vocab_size=v)),
-    "gemma2": lambda v: transformers.Gemma2Config(**dict(SMALL, vocab_size=v), num_key_value_heads=2, head_dim=8),
+    "gemma2": lambda v: transformers.Gemma2Config(
+        **dict(SMALL, vocab_size=v), num_key_value_heads=2, head_dim=8
+    ),
 }
-RUN = ["model.sft_epochs=0", "data.generator={level: easy}", "data.num_train=16", "data.seed=0",
-       "rollout.batch_size=2", "rollout.n=4", "rollout.max_new_tokens=6", "rollout.max_gen_batches=1",
-       "trainer.steps=2", "trainer.save_every=1", "trainer.threads=1", "trainer.mini_batches=1",
-       "trainer.micro_batch_tokens=256", "optim.lr=1e-2", "optim.warmup_steps=0", "eval.enabled=false",
-       "logging.progress=false", "logging.plots=false", "logging.tensorboard=false"]
+RUN = [
+    "model.sft_epochs=0",
+    "data.generator={level: easy}",
+    "data.num_train=16",
+    "data.seed=0",
+    "rollout.batch_size=2",
+    "rollout.n=4",
+    "rollout.max_new_tokens=6",
+    "rollout.max_gen_batches=1",
+    "trainer.steps=2",
+    "trainer.save_every=1",
+    "trainer.threads=1",
+    "trainer.mini_batches=1",
+    "trainer.micro_batch_tokens=256",
+    "optim.lr=1e-2",
+    "optim.warmup_steps=0",
+    "eval.enabled=false",
+    "logging.progress=false",
+    "logging.plots=false",
+    "logging.tensorboard=false",
+]
 
 
 def parity(responses, problems, **_):
@@ -69,8 +90,11 @@ def _run(tmp_path, model_dir, extra, steps=2, resume=False):
 
 
 def _checkpointing(model) -> bool:
-    return bool(getattr(model, "is_activation_checkpointing", None) if hasattr(model, "is_activation_checkpointing")
-                else model.is_gradient_checkpointing)
+    return bool(
+        getattr(model, "is_activation_checkpointing", None)
+        if hasattr(model, "is_activation_checkpointing")
+        else model.is_gradient_checkpointing
+    )
 
 
 def _weights(folder):
@@ -108,8 +132,12 @@ def test_lora_trains_adapters_only_with_the_base_as_reference(arch, tokenizer, t
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
     model_dir = _save(arch, tokenizer, tmp_path / "base")
-    extra = ["model.lora.rank=4", "model.lora.alpha=8", "model.lora.save_merged=true",
-             "model.gradient_checkpointing=true"]
+    extra = [
+        "model.lora.rank=4",
+        "model.lora.alpha=8",
+        "model.lora.save_merged=true",
+        "model.gradient_checkpointing=true",
+    ]
     summary = _run(tmp_path, model_dir, extra)
     assert any("actor/grad_norm" in h for h in summary["history"])
     final = tmp_path / "run" / "checkpoints" / "step_000002"
@@ -153,7 +181,9 @@ def test_resume_keeps_gradient_checkpointing(tmp_path):
     from archer import models
 
     tok = models.build_tokenizer(["Compute 1+2. \\boxed{3}"] * 4, vocab_size=270)
-    models.build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1).save_pretrained(from_scratch)
+    models.build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1).save_pretrained(
+        from_scratch
+    )
     tok.save_pretrained(from_scratch)
     model, _ = load_policy(from_scratch, PolicyOptions(gradient_checkpointing=True))
     assert _checkpointing(model)
@@ -178,7 +208,9 @@ def test_garbage_weights_and_missing_cuda_are_one_line_errors(tmp_path, tokenize
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_on_policy_rollout_logprobs_equal_the_recomputed_ones_and_are_reused(tokenizer, tmp_path, monkeypatch):
+def test_on_policy_rollout_logprobs_equal_the_recomputed_ones_and_are_reused(
+    tokenizer, tmp_path, monkeypatch
+):
     """With the HF engine on the float32 policy, the trainer's recomputed old log-probs equal the
     sampler's (so reusing them, the default, saves a forward without changing the update)."""
     from archer.train import rl
@@ -221,7 +253,14 @@ def test_shared_prompt_forward_equals_the_padded_one_with_gradients(arch, tokeni
     rows, group = [], []
     for gi, p in enumerate(prompts):
         for _ in range(3):
-            rows.append((p, torch.randint(1, 250, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist()))
+            rows.append(
+                (
+                    p,
+                    torch.randint(
+                        1, 250, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g
+                    ).tolist(),
+                )
+            )
             group.append(gi)
     batch = pack(rows, tokenizer.pad_token_id)
     batch["response_mask"][4, len(rows[4][0])] = 0.0  # an untrained token inside a response
@@ -234,10 +273,17 @@ def test_shared_prompt_forward_equals_the_padded_one_with_gradients(arch, tokeni
     for shared in (False, True):
         model.zero_grad()
         kw = {"prompt_len": prompt_len, "group": group_t} if shared else {}
-        lp, ent = scorer(batch["input_ids"], batch["attention_mask"], batch["response_mask"], temperature=0.7, **kw)
+        lp, ent = scorer(
+            batch["input_ids"], batch["attention_mask"], batch["response_mask"], temperature=0.7, **kw
+        )
         (lp.sum() + 0.1 * ent.sum()).backward()
-        results.append((lp.detach(), ent.detach(), {k: p.grad.clone() for k, p in model.named_parameters()
-                                                    if p.grad is not None}))
+        results.append(
+            (
+                lp.detach(),
+                ent.detach(),
+                {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+            )
+        )
     (lp0, ent0, g0), (lp1, ent1, g1) = results
     assert torch.allclose(lp0, lp1, atol=2e-5) and torch.allclose(ent0, ent1, atol=2e-5)
     assert (lp1 != 0).sum() == (batch["response_mask"] != 0).sum()  # every trained token, nothing else
@@ -268,5 +314,7 @@ def test_a_model_given_to_train_is_trained_in_place(tokenizer, tmp_path, monkeyp
     summary = train(cfg, run_dir=tmp_path / "run", model=model, tokenizer=tokenizer)
     assert any("actor/grad_norm" in h for h in summary["history"])
     assert max((model.state_dict()[k] - v).abs().max().item() for k, v in before.items()) > 1e-4
-    saved = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000002")
+    saved = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "run" / "checkpoints" / "step_000002"
+    )
     assert all(torch.equal(saved.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -35,7 +35,12 @@ def test_dynamic_sampling_refills_until_target():
     kept, stats = collect_groups(gen, target=3, max_rounds=5)
     assert calls == [0, 1]  # stopped as soon as 3 groups with signal were kept
     assert [g.prompt_index for g in kept] == [1, 10, 12]
-    assert (stats.rounds, stats.generated_groups, stats.zero_variance_groups, stats.kept_groups) == (2, 6, 3, 3)
+    assert (stats.rounds, stats.generated_groups, stats.zero_variance_groups, stats.kept_groups) == (
+        2,
+        6,
+        3,
+        3,
+    )
     assert not stats.short
 
 

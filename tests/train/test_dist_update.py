@@ -32,9 +32,16 @@ STRATEGIES = ("ddp", "fsdp")
 
 
 def _model():
-    cfg = transformers.Qwen2Config(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                                   tie_word_embeddings=False)
+    cfg = transformers.Qwen2Config(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     return transformers.Qwen2ForCausalLM(cfg)
 
@@ -45,8 +52,10 @@ def _batch(nan_row: int | None = None):
     from archer.train.rl_update import sequence_logprobs
 
     g = torch.Generator().manual_seed(3)
-    rows = [(torch.randint(1, 40, (p,), generator=g).tolist(), torch.randint(1, 40, (r,), generator=g).tolist())
-            for p, r in ROWS]
+    rows = [
+        (torch.randint(1, 40, (p,), generator=g).tolist(), torch.randint(1, 40, (r,), generator=g).tolist())
+        for p, r in ROWS
+    ]
     batch = pack(rows, pad_id=0)
     with torch.no_grad():
         lp, _ = sequence_logprobs(_model(), batch, with_entropy=False)  # [B, T]
@@ -64,8 +73,16 @@ def _settings(loss, agg, max_len, pos_nll):
     from archer.train.rl_update import UpdateSettings
 
     params = {"kl_coef": 0.01} if loss == "aspo" else {}
-    return UpdateSettings(loss=loss, agg=agg, loss_params=params, entropy_coef=0.01, pos_nll_coef=pos_nll,
-                          max_reward=1.0, max_len=max_len, grad_clip=0.5)
+    return UpdateSettings(
+        loss=loss,
+        agg=agg,
+        loss_params=params,
+        entropy_coef=0.01,
+        pos_nll_coef=pos_nll,
+        max_reward=1.0,
+        max_len=max_len,
+        grad_clip=0.5,
+    )
 
 
 def _step(rows, case, nan_row=None, world=None):
@@ -91,8 +108,9 @@ def _worker(rank, port, out_dir):
 
     from archer.distributed.world import ProcessWorld
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     results = {}
@@ -101,8 +119,9 @@ def _worker(rank, port, out_dir):
         for name, case in CASES.items():
             results[strategy, name] = _step(case[4 + rank], case, world=world)
         # NaN in a row that rank 1 alone holds: both ranks must skip and keep their weights
-        results[strategy, "nan_on_rank1"] = _step(CASES["aspo_token_mean"][4 + rank], CASES["aspo_token_mean"],
-                                                  nan_row=3, world=world)
+        results[strategy, "nan_on_rank1"] = _step(
+            CASES["aspo_token_mean"][4 + rank], CASES["aspo_token_mean"], nan_row=3, world=world
+        )
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

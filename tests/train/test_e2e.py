@@ -27,13 +27,32 @@ from archer.rewards.types import RewardResult
 REPO = Path(__file__).resolve().parents[2]
 
 FAST = [
-    "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-    "model.sft_epochs=1", "model.sft_examples=32", "model.sft_batch_size=4", "model.sft_max_len=128",
-    "data.generator={level: easy}", "data.num_train=40", "data.num_eval=4", "data.seed=0",
-    "rollout.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=8", "rollout.max_gen_batches=2",
-    "trainer.steps=3", "trainer.save_every=2", "trainer.threads=1", "trainer.mini_batches=2",
-    "trainer.micro_batch_tokens=64", "optim.lr=1e-2",
-    "eval.n=2", "eval.ks=[1, 2]", "eval.num_problems=4", "logging.progress=false",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.sft_epochs=1",
+    "model.sft_examples=32",
+    "model.sft_batch_size=4",
+    "model.sft_max_len=128",
+    "data.generator={level: easy}",
+    "data.num_train=40",
+    "data.num_eval=4",
+    "data.seed=0",
+    "rollout.batch_size=4",
+    "rollout.n=4",
+    "rollout.max_new_tokens=8",
+    "rollout.max_gen_batches=2",
+    "trainer.steps=3",
+    "trainer.save_every=2",
+    "trainer.threads=1",
+    "trainer.mini_batches=2",
+    "trainer.micro_batch_tokens=64",
+    "optim.lr=1e-2",
+    "eval.n=2",
+    "eval.ks=[1, 2]",
+    "eval.num_problems=4",
+    "logging.progress=false",
 ]
 
 
@@ -63,14 +82,31 @@ def test_run_writes_every_artefact(tmp_path, parity_math):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward/mean" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
-    for key in ("reward/mean", "reward/accuracy", "response/length_mean", "response/truncation_rate",
-                "time/generate", "time/reward", "time/train", "filter/kept_groups", "data/prompt_hash",
-                "optim/lr", "entropy/controller_coef"):
+    for key in (
+        "reward/mean",
+        "reward/accuracy",
+        "response/length_mean",
+        "response/truncation_rate",
+        "time/generate",
+        "time/reward",
+        "time/train",
+        "filter/kept_groups",
+        "data/prompt_hash",
+        "optim/lr",
+        "entropy/controller_coef",
+    ):
         assert key in steps[0], key
     trained = [r for r in steps if "actor/grad_norm" in r]
     assert trained, "no step had reward variance"
-    for key in ("actor/entropy", "actor/clip_frac", "actor/ratio_mean", "actor/ratio_max", "actor/kl",
-                "actor/high_entropy_frac", "actor/pg_loss"):
+    for key in (
+        "actor/entropy",
+        "actor/clip_frac",
+        "actor/ratio_mean",
+        "actor/ratio_max",
+        "actor/kl",
+        "actor/high_entropy_frac",
+        "actor/pg_loss",
+    ):
         assert key in trained[0], key
     assert any(r.get("eval/avg@2") is not None for r in rows)
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "eval_before.json").is_file()
@@ -112,8 +148,13 @@ def _steps(path: Path) -> dict[int, dict]:
 def test_kill9_then_resume_continues_with_same_data_order(tmp_path, parity_math):
     from archer.train.rl import train
 
-    overrides = FAST + ["trainer.steps=5", "trainer.save_every=2", "eval.num_problems=2", "logging.plots=false",
-                        "logging.tensorboard=false"]
+    overrides = FAST + [
+        "trainer.steps=5",
+        "trainer.save_every=2",
+        "eval.num_problems=2",
+        "logging.plots=false",
+        "logging.tensorboard=false",
+    ]
     reference = train(load_config("tiny_math", overrides), run_dir=tmp_path / "ref")
     ref_steps = {h["step"]: h for h in reference["history"]}
 
@@ -139,8 +180,13 @@ def test_kill9_then_resume_continues_with_same_data_order(tmp_path, parity_math)
     resumed_from = int(latest_checkpoint(run_dir).name.split("_")[1])
     assert resumed_from in (2, 4)
 
-    done = subprocess.run([sys.executable, str(script), "--out", str(run_dir), "--resume"], env=env,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(run_dir), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     after = _steps(metrics)
     assert sorted(after) == [1, 2, 3, 4, 5]  # no duplicated or missing step lines
@@ -165,7 +211,9 @@ def test_malformed_dataset_row_fails_before_training(tmp_path):
 
     data = tmp_path / "train.jsonl"
     good = {"id": "a", "prompt": "1+1?", "kind": "math", "answer": "2"}
-    data.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "prompt": "2+2?", "kind": "math"}) + "\n")
+    data.write_text(
+        json.dumps(good) + "\n" + json.dumps({"id": "b", "prompt": "2+2?", "kind": "math"}) + "\n"
+    )
     cfg = load_config("tiny_math", FAST + [f"data.train={data}", "data.eval=null", "model.sft_epochs=0"])
     with pytest.raises(ValueError) as info:
         train(cfg, run_dir=tmp_path / "run")
@@ -181,8 +229,17 @@ def test_broken_verifier_gives_zero_reward_and_the_run_continues(tmp_path, monke
         raise RuntimeError("verifier exploded")
 
     monkeypatch.setitem(registry._VERIFIERS, "math", broken)
-    cfg = load_config("tiny_math", FAST + ["trainer.steps=1", "model.sft_epochs=0", "eval.enabled=false",
-                                          "logging.plots=false", "logging.tensorboard=false"])
+    cfg = load_config(
+        "tiny_math",
+        FAST
+        + [
+            "trainer.steps=1",
+            "model.sft_epochs=0",
+            "eval.enabled=false",
+            "logging.plots=false",
+            "logging.tensorboard=false",
+        ],
+    )
     summary = train(cfg, run_dir=tmp_path)
     step = summary["history"][0]
     assert step["reward/mean"] == 0.0 and step["update/skipped_no_signal"] == 1
@@ -208,10 +265,20 @@ def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, pari
     from archer.train.rl import train
 
     real = advantages.compute_advantages
-    monkeypatch.setattr(advantages, "compute_advantages",
-                        lambda name, rewards: real(name, rewards) * float("nan"))
-    cfg = load_config("tiny_math", FAST + ["trainer.steps=2", "model.sft_epochs=0", "eval.enabled=false",
-                                          "logging.plots=false", "logging.tensorboard=false"])
+    monkeypatch.setattr(
+        advantages, "compute_advantages", lambda name, rewards: real(name, rewards) * float("nan")
+    )
+    cfg = load_config(
+        "tiny_math",
+        FAST
+        + [
+            "trainer.steps=2",
+            "model.sft_epochs=0",
+            "eval.enabled=false",
+            "logging.plots=false",
+            "logging.tensorboard=false",
+        ],
+    )
     summary = train(cfg, run_dir=tmp_path)
     trained = [h for h in summary["history"] if "update/skipped_nonfinite" in h]
     assert trained, "no step reached the update"
@@ -238,7 +305,10 @@ def test_cli_overrides_anywhere_and_list_describes_recipes(tmp_path, monkeypatch
     assert not Path("unused_dir").exists()  # --print-config creates nothing
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^tiny_math +The default CPU demo", out, re.M) and "CPU demo: builds its model and data" in out
+    assert (
+        re.search(r"^tiny_math +The default CPU demo", out, re.M)
+        and "CPU demo: builds its model and data" in out
+    )
     assert "needs a model (model.path=DIR" in out  # the big recipes say what they need
 
 
@@ -259,8 +329,18 @@ def test_cli_refuses_a_used_out_dir_and_creates_nothing_on_bad_inputs(tmp_path, 
         main(["tiny_math", "--resume", "--overwrite", "--out", str(used)])
     # the README's big-recipe command with a missing model: one line, no run directory
     run = tmp_path / "big"
-    assert main(["archer2_aspo_math", f"model.path={tmp_path / 'no_model'}", "data.train=math500",
-                 "--out", str(run)]) == 2
+    assert (
+        main(
+            [
+                "archer2_aspo_math",
+                f"model.path={tmp_path / 'no_model'}",
+                "data.train=math500",
+                "--out",
+                str(run),
+            ]
+        )
+        == 2
+    )
     assert "model.path" in capsys.readouterr().err and not run.exists()
     assert main(["tiny_math", "data.train=missing.jsonl", "--out", str(run)]) == 2
     assert "data.train: 'missing.jsonl' not found" in capsys.readouterr().err and not run.exists()

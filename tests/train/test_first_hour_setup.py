@@ -10,17 +10,22 @@ from archer.data.prompts import apply_chat_template_option, build_prompt, no_cha
 from archer.data.schema import Problem
 from archer.train.rl_setup import apply_tokenizer_options, sft_configured
 
-TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}" \
-           "{% if add_generation_prompt %}[assistant] {% endif %}"
+TEMPLATE = (
+    "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ([], True),  # tiny_math: from scratch + sft_epochs -> warm-up
-    (["model.path=/some/sft_model"], False),  # auto: a given model is taken as trained
-    (["model.path=/some/sft_model", "model.sft_warmup=true"], True),
-    (["model.sft_warmup=false"], False),
-    (["model.sft_epochs=0"], False),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ([], True),  # tiny_math: from scratch + sft_epochs -> warm-up
+        (["model.path=/some/sft_model"], False),  # auto: a given model is taken as trained
+        (["model.path=/some/sft_model", "model.sft_warmup=true"], True),
+        (["model.sft_warmup=false"], False),
+        (["model.sft_epochs=0"], False),
+    ],
+)
 def test_sft_warmup_decision(overrides, expected):
     cfg = load_config("tiny_math", overrides)
     assert sft_configured(cfg) is expected
@@ -29,7 +34,9 @@ def test_sft_warmup_decision(overrides, expected):
 def test_sft_warmup_values_validated():
     assert load_config("tiny_math", ["model.sft_warmup=auto"]).model.sft_warmup == "auto"
     assert load_config("tiny_math", ["model.sft_warmup='true'"]).model.sft_warmup is True
-    with pytest.raises(ConfigError, match="^model.sft_warmup: unknown value 'sometimes'; valid: auto, true, false"):
+    with pytest.raises(
+        ConfigError, match="^model.sft_warmup: unknown value 'sometimes'; valid: auto, true, false"
+    ):
         load_config("tiny_math", ["model.sft_warmup=sometimes"])
     with pytest.raises(ConfigError, match="^model.sft_warmup: true needs model.sft_epochs > 0"):
         load_config("tiny_math", ["model.sft_warmup=true", "model.sft_epochs=0"])
@@ -54,8 +61,9 @@ class _Tok:
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
         import jinja2
 
-        return jinja2.Template(self.chat_template).render(messages=messages,
-                                                          add_generation_prompt=add_generation_prompt)
+        return jinja2.Template(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt
+        )
 
 
 def test_chat_template_file_and_inline(tmp_path):
@@ -108,15 +116,34 @@ def test_tiny_run_with_config_reward_chat_template_and_prompt_samples(tmp_path):
     fn.write_text("def reward(completions, **kw):\n    return [1.0 for _ in completions]\n")
     template = tmp_path / "t.jinja"
     template.write_text(TEMPLATE)
-    cfg = load_config("tiny_math", [
-        "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "model.sft_epochs=0", "data.generator={level: easy}", "data.num_train=8", "data.num_eval=2",
-        "rollout.batch_size=2", "rollout.n=2", "rollout.max_new_tokens=4", "trainer.steps=2",
-        "trainer.threads=1", "trainer.save_every=0", "trainer.save_final=false", "eval.enabled=false",
-        "logging.progress=false", "logging.plots=false", "logging.tensorboard=false",
-        f"reward.function={fn}:reward", f"data.chat_template={template}", "rollout.dynamic_sampling=false",
-        "algo.filter_zero_variance=false",
-    ])
+    cfg = load_config(
+        "tiny_math",
+        [
+            "model.hidden_size=32",
+            "model.intermediate_size=64",
+            "model.num_layers=1",
+            "model.num_heads=2",
+            "model.sft_epochs=0",
+            "data.generator={level: easy}",
+            "data.num_train=8",
+            "data.num_eval=2",
+            "rollout.batch_size=2",
+            "rollout.n=2",
+            "rollout.max_new_tokens=4",
+            "trainer.steps=2",
+            "trainer.threads=1",
+            "trainer.save_every=0",
+            "trainer.save_final=false",
+            "eval.enabled=false",
+            "logging.progress=false",
+            "logging.plots=false",
+            "logging.tensorboard=false",
+            f"reward.function={fn}:reward",
+            f"data.chat_template={template}",
+            "rollout.dynamic_sampling=false",
+            "algo.filter_zero_variance=false",
+        ],
+    )
     summary = train(cfg, run_dir=tmp_path / "run")  # the run builds its scorer from reward.*
     steps = [h for h in summary["history"] if "reward/mean" in h]
     assert [h["reward/mean"] for h in steps] == [1.0, 1.0]

@@ -39,8 +39,11 @@ def test_registered_sink_gets_numeric_metrics_at_the_step(tmp_path, recorder):
     logger = MetricsLogger(tmp_path, total_steps=2, progress=False, tensorboard=False, config=config)
     logger.log(1, {"reward/mean": 0.5, "ok": True, "sample": {"prompt": "What is 2+2?"}, "bad": float("nan")})
     logger.close()
-    assert recorder == [("open", tmp_path.name, ["recorder"], "tiny_math"), ("log", 1, {"reward/mean": 0.5}),
-                        ("close",)]
+    assert recorder == [
+        ("open", tmp_path.name, ["recorder"], "tiny_math"),
+        ("log", 1, {"reward/mean": 0.5}),
+        ("close",),
+    ]
     row = read_metrics(tmp_path / "metrics.jsonl")[0]
     assert row["sample"] == {"prompt": "What is 2+2?"} and row["bad"] == "nan"
 
@@ -48,13 +51,16 @@ def test_registered_sink_gets_numeric_metrics_at_the_step(tmp_path, recorder):
 def test_missing_sink_is_one_note_with_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     monkeypatch.setitem(sys.modules, "trackio", None)
-    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, tensorboard=False,
-                           sinks=["mlflow", "trackio"])
+    logger = MetricsLogger(
+        tmp_path, total_steps=1, progress=False, tensorboard=False, sinks=["mlflow", "trackio"]
+    )
     logger.log(1, {"x": 1.0})
     logger.close()
     assert len(logger.notes) == 2
-    assert logger.notes[0].startswith("mlflow: not installed (pip install 'archer[mlflow]'); skipped, "
-                                      "metrics.jsonl and plots/ are written anyway")
+    assert logger.notes[0].startswith(
+        "mlflow: not installed (pip install 'archer[mlflow]'); skipped, "
+        "metrics.jsonl and plots/ are written anyway"
+    )
     assert "pip install 'archer[trackio]'" in logger.notes[1]
     assert read_metrics(tmp_path / "metrics.jsonl")[0]["x"] == 1.0
 
@@ -76,9 +82,13 @@ def test_mlflow_sink_calls(tmp_path, monkeypatch):
     fake.log_metrics = lambda metrics, step: calls.append(("metrics", metrics, step))
     fake.end_run = lambda: calls.append(("end",))
     monkeypatch.setitem(sys.modules, "mlflow", fake)
-    config = {"logging": {"mlflow_tracking_uri": "file:///tmp/x", "mlflow_experiment": "exp"}, "algo": {"loss": "aspo"}}
-    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, tensorboard=False, config=config,
-                           sinks=["mlflow"])
+    config = {
+        "logging": {"mlflow_tracking_uri": "file:///tmp/x", "mlflow_experiment": "exp"},
+        "algo": {"loss": "aspo"},
+    }
+    logger = MetricsLogger(
+        tmp_path, total_steps=1, progress=False, tensorboard=False, config=config, sinks=["mlflow"]
+    )
     logger.log(3, {"eval/avg@8": 0.25})
     logger.close()
     assert calls[:3] == [("uri", "file:///tmp/x"), ("experiment", "exp"), ("start", tmp_path.name)]
@@ -94,8 +104,13 @@ def test_trackio_sink_calls(tmp_path, monkeypatch):
     fake.log = lambda metrics, step: calls.append(("log", metrics, step))
     fake.finish = lambda: calls.append(("finish",))
     monkeypatch.setitem(sys.modules, "trackio", fake)
-    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, tensorboard=False,
-                           config={"logging": {"sinks": ["trackio"], "trackio_project": "proj"}})
+    logger = MetricsLogger(
+        tmp_path,
+        total_steps=1,
+        progress=False,
+        tensorboard=False,
+        config={"logging": {"sinks": ["trackio"], "trackio_project": "proj"}},
+    )
     logger.log(2, {"r": 1.0})
     logger.close()
     assert calls == [("init", "proj", tmp_path.name), ("log", {"r": 1.0}, 2), ("finish",)]
@@ -111,7 +126,9 @@ def test_sink_failing_mid_run_is_dropped(tmp_path, monkeypatch):
 
     register_sink("broken_test", Broken)
     try:
-        logger = MetricsLogger(tmp_path, total_steps=2, progress=False, tensorboard=False, sinks=["broken_test"])
+        logger = MetricsLogger(
+            tmp_path, total_steps=2, progress=False, tensorboard=False, sinks=["broken_test"]
+        )
         logger.log(1, {"x": 1.0})
         logger.log(2, {"x": 2.0})
         logger.close()
@@ -123,12 +140,17 @@ def test_sink_failing_mid_run_is_dropped(tmp_path, monkeypatch):
 
 def test_selected_sinks_merges_old_flags():
     assert selected_sinks({"sinks": ["mlflow", "tensorboard"], "tensorboard": True, "wandb": True}) == [
-        "mlflow", "tensorboard", "wandb"]
+        "mlflow",
+        "tensorboard",
+        "wandb",
+    ]
     assert selected_sinks({"tensorboard": False}) == []
 
 
 def test_config_logging_sinks_validated():
-    cfg = load_config("tiny_math", ["logging.sinks=[mlflow, trackio]", "logging.mlflow_tracking_uri=file:///x"])
+    cfg = load_config(
+        "tiny_math", ["logging.sinks=[mlflow, trackio]", "logging.mlflow_tracking_uri=file:///x"]
+    )
     assert cfg.logging.sinks == ["mlflow", "trackio"]
     with pytest.raises(ConfigError, match=r"^logging.sinks\[1\]: unknown value 'neptune'"):
         load_config("tiny_math", ["logging.sinks=[wandb, neptune]"])
@@ -141,8 +163,14 @@ def test_config_logging_sinks_validated():
 def _write_metrics(run_dir, steps=20, eval_every=5):
     rows = []
     for s in range(1, steps + 1):
-        row = {"step": s, "reward/mean": s / steps, "reward/accuracy": s / steps,  # identical series
-               "actor/clip_frac": 0.0, "actor/clip_frac_pos_upper": 0.0, "actor/entropy": 1.0 - s / 40}
+        row = {
+            "step": s,
+            "reward/mean": s / steps,
+            "reward/accuracy": s / steps,  # identical series
+            "actor/clip_frac": 0.0,
+            "actor/clip_frac_pos_upper": 0.0,
+            "actor/entropy": 1.0 - s / 40,
+        }
         if s % eval_every == 0:
             row["eval/avg@8"] = s / 40
         rows.append(row)

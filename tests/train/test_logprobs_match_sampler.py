@@ -22,8 +22,11 @@ def test_trainer_logprobs_match_sampler_logprobs(temperature):
     model = build_tiny_model(tok, seed=1)
     engine = HFEngine(model, tok)
     prompts = [
-        tok.apply_chat_template([{"role": "user", "content": f"What is {i}+{2 * i + 3}?"}],
-                                tokenize=False, add_generation_prompt=True)
+        tok.apply_chat_template(
+            [{"role": "user", "content": f"What is {i}+{2 * i + 3}?"}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         for i in range(5)
     ]  # different lengths: exercises left padding in the engine and right padding in the trainer
     groups = engine.generate(prompts, SamplingParams(n=3, temperature=temperature, max_new_tokens=12, seed=3))

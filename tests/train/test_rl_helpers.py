@@ -15,8 +15,10 @@ def test_length_curriculum_stages():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = load_config("tiny_math", ["optim.warmup_steps=4", "optim.schedule=cosine", "trainer.steps=14",
-                                    "optim.min_lr_ratio=0.1"])
+    cfg = load_config(
+        "tiny_math",
+        ["optim.warmup_steps=4", "optim.schedule=cosine", "trainer.steps=14", "optim.min_lr_ratio=0.1"],
+    )
     f = lr_lambda(cfg)
     assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert f(4) == pytest.approx(1.0)
@@ -26,20 +28,28 @@ def test_lr_schedule_warmup_then_cosine():
     assert const(0) == const(100) == 1.0
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["algo.loss=aspo"], True),  # k3 KL 0.001 on low-entropy tokens by default
-    (["algo.loss=aspo", "algo.loss_params={kl_coef: 0}"], False),
-    (["algo.loss=dapo"], False),
-    (["algo.loss=ppo", "algo.loss_params={kl_coef: 0.01}"], True),
-    (["algo.loss=dtc", "algo.loss_params={kl_coef: 0.0, high_entropy_kl_coef: 0.01}"], True),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["algo.loss=aspo"], True),  # k3 KL 0.001 on low-entropy tokens by default
+        (["algo.loss=aspo", "algo.loss_params={kl_coef: 0}"], False),
+        (["algo.loss=dapo"], False),
+        (["algo.loss=ppo", "algo.loss_params={kl_coef: 0.01}"], True),
+        (["algo.loss=dtc", "algo.loss_params={kl_coef: 0.0, high_entropy_kl_coef: 0.01}"], True),
+    ],
+)
 def test_reference_model_only_when_kl_is_on(overrides, expected):
     assert needs_reference(load_config("tiny_math", overrides)) is expected
 
 
-@pytest.mark.parametrize("key, home", [("algo.kl_coef=0.1", "algo.loss_params.kl_coef"),
-                                       ("algo.kl_estimator=k2", "algo.loss_params.kl_estimator"),
-                                       ("algo.loss_params={tis_cap: 3}", "algo.tis_cap")])
+@pytest.mark.parametrize(
+    "key, home",
+    [
+        ("algo.kl_coef=0.1", "algo.loss_params.kl_coef"),
+        ("algo.kl_estimator=k2", "algo.loss_params.kl_estimator"),
+        ("algo.loss_params={tis_cap: 3}", "algo.tis_cap"),
+    ],
+)
 def test_each_setting_has_one_home(key, home):
     from archer.config import ConfigError
 
@@ -62,8 +72,10 @@ def test_round_metrics_distinct_response_fraction():
     def ro(text):
         return SimpleNamespace(text=text, response_ids=[1] * len(text), truncated=False)
 
-    groups = [Group(0, [1], [ro("a"), ro("a"), ro("b"), ro("c")], [1, 1, 0, 0], [True, True, False, False]),
-              Group(1, [2], [ro("x"), ro("x"), ro("x"), ro("x")], [0, 0, 0, 0], [False] * 4)]
+    groups = [
+        Group(0, [1], [ro("a"), ro("a"), ro("b"), ro("c")], [1, 1, 0, 0], [True, True, False, False]),
+        Group(1, [2], [ro("x"), ro("x"), ro("x"), ro("x")], [0, 0, 0, 0], [False] * 4),
+    ]
     m = round_metrics([Round([0, 1], groups)], CollectStats(rounds=1, kept_groups=1), max_new=8)
     assert m["rollout/distinct_frac"] == pytest.approx((3 / 4 + 1 / 4) / 2)
     assert m["reward/accuracy"] == pytest.approx(2 / 8)
@@ -73,15 +85,21 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
     from archer.train.batching import Group
     from archer.train.rl_step import code_metrics
 
-    infos = [{"passed": 3, "total": 3, "verdicts": ["ok"] * 3},
-             {"passed": 1, "total": 4, "verdicts": ["ok", "wrong", "timeout", "wrong"]},
-             {"passed": 0, "total": 2, "verdicts": ["error", "wrong"]},
-             {"reason": "no fenced python code block after </think>"}]
+    infos = [
+        {"passed": 3, "total": 3, "verdicts": ["ok"] * 3},
+        {"passed": 1, "total": 4, "verdicts": ["ok", "wrong", "timeout", "wrong"]},
+        {"passed": 0, "total": 2, "verdicts": ["error", "wrong"]},
+        {"reason": "no fenced python code block after </think>"},
+    ]
     g = Group(0, [1], [None] * 4, [1, 0, 0, 0], [True, False, False, False], infos)
     m = code_metrics([g])
     assert m["code/tests_passed_frac"] == pytest.approx((1 + 0.25 + 0 + 0) / 4)
-    assert (m["code/outcome_pass"], m["code/outcome_timeout"], m["code/outcome_error"], m["code/outcome_no_code"]) \
-        == (0.25, 0.25, 0.25, 0.25)
+    assert (
+        m["code/outcome_pass"],
+        m["code/outcome_timeout"],
+        m["code/outcome_error"],
+        m["code/outcome_no_code"],
+    ) == (0.25, 0.25, 0.25, 0.25)
     assert m["code/outcome_wrong"] == 0.0
     assert code_metrics([Group(0, [1], [None], [1.0], [True], [{}])]) == {}  # math: no code metrics
 

@@ -24,8 +24,6 @@ from archer.train.sft import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer(tokenizer_corpus(400, seed=0, level="easy"), vocab_size=400)
@@ -70,10 +68,16 @@ def test_assistant_only_mask_is_exact_multi_turn(tok):
 
 def test_normalize_example_errors_and_prompt_response_rows():
     assert normalize_example({"prompt": "p", "response": "r"}) == [
-        {"role": "user", "content": "p"}, {"role": "assistant", "content": "r"}]
-    for row, msg in (([], "JSON object"), ({"messages": []}, "non-empty"), ({"x": 1}, "messages"),
-                     ({"messages": [{"role": "user"}]}, "content"),
-                     ({"messages": [{"role": "user", "content": "q"}]}, "assistant")):
+        {"role": "user", "content": "p"},
+        {"role": "assistant", "content": "r"},
+    ]
+    for row, msg in (
+        ([], "JSON object"),
+        ({"messages": []}, "non-empty"),
+        ({"x": 1}, "messages"),
+        ({"messages": [{"role": "user"}]}, "content"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "assistant"),
+    ):
         with pytest.raises(ValueError, match=msg):
             normalize_example(row)
 
@@ -125,14 +129,32 @@ def test_sft_learns_synthetic_math_and_greedy_boxes_answers(tok):
     task = MathTaskConfig(min_operands=2, max_operands=2, max_value=9, ops=("+", "-"))  # single digits
     train = math_problems(2000, seed=0, level=task, unique=False)
     logs = []
-    m = train_sft(model, tok, math_sft_examples(train), epochs=1, lr=3e-3, batch_size=4, max_len=256,
-                  max_steps=STEPS, warmup=10, seed=0, progress=False, log_fn=lambda s, x: logs.append(x["loss"]))
+    m = train_sft(
+        model,
+        tok,
+        math_sft_examples(train),
+        epochs=1,
+        lr=3e-3,
+        batch_size=4,
+        max_len=256,
+        max_steps=STEPS,
+        warmup=10,
+        seed=0,
+        progress=False,
+        log_fn=lambda s, x: logs.append(x["loss"]),
+    )
     assert m["steps"] == STEPS and m["final_loss"] < 0.5 * m["first_loss"]
     assert logs and logs[-1] < logs[0]
     test = math_problems(32, split="test", seed=0, level=task)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
-                                       tokenize=False) for p in test]
-    out = HFEngine(model, tok, max_batch_size=64).generate(prompts, SamplingParams(temperature=0, max_new_tokens=32))
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for p in test
+    ]
+    out = HFEngine(model, tok, max_batch_size=64).generate(
+        prompts, SamplingParams(temperature=0, max_new_tokens=32)
+    )
     boxed = [re.findall(r"\\boxed\{([^{}]*)\}", rs[0].text) for rs in out]
     assert sum(bool(b) for b in boxed) >= 0.9 * len(test)
     correct = sum(bool(b) and b[-1] == p.answer for b, p in zip(boxed, test))
@@ -153,14 +175,35 @@ def test_cli_tiny_end_to_end_and_malformed_rows(tmp_path, capsys):
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps({"messages": r["messages"]}) for r in rows) + "\n")
     out = tmp_path / "ckpt"
-    assert main(["--data", str(data), "--model", "tiny", "--out", str(out), "--max-steps", "3",
-                 "--hidden-size", "32", "--layers", "1", "--vocab-size", "300"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(data),
+                "--model",
+                "tiny",
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--hidden-size",
+                "32",
+                "--layers",
+                "1",
+                "--vocab-size",
+                "300",
+            ]
+        )
+        == 0
+    )
     loaded = AutoModelForCausalLM.from_pretrained(out)
     t = AutoTokenizer.from_pretrained(out)
     assert loaded.config.vocab_size == len(t) and t.chat_template
     assert json.loads((out / "sft_metrics.json").read_text())["steps"] == 3
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"messages": rows[0]["messages"]}) + "\n" + '{"messages": [{"role": "user"}]}\n')
+    bad.write_text(
+        json.dumps({"messages": rows[0]["messages"]}) + "\n" + '{"messages": [{"role": "user"}]}\n'
+    )
     assert main(["--data", str(bad), "--model", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl: row 2" in err and "content" in err
@@ -179,11 +222,22 @@ def test_sft_cli_chat_template_option_for_a_tokenizer_without_one(tmp_path, caps
 
     tok = models.build_tokenizer(["hello world, the answer is 3"] * 8, vocab_size=270)
     tok.chat_template = None
-    models.build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1).save_pretrained(tmp_path / "m")
+    models.build_tiny_model(tok, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1).save_pretrained(
+        tmp_path / "m"
+    )
     tok.save_pretrained(tmp_path / "m")
     data = tmp_path / "chats.jsonl"
     data.write_text(json.dumps({"prompt": "hi", "response": "the answer is 3"}) + "\n")
-    args = ["--data", str(data), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--max-steps", "1"]
+    args = [
+        "--data",
+        str(data),
+        "--model",
+        str(tmp_path / "m"),
+        "--out",
+        str(tmp_path / "out"),
+        "--max-steps",
+        "1",
+    ]
     assert main(args) == 2
     assert "--chat-template" in capsys.readouterr().err
     template = Path(__file__).resolve().parents[2] / "examples" / "chatml.jinja"

@@ -14,9 +14,16 @@ from archer.train.rl_update import UpdateSettings, sequence_logprobs, update_min
 def _model(dtype=torch.float64):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(cfg).to(dtype)
 
@@ -25,8 +32,12 @@ def _batch(model, with_ref=True):
     g = torch.Generator().manual_seed(1)
     rows = []
     for plen, rlen in [(3, 5), (6, 2), (2, 7), (4, 4), (5, 1), (3, 6)]:
-        rows.append((torch.randint(1, 40, (plen,), generator=g).tolist(),
-                     torch.randint(1, 40, (rlen,), generator=g).tolist()))
+        rows.append(
+            (
+                torch.randint(1, 40, (plen,), generator=g).tolist(),
+                torch.randint(1, 40, (rlen,), generator=g).tolist(),
+            )
+        )
     batch = pack(rows, pad_id=0)
     with torch.no_grad():
         lp, _ = sequence_logprobs(model, batch, with_entropy=False)
@@ -48,19 +59,28 @@ def _delta(model, batch, micro, settings):
     return [b - p.detach() for b, p in zip(before, m.parameters())], metrics
 
 
-@pytest.mark.parametrize("loss, agg, extra", [
-    ("aspo", "token-mean", {}),
-    ("dtc", "token-mean", {}),
-    ("ppo", "seq-mean-token-mean", {"kl_coef": 0.1}),
-    ("gppo", "seq-mean-token-sum-norm", {}),
-    ("dapo", "token-mean", {"pos_nll": 0.1, "entropy": 0.01}),
-])
+@pytest.mark.parametrize(
+    "loss, agg, extra",
+    [
+        ("aspo", "token-mean", {}),
+        ("dtc", "token-mean", {}),
+        ("ppo", "seq-mean-token-mean", {"kl_coef": 0.1}),
+        ("gppo", "seq-mean-token-sum-norm", {}),
+        ("dapo", "token-mean", {"pos_nll": 0.1, "entropy": 0.01}),
+    ],
+)
 def test_micro_batches_equal_one_big_batch(loss, agg, extra):
     model = _model()
     batch = _batch(model)
-    settings = UpdateSettings(loss=loss, agg=agg, grad_clip=1e9, max_len=8.0,
-                              loss_params={k: v for k, v in extra.items() if k == "kl_coef"},
-                              pos_nll_coef=extra.get("pos_nll", 0.0), entropy_coef=extra.get("entropy", 0.0))
+    settings = UpdateSettings(
+        loss=loss,
+        agg=agg,
+        grad_clip=1e9,
+        max_len=8.0,
+        loss_params={k: v for k, v in extra.items() if k == "kl_coef"},
+        pos_nll_coef=extra.get("pos_nll", 0.0),
+        entropy_coef=extra.get("entropy", 0.0),
+    )
     big, m_big = _delta(model, batch, [[0, 1, 2, 3, 4, 5]], settings)
     small, m_small = _delta(model, batch, [[0, 1], [2, 3, 4], [5]], settings)
     assert any(float(d.abs().max()) > 1e-6 for d in big)  # the update is not trivially zero
@@ -125,8 +145,12 @@ def test_sign_split_ratio_and_fork_entropy_metrics_are_exact_across_micro_batche
     r = torch.exp(lp - batch["old_log_prob"])
     adv = batch["advantages"][:, None].expand_as(lp)
     fork = split_by_entropy(ent, mask, 0.8)
-    want = {"ratio_mean_pos": r[mask & (adv > 0)].mean().item(), "ratio_mean_neg": r[mask & (adv < 0)].mean().item(),
-            "entropy_fork": ent[fork].mean().item(), "pos_frac": (mask & (adv > 0)).sum().item() / mask.sum().item()}
+    want = {
+        "ratio_mean_pos": r[mask & (adv > 0)].mean().item(),
+        "ratio_mean_neg": r[mask & (adv < 0)].mean().item(),
+        "entropy_fork": ent[fork].mean().item(),
+        "pos_frac": (mask & (adv > 0)).sum().item() / mask.sum().item(),
+    }
     settings = UpdateSettings(loss="aspo", agg="token-mean", loss_params={}, max_len=16.0)
     for micro in ([[0, 1, 2, 3, 4, 5]], [[0, 3], [1], [2, 4, 5]]):
         _, metrics = _delta(model, batch, micro, settings)
