@@ -166,3 +166,13 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def cached(path: Path, key: str, label: str) -> dict[str, Any] | None:
+    """A result saved earlier for exactly this configuration (``key`` stored in it), else None."""
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("key") == key:
+            print(f"{label}: reusing {path}", flush=True)
+            return old
+    return None

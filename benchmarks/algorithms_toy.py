@@ -76,11 +76,8 @@ def run_variant(
     cfg = common.toy_config(overrides, quick=quick)
     key = json.dumps([str(ckpt)] + overrides)
     f = cache / f"{name}_s{seed}.json"
-    if f.is_file():
-        old = json.loads(f.read_text())
-        if old.get("key") == key:
-            print(f"{name} seed {seed}: reusing {f}", flush=True)
-            return old
+    if (old := common.cached(f, key, f"{name} seed {seed}")) is not None:
+        return old
     model, tok = common.load_policy(ckpt)
     t0 = time.time()
     out = rl_train(
