@@ -26,20 +26,23 @@ MODELS = {
 }
 
 
-def _hf_generate(model, tok, prompts: list[str], n: int, new_tokens: int) -> int:
+def hf_generate(model, tok, prompts: list[str], n: int, new_tokens: int, _engine=None) -> int:
+    """Sample ``n`` continuations of exactly ``new_tokens`` per prompt with ``model.generate`` (T = 1, no
+    truncation), the baseline every engine is timed against; returns the tokens generated."""
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = model.generate(
-        **enc,
-        do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        num_return_sequences=n,
-        pad_token_id=tok.pad_token_id,
-    )
+    with torch.inference_mode():
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tok.pad_token_id,
+        )
     return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
 
@@ -71,7 +74,7 @@ def main() -> None:
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
             cell = {}
-            for label, fn in (("generate", _hf_generate), ("HFEngine", _engine)):
+            for label, fn in (("generate", hf_generate), ("HFEngine", _engine)):
                 best = float("inf")
                 for _ in range(args.repeats):
                     t = time.perf_counter()

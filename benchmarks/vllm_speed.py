@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import torch
+from rollout_speed import hf_generate  # the model.generate baseline (benchmarks/ is on sys.path)
 
 from archer.data.synthetic import math_problems, tokenizer_corpus
 from archer.models import build_tiny_model, build_tokenizer, count_parameters
@@ -38,24 +39,6 @@ MODELS = {
     },
     "24M (512x6)": {"hidden_size": 512, "num_layers": 6, "num_heads": 8, "num_kv_heads": 4},
 }
-
-
-def _hf_generate(model, tok, prompts, n, new_tokens, _engine=None) -> int:
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            num_return_sequences=n,
-            pad_token_id=tok.pad_token_id,
-        )
-    return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
 
 
 def _run_engine(model, tok, prompts, n, new_tokens, engine) -> int:
@@ -88,7 +71,7 @@ def speed(args) -> None:
         sync = min(vl.update_weights(other) for _ in range(3))
         cell = {}
         for label, fn, eng in (
-            ("generate", _hf_generate, None),
+            ("generate", hf_generate, None),
             ("HFEngine", _run_engine, hf),
             ("vLLM", _run_engine, vl),
         ):

@@ -23,6 +23,7 @@ while decoding (no continuous batching); the cache is transformers' ``DynamicCac
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -70,13 +71,26 @@ def sample_next(
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
-def _new_cache(model):
+def new_cache(model):
+    """An empty KV cache for ``model`` (transformers' ``DynamicCache``)."""
     from transformers import DynamicCache
 
     try:
         return DynamicCache(config=model.config)
     except TypeError:  # transformers < 4.56 has no config argument
         return DynamicCache()
+
+
+def cache_kwarg(module: Any) -> str | None:
+    """The keyword ``module.forward`` takes its KV cache by: ``cache`` (transformers >= 5.2x),
+    ``past_key_values`` before, or None when it takes none. Read once per class."""
+    return _cache_kwarg(type(module))
+
+
+@functools.cache
+def _cache_kwarg(cls: type) -> str | None:
+    params = inspect.signature(cls.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
 class HFEngine:
@@ -131,8 +145,7 @@ class HFEngine:
         self.pad_token_id = int(pad_token_id)
         forward_params = inspect.signature(model.forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward_params
-        # transformers >= 5.2x names the KV cache argument ``cache``; older versions ``past_key_values``
-        self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
+        self._cache_arg = cache_kwarg(model) or "past_key_values"
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = num_threads
@@ -224,7 +237,7 @@ class HFEngine:
             mask[r, width - len(p) :] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [U, W] positions count from the first real token
-        cache = _new_cache(self.model)
+        cache = new_cache(self.model)
         logits = self._forward(ids, mask, pos, cache, last_only=True)  # [U, V]
 
         # one row per sample: copy each prompt's cache, mask and logits `count` times

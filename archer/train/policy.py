@@ -15,7 +15,7 @@ gradient checkpointing, dropout or LoRA cannot be lost on one path and kept on a
   the trainer's); with dropout on, they differ even on-policy. ``model.disable_dropout`` (default on,
   as in TRL's and verl's RL trainers) sets every dropout probability to 0.
 - **LoRA** through PEFT (Hu et al. 2021, "LoRA", arXiv 2106.09685): ``model.lora.rank > 0`` wraps the
-  model; the KL reference is the same model with adapters disabled (:func:`reference_forward`), never a
+  model; the KL reference is the same model with adapters disabled (``disable_adapter()``), never a
   second copy. Checkpoints hold the adapter (and, with ``model.lora.save_merged``, a merged model).
 - **Devices and precision.** ``trainer.device=auto`` picks CUDA when present. ``model.dtype`` is the
   compute dtype: weights and optimizer state stay float32 and forwards run under ``torch.autocast``
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,22 +226,6 @@ def is_lora(model: Any) -> bool:
 def unwrap(model: Any) -> Any:
     """The Hugging Face model under a PEFT wrapper (the model itself otherwise)."""
     return model.get_base_model() if is_lora(model) else model
-
-
-@contextlib.contextmanager
-def reference_forward(model: Any, ref_model: Any | None) -> Iterator[Any]:
-    """The KL reference: ``ref_model`` when there is one, else (LoRA) the policy with adapters disabled."""
-    if ref_model is not None:
-        yield ref_model
-    elif is_lora(model):
-        with model.disable_adapter():
-            yield model
-    else:
-        raise ValueError("no reference model: neither a frozen copy nor LoRA adapters to disable")
-
-
-def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def save_policy(model: Any, tokenizer: Any, folder: str | Path, *, merged: bool = False) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from archer.distributed.world import World
+from archer.rollout.hf import cache_kwarg, new_cache
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
 FORK_QUANTILE = 0.8  # "fork" tokens: above each response's 80th entropy percentile (Wang et al. 2025, 80/20)
@@ -75,9 +76,8 @@ class TokenScorer(torch.nn.Module):
                 hidden = head.decoder(
                     input_ids=input_ids, attention_mask=attention_mask, use_cache=False
                 ).last_hidden_state  # [B, T, d]
-                rows, cols = (response_mask[:, 1:] != 0).nonzero(
-                    as_tuple=True
-                )  # [N], [N]: predict t+1 from t
+                # [N], [N]: position t predicts token t+1
+                rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)
                 h, labels, cols = hidden[rows, cols], input_ids[rows, cols + 1], cols + 1  # [N, d], [N], [N]
             lp, ent = _project(h, head, labels, chunk_size, temperature)
         out_lp = torch.zeros(response_mask.shape, dtype=lp.dtype, device=lp.device)  # [B, T]
@@ -89,7 +89,7 @@ class TokenScorer(torch.nn.Module):
         return out_lp, out_ent
 
     def _can_share(self, decoder: Any) -> bool:
-        if not self.share_prompts or _cache_arg(decoder) is None:
+        if not self.share_prompts or cache_kwarg(decoder) is None:
             return False
         return not (
             self.training
@@ -106,7 +106,6 @@ class TokenScorer(torch.nn.Module):
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, each distinct prompt run once."""
-        from archer.rollout.hf import _new_cache
         from archer.train.policy import unwrap
 
         dev = input_ids.device
@@ -121,8 +120,8 @@ class TokenScorer(torch.nn.Module):
         p_mask = (col >= 0).long()  # [U, Lp]
         p_ids = input_ids[first].gather(1, col.clamp(min=0)) * p_mask  # [U, Lp]
         p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)  # [U, Lp]
-        cache = _new_cache(unwrap(self.policy))
-        arg = _cache_arg(decoder)
+        cache = new_cache(unwrap(self.policy))
+        arg = cache_kwarg(decoder)
         out = decoder(
             input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **{arg: cache}
         )
@@ -173,17 +172,6 @@ def _project(
             h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)  # [N, d+1]
             weight = torch.cat([weight, head.bias.to(weight.dtype)[:, None]], dim=1)  # [V, d+1]
         return token_logprobs(h, weight, labels, chunk_size=chunk_size, temperature=temperature)
-
-
-def _cache_arg(decoder: Any) -> str | None:
-    """The decoder's KV-cache keyword (``cache`` in recent transformers, ``past_key_values`` before)."""
-    import inspect
-
-    params = inspect.signature(decoder.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    return None
 
 
 def sequence_logprobs(
