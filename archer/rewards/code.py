@@ -40,6 +40,10 @@ from archer.rewards.sandbox import SandboxPool, default_pool
 from archer.rewards.types import RewardResult, TestReport
 
 VERDICTS = ("ok", "wrong", "timeout", "error", "memory", "output_limit", "skipped", "sandbox_error")
+# a response's outcome: the worst verdict among its tests; a response with no code block: no_code
+_OUTCOME_ORDER = ("sandbox_error", "memory", "timeout", "error", "output_limit", "wrong")
+CODE_OUTCOMES = ("pass", *_OUTCOME_ORDER, "no_code")
+_NO_CODE_REASON = "no fenced python code block after </think>"
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
 
 
@@ -284,7 +288,7 @@ def score_code_batch(
     out = []
     for k, program in enumerate(programs):
         if program is None:
-            out.append(RewardResult(fail, False, {"reason": "no fenced python code block after </think>"}))
+            out.append(RewardResult(fail, False, {"reason": _NO_CODE_REASON}))
             continue
         if tests[k] is None:
             out.append(RewardResult(fail, False, {"reason": "problem has no tests"}))
@@ -357,3 +361,21 @@ def with_prompt_setup(tests: Any, prompt: Any) -> Any:
     if isinstance(entry, str) and isinstance(prompt, str) and _helpers_needed(prompt, entry, test):
         return {**tests, "setup": prompt}
     return tests
+
+
+def is_code_info(info: dict[str, Any]) -> bool:
+    """True for the ``RewardResult.info`` of a code response (it ran tests, or had no code block)."""
+    return "total" in info or str(info.get("reason", "")).startswith("no fenced")
+
+
+def code_outcome(info: dict[str, Any]) -> str:
+    """One of :data:`CODE_OUTCOMES` for a code response's reward info: ``no_code``, the worst verdict
+    among its tests (``sandbox_error`` > ``memory`` > ``timeout`` > ``error`` > ``output_limit`` >
+    ``wrong``), or ``pass`` when every test passed."""
+    if str(info.get("reason", "")).startswith("no fenced"):
+        return "no_code"
+    verdicts = set(info.get("verdicts") or [])
+    for name in _OUTCOME_ORDER:
+        if name in verdicts:
+            return name
+    return "pass" if info.get("total") and info.get("passed") == info.get("total") else "wrong"

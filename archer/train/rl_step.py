@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from archer.config import Config
+from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
 from archer.train.batching import CollectStats, Group, pack
 
 
@@ -170,31 +171,14 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
     return m
 
 
-# a code response's outcome: the worst verdict among its tests (a response with no code block: no_code)
-_OUTCOME_ORDER = ("sandbox_error", "memory", "timeout", "error", "output_limit", "wrong")
-CODE_OUTCOMES = ("pass", *_OUTCOME_ORDER, "no_code")
-
-
-def _code_outcome(info: dict[str, Any]) -> str:
-    if str(info.get("reason", "")).startswith("no fenced"):
-        return "no_code"
-    verdicts = set(info.get("verdicts") or [])
-    for name in _OUTCOME_ORDER:
-        if name in verdicts:
-            return name
-    return "pass" if info.get("total") and info.get("passed") == info.get("total") else "wrong"
-
-
 def code_metrics(groups: list[Group]) -> dict[str, float]:
     """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
     the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses."""
-    infos = [
-        i for g in groups for i in g.infos if "total" in i or str(i.get("reason", "")).startswith("no fenced")
-    ]
+    infos = [i for g in groups for i in g.infos if is_code_info(i)]
     if not infos:
         return {}
     fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
-    mix = Counter(_code_outcome(i) for i in infos)
+    mix = Counter(code_outcome(i) for i in infos)
     out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
     out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
     return out
