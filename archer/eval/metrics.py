@@ -9,6 +9,12 @@ rounded once to a float.
 avg@k is the mean correctness of k samples; with n >= k samples drawn, its unbiased estimate is
 ``c / n`` (it equals pass@1). Both are averaged over problems by :func:`aggregate`.
 
+Error bars: :func:`aggregate` reports ``avg_se``, the standard error of the mean over problems of the
+per-problem accuracy ``c_i / n_i`` (sample standard deviation, ddof 1, over ``sqrt(P)``): it covers both
+the sampling noise of each problem's ``n`` samples and the choice of problems. A before/after
+comparison on the same problems uses :func:`paired_standard_error` of the per-problem differences,
+which removes the shared problem difficulty and is the error to quote for an improvement.
+
 Pure Python: importing this module never imports torch or numpy.
 """
 
@@ -91,9 +97,28 @@ def aggregate(correct_lists: Sequence[Sequence[bool]], ks: Iterable[int]) -> dic
         pas = [pass_at_k(len(c), sum(map(bool, c)), k) for c in correct_lists]
         out[f"avg@{k}"] = math.fsum(avg) / num if num else 0.0
         out[f"pass@{k}"] = math.fsum(pas) / num if num else 0.0
+    out["avg_se"] = standard_error([sum(map(bool, c)) / len(c) for c in correct_lists])
     out["num_problems"] = num
     out["num_samples"] = sum(len(c) for c in correct_lists)
     out["ks"] = kept
     if len(kept) < len(ks):
         out["skipped_k"] = [k for k in ks if k not in kept]
     return out
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of ``values``: sample standard deviation (ddof 1) over ``sqrt(n)``;
+    0.0 for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    return math.sqrt(var / n)
+
+
+def paired_standard_error(before: Sequence[float], after: Sequence[float]) -> float:
+    """Standard error of ``mean(after) - mean(before)`` for per-problem values on the same problems."""
+    if len(before) != len(after):
+        raise ValueError(f"paired values need equal lengths, got {len(before)} and {len(after)}")
+    return standard_error([a - b for a, b in zip(after, before)])

@@ -54,8 +54,10 @@ def report(summary: dict[str, Any]) -> str:
     key = avg_keys[-1]
     gain = after[key] - before[key]
     target = f"; target +{TARGET_GAIN:.2f}" if summary.get("recipe") == DEFAULT_RECIPE else ""
+    se = (summary.get("improvement") or {}).get("avg_se")
+    error = f" +/- {se:.3f} s.e. over {after.get('num_problems')} problems" if se is not None else ""
     line = (
-        f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain:+.3f}{target}). "
+        f"{key}: {before[key]:.3f} -> {after[key]:.3f} ({gain:+.3f}{error}{target}). "
         f"Run directory: {summary.get('run_dir')}"
     )
     print(line)

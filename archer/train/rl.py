@@ -60,7 +60,7 @@ from archer.train import checkpoint as ckpt
 from archer.train.batching import Group, PromptSampler, collect_groups, micro_batches, split_mini_batches
 from archer.train.logging import MetricsLogger
 from archer.train.policy import autocast, resolve_device, unwrap
-from archer.train.rl_eval import evaluate_policy
+from archer.train.rl_eval import evaluate_policy, improvement
 from archer.train.rl_step import (  # noqa: F401 - helpers re-exported for callers of archer.train.rl
     Round,
     TrainBatch,
@@ -628,7 +628,7 @@ def train(
         "steps": run.step,
         "before": before,
         "after": after,
-        "improvement": {k: after[k] - before[k] for k in after if "@" in k and k in before},
+        "improvement": improvement(before, after),
         "sft": sft_info,
         "seconds": round(time.time() - t0, 1),
         "final_checkpoint": str(final) if final else None,

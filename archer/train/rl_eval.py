@@ -4,7 +4,9 @@ The run evaluates through :func:`archer.eval.runner.evaluate`, the same path as 
 the run's engine, the ``eval.*`` sampling settings and a fixed seed (the same before and after RL, so
 both evaluations see the same random numbers; all problems are sampled in one engine call), and the
 run's scorer, so a broken verifier counts as wrong, never as a crash. Metrics are the runner's
-summary (unbiased pass@k of Chen et al. 2021) without the per-problem records.
+summary (unbiased pass@k of Chen et al. 2021) without the per-problem records, but with each problem's
+accuracy (``per_problem_avg``), from which :func:`improvement` gives the paired standard error of the
+change.
 """
 
 from __future__ import annotations
@@ -47,7 +49,20 @@ def evaluate_policy(
             batch_size=max(len(problems), 1),
             score_fn=lambda responses, probs: safe_score(scorer, responses, probs),
         )
-    out.pop("records", None)
+    # per-problem accuracy, in the problems' order: the paired error of a before/after improvement
+    out["per_problem_avg"] = [r["num_correct"] / r["n"] for r in out.pop("records", [])]
     out.pop("ks", None)
     out["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def improvement(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """``after - before`` for every avg@k / pass@k, plus ``avg_se``: the paired standard error of the
+    avg@k change over the same problems (absent when the two evaluations' problems differ)."""
+    from archer.eval.metrics import paired_standard_error
+
+    out = {k: after[k] - before[k] for k in after if "@" in k and k in before}
+    a, b = after.get("per_problem_avg"), before.get("per_problem_avg")
+    if a is not None and b is not None and len(a) == len(b):
+        out["avg_se"] = paired_standard_error(b, a)
     return out

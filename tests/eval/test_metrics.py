@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 
 from archer.eval import aggregate, avg_at_k, pass_at_k, pass_at_k_exact, per_problem_metrics
+from archer.eval.metrics import paired_standard_error, standard_error
 
 
 def _pass_by_enumeration(n: int, c: int, k: int) -> Fraction:
@@ -82,6 +83,17 @@ def test_aggregate_means_over_problems_and_skips_large_k():
     assert out["pass@2"] == pytest.approx((0.5 + 0 + 1) / 3)
     assert out["pass@4"] == pytest.approx(2 / 3)
     assert out["num_problems"] == 3 and out["num_samples"] == 12
+    # per-problem accuracies 0.25, 0, 1: mean 5/12, deviations 1/6, 5/12, 7/12 -> var (ddof 1) = 13/48
+    assert out["avg_se"] == pytest.approx(math.sqrt(13 / 48 / 3))
+
+
+def test_standard_errors_by_hand():
+    assert standard_error([1.0]) == 0.0 and standard_error([]) == 0.0
+    assert standard_error([0.0, 1.0]) == pytest.approx(0.5)  # sd sqrt(1/2), over sqrt(2)
+    # differences 0.5, 0.5, 0.0: mean 1/3, var (1/36 + 1/36 + 4/36) / 2 = 1/12, se sqrt(1/36) = 1/6
+    assert paired_standard_error([0.0, 0.25, 1.0], [0.5, 0.75, 1.0]) == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_standard_error([0.0], [0.0, 1.0])
 
 
 def test_per_problem_metrics_and_empty_rejected():

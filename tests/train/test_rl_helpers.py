@@ -112,3 +112,18 @@ def test_run_data_may_name_a_bundled_sample():
     assert len(evals) == 5 and evals[0].answer
     with pytest.raises(ConfigError, match="data.eval: file 'nope.jsonl' not found.*math500"):
         load_problems(load_config("tiny_math", ["data.eval=nope.jsonl"]))
+
+
+def test_improvement_carries_the_paired_standard_error(capsys):
+    from archer.train.default_run import report
+    from archer.train.rl_eval import improvement
+
+    before = {"avg@4": 5 / 12, "pass@4": 0.5, "num_problems": 3, "per_problem_avg": [0.0, 0.25, 1.0]}
+    after = {"avg@4": 0.75, "pass@4": 1.0, "num_problems": 3, "per_problem_avg": [0.5, 0.75, 1.0]}
+    imp = improvement(before, after)
+    # differences 0.5, 0.5, 0: sample variance 1/12, standard error sqrt(1/12 / 3) = 1/6
+    assert imp == pytest.approx({"avg@4": 1 / 3, "pass@4": 0.5, "avg_se": 1 / 6})
+    line = report({"recipe": "x", "before": before, "after": after, "improvement": imp, "run_dir": "d"})
+    assert "+0.333 +/- 0.167 s.e. over 3 problems" in line
+    # different problem sets: no paired error
+    assert "avg_se" not in improvement(before, dict(after, per_problem_avg=[1.0]))
