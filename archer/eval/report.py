@@ -11,9 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from archer.rewards.code import CODE_OUTCOMES
+
 
 def summary_table(summary: dict[str, Any], title: str = "evaluation") -> Any:
-    """A rich Table: one row per metric (avg@k, pass@k), one column overall plus one per data source."""
+    """A rich Table: one row per metric (avg@k, pass@k, the standard error of avg, and the verdict mix of
+    code samples), one column overall plus one per data source."""
     from rich.table import Table
 
     ks: Sequence[int] = summary.get("ks", [])
@@ -27,6 +30,15 @@ def summary_table(summary: dict[str, Any], title: str = "evaluation") -> Any:
         for metric in (f"avg@{k}", f"pass@{k}"):
             cells = [_frac(summary.get(metric))] + [_frac(sources[s].get(metric)) for s in sources]
             table.add_row(metric, *cells)
+    if summary.get("avg_se") is not None:
+        table.add_row(
+            "avg s.e.", _frac(summary["avg_se"]), *[_frac(sources[s].get("avg_se")) for s in sources]
+        )
+    verdicts = summary.get("verdicts") or {}
+    for v in CODE_OUTCOMES:  # the code samples' verdict mix, as fractions of code samples
+        if verdicts.get(v) or any((sources[s].get("verdicts") or {}).get(v) for s in sources):
+            cells = [_frac((sources[s].get("verdicts") or {}).get(v, 0.0)) for s in sources]
+            table.add_row(f"code: {v}", _frac(verdicts.get(v, 0.0)), *cells)
     return table
 
 

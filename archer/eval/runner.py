@@ -7,8 +7,10 @@ Two phases that can run apart (generation on a GPU machine, scoring on a CPU one
    skips problems already there and writes ``OUT/GENERATED`` when all are done.
 2. :func:`score_phase` scores every generated problem not yet in ``OUT/results.jsonl`` with
    ``archer.rewards.registry.score_responses`` and appends one line per problem (every sample with
-   its verdict, reward and reason), then writes ``OUT/summary.json`` (avg@k / pass@k for every
-   requested ``k <= n``, overall and per ``data_source``).
+   its correctness, reward and reason; a code sample also with its ``verdict``: pass, wrong, timeout,
+   error, memory, output_limit, sandbox_error or no_code, and the per-test verdicts in ``info``), then
+   writes ``OUT/summary.json`` (avg@k / pass@k for every requested ``k <= n`` with ``avg_se``, and
+   the verdict mix of code samples, overall and per ``data_source``).
 
 :func:`evaluate` is the in-process API the trainer calls (before/after training): it runs both phases
 in memory (or in ``out_dir`` when given) and returns the metrics with per-problem records.
@@ -20,6 +22,7 @@ different ``batch_size`` samples differently (still from the same distribution).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +32,7 @@ from archer.data.prompts import build_prompt
 from archer.data.schema import Problem
 from archer.eval import store
 from archer.eval.metrics import aggregate, per_problem_metrics
+from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
 
 
 def _check_unique(problems: Sequence[Problem]) -> None:
@@ -178,6 +182,7 @@ def score_records(
             res = scored[pos]
             pos += 1
             info = dict(res.info or {})
+            verdict = code_outcome(info) if is_code_info(info) else None
             reason = info.pop("reason", None) or ("correct" if res.correct else "incorrect")
             samples.append(
                 {
@@ -185,6 +190,7 @@ def score_records(
                     "correct": bool(res.correct),
                     "reward": float(res.reward),
                     "reason": reason,
+                    "verdict": verdict,
                     "finish_reason": (g.get("finish_reasons") or [None] * (j + 1))[j],
                     "num_tokens": (g.get("num_tokens") or [None] * (j + 1))[j],
                     "info": info,
@@ -204,17 +210,25 @@ def score_records(
     return rows
 
 
+def _aggregate_rows(rows: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+    """:func:`aggregate` of result rows, plus ``verdicts`` (the fraction of code samples with each
+    outcome of ``archer.rewards.code.CODE_OUTCOMES``) when the rows hold code samples."""
+    out = aggregate([[s["correct"] for s in r["samples"]] for r in rows], ks)
+    verdicts = Counter(s["verdict"] for r in rows for s in r["samples"] if s.get("verdict"))
+    total = sum(verdicts.values())
+    if total:
+        out["verdicts"] = {v: verdicts[v] / total for v in CODE_OUTCOMES if verdicts[v]}
+    return out
+
+
 def summarize(results: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     """avg@k / pass@k overall and per data source, plus response-length and truncation stats."""
-    summary = aggregate([[s["correct"] for s in r["samples"]] for r in results], ks)
+    summary = _aggregate_rows(results, ks)
     by_source: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_source.setdefault(r.get("data_source", "unknown"), []).append(r)
     if len(by_source) > 1:
-        summary["by_source"] = {
-            src: aggregate([[s["correct"] for s in r["samples"]] for r in rows], ks)
-            for src, rows in sorted(by_source.items())
-        }
+        summary["by_source"] = {src: _aggregate_rows(rows, ks) for src, rows in sorted(by_source.items())}
     samples = [s for r in results for s in r["samples"]]
     if samples:
         tokens = [s["num_tokens"] for s in samples if s.get("num_tokens") is not None]
