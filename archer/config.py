@@ -179,7 +179,13 @@ class RewardConfig:
     ``module:NAME``, with TRL's signature ``fn(completions, **columns) -> list[float | None]`` or verl's
     ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict``. The reward is
     ``verifier_weight * built-in verifier + function_weight * function``; ``function_weight`` 0 keeps
-    the function's value as a logged metric only. ``none_reward``: what a TRL ``None`` counts as."""
+    the function's value as a logged metric only. ``none_reward``: what a TRL ``None`` counts as.
+
+    The built-in code verifier: ``code_mode`` is ``hard`` (1 when every test passes; DeepCoder, Archer),
+    ``soft`` (the fraction of tests passed; Klear) or ``soft_pm1`` (the mean of +1/-1 per test; Klear's
+    variant); ``code_max_tests`` caps the tests run per response (a seeded random subset, as the Archer
+    recipes do). A sample counts as correct in evaluations only when every test passes, whatever the
+    mode."""
 
     function: str | None = None
     # auto: verl when the function's parameters are (data_source, solution_str, ground_truth, ...)
@@ -187,6 +193,8 @@ class RewardConfig:
     function_weight: float = 1.0
     verifier_weight: float = 0.0
     none_reward: float = 0.0
+    code_mode: str = "hard"
+    code_max_tests: int | None = None
 
 
 @dataclass
@@ -583,6 +591,12 @@ def _check_first_hour(cfg: Config) -> None:
     _one_of(rw.signature, ("auto", "trl", "verl"), "reward.signature")
     _check(rw.function_weight >= 0, "reward.function_weight", "must be >= 0")
     _check(rw.verifier_weight >= 0, "reward.verifier_weight", "must be >= 0")
+    from archer.rewards.code import REWARD_MODES
+
+    _one_of(rw.code_mode, tuple(REWARD_MODES), "reward.code_mode")
+    _check(
+        rw.code_max_tests is None or rw.code_max_tests >= 1, "reward.code_max_tests", "must be >= 1 or null"
+    )
     if rw.function is not None:
         from archer.rewards.custom import load_reward_function
 

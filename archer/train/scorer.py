@@ -135,6 +135,8 @@ def build_run_scorer(cfg: Any) -> Scorer:
             cpus_per_worker=r.cpus_per_worker,
             address=r.address,
             timeout=r.verifier_timeout,
+            reward_mode=rw.code_mode,  # the code verifier's options; the math verifier drops them
+            max_tests=rw.code_max_tests,
         )
 
     if rw.function is None:

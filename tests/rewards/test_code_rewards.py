@@ -255,3 +255,32 @@ def test_call_based_gets_leetcode_header_and_deep_recursion(pool):
     )
     rep = run_tests(prog, {"inputs": ["5000"], "outputs": ["5000"], "fn_name": "depth"}, pool=pool)
     assert rep.verdicts == ["ok"]
+
+
+def test_run_scorer_uses_the_configured_code_reward_mode():
+    from archer.config import ConfigError, load_config
+    from archer.train.scorer import build_run_scorer
+
+    # f(x) = x + 1 checked on 4 inputs; the program is right on 3 of them (wrong at x = 3)
+    prob = Problem(
+        "p",
+        "f",
+        "code",
+        tests={"assert": [f"assert f({x}) == {x + 1}" for x in range(4)], "entry_point": "f"},
+    )
+    response = "```python\ndef f(x):\n    return x + 1 if x != 3 else 0\n```"
+    expected = {"hard": 0.0, "soft": 0.75, "soft_pm1": (3 - 1) / 4}
+    for mode, reward in expected.items():
+        scorer = build_run_scorer(load_config("tiny_code", [f"reward.code_mode={mode}"]))
+        try:
+            (res,) = scorer.score([response], [prob])
+        finally:
+            scorer.close()
+        assert res.reward == pytest.approx(reward) and res.correct is False, (mode, res)
+    capped = build_run_scorer(load_config("tiny_code", ["reward.code_mode=soft", "reward.code_max_tests=2"]))
+    (res,) = capped.score([response], [prob])
+    assert res.info["total"] == 2
+    with pytest.raises(ConfigError, match="^reward.code_mode: unknown value 'partial'"):
+        load_config("tiny_code", ["reward.code_mode=partial"])
+    with pytest.raises(ConfigError, match="^reward.code_max_tests: must be >= 1"):
+        load_config("tiny_code", ["reward.code_max_tests=0"])
