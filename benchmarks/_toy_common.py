@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -176,3 +178,40 @@ def cached(path: Path, key: str, label: str) -> dict[str, Any] | None:
             print(f"{label}: reusing {path}", flush=True)
             return old
     return None
+
+
+# two-sided 95% t quantiles by degrees of freedom (a normal 1.96 beyond the table)
+_T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    19: 2.093,
+    24: 2.064,
+    29: 2.045,
+}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of a 95% t-interval; (mean, nan, nan) for fewer than 2 values."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan"), float("nan")
+    m = statistics.mean(vals)
+    if len(vals) < 2:
+        return m, float("nan"), float("nan")
+    df = len(vals) - 1
+    t = _T95.get(df) or next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
+    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    return m, m - half, m + half

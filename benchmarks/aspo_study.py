@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -106,43 +105,6 @@ QUICK = [
     "rollout.max_gen_batches=4",
     "eval.num_problems=8",
 ]
-# two-sided 95% t quantiles by degrees of freedom (a normal 1.96 beyond the table)
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    19: 2.093,
-    24: 2.064,
-    29: 2.045,
-}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) of a 95% t-interval; (mean, nan, nan) for fewer than 2 values."""
-    vals = [v for v in values if v == v]
-    if not vals:
-        return float("nan"), float("nan"), float("nan")
-    m = statistics.mean(vals)
-    if len(vals) < 2:
-        return m, float("nan"), float("nan")
-    df = len(vals) - 1
-    t = _T95.get(df) or next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
-    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
-    return m, m - half, m + half
-
-
 # ------------------------------------------------------------------------------------- scoring
 
 
@@ -362,12 +324,13 @@ def probe(
     sampler_run.scorer.close()
     ref_name = "GRPO" if "GRPO" in names else names[0]
     out["paired"] = {
-        n: mean_ci([a - g for a, g in zip(out["delta"][n], out["delta"][ref_name])]) for n in names
+        n: common.mean_ci([a - g for a, g in zip(out["delta"][n], out["delta"][ref_name])]) for n in names
     }
     out["paired_fork"] = {
-        n: mean_ci([a - g for a, g in zip(out["delta_fork"][n], out["delta_fork"][ref_name])]) for n in names
+        n: common.mean_ci([a - g for a, g in zip(out["delta_fork"][n], out["delta_fork"][ref_name])])
+        for n in names
     }
-    out["mean_delta"] = {n: mean_ci(out["delta"][n]) for n in names}
+    out["mean_delta"] = {n: common.mean_ci(out["delta"][n]) for n in names}
     return out
 
 
@@ -443,7 +406,7 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, name
         return f"Verdict: not judged ({name} and GRPO were not both run)."
     a, g = results[name], results["GRPO"]
     diffs = [x - y for x, y in zip(a["tail"]["entropy"], g["tail"]["entropy"])]
-    m, lo, hi = mean_ci(diffs)
+    m, lo, hi = common.mean_ci(diffs)
     if len(diffs) >= 3:
         acc_up = lo > 0
         acc_txt = (

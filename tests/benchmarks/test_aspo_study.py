@@ -9,22 +9,23 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import _toy_common as common  # noqa: E402
 import aspo_study as study  # noqa: E402
 
 from archer.data.synthetic_paths import paths_problems  # noqa: E402
 
 
 def test_mean_ci_by_hand():
-    m, lo, hi = study.mean_ci([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303, half = 4.303 / sqrt(3)
+    m, lo, hi = common.mean_ci([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303, half = 4.303 / sqrt(3)
     assert (
         m == 2.0
         and lo == pytest.approx(2 - 4.303 / math.sqrt(3))
         and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
     )
-    assert math.isnan(study.mean_ci([5.0])[1]) and study.mean_ci([5.0])[0] == 5.0
-    m, lo, hi = study.mean_ci([0.1] * 40)  # beyond the table: normal quantile, zero spread
+    assert math.isnan(common.mean_ci([5.0])[1]) and common.mean_ci([5.0])[0] == 5.0
+    m, lo, hi = common.mean_ci([0.1] * 40)  # beyond the table: normal quantile, zero spread
     assert (m, lo, hi) == pytest.approx((0.1, 0.1, 0.1))
 
 
@@ -59,7 +60,7 @@ def _res(entropies: list[float], avg: float) -> dict:
 
 
 def _prb(diffs: list[float]) -> dict:
-    return {"batches": len(diffs), "paired": {"ASPO": study.mean_ci(diffs), "GRPO": (0.0, 0.0, 0.0)}}
+    return {"batches": len(diffs), "paired": {"ASPO": common.mean_ci(diffs), "GRPO": (0.0, 0.0, 0.0)}}
 
 
 @pytest.mark.parametrize(
