@@ -5,8 +5,12 @@ Math: two- or three-operand integer expressions (``7+3*4``) and small linear equ
 and ends in ``\\boxed{answer}``, so it is scored by ``archer.rewards.math.score_math``. Difficulty is a
 :class:`MathTaskConfig` (or a preset name from ``MATH_LEVELS``).
 
-Code: one-line functions of ``x`` (``return 3*x+1``, ``return x*x-2``, ``return x if x > 4 else 7``)
-described in words with examples, tested by asserts (HumanEval style, ``entry_point`` ``f``).
+Code: functions of ``x`` described in words with an example, tested by asserts on four inputs
+(HumanEval style, ``entry_point`` ``f``). Families (``code_problems(families=...)``): four one-line ones
+by default (``return 3*x+1``, ``return x*x+2``, ``return 7-2*x``, ``return x if x > 4 else 7``) and,
+opt-in, ``poly`` (``return x*x+3*x+1``) and the two-branch ``clamp`` (``if x < 4: return 4`` then
+``return x+9``). A wrong constant fails every test of the one-line families except ``cond``/``clamp``,
+where the branch it sits in decides: the partial credit a soft reward sees.
 
 Splits are disjoint by construction: a problem's text is hashed, and the bucket decides whether it
 belongs to ``train`` or ``test`` (the generator rejects problems of the other split), so the same
@@ -240,21 +244,29 @@ def math_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int 
 # ---------------------------------------------------------------------------------------- code
 
 
-def _code_body(meta: dict[str, Any]) -> str:
+def _code_body(meta: dict[str, Any]) -> list[str]:
+    """The lines of ``f``'s body (without the 4-space indent of the function)."""
     a, b = meta["a"], meta["b"]
     return {
-        "linear": f"return {a}*x+{b}",
-        "square": f"return x*x+{b}",
-        "affine_neg": f"return {b}-{a}*x",
-        "cond": f"return x if x > {a} else {b}",
+        "linear": [f"return {a}*x+{b}"],
+        "square": [f"return x*x+{b}"],
+        "affine_neg": [f"return {b}-{a}*x"],
+        "cond": [f"return x if x > {a} else {b}"],
+        "poly": [f"return x*x+{a}*x+{b}"],
+        "clamp": [f"if x < {a}:", f"    return {a}", f"return x+{b}"],
     }[meta["family"]]
 
 
 def _code_value(meta: dict[str, Any], x: int) -> int:
     a, b = meta["a"], meta["b"]
-    return {"linear": a * x + b, "square": x * x + b, "affine_neg": b - a * x, "cond": x if x > a else b}[
-        meta["family"]
-    ]
+    return {
+        "linear": a * x + b,
+        "square": x * x + b,
+        "affine_neg": b - a * x,
+        "cond": x if x > a else b,
+        "poly": x * x + a * x + b,
+        "clamp": a if x < a else x + b,
+    }[meta["family"]]
 
 
 _CODE_DESCRIPTIONS = {
@@ -262,25 +274,46 @@ _CODE_DESCRIPTIONS = {
     "square": "returns x squared plus {b}",
     "affine_neg": "returns {b} minus {a} times x",
     "cond": "returns x if x is greater than {a}, otherwise {b}",
+    "poly": "returns x squared plus {a} times x plus {b}",
+    "clamp": "returns {a} if x is less than {a}, otherwise x plus {b}",
 }
+# the original four one-line families (the default); ``poly`` and the two-branch ``clamp`` are opt-in
+CODE_FAMILIES = ("affine_neg", "cond", "linear", "square")
+# inputs the asserts check: around the threshold for the branching families
+_BRANCHING = {"cond", "clamp"}
 
 
 def code_problems(
-    n: int, *, split: str = "train", seed: int = 0, test_fraction: float = 0.2, unique: bool = True
+    n: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    unique: bool = True,
+    families: tuple[str, ...] | list[str] = CODE_FAMILIES,
 ) -> list[Problem]:
-    """``n`` one-line function problems (``def f(x)``) checked by asserts on 4 inputs (about 870 distinct texts, ~690 in train)."""
+    """``n`` function problems (``def f(x)``) checked by asserts on 4 inputs.
+
+    ``families``: which of :data:`_CODE_DESCRIPTIONS` to draw from (default the four one-line ones,
+    about 870 distinct texts, ~690 in train; each family adds about 280 texts).
+    """
     _check_split(split)
+    bad = [f for f in families if f not in _CODE_DESCRIPTIONS]
+    if bad or not families:
+        raise ValueError(f"unknown code families {bad or families}; known: {sorted(_CODE_DESCRIPTIONS)}")
     rng = random.Random(f"synthetic_code:{seed}")
     out: list[Problem] = []
     seen: set[str] = set()
     tries = 0
+    choices = sorted(families)
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 1000:
             raise ValueError(f"could not draw {n} distinct {split} code problems")
-        family = rng.choice(sorted(_CODE_DESCRIPTIONS))
+        family = rng.choice(choices)
         meta = {"family": family, "a": rng.randint(1, 9), "b": rng.randint(0, 30)}
-        xs = [0, 1, 2, 5] if family != "cond" else [0, meta["a"], meta["a"] + 1, meta["a"] + 3]
+        a = meta["a"]
+        xs = [0, a, a + 1, a + 3] if family in _BRANCHING else [0, 1, 2, 5]
         desc = _CODE_DESCRIPTIONS[family].format(**meta)
         example = f"f({xs[2]}) == {_code_value(meta, xs[2])}"
         text = f"Write a Python function f(x) that {desc}. Example: {example}."
@@ -305,7 +338,8 @@ def code_solution(problem: Problem, wrong_constant: int = 0) -> str:
     """A fenced python block defining ``f``; ``wrong_constant`` shifts the constant (a noisy demo)."""
     meta = dict(problem.meta)
     meta["b"] = meta["b"] + wrong_constant
-    return f"```python\ndef f(x):\n    {_code_body(meta)}\n```"
+    body = "".join(f"    {line}\n" for line in _code_body(meta))
+    return f"```python\ndef f(x):\n{body}```"
 
 
 def code_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int = 0) -> list[dict[str, Any]]:
@@ -317,8 +351,17 @@ def code_sft_examples(problems: list[Problem], *, noise: float = 0.0, seed: int 
     return _sft_rows(problems, solve, noise, seed)
 
 
+def code_family_names() -> list[str]:
+    return sorted(_CODE_DESCRIPTIONS)
+
+
 def tokenizer_corpus(
-    n: int = 2000, *, seed: int = 0, level: str | MathTaskConfig | None = None, include_code: bool = True
+    n: int = 2000,
+    *,
+    seed: int = 0,
+    level: str | MathTaskConfig | None = None,
+    include_code: bool = True,
+    code_families: tuple[str, ...] | None = None,
 ) -> list[str]:
     """Texts to train a tiny tokenizer on: the tasks' prompts and solutions with the chat markup."""
     texts = []
@@ -327,7 +370,8 @@ def tokenizer_corpus(
             f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{math_solution(p)}<|im_end|>\n"
         )
     if include_code:
-        for p in code_problems(max(n // 4, 1), split="train", seed=seed, unique=False):
+        families = code_families or CODE_FAMILIES
+        for p in code_problems(max(n // 4, 1), split="train", seed=seed, unique=False, families=families):
             texts.append(
                 f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{code_solution(p)}<|im_end|>\n"
             )

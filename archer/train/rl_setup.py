@@ -49,6 +49,19 @@ def _math_level(opts: dict[str, Any]) -> Any:
         raise ConfigError(f"data.generator: {exc}") from None
 
 
+def _code_families(opts: dict[str, Any]) -> tuple[str, ...]:
+    """``data.generator.families`` of the code task (default: the four one-line families)."""
+    from archer.data import synthetic
+
+    families = tuple(opts.get("families") or synthetic.CODE_FAMILIES)
+    unknown = sorted(set(families) - set(synthetic.code_family_names()))
+    if unknown:
+        raise ConfigError(
+            f"data.generator.families: unknown {unknown}; known: {synthetic.code_family_names()}"
+        )
+    return families
+
+
 def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str, Any]) -> list[Problem]:
     from archer.data import synthetic
 
@@ -56,7 +69,7 @@ def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str
         return synthetic.math_problems(n, split=split, seed=seed, level=_math_level(opts))
     if source == "synthetic_code":
         extra = {k: v for k, v in opts.items() if k in ("test_fraction",)}
-        return synthetic.code_problems(n, split=split, seed=seed, **extra)
+        return synthetic.code_problems(n, split=split, seed=seed, families=_code_families(opts), **extra)
     if source == "synthetic_paths":  # multi-path sums (archer.data.synthetic_paths, the ASPO study)
         from archer.data.synthetic_paths import paths_problems
 
@@ -73,6 +86,8 @@ def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
     if d.train in GENERATORS:
         try:
             train = generate_problems(d.train, d.num_train, "train", d.seed, d.generator)
+        except ConfigError:
+            raise
         except ValueError as exc:
             raise ConfigError(f"data.num_train: {exc}") from None
     else:
@@ -83,6 +98,8 @@ def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
             evals = (
                 generate_problems(source, d.num_eval, "test", d.seed + 1, d.generator) if d.num_eval else []
             )
+        except ConfigError:
+            raise
         except ValueError as exc:
             raise ConfigError(f"data.num_eval: {exc}") from None
     elif d.eval is not None:
@@ -149,7 +166,13 @@ def build_policy(
         else:
             level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
             corpus = synthetic.tokenizer_corpus(
-                2000, seed=cfg.data.seed, level=level, include_code=cfg.data.train != "synthetic_math"
+                2000,
+                seed=cfg.data.seed,
+                level=level,
+                include_code=cfg.data.train != "synthetic_math",
+                code_families=_code_families(cfg.data.generator)
+                if cfg.data.train == "synthetic_code"
+                else None,
             )
         # the prompt template's instruction text, so that it tokenizes into a few merged tokens
         corpus += [_user_text(p, cfg.data.prompt_template) for p in train[:200]]
@@ -185,7 +208,9 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
         )
         rows = synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
     elif d.train == "synthetic_code":
-        probs = synthetic.code_problems(m.sft_examples, split="train", seed=seed, unique=False)
+        probs = synthetic.code_problems(
+            m.sft_examples, split="train", seed=seed, unique=False, families=_code_families(d.generator)
+        )
         rows = synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
     elif d.train == "synthetic_paths":
         from archer.data.synthetic_paths import paths_problems, paths_sft_examples

@@ -7,10 +7,12 @@ import re
 import pytest
 
 from archer.data.synthetic import (
+    CODE_FAMILIES,
     MATH_LEVELS,
     MathTaskConfig,
     code_problems,
     code_sft_examples,
+    code_solution,
     math_problems,
     math_sft_examples,
     math_solution,
@@ -72,9 +74,12 @@ def test_config_validation_names_field():
         math_problems(1, split="valid")
 
 
-def test_code_problems_demo_passes_its_asserts_and_noise_fails():
-    probs = code_problems(60, seed=0)
-    assert not {p.prompt for p in probs} & {p.prompt for p in code_problems(60, seed=0, split="test")}
+@pytest.mark.parametrize("families", [None, ("poly", "clamp")])
+def test_code_problems_demo_passes_its_asserts_and_noise_fails(families):
+    kw = {"families": families} if families else {}
+    probs = code_problems(60, seed=0, **kw)
+    assert {p.meta["family"] for p in probs} == set(families or CODE_FAMILIES)
+    assert not {p.prompt for p in probs} & {p.prompt for p in code_problems(60, seed=0, split="test", **kw)}
     clean = code_sft_examples(probs)
     noisy = code_sft_examples(probs, noise=1.0)
     for p, c, n in zip(probs, clean, noisy):
@@ -90,3 +95,36 @@ def test_code_problems_demo_passes_its_asserts_and_noise_fails():
                 passed = False
             # a shifted constant on the cond family only fails when the else-branch is tested: it is
             assert passed == should_pass, (p.prompt, code)
+
+
+def test_code_families_default_unchanged_and_unknown_rejected():
+    # the default draw is the original four one-line families, problem for problem
+    assert CODE_FAMILIES == ("affine_neg", "cond", "linear", "square")
+    first = code_problems(3, seed=0)
+    assert [p.prompt for p in first] == [
+        "Write a Python function f(x) that returns 26 minus 8 times x. Example: f(2) == 10.",
+        first[1].prompt,
+        first[2].prompt,
+    ]
+    assert code_solution(first[0]) == "```python\ndef f(x):\n    return 26-8*x\n```"
+    clamp = next(p for p in code_problems(20, families=("clamp",)))
+    a, b = clamp.meta["a"], clamp.meta["b"]
+    assert (
+        code_solution(clamp)
+        == f"```python\ndef f(x):\n    if x < {a}:\n        return {a}\n    return x+{b}\n```"
+    )
+    with pytest.raises(ValueError, match="unknown code families"):
+        code_problems(1, families=("cubic",))
+
+
+def test_code_families_from_the_config():
+    from archer.config import ConfigError, load_config
+    from archer.train.rl_setup import load_problems
+
+    cfg = load_config(
+        "tiny_code", ["data.generator={families: [poly]}", "data.num_train=5", "data.num_eval=5"]
+    )
+    train, evals = load_problems(cfg)
+    assert {p.meta["family"] for p in train + evals} == {"poly"}
+    with pytest.raises(ConfigError, match="^data.generator.families: unknown"):
+        load_problems(load_config("tiny_code", ["data.generator={families: [cubic]}"]))
