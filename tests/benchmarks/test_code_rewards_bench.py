@@ -1,0 +1,51 @@
+"""benchmarks/code_rewards.py (issue 16): the verdict rule by hand and a smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import code_rewards as bench  # noqa: E402
+
+
+def _runs(finals: list[float], start: float = 0.5) -> list[dict]:
+    return [{"seed": s, "avg_at_k": [start, f]} for s, f in enumerate(finals)]
+
+
+def test_paired_interval_and_verdict_rule_by_hand():
+    results = {
+        "hard": _runs([0.6, 0.7, 0.8]),
+        "soft": _runs([0.7, 0.8, 0.9]),
+        "soft_pm1": _runs([0.5, 0.8, 0.7]),
+    }
+    m, lo, hi = bench.paired(results, "soft")
+    assert (m, lo, hi) == pytest.approx((0.1, 0.1, 0.1))  # the same +0.1 on every seed: no spread
+    text = bench.verdict(results, 4)
+    assert "`soft` vs `hard`" in text and "**better than hard**" in text
+    # soft_pm1 - hard: -0.1, +0.1, -0.1 -> mean -1/30, the interval contains 0
+    assert "`soft_pm1` vs `hard`" in text and "no difference shown" in text
+    # differences -0.3, -0.05: mean -0.175, sd 0.177, half-width t(1) 12.706 * 0.177 / sqrt 2 = 1.59
+    spread = {"hard": _runs([0.8, 0.9]), "soft": _runs([0.5, 0.85])}
+    assert "no difference shown" in bench.verdict(spread, 4)
+    worse = {"hard": _runs([0.8, 0.9, 0.85]), "soft": _runs([0.5, 0.61, 0.55])}
+    assert "**worse than hard**" in bench.verdict(worse, 4)
+    assert "not shown (one seed" in bench.verdict({"hard": _runs([0.6]), "soft": _runs([0.7])}, 4)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_table_curves_and_plot(tmp_path):
+    assert bench.main(["--quick", "--fresh", "--modes", "hard,soft", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "code_rewards.json").read_text())
+    assert set(data["runs"]) == {"hard", "soft"}
+    for runs in data["runs"].values():
+        (run,) = runs
+        assert len(run["tests_passed"]) == 2 and run["eval_steps"] == [0, 2]
+        assert all(0.0 <= v <= 1.0 for v in run["avg_at_k"])
+    md = (tmp_path / "code_rewards.md").read_text()
+    assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md
+    assert (tmp_path / "code_rewards.png").stat().st_size > 10_000
