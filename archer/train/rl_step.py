@@ -165,6 +165,12 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         "time/reward": sum(r.seconds_reward for r in rounds),
     }
     m.update(code_metrics(groups))
+    if "code/tests_passed_frac" in m:
+        # the sandbox's wall time: each round's code responses run as one sandbox batch (batch_seconds);
+        # with Ray reward workers the chunks run apart, and their longest is the round's wall time
+        m["code/sandbox_seconds"] = sum(
+            max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
+        )
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
@@ -173,7 +179,8 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
 
 def code_metrics(groups: list[Group]) -> dict[str, float]:
     """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
-    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses."""
+    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses
+    (:func:`round_metrics` adds ``code/sandbox_seconds``, the sandbox's wall time in the step)."""
     infos = [i for g in groups for i in g.infos if is_code_info(i)]
     if not infos:
         return {}

@@ -104,6 +104,26 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
     assert code_metrics([Group(0, [1], [None], [1.0], [True], [{}])]) == {}  # math: no code metrics
 
 
+def test_sandbox_seconds_add_each_rounds_batch_time():
+    from types import SimpleNamespace
+
+    from archer.train.batching import CollectStats, Group
+    from archer.train.rl_step import Round, round_metrics
+
+    ro = SimpleNamespace(text="t", response_ids=[1], truncated=False)
+
+    def group(*seconds):
+        infos = [{"passed": 1, "total": 1, "verdicts": ["ok"], "batch_seconds": s} for s in seconds]
+        return Group(0, [1], [ro] * len(seconds), [1.0] * len(seconds), [True] * len(seconds), infos)
+
+    # round 1: one sandbox batch of 2.0 s (every response carries it); round 2: 0.5 s
+    rounds = [Round([0], [group(2.0, 2.0)]), Round([1], [group(0.5, 0.5)])]
+    m = round_metrics(rounds, CollectStats(rounds=2), max_new=4)
+    assert m["code/sandbox_seconds"] == pytest.approx(2.5)
+    math_round = Round([0], [Group(0, [1], [ro], [1.0], [True], [{}])])
+    assert "code/sandbox_seconds" not in round_metrics([math_round], CollectStats(rounds=1), max_new=4)
+
+
 def test_run_data_may_name_a_bundled_sample():
     from archer.config import ConfigError
     from archer.train.rl_setup import load_problems
