@@ -320,7 +320,8 @@ def code_problems(
         if _split_of(text, test_fraction) != split or (unique and text in seen):
             continue
         seen.add(text)
-        asserts = "\n".join(f"assert f({x}) == {_code_value(meta, x)}" for x in xs)
+        # one test per assert (a list), so a partly right program passes some: the soft rewards' signal
+        asserts = [f"assert f({x}) == {_code_value(meta, x)}" for x in xs]
         out.append(
             Problem(
                 id=f"synth-code-{split}-{seed}-{len(out)}",

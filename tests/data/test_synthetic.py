@@ -89,7 +89,7 @@ def test_code_problems_demo_passes_its_asserts_and_noise_fails(families):
             env: dict = {}
             exec(code, env)  # noqa: S102 - our own generated one-liners
             try:
-                exec(p.tests["assert"], env)
+                exec("\n".join(p.tests["assert"]), env)
                 passed = True
             except AssertionError:
                 passed = False
@@ -128,3 +128,20 @@ def test_code_families_from_the_config():
     assert {p.meta["family"] for p in train + evals} == {"poly"}
     with pytest.raises(ConfigError, match="^data.generator.families: unknown"):
         load_problems(load_config("tiny_code", ["data.generator={families: [cubic]}"]))
+
+
+def test_code_tests_are_one_per_assert_so_partly_right_programs_score_partly():
+    from archer.rewards.code import score_code_problems
+
+    probs = code_problems(40, seed=0, families=("cond", "clamp", "linear"))
+    cond = next(p for p in probs if p.meta["family"] == "cond")
+    clamp = next(p for p in probs if p.meta["family"] == "clamp")
+    linear = next(p for p in probs if p.meta["family"] == "linear")
+    assert all(isinstance(p.tests["assert"], list) and len(p.tests["assert"]) == 4 for p in probs)
+    # a wrong constant: cond's else-branch holds it (inputs 0 and a fail, a+1 and a+3 pass); clamp's
+    # second return holds it (only input 0 takes the first branch); linear's every value is off
+    wrong = [code_solution(p, wrong_constant=1) for p in (cond, clamp, linear)]
+    soft = score_code_problems(wrong, [cond, clamp, linear], reward_mode="soft")
+    assert [r.reward for r in soft] == [0.5, 0.25, 0.0] and not any(r.correct for r in soft)
+    hard = score_code_problems(wrong + [code_solution(cond)], [cond, clamp, linear, cond])
+    assert [r.reward for r in hard] == [0.0, 0.0, 0.0, 1.0]
