@@ -154,11 +154,21 @@ def paired(
     return common.mean_ci(diffs)
 
 
-def verdict(results: dict[str, list[dict[str, Any]]], k: int) -> str:
-    """The fixed rule: a mode beats hard when its paired 95% CI lies above 0, loses when below."""
+def verdict(results: dict[str, list[dict[str, Any]]], k: int, advantage: str = "grpo") -> str:
+    """The fixed rule: a mode beats hard when its paired 95% CI lies above 0, loses when below; a mode
+    whose curves equal another's is reported as such (no separate call)."""
     lines = []
+    curves = {m: [r["avg_at_k"] for r in runs] for m, runs in results.items()}
     for mode in results:
         if mode == "hard":
+            continue
+        same = [m for m in results if m != mode and m < mode and curves[m] == curves[mode]]
+        if same:
+            lines.append(
+                f"- `{mode}` ran step for step like `{same[0]}` (identical held-out curves on every seed): "
+                f"an affine change of the reward (+/-1 per test is 2 x fraction - 1) leaves "
+                f"{advantage!r} advantages unchanged when they are standardised within each group."
+            )
             continue
         m, lo, hi = paired(results, mode)
         if lo != lo:
@@ -268,14 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     table = common.md_table(header, rows)
+    total = sum(r["wall"] for runs in results.values() for r in runs)
     settings = (
         f"{cfg.trainer.steps} RL steps x {len(seeds)} seeds {seeds} per mode, {cfg.rollout.batch_size} prompts x "
         f"{cfg.rollout.n} samples per step, {cfg.algo.loss} with {cfg.algo.advantage} advantages, lr {cfg.optim.lr:g}; "
         f"held-out: {len(evals)} problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), judged by the hard "
         f"verifier for every mode. SFT checkpoint: held-out avg@{k} {first['avg_at_k'][0]:.3f}, "
-        f"pass@{k} {first['pass_at_k'][0]:.3f}. Total wall {time.time() - t0:.0f} s."
+        f"pass@{k} {first['pass_at_k'][0]:.3f}. RL runs' wall time in all {total:.0f} s (this invocation "
+        f"{time.time() - t0:.0f} s; finished runs are reused)."
     )
-    text = verdict(results, k) if "hard" in results else ""
+    text = verdict(results, k, cfg.algo.advantage) if "hard" in results else ""
     print(table + "\n\n" + text, flush=True)
     (out_dir / "code_rewards.json").write_text(
         json.dumps({"settings": settings, "sft": sft_info, "runs": results}, indent=1)

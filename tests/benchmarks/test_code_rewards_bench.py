@@ -35,6 +35,10 @@ def test_paired_interval_and_verdict_rule_by_hand():
     worse = {"hard": _runs([0.8, 0.9, 0.85]), "soft": _runs([0.5, 0.61, 0.55])}
     assert "**worse than hard**" in bench.verdict(worse, 4)
     assert "not shown (one seed" in bench.verdict({"hard": _runs([0.6]), "soft": _runs([0.7])}, 4)
+    # +/-1 per test is an affine change of the soft reward: with standardised advantages, the same run
+    same = {"hard": _runs([0.6, 0.7]), "soft": _runs([0.7, 0.8]), "soft_pm1": _runs([0.7, 0.8])}
+    text = bench.verdict(same, 4)
+    assert "`soft_pm1` ran step for step like `soft`" in text and "`soft_pm1` vs `hard`" not in text
 
 
 @pytest.mark.slow
@@ -49,3 +53,10 @@ def test_quick_run_writes_table_curves_and_plot(tmp_path):
     md = (tmp_path / "code_rewards.md").read_text()
     assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md
     assert (tmp_path / "code_rewards.png").stat().st_size > 10_000
+    # the code path's per-step metrics, as a run writes them
+    run_dir = Path(bench.common.REPO) / "runs" / "bench_logs" / "code_rewards_quick" / "run_soft_s0"
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    step = next(m for m in steps if "code/tests_passed_frac" in m)
+    assert step["code/sandbox_seconds"] > 0 and 0.0 <= step["code/tests_passed_frac"] <= 1.0
+    mix = [v for k, v in step.items() if k.startswith("code/outcome_")]
+    assert len(mix) == 8 and sum(mix) == pytest.approx(1.0)
