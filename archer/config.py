@@ -143,6 +143,17 @@ class RolloutConfig:
     # generate step t+1 on the Ray rollout workers while step t trains (staleness 1, recorded; needs
     # resources.rollout_workers > 0; archer.distributed.rollout_pool.OneStepOffPolicy)
     one_step_off_policy: bool = False
+    # tool rollouts (archer.rollout.tools, R1-Code-Interpreter / ToRA): [python] lets the model run code
+    # blocks in the sandbox and continue on their output, for any engine; observation tokens are masked
+    # from the loss. max_turns model turns; per-call wall clock, output cap (characters) and memory;
+    # tool_overlap: a row's program runs while other rows generate (false: lock-step, reproducible)
+    tools: list[str] = field(default_factory=list)
+    max_turns: int = 4
+    tool_timeout_s: float = 5.0
+    tool_output_chars: int = 512
+    tool_memory_mb: int = 512
+    tool_overlap: bool = True
+    tool_format: str = "output_block"
 
 
 @dataclass
@@ -187,6 +198,11 @@ class RewardConfig:
     function_weight: float = 1.0
     verifier_weight: float = 0.0
     none_reward: float = 0.0
+    # R1-Code-Interpreter terms of a tool rollout (archer.rewards.tool_reward): + / - format_weight when
+    # every intermediate format is right / not, - turn_penalty beyond turn_limit model turns (0 = off)
+    tool_format_weight: float = 0.0
+    tool_turn_penalty: float = 0.0
+    tool_turn_limit: int = 6
 
 
 @dataclass
@@ -490,6 +506,15 @@ def validate(cfg: Config) -> Config:
     _check(0 < r.vllm_gpu_memory_utilization <= 1, "rollout.vllm_gpu_memory_utilization", "must be in (0, 1]")
     if r.vllm_max_model_len is not None:
         _check(r.vllm_max_model_len > 0, "rollout.vllm_max_model_len", "must be > 0")
+    from archer.rollout.tools import TOOL_FORMATS, TOOLS
+
+    for i, tool in enumerate(r.tools):
+        _one_of(tool, TOOLS, f"rollout.tools[{i}]")
+    _check(r.max_turns >= 1, "rollout.max_turns", "must be >= 1")
+    _check(r.tool_timeout_s > 0, "rollout.tool_timeout_s", "must be > 0")
+    _check(r.tool_output_chars >= 1, "rollout.tool_output_chars", "must be >= 1")
+    _check(r.tool_memory_mb >= 16, "rollout.tool_memory_mb", "must be >= 16")
+    _one_of(r.tool_format, tuple(TOOL_FORMATS), "rollout.tool_format")
     prev = -1
     for i, stage in enumerate(r.length_stages):
         _check(len(stage) == 2, f"rollout.length_stages[{i}]", "must be [start_step, max_new_tokens]")
@@ -583,6 +608,9 @@ def _check_first_hour(cfg: Config) -> None:
     _one_of(rw.signature, ("auto", "trl", "verl"), "reward.signature")
     _check(rw.function_weight >= 0, "reward.function_weight", "must be >= 0")
     _check(rw.verifier_weight >= 0, "reward.verifier_weight", "must be >= 0")
+    _check(rw.tool_format_weight >= 0, "reward.tool_format_weight", "must be >= 0")
+    _check(rw.tool_turn_penalty >= 0, "reward.tool_turn_penalty", "must be >= 0")
+    _check(rw.tool_turn_limit >= 1, "reward.tool_turn_limit", "must be >= 1")
     if rw.function is not None:
         from archer.rewards.custom import load_reward_function
 

@@ -241,7 +241,10 @@ class RLRun:
         results = safe_score(self.scorer, [ro.text for group in outs for ro in group], problems)
         n = self.cfg.rollout.n
         scored = world.gather([(group, results[gi * n : (gi + 1) * n]) for gi, group in enumerate(outs)])
-        groups, reasons = make_groups(self.cfg, idx, scored, max_new)  # every rank: all groups, global order
+        kinds = [self.train_problems[i].kind for i in idx]
+        groups, reasons = make_groups(
+            self.cfg, idx, scored, max_new, kinds
+        )  # every rank: all groups, global order
         for g in groups:
             self.sampler.observe(g.prompt_index, g.accuracy)  # online removal of solved prompts
         return Round(idx, groups, t1 - t0, time.time() - t1, reasons)
