@@ -29,12 +29,15 @@ from archer.train.batching import CollectStats, Group, pack
 
 
 def max_new_tokens_at(cfg: Config, step: int) -> int:
-    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens)."""
-    value = cfg.rollout.max_new_tokens
-    for start, tokens in cfg.rollout.length_stages:
-        if step >= start:
-            value = tokens
-    return value
+    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens);
+    ``rollout.length_stages`` is one instance of :mod:`archer.train.curriculum`."""
+    from archer.train.curriculum import Curriculum, length_stages
+
+    return (
+        Curriculum(length_stages(cfg.rollout.length_stages), cfg.rollout.max_new_tokens)
+        .at(step)
+        .max_new_tokens
+    )
 
 
 def needs_reference(cfg: Config) -> bool:
