@@ -111,6 +111,18 @@ class DataConfig:
     # chat template of the tokenizer: a Jinja file (*.jinja / *.j2 / an existing path) or the Jinja
     # text itself; null keeps the tokenizer's own (a base model like gpt2 has none: prompts stay plain)
     chat_template: str | None = None
+    # prompt curriculum (archer.train.curriculum): none | potential (R1-Code-Interpreter: highest-potential
+    # quarter first, then half, three quarters, all) | kind_order (AceReason: curriculum_kinds in order).
+    # curriculum_steps: each stage's start step (default: trainer.steps split evenly)
+    curriculum: str = "none"
+    curriculum_steps: list[int] = field(default_factory=list)
+    curriculum_stages: int = 4
+    curriculum_kinds: list[str] = field(default_factory=lambda: ["math", "code"])
+    # the potential: read from this JSONL ({id, potential} or {id, pass_rates}), else computed before
+    # training with potential_samples samples per prompt at each temperature (+ without tools)
+    potential_file: str | None = None
+    potential_samples: int = 4
+    potential_temperatures: list[float] = field(default_factory=lambda: [1.0, 0.6])
 
 
 @dataclass
@@ -481,6 +493,7 @@ def validate(cfg: Config) -> Config:
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
     _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+    _check_curriculum(cfg)
     try:
         from archer.data.prompts import template_names
 
@@ -580,6 +593,37 @@ def validate(cfg: Config) -> Config:
         "needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
     )
     return cfg
+
+
+def _check_curriculum(cfg: Config) -> None:
+    from archer.data.schema import KINDS
+    from archer.train.curriculum import CURRICULA
+
+    d = cfg.data
+    _one_of(d.curriculum, tuple(CURRICULA), "data.curriculum")
+    prev = -1
+    for i, start in enumerate(d.curriculum_steps):
+        _check(start > prev, f"data.curriculum_steps[{i}]", "start steps must be increasing and >= 0")
+        prev = start
+    _check(d.curriculum_stages >= 1, "data.curriculum_stages", "must be >= 1")
+    _check(len(d.curriculum_kinds) >= 1, "data.curriculum_kinds", "must not be empty")
+    for i, kind in enumerate(d.curriculum_kinds):
+        _one_of(kind, tuple(KINDS), f"data.curriculum_kinds[{i}]")
+    count = {"potential": d.curriculum_stages, "kind_order": len(d.curriculum_kinds)}.get(d.curriculum)
+    if count is not None and d.curriculum_steps:
+        _check(
+            len(d.curriculum_steps) == count,
+            "data.curriculum_steps",
+            f"needs one start step per stage ({count} for data.curriculum={d.curriculum})",
+        )
+    _check(d.potential_samples >= 1, "data.potential_samples", "must be >= 1")
+    _check(len(d.potential_temperatures) >= 1, "data.potential_temperatures", "must not be empty")
+    for i, t in enumerate(d.potential_temperatures):
+        _check(t > 0, f"data.potential_temperatures[{i}]", "must be > 0")
+    if d.potential_file is not None:
+        _check(
+            Path(d.potential_file).is_file(), "data.potential_file", f"file {d.potential_file!r} not found"
+        )
 
 
 _SFT_WARMUP = {"auto": "auto", "true": True, "false": False, True: True, False: False}

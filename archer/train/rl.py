@@ -161,6 +161,12 @@ class RLRun:
             remove_threshold=cfg.data.remove_solved_threshold,
             min_keep=cfg.rollout.batch_size,
         )
+        from archer.train.curriculum import build_curriculum
+
+        # prompt stages that need the potential are set by prepare_curriculum, once the engine exists
+        self.curriculum = (
+            build_curriculum(cfg, train_problems) if cfg.data.curriculum != "potential" else None
+        )
         self.step = 0
         self.policy_version = 0  # optimizer updates so far: the weights a rollout engine must hold
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
@@ -226,10 +232,42 @@ class RLRun:
         with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
             return self.engine.generate(prompt_ids, params)
 
+    def prepare_curriculum(self, potential: list[float] | None) -> None:
+        """The run's curriculum (:mod:`archer.train.curriculum`) with the prompts' potentials."""
+        from archer.train.curriculum import build_curriculum
+
+        self.curriculum = build_curriculum(self.cfg, self.train_problems, potential)
+
+    def compute_potential(self) -> tuple[list[float], dict[str, list[float]]]:
+        """Each training prompt's improvement potential under the current policy (R1-CI; see
+        :mod:`archer.train.potential`), and the pass rates of each sampling mode."""
+        from archer.train.potential import compute_potentials
+
+        d, cfg = self.cfg.data, self.cfg
+        with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
+            return compute_potentials(
+                self.engine,
+                self.train_ids,
+                self.train_problems,
+                lambda responses, probs: safe_score(self.scorer, responses, probs),
+                temperatures=d.potential_temperatures,
+                samples=d.potential_samples,
+                max_new_tokens=max_new_tokens_at(cfg, 0),
+                seed=cfg.trainer.seed + 31,
+                batch_size=max(cfg.rollout.batch_size, 16),
+            )
+
+    def stage(self, step: int) -> Any:
+        """The curriculum state of ``step`` (response budget, prompt pool)."""
+        if self.curriculum is None:
+            raise RuntimeError("data.curriculum=potential: prepare_curriculum() was not called")
+        return self.curriculum.at(step)
+
     def generate_round(self, round_index: int, max_new: int) -> Round:
         """Stages generate, score and shape for one round of ``rollout.batch_size`` prompts."""
         world = self.world
-        idx = self.sampler.next(self.cfg.rollout.batch_size)  # the same on every rank
+        # the same on every rank; the curriculum stage's prompt pool, if any
+        idx = self.sampler.next(self.cfg.rollout.batch_size, self.stage(self.step).pool)
         mine = world.mine(idx)
         t0 = time.time()
         outs = self.generate(
@@ -252,7 +290,8 @@ class RLRun:
     def run_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t_start = time.time()
-        max_new = max_new_tokens_at(cfg, self.step)
+        stage = self.stage(self.step)
+        max_new = stage.max_new_tokens
         rounds: list[Round] = []
 
         def one_round(i: int) -> list[Group]:
@@ -270,6 +309,7 @@ class RLRun:
             {
                 "data/removed_prompts": len(self.sampler.removed),
                 "data/epoch": self.sampler.epoch,
+                "data/curriculum_pool": len(stage.pool) if stage.pool is not None else len(self.train_ids),
                 "optim/lr": self.scheduler.get_last_lr()[0],
             }
         )
@@ -405,11 +445,12 @@ class RLRun:
 
         cfg, rank = self.cfg, self.world.rank
         rounds = cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1
-        max_new = max_new_tokens_at(cfg, self.step)
+        max_new = self.stage(self.step).max_new_tokens
         if served.seed not in {sampling_params(cfg, self.step, r, rank, max_new).seed for r in range(rounds)}:
             return None
-        idx = copy.deepcopy(self.sampler).next(cfg.rollout.batch_size)
-        params = sampling_params(cfg, self.step + 1, 0, rank, max_new_tokens_at(cfg, self.step + 1))
+        nxt = self.stage(self.step + 1)
+        idx = copy.deepcopy(self.sampler).next(cfg.rollout.batch_size, nxt.pool)
+        params = sampling_params(cfg, self.step + 1, 0, rank, nxt.max_new_tokens)
         return [self.train_ids[i] for i in self.world.mine(idx)], params
 
     def sync_engine(self) -> None:
@@ -551,6 +592,10 @@ def train(
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
         run.load_state_dict(ckpt.load_trainer_state(last))
         log(f"resuming from {last}")
+    if cfg.data.curriculum == "potential":
+        with world.full_weights(run.token_scorer):
+            potential = world.on_main(lambda: _potential(run, cfg, out, log))
+        run.prepare_curriculum(world.broadcast(potential))
     before_path = out / "eval_before.json"
     history: list[dict[str, Any]] = []
     if world.main:
@@ -654,6 +699,31 @@ def train(
             plot_run(out)
     world.close()
     return dict(summary, history=history)
+
+
+def _potential(run: RLRun, cfg: Config, out: Path, log: Callable[[str], None]) -> list[float]:
+    """The prompts' potentials: ``<run>/potential.json`` when there (a resumed run), else
+    ``data.potential_file``, else computed now; saved to ``<run>/potential.json``."""
+    from archer.train.potential import read_potential_file
+
+    saved = out / "potential.json"
+    if saved.is_file():
+        return [float(x) for x in json.loads(saved.read_text())["potential"]]
+    rates: dict[str, list[float]] = {}
+    if cfg.data.potential_file:
+        potential = read_potential_file(cfg.data.potential_file, run.train_problems)
+        log(f"curriculum: potentials of {len(potential)} prompts from {cfg.data.potential_file}")
+    else:
+        t0 = time.time()
+        potential, rates = run.compute_potential()
+        log(
+            f"curriculum: potentials of {len(potential)} prompts from {len(rates)} sampling modes "
+            f"({', '.join(f'{k}: pass {sum(v) / max(len(v), 1):.3f}' for k, v in rates.items())}; "
+            f"{time.time() - t0:.0f} s)"
+        )
+    ids = [p.id for p in run.train_problems]
+    saved.write_text(json.dumps({"id": ids, "potential": potential, "pass_rates": rates}))
+    return potential
 
 
 class _SilentLogger:
