@@ -63,6 +63,57 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Jinja file or text for the tokenizer's chat template (as the model was trained)",
     )
+    add_tool_args(p)
+
+
+def add_tool_args(p: argparse.ArgumentParser) -> None:
+    """Tool rollouts as in training (``rollout.tools``, :mod:`archer.rollout.tools`)."""
+    p.add_argument(
+        "--tools", nargs="*", default=None, help="tools the model may call: python (default: none)"
+    )
+    p.add_argument(
+        "--tools-from",
+        default=None,
+        help="a run directory or its config.yaml: the tool settings of that run (rollout.tools, max_turns, ...)",
+    )
+    p.add_argument("--max-turns", type=int, default=None, help="model turns of a tool rollout (default 4)")
+    p.add_argument("--tool-timeout", type=float, default=None, help="seconds per tool call (default 5)")
+
+
+def with_tool_args(engine: Any, args: argparse.Namespace) -> Any:
+    """``engine`` wrapped for tool rollouts when ``--tools`` / ``--tools-from`` ask for them."""
+    from archer.config import ConfigError, RolloutConfig, read_yaml_file
+    from archer.rollout.tools import TOOLS, with_tools
+
+    r = RolloutConfig()
+    src = getattr(args, "tools_from", None)
+    if src:
+        path = Path(src) / "config.yaml" if Path(src).is_dir() else Path(src)
+        if not path.is_file():
+            raise ConfigError(f"--tools-from: {str(path)!r} not found")
+        saved = (read_yaml_file(path, "run config") or {}).get("rollout") or {}
+        for key in (
+            "tools",
+            "max_turns",
+            "tool_timeout_s",
+            "tool_output_chars",
+            "tool_memory_mb",
+            "tool_format",
+        ):
+            if key in saved:
+                setattr(r, key, saved[key])
+    if getattr(args, "tools", None) is not None:
+        r.tools = list(args.tools)
+    if getattr(args, "max_turns", None) is not None:
+        r.max_turns = args.max_turns
+    if getattr(args, "tool_timeout", None) is not None:
+        r.tool_timeout_s = args.tool_timeout
+    bad = [t for t in r.tools if t not in TOOLS]
+    if bad:
+        raise ConfigError(f"--tools: unknown tool {bad[0]!r}; known: {list(TOOLS)}")
+    if r.max_turns < 1 or not r.tool_timeout_s > 0:
+        raise ConfigError("--max-turns must be >= 1 and --tool-timeout > 0")
+    return with_tools(engine, r)
 
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +210,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
 
     problems = load_problems(args)
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
+    engine = with_tool_args(engine, args)
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
     print(

@@ -226,8 +226,8 @@ def main_from_args(args: argparse.Namespace) -> int:
         ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args),
         phase=args.phase,
-        engine_factory=lambda ckpt: load_engine(
-            str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)
+        engine_factory=lambda ckpt: _with_tools(
+            load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)), args
         ),
         template=args.template,
         batch_size=args.batch_size,
@@ -237,3 +237,11 @@ def main_from_args(args: argparse.Namespace) -> int:
     )
     watcher.run(once=args.once, poll_s=args.poll)
     return 0
+
+
+def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:
+    """(engine, tokenizer) with the tool settings of ``--tools`` / ``--tools-from`` applied."""
+    from archer.eval.cli import with_tool_args
+
+    engine, tokenizer = loaded
+    return with_tool_args(engine, args), tokenizer

@@ -620,7 +620,7 @@ def train(
         ev = _evaluate(run, cfg, 0) if eval_problems else {}
         before_path.write_text(json.dumps(ev, indent=2))
         if ev:
-            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if "@" in k})
+            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if _headline(k)})
             log(f"before RL: {_fmt(ev)}")
         return ev
 
@@ -646,7 +646,7 @@ def train(
                 and eval_problems
             ):
                 ev = evaluate(run.step)
-                metrics.update({f"eval/{k}": v for k, v in ev.items() if "@" in k})
+                metrics.update({f"eval/{k}": v for k, v in ev.items() if _headline(k)})
             if run.controller is not None:
                 metrics["entropy/controller_coef"] = run.controller.coef
             logger.log(run.step, metrics)
@@ -661,7 +661,7 @@ def train(
         logger.stop_progress()
         after = evaluate(run.step)
         if after:
-            logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if "@" in k})
+            logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if _headline(k)})
             log(f"after RL:  {_fmt(after)}")
     finally:
         logger.close()
@@ -676,7 +676,7 @@ def train(
         "steps": run.step,
         "before": before,
         "after": after,
-        "improvement": {k: after[k] - before[k] for k in after if "@" in k and k in before},
+        "improvement": {k: after[k] - before[k] for k in after if _headline(k) and k in before},
         "sft": sft_info,
         "seconds": round(time.time() - t0, 1),
         "final_checkpoint": str(final) if final else None,
@@ -755,4 +755,10 @@ def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
 
 
 def _fmt(ev: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.3f}" for k, v in ev.items() if "@" in k)
+    return "  ".join(f"{k} {v:.3f}" for k, v in ev.items() if _headline(k))
+
+
+def _headline(key: str) -> bool:
+    """The evaluation numbers a run logs, prints and compares: avg@k, pass@k, and the tool-use rate of
+    a tool run (``rollout.tools``)."""
+    return "@" in key or key in ("tool_use_rate", "tool_calls_per_response")

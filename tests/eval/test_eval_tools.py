@@ -1,0 +1,50 @@
+"""``archer eval`` with tools: the run's tool settings, tool-use rate in the summary."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from archer.config import ConfigError, load_config, save_config
+from archer.eval.cli import build_parser, with_tool_args
+from archer.eval.runner import summarize
+from archer.rollout.tools import ToolEngine
+
+
+class _Engine:
+    tokenizer = None
+
+
+def _args(argv):
+    return build_parser().parse_args(["run", "--model", "m", "--data", "math500", *argv])
+
+
+def test_tool_settings_come_from_the_run_or_the_flags(tmp_path):
+    assert with_tool_args(_Engine(), _args([])).__class__ is _Engine  # no tools: the engine as is
+    cfg = load_config("tiny_interpreter")
+    save_config(cfg, tmp_path / "config.yaml")
+    eng = with_tool_args(_Engine(), _args(["--tools-from", str(tmp_path)]))
+    assert isinstance(eng, ToolEngine)
+    assert eng.settings.max_turns == cfg.rollout.max_turns and eng.settings.output_chars == 64
+    eng = with_tool_args(
+        _Engine(), _args(["--tools-from", str(tmp_path), "--max-turns", "2", "--tool-timeout", "1"])
+    )
+    assert eng.settings.max_turns == 2 and eng.settings.timeout_s == 1.0
+    eng = with_tool_args(_Engine(), _args(["--tools", "python"]))
+    assert isinstance(eng, ToolEngine) and eng.settings.max_turns == 4
+    with pytest.raises(ConfigError, match="unknown tool 'bash'"):
+        with_tool_args(_Engine(), _args(["--tools", "bash"]))
+    with pytest.raises(ConfigError, match="not found"):
+        with_tool_args(_Engine(), _args(["--tools-from", str(tmp_path / "nope")]))
+    assert isinstance(_args([]), argparse.Namespace)
+
+
+def test_summary_reports_the_tool_use_rate():
+    rows = [
+        {"samples": [{"correct": True, "tool_calls": 1}, {"correct": False, "tool_calls": 0}]},
+        {"samples": [{"correct": True, "tool_calls": 2}, {"correct": True, "tool_calls": 1}]},
+    ]
+    s = summarize(rows, [1])
+    assert s["tool_use_rate"] == 0.75 and s["tool_calls_per_response"] == 1.0 and s["avg@1"] == 0.75
+    assert "tool_use_rate" not in summarize([{"samples": [{"correct": True}]}], [1])
