@@ -41,11 +41,12 @@ a fresh process, as R1-CI's stateless interpreter).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -165,22 +166,25 @@ class SandboxInterpreter:
                     break
                 batch.append(nxt)
             try:
-                results = self._run_batch([c for c, _ in batch])
-            except Exception as exc:  # the sandbox failed as a whole: every call of the batch reports it
-                results = [ToolResult(f"sandbox error: {exc}"[: self.output_chars], "sandbox_error")] * len(
-                    batch
-                )
-            for (_, fut), res in zip(batch, results):
-                fut.set_result(res)
+                self._run_batch(batch)
+            except Exception as exc:  # the sandbox failed as a whole: every unanswered call reports it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(
+                            ToolResult(f"sandbox error: {exc}"[: self.output_chars], "sandbox_error")
+                        )
 
-    def _run_batch(self, codes: list[str]) -> list[ToolResult]:
+    def _run_batch(self, batch: list[tuple[str, Future]]) -> None:
+        """Run a batch on the pool; each call's future is answered the moment its program ends (from
+        the pool's event), not when the whole batch has ended."""
         from archer.rewards.sandbox import default_pool
 
-        events: list[dict[str, Any]] = [{} for _ in codes]
+        t0 = time.monotonic()
 
-        def handler(k: int) -> Callable[[dict[str, Any]], bool]:
+        def handler(fut: Future) -> Callable[[dict[str, Any]], bool]:
             def on_event(event: dict[str, Any]) -> bool:
-                events[k] = event
+                if not fut.done():
+                    fut.set_result(self._result(event, None, time.monotonic() - t0))
                 return False
 
             return on_event
@@ -197,14 +201,14 @@ class SandboxInterpreter:
                     "inputs": [""],
                 },
                 None,
-                handler(k),
+                handler(fut),
             )
-            for k, code in enumerate(codes)
+            for code, fut in batch
         ]
-        t0 = time.monotonic()
         errors = (self._pool or default_pool()).run(jobs)
-        seconds = time.monotonic() - t0
-        return [self._result(ev, err, seconds) for ev, err in zip(events, errors)]
+        for (_, fut), err in zip(batch, errors):
+            if not fut.done():  # no event came back: the sandbox's error, or none at all
+                fut.set_result(self._result({}, err, time.monotonic() - t0))
 
     def _result(self, event: dict[str, Any], error: str | None, seconds: float) -> ToolResult:
         if error is not None or not event:
@@ -399,6 +403,20 @@ class ToolEngine:
                 )
             )
         return out
+
+
+@contextlib.contextmanager
+def lockstep(engine: Any) -> Iterator[None]:
+    """Inside: a :class:`ToolEngine` runs lock-step (reproducible for a seed), e.g. for the run's
+    before/after evaluations, which must see the same random numbers; other engines are untouched."""
+    if not isinstance(engine, ToolEngine) or not engine.settings.overlap:
+        yield
+        return
+    engine.settings.overlap = False
+    try:
+        yield
+    finally:
+        engine.settings.overlap = True
 
 
 def tool_settings(rollout_cfg: Any) -> ToolSettings:

@@ -742,7 +742,10 @@ class _SilentLogger:
 
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
-    with run.precision():
+    from archer.rollout.tools import lockstep
+
+    # tool rollouts lock-step: the evaluations before and after RL see the same random numbers
+    with run.precision(), lockstep(run.engine):
         return evaluate_policy(
             run.engine,
             run.tokenizer,

@@ -194,3 +194,14 @@ def test_a_timeout_in_a_conversation_becomes_an_observation(tok):
         interp.close()
     assert r.meta["tool_calls"][0]["status"] == "timeout" and r.meta["tool_calls"][0]["output"] == msg
     assert r.meta["end"] == "eos" and r.response_ids == part1 + obs + part2 + [tok.eos_token_id]
+
+
+def test_lockstep_switches_overlap_off_and_back(tok):
+    from archer.rollout.tools import lockstep
+
+    engine = ToolEngine(_engine(tok, [1, 2]), ToolSettings(overlap=True), FakeInterpreter({}))
+    with lockstep(engine):
+        assert engine.settings.overlap is False
+    assert engine.settings.overlap is True
+    with lockstep(object()):  # any other engine: nothing to do
+        pass
