@@ -48,3 +48,25 @@ def test_summary_reports_the_tool_use_rate():
     s = summarize(rows, [1])
     assert s["tool_use_rate"] == 0.75 and s["tool_calls_per_response"] == 1.0 and s["avg@1"] == 0.75
     assert "tool_use_rate" not in summarize([{"samples": [{"correct": True}]}], [1])
+
+
+def test_archer_eval_with_tools_runs_end_to_end(tmp_path):
+    import json
+
+    from archer.eval.cli import main
+    from archer.models import build_tiny_model, build_tokenizer
+
+    ckpt = tmp_path / "ckpt"
+    tok = build_tokenizer(["Compute 123*456. ```python\nprint(1)\n```\n\\boxed{56088}"] * 20, vocab_size=300)
+    build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0).save_pretrained(
+        ckpt
+    )
+    tok.save_pretrained(ckpt)
+    out = tmp_path / "ev"
+    argv = ["--model", str(ckpt), "--data", "synthetic_interpreter", "--tools", "python", "--max-turns", "2"]
+    argv += ["--n", "2", "--k", "1,2", "--limit", "2", "--max-new-tokens", "8", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_problems"] == 2 and 0.0 <= summary["tool_use_rate"] <= 1.0
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert all(len(g["tool_calls"]) == 2 for g in gens)
