@@ -163,3 +163,31 @@ def test_tool_metrics_and_groups():
     cfg = load_config("tiny_math", ["reward.tool_format_weight=0.1"])
     groups, _ = make_groups(cfg, [0], [(ros, [R(1.0), R(0.0)])], 32, ["math"])
     assert groups[0].rewards == pytest.approx([1.1, 0.1])
+
+
+@pytest.mark.slow
+def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, monkeypatch):
+    from test_e2e import FAST, parity  # same folder (pytest prepends it to sys.path)
+
+    from archer.rewards import registry
+    from archer.train.rl import train
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    overrides = [o for o in FAST if not o.startswith("data.generator")] + [
+        "model.sft_examples=64",
+        "model.sft_epochs=2",
+        "rollout.max_new_tokens=16",
+        "rollout.max_turns=2",
+        "rollout.tool_timeout_s=2",
+        "trainer.steps=2",
+        "logging.plots=false",
+        "logging.tensorboard=false",
+    ]
+    out = train(load_config("tiny_interpreter", overrides), run_dir=tmp_path / "run")
+    assert out["steps"] == 2
+    for row in out["history"]:
+        for key in ("tool/calls_per_response", "tool/use_rate", "tool/error_rate", "tool/turns_mean"):
+            assert key in row, key
+        assert row["tool/turns_mean"] >= 1 and "tool/observation_tokens_mean" in row
+    assert "tool_use_rate" in out["before"] and "tool_use_rate" in out["after"]
+    assert "tool_use_rate" in out["improvement"]
