@@ -281,7 +281,7 @@ class RLRun:
         scored = world.gather([(group, results[gi * n : (gi + 1) * n]) for gi, group in enumerate(outs)])
         kinds = [self.train_problems[i].kind for i in idx]
         groups, reasons = make_groups(
-            self.cfg, idx, scored, max_new, kinds
+            self.cfg, idx, scored, response_budget(self.cfg, max_new), kinds
         )  # every rank: all groups, global order
         for g in groups:
             self.sampler.observe(g.prompt_index, g.accuracy)  # online removal of solved prompts
@@ -315,7 +315,7 @@ class RLRun:
         )
         t_train = time.time()
         if groups:
-            m.update(self.train_on(groups, max_new))
+            m.update(self.train_on(groups, response_budget(cfg, max_new)))
         else:
             m["update/skipped_no_signal"] = 1
         with warnings.catch_warnings():  # a step with no update still advances the schedule
@@ -699,6 +699,13 @@ def train(
             plot_run(out)
     world.close()
     return dict(summary, history=history)
+
+
+def response_budget(cfg: Config, max_new: int) -> int:
+    """Response tokens a rollout may hold: ``max_new`` per turn, times ``rollout.max_turns`` for a tool
+    rollout (observations included); the length DAPO's overlong shaping and a constant loss normaliser
+    measure against."""
+    return max_new * (cfg.rollout.max_turns if cfg.rollout.tools else 1)
 
 
 def _potential(run: RLRun, cfg: Config, out: Path, log: Callable[[str], None]) -> list[float]:

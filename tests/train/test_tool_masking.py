@@ -191,3 +191,10 @@ def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, 
         assert row["tool/turns_mean"] >= 1 and "tool/observation_tokens_mean" in row
     assert "tool_use_rate" in out["before"] and "tool_use_rate" in out["after"]
     assert "tool_use_rate" in out["improvement"]
+
+
+def test_response_budget_of_a_tool_rollout_spans_its_turns():
+    from archer.train.rl import response_budget
+
+    assert response_budget(load_config("tiny_interpreter"), 32) == 32 * 3  # max_turns 3
+    assert response_budget(load_config("tiny_math"), 32) == 32
