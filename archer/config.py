@@ -166,6 +166,8 @@ class RolloutConfig:
     tool_memory_mb: int = 512
     tool_overlap: bool = True
     tool_format: str = "output_block"
+    # sandbox workers (one zygote each, apart from the reward pool) running tool calls at once; 0 = CPUs
+    tool_workers: int = 0
 
 
 @dataclass
@@ -527,6 +529,7 @@ def validate(cfg: Config) -> Config:
     _check(r.tool_timeout_s > 0, "rollout.tool_timeout_s", "must be > 0")
     _check(r.tool_output_chars >= 1, "rollout.tool_output_chars", "must be >= 1")
     _check(r.tool_memory_mb >= 16, "rollout.tool_memory_mb", "must be >= 16")
+    _check(r.tool_workers >= 0, "rollout.tool_workers", "must be >= 0 (0: one per CPU core)")
     _one_of(r.tool_format, tuple(TOOL_FORMATS), "rollout.tool_format")
     prev = -1
     for i, stage in enumerate(r.length_stages):

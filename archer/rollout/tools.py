@@ -97,6 +97,7 @@ class ToolSettings:
     overlap: bool = True
     format: str = "output_block"
     max_total_tokens: int | None = None
+    workers: int = 0  # sandbox workers running tool calls at once (0: one per CPU core)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -119,27 +120,43 @@ class ToolResult:
 
 
 class SandboxInterpreter:
-    """Runs programs in the isolated sandbox pool without blocking the caller.
+    """Runs programs in the isolated sandbox without blocking the caller, one program per worker.
 
-    :meth:`submit` returns a ``Future[ToolResult]`` at once; one background thread takes every program
-    queued so far and runs them as one batch on the pool (its zygotes run them in parallel), so calls
-    submitted while a batch runs start as soon as it ends. A program that raises, loops, floods its
-    output or eats memory gets its status (error, timeout, output_limit, memory), never an exception
-    in the caller; a failed sandbox is ``sandbox_error``. ``run(codes)`` is the blocking batch form.
+    :meth:`submit` returns a ``Future[ToolResult]`` at once. ``workers`` threads (default: one per CPU
+    core) each own a one-zygote :class:`archer.rewards.sandbox.SandboxPool` of their own (started on
+    first use, separate from the reward pool) and take the next queued program as soon as their last
+    one ended, so a fast program's result comes back while slow ones still run, and a program
+    submitted then starts at once if a worker is free. A program that raises, loops, floods its output
+    or eats memory gets its status (error, timeout, output_limit, memory), never an exception in the
+    caller; a failed sandbox is ``sandbox_error`` (the worker's zygote is restarted by its pool).
+    ``run(codes)`` is the blocking batch form. ``pool_factory`` (tests) builds a worker's pool.
     """
 
-    def __init__(self, timeout_s: float = 5.0, output_chars: int = 512, memory_mb: int = 512, pool=None):
+    def __init__(
+        self,
+        timeout_s: float = 5.0,
+        output_chars: int = 512,
+        memory_mb: int = 512,
+        workers: int = 0,
+        pool_factory: Callable[[], Any] | None = None,
+    ):
+        import os
+
         self.timeout_s, self.output_chars, self.memory_mb = timeout_s, output_chars, memory_mb
-        self._pool = pool
+        self.workers = workers or os.cpu_count() or 1
+        self._factory = pool_factory
         self._queue: queue.Queue[tuple[str, Future] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._pools: list[Any] = []
         self._lock = threading.Lock()
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name="archer-tool", daemon=True)
-                self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            for k in range(self.workers - len(self._threads)):
+                t = threading.Thread(target=self._serve, name=f"archer-tool-{k}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def submit(self, code: str) -> Future:
         fut: Future = Future()
@@ -150,65 +167,49 @@ class SandboxInterpreter:
     def run(self, codes: Sequence[str]) -> list[ToolResult]:
         return [f.result() for f in [self.submit(c) for c in codes]]
 
+    def _new_pool(self) -> Any:
+        if self._factory is not None:
+            return self._factory()
+        from archer.rewards.sandbox import SandboxConfig, SandboxPool
+
+        return SandboxPool(SandboxConfig(workers=1))
+
     def _serve(self) -> None:
+        pool = None
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
+            code, fut = item
             try:
-                self._run_batch(batch)
-            except Exception as exc:  # the sandbox failed as a whole: every unanswered call reports it
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(
-                            ToolResult(f"sandbox error: {exc}"[: self.output_chars], "sandbox_error")
-                        )
-
-    def _run_batch(self, batch: list[tuple[str, Future]]) -> None:
-        """Run a batch on the pool; each call's future is answered the moment its program ends (from
-        the pool's event), not when the whole batch has ended."""
-        from archer.rewards.sandbox import default_pool
-
-        t0 = time.monotonic()
-
-        def handler(fut: Future) -> Callable[[dict[str, Any]], bool]:
-            def on_event(event: dict[str, Any]) -> bool:
+                if pool is None:
+                    pool = self._new_pool()
+                    with self._lock:
+                        self._pools.append(pool)
+                self._run_one(pool, code, fut)
+            except Exception as exc:  # the sandbox failed: this call reports it, the worker serves on
                 if not fut.done():
-                    fut.set_result(self._result(event, None, time.monotonic() - t0))
-                return False
+                    fut.set_result(ToolResult(f"sandbox error: {exc}"[: self.output_chars], "sandbox_error"))
 
-            return on_event
+    def _run_one(self, pool: Any, code: str, fut: Future) -> None:
+        t0 = time.monotonic()
+        events: list[dict[str, Any]] = []
 
-        jobs = [
-            (
-                {
-                    "mode": "stdin",
-                    "program": code,
-                    "timeout": float(self.timeout_s),
-                    "memory_mb": int(self.memory_mb),
-                    "max_output": int(self.output_chars) * 4 + 64,
-                    "budget": None,
-                    "inputs": [""],
-                },
-                None,
-                handler(fut),
-            )
-            for code, fut in batch
-        ]
-        errors = (self._pool or default_pool()).run(jobs)
-        for (_, fut), err in zip(batch, errors):
-            if not fut.done():  # no event came back: the sandbox's error, or none at all
-                fut.set_result(self._result({}, err, time.monotonic() - t0))
+        def on_event(event: dict[str, Any]) -> bool:
+            events.append(event)
+            return False
+
+        job = {
+            "mode": "stdin",
+            "program": code,
+            "timeout": float(self.timeout_s),
+            "memory_mb": int(self.memory_mb),
+            "max_output": int(self.output_chars) * 4 + 64,
+            "budget": None,
+            "inputs": [""],
+        }
+        (error,) = pool.run([(job, None, on_event)])
+        fut.set_result(self._result(events[0] if events else {}, error, time.monotonic() - t0))
 
     def _result(self, event: dict[str, Any], error: str | None, seconds: float) -> ToolResult:
         if error is not None or not event:
@@ -230,9 +231,16 @@ class SandboxInterpreter:
         return ToolResult(out[: self.output_chars], status, seconds)
 
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        """Stop the workers (after the programs already queued) and close their pools."""
+        for _ in self._threads:
             self._queue.put(None)
-            self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=self.timeout_s + 10)
+        self._threads = []
+        with self._lock:
+            for pool in self._pools:
+                pool.close()
+            self._pools = []
 
 
 @dataclass
@@ -260,7 +268,9 @@ class ToolEngine:
         self.engine = engine
         self.settings = settings or ToolSettings()
         s = self.settings
-        self.interpreter = interpreter or SandboxInterpreter(s.timeout_s, s.output_chars, s.memory_mb)
+        self.interpreter = interpreter or SandboxInterpreter(
+            s.timeout_s, s.output_chars, s.memory_mb, s.workers
+        )
         self.tokenizer = engine.tokenizer
         self._format = TOOL_FORMATS[s.format]
         self.last_stats: dict[str, float] = {}
@@ -429,6 +439,7 @@ def tool_settings(rollout_cfg: Any) -> ToolSettings:
         memory_mb=r.tool_memory_mb,
         overlap=r.tool_overlap,
         format=r.tool_format,
+        workers=r.tool_workers,
     )
 
 

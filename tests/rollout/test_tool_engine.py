@@ -205,3 +205,19 @@ def test_lockstep_switches_overlap_off_and_back(tok):
     assert engine.settings.overlap is True
     with lockstep(object()):  # any other engine: nothing to do
         pass
+
+
+def test_a_fast_program_returns_while_a_slow_one_runs():
+    import time
+
+    interp = SandboxInterpreter(timeout_s=5.0, workers=2)
+    try:
+        interp.run(["print(0)", "print(0)"])  # both workers started
+        slow = interp.submit("import time\ntime.sleep(1.5)\nprint('slow')")
+        t0 = time.monotonic()
+        fast = interp.submit("print('fast')")
+        assert fast.result(timeout=10).output.strip() == "fast"
+        assert time.monotonic() - t0 < 1.2 and not slow.done()
+        assert slow.result(timeout=10).output.strip() == "slow"
+    finally:
+        interp.close()
