@@ -21,8 +21,8 @@ wrapping their engine (``rollout.tools=[python]``). One conversation:
 The returned :class:`Rollout` holds the whole response (model turns + observations) in
 ``response_ids`` and, in ``meta``: ``loss_mask`` (1 on sampled tokens, 0 on observation tokens, the
 trainer multiplies its response mask by it, so observation tokens never enter a log-prob ratio, a KL
-or entropy term or the loss normaliser), ``tool_calls`` (code, output, status per call), ``turns``,
-``observation_tokens``, ``end`` (eos, stop, length, max_turns, no_code) and ``turn_texts`` (the text of
+or entropy term or the loss normaliser), ``tool_calls`` (code, output, status, seconds per call),
+``turns``, ``observation_tokens``, ``end`` (eos, stop, length, max_turns, no_code) and ``turn_texts`` (the text of
 each model turn, for format checks: :mod:`archer.rewards.tool_reward`). ``logprobs`` are 0.0 on
 observation tokens.
 
@@ -311,7 +311,7 @@ class ToolEngine:
         t0 = time.monotonic()
         busy = 0.0  # seconds spent inside the engine
         ready = list(range(len(convs)))
-        pending: dict[Future, int] = {}
+        pending: dict[Future, tuple[int, str]] = {}  # a running program -> (its row, its code)
         calls = 0
         while ready or pending:
             if ready:
@@ -325,7 +325,7 @@ class ToolEngine:
                 for c, limit, (r,) in zip(ready, limits, outs):
                     code = self._take_turn(convs[c], r, limit, params)
                     if code is not None:
-                        pending[self.interpreter.submit(code)] = c
+                        pending[self.interpreter.submit(code)] = (c, code)
                 ready = []
             if not pending:
                 break
@@ -335,9 +335,9 @@ class ToolEngine:
                     done = list(wait(list(pending), return_when=FIRST_COMPLETED).done)
             else:
                 done = list(wait(list(pending)).done)
-            for fut in sorted(done, key=lambda f: pending[f]):  # row order: deterministic within a batch
-                c = pending.pop(fut)
-                if self._observe(convs[c], fut.result(), budget):
+            for fut in sorted(done, key=lambda f: pending[f][0]):  # row order: deterministic within a batch
+                c, code = pending.pop(fut)
+                if self._observe(convs[c], code, fut.result(), budget):
                     ready.append(c)
         self.last_stats = {
             "seconds": time.monotonic() - t0,
@@ -374,9 +374,11 @@ class ToolEngine:
             return None
         return code
 
-    def _observe(self, conv: _Conv, res: ToolResult, budget: int) -> bool:
+    def _observe(self, conv: _Conv, code: str, res: ToolResult, budget: int) -> bool:
         """Append an observation; True when the conversation continues."""
-        conv.calls.append({"output": res.output, "status": res.status, "seconds": round(res.seconds, 4)})
+        conv.calls.append(
+            {"code": code, "output": res.output, "status": res.status, "seconds": round(res.seconds, 4)}
+        )
         obs = self.tokenizer.encode(self._format(res.output), add_special_tokens=False)
         room = budget - len(conv.response_ids)
         take = obs[: max(room, 0)]

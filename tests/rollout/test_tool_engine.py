@@ -70,6 +70,7 @@ def test_observation_is_appended_and_masked(tok):
         assert r.meta["turns"] == 2 and r.meta["end"] == "eos" and r.finish_reason == "eos"
         assert r.meta["observation_tokens"] == len(obs) and not r.truncated
         assert r.meta["tool_calls"][0]["output"] == "3" and r.meta["tool_calls"][0]["status"] == "ok"
+        assert r.meta["tool_calls"][0]["code"] == "print(1+2)"
         assert f"{F}output\n3\n{F}" in r.text and r.text.endswith("\\boxed{3}")
 
 
