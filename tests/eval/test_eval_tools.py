@@ -50,7 +50,7 @@ def test_summary_reports_the_tool_use_rate():
     assert "tool_use_rate" not in summarize([{"samples": [{"correct": True}]}], [1])
 
 
-def test_archer_eval_with_tools_runs_end_to_end(tmp_path):
+def test_archer_eval_with_tools_runs_end_to_end(tmp_path, capsys):
     import json
 
     from archer.eval.cli import main
@@ -66,6 +66,7 @@ def test_archer_eval_with_tools_runs_end_to_end(tmp_path):
     argv = ["--model", str(ckpt), "--data", "synthetic_interpreter", "--tools", "python", "--max-turns", "2"]
     argv += ["--n", "2", "--k", "1,2", "--limit", "2", "--max-new-tokens", "8", "--out", str(out)]
     assert main(argv) == 0
+    assert "tool use rate" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_problems"] == 2 and 0.0 <= summary["tool_use_rate"] <= 1.0
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
