@@ -1,8 +1,10 @@
 """The RL loop (ALGORITHMS.md), written out: ``train(config) -> summary``.
 
 One step, as named stages (``archer.train.rl_step``; each returns its own metrics):
- 1. take ``rollout.batch_size`` prompts from the seeded data order, sample ``rollout.n`` responses each
-    (``max_new_tokens`` from the length curriculum ``rollout.length_stages``);
+ 1. take ``rollout.batch_size`` prompts from the seeded data order (only the current stage's pool under
+    ``data.curriculum``), sample ``rollout.n`` responses each (``max_new_tokens`` from the curriculum's
+    length stages; with ``rollout.tools`` multi-turn, the model's python run in the sandbox and its
+    output appended as observation tokens that the response mask leaves out of every loss term);
  2. score them with the verifier scorer (``resources.backend``: local pools or Ray), add DAPO overlong
     shaping, record accuracy per prompt (online removal of solved prompts);
  3. DAPO dynamic sampling: drop zero-variance groups and generate more rounds until ``batch_size``
