@@ -38,6 +38,12 @@ def test_tool_settings_come_from_the_run_or_the_flags(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         with_tool_args(_Engine(), _args(["--tools-from", str(tmp_path / "nope")]))
     assert isinstance(_args([]), argparse.Namespace)
+    from archer.eval.cli import resolve_template
+
+    # the prompt template too: tiny_interpreter asks the raw problem text
+    assert resolve_template(_args(["--tools-from", str(tmp_path)])) == "raw"
+    assert resolve_template(_args(["--tools-from", str(tmp_path), "--template", "math"])) == "math"
+    assert resolve_template(_args([])) == "auto"
 
 
 def test_summary_reports_the_tool_use_rate():
