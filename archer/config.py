@@ -111,6 +111,18 @@ class DataConfig:
     # chat template of the tokenizer: a Jinja file (*.jinja / *.j2 / an existing path) or the Jinja
     # text itself; null keeps the tokenizer's own (a base model like gpt2 has none: prompts stay plain)
     chat_template: str | None = None
+    # prompt curriculum (archer.train.curriculum): none | potential (R1-Code-Interpreter: highest-potential
+    # quarter first, then half, three quarters, all) | kind_order (AceReason: curriculum_kinds in order).
+    # curriculum_steps: each stage's start step (default: trainer.steps split evenly)
+    curriculum: str = "none"
+    curriculum_steps: list[int] = field(default_factory=list)
+    curriculum_stages: int = 4
+    curriculum_kinds: list[str] = field(default_factory=lambda: ["math", "code"])
+    # the potential: read from this JSONL ({id, potential} or {id, pass_rates}), else computed before
+    # training with potential_samples samples per prompt at each temperature (+ without tools)
+    potential_file: str | None = None
+    potential_samples: int = 4
+    potential_temperatures: list[float] = field(default_factory=lambda: [1.0, 0.6])
 
 
 @dataclass
@@ -143,6 +155,19 @@ class RolloutConfig:
     # generate step t+1 on the Ray rollout workers while step t trains (staleness 1, recorded; needs
     # resources.rollout_workers > 0; archer.distributed.rollout_pool.OneStepOffPolicy)
     one_step_off_policy: bool = False
+    # tool rollouts (archer.rollout.tools, R1-Code-Interpreter / ToRA): [python] lets the model run code
+    # blocks in the sandbox and continue on their output, for any engine; observation tokens are masked
+    # from the loss. max_turns model turns; per-call wall clock, output cap (characters) and memory;
+    # tool_overlap: a row's program runs while other rows generate (false: lock-step, reproducible)
+    tools: list[str] = field(default_factory=list)
+    max_turns: int = 4
+    tool_timeout_s: float = 5.0
+    tool_output_chars: int = 512
+    tool_memory_mb: int = 512
+    tool_overlap: bool = True
+    tool_format: str = "output_block"
+    # sandbox workers (one zygote each, apart from the reward pool) running tool calls at once; 0 = CPUs
+    tool_workers: int = 0
 
 
 @dataclass
@@ -195,6 +220,11 @@ class RewardConfig:
     none_reward: float = 0.0
     code_mode: str = "hard"
     code_max_tests: int | None = None
+    # R1-Code-Interpreter terms of a tool rollout (archer.rewards.tool_reward): + / - format_weight when
+    # every intermediate format is right / not, - turn_penalty beyond turn_limit model turns (0 = off)
+    tool_format_weight: float = 0.0
+    tool_turn_penalty: float = 0.0
+    tool_turn_limit: int = 6
 
 
 @dataclass
@@ -473,6 +503,7 @@ def validate(cfg: Config) -> Config:
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
     _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+    _check_curriculum(cfg)
     try:
         from archer.data.prompts import template_names
 
@@ -498,6 +529,16 @@ def validate(cfg: Config) -> Config:
     _check(0 < r.vllm_gpu_memory_utilization <= 1, "rollout.vllm_gpu_memory_utilization", "must be in (0, 1]")
     if r.vllm_max_model_len is not None:
         _check(r.vllm_max_model_len > 0, "rollout.vllm_max_model_len", "must be > 0")
+    from archer.rollout.tools import TOOL_FORMATS, TOOLS
+
+    for i, tool in enumerate(r.tools):
+        _one_of(tool, TOOLS, f"rollout.tools[{i}]")
+    _check(r.max_turns >= 1, "rollout.max_turns", "must be >= 1")
+    _check(r.tool_timeout_s > 0, "rollout.tool_timeout_s", "must be > 0")
+    _check(r.tool_output_chars >= 1, "rollout.tool_output_chars", "must be >= 1")
+    _check(r.tool_memory_mb >= 16, "rollout.tool_memory_mb", "must be >= 16")
+    _check(r.tool_workers >= 0, "rollout.tool_workers", "must be >= 0 (0: one per CPU core)")
+    _one_of(r.tool_format, tuple(TOOL_FORMATS), "rollout.tool_format")
     prev = -1
     for i, stage in enumerate(r.length_stages):
         _check(len(stage) == 2, f"rollout.length_stages[{i}]", "must be [start_step, max_new_tokens]")
@@ -565,6 +606,37 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _check_curriculum(cfg: Config) -> None:
+    from archer.data.schema import KINDS
+    from archer.train.curriculum import CURRICULA
+
+    d = cfg.data
+    _one_of(d.curriculum, tuple(CURRICULA), "data.curriculum")
+    prev = -1
+    for i, start in enumerate(d.curriculum_steps):
+        _check(start > prev, f"data.curriculum_steps[{i}]", "start steps must be increasing and >= 0")
+        prev = start
+    _check(d.curriculum_stages >= 1, "data.curriculum_stages", "must be >= 1")
+    _check(len(d.curriculum_kinds) >= 1, "data.curriculum_kinds", "must not be empty")
+    for i, kind in enumerate(d.curriculum_kinds):
+        _one_of(kind, tuple(KINDS), f"data.curriculum_kinds[{i}]")
+    count = {"potential": d.curriculum_stages, "kind_order": len(d.curriculum_kinds)}.get(d.curriculum)
+    if count is not None and d.curriculum_steps:
+        _check(
+            len(d.curriculum_steps) == count,
+            "data.curriculum_steps",
+            f"needs one start step per stage ({count} for data.curriculum={d.curriculum})",
+        )
+    _check(d.potential_samples >= 1, "data.potential_samples", "must be >= 1")
+    _check(len(d.potential_temperatures) >= 1, "data.potential_temperatures", "must not be empty")
+    for i, t in enumerate(d.potential_temperatures):
+        _check(t > 0, f"data.potential_temperatures[{i}]", "must be > 0")
+    if d.potential_file is not None:
+        _check(
+            Path(d.potential_file).is_file(), "data.potential_file", f"file {d.potential_file!r} not found"
+        )
+
+
 _SFT_WARMUP = {"auto": "auto", "true": True, "false": False, True: True, False: False}
 
 
@@ -597,6 +669,9 @@ def _check_first_hour(cfg: Config) -> None:
     _check(
         rw.code_max_tests is None or rw.code_max_tests >= 1, "reward.code_max_tests", "must be >= 1 or null"
     )
+    _check(rw.tool_format_weight >= 0, "reward.tool_format_weight", "must be >= 0")
+    _check(rw.tool_turn_penalty >= 0, "reward.tool_turn_penalty", "must be >= 0")
+    _check(rw.tool_turn_limit >= 1, "reward.tool_turn_limit", "must be >= 1")
     if rw.function is not None:
         from archer.rewards.custom import load_reward_function
 

@@ -46,6 +46,9 @@ RUN: dict[str, str] = {
     "archer train tiny_math --print-config | head -20": "as written",
     "archer train tiny_math --out runs/demo": "print-config",
     "archer train tiny_code": "print-config",
+    "archer train tiny_math rollout.tools=[python] rollout.max_turns=4 reward.tool_format_weight=0.1 "
+    "reward.tool_turn_penalty=0.1 --print-config": "as written",
+    "archer train tiny_math data.curriculum=potential data.potential_samples=2 --print-config": "as written",
     "archer eval --model runs/demo/checkpoints/step_000060 --data synthetic_math --n 8 --k 1,8 --out ev/demo": "shortened",
     "archer eval --model runs/demo/checkpoints/step_000060 --data math500 --limit 20 --n 4 --k 1,4 "
     "--max-new-tokens 64 --out ev/math500": "shortened",
@@ -69,6 +72,11 @@ RUN: dict[str, str] = {
 }
 
 NOT_RUN: dict[str, str] = {
+    "archer train tiny_interpreter --out runs/interp": "trains (minutes); tests/train/test_tool_masking.py, "
+    "tests/rollout/test_tool_engine.py",
+    "archer eval --model runs/interp/checkpoints/step_000040 --data synthetic_interpreter --tools-from runs/interp "
+    "--n 8 --k 1,8 --out ev/interp": "needs the tiny_interpreter run; tests/eval/test_eval_tools.py runs "
+    "archer eval --tools on a tiny model",
     "pip install torch==2.13.0 -e . && archer train": "install (network) + the default run (minutes)",
     'pip install torch==2.13.0 -e ".[dev]" && python -m pytest': "install + the suite this test is part of",
     "archer train --out runs/demo --resume": "needs a killed run; tests/train/test_e2e.py kill -9 + resume",

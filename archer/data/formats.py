@@ -233,6 +233,7 @@ SYNTHETIC_RECIPES = {
     "synthetic_math": "tiny_math",
     "synthetic_code": "tiny_code",
     "synthetic_paths": "tiny_paths",
+    "synthetic_interpreter": "tiny_interpreter",
 }
 SYNTHETIC = tuple(SYNTHETIC_RECIPES)
 SYNTHETIC_DEFAULT_N = 64

@@ -54,7 +54,11 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--template", default="auto", help="prompt template (archer.data.prompts)")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="prompt template (archer.data.prompts; default: the --tools-from run's, else auto)",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
@@ -63,6 +67,77 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Jinja file or text for the tokenizer's chat template (as the model was trained)",
     )
+    add_tool_args(p)
+
+
+def add_tool_args(p: argparse.ArgumentParser) -> None:
+    """Tool rollouts as in training (``rollout.tools``, :mod:`archer.rollout.tools`)."""
+    p.add_argument(
+        "--tools", nargs="*", default=None, help="tools the model may call: python (default: none)"
+    )
+    p.add_argument(
+        "--tools-from",
+        default=None,
+        help="a run directory or its config.yaml: that run's tool settings (rollout.tools, max_turns, ...) "
+        "and prompt template",
+    )
+    p.add_argument("--max-turns", type=int, default=None, help="model turns of a tool rollout (default 4)")
+    p.add_argument("--tool-timeout", type=float, default=None, help="seconds per tool call (default 5)")
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The saved config of the ``--tools-from`` run ({} without one)."""
+    from archer.config import ConfigError, read_yaml_file
+
+    src = getattr(args, "tools_from", None)
+    if not src:
+        return {}
+    path = Path(src) / "config.yaml" if Path(src).is_dir() else Path(src)
+    if not path.is_file():
+        raise ConfigError(f"--tools-from: {str(path)!r} not found")
+    data = read_yaml_file(path, "run config")
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_template(args: argparse.Namespace) -> str:
+    """``--template``, else the ``--tools-from`` run's ``data.prompt_template``, else ``auto``: a
+    checkpoint is asked the way it was trained."""
+    if getattr(args, "template", None):
+        return args.template
+    return str((_run_config(args).get("data") or {}).get("prompt_template") or "auto")
+
+
+def with_tool_args(engine: Any, args: argparse.Namespace) -> Any:
+    """``engine`` wrapped for tool rollouts when ``--tools`` / ``--tools-from`` ask for them."""
+    from archer.config import ConfigError, RolloutConfig
+    from archer.rollout.tools import TOOLS, with_tools
+
+    r = RolloutConfig()
+    saved = _run_config(args).get("rollout") or {}
+    if saved:
+        for key in (
+            "tools",
+            "max_turns",
+            "tool_timeout_s",
+            "tool_output_chars",
+            "tool_memory_mb",
+            "tool_format",
+            "tool_workers",
+        ):
+            if key in saved:
+                setattr(r, key, saved[key])
+    if getattr(args, "tools", None) is not None:
+        r.tools = list(args.tools)
+    if getattr(args, "max_turns", None) is not None:
+        r.max_turns = args.max_turns
+    if getattr(args, "tool_timeout", None) is not None:
+        r.tool_timeout_s = args.tool_timeout
+    bad = [t for t in r.tools if t not in TOOLS]
+    if bad:
+        raise ConfigError(f"--tools: unknown tool {bad[0]!r}; known: {list(TOOLS)}")
+    if r.max_turns < 1 or not r.tool_timeout_s > 0:
+        raise ConfigError("--max-turns must be >= 1 and --tool-timeout > 0")
+    return with_tools(engine, r)
 
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +234,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
 
     problems = load_problems(args)
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
+    engine = with_tool_args(engine, args)
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
     print(
@@ -184,7 +260,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
         args.out,
         n=args.n,
         sampling=_sampling(args),
-        template=args.template,
+        template=resolve_template(args),
         batch_size=args.batch_size,
         on_batch=on_batch,
         config={

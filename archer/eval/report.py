@@ -56,6 +56,10 @@ def print_summary(summary: dict[str, Any], title: str = "evaluation") -> None:
         extra.append(f"mean response tokens {summary['mean_response_tokens']:.1f}")
     if summary.get("truncated_fraction") is not None:
         extra.append(f"truncated fraction {summary['truncated_fraction']:.3f}")
+    if summary.get("tool_use_rate") is not None:  # a tool evaluation (--tools)
+        extra.append(
+            f"tool use rate {summary['tool_use_rate']:.3f} ({summary['tool_calls_per_response']:.2f} calls per response)"
+        )
     if summary.get("missing"):
         extra.append(f"{summary['missing']} problems without generations")
     if summary.get("skipped_k"):

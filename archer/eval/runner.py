@@ -77,6 +77,8 @@ def generate_records(
                     "num_tokens": [len(r.response_ids) for r in samples],
                 }
             )
+            if any("turn_texts" in (r.meta or {}) for r in samples):  # a tool rollout (rollout.tools)
+                batch[-1]["tool_calls"] = [len(r.meta.get("tool_calls", [])) for r in samples]
         records.extend(batch)
         if on_batch is not None:
             on_batch(batch)
@@ -194,6 +196,7 @@ def score_records(
                     "finish_reason": (g.get("finish_reasons") or [None] * (j + 1))[j],
                     "num_tokens": (g.get("num_tokens") or [None] * (j + 1))[j],
                     "info": info,
+                    **({"tool_calls": g["tool_calls"][j]} if "tool_calls" in g else {}),
                 }
             )
         correct = [s["correct"] for s in samples]
@@ -236,6 +239,10 @@ def summarize(results: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str,
         summary["truncated_fraction"] = sum(s.get("finish_reason") == "length" for s in samples) / len(
             samples
         )
+        calls = [s["tool_calls"] for s in samples if "tool_calls" in s]
+        if calls:  # tool rollouts: how often the tool was used
+            summary["tool_use_rate"] = sum(c > 0 for c in calls) / len(calls)
+            summary["tool_calls_per_response"] = sum(calls) / len(calls)
     return summary
 
 

@@ -215,7 +215,15 @@ def add_watch_args(p: argparse.ArgumentParser) -> None:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    from archer.eval.cli import DEFAULT_KS, _parse_ks, _reward_opts, _sampling, load_engine, load_problems
+    from archer.eval.cli import (
+        DEFAULT_KS,
+        _parse_ks,
+        _reward_opts,
+        _sampling,
+        load_engine,
+        load_problems,
+        resolve_template,
+    )
 
     if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
         raise FileNotFoundError(f"run directory not found: {args.run_dir}")
@@ -226,10 +234,10 @@ def main_from_args(args: argparse.Namespace) -> int:
         ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args),
         phase=args.phase,
-        engine_factory=lambda ckpt: load_engine(
-            str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)
+        engine_factory=lambda ckpt: _with_tools(
+            load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)), args
         ),
-        template=args.template,
+        template=resolve_template(args),
         batch_size=args.batch_size,
         reward_opts=_reward_opts(args),
         max_attempts=args.max_attempts,
@@ -237,3 +245,11 @@ def main_from_args(args: argparse.Namespace) -> int:
     )
     watcher.run(once=args.once, poll_s=args.poll)
     return 0
+
+
+def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:
+    """(engine, tokenizer) with the tool settings of ``--tools`` / ``--tools-from`` applied."""
+    from archer.eval.cli import with_tool_args
+
+    engine, tokenizer = loaded
+    return with_tool_args(engine, args), tokenizer

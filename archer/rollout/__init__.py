@@ -8,7 +8,8 @@ torch on first use. :data:`ENGINES` is the registry ``rollout.engine`` names: ea
 validation calls it, so ``rollout.engine=...`` fails before any compute). ``auto`` (the big recipes)
 is vLLM on a CUDA device when it is installed, else the HF engine. :func:`build_rollout` is what a run
 uses: the configured engine in-process or on Ray rollout workers, with truncated IS turned on by default
-when that engine holds its own copy of the weights.
+when that engine holds its own copy of the weights, wrapped in :class:`archer.rollout.tools.ToolEngine`
+when ``rollout.tools`` is set.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def engine_options(name: str, cfg: Any, device: Any = None) -> dict[str, Any]:
     # prompt + the longest response a run asks for (length stages, evaluation), unless given
     longest = max(
         [r.max_new_tokens, *(s[1] for s in r.length_stages), getattr(cfg.eval, "max_new_tokens", None) or 0]
-    )
+    ) * (r.max_turns if getattr(r, "tools", None) else 1)  # a tool rollout: up to max_turns turns
     return {
         "dtype": cfg.model.dtype if on_cuda else "float32",
         "kv_cache_bytes": r.vllm_kv_cache_bytes,
@@ -131,6 +132,10 @@ def build_rollout(
         )
     else:
         engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))
+    if cfg.rollout.tools:  # multi-turn with the sandbox interpreter, over whichever engine was built
+        from archer.rollout.tools import with_tools
+
+        engine = with_tools(engine, cfg.rollout)
     cap = cfg.rollout.default_tis_cap
     if cfg.algo.tis_cap is None and cap is not None and not shares_policy(engine):
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))

@@ -69,8 +69,9 @@ class PromptSampler:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.num_prompts, generator=g).tolist()
 
-    def next(self, count: int) -> list[int]:
-        """The next ``count`` live prompt indices, crossing epoch boundaries as needed."""
+    def next(self, count: int, pool: frozenset[int] | set[int] | None = None) -> list[int]:
+        """The next ``count`` live prompt indices, crossing epoch boundaries as needed. ``pool``: draw
+        only these indices (a curriculum stage); the others are skipped in the same seeded order."""
         out: list[int] = []
         guard = 0
         while len(out) < count:
@@ -78,7 +79,7 @@ class PromptSampler:
             while self.position < len(order) and len(out) < count:
                 idx = order[self.position]
                 self.position += 1
-                if idx not in self.removed:
+                if idx not in self.removed and (pool is None or idx in pool):
                     out.append(idx)
             if self.position >= len(order):
                 self.epoch += 1

@@ -42,7 +42,7 @@ def report(summary: dict[str, Any]) -> str:
     table.add_column("SFT model", justify="right")
     table.add_column("after RL", justify="right")
     table.add_column("change", justify="right")
-    for key in sorted(k for k in after if "@" in k):
+    for key in sorted(k for k in after if "@" in k or k.startswith("tool_")):
         b, a = before.get(key), after[key]
         table.add_row(
             key, f"{b:.3f}" if b is not None else "-", f"{a:.3f}", f"{a - b:+.3f}" if b is not None else "-"

@@ -1,8 +1,10 @@
 """The RL loop (ALGORITHMS.md), written out: ``train(config) -> summary``.
 
 One step, as named stages (``archer.train.rl_step``; each returns its own metrics):
- 1. take ``rollout.batch_size`` prompts from the seeded data order, sample ``rollout.n`` responses each
-    (``max_new_tokens`` from the length curriculum ``rollout.length_stages``);
+ 1. take ``rollout.batch_size`` prompts from the seeded data order (only the current stage's pool under
+    ``data.curriculum``), sample ``rollout.n`` responses each (``max_new_tokens`` from the curriculum's
+    length stages; with ``rollout.tools`` multi-turn, the model's python run in the sandbox and its
+    output appended as observation tokens that the response mask leaves out of every loss term);
  2. score them with the verifier scorer (``resources.backend``: local pools or Ray), add DAPO overlong
     shaping, record accuracy per prompt (online removal of solved prompts);
  3. DAPO dynamic sampling: drop zero-variance groups and generate more rounds until ``batch_size``
@@ -60,7 +62,7 @@ from archer.train import checkpoint as ckpt
 from archer.train.batching import Group, PromptSampler, collect_groups, micro_batches, split_mini_batches
 from archer.train.logging import MetricsLogger
 from archer.train.policy import autocast, resolve_device, unwrap
-from archer.train.rl_eval import evaluate_policy, improvement
+from archer.train.rl_eval import evaluate_policy, headline_metric, improvement
 from archer.train.rl_step import (  # noqa: F401 - helpers re-exported for callers of archer.train.rl
     Round,
     TrainBatch,
@@ -161,6 +163,12 @@ class RLRun:
             remove_threshold=cfg.data.remove_solved_threshold,
             min_keep=cfg.rollout.batch_size,
         )
+        from archer.train.curriculum import build_curriculum
+
+        # prompt stages that need the potential are set by prepare_curriculum, once the engine exists
+        self.curriculum = (
+            build_curriculum(cfg, train_problems) if cfg.data.curriculum != "potential" else None
+        )
         self.step = 0
         self.policy_version = 0  # optimizer updates so far: the weights a rollout engine must hold
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
@@ -226,10 +234,42 @@ class RLRun:
         with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
             return self.engine.generate(prompt_ids, params)
 
+    def prepare_curriculum(self, potential: list[float] | None) -> None:
+        """The run's curriculum (:mod:`archer.train.curriculum`) with the prompts' potentials."""
+        from archer.train.curriculum import build_curriculum
+
+        self.curriculum = build_curriculum(self.cfg, self.train_problems, potential)
+
+    def compute_potential(self) -> tuple[list[float], dict[str, list[float]]]:
+        """Each training prompt's improvement potential under the current policy (R1-CI; see
+        :mod:`archer.train.potential`), and the pass rates of each sampling mode."""
+        from archer.train.potential import compute_potentials
+
+        d, cfg = self.cfg.data, self.cfg
+        with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
+            return compute_potentials(
+                self.engine,
+                self.train_ids,
+                self.train_problems,
+                lambda responses, probs: safe_score(self.scorer, responses, probs),
+                temperatures=d.potential_temperatures,
+                samples=d.potential_samples,
+                max_new_tokens=max_new_tokens_at(cfg, 0),
+                seed=cfg.trainer.seed + 31,
+                batch_size=max(cfg.rollout.batch_size, 16),
+            )
+
+    def stage(self, step: int) -> Any:
+        """The curriculum state of ``step`` (response budget, prompt pool)."""
+        if self.curriculum is None:
+            raise RuntimeError("data.curriculum=potential: prepare_curriculum() was not called")
+        return self.curriculum.at(step)
+
     def generate_round(self, round_index: int, max_new: int) -> Round:
         """Stages generate, score and shape for one round of ``rollout.batch_size`` prompts."""
         world = self.world
-        idx = self.sampler.next(self.cfg.rollout.batch_size)  # the same on every rank
+        # the same on every rank; the curriculum stage's prompt pool, if any
+        idx = self.sampler.next(self.cfg.rollout.batch_size, self.stage(self.step).pool)
         mine = world.mine(idx)
         t0 = time.time()
         outs = self.generate(
@@ -241,7 +281,10 @@ class RLRun:
         results = safe_score(self.scorer, [ro.text for group in outs for ro in group], problems)
         n = self.cfg.rollout.n
         scored = world.gather([(group, results[gi * n : (gi + 1) * n]) for gi, group in enumerate(outs)])
-        groups, reasons = make_groups(self.cfg, idx, scored, max_new)  # every rank: all groups, global order
+        kinds = [self.train_problems[i].kind for i in idx]
+        groups, reasons = make_groups(
+            self.cfg, idx, scored, response_budget(self.cfg, max_new), kinds
+        )  # every rank: all groups, global order
         for g in groups:
             self.sampler.observe(g.prompt_index, g.accuracy)  # online removal of solved prompts
         return Round(idx, groups, t1 - t0, time.time() - t1, reasons)
@@ -249,7 +292,8 @@ class RLRun:
     def run_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t_start = time.time()
-        max_new = max_new_tokens_at(cfg, self.step)
+        stage = self.stage(self.step)
+        max_new = stage.max_new_tokens
         rounds: list[Round] = []
 
         def one_round(i: int) -> list[Group]:
@@ -267,12 +311,13 @@ class RLRun:
             {
                 "data/removed_prompts": len(self.sampler.removed),
                 "data/epoch": self.sampler.epoch,
+                "data/curriculum_pool": len(stage.pool) if stage.pool is not None else len(self.train_ids),
                 "optim/lr": self.scheduler.get_last_lr()[0],
             }
         )
         t_train = time.time()
         if groups:
-            m.update(self.train_on(groups, max_new))
+            m.update(self.train_on(groups, response_budget(cfg, max_new)))
         else:
             m["update/skipped_no_signal"] = 1
         with warnings.catch_warnings():  # a step with no update still advances the schedule
@@ -402,11 +447,12 @@ class RLRun:
 
         cfg, rank = self.cfg, self.world.rank
         rounds = cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1
-        max_new = max_new_tokens_at(cfg, self.step)
+        max_new = self.stage(self.step).max_new_tokens
         if served.seed not in {sampling_params(cfg, self.step, r, rank, max_new).seed for r in range(rounds)}:
             return None
-        idx = copy.deepcopy(self.sampler).next(cfg.rollout.batch_size)
-        params = sampling_params(cfg, self.step + 1, 0, rank, max_new_tokens_at(cfg, self.step + 1))
+        nxt = self.stage(self.step + 1)
+        idx = copy.deepcopy(self.sampler).next(cfg.rollout.batch_size, nxt.pool)
+        params = sampling_params(cfg, self.step + 1, 0, rank, nxt.max_new_tokens)
         return [self.train_ids[i] for i in self.world.mine(idx)], params
 
     def sync_engine(self) -> None:
@@ -548,6 +594,10 @@ def train(
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
         run.load_state_dict(ckpt.load_trainer_state(last))
         log(f"resuming from {last}")
+    if cfg.data.curriculum == "potential":
+        with world.full_weights(run.token_scorer):
+            potential = world.on_main(lambda: _potential(run, cfg, out, log))
+        run.prepare_curriculum(world.broadcast(potential))
     before_path = out / "eval_before.json"
     history: list[dict[str, Any]] = []
     if world.main:
@@ -572,7 +622,7 @@ def train(
         ev = _evaluate(run, cfg, 0) if eval_problems else {}
         before_path.write_text(json.dumps(ev, indent=2))
         if ev:
-            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if "@" in k})
+            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if headline_metric(k)})
             log(f"before RL: {_fmt(ev)}")
         return ev
 
@@ -598,7 +648,7 @@ def train(
                 and eval_problems
             ):
                 ev = evaluate(run.step)
-                metrics.update({f"eval/{k}": v for k, v in ev.items() if "@" in k})
+                metrics.update({f"eval/{k}": v for k, v in ev.items() if headline_metric(k)})
             if run.controller is not None:
                 metrics["entropy/controller_coef"] = run.controller.coef
             logger.log(run.step, metrics)
@@ -613,7 +663,7 @@ def train(
         logger.stop_progress()
         after = evaluate(run.step)
         if after:
-            logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if "@" in k})
+            logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if headline_metric(k)})
             log(f"after RL:  {_fmt(after)}")
     finally:
         logger.close()
@@ -653,6 +703,38 @@ def train(
     return dict(summary, history=history)
 
 
+def response_budget(cfg: Config, max_new: int) -> int:
+    """Response tokens a rollout may hold: ``max_new`` per turn, times ``rollout.max_turns`` for a tool
+    rollout (observations included); the length DAPO's overlong shaping and a constant loss normaliser
+    measure against."""
+    return max_new * (cfg.rollout.max_turns if cfg.rollout.tools else 1)
+
+
+def _potential(run: RLRun, cfg: Config, out: Path, log: Callable[[str], None]) -> list[float]:
+    """The prompts' potentials: ``<run>/potential.json`` when there (a resumed run), else
+    ``data.potential_file``, else computed now; saved to ``<run>/potential.json``."""
+    from archer.train.potential import read_potential_file
+
+    saved = out / "potential.json"
+    if saved.is_file():
+        return [float(x) for x in json.loads(saved.read_text())["potential"]]
+    rates: dict[str, list[float]] = {}
+    if cfg.data.potential_file:
+        potential = read_potential_file(cfg.data.potential_file, run.train_problems)
+        log(f"curriculum: potentials of {len(potential)} prompts from {cfg.data.potential_file}")
+    else:
+        t0 = time.time()
+        potential, rates = run.compute_potential()
+        log(
+            f"curriculum: potentials of {len(potential)} prompts from {len(rates)} sampling modes "
+            f"({', '.join(f'{k}: pass {sum(v) / max(len(v), 1):.3f}' for k, v in rates.items())}; "
+            f"{time.time() - t0:.0f} s)"
+        )
+    ids = [p.id for p in run.train_problems]
+    saved.write_text(json.dumps({"id": ids, "potential": potential, "pass_rates": rates}))
+    return potential
+
+
 class _SilentLogger:
     """The metrics sink of ranks > 0: rank 0 alone writes the run directory."""
 
@@ -669,7 +751,10 @@ class _SilentLogger:
 
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
-    with run.precision():
+    from archer.rollout.tools import lockstep
+
+    # tool rollouts lock-step: the evaluations before and after RL see the same random numbers
+    with run.precision(), lockstep(run.engine):
         return evaluate_policy(
             run.engine,
             run.tokenizer,
@@ -682,4 +767,4 @@ def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
 
 
 def _fmt(ev: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.3f}" for k, v in ev.items() if "@" in k)
+    return "  ".join(f"{k} {v:.3f}" for k, v in ev.items() if headline_metric(k))

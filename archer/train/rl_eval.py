@@ -56,12 +56,18 @@ def evaluate_policy(
     return out
 
 
+def headline_metric(key: str) -> bool:
+    """The evaluation numbers a run logs, prints and compares: avg@k, pass@k, and the tool-use rate of
+    a tool run (``rollout.tools``)."""
+    return "@" in key or key in ("tool_use_rate", "tool_calls_per_response")
+
+
 def improvement(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    """``after - before`` for every avg@k / pass@k, plus ``avg_se``: the paired standard error of the
-    avg@k change over the same problems (absent when the two evaluations' problems differ)."""
+    """``after - before`` for every :func:`headline_metric`, plus ``avg_se``: the paired standard error
+    of the avg@k change over the same problems (absent when the two evaluations' problems differ)."""
     from archer.eval.metrics import paired_standard_error
 
-    out = {k: after[k] - before[k] for k in after if "@" in k and k in before}
+    out = {k: after[k] - before[k] for k in after if headline_metric(k) and k in before}
     a, b = after.get("per_problem_avg"), before.get("per_problem_avg")
     if a is not None and b is not None and len(a) == len(b):
         out["avg_se"] = paired_standard_error(b, a)

@@ -28,7 +28,7 @@ from typing import Any
 from archer.config import Config, ConfigError
 from archer.data.schema import Problem
 
-GENERATORS = ("synthetic_math", "synthetic_code", "synthetic_paths")
+GENERATORS = ("synthetic_math", "synthetic_code", "synthetic_paths", "synthetic_interpreter")
 
 
 def _math_level(opts: dict[str, Any]) -> Any:
@@ -75,6 +75,13 @@ def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str
 
         try:
             return paths_problems(n, split=split, seed=seed, config=opts)
+        except ValueError as exc:
+            raise ConfigError(f"data.generator: {exc}") from None
+    if source == "synthetic_interpreter":  # big products a one-line program answers (tool rollouts)
+        from archer.data.synthetic_interpreter import interpreter_problems
+
+        try:
+            return interpreter_problems(n, split=split, seed=seed, config=opts)
         except ValueError as exc:
             raise ConfigError(f"data.generator: {exc}") from None
     raise ConfigError(f"data.train: unknown generator {source!r}; known: {list(GENERATORS)}")
@@ -163,6 +170,10 @@ def build_policy(
             from archer.data.synthetic_paths import paths_tokenizer_corpus
 
             corpus = paths_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
+        elif cfg.data.train == "synthetic_interpreter":
+            from archer.data.synthetic_interpreter import interpreter_tokenizer_corpus
+
+            corpus = interpreter_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
         else:
             level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
             corpus = synthetic.tokenizer_corpus(
@@ -217,6 +228,13 @@ def sft_examples(cfg: Config) -> list[dict[str, Any]]:
 
         probs = paths_problems(m.sft_examples, split="train", seed=seed, config=d.generator, unique=False)
         rows = paths_sft_examples(probs, noise=m.sft_noise, seed=seed)
+    elif d.train == "synthetic_interpreter":
+        from archer.data.synthetic_interpreter import interpreter_problems, interpreter_sft_examples
+
+        probs = interpreter_problems(
+            m.sft_examples, split="train", seed=seed, config=d.generator, unique=False
+        )
+        rows = interpreter_sft_examples(probs, noise=m.sft_noise, seed=seed)
     else:
         raise ConfigError(
             "model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
@@ -251,8 +269,18 @@ def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], Non
         seed=cfg.trainer.seed,
         progress=cfg.logging.progress,
         num_threads=cfg.trainer.threads,
+        # tool observations in a demonstration are context, as they are in RL (rollout.tools)
+        context_pattern=_observation_pattern(cfg),
     )
     return result if isinstance(result, dict) else {"result": str(result)}
+
+
+def _observation_pattern(cfg: Config) -> str | None:
+    if not cfg.rollout.tools:
+        return None
+    from archer.data.synthetic_interpreter import OBSERVATION_PATTERN
+
+    return OBSERVATION_PATTERN
 
 
 def encode_prompts(

@@ -30,12 +30,15 @@ from archer.train.batching import CollectStats, Group, pack
 
 
 def max_new_tokens_at(cfg: Config, step: int) -> int:
-    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens)."""
-    value = cfg.rollout.max_new_tokens
-    for start, tokens in cfg.rollout.length_stages:
-        if step >= start:
-            value = tokens
-    return value
+    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens);
+    ``rollout.length_stages`` is one instance of :mod:`archer.train.curriculum`."""
+    from archer.train.curriculum import Curriculum, length_stages
+
+    return (
+        Curriculum(length_stages(cfg.rollout.length_stages), cfg.rollout.max_new_tokens)
+        .at(step)
+        .max_new_tokens
+    )
 
 
 def needs_reference(cfg: Config) -> bool:
@@ -75,11 +78,25 @@ def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
     return float(overlong_penalty(length, max_len, buffer))
 
 
-def shape_reward(cfg: Config, verifier_reward: float, length: int, max_new: int) -> float:
-    """The training reward of one response: the verifier's plus the configured length shaping."""
+def shape_reward(
+    cfg: Config,
+    verifier_reward: float,
+    length: int,
+    max_new: int,
+    meta: dict[str, Any] | None = None,
+    kind: str = "math",
+) -> float:
+    """The training reward of one response: the verifier's plus the configured length shaping, plus
+    R1-Code-Interpreter's format and turn terms for a tool rollout (``reward.tool_*``,
+    :mod:`archer.rewards.tool_reward`)."""
     reward = float(verifier_reward)
     if cfg.algo.overlong_buffer > 0:
         reward += cfg.algo.overlong_penalty * overlong_shaping(length, max_new, cfg.algo.overlong_buffer)
+    rw = cfg.reward
+    if meta and (rw.tool_format_weight or rw.tool_turn_penalty):
+        from archer.rewards.tool_reward import tool_terms
+
+        reward += tool_terms(meta, kind, rw.tool_format_weight, rw.tool_turn_penalty, rw.tool_turn_limit)
     return reward
 
 
@@ -112,13 +129,20 @@ class Round:
 
 
 def make_groups(
-    cfg: Config, prompts: list[int], scored: list[tuple[list[Any], list[Any]]], max_new: int
+    cfg: Config,
+    prompts: list[int],
+    scored: list[tuple[list[Any], list[Any]]],
+    max_new: int,
+    kinds: list[str] | None = None,
 ) -> tuple[list[Group], Counter]:
-    """Groups with shaped rewards from ``(rollouts, reward results)`` per prompt; failure reasons counted."""
+    """Groups with shaped rewards from ``(rollouts, reward results)`` per prompt; failure reasons counted.
+    ``kinds``: each prompt's problem kind (math / code), for the tool format term."""
     groups, reasons = [], Counter()
-    for pidx, (rollouts, results) in zip(prompts, scored):
+    for gi, (pidx, (rollouts, results)) in enumerate(zip(prompts, scored)):
+        kind = kinds[gi] if kinds else "math"
         rewards = [
-            shape_reward(cfg, rr.reward, len(ro.response_ids), max_new) for ro, rr in zip(rollouts, results)
+            shape_reward(cfg, rr.reward, len(ro.response_ids), max_new, getattr(ro, "meta", None), kind)
+            for ro, rr in zip(rollouts, results)
         ]
         reasons.update(rr.info["reason"] for rr in results if rr.info.get("reason") and not rr.correct)
         groups.append(
@@ -171,6 +195,9 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         m["code/sandbox_seconds"] = sum(
             max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
         )
+    from archer.rewards.tool_reward import tool_metrics
+
+    m.update(tool_metrics([ro for g in groups for ro in g.responses]))
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
@@ -233,6 +260,12 @@ def build_batch(cfg: Config, groups: list[Group], pad_id: int, device: torch.dev
     rollouts = [ro for g in groups for ro in g.responses]
     rows = [(g.prompt_ids, ro.response_ids) for g in groups for ro in g.responses]
     packed = pack(rows, pad_id)
+    for i, ro in enumerate(rollouts):  # tool rollouts: observation tokens are context, never trained
+        loss_mask = (getattr(ro, "meta", None) or {}).get("loss_mask")
+        if loss_mask is not None:
+            start = len(rows[i][0])
+            keep = torch.tensor(loss_mask, dtype=packed["response_mask"].dtype)  # [R_i]
+            packed["response_mask"][i, start : start + len(keep)] *= keep
     if cfg.algo.mask_truncated:  # overlong filtering: truncated responses do not train
         packed["response_mask"][torch.tensor([ro.truncated for ro in rollouts], dtype=torch.bool)] = 0.0
     sampler = torch.zeros_like(packed["response_mask"])  # [B, T]

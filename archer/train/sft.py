@@ -96,14 +96,25 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str
     return full, spans
 
 
-def tokenize_example(tokenizer, messages: list[dict[str, str]], max_len: int) -> tuple[list[int], list[bool]]:
-    """Token ids of the rendered chat and, per token, whether it is an assistant (target) token."""
+def tokenize_example(
+    tokenizer, messages: list[dict[str, str]], max_len: int, context_pattern: str | None = None
+) -> tuple[list[int], list[bool]]:
+    """Token ids of the rendered chat and, per token, whether it is an assistant (target) token.
+    ``context_pattern``: a regex; assistant text it matches is context, not target (a tool's
+    observations inside a tool-using demonstration, e.g. ``archer.data.synthetic_interpreter``)."""
     if not getattr(tokenizer, "is_fast", True):
         raise ValueError("SFT masking needs a fast (Rust) tokenizer: it maps tokens to characters by offsets")
     text, spans = assistant_char_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    target = [any(s <= a < e for s, e in spans) for a, _ in offsets]
+    context = []
+    if context_pattern:
+        import re
+
+        context = [m.span() for m in re.finditer(context_pattern, text, re.DOTALL)]
+    target = [
+        any(s <= a < e for s, e in spans) and not any(s <= a < e for s, e in context) for a, _ in offsets
+    ]
     return ids[:max_len], target[:max_len]
 
 
@@ -204,13 +215,15 @@ def train_sft(
     log_fn: Callable[[int, dict[str, float]], None] | None = None,
     log_every: int = 10,
     progress: bool = True,
+    context_pattern: str | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` in place on chat ``examples``; returns final metrics.
 
     ``batch_size`` is rows per optimizer step (with packing, each row holds several examples up to
     ``max_len`` tokens). ``epochs`` may be fractional. ``warmup``: steps, or a fraction of all steps if
     < 1. ``max_steps`` / ``max_time_s`` stop early (the schedule is still laid out over ``epochs``
-    unless ``max_steps`` is given). ``num_threads``: torch CPU threads during training (restored after;
+    unless ``max_steps`` is given). ``context_pattern``: assistant text matching this regex is not a
+    target (tool observations, see :func:`tokenize_example`). ``num_threads``: torch CPU threads during training (restored after;
     None leaves torch's setting). The default 1 is deliberate for small models: their matmuls are too
     small for intra-op threads, and on a loaded 2-core machine 2 threads ran ~10x fewer steps.
     """
@@ -222,7 +235,7 @@ def train_sft(
     items = []
     for i, row in enumerate(examples):
         try:
-            ids, tgt = tokenize_example(tokenizer, normalize_example(row), max_len)
+            ids, tgt = tokenize_example(tokenizer, normalize_example(row), max_len, context_pattern)
         except ValueError as exc:
             raise ValueError(f"example {i}: {exc}") from None
         if any(tgt[1:]):
