@@ -26,6 +26,7 @@ import torch
 
 from archer.config import Config
 from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
+from archer.rm.scorer import rm_metrics
 from archer.train.batching import CollectStats, Group, pack
 
 
@@ -171,6 +172,7 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         m["code/sandbox_seconds"] = sum(
             max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
         )
+    m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])

@@ -124,8 +124,22 @@ class CustomRewardScorer:
             self.inner.close()
 
 
-def build_run_scorer(cfg: Any) -> Scorer:
-    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set."""
+def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
+    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set, then for
+    ``reward.model`` (a reward model on ``device``, :mod:`archer.rm.scorer`) when set."""
+    rule = _rule_scorer(cfg)
+    if getattr(cfg.reward, "model", None) is None:
+        return rule
+    from archer.rm.scorer import build_rm_scorer
+
+    try:
+        return build_rm_scorer(rule, cfg, device)
+    except Exception:
+        rule.close()
+        raise
+
+
+def _rule_scorer(cfg: Any) -> Scorer:
     r, rw = cfg.resources, cfg.reward
 
     def make_inner() -> Scorer:
