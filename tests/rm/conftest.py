@@ -16,3 +16,19 @@ def tiny_lm_dir(tmp_path_factory):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tiny_lm_dir, tmp_path_factory):
+    from archer.data import synthetic
+    from archer.rm.train import RMTrainConfig, train_reward_model
+
+    rows = [
+        {"id": p.id, "prompt": p.prompt, "chosen": synthetic.code_solution(p), "rejected": "no code"}
+        for p in synthetic.code_problems(8, split="train", seed=0)
+    ]
+    out = tmp_path_factory.mktemp("rl_rm") / "rm"
+    train_reward_model(
+        rows, tiny_lm_dir, out, RMTrainConfig(epochs=1, lr=1e-3, max_length=64), log=lambda _: None
+    )
+    return out

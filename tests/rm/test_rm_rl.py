@@ -99,22 +99,6 @@ def test_bad_reward_model_settings_are_config_errors(tmp_path, tiny_lm_dir):
         load_config("tiny_code", ["reward.rule_weight=-1"])
 
 
-@pytest.fixture(scope="module")
-def tiny_rm(tiny_lm_dir, tmp_path_factory):
-    from archer.data import synthetic
-    from archer.rm.train import RMTrainConfig, train_reward_model
-
-    rows = [
-        {"id": p.id, "prompt": p.prompt, "chosen": synthetic.code_solution(p), "rejected": "no code"}
-        for p in synthetic.code_problems(8, split="train", seed=0)
-    ]
-    out = tmp_path_factory.mktemp("rl_rm") / "rm"
-    train_reward_model(
-        rows, tiny_lm_dir, out, RMTrainConfig(epochs=1, lr=1e-3, max_length=64), log=lambda _: None
-    )
-    return out
-
-
 def test_config_accepts_a_trained_reward_model(tiny_rm):
     cfg = load_config("tiny_code", [f"reward.model={tiny_rm}", "reward.rule_weight=1.0"])
     assert cfg.reward.model == str(tiny_rm) and cfg.reward.rule_weight == 1.0
