@@ -244,7 +244,13 @@ def synthesize(
     out = Path(out)
     work = out.with_name(out.name + ".work.jsonl")
     done = {r["report"]["id"]: r for r in store.read_jsonl(work) if isinstance(r.get("report"), dict)}
-    todo = [p for p in problems if p.id not in done and p.kind == "code"]
+    for p in problems:
+        if p.kind != "code" and p.id not in done:
+            done[p.id] = {
+                "report": {"id": p.id, "kept": 0, "status": f"dropped: a {p.kind} problem"},
+                "problem": None,
+            }
+    todo = [p for p in problems if p.id not in done]
     log(
         f"archer data synth-tests: {len(problems)} problems, {len(problems) - len(todo)} already done ({work})"
     )

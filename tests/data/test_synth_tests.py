@@ -125,3 +125,31 @@ def test_hostile_generated_tests_are_contained_and_dropped_and_the_run_goes_on(t
     assert kept[0].tests["assert"] == GOOD and kept[1].tests["assert"] == GOOD
     assert {d["test"] for d in reports[0]["dropped_tests"]} == set(hostile)
     assert Path(tmp_path / "o.jsonl.report.jsonl").is_file()
+
+
+def test_cli_writes_output_report_and_resumes(tmp_path, capsys):
+    from archer import models
+    from archer.cli import main as archer_main
+    from archer.data import synthetic
+
+    tok = models.build_tokenizer(synthetic.tokenizer_corpus(200, seed=0), vocab_size=300)
+    model = models.build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    rows = [dict(p.to_dict(), tests={}, meta={"solution": REF}) for p in synthetic.code_problems(3, seed=0)]
+    rows.append(Problem("m1", "1+1?", "math", answer="2").to_dict())
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    argv = ["data", "synth-tests", "--model", str(tmp_path / "m"), "--in", str(data), "--out", str(out)]
+    assert archer_main(argv + ["--max-new-tokens", "8", "--batch-size", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "kept 0 of 4 problems" in captured.out and "4/4 problems" in captured.err  # progress lines
+    assert out.is_file() and out.read_text() == ""  # a random model writes no test a reference passes
+    report = [json.loads(x) for x in Path(f"{out}.report.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in report] == [r["id"] for r in rows]
+    assert report[-1]["status"] == "dropped: a math problem"
+    assert all(r["status"].startswith("dropped: ") for r in report)
+    assert Path(f"{out}.removed.jsonl").is_file()
+    assert archer_main(argv) == 0  # everything is in the work file: nothing to generate
+    assert "4 already done" in capsys.readouterr().err
