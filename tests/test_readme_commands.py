@@ -154,7 +154,7 @@ def test_version_and_help(workdir):
     proc = _run([sys.executable, "-m", "archer", "--version"], workdir)
     _check(proc, "archer --version")
     assert proc.stdout.strip() == f"archer {version()}" and version() == "0.1.0"
-    for sub in ("train", "eval", "data"):
+    for sub in ("train", "eval", "data", "rm"):
         proc = _run([sys.executable, "-m", "archer", sub, "--help"], workdir)
         _check(proc, f"archer {sub} --help")
         assert "``" not in proc.stdout  # no raw reST markup in the help

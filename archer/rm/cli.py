@@ -5,15 +5,15 @@
     archer rm train --data pairs.jsonl --model PATH --out RM_DIR [--eval-fraction 0.1] [--lora-rank 8]
     archer rm score --model RM_DIR --in rows.jsonl --out scored.jsonl            # adds rm_score
 
-pairs: samples ``--n`` programs per problem from POLICY (any local model, archer's rollout engine),
+pairs: samples --n programs per problem from POLICY (any local model, archer's rollout engine),
 runs every test of each in the sandbox (pass rate = fraction passed), and keeps AceCoder's pairs
-(``--min-gap 0.4``, ``--min-chosen 0.8``, ``--min-rejected 0``, all strict). The samples with their
-pass rates go to ``--samples-out`` (default OUT.samples.jsonl) one problem at a time, so a restart
-skips the problems already sampled. With ``--samples FILE`` (rows ``id`` + ``responses``, from there
+(--min-gap 0.4, --min-chosen 0.8, --min-rejected 0, all strict). The samples with their
+pass rates go to --samples-out (default OUT.samples.jsonl) one problem at a time, so a restart
+skips the problems already sampled. With --samples FILE (rows id + responses, from there
 or from an earlier run) nothing is generated.
 
-score: rows with ``prompt`` + ``response`` (or ``responses``: a list) get ``rm_score`` (or
-``rm_scores``); rows with ``chosen`` + ``rejected`` (a pairs file) get both scores and the command
+score: rows with prompt + response (or responses: a list) get rm_score (or
+rm_scores); rows with chosen + rejected (a pairs file) get both scores and the command
 prints the pairwise accuracy. Outputs are written atomically.
 """
 
