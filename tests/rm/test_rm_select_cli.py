@@ -125,3 +125,18 @@ def test_rm_cli_bad_inputs_are_one_line_errors(tmp_path, tiny_lm_dir, capsys):
         archer_main(
             ["rm", "pairs", "--data", "synthetic_code", "--out", str(tmp_path / "p.jsonl"), "--min-gap", "x"]
         )
+
+
+def test_rm_cli_pairs_samples_from_a_model_and_resumes(tmp_path, tiny_lm_dir, capsys):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in synthetic.code_problems(3, seed=4)))
+    pairs = tmp_path / "pairs.jsonl"
+    argv = ["rm", "pairs", "--model", str(tiny_lm_dir), "--data", str(data), "--out", str(pairs), "--n", "2"]
+    assert archer_main(argv + ["--max-new-tokens", "6"]) == 0
+    samples = [json.loads(x) for x in (tmp_path / "pairs.jsonl.samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all(
+        len(s["responses"]) == 2 and s["pass_rates"] == [0.0, 0.0] for s in samples
+    )
+    assert pairs.is_file() and "0 pairs from 0 of 3 problems" in capsys.readouterr().out
+    assert archer_main(argv) == 0  # every problem sampled already: no model is loaded
+    assert "3 already in" in capsys.readouterr().err
