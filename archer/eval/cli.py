@@ -10,8 +10,8 @@ aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sampl
 synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
 run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
 
---rm RM_DIR (run, score) adds best-of-n selection by a reward model (``archer rm train``) to the
-summary (``rm_best_of_n``: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
+--rm RM_DIR (run, score) adds best-of-n selection by a reward model (archer rm train) to the
+summary (rm_best_of_n: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
 picks to OUT/rm_best_of_n.jsonl.
 
 score reads the data and n from OUT/config.json when --data is not given, so it needs only the output
