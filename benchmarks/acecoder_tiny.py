@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=8, help="programs per problem for the pairs")
     ap.add_argument("--num-tests", type=int, default=6, help="tests per test-writing response")
     ap.add_argument("--min-tests", type=int, default=5, help="AceCoder's 5; --quick uses 1")
+    ap.add_argument("--min-rejected", type=float, default=0.0, help="AceCoder's 0; --quick uses -1 (any)")
     ap.add_argument("--test-samples", type=int, default=8, help="test-writing responses per problem (pooled)")
     ap.add_argument("--sft-examples", type=int, default=1500)
     ap.add_argument("--sft-epochs", type=float, default=6)
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.problems, args.samples, args.sft_examples, args.sft_epochs = 16, 4, 200, 1
         args.rm_epochs, args.rl_steps, args.eval_problems, args.min_tests = 1, 2, 4, 1
+        args.min_rejected = -1.0
         if args.out.endswith("acecoder_tiny"):
             args.out += "_quick"
     out = Path(args.out)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = out / "pairs.jsonl"
     if not pairs.is_file():
         run_cli(["rm", "pairs", "--model", str(policy), "--data", str(synth), "--out", str(pairs), "--n", str(args.samples),
-                 "--max-new-tokens", "40", "--timeout", "2"], log)  # fmt: skip
+                 "--max-new-tokens", "40", "--timeout", "2", "--min-rejected", str(args.min_rejected)], log)  # fmt: skip
     from archer.rm.pairs import PairRule, build_pairs
 
     samples = [
@@ -251,10 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         "pairs_if_zero_pass_rejected_allowed": loose_pairs,
     }
     log(f"pairs: {pair_stats}")
-    # 3. reward model
+    if not pair_rows:
+        log("no pairs: the reward-model and RL stages are skipped (a weak policy or too few kept problems)")
+        (out / "acecoder_tiny.json").write_text(
+            json.dumps({"synth_tests": synth_stats, "pairs": pair_stats}, indent=2)
+        )
+        return 1
+    # 3. reward model (held-out problems only when there are enough pairs to spare some)
     rm_dir = out / "rm"
+    fraction = "0.25" if len(pair_rows) >= 16 else "0"
     if not (rm_dir / "config.json").is_file():
-        run_cli(["rm", "train", "--data", str(pairs), "--model", str(policy), "--out", str(rm_dir), "--eval-fraction", "0.25",
+        run_cli(["rm", "train", "--data", str(pairs), "--model", str(policy), "--out", str(rm_dir), "--eval-fraction", fraction,
                  "--epochs", str(args.rm_epochs), "--lr", str(args.rm_lr), "--batch-size", "8", "--max-length", "192"], log)  # fmt: skip
     rm_meta = json.loads((rm_dir / "archer_rm.json").read_text())
     log(
@@ -284,13 +293,14 @@ def main(argv: list[str] | None = None) -> int:
 def report(r: dict[str, Any]) -> str:
     s, p, rm = r["synth_tests"], r["pairs"], r["rm"]
     lines = [
-        f"- synth-tests: {s['kept_problems']} of {s['problems']} problems kept (>= 5 tests); "
+        f"- synth-tests: {s['kept_problems']} of {s['problems']} problems kept (>= {r['settings']['min_tests']} tests); "
         f"{s['tests_kept_all']} of {s['tests_parsed']} parsed tests passed the reference",
         f"- pairs: {p['programs']} programs on {p['problems']} problems, mean pass rate {p['mean_pass_rate']:.2f}, "
-        f"{p['partial_pass_programs']} with a partial pass rate; {p['pairs']} pairs by AceCoder's rule "
+        f"{p['partial_pass_programs']} with a partial pass rate; {p['pairs']} pairs by the rule (gap > 0.4, "
+        f"chosen > 0.8, rejected > {r['settings']['min_rejected']}) "
         f"({p['pairs_if_zero_pass_rejected_allowed']} if 0-pass programs were allowed as rejected)",
-        f"- reward model: held-out pairwise accuracy {rm['heldout_accuracy']:.3f} on {rm['heldout_pairs']} pairs "
-        f"(trained on {rm['train_pairs']})",
+        f"- reward model: held-out pairwise accuracy {rm.get('heldout_accuracy') or float('nan'):.3f} on "
+        f"{rm['heldout_pairs']} pairs (trained on {rm['train_pairs']})",
         "",
         "| RL reward | avg@1 before | avg@1 after | pass@4 before | pass@4 after | seconds |",
         "|---|---|---|---|---|---|",
