@@ -8,5 +8,8 @@ head trained with the Bradley-Terry loss on (chosen, rejected) program pairs bui
 - :mod:`archer.rm.train`: the training loop (full fine-tuning or LoRA) with held-out pairwise accuracy.
 - :mod:`archer.rm.scorer`: ``reward.model`` in RL, alone or mixed with the rule reward, and the
   ``rm/*`` metrics that make reward hacking visible.
+- :mod:`archer.rm.select`: best-of-n selection by a reward model (``archer eval --rm``).
 - :mod:`archer.rm.cli`: ``archer rm pairs | train | score``.
+
+Test synthesis (AceCoder's first stage) is ``archer data synth-tests`` (:mod:`archer.data.synth_tests`).
 """

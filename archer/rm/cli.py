@@ -53,6 +53,14 @@ def _pairs(args: argparse.Namespace) -> int:
     samples_path = Path(args.samples or args.samples_out or f"{args.out}.samples.jsonl")
     if args.samples:
         rows = _rows(args.samples)
+        for i, r in enumerate(rows):
+            if not isinstance(r.get("responses"), list) or "id" not in r:
+                raise ValueError(f"{args.samples}: row {i} needs 'id' and a 'responses' list")
+            if r.get("pass_rates") is not None and len(r["pass_rates"]) != len(r["responses"]):
+                raise ValueError(
+                    f"{args.samples}: row {i} has {len(r['pass_rates'])} pass_rates for "
+                    f"{len(r['responses'])} responses"
+                )
         missing = [r.get("pass_rates") is None for r in rows]
         todo = [r for r, m in zip(rows, missing) if m and r.get("id") in by_id]
         if todo:  # rate what has no pass rates yet

@@ -12,7 +12,9 @@ covers a scorer that breaks as a whole, e.g. a lost Ray worker).
 
 :func:`build_run_scorer` builds a run's scorer from its config: the backend's scorer, wrapped by
 :class:`CustomRewardScorer` when ``reward.function`` is set (``archer.rewards.custom``: the user's
-function, weighted with the built-in verifier, runs in the trainer's process).
+function, weighted with the built-in verifier, runs in the trainer's process), then by
+:class:`archer.rm.scorer.RewardModelScorer` when ``reward.model`` is set (a reward model on the
+trainer's device, mixed with that rule reward).
 """
 
 from __future__ import annotations

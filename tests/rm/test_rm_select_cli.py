@@ -121,6 +121,20 @@ def test_rm_cli_bad_inputs_are_one_line_errors(tmp_path, tiny_lm_dir, capsys):
     err = capsys.readouterr().err
     assert "must be strings" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"id": "a", "responses": ["x", "y"], "pass_rates": [1.0]}\n')
+    argv = [
+        "rm",
+        "pairs",
+        "--samples",
+        str(samples),
+        "--data",
+        "synthetic_code",
+        "--out",
+        str(tmp_path / "p.jsonl"),
+    ]
+    assert archer_main(argv) == 2
+    assert "1 pass_rates for 2 responses" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         archer_main(
             ["rm", "pairs", "--data", "synthetic_code", "--out", str(tmp_path / "p.jsonl"), "--min-gap", "x"]
