@@ -88,7 +88,7 @@ NOT_RUN: dict[str, str] = {
     "archer rm train --data pairs.jsonl --model runs/sft/final --out runs/rm --eval-fraction 0.1 --lora-rank 16": "trains; tests/rm/test_rm_train.py",
     "archer eval --model runs/sft/final --data heldout.jsonl --n 16 --k 1,16 --rm runs/rm --out ev/bon": "needs a policy and a reward model; tests/rm/test_rm_select_cli.py",
     "archer train tiny_code data.train=synth.jsonl reward.model=runs/rm reward.rule_weight=1.0 algo.advantage=reinforce_pp": "trains with a reward model; tests/rm/test_rm_rl.py",
-    "python benchmarks/acecoder_tiny.py": "the benchmark (about 15 min on 2 shared cores); its --quick smoke is tests/rm/test_acecoder_benchmark.py",
+    "python benchmarks/acecoder_tiny.py": "the benchmark (about 15 min on 2 shared cores); its --quick smoke is tests/benchmarks/test_acecoder_tiny_bench.py",
 }
 
 
