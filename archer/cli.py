@@ -1,4 +1,4 @@
-"""Command line: ``archer train | sft | eval | data | cluster | export``.
+"""Command line: ``archer train | sft | eval | data | rm | cluster | export``.
 
 Each subcommand lives in its own module and exposes ``main(argv: list[str]) -> int``; this file only
 dispatches, importing the module lazily so that ``archer data`` never pays for torch start-up it does
@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("archer.train.sft_cli", "supervised fine-tuning on chat-format data"),
     "eval": ("archer.eval.cli", "generate and score: avg@k / pass@k, checkpoint watcher"),
     "data": ("archer.data.cli", "dedup, decontaminate, filter and convert datasets"),
+    "rm": ("archer.rm.cli", "reward models: build pairs, train (Bradley-Terry), score"),
     "cluster": ("archer.distributed.cluster", "start, join and inspect a Ray cluster"),
     "export": ("archer.distributed.export", "merge a sharded checkpoint into one Hugging Face checkpoint"),
 }

@@ -210,7 +210,11 @@ class RewardConfig:
     ``soft`` (the fraction of tests passed; Klear) or ``soft_pm1`` (the mean of +1/-1 per test; Klear's
     variant); ``code_max_tests`` caps the tests run per response (a seeded random subset, as the Archer
     recipes do). A sample counts as correct in evaluations only when every test passes, whatever the
-    mode."""
+    mode.
+
+    ``model``: a reward-model folder (``archer rm train``) scoring every response on the trainer's
+    device; the reward is then ``model_weight * RM score + rule_weight * the reward above``
+    (``archer.rm.scorer``), and the rule reward is still computed for the accuracy and ``rm/*`` metrics."""
 
     function: str | None = None
     # auto: verl when the function's parameters are (data_source, solution_str, ground_truth, ...)
@@ -225,6 +229,11 @@ class RewardConfig:
     tool_format_weight: float = 0.0
     tool_turn_penalty: float = 0.0
     tool_turn_limit: int = 6
+    model: str | None = None
+    model_weight: float = 1.0
+    rule_weight: float = 0.0
+    model_batch_size: int = 16
+    model_max_length: int = 2048
 
 
 @dataclass
@@ -684,10 +693,32 @@ def _check_first_hour(cfg: Config) -> None:
             "reward.function_weight",
             "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0",
         )
+    _check_reward_model(rw)
     from archer.train.logging import SINKS
 
     for i, name in enumerate(lg.sinks):
         _one_of(name, tuple(SINKS), f"logging.sinks[{i}]")
+
+
+def _check_reward_model(rw: RewardConfig) -> None:
+    """``reward.model*``: the folder must hold a scalar-head reward model (config.json read only)."""
+    _check(rw.model_weight >= 0, "reward.model_weight", "must be >= 0")
+    _check(rw.rule_weight >= 0, "reward.rule_weight", "must be >= 0")
+    _check(rw.model_batch_size >= 1, "reward.model_batch_size", "must be >= 1")
+    _check(rw.model_max_length >= 8, "reward.model_max_length", "must be >= 8")
+    if rw.model is None:
+        return
+    from archer.rm.model import check_reward_model_dir
+
+    try:
+        check_reward_model_dir(rw.model)
+    except ValueError as exc:
+        raise ConfigError(f"reward.model: {exc}") from None
+    _check(
+        rw.model_weight > 0 or rw.rule_weight > 0,
+        "reward.model_weight",
+        "reward.model_weight and reward.rule_weight are both 0: every reward would be 0",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,6 +91,12 @@ NOT_RUN: dict[str, str] = {
     "archer train tiny_math resources.backend=ray resources.num_reward_workers=2 resources.address=auto": "needs a running cluster and trains",
     "archer cluster stop": "needs a running cluster",
     "python benchmarks/code_rewards.py": "trains 9 runs (~45 min); tests/benchmarks/test_code_rewards_bench.py runs --quick",
+    "archer data synth-tests --model models/coder-7b --in problems.jsonl --out synth.jsonl --n 2 --min-tests 5": "needs a real model and data; tests/data/test_synth_tests.py, benchmarks/acecoder_tiny.py",
+    "archer rm pairs --model runs/sft/final --data synth.jsonl --n 16 --out pairs.jsonl": "needs a trained policy; tests/rm/test_rm_select_cli.py",
+    "archer rm train --data pairs.jsonl --model runs/sft/final --out runs/rm --eval-fraction 0.1 --lora-rank 16": "trains; tests/rm/test_rm_train.py",
+    "archer eval --model runs/sft/final --data heldout.jsonl --n 16 --k 1,16 --rm runs/rm --out ev/bon": "needs a policy and a reward model; tests/rm/test_rm_select_cli.py",
+    "archer train tiny_code data.train=synth.jsonl reward.model=runs/rm reward.rule_weight=1.0 algo.advantage=reinforce_pp": "trains with a reward model; tests/rm/test_rm_rl.py",
+    "python benchmarks/acecoder_tiny.py": "the benchmark (about 15 min on 2 shared cores); its --quick smoke is tests/benchmarks/test_acecoder_tiny_bench.py",
 }
 
 
@@ -156,7 +162,7 @@ def test_version_and_help(workdir):
     proc = _run([sys.executable, "-m", "archer", "--version"], workdir)
     _check(proc, "archer --version")
     assert proc.stdout.strip() == f"archer {version()}" and version() == "0.1.0"
-    for sub in ("train", "eval", "data"):
+    for sub in ("train", "eval", "data", "rm"):
         proc = _run([sys.executable, "-m", "archer", sub, "--help"], workdir)
         _check(proc, f"archer {sub} --help")
         assert "``" not in proc.stdout  # no raw reST markup in the help

@@ -5,6 +5,8 @@
     archer data filter --in TRAIN... --out OUT [--min-tests K] [--check-reference]
                        [--model DIR --n 8 --low 0.01 --high 0.99]   # pass-rate band under a model
     archer data convert --in FILE... --out OUT.parquet [--layout archer|verl]
+    archer data synth-tests --model DIR --in PROBLEMS... --out OUT.jsonl [--form auto|assert|stdin]
+                            [--num-tests 20] [--min-tests 5] [--n 1]   # AceCoder test synthesis
 
 Inputs are read with archer.data.formats.load_dataset (format sniffed unless --format); an input
 may also be a bundled benchmark sample by name (math500, aime24, amc23, humaneval, mbpp_sample,
@@ -99,11 +101,47 @@ def _convert(args: argparse.Namespace, problems: list[Problem]):
     return problems, []
 
 
+def _synth_tests(args: argparse.Namespace, problems: list[Problem]):
+    """AceCoder test synthesis (``archer.data.synth_tests``): a model writes tests, references filter them."""
+    from archer.data.synth_tests import synthesize
+    from archer.eval.cli import load_engine
+    from archer.rollout.base import SamplingParams
+
+    engine, tokenizer = load_engine(args.model, args.device)
+    params = SamplingParams(
+        n=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    opts = {} if args.timeout is None else {"timeout": args.timeout}
+    kept, reports = synthesize(
+        engine,
+        tokenizer,
+        problems,
+        args.out,
+        params=params,
+        form=args.form,
+        num_tests=args.num_tests,
+        min_tests=args.min_tests,
+        max_tests=args.max_tests,
+        batch_size=args.batch_size,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        **opts,
+    )
+    return kept, [r for r in reports if r["status"] != "kept"]
+
+
 COMMANDS: dict[str, tuple[Callable[..., Any], str]] = {
     "dedup": (_dedup, "drop exact and near-duplicate (shared word n-gram) problems"),
     "decontaminate": (_decontaminate, "drop problems overlapping evaluation sets"),
     "filter": (_filter, "min tests, reference solution passes, pass-rate band under a model"),
     "convert": (_convert, "convert between JSONL, parquet and the verl layout"),
+    "synth-tests": (
+        _synth_tests,
+        "a model writes test cases, reference solutions keep the right ones (AceCoder)",
+    ),
 }
 
 
@@ -151,6 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-new-tokens", type=int, default=1024)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default=None)
+    st = parsers["synth-tests"]
+    st.add_argument("--model", required=True, help="HF model directory that writes the tests")
+    st.add_argument(
+        "--form", default="auto", choices=["auto", "assert", "stdin"], help="test form to ask for"
+    )
+    st.add_argument("--num-tests", type=int, default=20, help="tests asked for per response (AceCoder: ~20)")
+    st.add_argument(
+        "--min-tests", type=int, default=5, help="drop problems with fewer kept tests (AceCoder: 5)"
+    )
+    st.add_argument(
+        "--max-tests", type=int, default=None, help="keep at most this many candidates per problem"
+    )
+    st.add_argument(
+        "--n", dest="samples", type=int, default=1, help="responses per problem (tests are pooled)"
+    )
+    st.add_argument("--temperature", type=float, default=0.7)
+    st.add_argument("--top-p", type=float, default=1.0)
+    st.add_argument("--max-new-tokens", type=int, default=1024)
+    st.add_argument("--batch-size", type=int, default=8, help="problems per generate call")
+    st.add_argument("--timeout", type=float, default=None, help="per-test time limit (seconds)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--device", default=None)
     return parser
 
 

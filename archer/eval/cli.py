@@ -2,13 +2,17 @@
 
     archer eval --model DIR --data FILE [FILE ...] [--n 8] [--k 1,8] [--out DIR]   # both phases
     archer eval generate --model DIR --data FILE --out DIR ...                     # GPU machine
-    archer eval score --out DIR [--data FILE] [--k 1,8]                           # any CPU machine
+    archer eval score --out DIR [--data FILE] [--k 1,8] [--rm RM_DIR]             # any CPU machine
     archer eval watch RUN_DIR --data FILE [--phase all|generate|score] [--once]
 
 --data takes files (jsonl, json, parquet), the names of the bundled benchmark samples (math500,
 aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sample) or synthetic_math /
 synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
 run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
+
+--rm RM_DIR (run, score) adds best-of-n selection by a reward model (archer rm train) to the
+summary (rm_best_of_n: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
+picks to OUT/rm_best_of_n.jsonl.
 
 score reads the data and n from OUT/config.json when --data is not given, so it needs only the output
 directory (and the data file at the same path).
@@ -293,6 +297,16 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
             "run `archer eval generate` first"
         )
     summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
+    if getattr(args, "rm", None):  # best-of-N by a reward model, judged by the rule verifier's verdicts
+        from archer.rm.select import best_of_n_dir
+
+        summary["rm_best_of_n"] = best_of_n_dir(args.out, problems, args.rm, args.rm_device)
+        store.write_json(Path(args.out) / store.SUMMARY, summary)
+        b = summary["rm_best_of_n"]
+        print(
+            f"best-of-{cfg.get('n', '?')} by reward model {args.rm}: {b['accuracy']:.3f} "
+            f"(random pick {b['mean_accuracy']:.3f}, oracle {b['oracle']:.3f}) over {b['problems']} problems"
+        )
     print_summary(summary, title=str(args.out))
     print(f"summary in {Path(args.out) / 'summary.json'}")
     return summary
@@ -329,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", required=True)
     add_data_args(score, required=False)
     add_score_args(score)
+    for p in (run, score):
+        p.add_argument(
+            "--rm", default=None, help="reward-model folder: also report best-of-n selection by it"
+        )
+        p.add_argument("--rm-device", default="cpu", help="device of the reward model")
     watch = sub.add_parser("watch", help="evaluate each new complete checkpoint of a run directory")
     from archer.eval.watch import add_watch_args
 

@@ -119,7 +119,8 @@ class RLRun:
         self.train_ids = encode_prompts(train_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
         # evaluation prompts are encoded by the eval runner; encoding them here checks their length up front
         encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
-        self.scorer = scorer or build_run_scorer(cfg)  # verifiers (local or Ray) + reward.function, weighted
+        # verifiers (local or Ray) + reward.function, weighted, + reward.model on this rank's device
+        self.scorer = scorer or build_run_scorer(cfg, self.world.device)
         mp_dtype = getattr(torch, cfg.model.dtype)
         self.token_scorer = self.world.shard(TokenScorer(model), mp_dtype)
         self.ref_scorer = None

@@ -26,6 +26,7 @@ import torch
 
 from archer.config import Config
 from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
+from archer.rm.scorer import rm_metrics
 from archer.train.batching import CollectStats, Group, pack
 
 
@@ -198,6 +199,7 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
     from archer.rewards.tool_reward import tool_metrics
 
     m.update(tool_metrics([ro for g in groups for ro in g.responses]))
+    m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])

@@ -12,7 +12,9 @@ covers a scorer that breaks as a whole, e.g. a lost Ray worker).
 
 :func:`build_run_scorer` builds a run's scorer from its config: the backend's scorer, wrapped by
 :class:`CustomRewardScorer` when ``reward.function`` is set (``archer.rewards.custom``: the user's
-function, weighted with the built-in verifier, runs in the trainer's process).
+function, weighted with the built-in verifier, runs in the trainer's process), then by
+:class:`archer.rm.scorer.RewardModelScorer` when ``reward.model`` is set (a reward model on the
+trainer's device, mixed with that rule reward).
 """
 
 from __future__ import annotations
@@ -124,8 +126,22 @@ class CustomRewardScorer:
             self.inner.close()
 
 
-def build_run_scorer(cfg: Any) -> Scorer:
-    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set."""
+def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
+    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set, then for
+    ``reward.model`` (a reward model on ``device``, :mod:`archer.rm.scorer`) when set."""
+    rule = _rule_scorer(cfg)
+    if getattr(cfg.reward, "model", None) is None:
+        return rule
+    from archer.rm.scorer import build_rm_scorer
+
+    try:
+        return build_rm_scorer(rule, cfg, device)
+    except Exception:
+        rule.close()
+        raise
+
+
+def _rule_scorer(cfg: Any) -> Scorer:
     r, rw = cfg.resources, cfg.reward
 
     def make_inner() -> Scorer:

@@ -1,0 +1,34 @@
+"""Shared fixtures of the reward-model tests: a tiny causal LM folder built on the spot (no hub)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    from archer import models
+    from archer.data import synthetic
+
+    tok = models.build_tokenizer(synthetic.tokenizer_corpus(300, seed=0), vocab_size=300)
+    model = models.build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0)
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tiny_lm_dir, tmp_path_factory):
+    from archer.data import synthetic
+    from archer.rm.train import RMTrainConfig, train_reward_model
+
+    rows = [
+        {"id": p.id, "prompt": p.prompt, "chosen": synthetic.code_solution(p), "rejected": "no code"}
+        for p in synthetic.code_problems(8, split="train", seed=0)
+    ]
+    out = tmp_path_factory.mktemp("rl_rm") / "rm"
+    train_reward_model(
+        rows, tiny_lm_dir, out, RMTrainConfig(epochs=1, lr=1e-3, max_length=64), log=lambda _: None
+    )
+    return out
