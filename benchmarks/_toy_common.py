@@ -170,6 +170,52 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def study_dirs(tag: str, quick: bool, out_dir: str | None, fresh: bool) -> tuple[Path, Path]:
+    """(output folder, run cache) of a study: ``--out-dir``, else ``benchmarks/results`` (quick:
+    ``runs/bench_logs/<tag>_quick``); finished runs live in ``runs/bench_logs/<tag>[_quick]``, whose
+    results ``fresh`` deletes."""
+    name = f"{tag}_quick" if quick else tag
+    cache = REPO / "runs" / "bench_logs" / name
+    out = Path(out_dir) if out_dir else (cache if quick else RESULTS)
+    for d in (out, cache):
+        d.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for f in cache.glob("*.json"):
+            f.unlink()
+    return out, cache
+
+
+def heldout_curve(out: dict[str, Any], k: int) -> dict[str, list[Any]]:
+    """A run's held-out avg@k / pass@k at step 0 (before), every ``eval.every`` steps and the end."""
+    hist = out["history"]
+    ev = (
+        [(0, out["before"])]
+        + [
+            (h["step"], {m: h[f"eval/{m}"] for m in (f"avg@{k}", f"pass@{k}")})
+            for h in hist
+            if f"eval/avg@{k}" in h
+        ]
+        + [(len(hist), out["after"])]
+    )
+    return {
+        "eval_steps": [s for s, _ in ev],
+        "avg_at_k": [e.get(f"avg@{k}") for _, e in ev],
+        "pass_at_k": [e.get(f"pass@{k}") for _, e in ev],
+    }
+
+
+def mean_curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
+    """Per-step mean over seeds of ``run[key]``, skipping missing (None) and NaN values; None where no
+    run has a value."""
+    out: list[float | None] = []
+    for i in range(max(len(r[key]) for r in runs)):
+        vals = [
+            r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None and r[key][i] == r[key][i]
+        ]
+        out.append(statistics.mean(vals) if vals else None)
+    return out
+
+
 def cached(path: Path, key: str, label: str) -> dict[str, Any] | None:
     """A result saved earlier for exactly this configuration (``key`` stored in it), else None."""
     if path.is_file():

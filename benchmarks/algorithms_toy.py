@@ -114,15 +114,6 @@ def _tail_mean(values: list[float | None], k: int) -> float:
     return statistics.mean(vals) if vals else float("nan")
 
 
-def _mean_curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
-    """Per-step mean over seeds (steps without a value in a run are skipped; None if none has one)."""
-    out: list[float | None] = []
-    for i in range(max(len(r[key]) for r in runs)):
-        vals = [r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None]
-        out.append(statistics.mean(vals) if vals else None)
-    return out
-
-
 def _mean_sd(vals: list[float]) -> str:
     vals = [v for v in vals if v == v]
     if not vals:
@@ -137,7 +128,7 @@ def combine(name: str, runs: list[dict[str, Any]], keys: list[str], k: int) -> d
     return {
         "name": name,
         "seeds": [r["seed"] for r in runs],
-        **{c: _mean_curve(runs, c) for c in ("reward", "accuracy", "entropy")},
+        **{c: common.mean_curve(runs, c) for c in ("reward", "accuracy", "entropy")},
         "after": {m: statistics.mean(r["after"][m] for r in runs) for m in keys},
         "after_all": {m: [r["after"][m] for r in runs] for m in keys},
         "tail_acc": [_tail_mean(r["accuracy"], k) for r in runs],

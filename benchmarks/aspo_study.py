@@ -193,19 +193,7 @@ def run_variant(
         "before": out["before"],
         "after": out["after"],
     }
-    # held-out curve: before (step 0), every eval.every steps, after (last step)
-    ev = (
-        [(0, out["before"])]
-        + [
-            (h["step"], {m: h[f"eval/{m}"] for m in (f"avg@{k}", f"pass@{k}")})
-            for h in hist
-            if f"eval/avg@{k}" in h
-        ]
-        + [(len(hist), out["after"])]
-    )
-    res["eval_steps"] = [s for s, _ in ev]
-    res["avg_at_k"] = [e.get(f"avg@{k}") for _, e in ev]
-    res["pass_at_k"] = [e.get(f"pass@{k}") for _, e in ev]
+    res.update(common.heldout_curve(out, k))  # before (step 0), every eval.every steps, after
     f.write_text(json.dumps(res))
     print(f"{name} seed {seed}: {res['wall']:.0f} s, after {out['after']}", flush=True)
     return res
@@ -347,23 +335,13 @@ def control_gap(ctrl: dict[str, Any]) -> float:
 # ------------------------------------------------------------------------------------- summary
 
 
-def _curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
-    out: list[float | None] = []
-    for i in range(max(len(r[key]) for r in runs)):
-        vals = [
-            r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None and r[key][i] == r[key][i]
-        ]
-        out.append(statistics.mean(vals) if vals else None)
-    return out
-
-
 def _tail(values: list[Any], k: int) -> float:
     vals = [v for v in values[-k:] if v is not None and v == v]
     return statistics.mean(vals) if vals else float("nan")
 
 
 def combine(name: str, runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
-    curves = {c: _curve(runs, c) for c in list(STEP_KEYS) + ["paths", "avg_at_k", "pass_at_k"]}
+    curves = {c: common.mean_curve(runs, c) for c in list(STEP_KEYS) + ["paths", "avg_at_k", "pass_at_k"]}
     return {
         "name": name,
         "seeds": [r["seed"] for r in runs],
@@ -553,18 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if a.quick:
         base += QUICK
-    tag = "aspo_study_quick" if a.quick else "aspo_study"
-    out_dir = (
-        Path(a.out_dir)
-        if a.out_dir
-        else (common.REPO / "runs" / "bench_logs" / tag if a.quick else common.RESULTS)
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cache = common.REPO / "runs" / "bench_logs" / tag
-    cache.mkdir(parents=True, exist_ok=True)
-    if a.fresh:
-        for f in cache.glob("*.json"):
-            f.unlink()
+    out_dir, cache = common.study_dirs("aspo_study", a.quick, a.out_dir, a.fresh)
     t0 = time.time()
     cfg = common.toy_config(base, quick=a.quick, recipe=RECIPE)
     ckpt, sft_info = common.sft_checkpoint(cfg)

@@ -98,24 +98,13 @@ def run_mode(
     )
     hist = out["history"]
     k = max(cfg.eval.ks)
-    ev = (
-        [(0, out["before"])]
-        + [
-            (h["step"], {m: h[f"eval/{m}"] for m in (f"avg@{k}", f"pass@{k}")})
-            for h in hist
-            if f"eval/avg@{k}" in h
-        ]
-        + [(len(hist), out["after"])]
-    )
     res: dict[str, Any] = {
         "mode": mode,
         "seed": seed,
         "key": key,
         "wall": time.time() - t0,
         **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
-        "eval_steps": [s for s, _ in ev],
-        "avg_at_k": [e.get(f"avg@{k}") for _, e in ev],
-        "pass_at_k": [e.get(f"pass@{k}") for _, e in ev],
+        **common.heldout_curve(out, k),
         "per_problem_after": out["after"].get("per_problem_avg"),
         "before": {m: out["before"].get(m) for m in (f"avg@{k}", f"pass@{k}")},
     }
@@ -124,14 +113,6 @@ def run_mode(
         f"{mode} seed {seed}: {res['wall']:.0f} s, avg@{k} {res['avg_at_k'][0]:.3f} -> {res['avg_at_k'][-1]:.3f}"
     )
     return res
-
-
-def _curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
-    out: list[float | None] = []
-    for i in range(max(len(r[key]) for r in runs)):
-        vals = [r[key][i] for r in runs if i < len(r[key]) and r[key][i] is not None]
-        out.append(statistics.mean(vals) if vals else None)
-    return out
 
 
 def _fmt(vals: list[float]) -> str:
@@ -162,7 +143,8 @@ def verdict(results: dict[str, list[dict[str, Any]]], k: int, advantage: str = "
     for mode in results:
         if mode == "hard":
             continue
-        same = [m for m in results if m != mode and m < mode and curves[m] == curves[mode]]
+        # a mode identical to another non-hard mode (soft_pm1 = 2 x soft - 1) gets no separate call
+        same = [m for m in results if m not in ("hard", mode) and m < mode and curves[m] == curves[mode]]
         if same:
             lines.append(
                 f"- `{mode}` ran step for step like `{same[0]}` (identical held-out curves on every seed): "
@@ -197,9 +179,9 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path, k: int) -> None:
         steps = runs[0]["eval_steps"]
         for r in runs:
             axes[0].plot(steps, r["avg_at_k"], color=c, alpha=0.25, lw=1)
-        axes[0].plot(steps, _curve(runs, "avg_at_k"), color=c, lw=2, label=mode)
+        axes[0].plot(steps, common.mean_curve(runs, "avg_at_k"), color=c, lw=2, label=mode)
         for ax, key in ((axes[1], "tests_passed"), (axes[2], "accuracy")):
-            ax.plot(range(1, len(runs[0][key]) + 1), _curve(runs, key), color=c, lw=2, label=mode)
+            ax.plot(range(1, len(runs[0][key]) + 1), common.mean_curve(runs, key), color=c, lw=2, label=mode)
     axes[0].set(title=f"held-out avg@{k} (all tests pass)", xlabel="RL step")
     axes[1].set(title="train: fraction of tests passed", xlabel="RL step")
     axes[2].set(title="train: all tests pass", xlabel="RL step")
@@ -229,18 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     base = [f"eval.every={a.eval_every}"] + ([f"trainer.steps={a.steps}"] if a.steps else [])
     if a.quick:
         base += QUICK
-    tag = "code_rewards_quick" if a.quick else "code_rewards"
-    out_dir = (
-        Path(a.out_dir)
-        if a.out_dir
-        else (common.REPO / "runs" / "bench_logs" / tag if a.quick else common.RESULTS)
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cache = common.REPO / "runs" / "bench_logs" / tag
-    cache.mkdir(parents=True, exist_ok=True)
-    if a.fresh:
-        for f in cache.glob("*.json"):
-            f.unlink()
+    out_dir, cache = common.study_dirs("code_rewards", a.quick, a.out_dir, a.fresh)
     t0 = time.time()
     cfg = common.toy_config(base, quick=a.quick, recipe=RECIPE)
     ckpt, sft_info = common.sft_checkpoint(cfg)

@@ -39,6 +39,9 @@ def test_paired_interval_and_verdict_rule_by_hand():
     same = {"hard": _runs([0.6, 0.7]), "soft": _runs([0.7, 0.8]), "soft_pm1": _runs([0.7, 0.8])}
     text = bench.verdict(same, 4)
     assert "`soft_pm1` ran step for step like `soft`" in text and "`soft_pm1` vs `hard`" not in text
+    assert "`soft` vs `hard`" in text  # identical to hard would still get its (zero) paired interval
+    same_as_hard = bench.verdict({"hard": _runs([0.6, 0.7]), "soft": _runs([0.6, 0.7])}, 4)
+    assert "`soft` vs `hard`" in same_as_hard and "step for step" not in same_as_hard
 
 
 @pytest.mark.slow
@@ -51,7 +54,7 @@ def test_quick_run_writes_table_curves_and_plot(tmp_path):
         assert len(run["tests_passed"]) == 2 and run["eval_steps"] == [0, 2]
         assert all(0.0 <= v <= 1.0 for v in run["avg_at_k"])
     md = (tmp_path / "code_rewards.md").read_text()
-    assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md
+    assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md  # even when identical
     assert (tmp_path / "code_rewards.png").stat().st_size > 10_000
     # the code path's per-step metrics, as a run writes them
     run_dir = Path(bench.common.REPO) / "runs" / "bench_logs" / "code_rewards_quick" / "run_soft_s0"
