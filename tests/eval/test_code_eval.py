@@ -101,3 +101,28 @@ def test_math_samples_have_no_verdict_mix(tmp_path):
     probs = [Problem("a", "What is 2+3?", "math", answer="5")]
     out = evaluate(FixedEngine({"2+3": ["\\boxed{5}"]}), None, probs, n=1, template="raw")
     assert "verdicts" not in out and out["records"][0]["samples"][0]["verdict"] is None
+
+
+def test_printed_table_has_the_error_and_verdict_rows():
+    from rich.console import Console
+
+    from archer.eval.report import summary_table
+
+    summary = {
+        "ks": [1],
+        "num_problems": 2,
+        "avg@1": 0.5,
+        "pass@1": 0.5,
+        "avg_se": 0.5,
+        "verdicts": {"pass": 0.5, "timeout": 0.5},
+        "by_source": {
+            "a": {"avg@1": 1.0, "pass@1": 1.0, "avg_se": 0.0, "verdicts": {"pass": 1.0}},
+            "b": {"avg@1": 0.0, "pass@1": 0.0, "avg_se": 0.0, "verdicts": {"timeout": 1.0}},
+        },
+    }
+    console = Console(record=True, width=120)
+    console.print(summary_table(summary))
+    rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines() if "│" in line}
+    assert [c.strip() for c in rows["code: timeout"].split("│")[2:5]] == ["0.500", "0.000", "1.000"]
+    assert [c.strip() for c in rows["avg s.e."].split("│")[2:5]] == ["0.500", "0.000", "0.000"]
+    assert "code: wrong" not in rows  # only verdicts that occur get a row
