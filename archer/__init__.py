@@ -2,7 +2,7 @@
 
 Subpackages: ``archer.algo`` (losses, advantages, regularisers, chunked log-probs),
 ``archer.rewards`` (math verifier, code sandbox), ``archer.rollout`` (generation engines),
-``archer.data`` (datasets, filters, synthetic tasks), ``archer.train`` (RL and SFT loops),
+``archer.data`` (datasets, filters, synthetic tasks), ``archer.rl`` (RL and SFT loops),
 ``archer.eval`` (pass@k, avg@k, evaluation runner), ``archer.distributed`` (Ray, torch.distributed).
 """
 

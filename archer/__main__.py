@@ -1,4 +1,4 @@
-from archer.cli import main
+from archer.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters through PEFT (``archer.train.policy``); ``rank`` 0 = full fine-tuning. The KL
+    """LoRA adapters through PEFT (``archer.models.loader``); ``rank`` 0 = full fine-tuning. The KL
     reference is the base model with adapters disabled. ``target_modules``: module names, or
     ``[all-linear]`` (every linear layer but the output head). ``save_merged``: checkpoints also hold
     ``merged/``, a plain Hugging Face model with the adapter merged in."""
@@ -82,7 +82,7 @@ class ModelConfig:
     sft_examples: int = 0
     sft_batch_size: int = 8
     sft_max_len: int = 256  # packed row length (tokens) of the SFT warm-up
-    # share of SFT demonstrations with one deliberate slip (imperfect teacher, see archer.data.synthetic)
+    # share of SFT demonstrations with one deliberate slip (imperfect teacher, see archer.tasks.synthetic)
     sft_noise: float = 0.0
     gradient_checkpointing: bool = False
     # when the SFT warm-up runs: auto = only for a model built from scratch (model.path null); true = also
@@ -111,7 +111,7 @@ class DataConfig:
     # chat template of the tokenizer: a Jinja file (*.jinja / *.j2 / an existing path) or the Jinja
     # text itself; null keeps the tokenizer's own (a base model like gpt2 has none: prompts stay plain)
     chat_template: str | None = None
-    # prompt curriculum (archer.train.curriculum): none | potential (R1-Code-Interpreter: highest-potential
+    # prompt curriculum (archer.data.curriculum): none | potential (R1-Code-Interpreter: highest-potential
     # quarter first, then half, three quarters, all) | kind_order (AceReason: curriculum_kinds in order).
     # curriculum_steps: each stage's start step (default: trainer.steps split evenly)
     curriculum: str = "none"
@@ -153,7 +153,7 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.5
     vllm_max_model_len: int | None = None
     # generate step t+1 on the Ray rollout workers while step t trains (staleness 1, recorded; needs
-    # resources.rollout_workers > 0; archer.distributed.rollout_pool.OneStepOffPolicy)
+    # resources.rollout_workers > 0; archer.rollout.ray_pool.OneStepOffPolicy)
     one_step_off_policy: bool = False
     # tool rollouts (archer.rollout.tools, R1-Code-Interpreter / ToRA): [python] lets the model run code
     # blocks in the sandbox and continue on their output, for any engine; observation tokens are masked
@@ -214,7 +214,7 @@ class RewardConfig:
 
     ``model``: a reward-model folder (``archer rm train``) scoring every response on the trainer's
     device; the reward is then ``model_weight * RM score + rule_weight * the reward above``
-    (``archer.rm.scorer``), and the rule reward is still computed for the accuracy and ``rm/*`` metrics."""
+    (``archer.rewards.reward_model``), and the rule reward is still computed for the accuracy and ``rm/*`` metrics."""
 
     function: str | None = None
     # auto: verl when the function's parameters are (data_source, solution_str, ground_truth, ...)
@@ -292,8 +292,8 @@ class EvalConfig:
 @dataclass
 class ResourcesConfig:
     """Where rewards are computed: ``local`` (in-process verifier pools) or ``ray``
-    (``archer.distributed.reward_pool.RayRewardScorer``); how many data-parallel training processes
-    (``train_procs``, ``archer.distributed.launch``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
+    (``archer.rewards.ray_pool.RayRewardScorer``); how many data-parallel training processes
+    (``train_procs``, ``archer.cli.launch``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
     torch.distributed backend (``auto``: nccl on CUDA, gloo on CPU). The recipe is otherwise unchanged."""
 
     backend: str = "local"
@@ -306,7 +306,7 @@ class ResourcesConfig:
     # collective timeout; ranks > 0 wait this long in a barrier while rank 0 evaluates or saves
     dist_timeout_s: float = 3600.0
     # rollout engines on this many Ray actors (0: the engine runs in the trainer's process), each with
-    # a GPU when the cluster has them and this many CPUs (archer.distributed.rollout_pool)
+    # a GPU when the cluster has them and this many CPUs (archer.rollout.ray_pool)
     rollout_workers: int = 0
     rollout_cpus_per_worker: float = 1.0
 
@@ -314,7 +314,7 @@ class ResourcesConfig:
 @dataclass
 class LoggingConfig:
     """Run-directory outputs and sinks. ``metrics.jsonl``, ``plots/`` and ``samples.jsonl`` are always
-    written; ``sinks`` adds optional loggers of ``archer.train.logging.SINKS`` (``tensorboard``,
+    written; ``sinks`` adds optional loggers of ``archer.tracking.sinks.SINKS`` (``tensorboard``,
     ``wandb``, ``mlflow``, ``trackio``), each an extra (``pip install 'archer[NAME]'``); one that is not
     installed is reported once with that hint and skipped. ``tensorboard``/``wandb`` booleans are the
     older spelling of the same choice (``tensorboard`` is on when installed)."""
@@ -616,8 +616,8 @@ def validate(cfg: Config) -> Config:
 
 
 def _check_curriculum(cfg: Config) -> None:
+    from archer.data.curriculum import CURRICULA
     from archer.data.schema import KINDS
-    from archer.train.curriculum import CURRICULA
 
     d = cfg.data
     _one_of(d.curriculum, tuple(CURRICULA), "data.curriculum")
@@ -694,7 +694,7 @@ def _check_first_hour(cfg: Config) -> None:
             "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0",
         )
     _check_reward_model(rw)
-    from archer.train.logging import SINKS
+    from archer.tracking.sinks import SINKS
 
     for i, name in enumerate(lg.sinks):
         _one_of(name, tuple(SINKS), f"logging.sinks[{i}]")
@@ -708,7 +708,7 @@ def _check_reward_model(rw: RewardConfig) -> None:
     _check(rw.model_max_length >= 8, "reward.model_max_length", "must be >= 8")
     if rw.model is None:
         return
-    from archer.rm.model import check_reward_model_dir
+    from archer.models.reward_model import check_reward_model_dir
 
     try:
         check_reward_model_dir(rw.model)

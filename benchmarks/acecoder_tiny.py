@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO))
 
 def _value(problem: Any, x: int) -> int:
     """f(x) of the generator's own reference (trusted code written by archer's generator, not a model)."""
-    from archer.data import synthetic
     from archer.rewards.code import extract_code
+    from archer.tasks import synthetic
 
     ns: dict[str, Any] = {}
     exec(extract_code(synthetic.code_solution(problem)), ns)  # noqa: S102 - trusted generator output
@@ -54,7 +54,7 @@ def _value(problem: Any, x: int) -> int:
 
 
 def test_writing_rows(problems: list, k: int, noise: float, seed: int) -> list[dict[str, Any]]:
-    from archer.data.synth_tests import test_prompt
+    from archer.curation.synth_tests import test_prompt
 
     rng = random.Random(seed)
     rows = []
@@ -79,10 +79,10 @@ def test_writing_rows(problems: list, k: int, noise: float, seed: int) -> list[d
 
 
 def build_policy(out: Path, args: argparse.Namespace, log) -> Path:
-    from archer import models
-    from archer.data import synthetic
     from archer.data.prompts import user_message
-    from archer.train.sft import train_sft
+    from archer.models import tiny as models
+    from archer.sft.train import train_sft
+    from archer.tasks import synthetic
 
     target = out / "policy"
     if (target / "config.json").is_file():
@@ -118,7 +118,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_cli(argv: list[str], log) -> None:
-    from archer.cli import main
+    from archer.cli.main import main
 
     log("$ archer " + " ".join(argv))
     rc = main(argv)
@@ -130,7 +130,7 @@ def rl_run(
     out: Path, name: str, policy: Path, train_file: Path, extra: list[str], args, log
 ) -> dict[str, Any]:
     from archer.config import load_config
-    from archer.train.rl import train
+    from archer.rl.loop import train
 
     summary_path = out / f"rl_{name}.json"
     if summary_path.is_file():
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
 
-    from archer.data import synthetic
+    from archer.tasks import synthetic
 
     policy = build_policy(out, args, log)
     # 1. seed problems: reference = the generator's solution, original tests removed

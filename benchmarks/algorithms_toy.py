@@ -70,7 +70,7 @@ def run_variant(
 ) -> dict[str, Any]:
     """One loss, one RL seed (``trainer.seed``: sampling and mini-batch order; the data and the SFT
     checkpoint stay the same)."""
-    from archer.train.rl import train as rl_train
+    from archer.rl.loop import train as rl_train
 
     overrides = base + VARIANTS[name] + ["algo.advantage=grpo", "eval.enabled=false", f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick)

@@ -113,7 +113,7 @@ class RecordingScorer:
     that the distinct correct paths of a step can be counted from what the policy sampled."""
 
     def __init__(self, cfg: Any) -> None:
-        from archer.train.scorer import build_run_scorer
+        from archer.rewards.scoring import build_run_scorer
 
         self.inner = build_run_scorer(cfg)
         self.pending: list[tuple[str, Any]] = []
@@ -134,7 +134,7 @@ class RecordingScorer:
 
 def distinct_correct_paths(scored: list[tuple[str, Any]]) -> float:
     """Mean over the sampled prompts of the number of distinct correct paths among its responses."""
-    from archer.data.synthetic_paths import solution_path
+    from archer.tasks.synthetic_paths import solution_path
 
     by_prompt: dict[str, set] = {}
     for response, problem in scored:
@@ -159,7 +159,7 @@ def run_variant(
     cache: Path,
 ) -> dict[str, Any]:
     """One variant, one RL seed (``trainer.seed``: sampling and mini-batch order)."""
-    from archer.train.rl import train as rl_train
+    from archer.rl.loop import train as rl_train
 
     overrides = base + VARIANTS[name] + [f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)
@@ -206,7 +206,7 @@ def _entropies(model: Any, batch: Any) -> Any:
     """[N] per-token entropy (nats, T=1) of ``model`` on the batch's trained response tokens."""
     import torch
 
-    from archer.train.rl_update import TokenScorer
+    from archer.rl.update import TokenScorer
 
     with torch.no_grad():
         _, ent = TokenScorer(model, share_prompts=False)(
@@ -231,9 +231,9 @@ def probe(
 
     import torch
 
-    from archer.train.batching import collect_groups
-    from archer.train.rl import RLRun
-    from archer.train.rl_step import build_batch, needs_reference
+    from archer.rl.batch import collect_groups
+    from archer.rl.loop import RLRun
+    from archer.rl.step import build_batch, needs_reference
 
     settings = [
         f"trainer.ppo_epochs={epochs}",

@@ -78,7 +78,7 @@ def run_mode(
     cache: Path,
 ) -> dict[str, Any]:
     """One reward mode, one RL seed, from the shared SFT checkpoint."""
-    from archer.train.rl import train as rl_train
+    from archer.rl.loop import train as rl_train
 
     overrides = base + [f"reward.code_mode={mode}", f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)

@@ -1,6 +1,6 @@
 """Decontamination speed: hashed 9-gram index vs. naive baselines, 10k -> 100k training prompts.
 
-Claim checked: ``archer.data.filters.decontaminate`` (64-bit hashed word 9-grams in a sorted numpy
+Claim checked: ``archer.curation.filters.decontaminate`` (64-bit hashed word 9-grams in a sorted numpy
 array, see ``archer.data.ngram``) scales linearly with the number of training prompts and is faster
 than (a) Python sets of string 9-gram tuples (no hashing into numpy, same linear algorithm) and
 (b) pairwise set intersection of each training prompt with each evaluation problem (quadratic; timed
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from archer.data.filters import decontaminate, problem_text  # noqa: E402
+from archer.curation.filters import decontaminate, problem_text  # noqa: E402
 from archer.data.formats import load_dataset  # noqa: E402
 from archer.data.ngram import normalize_text  # noqa: E402
 from archer.data.schema import Problem  # noqa: E402

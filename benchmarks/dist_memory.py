@@ -1,10 +1,10 @@
 """Peak memory per training process, ``trainer.strategy=ddp`` vs ``fsdp``, 2 gloo processes on CPU.
 
 Each of 2 local ranks builds a ~30M-parameter Qwen2 model from a config, wraps it in the trainer's
-:class:`~archer.train.rl_update.TokenScorer`, prepares it with the trainer's
+:class:`~archer.rl.update.TokenScorer`, prepares it with the trainer's
 :class:`~archer.distributed.world.ProcessWorld` (``ddp``: a full replica; ``fsdp``: FSDP2 shards),
 then runs what an RL step runs: a generation under ``world.full_weights`` (HF engine), and
-``--steps`` AdamW updates of ``--rows`` rows through :func:`~archer.train.rl_update.update_minibatch`.
+``--steps`` AdamW updates of ``--rows`` rows through :func:`~archer.rl.update.update_minibatch`.
 
 Measured per rank: the bytes of model state it holds (parameters + gradients + AdamW moments, local
 shards), and the peak resident memory of the step phase above the process's baseline (Linux
@@ -69,9 +69,9 @@ def _worker(rank: int, port: int, strategy: str, args: argparse.Namespace, out: 
     import torch.distributed as dist
 
     from archer.distributed.world import ProcessWorld
+    from archer.rl.update import TokenScorer, UpdateSettings, update_minibatch
     from archer.rollout.base import SamplingParams
     from archer.rollout.hf import HFEngine
-    from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
@@ -123,7 +123,7 @@ def _worker(rank: int, port: int, strategy: str, args: argparse.Namespace, out: 
 def _warm_up() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from archer.train.rl_update import TokenScorer
+    from archer.rl.update import TokenScorer
 
     tiny = Qwen2ForCausalLM(
         Qwen2Config(

@@ -2,8 +2,8 @@
 
 What it runs (the trainer's own pieces, no hub download): a Qwen2.5-0.5B-shaped ``Qwen2ForCausalLM``
 built from a config with random weights (float32 master weights), wrapped in the trainer's
-:class:`~archer.train.rl_update.TokenScorer`, bf16 autocast (or FSDP2 mixed precision under several
-ranks), gradient checkpointing, AdamW, and :func:`~archer.train.rl_update.update_minibatch` with the
+:class:`~archer.rl.update.TokenScorer`, bf16 autocast (or FSDP2 mixed precision under several
+ranks), gradient checkpointing, AdamW, and :func:`~archer.rl.update.update_minibatch` with the
 ASPO loss on random token rows; then the HF rollout engine generates from the same weights. Prints
 update tokens/s, model FLOPs utilisation (MFU, 6·N·tokens / peak) and generation tokens/s.
 
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     from archer.distributed.world import join_world
-    from archer.train.policy import autocast, disable_dropout, enable_gradient_checkpointing
-    from archer.train.rl_update import TokenScorer, UpdateSettings, update_minibatch
+    from archer.models.loader import autocast, disable_dropout, enable_gradient_checkpointing
+    from archer.rl.update import TokenScorer, UpdateSettings, update_minibatch
 
     world = join_world(torch.device(args.device), "fsdp")
     model = _model(args.tiny)

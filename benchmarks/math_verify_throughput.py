@@ -133,7 +133,7 @@ def baseline(name: str, threaded: bool, cap: float) -> dict:
 
 
 def run_archer(name: str, pool) -> dict:
-    from archer.rewards.math import score_math_batch
+    from archer.rewards.math.score import score_math_batch
 
     responses, golds = workload(name)
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def main() -> int:
         run_math_verify(args.child, args.threaded)
         return 0
 
-    from archer.rewards.math import MathVerifierPool
+    from archer.rewards.math.score import MathVerifierPool
 
     rows, startups = [], []
     for name in ("matched", "shifted", "shifted-clean", "grpo-clean"):

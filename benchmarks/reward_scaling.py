@@ -75,7 +75,7 @@ def noop_verifier(responses, problems):
 def measure_rewards(items, workers=(1, 2)):
     import ray
 
-    from archer.distributed.reward_pool import RayRewardScorer
+    from archer.rewards.ray_pool import RayRewardScorer
     from archer.rewards.registry import score_responses
 
     rows = []
@@ -115,9 +115,9 @@ def measure_rewards(items, workers=(1, 2)):
 def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
     import ray
 
-    from archer.distributed.rollout_pool import RayRolloutPool
-    from archer.models import build_tiny_model, build_tokenizer, count_parameters
+    from archer.models.tiny import build_tiny_model, build_tokenizer, count_parameters
     from archer.rollout.hf import HFEngine
+    from archer.rollout.ray_pool import RayRolloutPool
 
     tok = build_tokenizer([f"{a}+{b}={a + b}" for a in range(30) for b in range(30)], vocab_size=300)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

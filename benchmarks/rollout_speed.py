@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from archer.data.synthetic import math_problems, tokenizer_corpus
-from archer.models import build_tiny_model, build_tokenizer, count_parameters
+from archer.models.tiny import build_tiny_model, build_tokenizer, count_parameters
 from archer.rollout import HFEngine, SamplingParams
+from archer.tasks.synthetic import math_problems, tokenizer_corpus
 
 MODELS = {
     "tiny (64x2)": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2},

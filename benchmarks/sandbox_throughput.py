@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from archer.rewards.code import run_tests_batch, with_prompt_setup  # noqa: E402
 from archer.rewards.compare import stdout_matches  # noqa: E402
-from archer.rewards.sandbox import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
+from archer.sandbox.pool import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
 
 DATA = Path(os.environ.get("ARCHER_SHARED_DATA", REPO / "archer" / "data" / "bundled")) / "code"
 

@@ -27,7 +27,7 @@ import types
 
 import torch
 
-from archer.models import build_tokenizer
+from archer.models.tiny import build_tokenizer
 from archer.rollout import HFEngine, SamplingParams
 from archer.rollout.tools import SandboxInterpreter, ToolEngine, ToolSettings, output_block
 
@@ -143,9 +143,9 @@ def main() -> None:
 
 def real_model(args: argparse.Namespace) -> None:
     from archer.config import load_config
+    from archer.models.loader import PolicyOptions, load_policy
+    from archer.rl.setup import encode_prompts, load_problems
     from archer.rollout.tools import tool_settings
-    from archer.train.policy import PolicyOptions, load_policy
-    from archer.train.rl_setup import encode_prompts, load_problems
 
     cfg = load_config("tiny_interpreter", [f"data.num_eval={args.rows}", "data.num_train=1"])
     problems = load_problems(cfg)[1]

@@ -25,9 +25,9 @@ import time
 import torch
 from rollout_speed import hf_generate  # the model.generate baseline (benchmarks/ is on sys.path)
 
-from archer.data.synthetic import math_problems, tokenizer_corpus
-from archer.models import build_tiny_model, build_tokenizer, count_parameters
+from archer.models.tiny import build_tiny_model, build_tokenizer, count_parameters
 from archer.rollout import HFEngine, SamplingParams
+from archer.tasks.synthetic import math_problems, tokenizer_corpus
 
 MODELS = {
     "tiny_math (128x2)": {
@@ -102,7 +102,7 @@ def speed(args) -> None:
 
 def learn(args) -> None:
     from archer.config import load_config
-    from archer.train.rl import train
+    from archer.rl.loop import train
 
     out = {}
     root = tempfile.mkdtemp(prefix="vllm-learn-")

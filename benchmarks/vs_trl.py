@@ -6,7 +6,7 @@ held-out accuracy, on the default CPU demo.
 Both sides start from the same SFT checkpoint of ``archer/recipes/tiny_math.yaml`` (tiny Qwen2 +
 tokenizer built on the spot, SFT-warmed on noisy worked solutions of three-operand arithmetic, all with
 the recipe's own settings) and train on the same problems with
-the real math verifier (``archer.rewards.math``) as the reward. Matched settings (one "RL step" = one
+the real math verifier (``archer.rewards.math.score``) as the reward. Matched settings (one "RL step" = one
 rollout batch of ``rollout.batch_size`` prompts x ``rollout.n`` samples, then the policy update):
 
 =======================  =====================================  ===========================================
@@ -88,7 +88,7 @@ def _summary(step_times: list[float], tokens: list[float]) -> dict[str, float]:
 
 
 def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: str) -> dict[str, Any]:
-    from archer.train.rl import train as rl_train
+    from archer.rl.loop import train as rl_train
 
     model, tok = common.load_policy(ckpt)
     before = common.evaluate_model(model, tok, evals, cfg)
@@ -137,7 +137,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     import torch
 
     from archer.data.prompts import build_prompt
-    from archer.rewards.math import score_math_batch
+    from archer.rewards.math.score import score_math_batch
 
     r, o, t = cfg.rollout, cfg.optim, cfg.trainer
     rows_per_step = r.batch_size * r.n
@@ -151,7 +151,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     per_rl_step: list[dict[str, float]] = []
 
     def math_reward(prompts, completions, completion_ids, answer, **_: Any) -> list[float]:
-        # archer.rewards.math.score_math, in its batched form (one verifier pool round trip per batch)
+        # archer.rewards.math.score.score_math, in its batched form (one verifier pool round trip per batch)
         t_in = time.time()
         res = score_math_batch(list(completions), list(answer))
         # generation ran since the previous optimizer step ended (or training began)

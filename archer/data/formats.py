@@ -260,7 +260,7 @@ def resolve_data_path(path: str | Path) -> Path | str:
 def _synthetic(name: str, limit: int | None) -> list[Problem]:
     """The held-out problems of the recipe that trains on generator ``name`` (same seed and settings)."""
     from archer.config import load_config
-    from archer.train.rl_setup import load_problems
+    from archer.rl.setup import load_problems
 
     n = SYNTHETIC_DEFAULT_N if limit is None else max(0, limit)
     return load_problems(load_config(SYNTHETIC_RECIPES[name], [f"data.num_eval={n}", "data.num_train=1"]))[1]

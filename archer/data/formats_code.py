@@ -11,7 +11,7 @@
   base64(zlib(pickle(...)))) and the upstream layout (``question_content``, ``starter_code``,
   ``public_test_cases`` JSON, ``private_test_cases`` plain JSON or compressed, ``metadata`` JSON with
   ``func_name``). Compressed tests are decoded with the restricted unpickler
-  ``archer.data.safe_pickle.decode_lcb_tests`` (never plain ``pickle``). A ``func_name``/``fn_name``
+  ``archer.sandbox.zygote.safe_pickle.decode_lcb_tests`` (never plain ``pickle``). A ``func_name``/``fn_name``
   makes the problem functional (call-based); otherwise it is stdin/stdout.
 - ``code_contests``: the sample layout (``content``, ``test`` = JSON list of
   ``{"input": {"stdin"}, "output": {"stdout"}}``) and the upstream one (``description`` with
@@ -68,9 +68,9 @@ def normalize_tests(obj: Any, fn_name: str | None = None) -> dict[str, Any]:
 
 def _decode_compressed(blob: str) -> Any:
     try:
-        from archer.data.safe_pickle import decode_lcb_tests
+        from archer.sandbox.zygote.safe_pickle import decode_lcb_tests
     except ImportError as exc:  # pragma: no cover - the sandbox helper ships it
-        raise ImportError("compressed LiveCodeBench tests need archer.data.safe_pickle") from exc
+        raise ImportError("compressed LiveCodeBench tests need archer.sandbox.zygote.safe_pickle") from exc
     return decode_lcb_tests(blob)
 
 

@@ -243,7 +243,7 @@ class NgramIndex:
 
 def ngram_totals(texts: Sequence[str], n: int = DEFAULT_N) -> np.ndarray:
     """Number of distinct n-grams of each text (int64 [D]; a text shorter than ``n`` words has 1, an
-    empty one 0): the denominator of the shared fraction used by ``archer.data.filters.dedup``."""
+    empty one 0): the denominator of the shared fraction used by ``archer.curation.filters.dedup``."""
     h, d, _ = hash_corpus(texts, n)
     _, d = unique_pairs(h, d)
     return np.bincount(d, minlength=len(texts)).astype(np.int64)

@@ -2,11 +2,11 @@
 
 Modules (each imported on demand, so ``import archer.distributed`` costs nothing and never needs ray):
 
-- :mod:`archer.distributed.reward_pool`  ``RayRewardScorer``: verifiers as Ray actors, fault tolerant
-- :mod:`archer.distributed.rollout_pool` ``RayRolloutPool``: engines as Ray actors, versioned weight sync
+- :mod:`archer.rewards.ray_pool`  ``RayRewardScorer``: verifiers as Ray actors, fault tolerant
+- :mod:`archer.rollout.ray_pool` ``RayRolloutPool``: engines as Ray actors, versioned weight sync
 - :mod:`archer.distributed.world`        the training world: one process, or ddp / FSDP2 ranks
-- :mod:`archer.distributed.launch`       ``resources.train_procs=N``: N local training processes
+- :mod:`archer.cli.launch`       ``resources.train_procs=N``: N local training processes
 - :mod:`archer.distributed.checkpoint`   sharded save / load (any world size) via torch.distributed.checkpoint
-- :mod:`archer.distributed.export`       ``archer export CKPT_DIR --out DIR`` (one Hugging Face checkpoint)
-- :mod:`archer.distributed.cluster`      ``archer cluster start | join | status | stop``, NCCL environment
+- :mod:`archer.cli.export`       ``archer export CKPT_DIR --out DIR`` (one Hugging Face checkpoint)
+- :mod:`archer.cli.cluster`      ``archer cluster start | join | status | stop``, NCCL environment
 """

@@ -113,7 +113,7 @@ class Watcher:
 
         factory = self.engine_factory
         if factory is None:
-            from archer.eval.cli import load_engine
+            from archer.cli.eval import load_engine
 
             factory = load_engine
         engine, tokenizer = factory(ckpt)
@@ -215,7 +215,7 @@ def add_watch_args(p: argparse.ArgumentParser) -> None:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    from archer.eval.cli import (
+    from archer.cli.eval import (
         DEFAULT_KS,
         _parse_ks,
         _reward_opts,
@@ -249,7 +249,7 @@ def main_from_args(args: argparse.Namespace) -> int:
 
 def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:
     """(engine, tokenizer) with the tool settings of ``--tools`` / ``--tools-from`` applied."""
-    from archer.eval.cli import with_tool_args
+    from archer.cli.eval import with_tool_args
 
     engine, tokenizer = loaded
     return with_tool_args(engine, args), tokenizer

@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from archer.rewards.compare import call_result_matches, stdout_matches
-from archer.rewards.sandbox import SandboxPool, default_pool
 from archer.rewards.types import RewardResult, TestReport
+from archer.sandbox.pool import SandboxPool, default_pool
 
 VERDICTS = ("ok", "wrong", "timeout", "error", "memory", "output_limit", "skipped", "sandbox_error")
 # a response's outcome: the worst verdict among its tests; a response with no code block: no_code

@@ -20,7 +20,7 @@ BatchVerifier = Callable[..., list[RewardResult]]
 
 # name -> "module:function"; imported lazily so math-only runs never import the sandbox and vice versa
 _VERIFIERS: dict[str, str] = {
-    "math": "archer.rewards.math:score_math_problems",
+    "math": "archer.rewards.math.score:score_math_problems",
     "code": "archer.rewards.code:score_code_problems",
 }
 # data_source -> verifier name, for sources whose verifier differs from the default of their kind

@@ -61,7 +61,7 @@ def best_of_n_dir(
     """Best-of-N over an ``archer eval`` directory; writes ``rm_best_of_n.jsonl`` (atomically)."""
     from archer.data.formats import save_rows
     from archer.eval import store
-    from archer.rm.model import RewardModel
+    from archer.models.reward_model import RewardModel
 
     out = Path(out_dir)
     by_id = {p.id: p for p in problems}

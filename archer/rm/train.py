@@ -4,7 +4,7 @@ Each step takes ``batch_size`` pairs, scores the chosen and rejected texts in on
 and minimises ``mean -log sigmoid(r_c - r_r)`` with AdamW. Held-out pairs (``eval_pairs``, or a
 ``eval_fraction`` of the problems: pairs are split by problem id, so no held-out problem is seen in
 training) give the pairwise accuracy after every epoch. Progress goes to ``log`` every ``log_every``
-steps. The checkpoint is written once, at the end, atomically (:func:`archer.rm.model.save_reward_model`).
+steps. The checkpoint is written once, at the end, atomically (:func:`archer.models.reward_model.save_reward_model`).
 
 Limits: no resumption inside a run (a crash restarts from ``--model``); one device; no gradient
 accumulation beyond ``batch_size``.
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from archer.models.reward_model import encode, forward_scores, init_reward_model, rm_input, save_reward_model
 from archer.rm.loss import bradley_terry_loss, pairwise_accuracy
-from archer.rm.model import encode, forward_scores, init_reward_model, rm_input, save_reward_model
 
 
 @dataclass

@@ -101,7 +101,7 @@ def build_rollout(
     """The rollout engine a run's config asks for, and the config the run should use with it.
 
     ``rollout.engine`` (``auto`` resolved for ``device``) over ``model``, in this process, or with
-    ``resources.rollout_workers=N`` a :class:`archer.distributed.rollout_pool.RayRolloutPool` of N Ray
+    ``resources.rollout_workers=N`` a :class:`archer.rollout.ray_pool.RayRolloutPool` of N Ray
     actors each holding one such engine, started from ``model``'s weights (version 0). When the engine
     holds its own copy of the weights (vLLM, or rollout workers) and ``algo.tis_cap`` is unset, the
     returned config has ``algo.tis_cap = rollout.default_tis_cap`` (truncated IS on by default).
@@ -113,7 +113,7 @@ def build_rollout(
     name = resolve_engine(cfg.rollout.engine, device)
     workers = getattr(cfg.resources, "rollout_workers", 0)
     if workers:
-        from archer.distributed.rollout_pool import RayRolloutPool, worker_engine_factory
+        from archer.rollout.ray_pool import RayRolloutPool, worker_engine_factory
 
         r = cfg.resources
         engine: Any = RayRolloutPool(

@@ -10,7 +10,7 @@ wrapping their engine (``rollout.tools=[python]``). One conversation:
 
 1. the engine generates one model turn with the stop string ``"```\\n"`` (kept in the text);
 2. when the turn ends with a complete ```` ```python ```` block, the block is submitted to the
-   :class:`SandboxInterpreter` (``archer.rewards.sandbox``: the isolated pool, never the trainer's
+   :class:`SandboxInterpreter` (``archer.sandbox.pool``: the isolated pool, never the trainer's
    process) with ``tool_timeout_s`` of wall clock and its output cut to ``tool_output_chars``;
 3. the output comes back as an observation (``rollout.tool_format``, by default ToRA/R1-CI's
    ```` ```output ```` block) appended to the context, and the model continues;
@@ -123,7 +123,7 @@ class SandboxInterpreter:
     """Runs programs in the isolated sandbox without blocking the caller, one program per worker.
 
     :meth:`submit` returns a ``Future[ToolResult]`` at once. ``workers`` threads (default: one per CPU
-    core) each own a one-zygote :class:`archer.rewards.sandbox.SandboxPool` of their own (started on
+    core) each own a one-zygote :class:`archer.sandbox.pool.SandboxPool` of their own (started on
     first use, separate from the reward pool) and take the next queued program as soon as their last
     one ended, so a fast program's result comes back while slow ones still run, and a program
     submitted then starts at once if a worker is free. A program that raises, loops, floods its output
@@ -170,7 +170,7 @@ class SandboxInterpreter:
     def _new_pool(self) -> Any:
         if self._factory is not None:
             return self._factory()
-        from archer.rewards.sandbox import SandboxConfig, SandboxPool
+        from archer.sandbox.pool import SandboxConfig, SandboxPool
 
         return SandboxPool(SandboxConfig(workers=1))
 

@@ -29,7 +29,7 @@ What it does
 - Weights: :meth:`update_weights` loads a state dict (or a module; LoRA adapters are merged, a tied
   ``lm_head.weight`` is added) in place through vLLM's ``reload_weights`` and clears the prefix cache:
   no restart. ``version`` counts the loads (0 = the weights the engine was built with) and every rollout
-  carries ``meta["weight_version"]``, so a stale rollout is detectable (``archer.distributed.rollout_pool``
+  carries ``meta["weight_version"]``, so a stale rollout is detectable (``archer.rollout.ray_pool``
   stamps the same key on Ray actors). Built from a module, the engine writes only its config and
   tokenizer to a temporary folder, starts vLLM with dummy weights and then loads the module's.
 - Sleep (CUDA only): with ``sleep=True`` (the default on CUDA when colocated with the trainer) the

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _toy_common as common  # noqa: E402
 import aspo_study as study  # noqa: E402
 
-from archer.data.synthetic_paths import paths_problems  # noqa: E402
+from archer.tasks.synthetic_paths import paths_problems  # noqa: E402
 
 
 def test_mean_ci_by_hand():

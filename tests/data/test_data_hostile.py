@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from archer.cli import main as archer_main
+from archer.cli.main import main as archer_main
 from archer.data.formats import read_rows, save_rows
-from archer.data.safe_pickle import bounded_decompress, decode_lcb_tests
+from archer.sandbox.zygote.safe_pickle import bounded_decompress, decode_lcb_tests
 
 REPO = Path(__file__).resolve().parents[2]
 MATH_ROW = {"problem": "What is 1+1?", "answer": "2"}
@@ -119,7 +119,7 @@ def test_decompression_bomb_row_is_refused_with_bounded_memory(tmp_path):
         f"""
         import base64, json, pickle, resource, sys, zlib
         sys.path.insert(0, {str(REPO)!r})
-        from archer.cli import main
+        from archer.cli.main import main
         comp = zlib.compressobj(1)
         chunk = b"a" * (1 << 24)
         # pickle protocol 4 string header for a 512 MiB str, then the body streamed through zlib

@@ -226,7 +226,7 @@ def test_chat_prompts_round_trip_in_archer_parquet(tmp_path):
 def test_every_bundled_generator_is_an_eval_name_giving_its_recipes_held_out_problems():
     from archer.config import load_config
     from archer.data.formats import SYNTHETIC_RECIPES, load_dataset
-    from archer.train.rl_setup import GENERATORS, load_problems
+    from archer.rl.setup import GENERATORS, load_problems
 
     assert set(SYNTHETIC_RECIPES) == set(GENERATORS)
     for name, recipe in SYNTHETIC_RECIPES.items():

@@ -1,6 +1,6 @@
 """Sharded checkpoints of a 2-rank FSDP2 update: they export to one Hugging Face checkpoint equal to
 the single-process update, and resume on world size 1 with the optimizer state (momentum) restored.
-(The update's equality across strategies and ranks is tested in tests/train/test_dist_update.py.)"""
+(The update's equality across strategies and ranks is tested in tests/rl/test_dist_update.py.)"""
 
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def _batch():
 
 def _update(scorer, opt, rows, world=None):
     """One PPO step at ratio 1 (old = current log-probs) over ``rows``, one row per micro-batch."""
-    from archer.train.rl_update import UpdateSettings, update_minibatch
+    from archer.rl.update import UpdateSettings, update_minibatch
 
     batch = _batch()
     with torch.no_grad():
         ref = _tiny_model()
-        from archer.train.rl_update import TokenScorer
+        from archer.rl.update import TokenScorer
 
         old, _ = TokenScorer(ref)(
             batch["input_ids"], batch["attention_mask"], batch["response_mask"], with_entropy=False
@@ -77,7 +77,7 @@ def _worker(rank, world_size, port, out_dir):
 
     from archer.distributed.checkpoint import save_sharded
     from archer.distributed.world import ProcessWorld
-    from archer.train.rl_update import TokenScorer
+    from archer.rl.update import TokenScorer
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -111,7 +111,7 @@ def _free_port() -> int:
 
 
 def _reference():
-    from archer.train.rl_update import TokenScorer
+    from archer.rl.update import TokenScorer
 
     scorer = TokenScorer(_tiny_model())
     opt = torch.optim.SGD(scorer.parameters(), lr=LR, momentum=MOMENTUM)
@@ -139,7 +139,7 @@ def _assert_same(a: dict, b: dict, tol=1e-6):
 
 
 def test_export_from_two_shards_loads_with_from_pretrained(two_rank_run, tmp_path):
-    from archer.distributed.export import main
+    from archer.cli.export import main
 
     out, ref, _ = two_rank_run
     ref_model = ref.policy
@@ -154,7 +154,7 @@ def test_export_from_two_shards_loads_with_from_pretrained(two_rank_run, tmp_pat
 
 
 def test_export_rejects_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
-    from archer.distributed.export import main
+    from archer.cli.export import main
 
     assert main([str(tmp_path), "--out", str(tmp_path / "hf")]) == 1
     assert "not an archer sharded checkpoint" in capsys.readouterr().err
@@ -162,7 +162,7 @@ def test_export_rejects_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
 
 def test_resume_two_shards_on_world_size_one(two_rank_run):
     from archer.distributed.checkpoint import load_sharded
-    from archer.train.rl_update import TokenScorer
+    from archer.rl.update import TokenScorer
 
     out, ref, ref_opt = two_rank_run
     scorer = TokenScorer(_tiny_model())
@@ -184,9 +184,9 @@ def test_resume_two_shards_on_world_size_one(two_rank_run):
 
 
 def test_single_process_checkpoint_with_tied_embeddings_and_tokenizer_round_trips(tmp_path):
+    from archer.cli.export import main
     from archer.distributed.checkpoint import load_sharded, save_sharded
-    from archer.distributed.export import main
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     tok = build_tokenizer([f"{a}+{b}={a + b}" for a in range(15) for b in range(15)], vocab_size=290)
     model = build_tiny_model(tok, hidden_size=32, num_layers=1)  # tied input/output embeddings

@@ -53,7 +53,7 @@ def _log(path: Path) -> list[tuple[str, int]]:
 
 
 def test_reward_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_session, tmp_path):
-    from archer.distributed.reward_pool import RayRewardScorer
+    from archer.rewards.ray_pool import RayRewardScorer
 
     log = tmp_path / "calls.txt"
     n = 24
@@ -90,7 +90,7 @@ def test_reward_actor_killed_mid_batch_loses_and_duplicates_nothing(ray_session,
 
 
 def test_reward_chunks_exhausting_retries_give_zero_reward_not_a_crash(ray_session, tmp_path):
-    from archer.distributed.reward_pool import RayRewardScorer
+    from archer.rewards.ray_pool import RayRewardScorer
 
     def crash_worker(responses, problems):
         import os
@@ -115,7 +115,7 @@ def test_reward_chunks_exhausting_retries_give_zero_reward_not_a_crash(ray_sessi
 
 
 def test_hung_reward_actor_is_killed_after_the_chunk_timeout_and_its_items_retried(ray_session, tmp_path):
-    from archer.distributed.reward_pool import RayRewardScorer
+    from archer.rewards.ray_pool import RayRewardScorer
 
     arm, fired = str(tmp_path / "arm"), str(tmp_path / "fired")
 
@@ -140,7 +140,7 @@ def test_hung_reward_actor_is_killed_after_the_chunk_timeout_and_its_items_retri
 
 
 def test_reward_pool_matches_local_scorer_and_passes_options(ray_session):
-    from archer.distributed.reward_pool import RayRewardScorer
+    from archer.rewards.ray_pool import RayRewardScorer
     from archer.rewards.registry import register_verifier, score_responses
 
     def with_option(responses, problems, scale=1.0):
@@ -151,7 +151,7 @@ def test_reward_pool_matches_local_scorer_and_passes_options(ray_session):
     try:
         local = score_responses(responses, problems, scale=0.5)
     finally:
-        register_verifier("math", "archer.rewards.math:score_math_problems")
+        register_verifier("math", "archer.rewards.math.score:score_math_problems")
     scorer = RayRewardScorer(2, cpus_per_worker=0.5, verifiers={"math": with_option}, scale=0.5)
     remote = scorer.score(responses, problems)
     assert scorer.score([], []) == []
@@ -168,7 +168,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
 
 
 def _tiny_lm(seed: int):
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     texts = [f"{a}+{b}={a + b}" for a in range(12) for b in range(12)]
     tok = build_tokenizer(texts, vocab_size=300)
@@ -188,15 +188,15 @@ def _same(a, b, tol=1e-4) -> bool:
 
 
 def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(ray_session):
-    from archer.distributed.rollout_pool import RayRolloutPool, StaleRolloutError, check_fresh, staleness
     from archer.rollout.base import SamplingParams
     from archer.rollout.hf import HFEngine
+    from archer.rollout.ray_pool import RayRolloutPool, StaleRolloutError, check_fresh, staleness
 
     tok, model0 = _tiny_lm(seed=0)
     _, model1 = _tiny_lm(seed=1)  # "the trainer's weights after one update"
 
     def engine_factory():
-        from archer.models import build_tiny_model
+        from archer.models.tiny import build_tiny_model
 
         return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=0), tok)
 
@@ -237,7 +237,7 @@ def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(r
 
 
 def _head_dim_32_lm(seed: int):
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     texts = [f"{a}+{b}={a + b}" for a in range(12) for b in range(12)]
     tok = build_tokenizer(texts, vocab_size=300)
@@ -261,8 +261,8 @@ def _recomputed_gap(model, rollouts, temperature: float) -> float:
 
 def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_versions(ray_session):
     pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]')")
-    from archer.distributed.rollout_pool import RayRolloutPool, staleness, worker_engine_factory
     from archer.rollout.base import SamplingParams, shares_policy
+    from archer.rollout.ray_pool import RayRolloutPool, staleness, worker_engine_factory
 
     tok, model0 = _head_dim_32_lm(seed=0)
     _, model1 = _head_dim_32_lm(seed=1)
@@ -298,7 +298,7 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     ``rollout.one_step_off_policy``: step t+1 is generated while step t trains, one version stale."""
     from archer.config import ConfigError, load_config
     from archer.rewards import registry
-    from archer.train import rl
+    from archer.rl import loop as rl
 
     def parity(responses, problems, **_):
         return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]

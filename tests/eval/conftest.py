@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory):
     import json
 
     from archer.data.formats import BUNDLED_DIR
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     root = BUNDLED_DIR / "math" / "math500.jsonl"
     texts = [json.loads(line)["problem"] for line in root.read_text().splitlines()[:50]]

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from archer.cli.eval import build_parser, with_tool_args
 from archer.config import ConfigError, load_config, save_config
-from archer.eval.cli import build_parser, with_tool_args
 from archer.eval.runner import summarize
 from archer.rollout.tools import ToolEngine
 
@@ -38,7 +38,7 @@ def test_tool_settings_come_from_the_run_or_the_flags(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         with_tool_args(_Engine(), _args(["--tools-from", str(tmp_path / "nope")]))
     assert isinstance(_args([]), argparse.Namespace)
-    from archer.eval.cli import resolve_template
+    from archer.cli.eval import resolve_template
 
     # the prompt template too: tiny_interpreter asks the raw problem text
     assert resolve_template(_args(["--tools-from", str(tmp_path)])) == "raw"
@@ -59,8 +59,8 @@ def test_summary_reports_the_tool_use_rate():
 def test_archer_eval_with_tools_runs_end_to_end(tmp_path, capsys):
     import json
 
-    from archer.eval.cli import main
-    from archer.models import build_tiny_model, build_tokenizer
+    from archer.cli.eval import main
+    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     ckpt = tmp_path / "ckpt"
     tok = build_tokenizer(["Compute 123*456. ```python\nprint(1)\n```\n\\boxed{56088}"] * 20, vocab_size=300)

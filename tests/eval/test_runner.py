@@ -102,7 +102,7 @@ def test_duplicate_ids_rejected():
 
 
 def test_cli_end_to_end_tiny_model(tiny_model_dir, shared_data, tmp_path, code_verifier, capsys):
-    from archer.eval.cli import main
+    from archer.cli.eval import main
 
     out = tmp_path / "ev"
     argv = [
@@ -152,7 +152,7 @@ def test_cli_end_to_end_tiny_model(tiny_model_dir, shared_data, tmp_path, code_v
 
 
 def test_measure_pass_rates_feeds_difficulty_filter():
-    from archer.data.filters import filter_pass_rate
+    from archer.curation.filters import filter_pass_rate
     from archer.eval.runner import measure_pass_rates
 
     probs = _problems()

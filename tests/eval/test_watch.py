@@ -41,7 +41,7 @@ def test_find_checkpoints_needs_marker_and_sorts_by_step(tmp_path, tiny_model_di
 
 
 def test_cli_watch_once_evaluates_once_and_retries_failures(tmp_path, tiny_model_dir, shared_data):
-    from archer.eval.cli import main
+    from archer.cli.eval import main
 
     run = _run_dir(tmp_path, tiny_model_dir)
     argv = [
@@ -85,7 +85,7 @@ def test_cli_watch_once_evaluates_once_and_retries_failures(tmp_path, tiny_model
 
 
 def test_split_phases_and_backoff(tmp_path, tiny_model_dir):
-    from archer.eval.cli import load_engine
+    from archer.cli.eval import load_engine
 
     run = _run_dir(tmp_path, tiny_model_dir)
     now = [1000.0]

@@ -8,8 +8,8 @@ from archer.data.schema import Problem
 from archer.rewards import registry
 from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code, score_code_problems
 from archer.rewards.compare import call_result_matches, lines_match, stdout_matches
-from archer.rewards.sandbox import SandboxConfig, SandboxPool
 from archer.rewards.types import TestReport
+from archer.sandbox.pool import SandboxConfig, SandboxPool
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_call_based_gets_leetcode_header_and_deep_recursion(pool):
 
 def test_run_scorer_uses_the_configured_code_reward_mode():
     from archer.config import ConfigError, load_config
-    from archer.train.scorer import build_run_scorer
+    from archer.rewards.scoring import build_run_scorer
 
     # f(x) = x + 1 checked on 4 inputs; the program is right on 3 of them (wrong at x = 3)
     prob = Problem(

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from archer.data.safe_pickle import decode_lcb_tests
 from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code, with_prompt_setup
-from archer.rewards.sandbox import SandboxConfig, SandboxPool
+from archer.sandbox.pool import SandboxConfig, SandboxPool
+from archer.sandbox.zygote.safe_pickle import decode_lcb_tests
 
 # honest solutions written for the three LiveCodeBench sample problems
 LCB_SOLUTIONS = {

@@ -10,8 +10,8 @@ import pytest
 from archer.config import ConfigError, load_config
 from archer.data.schema import Problem
 from archer.rewards.custom import combine, load_reward_function, trl_columns
+from archer.rewards.scoring import CustomRewardScorer, build_run_scorer
 from archer.rewards.types import RewardResult
-from archer.train.scorer import CustomRewardScorer, build_run_scorer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_reward.py"
 

@@ -1,7 +1,7 @@
 """Reward hacking against the math verifier: strings a policy could find that score a wrong answer as
 right, equivalent forms that must stay right, and inputs that must be refused fast.
 
-Judged in-process with ``archer.rewards.math_judge.judge`` (the function a pool worker runs), so each
+Judged in-process with ``archer.rewards.math.judge.judge`` (the function a pool worker runs), so each
 case costs milliseconds; ``test_attacks_through_score_math`` runs a few through the real pool.
 """
 
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from archer.rewards.math_judge import judge
-from archer.rewards.math_normalize import (
+from archer.rewards.math.judge import judge
+from archer.rewards.math.normalize import (
     choice_letter,
     inequality_to_interval,
     nesting_ok,
@@ -286,7 +286,7 @@ def test_nesting_ok(text, ok):
 
 
 def test_attacks_through_score_math():
-    from archer.rewards.math import MathVerifierPool, score_math_batch
+    from archer.rewards.math.score import MathVerifierPool, score_math_batch
 
     responses = [
         "</think> \\boxed{(B) \\text{ is wrong; the answer is } (C)}",

@@ -13,7 +13,7 @@ import pytest
 
 from archer.data.schema import Problem
 from archer.rewards import extract_answer, math_equal, score_math, score_math_batch
-from archer.rewards.math import MathVerifierPool, score_math_problems
+from archer.rewards.math.score import MathVerifierPool, score_math_problems
 from archer.rewards.registry import score_responses
 
 HANG_GUARD_S = 60.0  # generous wall-clock guard against hanging, not a speed threshold
@@ -114,7 +114,7 @@ def test_exact_layer_overrides_math_verify_rounding():
     """The exact layer, not math-verify, is what separates 1/2004! from 1/2006!."""
     from math_verify import parse, verify
 
-    from archer.rewards.math_judge import judge
+    from archer.rewards.math.judge import judge
 
     gold, pred = parse("$\\frac{1}{2004!}$"), parse("$\\frac{1}{2006!}$")
     assert verify(gold, pred)  # math-verify: equal after rounding
@@ -123,7 +123,7 @@ def test_exact_layer_overrides_math_verify_rounding():
 
 def test_plain_numbers_and_radicals_in_process():
     """The sympy-free fast path for plain numbers, and the exact layer on irrationals."""
-    from archer.rewards.math_judge import judge
+    from archer.rewards.math.judge import judge
 
     assert judge("3", "4") == (False, "not_equal")
     assert judge("025", "25") == (True, "equal")
@@ -332,7 +332,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {root!r})
 from archer.rewards import math_equal
-from archer.rewards.math_pool import default_pool
+from archer.rewards.math.pool import default_pool
 assert math_equal("1", "1.0")
 print(" ".join(map(str, default_pool().worker_pids())), flush=True)
 if {hang}:

@@ -7,8 +7,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory):
-    from archer import models
-    from archer.data import synthetic
+    from archer.models import tiny as models
+    from archer.tasks import synthetic
 
     tok = models.build_tokenizer(synthetic.tokenizer_corpus(300, seed=0), vocab_size=300)
     model = models.build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0)
@@ -20,8 +20,8 @@ def tiny_lm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_rm(tiny_lm_dir, tmp_path_factory):
-    from archer.data import synthetic
     from archer.rm.train import RMTrainConfig, train_reward_model
+    from archer.tasks import synthetic
 
     rows = [
         {"id": p.id, "prompt": p.prompt, "chosen": synthetic.code_solution(p), "rejected": "no code"}

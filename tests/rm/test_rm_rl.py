@@ -11,8 +11,8 @@ import pytest
 from archer.config import ConfigError, load_config
 from archer.data.schema import Problem
 from archer.rewards import registry
+from archer.rewards.reward_model import RewardModelScorer, rm_metrics
 from archer.rewards.types import RewardResult
-from archer.rm.scorer import RewardModelScorer, rm_metrics
 
 
 class FixedRule:
@@ -105,7 +105,7 @@ def test_config_accepts_a_trained_reward_model(tiny_rm):
 
 
 def test_an_rl_run_with_reward_model_logs_rm_metrics(tmp_path, tiny_rm, monkeypatch):
-    from archer.train.rl import train
+    from archer.rl.loop import train
 
     def parity(responses, problems, **_):
         return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]

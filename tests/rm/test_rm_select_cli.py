@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from archer.cli import main as archer_main
-from archer.data import synthetic
+from archer.cli.main import main as archer_main
 from archer.data.schema import Problem
 from archer.rm.select import best_of_n
+from archer.tasks import synthetic
 
 
 class FixedRM:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archer.data import synthetic
-from archer.rm.model import RewardModel, check_reward_model_dir, rm_input
+from archer.models.reward_model import RewardModel, check_reward_model_dir, rm_input
 from archer.rm.train import RMTrainConfig, train_reward_model
+from archer.tasks import synthetic
 
 BAD = "```python\ndef f(x):\n    return None\n```"
 

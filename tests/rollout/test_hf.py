@@ -7,9 +7,9 @@ import types
 import pytest
 import torch
 
-from archer.data.synthetic import tokenizer_corpus
-from archer.models import build_tiny_model, build_tokenizer
+from archer.models.tiny import build_tiny_model, build_tokenizer
 from archer.rollout import HFEngine, Rollout, RolloutEngine, SamplingParams
+from archer.tasks.synthetic import tokenizer_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,8 +9,7 @@ from concurrent.futures import Future
 import pytest
 from test_hf import _CopyLM  # same folder (pytest prepends it to sys.path)
 
-from archer.data.synthetic import tokenizer_corpus
-from archer.models import build_tokenizer
+from archer.models.tiny import build_tokenizer
 from archer.rollout import HFEngine, SamplingParams
 from archer.rollout.tools import (
     SandboxInterpreter,
@@ -20,6 +19,7 @@ from archer.rollout.tools import (
     closing_python_block,
     output_block,
 )
+from archer.tasks.synthetic import tokenizer_corpus
 
 F = "`" * 3
 

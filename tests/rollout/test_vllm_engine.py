@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]'; CPU: see the README)")
 
-from archer.models import build_tiny_model, build_tokenizer  # noqa: E402
+from archer.models.tiny import build_tiny_model, build_tokenizer  # noqa: E402
 from archer.rollout import SamplingParams  # noqa: E402
 from archer.rollout.hf import HFEngine  # noqa: E402
 

@@ -64,7 +64,7 @@ def parity_math(monkeypatch):
 
 
 def test_vllm_run_trains_like_the_hf_run_logs_the_gap_and_resumes(tmp_path, parity_math):
-    from archer.train.rl import train
+    from archer.rl.loop import train
 
     hf = train(load_config("tiny_math", RUN), run_dir=tmp_path / "hf")
     lines: list[str] = []

@@ -1,0 +1,382 @@
+"""archer eval: generate, score, or both; and archer eval watch RUN_DIR.
+
+    archer eval --model DIR --data FILE [FILE ...] [--n 8] [--k 1,8] [--out DIR]   # both phases
+    archer eval generate --model DIR --data FILE --out DIR ...                     # GPU machine
+    archer eval score --out DIR [--data FILE] [--k 1,8] [--rm RM_DIR]             # any CPU machine
+    archer eval watch RUN_DIR --data FILE [--phase all|generate|score] [--once]
+
+--data takes files (jsonl, json, parquet), the names of the bundled benchmark samples (math500,
+aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sample) or synthetic_math /
+synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
+run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
+
+--rm RM_DIR (run, score) adds best-of-n selection by a reward model (archer rm train) to the
+summary (rm_best_of_n: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
+picks to OUT/rm_best_of_n.jsonl.
+
+score reads the data and n from OUT/config.json when --data is not given, so it needs only the output
+directory (and the data file at the same path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_KS = "1,8"
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=required,
+        help="dataset file(s) (jsonl, json, parquet) or bundled names: math500, aime24, amc23, "
+        "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample, synthetic_math, "
+        "synthetic_code",
+    )
+    p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
+    p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=8, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--template",
+        default=None,
+        help="prompt template (archer.data.prompts; default: the --tools-from run's, else auto)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja file or text for the tokenizer's chat template (as the model was trained)",
+    )
+    add_tool_args(p)
+
+
+def add_tool_args(p: argparse.ArgumentParser) -> None:
+    """Tool rollouts as in training (``rollout.tools``, :mod:`archer.rollout.tools`)."""
+    p.add_argument(
+        "--tools", nargs="*", default=None, help="tools the model may call: python (default: none)"
+    )
+    p.add_argument(
+        "--tools-from",
+        default=None,
+        help="a run directory or its config.yaml: that run's tool settings (rollout.tools, max_turns, ...) "
+        "and prompt template",
+    )
+    p.add_argument("--max-turns", type=int, default=None, help="model turns of a tool rollout (default 4)")
+    p.add_argument("--tool-timeout", type=float, default=None, help="seconds per tool call (default 5)")
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The saved config of the ``--tools-from`` run ({} without one)."""
+    from archer.config import ConfigError, read_yaml_file
+
+    src = getattr(args, "tools_from", None)
+    if not src:
+        return {}
+    path = Path(src) / "config.yaml" if Path(src).is_dir() else Path(src)
+    if not path.is_file():
+        raise ConfigError(f"--tools-from: {str(path)!r} not found")
+    data = read_yaml_file(path, "run config")
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_template(args: argparse.Namespace) -> str:
+    """``--template``, else the ``--tools-from`` run's ``data.prompt_template``, else ``auto``: a
+    checkpoint is asked the way it was trained."""
+    if getattr(args, "template", None):
+        return args.template
+    return str((_run_config(args).get("data") or {}).get("prompt_template") or "auto")
+
+
+def with_tool_args(engine: Any, args: argparse.Namespace) -> Any:
+    """``engine`` wrapped for tool rollouts when ``--tools`` / ``--tools-from`` ask for them."""
+    from archer.config import ConfigError, RolloutConfig
+    from archer.rollout.tools import TOOLS, with_tools
+
+    r = RolloutConfig()
+    saved = _run_config(args).get("rollout") or {}
+    if saved:
+        for key in (
+            "tools",
+            "max_turns",
+            "tool_timeout_s",
+            "tool_output_chars",
+            "tool_memory_mb",
+            "tool_format",
+            "tool_workers",
+        ):
+            if key in saved:
+                setattr(r, key, saved[key])
+    if getattr(args, "tools", None) is not None:
+        r.tools = list(args.tools)
+    if getattr(args, "max_turns", None) is not None:
+        r.max_turns = args.max_turns
+    if getattr(args, "tool_timeout", None) is not None:
+        r.tool_timeout_s = args.tool_timeout
+    bad = [t for t in r.tools if t not in TOOLS]
+    if bad:
+        raise ConfigError(f"--tools: unknown tool {bad[0]!r}; known: {list(TOOLS)}")
+    if r.max_turns < 1 or not r.tool_timeout_s > 0:
+        raise ConfigError("--max-turns must be >= 1 and --tool-timeout > 0")
+    return with_tools(engine, r)
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--k", type=_parse_ks, default=None, help=f"comma-separated k values (default {DEFAULT_KS})"
+    )
+    p.add_argument("--timeout", type=float, default=None, help="per-test time limit for code (seconds)")
+
+
+def load_problems(args: argparse.Namespace) -> list:
+    """Problems of every ``--data`` file; a file that holds none is an error naming it (an empty
+    file would otherwise be reported as a 0.0 score)."""
+    from archer.data.formats import load_dataset
+
+    problems = []
+    for path in args.data:
+        loaded = load_dataset(path, args.format, limit=args.limit)
+        if not loaded:
+            why = "--limit 0 keeps none" if args.limit is not None and args.limit <= 0 else "it is empty"
+            raise ValueError(f"--data {path}: no problems to evaluate ({why})")
+        problems.extend(loaded)
+    return problems
+
+
+def load_engine(
+    model_dir: str, device: str | None = None, dtype: str = "auto", chat_template: str | None = None
+):
+    """(engine, tokenizer) for a Hugging Face model directory, on ``device`` (default: CUDA when present).
+
+    The model is read by the trainer's loader (:func:`archer.models.loader.load_policy`: a local folder,
+    one-line errors for a missing folder or broken weights, a LoRA checkpoint loaded onto its base), so
+    a checkpoint is evaluated as it was trained. ``dtype``: ``auto`` keeps the checkpoint's saved dtype.
+    A sharded (FSDP) checkpoint must be merged first with ``archer export``.
+    """
+    import torch
+
+    from archer.config import ConfigError
+    from archer.models.checkpoint import is_sharded_checkpoint
+    from archer.models.loader import PolicyOptions, load_policy, resolve_device
+    from archer.rollout.hf import HFEngine
+
+    if is_sharded_checkpoint(model_dir):
+        raise FileNotFoundError(
+            f"--model {model_dir}: a sharded (FSDP) checkpoint; merge it first with "
+            f"`archer export {model_dir} --out DIR` and evaluate DIR"
+        )
+    try:
+        target = resolve_device(device or "auto")
+        model, tokenizer = load_policy(model_dir, PolicyOptions())
+        from archer.data.prompts import apply_chat_template_option
+
+        apply_chat_template_option(tokenizer, chat_template)
+    except ConfigError as exc:
+        message = str(exc).replace("model.path", "--model", 1).replace("trainer.device", "--device", 1)
+        raise FileNotFoundError(message) from None
+    if dtype == "auto":
+        saved = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
+        torch_dtype = saved if isinstance(saved, torch.dtype) else getattr(torch, str(saved), torch.float32)
+    elif isinstance(getattr(torch, dtype, None), torch.dtype):
+        torch_dtype = getattr(torch, dtype)
+    else:
+        raise ValueError(f"--dtype {dtype!r}: not a torch dtype (auto, float32, bfloat16, float16)")
+    model = model.to(device=target, dtype=torch_dtype)
+    return HFEngine(model, tokenizer, device=target), tokenizer
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+    }
+
+
+def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.timeout is None else {"timeout": args.timeout}
+
+
+def _data_ref(path: str) -> str:
+    """How config.json records a --data item: an existing file by absolute path, a bundled or
+    synthetic name as the name (it resolves on any machine)."""
+    from archer.data.formats import resolve_data_path
+
+    p = Path(path)
+    return str(p.resolve()) if p.is_file() or resolve_data_path(path) == p else str(path)
+
+
+def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
+    from archer.eval import store
+    from archer.eval.report import Progress
+    from archer.eval.runner import generate_phase, score_records
+
+    problems = load_problems(args)
+    engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
+    engine = with_tool_args(engine, args)
+    out = Path(args.out)
+    done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
+    print(
+        f"archer eval: {len(problems)} problems x {args.n} samples from {args.model} "
+        f"(batches of {args.batch_size}{f', {len(done)} already generated' if done else ''}) -> {out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    progress = Progress(len(problems), label="generate" + (" + score" if score_live else ""), done=len(done))
+    by_id = {p.id: p for p in problems}
+
+    def on_batch(batch: list[dict[str, Any]], count: int, total: int) -> None:
+        if score_live:  # scored as it arrives: results.jsonl fills now, score_phase then only summarises
+            rows = score_records(batch, by_id, **_reward_opts(args))
+            store.append_jsonl(out / store.RESULTS, rows)
+            progress.add_scores(sum(r["num_correct"] for r in rows), sum(r["n"] for r in rows))
+        progress.update(count)
+
+    generate_phase(
+        engine,
+        tokenizer,
+        problems,
+        args.out,
+        n=args.n,
+        sampling=_sampling(args),
+        template=resolve_template(args),
+        batch_size=args.batch_size,
+        on_batch=on_batch,
+        config={
+            "model": str(args.model),
+            "data": [_data_ref(d) for d in args.data],
+            "format": args.format,
+            "limit": args.limit,
+        },
+    )
+    print(f"generations in {out / 'generations.jsonl'}")
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from archer.eval import store
+    from archer.eval.report import print_summary
+    from archer.eval.runner import score_phase
+
+    cfg = store.read_json(Path(args.out) / store.CONFIG, {})
+    if not args.data:
+        if not cfg.get("data"):
+            raise SystemExit(f"archer eval score: --data not given and {args.out}/config.json names no data")
+        args.data, args.format, args.limit = cfg["data"], cfg.get("format", "auto"), cfg.get("limit")
+    ks = args.k or cfg.get("ks") or _parse_ks(DEFAULT_KS)
+    problems = load_problems(args)
+    ids = {p.id for p in problems}
+    gens = Path(args.out) / store.GENERATIONS
+    if not any(g.get("id") in ids for g in store.read_jsonl(gens)):  # else every problem scores 0.0
+        raise ValueError(
+            f"{gens}: no generations for the {len(problems)} problems of --data; "
+            "run `archer eval generate` first"
+        )
+    summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
+    if getattr(args, "rm", None):  # best-of-N by a reward model, judged by the rule verifier's verdicts
+        from archer.rm.select import best_of_n_dir
+
+        summary["rm_best_of_n"] = best_of_n_dir(args.out, problems, args.rm, args.rm_device)
+        store.write_json(Path(args.out) / store.SUMMARY, summary)
+        b = summary["rm_best_of_n"]
+        print(
+            f"best-of-{cfg.get('n', '?')} by reward model {args.rm}: {b['accuracy']:.3f} "
+            f"(random pick {b['mean_accuracy']:.3f}, oracle {b['oracle']:.3f}) over {b['problems']} problems"
+        )
+    print_summary(summary, title=str(args.out))
+    print(f"summary in {Path(args.out) / 'summary.json'}")
+    return summary
+
+
+def _run(args: argparse.Namespace) -> None:
+    from archer.eval import store
+
+    if args.out is None:
+        args.out = str(Path("eval_out") / Path(args.model).name)
+    ks = args.k or _parse_ks(DEFAULT_KS)
+    load_problems(args)  # a bad or empty --data file fails here, before OUT is created
+    cfg = store.read_json(Path(args.out) / store.CONFIG, {})
+    store.write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
+    _generate(args, score_live=True)
+    args.k = ks
+    _score(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archer eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="generate then score (the default)")
+    gen = sub.add_parser("generate", help="phase 1: sample responses into OUT/generations.jsonl")
+    for p in (run, gen):
+        p.add_argument("--model", required=True, help="Hugging Face model directory")
+        add_data_args(p)
+        add_sampling_args(p)
+        p.add_argument("--out", required=p is gen, default=None, help="output directory")
+    add_score_args(run)
+    score = sub.add_parser("score", help="phase 2: score OUT/generations.jsonl, write the summary")
+    score.add_argument("--out", required=True)
+    add_data_args(score, required=False)
+    add_score_args(score)
+    for p in (run, score):
+        p.add_argument(
+            "--rm", default=None, help="reward-model folder: also report best-of-n selection by it"
+        )
+        p.add_argument("--rm-device", default="cpu", help="device of the reward model")
+    watch = sub.add_parser("watch", help="evaluate each new complete checkpoint of a run directory")
+    from archer.eval.watch import add_watch_args
+
+    add_watch_args(watch)
+    add_data_args(watch)
+    add_sampling_args(watch)
+    add_score_args(watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "generate", "score", "watch", "-h", "--help"):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    try:  # our own progress line replaces transformers' per-file loading bars
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    if args.cmd == "run":
+        _run(args)
+    elif args.cmd == "generate":
+        _generate(args)
+    elif args.cmd == "score":
+        _score(args)
+    elif args.cmd == "watch":
+        from archer.eval.watch import main_from_args
+
+        return main_from_args(args)
+    return 0

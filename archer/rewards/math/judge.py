@@ -1,0 +1,259 @@
+"""One math judgement (gold vs predicted answer), run inside a pool worker process.
+
+The comparison is math-verify's ``parse`` + ``verify`` (Kydlicek et al., *Math-Verify*, HuggingFace
+2025) with sympy, behind two layers of our own:
+
+1. before it, :mod:`archer.rewards.math.normalize` (percent as a unit, multiple-choice letters,
+   equivalent spellings such as e-notation, repeating decimals, Unicode and inequalities, units, a
+   nesting guard and a static guard against integer towers and huge factorials) and the refusals of
+   reward-hacking forms listed in :func:`judge` (a letter followed by a second letter, a second value
+   in ``\\text{}``, one-sided relations, mismatched units, a set against a tuple);
+2. after it, an exact check: math-verify compares numbers after rounding (``float_rounding=6``), so
+   it calls ``1/2004!`` equal to ``1/2006!``. When both sides are exact numbers (integers, rationals,
+   radicals, factorials, powers, with no decimal literal), we compare them exactly (rationals) or to
+   ``50 + digits`` significant digits (irrationals), element by element inside tuples and matrices.
+   A side with a decimal literal keeps math-verify's tolerance, so ``\\pi`` vs ``3.14159`` stays
+   unequal (math-verify's rounding) while ``0.5`` vs ``\\frac12`` is equal.
+
+Plain integers, decimals and fractions of integers on both sides are compared as exact fractions
+without sympy (the commonest case, and the fastest); a decimal that differs falls through to
+math-verify's tolerance. Two numbers that differ by far more than that tolerance (relative 1e-4)
+are unequal without math-verify's symbolic simplification. Gold answers are parsed once per worker (LRU cache), so a GRPO group of n responses to one problem
+parses its gold once. math-verify's own SIGALRM timeouts are switched off here: the pool kills a
+worker that overruns, which also stops C-level sympy/GMP work that no signal can interrupt.
+
+Assumes it is imported only in a worker (it imports sympy and math-verify at first use).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+from archer.rewards.math.normalize import (
+    choice_letter,
+    nesting_ok,
+    normalize_answer,
+    plain_number,
+    split_unit,
+    too_large,
+)
+
+MAX_ANSWER_CHARS = 20_000  # longer "answers" are not parsed (a 1 MB string is an attack, not a number)
+
+
+@functools.lru_cache(maxsize=1)
+def _mv() -> Any:
+    import math_verify
+
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # silence "timeout disabled" warnings
+    return math_verify
+
+
+@functools.lru_cache(maxsize=1)
+def _configs() -> list[Any]:
+    mv = _mv()
+    return [mv.LatexExtractionConfig(boxed_match_priority=0), mv.ExprExtractionConfig()]
+
+
+def _parse(text: str) -> list[Any]:
+    # \boxed{} makes math-verify take the whole string as one answer (it ranks boxed matches first)
+    return _mv().parse("\\boxed{" + text + "}", extraction_config=_configs(), parsing_timeout=None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(text: str) -> list[Any]:
+    return _parse(text)
+
+
+def judge(gold: str, pred: str) -> tuple[bool, str]:
+    """``(equal, reason)`` for two answer strings; reasons: ``equal``, ``not_equal``, ``no_answer``,
+    ``bad_gold``, ``too_long``, ``too_deep``, ``too_large``, ``hedged``, ``unit_mismatch``,
+    ``parse_error``. May raise (the worker catches).
+
+    Refused before any parsing (a policy maximising reward would find each of these):
+
+    - a gold that is a choice letter is only equal to the same letter (``choice_letter``), never to
+      ``(B) ... (C)`` nor to an expression in the symbol ``B``;
+    - ``hedged``: the prediction carries a second value in ``\\text{}`` (``3\\text{ (or 4)}``) or a
+      relation of which math-verify reads one side (``3 \\approx 4``, ``4 \\to 3``, ``\\pm``) that
+      the gold lacks;
+    - ``unit_mismatch``: both sides carry units and they differ (``5\\text{ cm}`` vs ``5\\text{ m}``);
+      a unit on one side only is dropped (``5\\text{ cm}`` equals ``5``);
+    - ``too_deep``: brackets nested deeper than ``MAX_NESTING`` (parse time is exponential in it).
+
+    After math-verify says equal: a set written with braces never equals a tuple or an interval
+    (``\\{1,2\\}`` vs ``(1,2)``), a false numeric equation (``4 = 3``) is not the answer 3, and the
+    exact layer (module doc) re-checks numbers."""
+    g, p = normalize_answer(gold), normalize_answer(pred)
+    if not g:
+        return False, "bad_gold"
+    if not p:
+        return False, "no_answer"
+    if len(g) > MAX_ANSWER_CHARS or len(p) > MAX_ANSWER_CHARS:
+        return False, "too_long"
+    if g == p:
+        return True, "equal"
+    if not nesting_ok(g):
+        return False, "bad_gold"
+    if not nesting_ok(p):
+        return False, "too_deep"
+    gold_letter = choice_letter(g)
+    if gold_letter is not None:
+        pred_letter = choice_letter(p, allow_trailing=True)
+        return (gold_letter == pred_letter), ("equal" if gold_letter == pred_letter else "not_equal")
+    if _hedged(g, p):
+        return False, "hedged"
+    (g, g_unit), (p, p_unit) = split_unit(g), split_unit(p)
+    if g_unit and p_unit and g_unit != p_unit:
+        return False, "unit_mismatch"
+    if g == p:
+        return True, "equal"
+    gold_num, pred_num = plain_number(g), plain_number(p)
+    if gold_num is not None and pred_num is not None:
+        if gold_num[0] == pred_num[0]:
+            return True, "equal"
+        if not (gold_num[1] or pred_num[1]):  # both exact: no tolerance, no need for sympy
+            return False, "not_equal"
+    if too_large(g) or too_large(p):
+        return False, "too_large"
+    gold_parsed = _parse_gold(g)
+    if not gold_parsed:
+        return False, "bad_gold"
+    pred_parsed = _parse(p)
+    if not pred_parsed:
+        return False, "parse_error"
+    if _clearly_different(gold_parsed[0], pred_parsed[0]) or _false_equation(pred_parsed[0]):
+        return False, "not_equal"
+    if not _mv().verify(gold_parsed, pred_parsed, timeout_seconds=None):
+        return False, "not_equal"
+    if _kind_conflict(g, p, gold_parsed[0], pred_parsed[0]):
+        return False, "not_equal"
+    if _exact_conflict(gold_parsed[0], pred_parsed[0]):
+        return False, "not_equal"
+    return True, "equal"
+
+
+# --- hedging, kinds, equations ---------------------------------------------------------------------
+
+_TEXT_GROUP = re.compile(
+    r"\\(?:text|textrm|textbf|textit|textsf|texttt|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}"
+)
+# relations of which math-verify keeps one side only ("3 \approx 4" is read as 3, "4 \to 3" as 3),
+# and \pm, which it expands to both signs
+_ONE_SIDED = re.compile(
+    r"\\(?:approx|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies|mapsto|sim|simeq|cong"
+    r"|iff|Leftrightarrow|lor|vee|land|wedge|pm|mp)(?![A-Za-z])"
+)
+
+
+def _hedged(gold: str, pred: str) -> bool:
+    """The prediction states more than one value where the gold does not (see :func:`judge`)."""
+    gold_texts = {t.strip() for t in _TEXT_GROUP.findall(gold)}
+    if any(re.search(r"\d", t) and t.strip() not in gold_texts for t in _TEXT_GROUP.findall(pred)):
+        return True
+    gold_rel = set(_ONE_SIDED.findall(gold))
+    if "," in gold:  # "\\pm 3" is the list "3, -3"
+        gold_rel |= {"\\pm", "\\mp"}
+    return any(r not in gold_rel for r in _ONE_SIDED.findall(pred))
+
+
+def _explicit_set(text: str) -> bool:
+    text = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])", "", text).replace(" ", "")
+    text = re.sub(r"^[A-Za-z]\\in", "", text)
+    return text.startswith("\\{") and text.endswith("\\}")
+
+
+def _kind_conflict(gold_text: str, pred_text: str, a: Any, b: Any) -> bool:
+    """A set written with braces against a tuple or an interval (math-verify lets them be equal)."""
+    import sympy
+
+    def kind(x: Any, text: str) -> str | None:
+        if isinstance(x, sympy.Eq):
+            x = x.rhs
+        if isinstance(x, sympy.FiniteSet):
+            return "set" if _explicit_set(text) else None  # a bare list "1, 2" may be either
+        if isinstance(x, (sympy.Tuple, tuple, sympy.Interval, sympy.Union)):
+            return "sequence"
+        return None
+
+    return {kind(a, gold_text), kind(b, pred_text)} == {"set", "sequence"}
+
+
+def _false_equation(x: Any) -> bool:
+    """``4 = 3``: both sides plain numbers that clearly differ (math-verify would judge the 3)."""
+    import sympy
+
+    if not isinstance(x, sympy.Eq):
+        return False
+    if not all(isinstance(v, sympy.Expr) and not v.free_symbols for v in (x.lhs, x.rhs)):
+        return False
+    return _clearly_different(x.lhs, x.rhs)
+
+
+# --- exact comparison ------------------------------------------------------------------------------
+
+
+def _exact_conflict(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are both exact and provably different (math-verify was lenient)."""
+    import sympy
+
+    if isinstance(a, sympy.Eq):
+        a = a.rhs
+    if isinstance(b, sympy.Eq):
+        b = b.rhs
+    if isinstance(a, (sympy.Tuple, tuple, list)) and isinstance(b, (sympy.Tuple, tuple, list)):
+        return len(a) == len(b) and any(_exact_conflict(x, y) for x, y in zip(a, b))
+    if isinstance(a, sympy.MatrixBase) and isinstance(b, sympy.MatrixBase):
+        return a.shape == b.shape and any(_exact_conflict(x, y) for x, y in zip(a, b))
+    if not (_is_exact_number(a) and _is_exact_number(b)):
+        return False
+    return not _exact_equal(a, b)
+
+
+def _clearly_different(a: Any, b: Any) -> bool:
+    """Two plain numbers whose values differ far beyond math-verify's rounding: skip its symbolic
+    ``simplify(a - b)``, the most expensive step, for the commonest kind of wrong answer."""
+    import sympy
+
+    if not all(isinstance(x, sympy.Expr) and not x.free_symbols and x.is_number for x in (a, b)):
+        return False
+    try:
+        va, vb = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return False
+    if any(v != v or abs(v) == float("inf") for v in (va, vb)):  # nan / inf: let math-verify decide
+        return False
+    return abs(va - vb) > 1e-4 * max(1.0, abs(va), abs(vb))
+
+
+def _is_exact_number(x: Any) -> bool:
+    import sympy
+
+    return (
+        isinstance(x, sympy.Expr)
+        and not x.free_symbols
+        and not x.atoms(sympy.Float)
+        and x.is_number
+        and x.is_finite is not False
+    )
+
+
+def _exact_equal(a: Any, b: Any) -> bool:
+    import sympy
+
+    a, b = sympy.sympify(a).doit(), sympy.sympify(b).doit()
+    if a.is_Rational and b.is_Rational:
+        return bool(a == b)
+    if a == b:
+        return True
+    # irrationals: compare to more significant digits than any integer literal inside carries
+    digits = max([len(str(abs(int(n)))) for n in (a.atoms(sympy.Integer) | b.atoms(sympy.Integer))] or [1])
+    dps = 50 + min(digits, 10_000)
+    va, vb = sympy.N(a, dps), sympy.N(b, dps)
+    scale = max(abs(va), abs(vb))
+    if scale == 0:
+        return True
+    return bool(abs(va - vb) <= scale * sympy.Float(10) ** (-(dps - 10)))

@@ -1,0 +1,182 @@
+"""Scorers: how the trainer turns responses into rewards, chosen by ``resources.backend``.
+
+A scorer has two methods: ``score(responses, problems) -> list[RewardResult]`` and ``close()``. The
+``local`` scorer calls :func:`archer.rewards.registry.score_responses` in this process (the verifiers
+use their own pools: math-verify with timeouts, the code sandbox with parallel processes); the ``ray``
+scorer is :class:`archer.rewards.ray_pool.RayRewardScorer`, imported only when asked for, so a
+CPU run never imports ray. The recipe is the same for both; only ``resources.*`` changes.
+
+Whatever a verifier does, a scorer returns one result per response: a failure becomes reward 0 with
+``info["reason"]`` (the registry already guarantees this for exceptions; :func:`safe_score` also
+covers a scorer that breaks as a whole, e.g. a lost Ray worker).
+
+:func:`build_run_scorer` builds a run's scorer from its config: the backend's scorer, wrapped by
+:class:`CustomRewardScorer` when ``reward.function`` is set (``archer.rewards.custom``: the user's
+function, weighted with the built-in verifier, runs in the trainer's process), then by
+:class:`archer.rewards.reward_model.RewardModelScorer` when ``reward.model`` is set (a reward model on the
+trainer's device, mixed with that rule reward).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from archer.data.schema import Problem
+from archer.rewards.types import RewardResult
+
+
+class Scorer(Protocol):
+    def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalScorer:
+    """In-process scoring through the verifier registry; ``verifier_opts`` go to every verifier."""
+
+    def __init__(self, **verifier_opts: Any) -> None:
+        self.verifier_opts = verifier_opts
+
+    def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
+        from archer.rewards.registry import score_responses
+
+        return score_responses(responses, problems, **self.verifier_opts)
+
+    def close(self) -> None:
+        pass
+
+
+def _local(num_workers: int, cpus_per_worker: float, address: str | None, **opts: Any) -> Scorer:
+    return LocalScorer(**opts)
+
+
+def _ray(num_workers: int, cpus_per_worker: float, address: str | None, **opts: Any) -> Scorer:
+    try:
+        module = importlib.import_module("archer.rewards.ray_pool")
+    except ImportError as exc:
+        raise ImportError(
+            f"resources.backend='ray' needs ray and archer.distributed ({exc}); "
+            "install with `pip install 'archer[ray]'` or use resources.backend=local"
+        ) from exc
+    return module.RayRewardScorer(
+        num_workers=num_workers, cpus_per_worker=cpus_per_worker, address=address, **opts
+    )
+
+
+# backend name -> factory(num_workers, cpus_per_worker, address, **verifier_opts)
+SCORERS: dict[str, Callable[..., Scorer]] = {"local": _local, "ray": _ray}
+
+
+def register_scorer(name: str, factory: Callable[..., Scorer]) -> None:
+    SCORERS[name] = factory
+
+
+def build_scorer(
+    backend: str,
+    *,
+    num_workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    address: str | None = None,
+    **verifier_opts: Any,
+) -> Scorer:
+    if backend not in SCORERS:
+        raise KeyError(f"unknown scorer backend {backend!r}; known: {sorted(SCORERS)}")
+    return SCORERS[backend](num_workers, cpus_per_worker, address, **verifier_opts)
+
+
+class CustomRewardScorer:
+    """``reward.verifier_weight * inner scorer + reward.function_weight * user function``; the inner
+    (verifier) scorer is not called at all when its weight is 0."""
+
+    def __init__(
+        self,
+        inner: Scorer | None,
+        function: Any,
+        *,
+        function_weight: float = 1.0,
+        verifier_weight: float = 0.0,
+        none_reward: float = 0.0,
+    ) -> None:
+        self.inner, self.function = inner, function
+        self.function_weight, self.verifier_weight, self.none_reward = (
+            function_weight,
+            verifier_weight,
+            none_reward,
+        )
+
+    def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
+        from archer.rewards.custom import combine
+
+        verifier = None
+        if self.verifier_weight > 0 and self.inner is not None:
+            verifier = safe_score(self.inner, responses, problems)
+        values = self.function.values(responses, problems)
+        return combine(
+            values,
+            verifier,
+            function_weight=self.function_weight,
+            verifier_weight=self.verifier_weight,
+            none_reward=self.none_reward,
+        )
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
+    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set, then for
+    ``reward.model`` (a reward model on ``device``, :mod:`archer.rewards.reward_model`) when set."""
+    rule = _rule_scorer(cfg)
+    if getattr(cfg.reward, "model", None) is None:
+        return rule
+    from archer.rewards.reward_model import build_rm_scorer
+
+    try:
+        return build_rm_scorer(rule, cfg, device)
+    except Exception:
+        rule.close()
+        raise
+
+
+def _rule_scorer(cfg: Any) -> Scorer:
+    r, rw = cfg.resources, cfg.reward
+
+    def make_inner() -> Scorer:
+        return build_scorer(
+            r.backend,
+            num_workers=r.num_reward_workers,
+            cpus_per_worker=r.cpus_per_worker,
+            address=r.address,
+            timeout=r.verifier_timeout,
+            reward_mode=rw.code_mode,  # the code verifier's options; the math verifier drops them
+            max_tests=rw.code_max_tests,
+        )
+
+    if rw.function is None:
+        return make_inner()
+    from archer.rewards.custom import load_reward_function
+
+    function = load_reward_function(rw.function, rw.signature)
+    inner = make_inner() if rw.verifier_weight > 0 else None
+    return CustomRewardScorer(
+        inner,
+        function,
+        function_weight=rw.function_weight,
+        verifier_weight=rw.verifier_weight,
+        none_reward=rw.none_reward,
+    )
+
+
+def safe_score(scorer: Scorer, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
+    """``scorer.score`` that never raises and always returns one result per response."""
+    try:
+        results = list(scorer.score(responses, problems))
+        if len(results) != len(responses):
+            raise RuntimeError(f"scorer returned {len(results)} results for {len(responses)} responses")
+        return results
+    except Exception as exc:  # the run goes on with zero reward; the reason is logged per sample
+        reason = f"scorer failed: {type(exc).__name__}: {exc}"
+        return [RewardResult(0.0, False, {"reason": reason}) for _ in responses]

@@ -1,0 +1,74 @@
+"""Issue 11, code sandbox: every class of hostile program (``sandbox_attacks.ALL``) is contained.
+
+An attack whose defence needs a kernel facility this machine lacks (no root, no cgroup, no seccomp)
+skips naming it; where the facility exists, the sandbox must use it (the layer is asserted active),
+so the test fails rather than skips on a sandbox that does not.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sandbox_attacks as sa
+
+from archer.sandbox.pool import SandboxConfig, SandboxPool
+
+FACILITIES = sa.facilities()
+LAYER_OF = {"namespaces": "ipc_per_run", "seccomp": "seccomp", "cgroup": "cgroup"}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(SandboxConfig(workers=1, nproc=16)) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def baseline(pool):
+    hits = sa.scan_hits(pool)
+    assert hits is not None, "the memory scanner itself must run"
+    return hits
+
+
+def require(pool, facilities):
+    for name in facilities:
+        if FACILITIES[name] is not None:
+            pytest.skip(f"{name}: {FACILITIES[name]}")
+        assert pool.isolation[LAYER_OF[name]], (
+            f"{name} is available here but the sandbox does not use it: " + str(pool.isolation["errors"])
+        )
+
+
+@pytest.mark.parametrize("attack", sa.ALL, ids=lambda a: f"class{a.cls}-{a.name[:48]}")
+def test_attack_is_contained(attack, pool, baseline):
+    require(pool, attack.needs)
+    ok, detail = sa.run_attack(attack, pool, baseline)
+    assert ok, f"class {attack.cls}: {attack.name}: {detail}"
+
+
+def test_a_sandbox_attack_costs_only_its_own_reward(pool):
+    """In one batch with honest jobs, attacks on the zygote and the trainer's comparison leave the
+    honest jobs' verdicts and the zygote alone."""
+    pids = sa.zygote_pids(pool)
+    items = [
+        ("print('sNaN')", sa.stdin("1")),
+        ("print(2)", sa.stdin("2")),
+        (sa.DEEP_TREE, sa.stdin("deep")),
+        (sa.FORGED_DEEP, {"inputs": ["1"], "outputs": ["[1]"], "fn_name": "f"}),
+        ("print(3)", sa.stdin("3")),
+    ]
+    from archer.rewards.code import run_tests_batch
+
+    reps = run_tests_batch(items, pool=pool)
+    assert [r.verdicts for r in reps] == [["wrong"], ["ok"], ["ok"], ["wrong"], ["ok"]]
+    assert sa.zygote_pids(pool) == pids
+
+
+# ------------------------------------------------------------------------------- class 4
+
+
+@pytest.mark.parametrize("name", list(sa.POOL_ATTACKS))
+def test_pools_never_share_uids(name):
+    if FACILITIES["namespaces"] is not None:
+        pytest.skip(FACILITIES["namespaces"])
+    ok, detail = sa.POOL_ATTACKS[name]()
+    assert ok, f"class 4: {name}: {detail}"
