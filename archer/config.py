@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from archer.errors import ConfigError
 from archer.safe_yaml import load_yaml
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
@@ -38,10 +39,6 @@ MOVED_KEYS = {
 _BACKENDS = ("local", "ray")
 _DIST_BACKENDS = ("auto", "gloo", "nccl")
 _SCHEDULES = ("constant", "cosine", "linear")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message starts with the dotted name of the field."""
 
 
 @dataclass
@@ -293,7 +290,7 @@ class EvalConfig:
 class ResourcesConfig:
     """Where rewards are computed: ``local`` (in-process verifier pools) or ``ray``
     (``archer.rewards.ray_pool.RayRewardScorer``); how many data-parallel training processes
-    (``train_procs``, ``archer.cli.launch``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
+    (``train_procs``, ``archer.distributed.launch``; under ``torchrun`` its ``WORLD_SIZE`` wins) and their
     torch.distributed backend (``auto``: nccl on CUDA, gloo on CPU). The recipe is otherwise unchanged."""
 
     backend: str = "local"

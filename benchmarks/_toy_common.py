@@ -79,7 +79,8 @@ def _policy_key(cfg: Any) -> str:
 
 def sft_checkpoint(cfg: Any, log=print) -> tuple[Path, dict[str, Any]]:
     """Path of the cached SFT checkpoint for ``cfg`` (built on first use) and its SFT info."""
-    from archer.rl.setup import build_policy, load_problems
+    from archer.rl.setup import build_policy
+    from archer.tasks.problems import load_problems
 
     path = CACHE / _policy_key(cfg)
     info_file = path / "sft_info.json"
@@ -109,7 +110,7 @@ def load_policy(path: Path) -> tuple[Any, Any]:
 
 def problems(cfg: Any) -> tuple[list[Any], list[Any]]:
     """(train, held-out eval) problems of the recipe; eval cut to ``eval.num_problems``."""
-    from archer.rl.setup import load_problems
+    from archer.tasks.problems import load_problems
 
     train, evals = load_problems(cfg)
     return train, evals[: cfg.eval.num_problems]

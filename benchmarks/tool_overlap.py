@@ -144,8 +144,9 @@ def main() -> None:
 def real_model(args: argparse.Namespace) -> None:
     from archer.config import load_config
     from archer.models.loader import PolicyOptions, load_policy
-    from archer.rl.setup import encode_prompts, load_problems
+    from archer.rl.setup import encode_prompts
     from archer.rollout.tools import tool_settings
+    from archer.tasks.problems import load_problems
 
     cfg = load_config("tiny_interpreter", [f"data.num_eval={args.rows}", "data.num_train=1"])
     problems = load_problems(cfg)[1]

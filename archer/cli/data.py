@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archer.data.formats import load_datasets, save_problems, save_rows
+from archer.data.formats import save_problems, save_rows
 from archer.data.ngram import DEFAULT_N
 from archer.data.schema import Problem
+from archer.eval.datasets import load_eval_sets
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -55,7 +56,7 @@ def _dedup(args: argparse.Namespace, problems: list[Problem]) -> tuple[list[Prob
 def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
     from archer.curation.filters import decontaminate
 
-    evals = load_datasets(args.against)
+    evals = load_eval_sets(args.against)
     print(f"indexing {len(evals)} evaluation problems from {len(args.against)} file(s)")
     return decontaminate(
         problems, evals, n=args.n, min_shared=args.min_shared, max_doc_freq=args.max_doc_freq
@@ -76,7 +77,7 @@ def _filter(args: argparse.Namespace, problems: list[Problem]):
         )
         removed += r
     if args.model:
-        from archer.cli.eval import load_engine
+        from archer.eval.engine import load_engine
         from archer.eval.runner import measure_pass_rates
 
         engine, tokenizer = load_engine(args.model, args.device)
@@ -103,8 +104,8 @@ def _convert(args: argparse.Namespace, problems: list[Problem]):
 
 def _synth_tests(args: argparse.Namespace, problems: list[Problem]):
     """AceCoder test synthesis (``archer.curation.synth_tests``): a model writes tests, references filter them."""
-    from archer.cli.eval import load_engine
     from archer.curation.synth_tests import synthesize
+    from archer.eval.engine import load_engine
     from archer.rollout.base import SamplingParams
 
     engine, tokenizer = load_engine(args.model, args.device)
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    problems = load_datasets(args.inputs, args.format)
+    problems = load_eval_sets(args.inputs, args.format)
     before = len(problems)
     kept, removed = COMMANDS[args.cmd][0](args, problems)
     # both files are written atomically (archer.data.formats.save_rows): a failure leaves no partial file

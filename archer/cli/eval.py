@@ -43,9 +43,9 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         "--data",
         nargs="+",
         required=required,
-        help="dataset file(s) (jsonl, json, parquet) or bundled names: math500, aime24, amc23, "
-        "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample, synthetic_math, "
-        "synthetic_code",
+        help="dataset file(s) (jsonl, json, parquet), bundled samples (math500, aime24, amc23, "
+        "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample) or a task's held-out "
+        "problems (synthetic_math, synthetic_code, synthetic_paths, synthetic_interpreter)",
     )
     p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
     p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
@@ -91,7 +91,8 @@ def add_tool_args(p: argparse.ArgumentParser) -> None:
 
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The saved config of the ``--tools-from`` run ({} without one)."""
-    from archer.config import ConfigError, read_yaml_file
+    from archer.config import read_yaml_file
+    from archer.errors import ConfigError
 
     src = getattr(args, "tools_from", None)
     if not src:
@@ -113,7 +114,8 @@ def resolve_template(args: argparse.Namespace) -> str:
 
 def with_tool_args(engine: Any, args: argparse.Namespace) -> Any:
     """``engine`` wrapped for tool rollouts when ``--tools`` / ``--tools-from`` ask for them."""
-    from archer.config import ConfigError, RolloutConfig
+    from archer.config import RolloutConfig
+    from archer.errors import ConfigError
     from archer.rollout.tools import TOOLS, with_tools
 
     r = RolloutConfig()
@@ -154,58 +156,16 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
 def load_problems(args: argparse.Namespace) -> list:
     """Problems of every ``--data`` file; a file that holds none is an error naming it (an empty
     file would otherwise be reported as a 0.0 score)."""
-    from archer.data.formats import load_dataset
+    from archer.eval.datasets import load_eval_set
 
     problems = []
     for path in args.data:
-        loaded = load_dataset(path, args.format, limit=args.limit)
+        loaded = load_eval_set(path, args.format, limit=args.limit)
         if not loaded:
             why = "--limit 0 keeps none" if args.limit is not None and args.limit <= 0 else "it is empty"
             raise ValueError(f"--data {path}: no problems to evaluate ({why})")
         problems.extend(loaded)
     return problems
-
-
-def load_engine(
-    model_dir: str, device: str | None = None, dtype: str = "auto", chat_template: str | None = None
-):
-    """(engine, tokenizer) for a Hugging Face model directory, on ``device`` (default: CUDA when present).
-
-    The model is read by the trainer's loader (:func:`archer.models.loader.load_policy`: a local folder,
-    one-line errors for a missing folder or broken weights, a LoRA checkpoint loaded onto its base), so
-    a checkpoint is evaluated as it was trained. ``dtype``: ``auto`` keeps the checkpoint's saved dtype.
-    A sharded (FSDP) checkpoint must be merged first with ``archer export``.
-    """
-    import torch
-
-    from archer.config import ConfigError
-    from archer.models.checkpoint import is_sharded_checkpoint
-    from archer.models.loader import PolicyOptions, load_policy, resolve_device
-    from archer.rollout.hf import HFEngine
-
-    if is_sharded_checkpoint(model_dir):
-        raise FileNotFoundError(
-            f"--model {model_dir}: a sharded (FSDP) checkpoint; merge it first with "
-            f"`archer export {model_dir} --out DIR` and evaluate DIR"
-        )
-    try:
-        target = resolve_device(device or "auto")
-        model, tokenizer = load_policy(model_dir, PolicyOptions())
-        from archer.data.prompts import apply_chat_template_option
-
-        apply_chat_template_option(tokenizer, chat_template)
-    except ConfigError as exc:
-        message = str(exc).replace("model.path", "--model", 1).replace("trainer.device", "--device", 1)
-        raise FileNotFoundError(message) from None
-    if dtype == "auto":
-        saved = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
-        torch_dtype = saved if isinstance(saved, torch.dtype) else getattr(torch, str(saved), torch.float32)
-    elif isinstance(getattr(torch, dtype, None), torch.dtype):
-        torch_dtype = getattr(torch, dtype)
-    else:
-        raise ValueError(f"--dtype {dtype!r}: not a torch dtype (auto, float32, bfloat16, float16)")
-    model = model.to(device=target, dtype=torch_dtype)
-    return HFEngine(model, tokenizer, device=target), tokenizer
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,10 +185,10 @@ def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
 def _data_ref(path: str) -> str:
     """How config.json records a --data item: an existing file by absolute path, a bundled or
     synthetic name as the name (it resolves on any machine)."""
-    from archer.data.formats import resolve_data_path
+    from archer.eval.datasets import eval_set_names
 
     p = Path(path)
-    return str(p.resolve()) if p.is_file() or resolve_data_path(path) == p else str(path)
+    return str(path) if not p.is_file() and str(path) in eval_set_names() else str(p.resolve())
 
 
 def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
@@ -237,6 +197,8 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
     from archer.eval.runner import generate_phase, score_records
 
     problems = load_problems(args)
+    from archer.eval.engine import load_engine
+
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
     engine = with_tool_args(engine, args)
     out = Path(args.out)
@@ -349,8 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--rm-device", default="cpu", help="device of the reward model")
     watch = sub.add_parser("watch", help="evaluate each new complete checkpoint of a run directory")
-    from archer.eval.watch import add_watch_args
-
     add_watch_args(watch)
     add_data_args(watch)
     add_sampling_args(watch)
@@ -376,7 +336,48 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "score":
         _score(args)
     elif args.cmd == "watch":
-        from archer.eval.watch import main_from_args
-
-        return main_from_args(args)
+        return watch_main(args)
     return 0
+
+
+def add_watch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="training run directory (checkpoints/step_*/COMPLETE)")
+    from archer.eval.watch import PHASES
+
+    p.add_argument("--phase", choices=PHASES, default="all")
+    p.add_argument("--once", action="store_true", help="one pass over the current checkpoints, then exit")
+    p.add_argument("--poll", type=float, default=60.0, help="seconds between passes")
+    p.add_argument("--max-attempts", type=int, default=3)
+    p.add_argument("--backoff", type=float, default=60.0, help="first retry delay in seconds (doubles)")
+
+
+def watch_main(args: argparse.Namespace) -> int:
+    from archer.eval.engine import load_engine
+    from archer.eval.watch import Watcher
+
+    if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
+        raise FileNotFoundError(f"run directory not found: {args.run_dir}")
+    watcher = Watcher(
+        args.run_dir,
+        load_problems(args),
+        n=args.n,
+        ks=args.k or _parse_ks(DEFAULT_KS),
+        sampling=_sampling(args),
+        phase=args.phase,
+        engine_factory=lambda ckpt: _with_tools(
+            load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)), args
+        ),
+        template=resolve_template(args),
+        batch_size=args.batch_size,
+        reward_opts=_reward_opts(args),
+        max_attempts=args.max_attempts,
+        backoff_s=args.backoff,
+    )
+    watcher.run(once=args.once, poll_s=args.poll)
+    return 0
+
+
+def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:
+    """(engine, tokenizer) with the tool settings of ``--tools`` / ``--tools-from`` applied."""
+    engine, tokenizer = loaded
+    return with_tool_args(engine, args), tokenizer

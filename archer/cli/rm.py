@@ -41,11 +41,12 @@ def _pair_rule(args: argparse.Namespace):
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from archer.data.formats import load_datasets, save_rows
+    from archer.data.formats import save_rows
+    from archer.eval.datasets import load_eval_sets
     from archer.rm.pairs import build_pairs, pair_rows, pass_rates
 
     rule = _pair_rule(args)
-    problems = [p for p in load_datasets(args.data, args.format) if p.kind == "code"]
+    problems = [p for p in load_eval_sets(args.data, args.format) if p.kind == "code"]
     if not problems:
         raise ValueError(f"--data {' '.join(args.data)}: no code problems")
     by_id = {p.id: p for p in problems}
@@ -92,8 +93,8 @@ def _pairs(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace, problems: list, samples_path: Path, run_opts: dict) -> list[dict]:
     """Sample and rate ``--n`` programs per problem; one appended line per problem (resumable)."""
-    from archer.cli.eval import load_engine
     from archer.eval import store
+    from archer.eval.engine import load_engine
     from archer.eval.runner import generate_records
     from archer.rm.pairs import pass_rates
     from archer.rollout.base import SamplingParams

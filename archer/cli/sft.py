@@ -2,13 +2,13 @@
 
     archer sft --data train.jsonl --model path/to/hf_model --out runs/sft
     archer sft --data train.jsonl --model tiny              # tokenizer + Qwen2 built on the spot
-    archer sft --data synthetic:math --noise 0.2 --model tiny --max-time 60
+    archer sft --data synthetic_math --noise 0.2 --model tiny --max-time 60
 
 Each JSONL row is ``{"messages": [{"role", "content"}, ...]}`` or ``{"prompt", "response"}``; a
 malformed row is an error naming the file and the (1-based) line. ``--model tiny`` trains a byte-level
 BPE tokenizer on the rendered data and builds a random-init Qwen2 model (``archer.models.tiny``).
-``synthetic:math`` / ``synthetic:code`` generate the bundled tasks' demonstrations
-(``archer.tasks.synthetic``).
+A task's name (``synthetic_math``, ``synthetic_code``, ... see :mod:`archer.tasks.registry`) generates
+that task's demonstrations (train split), with ``--generator`` as the recipe's ``data.generator``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from archer.sft.train import normalize_example
+from archer.tasks.registry import is_task
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archer sft", description="Supervised fine-tuning on chat-format data.")
-    p.add_argument("--data", required=True, help="JSONL file, or synthetic:math / synthetic:code")
+    p.add_argument(
+        "--data", required=True, help="JSONL file, or a task's name (synthetic_math, synthetic_code, ...)"
+    )
     p.add_argument("--model", required=True, help="Hugging Face model directory, or 'tiny'")
     p.add_argument("--out", default="runs/sft", help="output directory for the checkpoint (default runs/sft)")
     p.add_argument(
@@ -46,10 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-time", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = leave torch's default)")
-    g = p.add_argument_group("synthetic data (--data synthetic:math|code)")
+    g = p.add_argument_group("a task's demonstrations (--data TASK)")
     g.add_argument("--num-examples", type=int, default=4000)
     g.add_argument("--noise", type=float, default=0.0, help="fraction of demonstrations with one slip")
-    g.add_argument("--level", default="medium", help="math difficulty preset (easy, medium, hard)")
+    g.add_argument(
+        "--generator",
+        default="{}",
+        help="the task's options as a YAML mapping, as data.generator in a recipe (e.g. '{level: easy}')",
+    )
     g = p.add_argument_group("tiny model (--model tiny)")
     g.add_argument("--vocab-size", type=int, default=512)
     g.add_argument("--hidden-size", type=int, default=128)
@@ -75,25 +82,23 @@ def load_chat_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _synthetic(name: str, args) -> list[dict[str, Any]]:
-    from archer.tasks import synthetic
+def _task_rows(name: str, args) -> list[dict[str, Any]]:
+    from archer.safe_yaml import load_yaml
+    from archer.tasks.registry import get_task
 
-    kinds = {"synthetic:math", "synthetic:code"}
-    if name not in kinds:
-        raise ValueError(f"unknown synthetic data {name!r}; known: {sorted(kinds)}")
-    if name == "synthetic:math":
-        probs = synthetic.math_problems(args.num_examples, seed=args.seed, level=args.level, unique=False)
-        return synthetic.math_sft_examples(probs, noise=args.noise, seed=args.seed)
-    probs = synthetic.code_problems(args.num_examples, seed=args.seed, unique=False)
-    return synthetic.code_sft_examples(probs, noise=args.noise, seed=args.seed)
+    options = load_yaml(args.generator, source="--generator")
+    if not isinstance(options, dict):
+        raise ValueError(f"--generator: expected a YAML mapping, got {args.generator!r}")
+    task = get_task(name, "--data")
+    probs = task.problems(args.num_examples, split="train", seed=args.seed, options=options, unique=False)
+    return task.sft_rows(probs, noise=args.noise, seed=args.seed, options=options)
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        rows = (
-            _synthetic(args.data, args) if args.data.startswith("synthetic:") else load_chat_rows(args.data)
-        )
+        rows = _task_rows(args.data, args) if not Path(args.data).is_file() and is_task(args.data) else None
+        rows = rows if rows is not None else load_chat_rows(args.data)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"archer sft: {exc}", file=sys.stderr)
         return 2
@@ -116,7 +121,7 @@ def main(argv: list[str]) -> int:
             seed=args.seed,
         )
     else:
-        from archer.config import ConfigError
+        from archer.errors import ConfigError
         from archer.models.loader import PolicyOptions, load_policy
 
         try:  # the trainer's one loader: clear one-line errors for a missing folder or broken weights

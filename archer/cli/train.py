@@ -11,7 +11,7 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
   given, so two runs never mix.
 - --resume: continue the run in --out DIR from its last complete checkpoint, with the config saved in
   that directory (a recipe or overrides given with --resume are refused).
-- resources.train_procs=N trains data-parallel in N local processes (archer.cli.launch);
+- resources.train_procs=N trains data-parallel in N local processes (archer.distributed.launch);
   under torchrun (WORLD_SIZE set) the processes are torchrun's, and only rank 0 prints the report.
 
 The whole config is validated, and the data files and model folder are checked, before the run
@@ -28,7 +28,8 @@ import os
 import sys
 from pathlib import Path
 
-from archer.config import ConfigError, config_from_dict, load_config, read_yaml_file, recipe_names
+from archer.config import config_from_dict, load_config, read_yaml_file, recipe_names
+from archer.errors import ConfigError
 from archer.models.checkpoint import CheckpointError
 
 
@@ -78,7 +79,7 @@ def resolve(items: list[str], out: str | None, resume: bool):
 def _recipe_summary(name: str) -> tuple[str, str]:
     """(one-line description, what the recipe needs) from a bundled recipe's header and settings."""
     from archer.config import RECIPE_DIR
-    from archer.rl.setup import GENERATORS
+    from archer.tasks.registry import is_task
 
     path = RECIPE_DIR / f"{name}.yaml"
     header = []
@@ -92,7 +93,7 @@ def _recipe_summary(name: str) -> tuple[str, str]:
     data = read_yaml_file(path, "recipe")
     model_path = (data.get("model") or {}).get("path")
     train = (data.get("data") or {}).get("train", "synthetic_math")
-    if model_path is None and train in GENERATORS:
+    if model_path is None and is_task(train):
         needs = "CPU demo: builds its model and data, nothing to download"
     else:
         needs = f"needs a model (model.path=DIR, a local copy of {model_path}) and data (data.train=FILE)"
@@ -111,13 +112,13 @@ def _check_inputs(cfg) -> list[str]:
     """Check data files and the model folder before a run directory exists; a missing file that is a
     bundled sample's name (recipes say data/aime24.jsonl) becomes the bundled file. Returns notes."""
     from archer.data.formats import BUNDLED, BUNDLED_DIR
-    from archer.rl.setup import GENERATORS
+    from archer.tasks.registry import is_task, task_names
 
     notes = []
-    known = f"a file, a bundled sample ({', '.join(BUNDLED)}) or a generator ({', '.join(GENERATORS)})"
+    known = f"a file, a bundled sample ({', '.join(BUNDLED)}) or a task ({', '.join(task_names())})"
     for field in ("train", "eval"):
         value = getattr(cfg.data, field)
-        if value is None or value in GENERATORS or Path(value).is_file():
+        if value is None or is_task(value) or Path(value).is_file():
             continue
         stem = Path(value).name.split(".")[0]
         if stem in BUNDLED and (value == stem or not Path(value).exists()):

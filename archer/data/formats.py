@@ -227,43 +227,19 @@ BUNDLED: dict[str, str] = {
     "livecodebench_sample": "code/livecodebench_sample.jsonl",
     "code_contests_sample": "code/code_contests_sample.jsonl",
 }
-# generated held-out sets: the same problems the default demos (tiny_math, tiny_code) evaluate on
-# a bundled generator's held-out problems are those of the recipe that trains on it (its data.* settings)
-SYNTHETIC_RECIPES = {
-    "synthetic_math": "tiny_math",
-    "synthetic_code": "tiny_code",
-    "synthetic_paths": "tiny_paths",
-    "synthetic_interpreter": "tiny_interpreter",
-}
-SYNTHETIC = tuple(SYNTHETIC_RECIPES)
-SYNTHETIC_DEFAULT_N = 64
 
 
 def bundled_names() -> list[str]:
-    return [*BUNDLED, *SYNTHETIC]
+    return list(BUNDLED)
 
 
-def resolve_data_path(path: str | Path) -> Path | str:
-    """An existing file as given; else a bundled name (``math500``) as its packaged file; else a
-    synthetic name (``synthetic_math``) unchanged; else the path (reading it reports it missing)."""
+def resolve_data_path(path: str | Path) -> Path:
+    """An existing file as given; else a bundled name (``math500``) as its packaged file; else the
+    path (reading it reports it missing)."""
     p = Path(path)
-    if p.is_file():
-        return p
-    name = str(path)
-    if name in BUNDLED:
-        return BUNDLED_DIR / BUNDLED[name]
-    if name in SYNTHETIC:
-        return name
+    if not p.is_file() and str(path) in BUNDLED:
+        return BUNDLED_DIR / BUNDLED[str(path)]
     return p
-
-
-def _synthetic(name: str, limit: int | None) -> list[Problem]:
-    """The held-out problems of the recipe that trains on generator ``name`` (same seed and settings)."""
-    from archer.config import load_config
-    from archer.rl.setup import load_problems
-
-    n = SYNTHETIC_DEFAULT_N if limit is None else max(0, limit)
-    return load_problems(load_config(SYNTHETIC_RECIPES[name], [f"data.num_eval={n}", "data.num_train=1"]))[1]
 
 
 def load_dataset(
@@ -277,12 +253,10 @@ def load_dataset(
     """Load ``path`` as problems. ``format`` is a registered name or ``"auto"``; ``data_source``
     overrides the one the loader would record; ``limit`` keeps the first rows only.
 
-    ``path`` may also be a bundled name (:data:`BUNDLED`: ``math500``, ``aime24``, ``humaneval``, ...)
-    or ``synthetic_math`` / ``synthetic_code`` (the demos' held-out problems, 64 unless ``limit``);
-    a file of that name in the working directory wins."""
+    ``path`` may also be a bundled name (:data:`BUNDLED`: ``math500``, ``aime24``, ``humaneval``, ...);
+    a file of that name in the working directory wins. A task's held-out problems (``synthetic_math``)
+    are loaded one layer up, by :func:`archer.eval.datasets.load_eval_set`."""
     path = resolve_data_path(path)
-    if isinstance(path, str):
-        return _synthetic(path, limit)
     rows = read_rows(path)
     if limit is not None:
         rows = rows[:limit]

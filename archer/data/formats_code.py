@@ -125,7 +125,7 @@ def _convert_humaneval(row: dict[str, Any], index: int, ctx: Context) -> Problem
     if row.get("canonical_solution"):
         meta["solution"] = row["prompt"] + row["canonical_solution"]
     pid = row.get("task_id", index)
-    from archer.rewards.code import with_prompt_setup
+    from archer.data.schema import with_prompt_setup
 
     # the prompt's helpers (HumanEval/32's poly, ...) reach the judge as trusted setup, never from the program
     tests = with_prompt_setup({"assert": test, "entry_point": entry}, row["prompt"])

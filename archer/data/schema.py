@@ -11,6 +11,8 @@ gold final answer); a code problem carries ``tests`` in one of the formats of
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,3 +77,27 @@ def load_problems_from_rows(rows: list[dict[str, Any]], source: str = "<rows>") 
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: row {i}: {exc}") from None
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _helpers_needed(prompt: str, entry: str, test: str) -> bool:
+    """Whether ``prompt`` defines ``entry`` at top level and some other name the test code uses."""
+    try:
+        top = ast.parse(prompt).body
+        used = {n.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Name)}
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    defs = {n.name for n in top if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return entry in defs and bool((defs - {entry}) & used)
+
+
+def with_prompt_setup(tests: Any, prompt: Any) -> Any:
+    """HumanEval-style problems: the prompt (trusted, holding helpers such as ``poly``) becomes the
+    tests' ``setup`` when the tests use one of its helpers and name none themselves."""
+    if not isinstance(tests, dict) or "assert" not in tests or tests.get("setup"):
+        return tests
+    entry, code = tests.get("entry_point"), tests["assert"]
+    test = code if isinstance(code, str) else "\n".join(map(str, code)) if isinstance(code, list) else ""
+    if isinstance(entry, str) and isinstance(prompt, str) and _helpers_needed(prompt, entry, test):
+        return {**tests, "setup": prompt}
+    return tests

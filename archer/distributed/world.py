@@ -288,7 +288,7 @@ def join_world(
     device: torch.device, strategy: str, backend: str = "auto", timeout_s: float = 3600.0, nccl: Any = None
 ) -> World:
     """The world of this process: a :class:`ProcessWorld` when the environment describes a process group
-    (``WORLD_SIZE`` > 1, as torchrun and :mod:`archer.cli.launch` set it), else a :class:`World`.
+    (``WORLD_SIZE`` > 1, as torchrun and :mod:`archer.distributed.launch` set it), else a :class:`World`.
 
     ``nccl``: an :class:`archer.distributed.nccl.NCCLConfig` whose variables are set in this process
     first (overriding inherited ones), so NCCL's communicators see them.

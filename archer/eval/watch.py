@@ -19,7 +19,6 @@ checkpoint whose ``GENERATED`` marker has appeared. ``--phase all`` does both in
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -113,7 +112,7 @@ class Watcher:
 
         factory = self.engine_factory
         if factory is None:
-            from archer.cli.eval import load_engine
+            from archer.eval.engine import load_engine
 
             factory = load_engine
         engine, tokenizer = factory(ckpt)
@@ -203,53 +202,3 @@ def _free_accelerator_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def add_watch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="training run directory (checkpoints/step_*/COMPLETE)")
-    p.add_argument("--phase", choices=PHASES, default="all")
-    p.add_argument("--once", action="store_true", help="one pass over the current checkpoints, then exit")
-    p.add_argument("--poll", type=float, default=60.0, help="seconds between passes")
-    p.add_argument("--max-attempts", type=int, default=3)
-    p.add_argument("--backoff", type=float, default=60.0, help="first retry delay in seconds (doubles)")
-
-
-def main_from_args(args: argparse.Namespace) -> int:
-    from archer.cli.eval import (
-        DEFAULT_KS,
-        _parse_ks,
-        _reward_opts,
-        _sampling,
-        load_engine,
-        load_problems,
-        resolve_template,
-    )
-
-    if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
-        raise FileNotFoundError(f"run directory not found: {args.run_dir}")
-    watcher = Watcher(
-        args.run_dir,
-        load_problems(args),
-        n=args.n,
-        ks=args.k or _parse_ks(DEFAULT_KS),
-        sampling=_sampling(args),
-        phase=args.phase,
-        engine_factory=lambda ckpt: _with_tools(
-            load_engine(str(ckpt), args.device, args.dtype, getattr(args, "chat_template", None)), args
-        ),
-        template=resolve_template(args),
-        batch_size=args.batch_size,
-        reward_opts=_reward_opts(args),
-        max_attempts=args.max_attempts,
-        backoff_s=args.backoff,
-    )
-    watcher.run(once=args.once, poll_s=args.poll)
-    return 0
-
-
-def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:
-    """(engine, tokenizer) with the tool settings of ``--tools`` / ``--tools-from`` applied."""
-    from archer.cli.eval import with_tool_args
-
-    engine, tokenizer = loaded
-    return with_tool_args(engine, args), tokenizer

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from archer.config import ConfigError
+from archer.errors import ConfigError
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -13,7 +13,7 @@ Test formats (``Problem.tests``):
   not define) comes from the program. ``setup`` is trusted code run before the tests, for helpers the
   tests use besides the entry point (HumanEval's ``poly``, ``encode_cyclic``: the prompt). Through
   :func:`score_code_problems`, a HumanEval-style problem whose prompt is Python code defining the
-  entry point and a helper the tests use gets its prompt as ``setup`` (:func:`with_prompt_setup`)
+  entry point and a helper the tests use gets its prompt as ``setup`` (:func:`archer.data.schema.with_prompt_setup`)
   when the tests name none.
 
 Expected outputs stay in this (the trainer's) process: the sandbox sends back stdout or serialised
@@ -26,8 +26,6 @@ During training the number of tests per problem can be capped by a seeded random
 
 from __future__ import annotations
 
-import ast
-import functools
 import json
 import random
 import re
@@ -35,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from archer.data.schema import with_prompt_setup
 from archer.rewards.compare import call_result_matches, stdout_matches
 from archer.rewards.types import RewardResult, TestReport
 from archer.sandbox.pool import SandboxPool, default_pool
@@ -337,30 +336,6 @@ def score_code_problems(
         max_output_bytes=max_output_bytes,
         pool=pool,
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _helpers_needed(prompt: str, entry: str, test: str) -> bool:
-    """Whether ``prompt`` defines ``entry`` at top level and some other name the test code uses."""
-    try:
-        top = ast.parse(prompt).body
-        used = {n.id for n in ast.walk(ast.parse(test)) if isinstance(n, ast.Name)}
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    defs = {n.name for n in top if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    return entry in defs and bool((defs - {entry}) & used)
-
-
-def with_prompt_setup(tests: Any, prompt: Any) -> Any:
-    """HumanEval-style problems: the prompt (trusted, holding helpers such as ``poly``) becomes the
-    tests' ``setup`` when the tests use one of its helpers and name none themselves."""
-    if not isinstance(tests, dict) or "assert" not in tests or tests.get("setup"):
-        return tests
-    entry, code = tests.get("entry_point"), tests["assert"]
-    test = code if isinstance(code, str) else "\n".join(map(str, code)) if isinstance(code, list) else ""
-    if isinstance(entry, str) and isinstance(prompt, str) and _helpers_needed(prompt, entry, test):
-        return {**tests, "setup": prompt}
-    return tests
 
 
 def is_code_info(info: dict[str, Any]) -> bool:

@@ -523,8 +523,9 @@ def train(
     rank). ``resources.train_procs > 1`` outside a process group starts that many local processes and
     returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
-    from archer.cli import launch
-    from archer.rl.setup import load_problems, load_run_policy, prepare_initial_policy
+    from archer.distributed import launch
+    from archer.rl.setup import load_run_policy, prepare_initial_policy
+    from archer.tasks.problems import load_problems
 
     if launch.should_launch(cfg):
         given = [
@@ -545,7 +546,7 @@ def train(
                 "their own from the config); start the ranks yourself (torchrun) to pass objects",
                 stacklevel=2,
             )
-        return launch.launch_local(cfg, make_run_dir(cfg, run_dir), resume=resume)
+        return launch.launch_local(train, cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
     device = resolve_device(cfg.trainer.device)
     world = join_world(device, cfg.trainer.strategy, cfg.resources.dist_backend, cfg.resources.dist_timeout_s)

@@ -1,10 +1,7 @@
 """What a run needs before its first step: problems, tokenizer, policy (optionally SFT-warmed), prompts.
 
-- Problems: ``data.train``/``data.eval`` name a bundled generator (``synthetic_math``,
-  ``synthetic_code``, ``synthetic_paths``; options in ``data.generator``) or a dataset file read by
-  :func:`archer.data.formats.load_dataset` (a malformed row is an error naming the file and the row,
-  raised here, before any training). For a generator without ``data.eval``, held-out problems come
-  from its ``test`` split (disjoint by construction).
+- Problems: :func:`archer.tasks.problems.load_problems` (a registered task or a dataset file; a
+  malformed row is an error naming the file and the row, raised before any training).
 - Policy: ``model.path`` loads a Hugging Face checkpoint (``from_pretrained``); ``None`` builds a tiny
   Qwen2 model and a byte-level BPE tokenizer from the task text (``archer.models.tiny``) and, with
   ``model.sft_epochs > 0``, warms it up by SFT on worked solutions from the generator
@@ -25,108 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archer.config import Config, ConfigError
+from archer.config import Config
 from archer.data.schema import Problem
-
-GENERATORS = ("synthetic_math", "synthetic_code", "synthetic_paths", "synthetic_interpreter")
-
-
-def _math_level(opts: dict[str, Any]) -> Any:
-    from archer.tasks.synthetic import MathTaskConfig
-
-    opts = dict(opts)
-    level = opts.pop("level", None)
-    opts.pop("noise", None)
-    if not opts:
-        return level
-    if level is not None:
-        raise ConfigError("data.generator: give either 'level' or explicit MathTaskConfig fields, not both")
-    if "ops" in opts:
-        opts["ops"] = tuple(opts["ops"])
-    try:
-        return MathTaskConfig(**opts)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"data.generator: {exc}") from None
-
-
-def _code_families(opts: dict[str, Any]) -> tuple[str, ...]:
-    """``data.generator.families`` of the code task (default: the four one-line families)."""
-    from archer.tasks import synthetic
-
-    families = tuple(opts.get("families") or synthetic.CODE_FAMILIES)
-    unknown = sorted(set(families) - set(synthetic.code_family_names()))
-    if unknown:
-        raise ConfigError(
-            f"data.generator.families: unknown {unknown}; known: {synthetic.code_family_names()}"
-        )
-    return families
-
-
-def generate_problems(source: str, n: int, split: str, seed: int, opts: dict[str, Any]) -> list[Problem]:
-    from archer.tasks import synthetic
-
-    if source == "synthetic_math":
-        return synthetic.math_problems(n, split=split, seed=seed, level=_math_level(opts))
-    if source == "synthetic_code":
-        extra = {k: v for k, v in opts.items() if k in ("test_fraction",)}
-        return synthetic.code_problems(n, split=split, seed=seed, families=_code_families(opts), **extra)
-    if source == "synthetic_paths":  # multi-path sums (archer.tasks.synthetic_paths, the ASPO study)
-        from archer.tasks.synthetic_paths import paths_problems
-
-        try:
-            return paths_problems(n, split=split, seed=seed, config=opts)
-        except ValueError as exc:
-            raise ConfigError(f"data.generator: {exc}") from None
-    if source == "synthetic_interpreter":  # big products a one-line program answers (tool rollouts)
-        from archer.tasks.synthetic_interpreter import interpreter_problems
-
-        try:
-            return interpreter_problems(n, split=split, seed=seed, config=opts)
-        except ValueError as exc:
-            raise ConfigError(f"data.generator: {exc}") from None
-    raise ConfigError(f"data.train: unknown generator {source!r}; known: {list(GENERATORS)}")
-
-
-def load_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
-    """(train, eval) problems; errors name the config field or the file and row."""
-    d = cfg.data
-    if d.train in GENERATORS:
-        try:
-            train = generate_problems(d.train, d.num_train, "train", d.seed, d.generator)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"data.num_train: {exc}") from None
-    else:
-        train = _load_file(d.train, "data.train")[: d.num_train]
-    if d.eval in GENERATORS or (d.eval is None and d.train in GENERATORS):
-        source = d.eval or d.train
-        try:
-            evals = (
-                generate_problems(source, d.num_eval, "test", d.seed + 1, d.generator) if d.num_eval else []
-            )
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"data.num_eval: {exc}") from None
-    elif d.eval is not None:
-        evals = _load_file(d.eval, "data.eval")[: d.num_eval or None]
-    else:
-        evals = []
-    if not train:
-        raise ConfigError(f"data.train: {d.train!r} holds no problems")
-    return train, evals
-
-
-def _load_file(path: str, field: str) -> list[Problem]:
-    from pathlib import Path
-
-    from archer.data.formats import bundled_names, load_dataset, resolve_data_path
-
-    resolved = resolve_data_path(path)  # a bundled sample's name (math500, aime24, ...) or a file
-    if isinstance(resolved, str) or not Path(resolved).is_file():
-        raise ConfigError(f"{field}: file {path!r} not found (or use a bundled name: {bundled_names()})")
-    return load_dataset(resolved)
+from archer.errors import ConfigError
+from archer.tasks.problems import observation_pattern, sft_examples, tokenizer_texts
 
 
 def sft_configured(cfg: Config) -> bool:
@@ -164,29 +63,8 @@ def build_policy(
         model, tokenizer = _from_pretrained(_check_model_dir(Path(m.path)))
     else:
         from archer.models import tiny as models
-        from archer.tasks import synthetic
 
-        if cfg.data.train == "synthetic_paths":
-            from archer.tasks.synthetic_paths import paths_tokenizer_corpus
-
-            corpus = paths_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
-        elif cfg.data.train == "synthetic_interpreter":
-            from archer.tasks.synthetic_interpreter import interpreter_tokenizer_corpus
-
-            corpus = interpreter_tokenizer_corpus(2000, seed=cfg.data.seed, config=cfg.data.generator)
-        else:
-            level = _math_level(cfg.data.generator) if cfg.data.train == "synthetic_math" else None
-            corpus = synthetic.tokenizer_corpus(
-                2000,
-                seed=cfg.data.seed,
-                level=level,
-                include_code=cfg.data.train != "synthetic_math",
-                code_families=_code_families(cfg.data.generator)
-                if cfg.data.train == "synthetic_code"
-                else None,
-            )
-        # the prompt template's instruction text, so that it tokenizes into a few merged tokens
-        corpus += [_user_text(p, cfg.data.prompt_template) for p in train[:200]]
+        corpus = tokenizer_texts(cfg, train)
         tokenizer = models.build_tokenizer(corpus, vocab_size=m.vocab_size)
         model = models.build_tiny_model(
             tokenizer,
@@ -207,51 +85,6 @@ def build_policy(
     return model, tokenizer, info
 
 
-def sft_examples(cfg: Config) -> list[dict[str, Any]]:
-    """Chat-format SFT rows from the bundled generator (train split, a seed disjoint from RL's)."""
-    from archer.tasks import synthetic
-
-    d, m = cfg.data, cfg.model
-    seed = d.seed + 7919
-    if d.train == "synthetic_math":
-        probs = synthetic.math_problems(
-            m.sft_examples, split="train", seed=seed, level=_math_level(d.generator), unique=False
-        )
-        rows = synthetic.math_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    elif d.train == "synthetic_code":
-        probs = synthetic.code_problems(
-            m.sft_examples, split="train", seed=seed, unique=False, families=_code_families(d.generator)
-        )
-        rows = synthetic.code_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    elif d.train == "synthetic_paths":
-        from archer.tasks.synthetic_paths import paths_problems, paths_sft_examples
-
-        probs = paths_problems(m.sft_examples, split="train", seed=seed, config=d.generator, unique=False)
-        rows = paths_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    elif d.train == "synthetic_interpreter":
-        from archer.tasks.synthetic_interpreter import interpreter_problems, interpreter_sft_examples
-
-        probs = interpreter_problems(
-            m.sft_examples, split="train", seed=seed, config=d.generator, unique=False
-        )
-        rows = interpreter_sft_examples(probs, noise=m.sft_noise, seed=seed)
-    else:
-        raise ConfigError(
-            "model.sft_epochs: SFT warm-up needs a bundled generator as data.train "
-            f"({list(GENERATORS)}); run `archer sft` on your data first instead"
-        )
-    # demonstrations are asked exactly as RL and evaluation will ask (same prompt template)
-    for row, problem in zip(rows, probs):
-        row["messages"][0]["content"] = _user_text(problem, d.prompt_template)
-    return rows
-
-
-def _user_text(problem: Problem, template: str) -> str:
-    from archer.data.prompts import user_message
-
-    return user_message(problem, template)
-
-
 def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
     from archer.sft.train import train_sft
 
@@ -270,17 +103,9 @@ def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], Non
         progress=cfg.logging.progress,
         num_threads=cfg.trainer.threads,
         # tool observations in a demonstration are context, as they are in RL (rollout.tools)
-        context_pattern=_observation_pattern(cfg),
+        context_pattern=observation_pattern(cfg),
     )
     return result if isinstance(result, dict) else {"result": str(result)}
-
-
-def _observation_pattern(cfg: Config) -> str | None:
-    if not cfg.rollout.tools:
-        return None
-    from archer.tasks.synthetic_interpreter import OBSERVATION_PATTERN
-
-    return OBSERVATION_PATTERN
 
 
 def encode_prompts(

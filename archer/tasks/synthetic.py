@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archer.data.schema import Problem
+from archer.errors import ConfigError
+from archer.tasks.registry import Task, register_task
 
 SPLITS = ("train", "test")
 
@@ -378,3 +380,75 @@ def tokenizer_corpus(
             )
     texts.append("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>tool\n")
     return texts
+
+
+# ----------------------------------------------------------------------- registry entries
+
+
+def math_level(opts: dict[str, Any]) -> str | MathTaskConfig | None:
+    """``data.generator`` of the math task: ``{level: NAME}`` or explicit :class:`MathTaskConfig` fields."""
+    opts = dict(opts)
+    level = opts.pop("level", None)
+    opts.pop("noise", None)
+    if not opts:
+        return level
+    if level is not None:
+        raise ConfigError("data.generator: give either 'level' or explicit MathTaskConfig fields, not both")
+    if "ops" in opts:
+        opts["ops"] = tuple(opts["ops"])
+    try:
+        return MathTaskConfig(**opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.generator: {exc}") from None
+
+
+def code_families(opts: dict[str, Any]) -> tuple[str, ...]:
+    """``data.generator.families`` of the code task (default: the four one-line families)."""
+    families = tuple(opts.get("families") or CODE_FAMILIES)
+    unknown = sorted(set(families) - set(code_family_names()))
+    if unknown:
+        raise ConfigError(f"data.generator.families: unknown {unknown}; known: {code_family_names()}")
+    return families
+
+
+def _math_task_problems(
+    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
+) -> list[Problem]:
+    return math_problems(n, split=split, seed=seed, level=math_level(options), unique=unique)
+
+
+def _code_task_problems(
+    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
+) -> list[Problem]:
+    extra = {k: v for k, v in options.items() if k in ("test_fraction",)}
+    return code_problems(n, split=split, seed=seed, families=code_families(options), unique=unique, **extra)
+
+
+register_task(
+    Task(
+        name="synthetic_math",
+        description="integer arithmetic and linear equations, boxed integer answers",
+        recipe="tiny_math",
+        problems=_math_task_problems,
+        sft_rows=lambda problems, *, noise, seed, options: math_sft_examples(
+            problems, noise=noise, seed=seed
+        ),
+        tokenizer_corpus=lambda n, *, seed, options: tokenizer_corpus(
+            n, seed=seed, level=math_level(options), include_code=False
+        ),
+    )
+)
+register_task(
+    Task(
+        name="synthetic_code",
+        description="tiny functions of x described in words, checked by asserts",
+        recipe="tiny_code",
+        problems=_code_task_problems,
+        sft_rows=lambda problems, *, noise, seed, options: code_sft_examples(
+            problems, noise=noise, seed=seed
+        ),
+        tokenizer_corpus=lambda n, *, seed, options: tokenizer_corpus(
+            n, seed=seed, include_code=True, code_families=code_families(options)
+        ),
+    )
+)

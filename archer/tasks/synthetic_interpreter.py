@@ -33,6 +33,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from archer.data.schema import Problem
+from archer.errors import ConfigError
+from archer.tasks.registry import Task, register_task
 
 F = "`" * 3
 # an observation block inside an assistant message: context for the model, never a training target
@@ -193,3 +195,29 @@ def interpreter_tokenizer_corpus(n: int = 2000, *, seed: int = 0, config: Any = 
             f"{tool_solution(m['a'], m['op'], m['b'])}<|im_end|>\n"
         )
     return texts
+
+
+def _task_problems(
+    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
+) -> list[Problem]:
+    try:
+        return interpreter_problems(n, split=split, seed=seed, config=options, unique=unique)
+    except ValueError as exc:
+        raise ConfigError(f"data.generator: {exc}") from None
+
+
+register_task(
+    Task(
+        name="synthetic_interpreter",
+        description="big products a one-line program answers (tool rollouts)",
+        recipe="tiny_interpreter",
+        problems=_task_problems,
+        sft_rows=lambda problems, *, noise, seed, options: interpreter_sft_examples(
+            problems, noise=noise, seed=seed
+        ),
+        tokenizer_corpus=lambda n, *, seed, options: interpreter_tokenizer_corpus(
+            n, seed=seed, config=options
+        ),
+        observation_pattern=OBSERVATION_PATTERN,
+    )
+)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archer.data.schema import Problem
+from archer.errors import ConfigError
+from archer.tasks.registry import Task, register_task
 from archer.tasks.synthetic import _check_split, _split_of
 
 NAME = "synthetic_paths"
@@ -184,3 +186,26 @@ def paths_tokenizer_corpus(
     ]
     texts.append("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>tool\n")
     return texts
+
+
+def _task_problems(
+    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
+) -> list[Problem]:
+    try:
+        return paths_problems(n, split=split, seed=seed, config=options, unique=unique)
+    except ValueError as exc:
+        raise ConfigError(f"data.generator: {exc}") from None
+
+
+register_task(
+    Task(
+        name=NAME,
+        description="sums with several valid orders of steps (the ASPO study's diversity task)",
+        recipe="tiny_paths",
+        problems=_task_problems,
+        sft_rows=lambda problems, *, noise, seed, options: paths_sft_examples(
+            problems, noise=noise, seed=seed
+        ),
+        tokenizer_corpus=lambda n, *, seed, options: paths_tokenizer_corpus(n, seed=seed, config=options),
+    )
+)

@@ -223,13 +223,17 @@ def test_chat_prompts_round_trip_in_archer_parquet(tmp_path):
     assert [p.to_dict() for p in back] == [p.to_dict() for p in probs]
 
 
-def test_every_bundled_generator_is_an_eval_name_giving_its_recipes_held_out_problems():
+def test_every_task_is_an_eval_name_giving_its_recipes_held_out_problems():
     from archer.config import load_config
-    from archer.data.formats import SYNTHETIC_RECIPES, load_dataset
-    from archer.rl.setup import GENERATORS, load_problems
+    from archer.eval.datasets import eval_set_names, load_eval_set
+    from archer.tasks.problems import load_problems
+    from archer.tasks.registry import get_task, task_names
 
-    assert set(SYNTHETIC_RECIPES) == set(GENERATORS)
-    for name, recipe in SYNTHETIC_RECIPES.items():
-        got = load_dataset(name, limit=5)
-        want = load_problems(load_config(recipe, ["data.num_eval=5"]))[1]
+    assert {"synthetic_math", "synthetic_code", "synthetic_paths", "synthetic_interpreter"} <= set(
+        task_names()
+    )
+    for name in task_names():
+        assert name in eval_set_names()
+        got = load_eval_set(name, limit=5)
+        want = load_problems(load_config(get_task(name).recipe, ["data.num_eval=5"]))[1]
         assert [p.id for p in got] == [p.id for p in want] and len(got) == 5, name

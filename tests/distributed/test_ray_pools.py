@@ -296,7 +296,8 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     """``resources.rollout_workers=1``: the engine lives in an actor, the trainer syncs it after every
     update (versions follow ``policy_version``), recomputes old log-probs and turns truncated IS on.
     ``rollout.one_step_off_policy``: step t+1 is generated while step t trains, one version stale."""
-    from archer.config import ConfigError, load_config
+    from archer.config import load_config
+    from archer.errors import ConfigError
     from archer.rewards import registry
     from archer.rl import loop as rl
 

@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 from archer.cli.eval import build_parser, with_tool_args
-from archer.config import ConfigError, load_config, save_config
+from archer.config import load_config, save_config
+from archer.errors import ConfigError
 from archer.eval.runner import summarize
 from archer.rollout.tools import ToolEngine
 

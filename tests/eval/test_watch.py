@@ -85,7 +85,7 @@ def test_cli_watch_once_evaluates_once_and_retries_failures(tmp_path, tiny_model
 
 
 def test_split_phases_and_backoff(tmp_path, tiny_model_dir):
-    from archer.cli.eval import load_engine
+    from archer.eval.engine import load_engine
 
     run = _run_dir(tmp_path, tiny_model_dir)
     now = [1000.0]

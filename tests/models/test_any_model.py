@@ -192,7 +192,7 @@ def test_resume_keeps_gradient_checkpointing(tmp_path):
 
 
 def test_garbage_weights_and_missing_cuda_are_one_line_errors(tmp_path, tokenizer):
-    from archer.config import ConfigError
+    from archer.errors import ConfigError
     from archer.models.loader import load_policy, resolve_device
 
     folder = _save("qwen2", tokenizer, tmp_path / "m")

@@ -258,7 +258,8 @@ def test_call_based_gets_leetcode_header_and_deep_recursion(pool):
 
 
 def test_run_scorer_uses_the_configured_code_reward_mode():
-    from archer.config import ConfigError, load_config
+    from archer.config import load_config
+    from archer.errors import ConfigError
     from archer.rewards.scoring import build_run_scorer
 
     # f(x) = x + 1 checked on 4 inputs; the program is right on 3 of them (wrong at x = 3)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code, with_prompt_setup
+from archer.data.schema import with_prompt_setup
+from archer.rewards.code import extract_code, run_tests, run_tests_batch, score_code
 from archer.sandbox.pool import SandboxConfig, SandboxPool
 from archer.sandbox.zygote.safe_pickle import decode_lcb_tests
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
 from archer.data.schema import Problem
+from archer.errors import ConfigError
 from archer.rewards.custom import combine, load_reward_function, trl_columns
 from archer.rewards.scoring import CustomRewardScorer, build_run_scorer
 from archer.rewards.types import RewardResult

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
 from archer.data.curriculum import (
     Curriculum,
     Stage,
@@ -18,6 +18,7 @@ from archer.data.curriculum import (
     potential_stages,
     stage_starts,
 )
+from archer.errors import ConfigError
 from archer.rl.batch import PromptSampler
 from archer.rl.potential import compute_potentials, potential_of, read_potential_file
 

@@ -13,7 +13,8 @@ import json
 import pytest
 import torch
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
+from archer.errors import ConfigError
 from archer.rewards import registry
 from archer.rewards.types import RewardResult
 
@@ -75,7 +76,7 @@ def _digest(model):
 def test_two_process_run_end_to_end(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from archer.cli import launch
+    from archer.distributed import launch
     from archer.rl.loop import train
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
@@ -124,8 +125,8 @@ def test_fsdp_run_equals_ddp_run_exports_and_resumes_on_one_process(tmp_path, mo
     to one Hugging Face model and resumes in a single process."""
     from transformers import AutoModelForCausalLM
 
-    from archer.cli import launch
     from archer.cli.export import export_checkpoint
+    from archer.distributed import launch
     from archer.rl.loop import train
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)

@@ -348,7 +348,7 @@ def test_cli_refuses_a_used_out_dir_and_creates_nothing_on_bad_inputs(tmp_path, 
 
 def test_cli_overwrite_deletes_only_a_previous_run(tmp_path):
     from archer.cli.train import _prepare_run_dir
-    from archer.config import ConfigError
+    from archer.errors import ConfigError
 
     old = tmp_path / "old"
     (old / "checkpoints").mkdir(parents=True)

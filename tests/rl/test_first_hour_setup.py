@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
 from archer.data.prompts import apply_chat_template_option, build_prompt, no_chat_template_hint
 from archer.data.schema import Problem
+from archer.errors import ConfigError
 from archer.rl.setup import apply_tokenizer_options, sft_configured
 
 TEMPLATE = (

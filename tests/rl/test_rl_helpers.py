@@ -51,7 +51,7 @@ def test_reference_model_only_when_kl_is_on(overrides, expected):
     ],
 )
 def test_each_setting_has_one_home(key, home):
-    from archer.config import ConfigError
+    from archer.errors import ConfigError
 
     with pytest.raises(ConfigError, match=home.replace(".", r"\.")):
         load_config("tiny_math", [key])
@@ -125,8 +125,8 @@ def test_sandbox_seconds_add_each_rounds_batch_time():
 
 
 def test_run_data_may_name_a_bundled_sample():
-    from archer.config import ConfigError
-    from archer.rl.setup import load_problems
+    from archer.errors import ConfigError
+    from archer.tasks.problems import load_problems
 
     _, evals = load_problems(load_config("tiny_math", ["data.eval=aime24", "data.num_eval=5"]))
     assert len(evals) == 5 and evals[0].answer

@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
 from archer.data.schema import Problem
+from archer.errors import ConfigError
 from archer.rewards import registry
 from archer.rewards.reward_model import RewardModelScorer, rm_metrics
 from archer.rewards.types import RewardResult

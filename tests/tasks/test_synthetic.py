@@ -118,8 +118,9 @@ def test_code_families_default_unchanged_and_unknown_rejected():
 
 
 def test_code_families_from_the_config():
-    from archer.config import ConfigError, load_config
-    from archer.rl.setup import load_problems
+    from archer.config import load_config
+    from archer.errors import ConfigError
+    from archer.tasks.problems import load_problems
 
     cfg = load_config(
         "tiny_code", ["data.generator={families: [poly]}", "data.num_train=5", "data.num_eval=5"]

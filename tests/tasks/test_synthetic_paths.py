@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
+from archer.errors import ConfigError
 from archer.rewards.math.score import score_math
 from archer.tasks.synthetic_paths import (
     PathsTaskConfig,
@@ -87,9 +88,10 @@ def test_config_options_and_errors():
 
 
 def test_registered_as_a_bundled_generator_with_sft_rows():
-    from archer.rl.setup import GENERATORS, load_problems, sft_examples
+    from archer.tasks.problems import load_problems, sft_examples
+    from archer.tasks.registry import task_names
 
-    assert "synthetic_paths" in GENERATORS
+    assert "synthetic_paths" in task_names()
     cfg = load_config("tiny_paths", ["data.num_train=30", "data.num_eval=10", "model.sft_examples=12"])
     train, evals = load_problems(cfg)
     assert len(train) == 30 and len(evals) == 10 and all(p.data_source == "synthetic_paths" for p in train)

@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from archer.config import ConfigError, load_config
+from archer.config import load_config
+from archer.errors import ConfigError
 from archer.tracking import sinks as tlog
 from archer.tracking.sinks import (
     SINKS,

@@ -1,6 +1,6 @@
 """Start N local training processes: ``resources.train_procs=N`` without torchrun.
 
-:func:`launch_local` runs :func:`archer.rl.loop.train` in ``N`` processes (``torch.multiprocessing``,
+:func:`launch_local` runs a training entry point (the caller's, e.g. :func:`archer.rl.loop.train`) in ``N`` processes (``torch.multiprocessing``,
 ``fork`` when CUDA is not initialised, else ``spawn``) with the environment torchrun would set
 (``MASTER_ADDR=127.0.0.1``, a free port, ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``); each process then
 joins the group in :func:`archer.distributed.world.join_world`. Rank 0's summary is returned.
@@ -14,6 +14,7 @@ import pickle
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,14 @@ def default_start_method() -> str:
 
 
 def _worker(
-    local_rank: int, nprocs: int, port: int, cfg: Any, run_dir: str, resume: bool, result_path: str
+    local_rank: int,
+    nprocs: int,
+    port: int,
+    entry: Callable[..., dict[str, Any]],
+    cfg: Any,
+    run_dir: str,
+    resume: bool,
+    result_path: str,
 ) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -52,17 +60,20 @@ def _worker(
     )
     if cfg.trainer.threads is None:  # the ranks share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nprocs))
-    from archer.rl.loop import train
-
-    summary = train(cfg, run_dir=run_dir, resume=resume)
+    summary = entry(cfg, run_dir=run_dir, resume=resume)
     if local_rank == 0:
         Path(result_path).write_bytes(pickle.dumps(summary))
 
 
 def launch_local(
-    cfg: Any, run_dir: str | Path, resume: bool = False, start_method: str | None = None
+    entry: Callable[..., dict[str, Any]],
+    cfg: Any,
+    run_dir: str | Path,
+    resume: bool = False,
+    start_method: str | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`archer.rl.loop.train` in ``resources.train_procs`` local processes; rank 0's summary."""
+    """Run ``entry(cfg, run_dir=..., resume=...)`` in ``resources.train_procs`` local processes and return
+    rank 0's result. ``entry`` is a module-level function (``spawn`` pickles it by name)."""
     import torch.multiprocessing as mp
 
     nprocs = cfg.resources.train_procs
@@ -70,7 +81,7 @@ def launch_local(
     try:
         mp.start_processes(
             _worker,
-            args=(nprocs, _free_port(), cfg, str(run_dir), resume, str(tmp / "summary.pkl")),
+            args=(nprocs, _free_port(), entry, cfg, str(run_dir), resume, str(tmp / "summary.pkl")),
             nprocs=nprocs,
             join=True,
             start_method=start_method or default_start_method(),
