@@ -26,8 +26,17 @@ from typing import Any
 
 import yaml
 
+from archer.algo import AGG_MODES, advantage_names, policy_loss_names
+from archer.algo.losses import POLICY_LOSSES
+from archer.data.curriculum import CURRICULA
+from archer.data.schema import KINDS
 from archer.errors import ConfigError
+from archer.models.reward_model import check_reward_model_dir
+from archer.rewards.code import REWARD_MODES
+from archer.rollout import engine_problem
+from archer.rollout.tools import TOOL_FORMATS, TOOLS
 from archer.safe_yaml import load_yaml
+from archer.tracking.sinks import SINKS
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -444,7 +453,6 @@ _TRAINER_SET_PARAMS = {
 
 def _check_loss_params(loss: str, params: dict[str, Any]) -> None:
     """Unknown or out-of-range loss parameters fail at load time, not at the first update."""
-    from archer.algo.losses import POLICY_LOSSES
 
     reserved = sorted(set(params) & set(_TRAINER_SET_PARAMS))
     if reserved:
@@ -516,7 +524,6 @@ def validate(cfg: Config) -> Config:
         _one_of(d.prompt_template, template_names(), "data.prompt_template")
     except ImportError:
         pass
-    from archer.rollout import engine_problem
 
     problem = engine_problem(r.engine)
     if problem:
@@ -535,7 +542,6 @@ def validate(cfg: Config) -> Config:
     _check(0 < r.vllm_gpu_memory_utilization <= 1, "rollout.vllm_gpu_memory_utilization", "must be in (0, 1]")
     if r.vllm_max_model_len is not None:
         _check(r.vllm_max_model_len > 0, "rollout.vllm_max_model_len", "must be > 0")
-    from archer.rollout.tools import TOOL_FORMATS, TOOLS
 
     for i, tool in enumerate(r.tools):
         _one_of(tool, TOOLS, f"rollout.tools[{i}]")
@@ -551,7 +557,6 @@ def validate(cfg: Config) -> Config:
         _check(stage[0] > prev, f"rollout.length_stages[{i}]", "start steps must be increasing and >= 0")
         _check(stage[1] > 0, f"rollout.length_stages[{i}]", "max_new_tokens must be > 0")
         prev = stage[0]
-    from archer.algo import AGG_MODES, advantage_names, policy_loss_names
 
     _one_of(a.loss, policy_loss_names(), "algo.loss")
     _one_of(a.advantage, advantage_names(), "algo.advantage")
@@ -613,8 +618,6 @@ def validate(cfg: Config) -> Config:
 
 
 def _check_curriculum(cfg: Config) -> None:
-    from archer.data.curriculum import CURRICULA
-    from archer.data.schema import KINDS
 
     d = cfg.data
     _one_of(d.curriculum, tuple(CURRICULA), "data.curriculum")
@@ -669,7 +672,6 @@ def _check_first_hour(cfg: Config) -> None:
     _one_of(rw.signature, ("auto", "trl", "verl"), "reward.signature")
     _check(rw.function_weight >= 0, "reward.function_weight", "must be >= 0")
     _check(rw.verifier_weight >= 0, "reward.verifier_weight", "must be >= 0")
-    from archer.rewards.code import REWARD_MODES
 
     _one_of(rw.code_mode, tuple(REWARD_MODES), "reward.code_mode")
     _check(
@@ -691,7 +693,6 @@ def _check_first_hour(cfg: Config) -> None:
             "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0",
         )
     _check_reward_model(rw)
-    from archer.tracking.sinks import SINKS
 
     for i, name in enumerate(lg.sinks):
         _one_of(name, tuple(SINKS), f"logging.sinks[{i}]")
@@ -705,7 +706,6 @@ def _check_reward_model(rw: RewardConfig) -> None:
     _check(rw.model_max_length >= 8, "reward.model_max_length", "must be >= 8")
     if rw.model is None:
         return
-    from archer.models.reward_model import check_reward_model_dir
 
     try:
         check_reward_model_dir(rw.model)

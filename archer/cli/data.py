@@ -26,10 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from archer.curation import filters
+from archer.curation.filters import DEFAULT_DEDUP_THRESHOLD, decontaminate, dedup
+from archer.curation.synth_tests import synthesize
 from archer.data.formats import save_problems, save_rows
 from archer.data.ngram import DEFAULT_N
 from archer.data.schema import Problem
 from archer.eval.datasets import load_eval_sets
+from archer.eval.engine import load_engine
+from archer.rollout.base import SamplingParams
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -46,7 +51,6 @@ def _ngram_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dedup(args: argparse.Namespace, problems: list[Problem]) -> tuple[list[Problem], list[dict[str, Any]]]:
-    from archer.curation.filters import dedup
 
     return dedup(
         problems, n=args.n, min_shared=args.min_shared, near=not args.exact_only, threshold=args.threshold
@@ -54,7 +58,6 @@ def _dedup(args: argparse.Namespace, problems: list[Problem]) -> tuple[list[Prob
 
 
 def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
-    from archer.curation.filters import decontaminate
 
     evals = load_eval_sets(args.against)
     print(f"indexing {len(evals)} evaluation problems from {len(args.against)} file(s)")
@@ -64,7 +67,6 @@ def _decontaminate(args: argparse.Namespace, problems: list[Problem]):
 
 
 def _filter(args: argparse.Namespace, problems: list[Problem]):
-    from archer.curation import filters
 
     removed: list[dict[str, Any]] = []
     if args.min_tests:
@@ -104,9 +106,6 @@ def _convert(args: argparse.Namespace, problems: list[Problem]):
 
 def _synth_tests(args: argparse.Namespace, problems: list[Problem]):
     """AceCoder test synthesis (``archer.curation.synth_tests``): a model writes tests, references filter them."""
-    from archer.curation.synth_tests import synthesize
-    from archer.eval.engine import load_engine
-    from archer.rollout.base import SamplingParams
 
     engine, tokenizer = load_engine(args.model, args.device)
     params = SamplingParams(
@@ -156,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
     _ngram_args(parsers["dedup"])
     parsers["dedup"].add_argument("--exact-only", action="store_true", help="only exact duplicates")
-    from archer.curation.filters import DEFAULT_DEDUP_THRESHOLD
 
     parsers["dedup"].add_argument(
         "--threshold",

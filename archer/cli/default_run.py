@@ -16,13 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from archer.config import load_config
+from archer.rl.loop import train
+
 DEFAULT_RECIPE = "tiny_math"
 TARGET_GAIN = 0.15
 
 
 def run_default(out: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    from archer.config import load_config
-    from archer.rl.loop import train
 
     cfg = load_config(DEFAULT_RECIPE, overrides or [])
     return train(cfg, run_dir=out)

@@ -25,6 +25,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from archer.config import RolloutConfig, read_yaml_file
+from archer.errors import ConfigError
+from archer.eval import store
+from archer.eval.datasets import eval_set_names, load_eval_set
+from archer.eval.engine import load_engine
+from archer.eval.report import Progress, print_summary
+from archer.eval.runner import generate_phase, score_phase, score_records
+from archer.eval.watch import PHASES, Watcher
+from archer.rollout.tools import TOOLS, with_tools
+
 DEFAULT_KS = "1,8"
 
 
@@ -91,8 +101,6 @@ def add_tool_args(p: argparse.ArgumentParser) -> None:
 
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The saved config of the ``--tools-from`` run ({} without one)."""
-    from archer.config import read_yaml_file
-    from archer.errors import ConfigError
 
     src = getattr(args, "tools_from", None)
     if not src:
@@ -114,9 +122,6 @@ def resolve_template(args: argparse.Namespace) -> str:
 
 def with_tool_args(engine: Any, args: argparse.Namespace) -> Any:
     """``engine`` wrapped for tool rollouts when ``--tools`` / ``--tools-from`` ask for them."""
-    from archer.config import RolloutConfig
-    from archer.errors import ConfigError
-    from archer.rollout.tools import TOOLS, with_tools
 
     r = RolloutConfig()
     saved = _run_config(args).get("rollout") or {}
@@ -156,7 +161,6 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
 def load_problems(args: argparse.Namespace) -> list:
     """Problems of every ``--data`` file; a file that holds none is an error naming it (an empty
     file would otherwise be reported as a 0.0 score)."""
-    from archer.eval.datasets import load_eval_set
 
     problems = []
     for path in args.data:
@@ -185,19 +189,14 @@ def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
 def _data_ref(path: str) -> str:
     """How config.json records a --data item: an existing file by absolute path, a bundled or
     synthetic name as the name (it resolves on any machine)."""
-    from archer.eval.datasets import eval_set_names
 
     p = Path(path)
     return str(path) if not p.is_file() and str(path) in eval_set_names() else str(p.resolve())
 
 
 def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
-    from archer.eval import store
-    from archer.eval.report import Progress
-    from archer.eval.runner import generate_phase, score_records
 
     problems = load_problems(args)
-    from archer.eval.engine import load_engine
 
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
     engine = with_tool_args(engine, args)
@@ -240,9 +239,6 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
-    from archer.eval import store
-    from archer.eval.report import print_summary
-    from archer.eval.runner import score_phase
 
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})
     if not args.data:
@@ -275,7 +271,6 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from archer.eval import store
 
     if args.out is None:
         args.out = str(Path("eval_out") / Path(args.model).name)
@@ -342,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="training run directory (checkpoints/step_*/COMPLETE)")
-    from archer.eval.watch import PHASES
 
     p.add_argument("--phase", choices=PHASES, default="all")
     p.add_argument("--once", action="store_true", help="one pass over the current checkpoints, then exit")
@@ -352,8 +346,6 @@ def add_watch_args(p: argparse.ArgumentParser) -> None:
 
 
 def watch_main(args: argparse.Namespace) -> int:
-    from archer.eval.engine import load_engine
-    from archer.eval.watch import Watcher
 
     if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
         raise FileNotFoundError(f"run directory not found: {args.run_dir}")

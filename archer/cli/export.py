@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from archer.distributed.checkpoint import load_full_model_state, read_meta
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -32,8 +34,6 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, dtype: str | No
     """Write the sharded checkpoint ``ckpt_dir`` as a Hugging Face checkpoint in ``out_dir``."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from archer.distributed.checkpoint import load_full_model_state, read_meta
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     meta = read_meta(ckpt_dir)  # a clear error for a directory that is not an archer checkpoint

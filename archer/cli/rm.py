@@ -25,9 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from archer.data.formats import read_rows, save_rows
+from archer.eval import store
+from archer.eval.datasets import load_eval_sets
+from archer.eval.engine import load_engine
+from archer.eval.runner import generate_records
+from archer.models.reward_model import RewardModel
+from archer.rm.pairs import PairRule, build_pairs, pair_rows, pass_rates
+from archer.rm.train import RMTrainConfig, train_reward_model
+from archer.rollout.base import SamplingParams
+
 
 def _rows(path: str) -> list[dict[str, Any]]:
-    from archer.data.formats import read_rows
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -35,15 +44,11 @@ def _rows(path: str) -> list[dict[str, Any]]:
 
 
 def _pair_rule(args: argparse.Namespace):
-    from archer.rm.pairs import PairRule
 
     return PairRule(min_gap=args.min_gap, min_chosen=args.min_chosen, min_rejected=args.min_rejected)
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from archer.data.formats import save_rows
-    from archer.eval.datasets import load_eval_sets
-    from archer.rm.pairs import build_pairs, pair_rows, pass_rates
 
     rule = _pair_rule(args)
     problems = [p for p in load_eval_sets(args.data, args.format) if p.kind == "code"]
@@ -93,11 +98,6 @@ def _pairs(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace, problems: list, samples_path: Path, run_opts: dict) -> list[dict]:
     """Sample and rate ``--n`` programs per problem; one appended line per problem (resumable)."""
-    from archer.eval import store
-    from archer.eval.engine import load_engine
-    from archer.eval.runner import generate_records
-    from archer.rm.pairs import pass_rates
-    from archer.rollout.base import SamplingParams
 
     done = {r["id"]: r for r in store.read_jsonl(samples_path) if r.get("pass_rates") is not None}
     todo = [p for p in problems if p.id not in done]
@@ -150,7 +150,6 @@ def _sample(args: argparse.Namespace, problems: list, samples_path: Path, run_op
 
 
 def _train(args: argparse.Namespace) -> int:
-    from archer.rm.train import RMTrainConfig, train_reward_model
 
     cfg = RMTrainConfig(
         epochs=args.epochs,
@@ -175,8 +174,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from archer.data.formats import save_rows
-    from archer.models.reward_model import RewardModel
 
     rows = _rows(args.inputs)
     rm = RewardModel(args.model, args.device, batch_size=args.batch_size, max_length=args.max_length)

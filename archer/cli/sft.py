@@ -19,8 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from archer.sft.train import normalize_example
-from archer.tasks.registry import is_task
+from archer.data.formats import read_rows
+from archer.models.loader import resolve_device
+from archer.safe_yaml import load_yaml
+from archer.sft.train import normalize_example, train_sft
+from archer.tasks.registry import get_task, is_task
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +72,6 @@ def _parser() -> argparse.ArgumentParser:
 def load_chat_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a chat dataset (``.jsonl``, ``.json`` or ``.parquet``), validated; errors name the file
     and the 1-based row."""
-    from archer.data.formats import read_rows
 
     rows = []
     for line_no, row in enumerate(read_rows(path), start=1):
@@ -83,8 +85,6 @@ def load_chat_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _task_rows(name: str, args) -> list[dict[str, Any]]:
-    from archer.safe_yaml import load_yaml
-    from archer.tasks.registry import get_task
 
     options = load_yaml(args.generator, source="--generator")
     if not isinstance(options, dict):
@@ -104,8 +104,6 @@ def main(argv: list[str]) -> int:
         return 2
 
     import torch
-
-    from archer.sft.train import train_sft
 
     if args.model == "tiny":
         from archer.models.tiny import build_tiny_model, build_tokenizer
@@ -143,7 +141,6 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-    from archer.models.loader import resolve_device
 
     model.to(resolve_device("auto"))
     torch.manual_seed(args.seed)

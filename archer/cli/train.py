@@ -28,9 +28,12 @@ import os
 import sys
 from pathlib import Path
 
-from archer.config import config_from_dict, load_config, read_yaml_file, recipe_names
+from archer.config import RECIPE_DIR, config_from_dict, load_config, read_yaml_file, recipe_names
+from archer.data.formats import BUNDLED, BUNDLED_DIR
 from archer.errors import ConfigError
 from archer.models.checkpoint import CheckpointError
+from archer.rl.loop import make_run_dir, train
+from archer.tasks.registry import is_task, task_names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,8 +81,6 @@ def resolve(items: list[str], out: str | None, resume: bool):
 
 def _recipe_summary(name: str) -> tuple[str, str]:
     """(one-line description, what the recipe needs) from a bundled recipe's header and settings."""
-    from archer.config import RECIPE_DIR
-    from archer.tasks.registry import is_task
 
     path = RECIPE_DIR / f"{name}.yaml"
     header = []
@@ -111,8 +112,6 @@ def _list_recipes() -> str:
 def _check_inputs(cfg) -> list[str]:
     """Check data files and the model folder before a run directory exists; a missing file that is a
     bundled sample's name (recipes say data/aime24.jsonl) becomes the bundled file. Returns notes."""
-    from archer.data.formats import BUNDLED, BUNDLED_DIR
-    from archer.tasks.registry import is_task, task_names
 
     notes = []
     known = f"a file, a bundled sample ({', '.join(BUNDLED)}) or a task ({', '.join(task_names())})"
@@ -176,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for note in notes:
         print(f"archer train: {note}", file=sys.stderr)
-    from archer.rl.loop import train
 
     try:
         import transformers
@@ -184,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:
         pass
-    from archer.rl.loop import make_run_dir
 
     run_dir = make_run_dir(cfg, run_dir)
     existed = run_dir.exists()

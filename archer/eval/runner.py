@@ -33,6 +33,8 @@ from archer.data.schema import Problem
 from archer.eval import store
 from archer.eval.metrics import aggregate, per_problem_metrics
 from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
+from archer.rewards.registry import score_responses
+from archer.rollout.base import SamplingParams
 
 
 def _check_unique(problems: Sequence[Problem]) -> None:
@@ -43,7 +45,6 @@ def _check_unique(problems: Sequence[Problem]) -> None:
 
 
 def _sampling_params(n: int, sampling: dict[str, Any] | None):
-    from archer.rollout.base import SamplingParams
 
     return SamplingParams(n=n, **(sampling or {}))
 
@@ -161,7 +162,6 @@ def score_records(
     ``score_fn(responses, problems) -> results`` replaces the in-process verifiers (the trainer passes
     its scorer: local pools or Ray actors); by default ``archer.rewards.registry.score_responses``.
     """
-    from archer.rewards.registry import score_responses
 
     if score_fn is None:
 

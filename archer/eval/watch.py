@@ -29,6 +29,7 @@ from typing import Any
 
 from archer.data.schema import Problem
 from archer.eval import store
+from archer.eval.runner import generate_phase, score_phase
 
 COMPLETE_MARKER = "COMPLETE"
 PHASES = ("all", "generate", "score")
@@ -108,7 +109,6 @@ class Watcher:
     # ------------------------------------------------------------------ phases
 
     def _generate(self, ckpt: Path) -> None:
-        from archer.eval.runner import generate_phase
 
         factory = self.engine_factory
         if factory is None:
@@ -133,7 +133,6 @@ class Watcher:
             _free_accelerator_memory()
 
     def _score(self, name: str) -> dict[str, Any]:
-        from archer.eval.runner import score_phase
 
         summary = score_phase(self.problems, self.eval_dir / name, ks=self.ks, reward_opts=self.reward_opts)
         match = _STEP.search(name)

@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from archer.distributed.checkpoint import META_FILE, load_sharded, save_sharded
+from archer.models.loader import save_policy
+
 MARKER = "COMPLETE"
 SHARDED_PREFIX = "policy."  # parameter names in a sharded checkpoint: the trainer's TokenScorer.policy
 STATE_FILE = "trainer_state.pt"
@@ -118,7 +121,6 @@ def save_checkpoint(
     merged: bool = False,
 ) -> Path:
     """Write ``step_<step>`` atomically; ``state`` is a picklable dict (optimizer state dicts etc.)."""
-    from archer.models.loader import save_policy
 
     root = checkpoint_dir(run_dir)
     tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
@@ -171,7 +173,6 @@ def _commit(
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
-    from archer.distributed.checkpoint import META_FILE
 
     return (Path(path) / META_FILE).is_file()
 
@@ -190,7 +191,6 @@ def save_sharded_checkpoint(
 ) -> Path:
     """Collective: every rank writes its shard of ``model`` (the trainer's TokenScorer) and ``optimizer``;
     rank 0 adds the Hugging Face config, the tokenizer and the trainer state, then commits atomically."""
-    from archer.distributed.checkpoint import save_sharded
 
     root = checkpoint_dir(run_dir)
     tmp = root / f".tmp_step_{step:06d}"  # one name on every rank (a shared folder)
@@ -213,7 +213,6 @@ def save_sharded_checkpoint(
 
 def load_sharded_checkpoint(path: str | Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Load a sharded checkpoint (any world size) into the sharded ``model`` and ``optimizer`` in place."""
-    from archer.distributed.checkpoint import load_sharded
 
     return load_sharded(path, model, optimizer)
 

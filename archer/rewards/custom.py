@@ -45,7 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archer.data.prompts import user_message
 from archer.data.schema import Problem
+from archer.rewards.registry import score_responses
 from archer.rewards.types import RewardResult
 
 SIGNATURES = ("auto", "trl", "verl")
@@ -153,7 +155,6 @@ def _number(value: Any, allow_none: bool = False) -> float | None:
 
 def trl_columns(problems: Sequence[Problem]) -> dict[str, list[Any]]:
     """The keyword columns a TRL-style function receives (one list entry per completion)."""
-    from archer.data.prompts import user_message
 
     cols: dict[str, list[Any]] = {
         "prompts": [p.prompt if isinstance(p.prompt, str) else user_message(p, "raw") for p in problems],
@@ -257,7 +258,6 @@ def reward_score_fn(
     function = load_reward_function(spec, signature)
 
     def score_fn(responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-        from archer.rewards.registry import score_responses
 
         verifier = score_responses(responses, problems, **verifier_opts) if verifier_weight > 0 else None
         return combine(

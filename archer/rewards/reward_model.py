@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from archer.data.schema import Problem
-from archer.rewards.types import RewardResult
+from archer.models.reward_model import RewardModel
+from archer.rewards.types import RewardResult, safe_score
 
 
 class RewardModelScorer:
@@ -40,7 +41,6 @@ class RewardModelScorer:
         self.model_weight, self.rule_weight = float(model_weight), float(rule_weight)
 
     def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-        from archer.rewards.scoring import safe_score
 
         rule = safe_score(self.rule, responses, problems)
         scores = self.rm.score([p.prompt for p in problems], responses)
@@ -100,7 +100,6 @@ def rm_metrics(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def build_rm_scorer(rule: Any, cfg: Any, device: Any = None) -> RewardModelScorer:
     """The ``reward.model*`` scorer of a run around its ``rule`` scorer; the RM on ``device``."""
-    from archer.models.reward_model import RewardModel
 
     rw = cfg.reward
     rm = RewardModel(

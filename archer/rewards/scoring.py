@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from archer.data.schema import Problem
-from archer.rewards.types import RewardResult
-
-
-class Scorer(Protocol):
-    def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]: ...
-
-    def close(self) -> None: ...
+from archer.rewards.custom import combine, load_reward_function
+from archer.rewards.registry import score_responses
+from archer.rewards.reward_model import build_rm_scorer
+from archer.rewards.types import RewardResult, Scorer, safe_score
 
 
 class LocalScorer:
@@ -40,7 +37,6 @@ class LocalScorer:
         self.verifier_opts = verifier_opts
 
     def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-        from archer.rewards.registry import score_responses
 
         return score_responses(responses, problems, **self.verifier_opts)
 
@@ -107,7 +103,6 @@ class CustomRewardScorer:
         )
 
     def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-        from archer.rewards.custom import combine
 
         verifier = None
         if self.verifier_weight > 0 and self.inner is not None:
@@ -132,7 +127,6 @@ def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
     rule = _rule_scorer(cfg)
     if getattr(cfg.reward, "model", None) is None:
         return rule
-    from archer.rewards.reward_model import build_rm_scorer
 
     try:
         return build_rm_scorer(rule, cfg, device)
@@ -157,7 +151,6 @@ def _rule_scorer(cfg: Any) -> Scorer:
 
     if rw.function is None:
         return make_inner()
-    from archer.rewards.custom import load_reward_function
 
     function = load_reward_function(rw.function, rw.signature)
     inner = make_inner() if rw.verifier_weight > 0 else None
@@ -168,15 +161,3 @@ def _rule_scorer(cfg: Any) -> Scorer:
         verifier_weight=rw.verifier_weight,
         none_reward=rw.none_reward,
     )
-
-
-def safe_score(scorer: Scorer, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-    """``scorer.score`` that never raises and always returns one result per response."""
-    try:
-        results = list(scorer.score(responses, problems))
-        if len(results) != len(responses):
-            raise RuntimeError(f"scorer returned {len(results)} results for {len(responses)} responses")
-        return results
-    except Exception as exc:  # the run goes on with zero reward; the reason is logged per sample
-        reason = f"scorer failed: {type(exc).__name__}: {exc}"
-        return [RewardResult(0.0, False, {"reason": reason}) for _ in responses]

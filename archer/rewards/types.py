@@ -1,9 +1,9 @@
-"""Result types shared by every verifier."""
+"""Result types shared by every verifier, and the scorer interface a training step calls."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -43,3 +43,21 @@ class TestReport:
     @property
     def fraction(self) -> float:
         return self.passed / self.total if self.total else 0.0
+
+
+class Scorer(Protocol):
+    def score(self, responses: list[str], problems: list[Any]) -> list[RewardResult]: ...
+
+    def close(self) -> None: ...
+
+
+def safe_score(scorer: Scorer, responses: list[str], problems: list[Any]) -> list[RewardResult]:
+    """``scorer.score`` that never raises and always returns one result per response."""
+    try:
+        results = list(scorer.score(responses, problems))
+        if len(results) != len(responses):
+            raise RuntimeError(f"scorer returned {len(results)} results for {len(responses)} responses")
+        return results
+    except Exception as exc:  # the run goes on with zero reward; the reason is logged per sample
+        reason = f"scorer failed: {type(exc).__name__}: {exc}"
+        return [RewardResult(0.0, False, {"reason": reason}) for _ in responses]

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from archer.config import Config
-from archer.rewards.scoring import Scorer, safe_score
+from archer.eval.metrics import paired_standard_error
+from archer.eval.runner import evaluate
+from archer.rewards.types import Scorer, safe_score
 
 
 def evaluate_policy(
@@ -30,7 +32,6 @@ def evaluate_policy(
     seed: int,
 ) -> dict[str, Any]:
     """avg@k and pass@k of the current policy on held-out problems (``eval.*`` sampling settings)."""
-    from archer.eval.runner import evaluate
 
     e = cfg.eval
     t0 = time.time()
@@ -65,7 +66,6 @@ def headline_metric(key: str) -> bool:
 def improvement(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     """``after - before`` for every :func:`headline_metric`, plus ``avg_se``: the paired standard error
     of the avg@k change over the same problems (absent when the two evaluations' problems differ)."""
-    from archer.eval.metrics import paired_standard_error
 
     out = {k: after[k] - before[k] for k in after if headline_metric(k) and k in before}
     a, b = after.get("per_problem_avg"), before.get("per_problem_avg")

@@ -57,12 +57,17 @@ from typing import Any
 import torch
 
 from archer.config import Config, save_config
+from archer.data.curriculum import build_curriculum
+from archer.distributed import launch
 from archer.distributed.world import World, join_world, replica_digest
 from archer.models import checkpoint as ckpt
 from archer.models.loader import autocast, resolve_device, unwrap
-from archer.rewards.scoring import Scorer, build_run_scorer, safe_score
+from archer.rewards.scoring import build_run_scorer
+from archer.rewards.types import Scorer, safe_score
 from archer.rl.batch import Group, PromptSampler, collect_groups, micro_batches, split_mini_batches
 from archer.rl.evaluate import evaluate_policy, headline_metric, improvement
+from archer.rl.potential import compute_potentials, read_potential_file
+from archer.rl.setup import encode_prompts, load_run_policy, prepare_initial_policy
 from archer.rl.step import (  # noqa: F401 - helpers re-exported for callers of archer.rl.loop
     Round,
     TrainBatch,
@@ -78,6 +83,9 @@ from archer.rl.step import (  # noqa: F401 - helpers re-exported for callers of 
     sampling_params,
 )
 from archer.rl.update import TokenScorer, UpdateSettings, update_minibatch
+from archer.rollout.base import shares_policy
+from archer.rollout.tools import lockstep
+from archer.tasks.problems import load_problems
 from archer.tracking.sinks import MetricsLogger
 
 StepCallback = Callable[[int, dict[str, Any]], None]
@@ -109,7 +117,6 @@ class RLRun:
         world: World | None = None,
         ref_model: Any = None,
     ) -> None:
-        from archer.rl.setup import encode_prompts
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         self.world = world or World(next(model.parameters()).device)
@@ -164,7 +171,6 @@ class RLRun:
             remove_threshold=cfg.data.remove_solved_threshold,
             min_keep=cfg.rollout.batch_size,
         )
-        from archer.data.curriculum import build_curriculum
 
         # prompt stages that need the potential are set by prepare_curriculum, once the engine exists
         self.curriculum = (
@@ -237,14 +243,12 @@ class RLRun:
 
     def prepare_curriculum(self, potential: list[float] | None) -> None:
         """The run's curriculum (:mod:`archer.data.curriculum`) with the prompts' potentials."""
-        from archer.data.curriculum import build_curriculum
 
         self.curriculum = build_curriculum(self.cfg, self.train_problems, potential)
 
     def compute_potential(self) -> tuple[list[float], dict[str, list[float]]]:
         """Each training prompt's improvement potential under the current policy (R1-CI; see
         :mod:`archer.rl.potential`), and the pass rates of each sampling mode."""
-        from archer.rl.potential import compute_potentials
 
         d, cfg = self.cfg.data, self.cfg
         with self.world.full_weights(self.token_scorer), self.precision(), torch.no_grad():
@@ -430,7 +434,6 @@ class RLRun:
     def rollout_is_policy(self) -> bool:
         """The sampler's log-probs equal the trainer's recomputation (to float rounding): the engine
         samples from this float32 policy at the training temperature (``trainer.reuse_rollout_logprobs``)."""
-        from archer.rollout.base import shares_policy
 
         return (
             self.cfg.trainer.reuse_rollout_logprobs
@@ -458,7 +461,6 @@ class RLRun:
 
     def sync_engine(self) -> None:
         """After an update: a rollout engine with its own copy of the weights gets the new ones."""
-        from archer.rollout.base import shares_policy
 
         self.policy_version += 1
         if not shares_policy(self.engine):
@@ -523,9 +525,6 @@ def train(
     rank). ``resources.train_procs > 1`` outside a process group starts that many local processes and
     returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
     """
-    from archer.distributed import launch
-    from archer.rl.setup import load_run_policy, prepare_initial_policy
-    from archer.tasks.problems import load_problems
 
     if launch.should_launch(cfg):
         given = [
@@ -715,7 +714,6 @@ def response_budget(cfg: Config, max_new: int) -> int:
 def _potential(run: RLRun, cfg: Config, out: Path, log: Callable[[str], None]) -> list[float]:
     """The prompts' potentials: ``<run>/potential.json`` when there (a resumed run), else
     ``data.potential_file``, else computed now; saved to ``<run>/potential.json``."""
-    from archer.rl.potential import read_potential_file
 
     saved = out / "potential.json"
     if saved.is_file():
@@ -753,7 +751,6 @@ class _SilentLogger:
 
 
 def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
-    from archer.rollout.tools import lockstep
 
     # tool rollouts lock-step: the evaluations before and after RL see the same random numbers
     with run.precision(), lockstep(run.engine):

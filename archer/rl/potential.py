@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from archer.rollout.base import SamplingParams
+
 
 def potential_of(pass_rates: Sequence[float]) -> float:
     """``4 p (1 - p)`` with ``p`` the mean of the modes' pass rates (0.0 for no rates)."""
@@ -80,7 +82,6 @@ def compute_potentials(
 ) -> tuple[list[float], dict[str, list[float]]]:
     """(potential per prompt, pass rates per mode). ``score(responses, problems) -> results`` with a
     ``.correct`` each (the run's verifier scorer)."""
-    from archer.rollout.base import SamplingParams
 
     rates: dict[str, list[float]] = {}
     for m, (name, eng, temperature) in enumerate(sampling_modes(engine, temperatures)):

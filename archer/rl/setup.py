@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import Config
+from archer.data.prompts import apply_chat_template_option, build_prompt
 from archer.data.schema import Problem
 from archer.errors import ConfigError
+from archer.models import checkpoint as ckpt
+from archer.models.loader import PolicyOptions, is_lora, load_policy, prepare_policy, unwrap
+from archer.rl.step import needs_reference
+from archer.sft.train import train_sft
 from archer.tasks.problems import observation_pattern, sft_examples, tokenizer_texts
 
 
@@ -40,7 +45,6 @@ def sft_configured(cfg: Config) -> bool:
 
 def apply_tokenizer_options(cfg: Config, tokenizer: Any) -> Any:
     """The run's tokenizer settings (``data.chat_template``) applied to ``tokenizer``, in place."""
-    from archer.data.prompts import apply_chat_template_option
 
     try:
         return apply_chat_template_option(tokenizer, cfg.data.chat_template)
@@ -86,7 +90,6 @@ def build_policy(
 
 
 def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
-    from archer.sft.train import train_sft
 
     m = cfg.model
     rows = sft_examples(cfg)
@@ -112,7 +115,6 @@ def encode_prompts(
     problems: list[Problem], tokenizer: Any, max_tokens: int, template: str = "auto"
 ) -> list[list[int]]:
     """Prompt token ids (chat template applied when the tokenizer has one); too long is an error."""
-    from archer.data.prompts import build_prompt
 
     out = []
     for i, p in enumerate(problems):
@@ -166,7 +168,6 @@ def prepare_initial_policy(
         t0 = time.time()
         model, tokenizer, info = build_policy(cfg, train_problems, log)
         info["seconds"] = round(time.time() - t0, 1)
-    from archer.models.loader import unwrap
 
     tmp = run_dir / ".sft_model.tmp"  # written whole, then renamed: a kill never leaves half a model
     shutil.rmtree(tmp, ignore_errors=True)
@@ -185,9 +186,6 @@ def load_run_policy(
     prepared (:func:`archer.models.loader.prepare_policy`) and trained in place, so the caller's object
     ends up trained. Otherwise the policy is loaded from disk by :func:`load_policy`.
     """
-    from archer.models import checkpoint as ckpt
-    from archer.models.loader import PolicyOptions, is_lora, load_policy, prepare_policy
-    from archer.rl.step import needs_reference
 
     options = PolicyOptions.from_config(cfg)
     initial = initial_policy_dir(cfg, run_dir)

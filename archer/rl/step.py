@@ -24,16 +24,21 @@ from typing import Any
 
 import torch
 
+from archer.algo.advantages import compute_advantages
+from archer.algo.losses import POLICY_LOSSES
 from archer.config import Config
+from archer.data.curriculum import Curriculum, length_stages
 from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
 from archer.rewards.reward_model import rm_metrics
+from archer.rewards.shaping import overlong_penalty
+from archer.rewards.tool_reward import tool_metrics
 from archer.rl.batch import CollectStats, Group, pack
+from archer.rollout.base import SamplingParams
 
 
 def max_new_tokens_at(cfg: Config, step: int) -> int:
     """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens);
     ``rollout.length_stages`` is one instance of :mod:`archer.data.curriculum`."""
-    from archer.data.curriculum import Curriculum, length_stages
 
     return (
         Curriculum(length_stages(cfg.rollout.length_stages), cfg.rollout.max_new_tokens)
@@ -45,7 +50,6 @@ def max_new_tokens_at(cfg: Config, step: int) -> int:
 def needs_reference(cfg: Config) -> bool:
     """A reference model is needed only when a KL coefficient of the loss (registry default or
     ``algo.loss_params``) is > 0."""
-    from archer.algo.losses import POLICY_LOSSES
 
     a = cfg.algo
     params = POLICY_LOSSES[a.loss].resolve(a.loss, dict(a.loss_params))
@@ -74,7 +78,6 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
 
 def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
     """DAPO soft overlong punishment (arXiv 2503.14476, eq. 13)."""
-    from archer.rewards.shaping import overlong_penalty
 
     return float(overlong_penalty(length, max_len, buffer))
 
@@ -103,7 +106,6 @@ def shape_reward(
 
 def sampling_params(cfg: Config, step: int, round_index: int, rank: int, max_new: int) -> Any:
     """The rollout sampling settings of one round (a distinct seed per step, round and rank)."""
-    from archer.rollout.base import SamplingParams
 
     r = cfg.rollout
     seed = cfg.trainer.seed * 1_000_003 + step * 101 + round_index + (rank << 40)
@@ -196,7 +198,6 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         m["code/sandbox_seconds"] = sum(
             max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
         )
-    from archer.rewards.tool_reward import tool_metrics
 
     m.update(tool_metrics([ro for g in groups for ro in g.responses]))
     m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
@@ -255,7 +256,6 @@ class TrainBatch:
 
 def build_batch(cfg: Config, groups: list[Group], pad_id: int, device: torch.device) -> TrainBatch:
     """Group advantages (``algo.advantage``) and the packed rows of the kept groups."""
-    from archer.algo.advantages import compute_advantages
 
     rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)  # [G, n]
     adv = compute_advantages(cfg.algo.advantage, rewards)  # [G, n]

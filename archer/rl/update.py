@@ -26,7 +26,11 @@ from typing import Any
 
 import torch
 
+from archer.algo import token_logprobs
+from archer.algo.losses import POLICY_LOSSES, compute_policy_loss, split_by_entropy
+from archer.algo.regularizers import positive_nll_loss
 from archer.distributed.world import World
+from archer.models.loader import lm_head, unwrap
 from archer.rollout.hf import cache_kwarg, new_cache
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
@@ -62,7 +66,6 @@ class TokenScorer(torch.nn.Module):
         prompt_len: torch.Tensor | None = None,
         group: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from archer.models.loader import lm_head
 
         head = lm_head(self.policy)
         if head.decoder is None:
@@ -106,7 +109,6 @@ class TokenScorer(torch.nn.Module):
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, each distinct prompt run once."""
-        from archer.models.loader import unwrap
 
         dev = input_ids.device
         plen = prompt_len.long()  # [B]
@@ -163,7 +165,6 @@ def _project(
     h: torch.Tensor, head: Any, labels: torch.Tensor, chunk_size: int | None, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of ``labels`` [N] from hidden states ``h`` [N, d] through the head, in float32."""
-    from archer.algo import token_logprobs
 
     weight = head.weight  # [V, d]
     with torch.autocast(device_type=h.device.type, enabled=False):
@@ -219,7 +220,6 @@ def _slice(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.T
 
 def entropy_quantile_of(loss: str, params: dict[str, Any]) -> float | None:
     """The token-split quantile of an entropy-split loss (the registry's default unless set), else None."""
-    from archer.algo.losses import POLICY_LOSSES
 
     spec = POLICY_LOSSES[loss]
     return spec.resolve(loss, dict(params))["entropy_quantile"] if spec.entropy_split else None
@@ -251,8 +251,6 @@ def update_minibatch(
     summed over ranks before clipping and metrics are merged, so every rank takes the step one process
     would take on all rows. Every rank must call it the same number of times.
     """
-    from archer.algo.losses import compute_policy_loss, split_by_entropy
-    from archer.algo.regularizers import positive_nll_loss
 
     if not isinstance(scorer, TokenScorer):  # a plain model: wrap it (no parameters are copied)
         scorer = TokenScorer(scorer)

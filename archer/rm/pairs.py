@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from archer.rewards.code import extract_code, run_tests_batch
+
 
 @dataclass(frozen=True)
 class PairRule:
@@ -90,7 +92,6 @@ def pair_rows(
 def pass_rates(responses: Sequence[str], tests: Sequence[dict[str, Any]], **run_opts: Any) -> list[float]:
     """Fraction of tests each response's program passes, every test run (no stop at the first
     failure), in the sandbox; a response without a code block or a problem with bad tests gives 0."""
-    from archer.rewards.code import extract_code, run_tests_batch
 
     programs = [extract_code(r) for r in responses]
     todo = [k for k, p in enumerate(programs) if p is not None]

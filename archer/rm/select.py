@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from archer.data.formats import save_rows
 from archer.data.schema import Problem
+from archer.eval import store
+from archer.models.reward_model import RewardModel
 
 
 def best_of_n(
@@ -59,9 +62,6 @@ def best_of_n_dir(
     out_dir: str | Path, problems: Sequence[Problem], rm_dir: str, device: str = "cpu"
 ) -> dict[str, Any]:
     """Best-of-N over an ``archer eval`` directory; writes ``rm_best_of_n.jsonl`` (atomically)."""
-    from archer.data.formats import save_rows
-    from archer.eval import store
-    from archer.models.reward_model import RewardModel
 
     out = Path(out_dir)
     by_id = {p.id: p for p in problems}

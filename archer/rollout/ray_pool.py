@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import Any
 
 from archer.distributed._ray import ensure_ray
+from archer.rollout import build_engine
 from archer.rollout.base import Rollout, SamplingParams
 
 VERSION_KEY = "weight_version"
@@ -91,8 +92,6 @@ class RolloutWorker:
 def _build_worker_engine(name: str, config: Any, tokenizer: Any, options: dict[str, Any]) -> Any:
     """Runs in the actor: engine ``name`` on this actor's device, built from the policy's config."""
     import torch
-
-    from archer.rollout import build_engine
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "vllm":

@@ -7,8 +7,8 @@ import pytest
 from archer.data.schema import Problem
 from archer.rewards import registry
 from archer.rewards import scoring as scorer_mod
-from archer.rewards.scoring import LocalScorer, build_scorer, safe_score
-from archer.rewards.types import RewardResult
+from archer.rewards.scoring import LocalScorer, build_scorer
+from archer.rewards.types import RewardResult, safe_score
 
 
 def _problem(answer: str = "4") -> Problem:
