@@ -478,16 +478,27 @@ def _one_of(value: Any, valid: tuple[str, ...] | list[str], name: str) -> None:
 
 def validate(cfg: Config) -> Config:
     """Range and name checks across the whole config; raises :class:`ConfigError` naming the field."""
-    m, d, r, a, o, t, e, res = (
-        cfg.model,
-        cfg.data,
-        cfg.rollout,
-        cfg.algo,
-        cfg.optim,
-        cfg.trainer,
-        cfg.eval,
-        cfg.resources,
+    _check_model(cfg)
+    _check_data(cfg)
+    _check_rollout(cfg.rollout)
+    _check_algo(cfg.algo)
+    _check_optim(cfg.optim)
+    _check_trainer(cfg.trainer)
+    _check_eval(cfg.eval)
+    _check_resources(cfg.resources)
+    r, res = cfg.rollout, cfg.resources
+    _check_first_hour(cfg)
+    _check(
+        not r.one_step_off_policy or res.rollout_workers > 0,
+        "rollout.one_step_off_policy",
+        "needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
     )
+    return cfg
+
+
+def _check_model(cfg: Config) -> None:
+    """``model.*`` (and LoRA against the training strategy)."""
+    m, t = cfg.model, cfg.trainer
     _one_of(m.dtype, ("float32", "bfloat16"), "model.dtype")
     _check(m.lora.rank >= 0, "model.lora.rank", "must be >= 0")
     _check(m.lora.alpha > 0, "model.lora.alpha", "must be > 0")
@@ -512,6 +523,11 @@ def validate(cfg: Config) -> Config:
     _check(m.sft_epochs >= 0 and m.sft_examples >= 0, "model.sft_epochs", "must be >= 0")
     _check(m.sft_lr > 0, "model.sft_lr", "must be > 0")
     _check(0 <= m.sft_noise <= 1, "model.sft_noise", "must be in [0, 1]")
+
+
+def _check_data(cfg: Config) -> None:
+    """``data.*``, the curriculum and the prompt template."""
+    d = cfg.data
     _check(d.num_train > 0, "data.num_train", "must be > 0")
     _check(d.num_eval >= 0, "data.num_eval", "must be >= 0")
     if d.remove_solved_threshold is not None:
@@ -525,6 +541,9 @@ def validate(cfg: Config) -> Config:
     except ImportError:
         pass
 
+
+def _check_rollout(r: RolloutConfig) -> None:
+    """``rollout.*``: engine, sampling, vLLM, tools, length stages."""
     problem = engine_problem(r.engine)
     if problem:
         raise ConfigError(f"rollout.engine: {problem}")
@@ -558,6 +577,9 @@ def validate(cfg: Config) -> Config:
         _check(stage[1] > 0, f"rollout.length_stages[{i}]", "max_new_tokens must be > 0")
         prev = stage[0]
 
+
+def _check_algo(a: AlgoConfig) -> None:
+    """``algo.*``: registry names, loss parameters, coefficients."""
     _one_of(a.loss, policy_loss_names(), "algo.loss")
     _one_of(a.advantage, advantage_names(), "algo.advantage")
     _one_of(a.agg, tuple(AGG_MODES), "algo.agg")
@@ -569,6 +591,10 @@ def validate(cfg: Config) -> Config:
         _check(a.tis_cap >= 1, "algo.tis_cap", "must be >= 1")
     if a.entropy_target is not None:
         _check(a.entropy_target > 0, "algo.entropy_target", "must be > 0")
+
+
+def _check_optim(o: OptimConfig) -> None:
+    """``optim.*``."""
     _check(o.lr > 0, "optim.lr", "must be > 0")
     _check(
         len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)"
@@ -579,6 +605,10 @@ def validate(cfg: Config) -> Config:
     _one_of(o.schedule, _SCHEDULES, "optim.schedule")
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
     _check(o.grad_clip > 0, "optim.grad_clip", "must be > 0")
+
+
+def _check_trainer(t: TrainerConfig) -> None:
+    """``trainer.*``."""
     _check(t.steps >= 0, "trainer.steps", "must be >= 0")
     _check(t.ppo_epochs >= 1, "trainer.ppo_epochs", "must be >= 1")
     _check(t.mini_batches >= 1, "trainer.mini_batches", "must be >= 1")
@@ -593,6 +623,10 @@ def validate(cfg: Config) -> Config:
     )
     if t.threads is not None:
         _check(t.threads >= 1, "trainer.threads", "must be >= 1")
+
+
+def _check_eval(e: EvalConfig) -> None:
+    """``eval.*``."""
     _check(e.n >= 1, "eval.n", "must be >= 1")
     _check(len(e.ks) > 0, "eval.ks", "must not be empty")
     for i, k in enumerate(e.ks):
@@ -600,6 +634,10 @@ def validate(cfg: Config) -> Config:
     _check(e.num_problems >= 0, "eval.num_problems", "must be >= 0")
     _check(e.temperature > 0, "eval.temperature", "must be > 0")
     _check(e.every >= 0, "eval.every", "must be >= 0")
+
+
+def _check_resources(res: ResourcesConfig) -> None:
+    """``resources.*``."""
     _one_of(res.backend, _BACKENDS, "resources.backend")
     _check(res.num_reward_workers >= 1, "resources.num_reward_workers", "must be >= 1")
     _check(res.cpus_per_worker > 0, "resources.cpus_per_worker", "must be > 0")
@@ -608,13 +646,6 @@ def validate(cfg: Config) -> Config:
     _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
-    _check_first_hour(cfg)
-    _check(
-        not r.one_step_off_policy or res.rollout_workers > 0,
-        "rollout.one_step_off_policy",
-        "needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
-    )
-    return cfg
 
 
 def _check_curriculum(cfg: Config) -> None:

@@ -90,6 +90,29 @@ class World:
         """Run ``fn`` on rank 0 only; the others wait and receive its (picklable) result."""
         return fn()
 
+    def main_only(self, fn: Callable[[], Any], default: Any = None) -> Any:
+        """``fn()`` on rank 0, ``default`` elsewhere; nothing is sent between ranks (no collective)."""
+        return fn() if self.main else default
+
+    def print(self, text: str) -> None:
+        """A line on the terminal, from rank 0 only."""
+        if self.main:
+            print(text, flush=True)
+
+    def precision(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+        """The compute-precision context of a forward: autocast to ``dtype`` (None: float32, no-op)."""
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def even_out(self, parts: list[list[int]]) -> list[list[int]]:
+        """Collective work items padded so every rank runs as many (an empty item = a dummy row)."""
+        return parts
+
+    def replicas(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """Whether the data-parallel replicas are bitwise equal (None with one process)."""
+        return None
+
     def normalizer(
         self, masks: Sequence[torch.Tensor], *, max_len: float | None, entropy_quantile: float | None
     ) -> LossNormalizer:
@@ -167,6 +190,24 @@ class ProcessWorld(World):
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
         return self.broadcast(fn() if self.main else None)
+
+    def precision(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+        # FSDP2 casts by itself (its mixed-precision policy); ddp replicas autocast like one process
+        return contextlib.nullcontext() if self.sharded else super().precision(dtype)
+
+    def even_out(self, parts: list[list[int]]) -> list[list[int]]:
+        if not self.sharded:
+            return parts
+        return parts + [[]] * (self.max_int(len(parts)) - len(parts))
+
+    def replicas(self, model: torch.nn.Module) -> dict[str, Any]:
+        digests = self.gather([replica_digest(model)])
+        return {
+            "world_size": self.size,
+            "strategy": self.strategy,
+            "replica_digests": digests,
+            "replicas_identical": len(set(digests)) == 1,
+        }
 
     def normalizer(
         self, masks: Sequence[torch.Tensor], *, max_len: float | None, entropy_quantile: float | None

@@ -46,7 +46,6 @@ the steps after it are recomputed with the same seeds.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import warnings
@@ -59,9 +58,9 @@ import torch
 from archer.config import Config, save_config
 from archer.data.curriculum import build_curriculum
 from archer.distributed import launch
-from archer.distributed.world import World, join_world, replica_digest
+from archer.distributed.world import World, join_world
 from archer.models import checkpoint as ckpt
-from archer.models.loader import autocast, resolve_device, unwrap
+from archer.models.loader import COMPUTE_DTYPES, resolve_device, unwrap
 from archer.rewards.scoring import build_run_scorer
 from archer.rewards.types import Scorer, safe_score
 from archer.rl.batch import Group, PromptSampler, collect_groups, micro_batches, split_mini_batches
@@ -182,9 +181,8 @@ class RLRun:
 
     def precision(self) -> Any:
         """The compute-precision context of every forward (``model.dtype``; FSDP casts by itself)."""
-        if self.world.sharded:
-            return contextlib.nullcontext()
-        return autocast(self.world.device, self.cfg.model.dtype)
+        dtype = self.cfg.model.dtype
+        return self.world.precision(None if dtype == "float32" else COMPUTE_DTYPES[dtype])
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self, with_optimizer: bool = True) -> dict[str, Any]:
@@ -349,8 +347,7 @@ class RLRun:
             [mine[j] for j in mb]
             for mb in micro_batches([batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens)
         ]
-        if self.world.sharded:  # collective forwards: the same count on every rank (empty = a dummy row)
-            parts += [[]] * (self.world.max_int(len(parts)) - len(parts))
+        parts = self.world.even_out(parts)  # collective forwards under FSDP: the same count on every rank
         scorer.eval()
         with torch.no_grad(), self.precision():
             for mb in parts:
@@ -521,60 +518,88 @@ def train(
 
     ``model``/``tokenizer`` (an initial policy already in memory, e.g. an SFT model) and the problem
     lists override what the config would build; the model is saved as the run's ``sft_model`` (the
-    KL reference and a resume start from that copy) and trained in place. ``on_step(step, metrics)`` is called after every step (on every
-    rank). ``resources.train_procs > 1`` outside a process group starts that many local processes and
-    returns rank 0's summary (``model``, ``scorer`` and ``on_step`` are not passed to them).
+    KL reference and a resume start from that copy) and trained in place. ``on_step(step, metrics)``
+    is called after every step (on every rank). ``resources.train_procs > 1`` outside a process group
+    starts that many local processes and returns rank 0's summary (``model``, ``scorer`` and
+    ``on_step`` are not passed to them).
     """
-
+    given = dict(model=model, tokenizer=tokenizer, train_problems=train_problems, eval_problems=eval_problems)
     if launch.should_launch(cfg):
-        given = [
-            k
-            for k, v in dict(
-                model=model,
-                tokenizer=tokenizer,
-                train_problems=train_problems,
-                eval_problems=eval_problems,
-                scorer=scorer,
-                on_step=on_step,
-            ).items()
-            if v is not None
-        ]
-        if given:
-            warnings.warn(
-                f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
-                "their own from the config); start the ranks yourself (torchrun) to pass objects",
-                stacklevel=2,
-            )
+        _warn_not_passed({**given, "scorer": scorer, "on_step": on_step})
         return launch.launch_local(train, cfg, make_run_dir(cfg, run_dir), resume=resume)
     t0 = time.time()
+    world, out = _start(cfg, run_dir)
+    run, sft_info = _build_run(cfg, world, out, resume, given, scorer)
+    logger = world.main_only(lambda: _metrics_logger(run), _SilentLogger())
+    for note in logger.notes:
+        world.print(note)
+    try:
+        with world.full_weights(run.token_scorer):
+            before = world.on_main(lambda: _evaluate_before(run, logger))
+        history = _run_steps(run, logger, on_step)
+        if cfg.trainer.save_final and cfg.trainer.steps > 0:
+            _save_final(run)
+        logger.stop_progress()
+        after = _evaluate_at(run, run.step)
+        if after:
+            logger.log(run.step, _headline(after))
+            world.print(f"after RL:  {_fmt(after)}")
+    finally:
+        _close(run, logger)
+    summary = _summary(run, before, after, sft_info, time.time() - t0)
+    world.main_only(lambda: _write_summary(run, summary))
+    world.close()
+    return dict(summary, history=history)
+
+
+def _warn_not_passed(objects: dict[str, Any]) -> None:
+    given = [k for k, v in objects.items() if v is not None]
+    if given:
+        warnings.warn(
+            f"resources.train_procs > 1: {given} not passed to the spawned ranks (they build "
+            "their own from the config); start the ranks yourself (torchrun) to pass objects",
+            stacklevel=3,
+        )
+
+
+def _start(cfg: Config, run_dir: str | Path | None) -> tuple[World, Path]:
+    """Join the process world, seed, and create the run directory (rank 0) with its ``config.yaml``."""
     device = resolve_device(cfg.trainer.device)
     world = join_world(device, cfg.trainer.strategy, cfg.resources.dist_backend, cfg.resources.dist_timeout_s)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.trainer.seed)
     out = world.broadcast(make_run_dir(cfg, run_dir))  # a time-stamped name could differ between ranks
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    world.main_only(lambda: (out.mkdir(parents=True, exist_ok=True), save_config(cfg, out / "config.yaml")))
+    return world, out
 
-    def log(text: str) -> None:
-        if world.main:
-            print(text, flush=True)
 
+def _build_run(
+    cfg: Config, world: World, out: Path, resume: bool, given: dict[str, Any], scorer: Scorer | None
+) -> tuple[RLRun, dict[str, Any]]:
+    """Problems, the initial policy (built, warmed or given; loaded on every rank), the run's state
+    (restored from the last complete checkpoint when resuming) and the curriculum."""
     # problems first: a malformed dataset row fails here, before any model is built
+    train_problems, eval_problems = given["train_problems"], given["eval_problems"]
     if train_problems is None or eval_problems is None:
         tp, ep = load_problems(cfg)
         train_problems = tp if train_problems is None else train_problems
         eval_problems = ep if eval_problems is None else eval_problems
     eval_problems = eval_problems[: cfg.eval.num_problems] if cfg.eval.enabled else []
     last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
+    model, tokenizer = given["model"], given["tokenizer"]
     sft_info: dict[str, Any] = {}
     if last is None:  # rank 0 builds (and SFT-warms) the initial policy once; every rank loads it
         sft_info = world.on_main(
-            lambda: prepare_initial_policy(cfg, out, train_problems, model, tokenizer, log, resume=resume)
+            lambda: prepare_initial_policy(
+                cfg, out, train_problems, model, tokenizer, world.print, resume=resume
+            )
         )
-    given = (model, tokenizer) if model is not None and tokenizer is not None and world.size == 1 else None
-    model, tokenizer, ref_model = load_run_policy(cfg, out, last, given)
+    # an object in memory cannot reach other ranks: with several, each loads the saved copy
+    in_memory = (
+        (model, tokenizer) if model is not None and tokenizer is not None and world.size == 1 else None
+    )
+    model, tokenizer, ref_model = load_run_policy(cfg, out, last, in_memory)
     model.to(world.device)
     if ref_model is not None:
         ref_model.to(world.device)
@@ -586,7 +611,7 @@ def train(
         train_problems=train_problems,
         eval_problems=eval_problems,
         scorer=scorer,
-        log=log,
+        log=world.print,
         world=world,
         ref_model=ref_model,
     )
@@ -594,114 +619,114 @@ def train(
         if ckpt.is_sharded_checkpoint(last):
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
         run.load_state_dict(ckpt.load_trainer_state(last))
-        log(f"resuming from {last}")
+        world.print(f"resuming from {last}")
     if cfg.data.curriculum == "potential":
         with world.full_weights(run.token_scorer):
-            potential = world.on_main(lambda: _potential(run, cfg, out, log))
+            potential = world.on_main(lambda: _potential(run, cfg, out, world.print))
         run.prepare_curriculum(world.broadcast(potential))
-    before_path = out / "eval_before.json"
-    history: list[dict[str, Any]] = []
-    if world.main:
-        logger: Any = MetricsLogger(
-            out,
-            total_steps=cfg.trainer.steps,
-            start_step=run.step,
-            tensorboard=cfg.logging.tensorboard,
-            wandb=cfg.logging.wandb,
-            wandb_project=cfg.logging.wandb_project,
-            progress=cfg.logging.progress,
-            config=run.cfg.to_dict(),
-        )  # the settings in force (e.g. tis_cap)
-    else:
-        logger = _SilentLogger()
-    for note in logger.notes:
-        log(note)
+    return run, sft_info
 
-    def evaluate_before() -> dict[str, Any]:
-        if before_path.is_file():
-            return json.loads(before_path.read_text())
-        ev = _evaluate(run, cfg, 0) if eval_problems else {}
-        before_path.write_text(json.dumps(ev, indent=2))
-        if ev:
-            logger.log(0, {f"eval/{k}": v for k, v in ev.items() if headline_metric(k)})
-            log(f"before RL: {_fmt(ev)}")
-        return ev
 
-    def evaluate(step: int) -> dict[str, Any]:  # collective: the full weights are gathered on every rank
-        with world.full_weights(run.token_scorer):
-            return world.on_main(lambda: _evaluate(run, cfg, step) if eval_problems else {})
+def _metrics_logger(run: RLRun) -> MetricsLogger:
+    lg = run.cfg.logging
+    return MetricsLogger(
+        run.run_dir,
+        total_steps=run.cfg.trainer.steps,
+        start_step=run.step,
+        tensorboard=lg.tensorboard,
+        wandb=lg.wandb,
+        wandb_project=lg.wandb_project,
+        progress=lg.progress,
+        config=run.cfg.to_dict(),  # the settings in force (e.g. tis_cap)
+    )
 
-    def save_final() -> None:
-        last_saved = world.on_main(lambda: ckpt.latest_checkpoint(out))
-        if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
+
+def _run_steps(run: RLRun, logger: Any, on_step: StepCallback | None) -> list[dict[str, Any]]:
+    """Steps until ``trainer.steps``: train, evaluate every ``eval.every``, log, save every ``save_every``."""
+    cfg, history = run.cfg, []
+    while run.step < cfg.trainer.steps:
+        metrics = run.run_step()
+        run.step += 1
+        last_step = run.step >= cfg.trainer.steps
+        if cfg.eval.every and run.step % cfg.eval.every == 0 and not last_step and run.eval_problems:
+            metrics.update(_headline(_evaluate_at(run, run.step)))
+        if run.controller is not None:
+            metrics["entropy/controller_coef"] = run.controller.coef
+        logger.log(run.step, metrics)
+        history.append(dict(metrics, step=run.step))
+        if on_step is not None:
+            on_step(run.step, metrics)
+        if cfg.trainer.save_every and run.step % cfg.trainer.save_every == 0 and not last_step:
             run.save()
+    return history
 
-    try:
-        with world.full_weights(run.token_scorer):
-            before = world.on_main(evaluate_before)
-        while run.step < cfg.trainer.steps:
-            metrics = run.run_step()
-            run.step += 1
-            if (
-                cfg.eval.every
-                and run.step % cfg.eval.every == 0
-                and run.step < cfg.trainer.steps
-                and eval_problems
-            ):
-                ev = evaluate(run.step)
-                metrics.update({f"eval/{k}": v for k, v in ev.items() if headline_metric(k)})
-            if run.controller is not None:
-                metrics["entropy/controller_coef"] = run.controller.coef
-            logger.log(run.step, metrics)
-            history.append(dict(metrics, step=run.step))
-            if on_step is not None:
-                on_step(run.step, metrics)
-            every = cfg.trainer.save_every
-            if every and run.step % every == 0 and run.step < cfg.trainer.steps:
-                run.save()
-        if cfg.trainer.save_final and cfg.trainer.steps > 0:
-            save_final()
-        logger.stop_progress()
-        after = evaluate(run.step)
-        if after:
-            logger.log(run.step, {f"eval/{k}": v for k, v in after.items() if headline_metric(k)})
-            log(f"after RL:  {_fmt(after)}")
-    finally:
-        logger.close()
-        run.scorer.close()
-        close = getattr(run.engine, "close", None)
-        if close is not None:  # Ray rollout actors, a vLLM engine's memory
-            close()
-    final = world.on_main(lambda: ckpt.latest_checkpoint(out))
+
+def _headline(ev: dict[str, Any]) -> dict[str, Any]:
+    return {f"eval/{k}": v for k, v in ev.items() if headline_metric(k)}
+
+
+def _evaluate_before(run: RLRun, logger: Any) -> dict[str, Any]:
+    """The held-out evaluation before the first step (rank 0), kept in ``eval_before.json`` for a resume."""
+    path = run.run_dir / "eval_before.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    ev = _evaluate(run, run.cfg, 0) if run.eval_problems else {}
+    path.write_text(json.dumps(ev, indent=2))
+    if ev:
+        logger.log(0, _headline(ev))
+        run.log(f"before RL: {_fmt(ev)}")
+    return ev
+
+
+def _evaluate_at(run: RLRun, step: int) -> dict[str, Any]:
+    """Collective: the full weights are gathered on every rank, rank 0 evaluates."""
+    with run.world.full_weights(run.token_scorer):
+        return run.world.on_main(lambda: _evaluate(run, run.cfg, step) if run.eval_problems else {})
+
+
+def _save_final(run: RLRun) -> None:
+    last_saved = run.world.on_main(lambda: ckpt.latest_checkpoint(run.run_dir))
+    if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
+        run.save()
+
+
+def _close(run: RLRun, logger: Any) -> None:
+    logger.close()
+    run.scorer.close()
+    close = getattr(run.engine, "close", None)
+    if close is not None:  # Ray rollout actors, a vLLM engine's memory
+        close()
+
+
+def _summary(
+    run: RLRun, before: dict[str, Any], after: dict[str, Any], sft_info: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    final = run.world.on_main(lambda: ckpt.latest_checkpoint(run.run_dir))
     summary = {
-        "recipe": cfg.recipe,
-        "run_dir": str(out),
+        "recipe": run.cfg.recipe,
+        "run_dir": str(run.run_dir),
         "steps": run.step,
         "before": before,
         "after": after,
         "improvement": improvement(before, after),
         "sft": sft_info,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": round(seconds, 1),
         "final_checkpoint": str(final) if final else None,
     }
-    if world.size > 1:
-        digests = world.gather([replica_digest(run.token_scorer)])
-        summary["dist"] = {
-            "world_size": world.size,
-            "strategy": world.strategy,
-            "replica_digests": digests,
-            "replicas_identical": len(set(digests)) == 1,
-        }
-        if world.strategy == "ddp" and not summary["dist"]["replicas_identical"]:
-            log("warning: the data-parallel replicas diverged (summary.json: dist.replica_digests)")
-    if world.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        if cfg.logging.plots:
-            from archer.tracking.plots import plot_run
+    replicas = run.world.replicas(run.token_scorer)
+    if replicas is not None:
+        summary["dist"] = replicas
+        if run.world.strategy == "ddp" and not replicas["replicas_identical"]:
+            run.log("warning: the data-parallel replicas diverged (summary.json: dist.replica_digests)")
+    return summary
 
-            plot_run(out)
-    world.close()
-    return dict(summary, history=history)
+
+def _write_summary(run: RLRun, summary: dict[str, Any]) -> None:
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if run.cfg.logging.plots:
+        from archer.tracking.plots import plot_run
+
+        plot_run(run.run_dir)
 
 
 def response_budget(cfg: Config, max_new: int) -> int:

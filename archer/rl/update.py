@@ -256,18 +256,11 @@ def update_minibatch(
         scorer = TokenScorer(scorer)
     world = world or World(next(scorer.parameters()).device)
     parts = [_slice(batch, rows) for rows in micro if rows]
+    pos_tokens = world.sum(_positive_tokens(parts, s.max_reward))
     quantile = entropy_quantile_of(s.loss, s.loss_params)
-    pos_tokens = world.sum(
-        float(
-            sum(
-                ((p["rewards"] >= s.max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum()
-                for p in parts
-            )
-        )
-    )
     norm = world.normalizer([p["response_mask"] for p in parts], max_len=s.max_len, entropy_quantile=quantile)
-    if world.sharded:  # every forward/backward is collective: the same number of micro-batches on each rank
-        parts += [_dummy_part(batch)] * (world.max_int(len(parts)) - len(parts))
+    # under FSDP every forward/backward is collective: the same number of micro-batches on each rank
+    parts += [_dummy_part(batch)] * (len(world.even_out(parts)) - len(parts))
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}  # token-weighted metrics, and each micro-batch's share of the loss values
     ratio_max = 0.0
@@ -286,34 +279,7 @@ def update_minibatch(
         if not bool(mask.any()):  # a dummy row: zero loss that still reaches every parameter
             (logp.sum() * 0.0).backward()
             continue
-        params = dict(s.loss_params)
-        if s.tis_cap is not None and "rollout_log_prob" in p:
-            params.update(rollout_log_prob=p["rollout_log_prob"], tis_cap=s.tis_cap)
-        # the bonus needs the entropy's gradient; the dtc/aspo split only reads its value
-        loss, metrics = compute_policy_loss(
-            s.loss,
-            log_prob=logp,
-            old_log_prob=p["old_log_prob"],
-            advantages=p["advantages"],
-            response_mask=mask,
-            entropy=ent if s.entropy_coef > 0 else ent.detach(),
-            ref_log_prob=p.get("ref_log_prob"),
-            agg=s.agg,
-            loss_normalizer=norm,
-            entropy_coef=s.entropy_coef,
-            **params,
-        )
-        if s.pos_nll_coef > 0:
-            nll = positive_nll_loss(
-                logp,
-                mask,
-                p["rewards"],
-                coef=s.pos_nll_coef,
-                max_reward=s.max_reward,
-                total_tokens=pos_tokens,
-            )
-            loss = loss + nll
-            sums["plain/pos_nll"] = sums.get("plain/pos_nll", 0.0) + float(nll.detach())
+        loss, metrics = _micro_batch_loss(p, logp, ent, s, norm, pos_tokens, sums)
         if not torch.isfinite(loss):
             nonfinite = True
             if world.sharded:  # the other ranks' backward passes still need this rank's
@@ -321,25 +287,79 @@ def update_minibatch(
                 continue
             break
         loss.backward()
-        n = metrics.get("num_tokens", float(mask.sum()))
         ratio_max = max(ratio_max, metrics.get("ratio_max", 0.0))
-        for k, v in metrics.items():
-            if k in PLAIN_KEYS:
-                sums[f"plain/{k}"] = sums.get(f"plain/{k}", 0.0) + v
-            elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
-                sums[k] = sums.get(k, 0.0) + n * v
-        ent_d = ent.detach()
-        sums["entropy"] = sums.get("entropy", 0.0) + float((ent_d * mask).sum())
-        fork = split_by_entropy(ent_d, mask != 0, FORK_QUANTILE)  # [B, T] the top-20% entropy positions
-        sums["fork_frac"] = sums.get("fork_frac", 0.0) + float(fork.sum())
-        sums["fork_entropy_share"] = sums.get("fork_entropy_share", 0.0) + float(ent_d[fork].sum())
+        _accumulate(sums, metrics, ent.detach(), mask)
     if world.any(nonfinite):
         optimizer.zero_grad(set_to_none=True)
         return {"skipped_nonfinite": 1.0}
     world.reduce_gradients(scorer)  # each rank's loss is its share of the global one: sums are global
-    sums = world.merge_sums(sums)
-    ratio_max = world.max_float(ratio_max)
-    total = max(norm.tokens, 1.0)
+    out = _token_means(world.merge_sums(sums), world.max_float(ratio_max), norm.tokens)
+    return _clip_and_step(scorer, optimizer, s.grad_clip, out)
+
+
+def _positive_tokens(parts: list[dict[str, torch.Tensor]], max_reward: float) -> float:
+    """Response tokens of rows with the top reward (the positive-NLL term's denominator)."""
+    return float(
+        sum(((p["rewards"] >= max_reward).unsqueeze(-1) & (p["response_mask"] != 0)).sum() for p in parts)
+    )
+
+
+def _micro_batch_loss(
+    p: dict[str, torch.Tensor],
+    logp: torch.Tensor,
+    ent: torch.Tensor,
+    s: UpdateSettings,
+    norm: Any,
+    pos_tokens: float,
+    sums: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy loss of one micro-batch (+ the positive-NLL term, whose value goes into ``sums``)."""
+    mask = p["response_mask"]
+    params = dict(s.loss_params)
+    if s.tis_cap is not None and "rollout_log_prob" in p:
+        params.update(rollout_log_prob=p["rollout_log_prob"], tis_cap=s.tis_cap)
+    # the bonus needs the entropy's gradient; the dtc/aspo split only reads its value
+    loss, metrics = compute_policy_loss(
+        s.loss,
+        log_prob=logp,
+        old_log_prob=p["old_log_prob"],
+        advantages=p["advantages"],
+        response_mask=mask,
+        entropy=ent if s.entropy_coef > 0 else ent.detach(),
+        ref_log_prob=p.get("ref_log_prob"),
+        agg=s.agg,
+        loss_normalizer=norm,
+        entropy_coef=s.entropy_coef,
+        **params,
+    )
+    if s.pos_nll_coef > 0:
+        nll = positive_nll_loss(
+            logp, mask, p["rewards"], coef=s.pos_nll_coef, max_reward=s.max_reward, total_tokens=pos_tokens
+        )
+        loss = loss + nll
+        sums["plain/pos_nll"] = sums.get("plain/pos_nll", 0.0) + float(nll.detach())
+    return loss, metrics
+
+
+def _accumulate(
+    sums: dict[str, float], metrics: dict[str, float], ent: torch.Tensor, mask: torch.Tensor
+) -> None:
+    """Add one micro-batch's metrics to ``sums``: token-weighted, or as they are for :data:`PLAIN_KEYS`."""
+    n = metrics.get("num_tokens", float(mask.sum()))
+    for k, v in metrics.items():
+        if k in PLAIN_KEYS:
+            sums[f"plain/{k}"] = sums.get(f"plain/{k}", 0.0) + v
+        elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
+            sums[k] = sums.get(k, 0.0) + n * v
+    sums["entropy"] = sums.get("entropy", 0.0) + float((ent * mask).sum())
+    fork = split_by_entropy(ent, mask != 0, FORK_QUANTILE)  # [B, T] the top-20% entropy positions
+    sums["fork_frac"] = sums.get("fork_frac", 0.0) + float(fork.sum())
+    sums["fork_entropy_share"] = sums.get("fork_entropy_share", 0.0) + float(ent[fork].sum())
+
+
+def _token_means(sums: dict[str, float], ratio_max: float, tokens: float) -> dict[str, float]:
+    """The mini-batch's metrics: token means, plain sums, and the ratio/fork means over their own tokens."""
+    total = max(tokens, 1.0)
     out = {k: v / total for k, v in sums.items() if not k.startswith("plain/")}
     out["ratio_max"] = ratio_max
     out.update({k[len("plain/") :]: v for k, v in sums.items() if k.startswith("plain/")})
@@ -352,9 +372,16 @@ def update_minibatch(
         share = out.pop(num, None)
         if share is not None and out.get(den, 0.0) > 0:
             out[name] = share / out[den]
+    return out
+
+
+def _clip_and_step(
+    scorer: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, out: dict[str, float]
+) -> dict[str, float]:
+    """Clip the global gradient norm and step, unless it is NaN/inf (then the step is dropped)."""
     params_with_grad = [q for q in scorer.parameters() if q.grad is not None]
     if params_with_grad:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params_with_grad, s.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params_with_grad, grad_clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
     else:

@@ -221,30 +221,9 @@ class VLLMEngine:
         self.tokenizer = tokenizer
         self._tmp: str | None = None
         module = model if isinstance(model, torch.nn.Module) else None
-        if module is not None:
-            config = getattr(module, "config", None)
-            if config is None and hasattr(module, "get_base_model"):
-                config = module.get_base_model().config
-        elif isinstance(model, PretrainedConfig):
-            config = model
-        else:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(str(model))
-        if device is None:
-            if module is not None:
-                device = next(module.parameters()).device
-            else:
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        config = _model_config(model, module)
+        self.device, dtype_name = _device_and_dtype(device, dtype, module, config)
         on_cuda = self.device.type == "cuda"
-        if dtype is None:
-            dtype = (
-                (getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32)
-                if on_cuda
-                else torch.float32
-            )
-        dtype_name = str(dtype).removeprefix("torch.")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = num_threads
@@ -252,23 +231,11 @@ class VLLMEngine:
         self.sleep_enabled = bool(on_cuda if sleep is None else sleep) and on_cuda
         self._asleep: set[str] = set()  # vLLM memory tags released by sleep() and not woken yet
         if eos_token_ids is None:
-            ids: set[int] = set()
-            if tokenizer.eos_token_id is not None:
-                ids.add(int(tokenizer.eos_token_id))
-            gen_eos = getattr(getattr(module, "generation_config", None), "eos_token_id", None)
-            if gen_eos is None:
-                gen_eos = getattr(config, "eos_token_id", None)
-            if gen_eos is not None:
-                ids.update([gen_eos] if isinstance(gen_eos, int) else gen_eos)
-            eos_token_ids = sorted(ids)
+            eos_token_ids = _eos_ids(tokenizer, module, config)
         if not eos_token_ids:
             raise ValueError("no EOS token id: pass eos_token_ids or use a tokenizer with an eos_token")
         self.eos_token_ids = [int(i) for i in eos_token_ids]
-        positions = int(getattr(config, "max_position_embeddings", 0) or 0)
-        max_model_len = int(max_model_len or positions or 4096)
-        if positions:
-            max_model_len = min(max_model_len, positions)
-        self.max_model_len = max_model_len
+        self.max_model_len = max_model_len = _max_model_len(config, max_model_len)
 
         if (
             isinstance(model, (str, os.PathLike))
@@ -277,34 +244,21 @@ class VLLMEngine:
         ):
             path, load_format = str(model), "auto"
         else:  # config + tokenizer only: the weights come through update_weights
-            self._tmp = path = tempfile.mkdtemp(prefix="archer-vllm-")
-            config.save_pretrained(path)
-            gen = getattr(module, "generation_config", None)
-            if gen is not None:
-                gen.save_pretrained(path)
-            tokenizer.save_pretrained(path)
+            self._tmp = path = _config_only_dir(config, module, tokenizer)
             load_format = "dummy"
-        kwargs: dict[str, Any] = dict(
-            model=path,
-            tokenizer=path,
-            load_format=load_format,
-            dtype=dtype_name,
-            seed=seed,
-            logprobs_mode="processed_logprobs",
-            max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max(8192, max_model_len),
-            enable_prefix_caching=True,
+        kwargs = _llm_kwargs(
+            path,
+            load_format,
+            dtype_name,
+            seed,
+            max_model_len,
+            max_num_seqs,
+            on_cuda=on_cuda,
+            sleep=self.sleep_enabled,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_bytes=kv_cache_bytes,
+            enforce_eager=enforce_eager,
         )
-        if on_cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            if self.sleep_enabled:
-                kwargs["enable_sleep_mode"] = True
-            if kv_cache_bytes:
-                kwargs["kv_cache_memory_bytes"] = int(kv_cache_bytes)
-        else:
-            kwargs["kv_cache_memory_bytes"] = int(kv_cache_bytes or 256 << 20)
-        kwargs["enforce_eager"] = (not on_cuda) if enforce_eager is None else enforce_eager
         kwargs.update(engine_kwargs or {})
         from vllm import LLM
 
@@ -487,3 +441,107 @@ def _on_device(device: torch.device) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def _model_config(model: Any, module: torch.nn.Module | None) -> Any:
+    """The Hugging Face config of a module (PEFT-wrapped too), a config, or a checkpoint path."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if module is not None:
+        config = getattr(module, "config", None)
+        if config is None and hasattr(module, "get_base_model"):
+            config = module.get_base_model().config
+        return config
+    if isinstance(model, PretrainedConfig):
+        return model
+    return AutoConfig.from_pretrained(str(model))
+
+
+def _eos_ids(tokenizer: Any, module: torch.nn.Module | None, config: Any) -> list[int]:
+    """The tokenizer's EOS plus the generation config's (or the model config's) EOS ids."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(module, "generation_config", None), "eos_token_id", None)
+    if gen_eos is None:
+        gen_eos = getattr(config, "eos_token_id", None)
+    if gen_eos is not None:
+        ids.update([gen_eos] if isinstance(gen_eos, int) else gen_eos)
+    return sorted(ids)
+
+
+def _config_only_dir(config: Any, module: torch.nn.Module | None, tokenizer: Any) -> str:
+    """A temporary model folder without weights (vLLM's ``dummy`` load format): config, generation
+    config, tokenizer."""
+    path = tempfile.mkdtemp(prefix="archer-vllm-")
+    config.save_pretrained(path)
+    gen = getattr(module, "generation_config", None)
+    if gen is not None:
+        gen.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _llm_kwargs(
+    path: str,
+    load_format: str,
+    dtype_name: str,
+    seed: int,
+    max_model_len: int,
+    max_num_seqs: int,
+    *,
+    on_cuda: bool,
+    sleep: bool,
+    gpu_memory_utilization: float,
+    kv_cache_bytes: int | None,
+    enforce_eager: bool | None,
+) -> dict[str, Any]:
+    """Arguments of ``vllm.LLM``: exact processed log-probs, prefix caching, and the memory settings of
+    the device (CPU: a fixed KV-cache size, eager mode)."""
+    kwargs: dict[str, Any] = dict(
+        model=path,
+        tokenizer=path,
+        load_format=load_format,
+        dtype=dtype_name,
+        seed=seed,
+        logprobs_mode="processed_logprobs",
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max(8192, max_model_len),
+        enable_prefix_caching=True,
+    )
+    if on_cuda:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if sleep:
+            kwargs["enable_sleep_mode"] = True
+        if kv_cache_bytes:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_bytes)
+    else:
+        kwargs["kv_cache_memory_bytes"] = int(kv_cache_bytes or 256 << 20)
+    kwargs["enforce_eager"] = (not on_cuda) if enforce_eager is None else enforce_eager
+    return kwargs
+
+
+def _device_and_dtype(
+    device: str | torch.device | None, dtype: str | torch.dtype | None, module: Any, config: Any
+) -> tuple[torch.device, str]:
+    """The engine's device (the module's, else CUDA when present) and dtype name (the checkpoint's on
+    CUDA, float32 on CPU, unless given)."""
+    if device is None:
+        device = (
+            next(module.parameters()).device
+            if module is not None
+            else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+    device = torch.device(device)
+    if dtype is None:
+        saved = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32
+        dtype = saved if device.type == "cuda" else torch.float32
+    return device, str(dtype).removeprefix("torch.")
+
+
+def _max_model_len(config: Any, max_model_len: int | None) -> int:
+    """``max_model_len`` (default 4096) capped at the model's position embeddings."""
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    length = int(max_model_len or positions or 4096)
+    return min(length, positions) if positions else length

@@ -232,46 +232,19 @@ def train_sft(
             raise ValueError(f"train_sft: {name} must be > 0, got {value}")
     if not 0 <= min_lr_ratio <= 1:
         raise ValueError(f"train_sft: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
-    items = []
-    for i, row in enumerate(examples):
-        try:
-            ids, tgt = tokenize_example(tokenizer, normalize_example(row), max_len, context_pattern)
-        except ValueError as exc:
-            raise ValueError(f"example {i}: {exc}") from None
-        if any(tgt[1:]):
-            items.append((ids, tgt))
-    if not items:
-        raise ValueError(
-            "train_sft: no examples"
-            if not examples
-            else "train_sft: no example has an assistant token within max_len"
-        )
+    items = _tokenized(tokenizer, examples, max_len, context_pattern)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(seed)
     device = next(model.parameters()).device
 
     def epoch_batches() -> list[list[list[int]]]:
-        order = list(range(len(items)))
-        rng.shuffle(order)
-        rows = (
-            [[order[i] for i in r] for r in pack_examples([items[i] for i in order], max_len)]
-            if packing
-            else [[i] for i in order]
-        )
-        return [rows[k : k + batch_size] for k in range(0, len(rows), batch_size)]
+        return _epoch_batches(items, rng, packing, max_len, batch_size)
 
     first = epoch_batches()
     steps_per_epoch = len(first)
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
     warm = int(warmup * total) if isinstance(warmup, float) and warmup < 1 else int(warmup)
-    decay, no_decay = [], []
-    for p in {id(p): p for p in model.parameters() if p.requires_grad}.values():
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
+    opt = _adamw(model, lr, weight_decay)
     threads = torch.get_num_threads()
     if num_threads is not None and device.type == "cpu":
         torch.set_num_threads(num_threads)
@@ -293,15 +266,9 @@ def train_sft(
                     total = step
                     break
                 batch = {k: v.to(device) for k, v in collate(items, rows, pad_id, packing).items()}
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, total, warm, lr, min_lr_ratio)
-                loss, n = batch_loss(model, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = (
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+                loss, n, gnorm = _step(
+                    model, opt, batch, lr_at(step, total, warm, lr, min_lr_ratio), grad_clip
                 )
-                opt.step()
                 history.append(loss.item())
                 tokens += int(batch["input_ids"].numel())
                 targets += n
@@ -309,14 +276,11 @@ def train_sft(
                 if bar:
                     bar.update(task, advance=1, loss=history[-1])
                 if log_fn and (step % log_every == 0 or step == total):
+                    grad_norm = float(gnorm) if gnorm is not None else float("nan")
+                    lr_now = opt.param_groups[0]["lr"]
                     log_fn(
                         step,
-                        {
-                            "loss": history[-1],
-                            "lr": opt.param_groups[0]["lr"],
-                            "grad_norm": float(gnorm) if gnorm is not None else float("nan"),
-                            "tokens": float(tokens),
-                        },
+                        {"loss": history[-1], "lr": lr_now, "grad_norm": grad_norm, "tokens": float(tokens)},
                     )
             batches = epoch_batches()
     finally:
@@ -324,12 +288,19 @@ def train_sft(
             bar.stop()
         model.train(was_training)
         torch.set_num_threads(threads)
-    elapsed = time.perf_counter() - start
+    return _result(
+        step, step / steps_per_epoch, len(items), history, tokens, targets, time.perf_counter() - start
+    )
+
+
+def _result(
+    step: int, epochs: float, examples: int, history: list[float], tokens: int, targets: int, elapsed: float
+) -> dict[str, float]:
     tail = history[-10:] or [float("nan")]
     return {
         "steps": float(step),
-        "epochs": step / steps_per_epoch,
-        "examples": float(len(items)),
+        "epochs": epochs,
+        "examples": float(examples),
         "first_loss": history[0] if history else float("nan"),
         "final_loss": sum(tail) / len(tail),
         "tokens": float(tokens),
@@ -337,6 +308,71 @@ def train_sft(
         "time_s": elapsed,
         "tokens_per_s": tokens / max(elapsed, 1e-9),
     }
+
+
+def _tokenized(
+    tokenizer: Any, examples: Sequence[Any], max_len: int, context_pattern: str | None
+) -> list[tuple[list[int], list[int]]]:
+    """(ids, targets) of every example with at least one assistant target token within ``max_len``."""
+    items = []
+    for i, row in enumerate(examples):
+        try:
+            ids, tgt = tokenize_example(tokenizer, normalize_example(row), max_len, context_pattern)
+        except ValueError as exc:
+            raise ValueError(f"example {i}: {exc}") from None
+        if any(tgt[1:]):
+            items.append((ids, tgt))
+    if not items:
+        raise ValueError(
+            "train_sft: no examples"
+            if not examples
+            else "train_sft: no example has an assistant token within max_len"
+        )
+    return items
+
+
+def _epoch_batches(
+    items: list[Any], rng: random.Random, packing: bool, max_len: int, batch_size: int
+) -> list[list[list[int]]]:
+    """One epoch in a fresh shuffled order: batches of rows, each row the examples packed into it."""
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    rows = (
+        [[order[i] for i in r] for r in pack_examples([items[i] for i in order], max_len)]
+        if packing
+        else [[i] for i in order]
+    )
+    return [rows[k : k + batch_size] for k in range(0, len(rows), batch_size)]
+
+
+def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases and norms)."""
+    decay, no_decay = [], []
+    for p in {id(p): p for p in model.parameters() if p.requires_grad}.values():
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+
+
+def _step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    lr: float,
+    grad_clip: float,
+) -> tuple[torch.Tensor, int, Any]:
+    """One optimizer step at learning rate ``lr``: (loss, target tokens, gradient norm or None)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss, n = batch_loss(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+    opt.step()
+    return loss, n, gnorm
 
 
 def _progress(enabled: bool):

@@ -261,13 +261,11 @@ def test_cli_reports_config_errors(capsys):
 
 def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, parity_math, monkeypatch):
     """Injected NaNs reach the loss: every optimizer step of the run is skipped and logged."""
-    import archer.algo.advantages as advantages
+    import archer.rl.step as step
     from archer.rl.loop import train
 
-    real = advantages.compute_advantages
-    monkeypatch.setattr(
-        advantages, "compute_advantages", lambda name, rewards: real(name, rewards) * float("nan")
-    )
+    real = step.compute_advantages
+    monkeypatch.setattr(step, "compute_advantages", lambda name, rewards: real(name, rewards) * float("nan"))
     cfg = load_config(
         "tiny_math",
         FAST
