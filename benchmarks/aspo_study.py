@@ -231,9 +231,10 @@ def probe(
 
     import torch
 
-    from archer.rl.batch import collect_groups
-    from archer.rl.loop import RLRun
-    from archer.rl.step import build_batch, needs_reference
+    from archer.rl.batch import build_batch, collect_groups
+    from archer.rl.run import RLRun
+    from archer.rl.settings import needs_reference
+    from archer.rl.step import rollout_round, train_on
 
     settings = [
         f"trainer.ppo_epochs={epochs}",
@@ -265,7 +266,7 @@ def probe(
     for b in range(batches):
         sampler_run.step = 10_000 + b  # its own sampling seeds, apart from the RL runs'
         groups, _ = collect_groups(
-            lambda i: sampler_run.generate_round(i, cfg0.rollout.max_new_tokens).groups,
+            lambda i: rollout_round(sampler_run, i, cfg0.rollout.max_new_tokens).groups,
             cfg0.rollout.batch_size,
             cfg0.rollout.max_gen_batches,
             True,
@@ -292,7 +293,7 @@ def probe(
                 log=lambda s: None,
                 ref_model=ref,
             )
-            run.train_on(groups, cfg.rollout.max_new_tokens)
+            train_on(run, groups, cfg.rollout.max_new_tokens)
             h1 = _entropies(model, batch)
             out["delta"][n].append(float((h1 - h0).mean()))
             out["delta_fork"][n].append(float((h1 - h0)[fork].mean()))

@@ -10,15 +10,20 @@
 - :func:`pack` right-pads prompt+response sequences into ``[B, T]`` tensors with the response mask.
 - :func:`micro_batches` cuts a mini-batch into micro-batches whose padded size stays under a token
   budget, for gradient accumulation.
+- :class:`Round` is one generation round of a step; :func:`build_batch` computes group advantages
+  and packs the kept groups into a frozen :class:`TrainBatch`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from archer.algo.advantages import compute_advantages
 
 
 @dataclass
@@ -207,3 +212,91 @@ def split_mini_batches(num_rows: int, num_mini: int, generator: torch.Generator)
         out.append(perm[start:end])
         start = end
     return [m for m in out if m]
+
+
+@dataclass
+class Round:
+    """One generation round of a step: the scored groups (global prompt order) and its costs."""
+
+    prompts: list[int]  # global prompt indices drawn for this round
+    groups: list[Group]
+    seconds_generate: float = 0.0
+    seconds_reward: float = 0.0
+    failure_reasons: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """The kept groups of a step packed for training (row ``i`` is response ``i % n`` of group ``i // n``).
+
+    Frozen: the stage that adds the old and reference log-probs returns a new batch
+    (:func:`dataclasses.replace`), so what the update reads is what that stage produced."""
+
+    input_ids: torch.Tensor  # [B, T] prompt + response, right-padded
+    attention_mask: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] 1 on trained response tokens (t is predicted from t-1)
+    rewards: torch.Tensor  # [B] shaped rewards
+    advantages: torch.Tensor  # [B]
+    lengths: list[int]  # [B] prompt + response tokens
+    prompt_len: torch.Tensor  # [B] prompt tokens of each row
+    group: torch.Tensor  # [B] the row's group: rows of a group share their prompt (one forward for it)
+    rollout_log_prob: torch.Tensor  # [B, T] the sampler's log-probs (0 off the response)
+    old_log_prob: torch.Tensor | None = None  # [B, T] the sampling policy's, recomputed or reused
+    ref_log_prob: torch.Tensor | None = None  # [B, T] the KL reference's
+
+    def tensors(self, with_rollout: bool) -> dict[str, torch.Tensor]:
+        """The dict :func:`archer.rl.update.update_minibatch` slices."""
+        out = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "response_mask": self.response_mask,
+            "rewards": self.rewards,
+            "advantages": self.advantages,
+            "prompt_len": self.prompt_len,
+            "group": self.group,
+        }
+        for name in ("old_log_prob", "ref_log_prob") + (("rollout_log_prob",) if with_rollout else ()):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+def build_batch(cfg: Any, groups: list[Group], pad_id: int, device: torch.device) -> TrainBatch:
+    """Group advantages (``algo.advantage``) and the packed rows of the kept groups."""
+
+    rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)  # [G, n]
+    adv = compute_advantages(cfg.algo.advantage, rewards)  # [G, n]
+    rollouts = [ro for g in groups for ro in g.responses]
+    rows = [(g.prompt_ids, ro.response_ids) for g in groups for ro in g.responses]
+    packed = pack(rows, pad_id)
+    for i, ro in enumerate(rollouts):  # tool rollouts: observation tokens are context, never trained
+        loss_mask = (getattr(ro, "meta", None) or {}).get("loss_mask")
+        if loss_mask is not None:
+            start = len(rows[i][0])
+            keep = torch.tensor(loss_mask, dtype=packed["response_mask"].dtype)  # [R_i]
+            packed["response_mask"][i, start : start + len(keep)] *= keep
+    if cfg.algo.mask_truncated:  # overlong filtering: truncated responses do not train
+        packed["response_mask"][torch.tensor([ro.truncated for ro in rollouts], dtype=torch.bool)] = 0.0
+    sampler = torch.zeros_like(packed["response_mask"])  # [B, T]
+    for i, ro in enumerate(rollouts):
+        start = len(rows[i][0])
+        sampler[i, start : start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=sampler.dtype)
+    return TrainBatch(
+        input_ids=packed["input_ids"].to(device),
+        attention_mask=packed["attention_mask"].to(device),
+        response_mask=packed["response_mask"].to(device),
+        rewards=rewards.reshape(-1).to(device),
+        advantages=adv.reshape(-1).to(device),
+        lengths=[len(p) + len(r) for p, r in rows],
+        prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
+        group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
+        rollout_log_prob=sampler.to(device),
+    )
+
+
+def group_rows(groups: list[Group], owned: list[int]) -> list[int]:
+    """Row indices (in the packed batch of all groups) of the groups in ``owned``."""
+    starts = [0]
+    for g in groups:
+        starts.append(starts[-1] + len(g.responses))
+    return [i for gi in owned for i in range(starts[gi], starts[gi + 1])]

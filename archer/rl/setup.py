@@ -28,7 +28,7 @@ from archer.data.schema import Problem
 from archer.errors import ConfigError
 from archer.models import checkpoint as ckpt
 from archer.models.loader import PolicyOptions, is_lora, load_policy, prepare_policy, unwrap
-from archer.rl.step import needs_reference
+from archer.rl.settings import needs_reference
 from archer.sft.train import train_sft
 from archer.tasks.problems import observation_pattern, sft_examples, tokenizer_texts
 

@@ -1,79 +1,286 @@
-"""The stages of one RL step, each a function over typed data that returns its own metrics.
+"""One RL step as its stages, each a function over typed values that returns its own metrics.
 
-generate -> score -> shape -> filter -> advantages -> old/reference log-probs -> update -> schedule
+    draw -> generate -> score -> shape  (one round; :func:`rollout_round`)
+    filter (DAPO dynamic sampling over rounds) -> advantages (a frozen :class:`TrainBatch`)
+    -> old / reference log-probs -> update (``ppo_epochs`` x ``mini_batches`` AdamW steps) -> engine sync
 
-- :func:`sampling_params` / generation (``RLRun.generate``) give ``[P][n]`` rollouts per round;
-- :func:`score_round` scores them with the verifier scorer (a broken verifier is reward 0) and
-  :func:`shape_reward` adds DAPO's soft overlong punishment (Yu et al. 2025, arXiv 2503.14476, eq. 13);
-  a round is a :class:`Round` (its groups plus what the step metrics need);
-- :func:`archer.rl.batch.collect_groups` is the dynamic-sampling filter over rounds;
-- :func:`build_batch` computes group advantages and packs the kept groups into a :class:`TrainBatch`;
-- :func:`round_metrics` turns the rounds of a step into its rollout metrics.
+:func:`run_step` is the step written out in that order. The run's state (policy, engine, optimizer,
+data order) is an :class:`archer.rl.run.RLRun`; what the config implies for a step (response budget,
+sampling seeds, schedule) is in :mod:`archer.rl.settings`; the metrics are in :mod:`archer.rl.metrics`.
 
-The old and reference log-probs and the update are methods of ``archer.rl.loop.RLRun`` (they need the
-model, the world and the precision), each filling a field of the :class:`TrainBatch`.
+- score: the verifier scorer (a broken verifier is reward 0 with its reason);
+- shape: DAPO's soft overlong punishment (Yu et al. 2025, arXiv 2503.14476, eq. 13) and
+  R1-Code-Interpreter's format and turn terms for tool rollouts;
+- filter: :func:`archer.rl.batch.collect_groups` (zero-variance groups dropped, more rounds generated
+  until ``rollout.batch_size`` groups carry signal or ``max_gen_batches`` rounds were generated);
+- old log-probs: the sampler's own when the rollout is exactly on-policy, else recomputed.
 """
 
 from __future__ import annotations
 
-import zlib
+import dataclasses
+import time
+import warnings
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from archer.algo.advantages import compute_advantages
-from archer.algo.losses import POLICY_LOSSES
 from archer.config import Config
-from archer.data.curriculum import Curriculum, length_stages
-from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
-from archer.rewards.reward_model import rm_metrics
+from archer.models.loader import unwrap
 from archer.rewards.shaping import overlong_penalty
-from archer.rewards.tool_reward import tool_metrics
-from archer.rl.batch import CollectStats, Group, pack
-from archer.rollout.base import SamplingParams
+from archer.rewards.tool_reward import tool_terms
+from archer.rewards.types import safe_score
+from archer.rl.batch import (
+    Group,
+    Round,
+    TrainBatch,
+    build_batch,
+    collect_groups,
+    group_rows,
+    micro_batches,
+    split_mini_batches,
+)
+from archer.rl.metrics import entropy_measure, mean_update_metrics, mismatch_metrics, round_metrics
+from archer.rl.run import RLRun
+from archer.rl.settings import needs_reference, response_budget, sampling_params
+from archer.rl.update import UpdateSettings, update_minibatch
+from archer.rollout.base import shares_policy
+
+# ------------------------------------------------------------------------------- the step
 
 
-def max_new_tokens_at(cfg: Config, step: int) -> int:
-    """The length curriculum: the last stage whose start step is <= ``step`` (default max_new_tokens);
-    ``rollout.length_stages`` is one instance of :mod:`archer.data.curriculum`."""
+def run_step(run: RLRun) -> dict[str, Any]:
+    """One RL step (the stages below, in order); returns the step's metrics."""
+    cfg = run.cfg
+    t_start = time.time()
+    stage = run.stage(run.step)
+    max_new = stage.max_new_tokens
+    rounds: list[Round] = []
 
-    return (
-        Curriculum(length_stages(cfg.rollout.length_stages), cfg.rollout.max_new_tokens)
-        .at(step)
-        .max_new_tokens
+    def one_round(i: int) -> list[Group]:
+        rounds.append(rollout_round(run, i, max_new))
+        return rounds[-1].groups
+
+    groups, stats = collect_groups(  # filter: DAPO dynamic sampling
+        one_round,
+        cfg.rollout.batch_size,
+        cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
+        cfg.algo.filter_zero_variance,
     )
+    m = round_metrics(rounds, stats, max_new)
+    m.update(
+        {
+            "data/removed_prompts": len(run.sampler.removed),
+            "data/epoch": run.sampler.epoch,
+            "data/curriculum_pool": len(stage.pool) if stage.pool is not None else len(run.train_ids),
+            "optim/lr": run.scheduler.get_last_lr()[0],
+        }
+    )
+    t_train = time.time()
+    if groups:
+        m.update(train_on(run, groups, response_budget(cfg, max_new)))
+    else:
+        m["update/skipped_no_signal"] = 1
+    with warnings.catch_warnings():  # a step with no update still advances the schedule
+        warnings.simplefilter("ignore", UserWarning)
+        run.scheduler.step()
+    m["time/train"] = time.time() - t_train
+    m["time/step"] = time.time() - t_start
+    m.update(getattr(run.engine, "metrics", dict)())  # weight version, sync time, staleness, ...
+    m.update(_sample(run, rounds))
+    return m
 
 
-def needs_reference(cfg: Config) -> bool:
-    """A reference model is needed only when a KL coefficient of the loss (registry default or
-    ``algo.loss_params``) is > 0."""
+def rollout_round(run: RLRun, round_index: int, max_new: int) -> Round:
+    """One round: draw, generate, score and shape ``rollout.batch_size`` prompts' groups."""
+    prompts = draw(run)
+    t0 = time.time()
+    outs = generate(run, prompts, round_index, max_new)  # [P_rank][n]
+    t1 = time.time()
+    scored = score(run, prompts, outs)
+    groups, reasons = shape(run, prompts, scored, max_new)
+    return Round(prompts, groups, t1 - t0, time.time() - t1, reasons)
 
-    a = cfg.algo
-    params = POLICY_LOSSES[a.loss].resolve(a.loss, dict(a.loss_params))
-    return params["kl_coef"] > 0 or params.get("high_entropy_kl_coef", 0.0) > 0
+
+def train_on(run: RLRun, groups: list[Group], max_new: int) -> dict[str, Any]:
+    """Advantages, old and reference log-probs, the update and the engine sync, on the kept groups."""
+    batch = build_batch(run.cfg, groups, run.tokenizer.pad_token_id, run.world.device)  # advantages
+    # rows this rank trains: those of its groups (g % world == rank); all rows in one process
+    mine = group_rows(groups, run.world.owned(len(groups)))
+    batch = with_old_and_ref_logprobs(run, batch, mine)
+    out = update(run, batch, mine, max_new)
+    out.update(mismatch_metrics(batch, mine, run.world))
+    out.update(sync_engine(run))
+    return out
 
 
-def lr_lambda(cfg: Config) -> Callable[[int], float]:
-    """Linear warm-up, then constant / cosine / linear decay to ``min_lr_ratio``."""
-    o, total = cfg.optim, max(cfg.trainer.steps, 1)
+# ------------------------------------------------------------------------------- the stages
 
-    def fn(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        frac = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-        shape = (
-            0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item())
-            if o.schedule == "cosine"
-            else 1 - frac
-        )
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
 
-    return fn
+def draw(run: RLRun) -> list[int]:
+    """``rollout.batch_size`` prompt indices from the seeded data order, from the curriculum stage's
+    pool when it has one; the same on every rank."""
+    return run.sampler.next(run.cfg.rollout.batch_size, run.stage(run.step).pool)
+
+
+def generate(run: RLRun, prompts: list[int], round_index: int, max_new: int) -> list[list[Any]]:
+    """This rank's share of ``prompts``, ``rollout.n`` samples each, from the current policy (full
+    weights, compute precision, no gradients): ``[P_rank][n]`` rollouts."""
+    params = sampling_params(run.cfg, run.step, round_index, run.world.rank, max_new)
+    ids = [run.train_ids[i] for i in run.world.mine(prompts)]
+    with run.world.full_weights(run.token_scorer), run.precision(), torch.no_grad():
+        return run.engine.generate(ids, params)
+
+
+def score(run: RLRun, prompts: list[int], outs: list[list[Any]]) -> list[tuple[list[Any], list[Any]]]:
+    """Verifier results of this rank's rollouts, gathered from every rank in the global prompt order."""
+    mine = run.world.mine(prompts)
+    problems = [run.train_problems[i] for i, group in zip(mine, outs) for _ in group]
+    results = safe_score(run.scorer, [ro.text for group in outs for ro in group], problems)
+    n = run.cfg.rollout.n
+    return run.world.gather([(group, results[gi * n : (gi + 1) * n]) for gi, group in enumerate(outs)])
+
+
+def shape(
+    run: RLRun, prompts: list[int], scored: list[tuple[list[Any], list[Any]]], max_new: int
+) -> tuple[list[Group], Counter]:
+    """Groups with shaped rewards (every rank: all groups, global order); each group's accuracy feeds
+    the online removal of solved prompts."""
+    kinds = [run.train_problems[i].kind for i in prompts]
+    groups, reasons = make_groups(run.cfg, prompts, scored, response_budget(run.cfg, max_new), kinds)
+    for g in groups:
+        run.sampler.observe(g.prompt_index, g.accuracy)
+    return groups, reasons
+
+
+def with_old_and_ref_logprobs(run: RLRun, batch: TrainBatch, mine: list[int]) -> TrainBatch:
+    """The batch with the sampling policy's log-probs (the sampler's own when exactly on-policy, else
+    recomputed) and, when a KL term is on, the reference's (under LoRA: adapters disabled)."""
+    old = batch.rollout_log_prob if run.rollout_is_policy() else logprobs(run, run.token_scorer, batch, mine)
+    ref = None
+    if run.ref_scorer is not None:
+        ref = logprobs(run, run.ref_scorer, batch, mine)
+    elif needs_reference(run.cfg):  # LoRA: the reference is the base model, adapters disabled
+        with run.model.disable_adapter():
+            ref = logprobs(run, run.token_scorer, batch, mine)
+    return dataclasses.replace(batch, old_log_prob=old, ref_log_prob=ref)
+
+
+def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict[str, Any]:
+    """``trainer.ppo_epochs`` passes over ``trainer.mini_batches`` mini-batches, one AdamW step each
+    (micro-batches cut by ``trainer.micro_batch_tokens``); then the adaptive entropy controller."""
+    cfg, a, world = run.cfg, run.cfg.algo, run.world
+    mine_set = set(mine)
+    entropy_alpha = a.entropy_coef + (run.controller.alpha if run.controller is not None else 0.0)
+    settings = UpdateSettings(
+        loss=a.loss,
+        agg=a.agg,
+        loss_params=dict(a.loss_params),
+        entropy_coef=entropy_alpha,
+        pos_nll_coef=a.pos_nll_coef,
+        max_reward=float(batch.rewards.max()),
+        max_len=float(max_new),
+        grad_clip=cfg.optim.grad_clip,
+        temperature=cfg.rollout.temperature,
+        chunk_size=cfg.trainer.logprob_chunk_size,
+        tis_cap=a.tis_cap,
+    )
+    tensors = batch.tensors(with_rollout=a.tis_cap is not None)
+    run.token_scorer.train()
+    updates: list[dict[str, float]] = []
+    for _epoch in range(cfg.trainer.ppo_epochs):
+        # the global split (same generator state on every rank); each rank takes its rows of it
+        for mini in split_mini_batches(len(batch.lengths), cfg.trainer.mini_batches, run.update_gen):
+            mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
+            mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
+            with run.precision():
+                updates.append(
+                    update_minibatch(
+                        run.token_scorer,
+                        run.optimizer,
+                        tensors,
+                        [[mini[j] for j in m] for m in mb],
+                        settings,
+                        world,
+                    )
+                )
+    run.token_scorer.eval()
+    if run.controller is not None:
+        run.controller.update(entropy_measure(batch.old_log_prob, batch.response_mask, mine, world))
+    out = mean_update_metrics(updates)
+    out["update/optimizer_steps"] = sum(1 for u in updates if not u.get("skipped_nonfinite"))
+    out["update/skipped_nonfinite"] = sum(int(u.get("skipped_nonfinite", 0)) for u in updates)
+    out["update/rows"] = len(batch.lengths)
+    out["update/entropy_coef"] = entropy_alpha
+    out["advantage/abs_mean"] = float(batch.advantages.abs().mean())
+    return out
+
+
+def sync_engine(run: RLRun) -> dict[str, Any]:
+    """After an update: a rollout engine with its own copy of the weights gets the new ones (the
+    engine reports its sync time in its own metrics)."""
+    run.policy_version += 1
+    if not shares_policy(run.engine):
+        with run.world.full_weights(run.token_scorer):
+            run.engine.update_weights(unwrap(run.model))
+    return {}
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def logprobs(run: RLRun, scorer: Any, batch: TrainBatch, mine: list[int]) -> torch.Tensor:
+    """[B, T] log-probs of this rank's rows under ``scorer`` (0 elsewhere), without gradients."""
+    cfg = run.cfg
+    out = torch.zeros_like(batch.response_mask)  # [B, T]
+    parts = [
+        [mine[j] for j in mb]
+        for mb in micro_batches([batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens)
+    ]
+    parts = run.world.even_out(parts)  # collective forwards under FSDP: the same count on every rank
+    scorer.eval()
+    with torch.no_grad(), run.precision():
+        for mb in parts:
+            part = _rows(batch, mb or [0])
+            lp, _ = scorer(
+                part["input_ids"],
+                part["attention_mask"],
+                part["response_mask"],
+                temperature=cfg.rollout.temperature,
+                chunk_size=cfg.trainer.logprob_chunk_size,
+                with_entropy=False,
+                prompt_len=part["prompt_len"],
+                group=part["group"],
+            )
+            if mb:
+                out[mb, : lp.shape[1]] = lp
+    return out
+
+
+def _sample(run: RLRun, rounds: list[Round]) -> dict[str, Any]:
+    """One response of the step, for the log (the first group that has one)."""
+    first = next((g for r in rounds for g in r.groups if g.responses), None)
+    if first is None:
+        return {}
+    return {
+        "sample": {
+            "id": run.train_problems[first.prompt_index].id,
+            "prompt": run.tokenizer.decode(run.train_ids[first.prompt_index])[:500],
+            "response": first.responses[0].text[:300],
+            "reward": first.rewards[0],
+        }
+    }
+
+
+def _rows(batch: TrainBatch, rows: list[int]) -> dict[str, torch.Tensor]:
+    idx = torch.tensor(rows, dtype=torch.long)
+    width = int(batch.attention_mask[idx].sum(-1).max())
+    out = {k: getattr(batch, k)[idx][:, :width] for k in ("input_ids", "attention_mask", "response_mask")}
+    return dict(out, prompt_len=batch.prompt_len[idx], group=batch.group[idx])
+
+
+# ------------------------------------------------------------------------------- shaping
 
 
 def overlong_shaping(length: int, max_len: int, buffer: int) -> float:
@@ -98,37 +305,8 @@ def shape_reward(
         reward += cfg.algo.overlong_penalty * overlong_shaping(length, max_new, cfg.algo.overlong_buffer)
     rw = cfg.reward
     if meta and (rw.tool_format_weight or rw.tool_turn_penalty):
-        from archer.rewards.tool_reward import tool_terms
-
         reward += tool_terms(meta, kind, rw.tool_format_weight, rw.tool_turn_penalty, rw.tool_turn_limit)
     return reward
-
-
-def sampling_params(cfg: Config, step: int, round_index: int, rank: int, max_new: int) -> Any:
-    """The rollout sampling settings of one round (a distinct seed per step, round and rank)."""
-
-    r = cfg.rollout
-    seed = cfg.trainer.seed * 1_000_003 + step * 101 + round_index + (rank << 40)
-    return SamplingParams(
-        n=r.n,
-        temperature=r.temperature,
-        top_p=r.top_p,
-        top_k=r.top_k,
-        max_new_tokens=max_new,
-        stop=tuple(r.stop),
-        seed=seed,
-    )
-
-
-@dataclass
-class Round:
-    """One generation round of a step: the scored groups (global prompt order) and its costs."""
-
-    prompts: list[int]  # global prompt indices drawn for this round
-    groups: list[Group]
-    seconds_generate: float = 0.0
-    seconds_reward: float = 0.0
-    failure_reasons: Counter = field(default_factory=Counter)
 
 
 def make_groups(
@@ -159,147 +337,3 @@ def make_groups(
             )
         )
     return groups, reasons
-
-
-def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dict[str, Any]:
-    """Rollout metrics of a step over every round's groups (kept or not)."""
-    groups = [g for r in rounds for g in r.groups]
-    rewards = [x for g in groups for x in g.rewards]
-    correct = [x for g in groups for x in g.correct]
-    lengths = [len(ro.response_ids) for g in groups for ro in g.responses]
-    truncated = [bool(ro.truncated) for g in groups for ro in g.responses]
-    n = max(len(rewards), 1)
-    prompts = [p for r in rounds for p in r.prompts]
-    m: dict[str, Any] = {
-        "reward/mean": sum(rewards) / n,
-        "reward/accuracy": sum(correct) / n,
-        "response/length_mean": sum(lengths) / n,
-        "response/length_max": max(lengths, default=0),
-        "response/truncation_rate": sum(truncated) / n,
-        # distinct responses per group (1 = every sample differs): the diversity that entropy collapse removes
-        "rollout/distinct_frac": (
-            sum(len({ro.text for ro in g.responses}) / len(g.responses) for g in groups if g.responses)
-            / max(sum(1 for g in groups if g.responses), 1)
-        ),
-        "rollout/max_new_tokens": max_new,
-        "filter/rounds": stats.rounds,
-        "filter/kept_groups": stats.kept_groups,
-        "filter/zero_variance_groups": stats.zero_variance_groups,
-        "filter/short_batch": int(stats.short),
-        # identifies the prompts of this step: a resumed run must reproduce it step for step
-        "data/prompt_hash": zlib.crc32(",".join(map(str, prompts)).encode()),
-        "time/generate": sum(r.seconds_generate for r in rounds),
-        "time/reward": sum(r.seconds_reward for r in rounds),
-    }
-    m.update(code_metrics(groups))
-    if "code/tests_passed_frac" in m:
-        # the sandbox's wall time: each round's code responses run as one sandbox batch (batch_seconds);
-        # with Ray reward workers the chunks run apart, and their longest is the round's wall time
-        m["code/sandbox_seconds"] = sum(
-            max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
-        )
-
-    m.update(tool_metrics([ro for g in groups for ro in g.responses]))
-    m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
-    reasons = sum((r.failure_reasons for r in rounds), Counter())
-    if reasons:
-        m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
-    return m
-
-
-def code_metrics(groups: list[Group]) -> dict[str, float]:
-    """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
-    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses
-    (:func:`round_metrics` adds ``code/sandbox_seconds``, the sandbox's wall time in the step)."""
-    infos = [i for g in groups for i in g.infos if is_code_info(i)]
-    if not infos:
-        return {}
-    fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
-    mix = Counter(code_outcome(i) for i in infos)
-    out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
-    out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
-    return out
-
-
-@dataclass
-class TrainBatch:
-    """The kept groups of a step packed for training (row ``i`` is response ``i % n`` of group ``i // n``)."""
-
-    input_ids: torch.Tensor  # [B, T] prompt + response, right-padded
-    attention_mask: torch.Tensor  # [B, T]
-    response_mask: torch.Tensor  # [B, T] 1 on trained response tokens (t is predicted from t-1)
-    rewards: torch.Tensor  # [B] shaped rewards
-    advantages: torch.Tensor  # [B]
-    lengths: list[int]  # [B] prompt + response tokens
-    prompt_len: torch.Tensor  # [B] prompt tokens of each row
-    group: torch.Tensor  # [B] the row's group: rows of a group share their prompt (one forward for it)
-    rollout_log_prob: torch.Tensor  # [B, T] the sampler's log-probs (0 off the response)
-    old_log_prob: torch.Tensor | None = None  # [B, T] the sampling policy's, recomputed or reused
-    ref_log_prob: torch.Tensor | None = None  # [B, T] the KL reference's
-
-    def tensors(self, with_rollout: bool) -> dict[str, torch.Tensor]:
-        """The dict :func:`archer.rl.update.update_minibatch` slices."""
-        out = {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "response_mask": self.response_mask,
-            "rewards": self.rewards,
-            "advantages": self.advantages,
-            "prompt_len": self.prompt_len,
-            "group": self.group,
-        }
-        for name in ("old_log_prob", "ref_log_prob") + (("rollout_log_prob",) if with_rollout else ()):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
-
-
-def build_batch(cfg: Config, groups: list[Group], pad_id: int, device: torch.device) -> TrainBatch:
-    """Group advantages (``algo.advantage``) and the packed rows of the kept groups."""
-
-    rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)  # [G, n]
-    adv = compute_advantages(cfg.algo.advantage, rewards)  # [G, n]
-    rollouts = [ro for g in groups for ro in g.responses]
-    rows = [(g.prompt_ids, ro.response_ids) for g in groups for ro in g.responses]
-    packed = pack(rows, pad_id)
-    for i, ro in enumerate(rollouts):  # tool rollouts: observation tokens are context, never trained
-        loss_mask = (getattr(ro, "meta", None) or {}).get("loss_mask")
-        if loss_mask is not None:
-            start = len(rows[i][0])
-            keep = torch.tensor(loss_mask, dtype=packed["response_mask"].dtype)  # [R_i]
-            packed["response_mask"][i, start : start + len(keep)] *= keep
-    if cfg.algo.mask_truncated:  # overlong filtering: truncated responses do not train
-        packed["response_mask"][torch.tensor([ro.truncated for ro in rollouts], dtype=torch.bool)] = 0.0
-    sampler = torch.zeros_like(packed["response_mask"])  # [B, T]
-    for i, ro in enumerate(rollouts):
-        start = len(rows[i][0])
-        sampler[i, start : start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=sampler.dtype)
-    return TrainBatch(
-        input_ids=packed["input_ids"].to(device),
-        attention_mask=packed["attention_mask"].to(device),
-        response_mask=packed["response_mask"].to(device),
-        rewards=rewards.reshape(-1).to(device),
-        advantages=adv.reshape(-1).to(device),
-        lengths=[len(p) + len(r) for p, r in rows],
-        prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
-        group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
-        rollout_log_prob=sampler.to(device),
-    )
-
-
-def group_rows(groups: list[Group], owned: list[int]) -> list[int]:
-    """Row indices (in the packed batch of all groups) of the groups in ``owned``."""
-    starts = [0]
-    for g in groups:
-        starts.append(starts[-1] + len(g.responses))
-    return [i for gi in owned for i in range(starts[gi], starts[gi + 1])]
-
-
-def mean_update_metrics(updates: list[dict[str, float]]) -> dict[str, float]:
-    """``actor/*`` metrics: the mean over a step's optimizer steps (``ratio_max``: the max)."""
-    keys = {k for u in updates for k in u if k != "skipped_nonfinite"}
-    out = {}
-    for k in sorted(keys):
-        vals = [u[k] for u in updates if k in u]
-        out[f"actor/{k}"] = max(vals) if k == "ratio_max" else sum(vals) / len(vals)
-    return out

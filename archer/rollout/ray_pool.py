@@ -258,7 +258,7 @@ class OneStepOffPolicy:
     :class:`RayRolloutPool`: while the trainer trains on step t, the actors already generate step t+1.
 
     After serving a training round, the wrapper asks ``predict(params)`` what the next training round
-    will request (the trainer's :meth:`archer.rl.loop.RLRun.predict_next_round`: the sampler's next
+    will request (the trainer's :meth:`archer.rl.run.RLRun.predict_next_round`: the sampler's next
     draw, with round 0 of the next step's settings; None for a request that is not a training round,
     e.g. evaluation) and starts generating it on the actors at once, with the weights they hold. The
     trainer's update and the weight push that follows run meanwhile; the push waits on the actors for

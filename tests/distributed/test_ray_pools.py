@@ -299,7 +299,7 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     from archer.config import load_config
     from archer.errors import ConfigError
     from archer.rewards import registry
-    from archer.rl import loop as rl
+    from archer.rl import run as rl
 
     def parity(responses, problems, **_):
         return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]

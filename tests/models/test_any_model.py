@@ -213,13 +213,13 @@ def test_on_policy_rollout_logprobs_equal_the_recomputed_ones_and_are_reused(
 ):
     """With the HF engine on the float32 policy, the trainer's recomputed old log-probs equal the
     sampler's (so reusing them, the default, saves a forward without changing the update)."""
-    from archer.rl import loop as rl
+    from archer.rl import step
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
     model_dir = _save("qwen2", tokenizer, tmp_path / "base")
     calls = []
-    original = rl.RLRun.logprobs
-    monkeypatch.setattr(rl.RLRun, "logprobs", lambda self, *a: calls.append(1) or original(self, *a))
+    original = step.logprobs
+    monkeypatch.setattr(step, "logprobs", lambda *a: calls.append(1) or original(*a))
     extra = ["algo.loss_params={kl_coef: 0.0}", "trainer.save_every=0", "trainer.save_final=false"]
     recomputed = _run(tmp_path / "a", model_dir, extra + ["trainer.reuse_rollout_logprobs=false"])
     trained = [h for h in recomputed["history"] if "actor/grad_norm" in h]

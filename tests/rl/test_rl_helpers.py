@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from archer.config import load_config
-from archer.rl.loop import lr_lambda, max_new_tokens_at, needs_reference, overlong_shaping
+from archer.rl.settings import lr_lambda, max_new_tokens_at, needs_reference
+from archer.rl.step import overlong_shaping
 
 
 def test_length_curriculum_stages():
@@ -66,8 +67,8 @@ def test_overlong_shaping(length, expected):
 def test_round_metrics_distinct_response_fraction():
     from types import SimpleNamespace
 
-    from archer.rl.batch import CollectStats, Group
-    from archer.rl.step import Round, round_metrics
+    from archer.rl.batch import CollectStats, Group, Round
+    from archer.rl.metrics import round_metrics
 
     def ro(text):
         return SimpleNamespace(text=text, response_ids=[1] * len(text), truncated=False)
@@ -83,7 +84,7 @@ def test_round_metrics_distinct_response_fraction():
 
 def test_code_metrics_pass_fraction_and_outcome_mix():
     from archer.rl.batch import Group
-    from archer.rl.step import code_metrics
+    from archer.rl.metrics import code_metrics
 
     infos = [
         {"passed": 3, "total": 3, "verdicts": ["ok"] * 3},
@@ -107,8 +108,8 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
 def test_sandbox_seconds_add_each_rounds_batch_time():
     from types import SimpleNamespace
 
-    from archer.rl.batch import CollectStats, Group
-    from archer.rl.step import Round, round_metrics
+    from archer.rl.batch import CollectStats, Group, Round
+    from archer.rl.metrics import round_metrics
 
     ro = SimpleNamespace(text="t", response_ids=[1], truncated=False)
 

@@ -10,8 +10,8 @@ import torch
 
 from archer.config import load_config
 from archer.rewards.tool_reward import format_ok, tool_metrics, tool_terms
-from archer.rl.batch import Group
-from archer.rl.step import build_batch, make_groups, shape_reward
+from archer.rl.batch import Group, build_batch
+from archer.rl.step import make_groups, shape_reward
 from archer.rl.update import TokenScorer, UpdateSettings, update_minibatch
 from archer.rollout.base import Rollout
 
@@ -194,7 +194,7 @@ def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, 
 
 
 def test_response_budget_of_a_tool_rollout_spans_its_turns():
-    from archer.rl.loop import response_budget
+    from archer.rl.settings import response_budget
 
     assert response_budget(load_config("tiny_interpreter"), 32) == 32 * 3  # max_turns 3
     assert response_budget(load_config("tiny_math"), 32) == 32

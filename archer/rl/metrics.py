@@ -1,0 +1,105 @@
+"""A step's metrics: rollouts (rewards, lengths, filtering, code outcomes, tools, reward model),
+the update (means over optimizer steps), the sampler/trainer log-prob gap and the entropy measure."""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from typing import Any
+
+import torch
+
+from archer.distributed.world import World
+from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
+from archer.rewards.reward_model import rm_metrics
+from archer.rewards.tool_reward import tool_metrics
+from archer.rl.batch import CollectStats, Group, Round, TrainBatch
+
+
+def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dict[str, Any]:
+    """Rollout metrics of a step over every round's groups (kept or not)."""
+    groups = [g for r in rounds for g in r.groups]
+    rewards = [x for g in groups for x in g.rewards]
+    correct = [x for g in groups for x in g.correct]
+    lengths = [len(ro.response_ids) for g in groups for ro in g.responses]
+    truncated = [bool(ro.truncated) for g in groups for ro in g.responses]
+    n = max(len(rewards), 1)
+    prompts = [p for r in rounds for p in r.prompts]
+    m: dict[str, Any] = {
+        "reward/mean": sum(rewards) / n,
+        "reward/accuracy": sum(correct) / n,
+        "response/length_mean": sum(lengths) / n,
+        "response/length_max": max(lengths, default=0),
+        "response/truncation_rate": sum(truncated) / n,
+        # distinct responses per group (1 = every sample differs): the diversity that entropy collapse removes
+        "rollout/distinct_frac": (
+            sum(len({ro.text for ro in g.responses}) / len(g.responses) for g in groups if g.responses)
+            / max(sum(1 for g in groups if g.responses), 1)
+        ),
+        "rollout/max_new_tokens": max_new,
+        "filter/rounds": stats.rounds,
+        "filter/kept_groups": stats.kept_groups,
+        "filter/zero_variance_groups": stats.zero_variance_groups,
+        "filter/short_batch": int(stats.short),
+        # identifies the prompts of this step: a resumed run must reproduce it step for step
+        "data/prompt_hash": zlib.crc32(",".join(map(str, prompts)).encode()),
+        "time/generate": sum(r.seconds_generate for r in rounds),
+        "time/reward": sum(r.seconds_reward for r in rounds),
+    }
+    m.update(code_metrics(groups))
+    if "code/tests_passed_frac" in m:
+        # the sandbox's wall time: each round's code responses run as one sandbox batch (batch_seconds);
+        # with Ray reward workers the chunks run apart, and their longest is the round's wall time
+        m["code/sandbox_seconds"] = sum(
+            max((i.get("batch_seconds", 0.0) for g in r.groups for i in g.infos), default=0.0) for r in rounds
+        )
+
+    m.update(tool_metrics([ro for g in groups for ro in g.responses]))
+    m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
+    reasons = sum((r.failure_reasons for r in rounds), Counter())
+    if reasons:
+        m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+    return m
+
+
+def code_metrics(groups: list[Group]) -> dict[str, float]:
+    """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
+    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses
+    (:func:`round_metrics` adds ``code/sandbox_seconds``, the sandbox's wall time in the step)."""
+    infos = [i for g in groups for i in g.infos if is_code_info(i)]
+    if not infos:
+        return {}
+    fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
+    mix = Counter(code_outcome(i) for i in infos)
+    out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
+    out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
+    return out
+
+
+def mean_update_metrics(updates: list[dict[str, float]]) -> dict[str, float]:
+    """``actor/*`` metrics: the mean over a step's optimizer steps (``ratio_max``: the max)."""
+    keys = {k for u in updates for k in u if k != "skipped_nonfinite"}
+    out = {}
+    for k in sorted(keys):
+        vals = [u[k] for u in updates if k in u]
+        out[f"actor/{k}"] = max(vals) if k == "ratio_max" else sum(vals) / len(vals)
+    return out
+
+
+def entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], world: World) -> float:
+    """``-mean(old_log_prob)`` over the trained tokens of every rank's own rows (the controller's input)."""
+    m = mask[rows] != 0  # [R, T]
+    total = world.sum(float(-(old[rows][m]).double().sum()) if rows else 0.0)
+    count = world.sum(float(m.sum()) if rows else 0.0)
+    return total / count if count > 0 else 0.0
+
+
+def mismatch_metrics(batch: TrainBatch, rows: list[int], world: World) -> dict[str, float]:
+    """|sampler - trainer| log-prob gap over the trained tokens (0 when the sampler's are reused)."""
+    m = batch.response_mask[rows] != 0  # [R, T]
+    diff = (batch.rollout_log_prob[rows] - batch.old_log_prob[rows]).abs()[m].double()  # [N]
+    count = world.sum(float(diff.numel()))
+    return {
+        "rollout/logprob_diff_mean": world.sum(float(diff.sum())) / max(count, 1.0),
+        "rollout/logprob_diff_max": world.max_float(float(diff.max()) if diff.numel() else 0.0),
+    }
