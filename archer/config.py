@@ -30,6 +30,7 @@ from archer.algo import AGG_MODES, advantage_names, policy_loss_names
 from archer.algo.losses import POLICY_LOSSES
 from archer.data.curriculum import CURRICULA
 from archer.data.schema import KINDS
+from archer.distributed.nccl import NCCLConfig
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
@@ -44,6 +45,12 @@ RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 MOVED_KEYS = {
     "algo.kl_coef": "algo.loss_params.kl_coef",
     "algo.kl_estimator": "algo.loss_params.kl_estimator",
+    "eval.num_problems": "data.num_eval (the held-out problems a run evaluates on)",
+    "logging.tensorboard": "logging.sinks (e.g. logging.sinks=[tensorboard, wandb]; [] for none)",
+    "logging.wandb": "logging.sinks (e.g. logging.sinks=[tensorboard, wandb]; [] for none)",
+    "logging.log_samples": "metrics.jsonl (each step's 'sample' holds one response)",
+    "resources.nccl": "nccl (a top-level section)",
+    "cluster": "nccl (a top-level section; the cluster itself is started with `archer cluster`)",
 }
 _BACKENDS = ("local", "ray")
 _DIST_BACKENDS = ("auto", "gloo", "nccl")
@@ -184,7 +191,9 @@ class AlgoConfig:
 
     loss: str = "aspo"
     advantage: str = "grpo"
-    agg: str = "token-mean"
+    # loss aggregation (archer.algo.aggregation); null: the loss's own default from the registry (its
+    # paper's: seq-mean-token-mean for gspo, token-mean otherwise), resolved at load time
+    agg: str | None = None
     loss_params: dict[str, Any] = field(default_factory=dict)
     filter_zero_variance: bool = True
     # KL to the reference is a loss parameter (loss_params.kl_coef / kl_estimator / high_entropy_kl_coef,
@@ -288,7 +297,6 @@ class EvalConfig:
     enabled: bool = True
     n: int = 8
     ks: list[int] = field(default_factory=lambda: [1, 8])
-    num_problems: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
@@ -319,24 +327,21 @@ class ResourcesConfig:
 
 @dataclass
 class LoggingConfig:
-    """Run-directory outputs and sinks. ``metrics.jsonl``, ``plots/`` and ``samples.jsonl`` are always
-    written; ``sinks`` adds optional loggers of ``archer.tracking.sinks.SINKS`` (``tensorboard``,
-    ``wandb``, ``mlflow``, ``trackio``), each an extra (``pip install 'archer[NAME]'``); one that is not
-    installed is reported once with that hint and skipped. ``tensorboard``/``wandb`` booleans are the
-    older spelling of the same choice (``tensorboard`` is on when installed)."""
+    """Run-directory outputs and sinks. ``metrics.jsonl`` (one object per step, with one sample
+    response) and ``plots/`` are always written; ``sinks`` are the optional loggers of
+    ``archer.tracking.sinks.SINKS`` (``tensorboard``, ``wandb``, ``mlflow``, ``trackio``), each an
+    extra (``pip install 'archer[NAME]'``); one that is not installed is reported once with that hint
+    and skipped."""
 
     out_dir: str = "runs"
     run_name: str | None = None
-    sinks: list[str] = field(default_factory=list)
-    tensorboard: bool = True
-    wandb: bool = False
+    sinks: list[str] = field(default_factory=lambda: ["tensorboard"])
     wandb_project: str = "archer"
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "archer"
     trackio_project: str = "archer"
     plots: bool = True
     progress: bool = True
-    log_samples: int = 2
 
 
 @dataclass
@@ -353,6 +358,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # NCCL environment of every rank and Ray worker (archer.distributed.nccl; ignored on CPU / gloo)
+    nccl: NCCLConfig = field(default_factory=NCCLConfig)
     recipe: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,7 +388,10 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own checks (NCCLConfig)
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:
@@ -582,6 +592,8 @@ def _check_algo(a: AlgoConfig) -> None:
     """``algo.*``: registry names, loss parameters, coefficients."""
     _one_of(a.loss, policy_loss_names(), "algo.loss")
     _one_of(a.advantage, advantage_names(), "algo.advantage")
+    if a.agg is None:  # one home: the registry entry of the loss
+        a.agg = POLICY_LOSSES[a.loss].resolve(a.loss, {})["agg"]
     _one_of(a.agg, tuple(AGG_MODES), "algo.agg")
     _check_loss_params(a.loss, a.loss_params)
     for name in ("entropy_coef", "entropy_delta", "entropy_max_coef", "pos_nll_coef", "overlong_penalty"):
@@ -631,7 +643,6 @@ def _check_eval(e: EvalConfig) -> None:
     _check(len(e.ks) > 0, "eval.ks", "must not be empty")
     for i, k in enumerate(e.ks):
         _check(1 <= k <= e.n, f"eval.ks[{i}]", f"must be in [1, eval.n={e.n}]")
-    _check(e.num_problems >= 0, "eval.num_problems", "must be >= 0")
     _check(e.temperature > 0, "eval.temperature", "must be > 0")
     _check(e.every >= 0, "eval.every", "must be >= 0")
 

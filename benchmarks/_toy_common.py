@@ -42,7 +42,7 @@ QUICK_OVERRIDES = [
     "model.sft_examples=300",
     "model.sft_epochs=1",
     "data.num_eval=16",
-    "eval.num_problems=16",
+    "data.num_eval=16",
     "eval.n=4",
     "eval.ks=[1,4]",
 ]
@@ -54,7 +54,7 @@ QUICK_OVERRIDES = [
 # rollouts) comes from the recipe, so the benchmarks compare on the run that `archer train` makes.
 BENCH_OVERRIDES = [
     "logging.progress=false",
-    "logging.tensorboard=false",
+    "logging.sinks=[]",
     "logging.plots=false",
     "trainer.save_every=0",
     "trainer.save_final=false",
@@ -109,11 +109,11 @@ def load_policy(path: Path) -> tuple[Any, Any]:
 
 
 def problems(cfg: Any) -> tuple[list[Any], list[Any]]:
-    """(train, held-out eval) problems of the recipe; eval cut to ``eval.num_problems``."""
+    """(train, held-out eval) problems of the recipe (``data.num_eval`` held-out ones)."""
     from archer.tasks.problems import load_problems
 
     train, evals = load_problems(cfg)
-    return train, evals[: cfg.eval.num_problems]
+    return train, evals
 
 
 def evaluate_model(model: Any, tokenizer: Any, eval_problems: list[Any], cfg: Any, seed: int = 1234) -> dict:

@@ -156,10 +156,10 @@ def rl_run(
         "trainer.save_every=1000",
         "eval.n=4",
         "eval.ks=[1, 4]",
-        f"eval.num_problems={args.eval_problems}",
+        f"data.num_eval={args.eval_problems}",
         "logging.progress=false",
         "logging.plots=false",
-        "logging.tensorboard=false",
+        "logging.sinks=[]",
         *extra,
     ]
     log(f"RL ({name}): {' '.join(extra) or 'rule reward'}")

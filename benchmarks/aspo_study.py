@@ -103,7 +103,7 @@ QUICK = [
     "data.generator={operands: 3, max_value: 9}",
     "rollout.n=4",
     "rollout.max_gen_batches=4",
-    "eval.num_problems=8",
+    "data.num_eval=8",
 ]
 # ------------------------------------------------------------------------------------- scoring
 
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         f"trainer.mini_batches={a.mini_batches}",
         f"rollout.batch_size={batch}",
         f"eval.every={every}",
-        "eval.num_problems=32",
+        "data.num_eval=32",
     ]
     if a.quick:
         base += QUICK

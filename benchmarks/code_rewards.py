@@ -61,7 +61,7 @@ QUICK = [
     "rollout.n=4",
     "rollout.max_gen_batches=1",
     "data.num_eval=8",
-    "eval.num_problems=8",
+    "data.num_eval=8",
     "eval.n=2",
     "eval.ks=[1,2]",
 ]

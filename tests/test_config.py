@@ -115,7 +115,7 @@ def test_apply_overrides_does_not_mutate_input():
         ("optim.betas=[0.9]", "optim.betas", []),
         ("rollout.top_p=1.5", "rollout.top_p", []),
         ("eval.ks=[1, 99]", "eval.ks[1]", []),
-        ("logging.tensorboard=maybe", "logging.tensorboard", ["true/false"]),
+        ("logging.plots=maybe", "logging.plots", ["true/false"]),
         ("resources.backend=slurm", "resources.backend", ["local", "ray"]),
         ("rollout.length_stages=[[5, 8], [2, 16]]", "rollout.length_stages[1]", ["increasing"]),
         ("algo.loss_params={clip_hi: 0.3}", "algo.loss_params", ["clip_hi", "clip_high"]),
@@ -174,3 +174,47 @@ def test_yaml_alias_bomb_recipe_and_override_are_refused_fast(tmp_path):
 def test_non_finite_numbers_are_refused(value):
     with pytest.raises(ConfigError, match="optim.lr: must be a finite number"):
         load_config("tiny_math", [f"optim.lr={value}"])
+
+
+def test_loss_aggregation_has_one_home_the_loss_registry():
+    """algo.agg unset takes the loss's own default (GSPO is sequence-level), so a recipe that names only
+    the loss trains the paper's objective; an explicit algo.agg still wins."""
+    from archer.algo.losses import POLICY_LOSSES
+    from archer.config import config_from_dict
+
+    for loss in POLICY_LOSSES:
+        cfg = config_from_dict({"algo": {"loss": loss}})
+        assert cfg.algo.agg == POLICY_LOSSES[loss].resolve(loss, {})["agg"], loss
+    assert config_from_dict({"algo": {"loss": "gspo"}}).algo.agg == "seq-mean-token-mean"
+    assert config_from_dict({"algo": {"loss": "gspo", "agg": "token-mean"}}).algo.agg == "token-mean"
+
+
+def test_nccl_section_loads_and_has_one_home(tmp_path):
+    from archer.config import config_from_dict
+    from archer.distributed.nccl import load_nccl_config
+
+    cfg = config_from_dict({"nccl": {"socket_ifname": "eth0", "ib_disable": True}})
+    assert cfg.nccl.to_env() == {"NCCL_SOCKET_IFNAME": "eth0", "NCCL_IB_DISABLE": "1"}
+    with pytest.raises(ConfigError, match="nccl"):
+        config_from_dict({"nccl": {"debug": "LOUD"}})
+    for old in ({"resources": {"nccl": {}}}, {"cluster": {"nccl": {}}}):
+        with pytest.raises(ConfigError, match="moved to nccl"):
+            config_from_dict(old)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("resources:\n  nccl: {debug: WARN}\n")
+    with pytest.raises(ValueError, match="top-level nccl"):
+        load_nccl_config(recipe)
+    recipe.write_text("nccl: {debug: WARN}\n")
+    assert load_nccl_config(recipe).to_env() == {"NCCL_DEBUG": "WARN"}
+
+
+def test_settings_that_moved_name_their_one_home():
+    from archer.config import config_from_dict
+
+    for section, key, home in (
+        ("eval", "num_problems", "data.num_eval"),
+        ("logging", "tensorboard", "logging.sinks"),
+        ("logging", "log_samples", "metrics.jsonl"),
+    ):
+        with pytest.raises(ConfigError, match=f"{section}.{key}: moved to {home}"):
+            config_from_dict({section: {key: 1}})

@@ -9,7 +9,8 @@ both built from one :class:`NCCLConfig`:
 - :func:`ray_runtime_env` gives ``{"env_vars": {...}}`` for ``ray.init(runtime_env=...)`` when joining
   a cluster that was started without them.
 
-Recipe section (YAML), looked up as ``cluster.nccl``, ``resources.nccl`` or top-level ``nccl``::
+Recipe section (YAML), the top-level ``nccl`` (``archer.config.Config.nccl``; the training ranks set
+it before joining their process group)::
 
     nccl:
       socket_ifname: eth0      # NCCL_SOCKET_IFNAME: interface(s) for bootstrap and sockets
@@ -124,7 +125,7 @@ def _parse_bool(value: str, name: str) -> bool:
 
 
 def load_nccl_config(path: str | Path | None) -> NCCLConfig:
-    """Read the NCCL section of a YAML recipe (``cluster.nccl``, ``resources.nccl`` or ``nccl``)."""
+    """Read the top-level ``nccl`` section of a YAML recipe (its one home)."""
     if path is None:
         return NCCLConfig()
     import yaml
@@ -135,7 +136,7 @@ def load_nccl_config(path: str | Path | None) -> NCCLConfig:
     for parent in ("cluster", "resources"):
         section = data.get(parent)
         if isinstance(section, dict) and "nccl" in section:
-            return NCCLConfig.from_dict(section["nccl"])
+            raise ValueError(f"{path}: {parent}.nccl moved to a top-level nccl section (one home per setting)")
     return NCCLConfig.from_dict(data.get("nccl"))
 
 

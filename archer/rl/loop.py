@@ -148,7 +148,8 @@ def _warn_not_passed(objects: dict[str, Any]) -> None:
 def _start(cfg: Config, run_dir: str | Path | None) -> tuple[World, Path]:
     """Join the process world, seed, and create the run directory (rank 0) with its ``config.yaml``."""
     device = resolve_device(cfg.trainer.device)
-    world = join_world(device, cfg.trainer.strategy, cfg.resources.dist_backend, cfg.resources.dist_timeout_s)
+    r = cfg.resources
+    world = join_world(device, cfg.trainer.strategy, r.dist_backend, r.dist_timeout_s, nccl=cfg.nccl)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.trainer.seed)
@@ -168,7 +169,7 @@ def _build_run(
         tp, ep = load_problems(cfg)
         train_problems = tp if train_problems is None else train_problems
         eval_problems = ep if eval_problems is None else eval_problems
-    eval_problems = eval_problems[: cfg.eval.num_problems] if cfg.eval.enabled else []
+    eval_problems = eval_problems if cfg.eval.enabled else []
     last = world.on_main(lambda: ckpt.latest_checkpoint(out) if resume else None)
     model, tokenizer = given["model"], given["tokenizer"]
     sft_info: dict[str, Any] = {}
@@ -216,9 +217,6 @@ def _metrics_logger(run: RLRun) -> MetricsLogger:
         run.run_dir,
         total_steps=run.cfg.trainer.steps,
         start_step=run.step,
-        tensorboard=lg.tensorboard,
-        wandb=lg.wandb,
-        wandb_project=lg.wandb_project,
         progress=lg.progress,
         config=run.cfg.to_dict(),  # the settings in force (e.g. tis_cap)
     )

@@ -6,8 +6,7 @@ step are dropped (those steps are redone). It and ``plots/`` (``archer.tracking.
 beyond the base install.
 
 Optional loggers form a registry, :data:`SINKS` (name -> :class:`Sink` factory), chosen by
-``logging.sinks`` (``[tensorboard, wandb, mlflow, trackio]``); ``logging.tensorboard`` (default on)
-and ``logging.wandb`` are the older spelling. Each is a pip extra: ``pip install 'archer[mlflow]'``.
+``logging.sinks`` (``[tensorboard, wandb, mlflow, trackio]``; default ``[tensorboard]``). Each is a pip extra: ``pip install 'archer[mlflow]'``.
 A sink whose package is missing is reported once with that install hint and skipped, never fatal;
 numeric metrics go to every open sink at the run's step. Settings: ``logging.wandb_project``,
 ``logging.mlflow_tracking_uri`` / ``mlflow_experiment`` (default: MLflow's own, ``./mlruns``),
@@ -185,16 +184,6 @@ def install_hint(name: str) -> str:
     return f"pip install 'archer[{extra}]'" if extra else "see its documentation"
 
 
-def selected_sinks(settings: dict[str, Any]) -> list[str]:
-    """``logging.sinks`` plus the older ``tensorboard``/``wandb`` flags, in order, without repeats."""
-    names = list(settings.get("sinks") or [])
-    if settings.get("tensorboard"):
-        names.append("tensorboard")
-    if settings.get("wandb"):
-        names.append("wandb")
-    return list(dict.fromkeys(names))
-
-
 class MetricsLogger:
     """Writes step metrics to every configured sink and drives the progress bar."""
 
@@ -204,14 +193,11 @@ class MetricsLogger:
         *,
         total_steps: int,
         start_step: int = 0,
-        tensorboard: bool = True,
-        wandb: bool = False,
-        wandb_project: str = "archer",
         progress: bool = True,
         config: dict[str, Any] | None = None,
         sinks: list[str] | None = None,
     ) -> None:
-        """``sinks`` defaults to ``config["logging"]`` (:func:`selected_sinks`), else the two flags."""
+        """``sinks`` defaults to ``config["logging"]["sinks"]`` (none without a config)."""
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         truncate_metrics(self.path, start_step)
@@ -219,9 +205,9 @@ class MetricsLogger:
         self.notes: list[str] = []
         config = config or {}
         settings = dict(config.get("logging") or {})
-        settings.setdefault("wandb_project", wandb_project)
+        settings.setdefault("wandb_project", "archer")
         if sinks is None:
-            sinks = selected_sinks(dict(settings, tensorboard=tensorboard, wandb=wandb))
+            sinks = list(dict.fromkeys(settings.get("sinks") or []))
         self.sinks: dict[str, Sink] = {}
         for name in sinks:
             self._open_sink(name, settings, config)

@@ -300,6 +300,7 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     from archer.errors import ConfigError
     from archer.rewards import registry
     from archer.rl import run as rl
+    from archer.rl.loop import train
 
     def parity(responses, problems, **_):
         return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
@@ -335,10 +336,10 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
             "optim.lr=1e-2",
             "eval.n=2",
             "eval.ks=[1, 2]",
-            "eval.num_problems=4",
+            "data.num_eval=4",
             "logging.progress=false",
             "logging.plots=false",
-            "logging.tensorboard=false",
+            "logging.sinks=[]",
             "resources.rollout_workers=1",
             "resources.rollout_cpus_per_worker=0.5",
             "trainer.steps=3",
@@ -352,7 +353,7 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         pool = runs[0].engine.pool if off_policy else runs[0].engine
         worker_versions.append(ray.get(pool.workers[0].get_version.remote()))
 
-    summary = rl.train(cfg, run_dir=tmp_path, on_step=on_step)
+    summary = train(cfg, run_dir=tmp_path, on_step=on_step)
     run = runs[0]
     try:
         assert summary["steps"] == 3 and run.cfg.algo.tis_cap == 2.0

@@ -54,7 +54,7 @@ RUN = [
     "eval.enabled=false",
     "logging.progress=false",
     "logging.plots=false",
-    "logging.tensorboard=false",
+    "logging.sinks=[]",
 ]
 
 

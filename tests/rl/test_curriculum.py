@@ -152,7 +152,7 @@ def test_potential_run_schedules_stages_and_resumes_with_the_same_data_order(tmp
         "data.potential_temperatures=[1.0]",
         "eval.enabled=false",
         "logging.plots=false",
-        "logging.tensorboard=false",
+        "logging.sinks=[]",
     ]
     ref = train(load_config("tiny_math", overrides), run_dir=tmp_path / "ref")
     # stage k of 4 draws from the top k quarters of the 40 prompts

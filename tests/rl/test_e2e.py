@@ -51,7 +51,7 @@ FAST = [
     "optim.lr=1e-2",
     "eval.n=2",
     "eval.ks=[1, 2]",
-    "eval.num_problems=4",
+    "data.num_eval=4",
     "logging.progress=false",
 ]
 
@@ -151,9 +151,9 @@ def test_kill9_then_resume_continues_with_same_data_order(tmp_path, parity_math)
     overrides = FAST + [
         "trainer.steps=5",
         "trainer.save_every=2",
-        "eval.num_problems=2",
+        "data.num_eval=2",
         "logging.plots=false",
-        "logging.tensorboard=false",
+        "logging.sinks=[]",
     ]
     reference = train(load_config("tiny_math", overrides), run_dir=tmp_path / "ref")
     ref_steps = {h["step"]: h for h in reference["history"]}
@@ -237,7 +237,7 @@ def test_broken_verifier_gives_zero_reward_and_the_run_continues(tmp_path, monke
             "model.sft_epochs=0",
             "eval.enabled=false",
             "logging.plots=false",
-            "logging.tensorboard=false",
+            "logging.sinks=[]",
         ],
     )
     summary = train(cfg, run_dir=tmp_path)
@@ -261,11 +261,11 @@ def test_cli_reports_config_errors(capsys):
 
 def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, parity_math, monkeypatch):
     """Injected NaNs reach the loss: every optimizer step of the run is skipped and logged."""
-    import archer.rl.step as step
+    import archer.rl.batch as batch
     from archer.rl.loop import train
 
-    real = step.compute_advantages
-    monkeypatch.setattr(step, "compute_advantages", lambda name, rewards: real(name, rewards) * float("nan"))
+    real = batch.compute_advantages
+    monkeypatch.setattr(batch, "compute_advantages", lambda name, rewards: real(name, rewards) * float("nan"))
     cfg = load_config(
         "tiny_math",
         FAST
@@ -274,7 +274,7 @@ def test_nan_advantages_in_the_loop_skip_updates_and_keep_weights(tmp_path, pari
             "model.sft_epochs=0",
             "eval.enabled=false",
             "logging.plots=false",
-            "logging.tensorboard=false",
+            "logging.sinks=[]",
         ],
     )
     summary = train(cfg, run_dir=tmp_path)

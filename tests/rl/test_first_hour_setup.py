@@ -138,7 +138,7 @@ def test_tiny_run_with_config_reward_chat_template_and_prompt_samples(tmp_path):
             "eval.enabled=false",
             "logging.progress=false",
             "logging.plots=false",
-            "logging.tensorboard=false",
+            "logging.sinks=[]",
             f"reward.function={fn}:reward",
             f"data.chat_template={template}",
             "rollout.dynamic_sampling=false",

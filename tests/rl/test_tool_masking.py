@@ -181,7 +181,7 @@ def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, 
         "rollout.tool_timeout_s=2",
         "trainer.steps=2",
         "logging.plots=false",
-        "logging.tensorboard=false",
+        "logging.sinks=[]",
     ]
     out = train(load_config("tiny_interpreter", overrides), run_dir=tmp_path / "run")
     assert out["steps"] == 2

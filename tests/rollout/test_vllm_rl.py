@@ -47,10 +47,10 @@ RUN = [
     "optim.lr=1e-2",
     "eval.n=4",
     "eval.ks=[1, 4]",
-    "eval.num_problems=16",
+    "data.num_eval=16",
     "logging.progress=false",
     "logging.plots=false",
-    "logging.tensorboard=false",
+    "logging.sinks=[]",
 ]
 
 

@@ -18,7 +18,6 @@ from archer.tracking.sinks import (
     mlflow_key,
     read_metrics,
     register_sink,
-    selected_sinks,
 )
 
 
@@ -44,7 +43,7 @@ def recorder(monkeypatch):
 
 def test_registered_sink_gets_numeric_metrics_at_the_step(tmp_path, recorder):
     config = {"recipe": "tiny_math", "logging": {"sinks": ["recorder"], "tensorboard": False}}
-    logger = MetricsLogger(tmp_path, total_steps=2, progress=False, tensorboard=False, config=config)
+    logger = MetricsLogger(tmp_path, total_steps=2, progress=False, config=config)
     logger.log(1, {"reward/mean": 0.5, "ok": True, "sample": {"prompt": "What is 2+2?"}, "bad": float("nan")})
     logger.close()
     assert recorder == [
@@ -59,9 +58,7 @@ def test_registered_sink_gets_numeric_metrics_at_the_step(tmp_path, recorder):
 def test_missing_sink_is_one_note_with_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     monkeypatch.setitem(sys.modules, "trackio", None)
-    logger = MetricsLogger(
-        tmp_path, total_steps=1, progress=False, tensorboard=False, sinks=["mlflow", "trackio"]
-    )
+    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, sinks=["mlflow", "trackio"])
     logger.log(1, {"x": 1.0})
     logger.close()
     assert len(logger.notes) == 2
@@ -75,7 +72,7 @@ def test_missing_sink_is_one_note_with_install_hint(tmp_path, monkeypatch):
 
 def test_tensorboard_missing_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    logger = MetricsLogger(tmp_path, total_steps=1, progress=False)  # tensorboard=True by default
+    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, sinks=["tensorboard"])
     logger.close()
     assert logger.notes and "pip install 'archer[tensorboard]'" in logger.notes[0]
 
@@ -94,9 +91,7 @@ def test_mlflow_sink_calls(tmp_path, monkeypatch):
         "logging": {"mlflow_tracking_uri": "file:///tmp/x", "mlflow_experiment": "exp"},
         "algo": {"loss": "aspo"},
     }
-    logger = MetricsLogger(
-        tmp_path, total_steps=1, progress=False, tensorboard=False, config=config, sinks=["mlflow"]
-    )
+    logger = MetricsLogger(tmp_path, total_steps=1, progress=False, config=config, sinks=["mlflow"])
     logger.log(3, {"eval/avg@8": 0.25})
     logger.close()
     assert calls[:3] == [("uri", "file:///tmp/x"), ("experiment", "exp"), ("start", tmp_path.name)]
@@ -116,7 +111,6 @@ def test_trackio_sink_calls(tmp_path, monkeypatch):
         tmp_path,
         total_steps=1,
         progress=False,
-        tensorboard=False,
         config={"logging": {"sinks": ["trackio"], "trackio_project": "proj"}},
     )
     logger.log(2, {"r": 1.0})
@@ -134,9 +128,7 @@ def test_sink_failing_mid_run_is_dropped(tmp_path, monkeypatch):
 
     register_sink("broken_test", Broken)
     try:
-        logger = MetricsLogger(
-            tmp_path, total_steps=2, progress=False, tensorboard=False, sinks=["broken_test"]
-        )
+        logger = MetricsLogger(tmp_path, total_steps=2, progress=False, sinks=["broken_test"])
         logger.log(1, {"x": 1.0})
         logger.log(2, {"x": 2.0})
         logger.close()
@@ -146,13 +138,12 @@ def test_sink_failing_mid_run_is_dropped(tmp_path, monkeypatch):
     assert [r["x"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1.0, 2.0]
 
 
-def test_selected_sinks_merges_old_flags():
-    assert selected_sinks({"sinks": ["mlflow", "tensorboard"], "tensorboard": True, "wandb": True}) == [
-        "mlflow",
-        "tensorboard",
-        "wandb",
-    ]
-    assert selected_sinks({"tensorboard": False}) == []
+def test_sinks_have_one_home():
+    """logging.tensorboard / logging.wandb were a second spelling of logging.sinks: now a clear error."""
+    assert load_config("tiny_math").logging.sinks == ["tensorboard"]
+    for key in ("logging.tensorboard=false", "logging.wandb=true"):
+        with pytest.raises(ConfigError, match="moved to logging.sinks"):
+            load_config("tiny_math", [key])
 
 
 def test_config_logging_sinks_validated():
