@@ -6,12 +6,12 @@ import pytest
 
 from archer.config import (
     Config,
-    ConfigError,
     apply_overrides,
     config_from_dict,
     load_config,
     recipe_names,
 )
+from archer.errors import ConfigError
 
 
 def test_bundled_recipes_exist():
@@ -218,3 +218,31 @@ def test_settings_that_moved_name_their_one_home():
     ):
         with pytest.raises(ConfigError, match=f"{section}.{key}: moved to {home}"):
             config_from_dict({section: {key: 1}})
+
+
+def test_every_setting_has_help_text_and_explain_round_trips():
+    """Each field carries its help (the string below it); --explain prints the config as YAML with the
+    help as comments, and that YAML loads back to the same config."""
+    import yaml
+
+    from archer.config import explain, field_help
+
+    helps = field_help()
+    assert len(helps) > 100
+    assert not [k for k, v in helps.items() if len(v) < 8], "settings without help text"
+    cfg = load_config("tiny_math")
+    text = explain(cfg)
+    assert "# AdamW learning rate." in text and "\n  lr: 0.003" in text or "lr:" in text
+    assert yaml.safe_load(text) == cfg.to_dict()
+
+
+def test_print_config_shows_the_loss_parameters_in_force(capsys):
+    from archer.cli.train import main
+
+    assert main(["tiny_math", "algo.loss=gspo", "algo.agg=null", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "agg: seq-mean-token-mean" in out
+    assert "# algo.loss_params in force (gspo's registry defaults where unset):" in out
+    assert "clip_low: 0.0003" in out and "clip_high: 0.0004" in out
+    assert main(["tiny_math", "--print-config", "--explain"]) == 0
+    assert "# Prompts per step." in capsys.readouterr().out

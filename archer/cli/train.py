@@ -28,7 +28,10 @@ import os
 import sys
 from pathlib import Path
 
-from archer.config import RECIPE_DIR, config_from_dict, load_config, read_yaml_file, recipe_names
+import yaml
+
+from archer.config import RECIPE_DIR, config_from_dict, explain, load_config, read_yaml_file, recipe_names
+from archer.config.validate import loss_params_in_force
 from archer.data.formats import BUNDLED, BUNDLED_DIR
 from archer.errors import ConfigError
 from archer.models.checkpoint import CheckpointError
@@ -52,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list", action="store_true", help="list the bundled recipes and what each needs, and exit"
     )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (loss defaults filled in) and exit",
+    )
+    p.add_argument("--explain", action="store_true", help="with --print-config: each setting's help above it")
     return p
 
 
@@ -166,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, run_dir = resolve(args.items, args.out, args.resume)
         if args.print_config:
-            print(cfg.to_yaml())
+            print(explain(cfg) if args.explain else cfg.to_yaml())
+            in_force = yaml.safe_dump(loss_params_in_force(cfg), default_flow_style=True, width=10**6).strip()
+            print(
+                f"# algo.loss_params in force ({cfg.algo.loss}'s registry defaults where unset): {in_force}"
+            )
             return 0
         notes = [] if args.resume else _check_inputs(cfg)
         _prepare_run_dir(run_dir, args.resume, args.overwrite)

@@ -33,9 +33,13 @@ class NCCLConfig:
     """NCCL environment for every rank; ``None`` leaves NCCL's own default."""
 
     socket_ifname: str | None = None
+    """NCCL_SOCKET_IFNAME: network interface(s) for bootstrap and sockets."""
     ib_disable: bool | None = None
+    """NCCL_IB_DISABLE: true turns InfiniBand off (e.g. cloud VMs without RDMA)."""
     debug: str | None = None
+    """NCCL_DEBUG: VERSION, WARN, INFO or TRACE."""
     env: dict[str, str] = field(default_factory=dict)
+    """Any other NCCL_* variable, verbatim."""
 
     def __post_init__(self) -> None:
         if self.socket_ifname is not None and (
