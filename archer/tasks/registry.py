@@ -47,7 +47,7 @@ class Task:
 
 
 _TASKS: dict[str, Task] = {}
-_NOT_TASKS = {"registry", "problems"}
+_NOT_TASKS = {"registry", "problems", "draw"}
 
 
 def register_task(task: Task) -> Task:

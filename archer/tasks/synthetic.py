@@ -26,16 +26,14 @@ Limits: answers are integers; the language is a fixed template (no paraphrases).
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from archer.data.schema import Problem
 from archer.errors import ConfigError
+from archer.tasks.draw import check_split, draw_unique
 from archer.tasks.registry import Task, register_task
-
-SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -88,16 +86,6 @@ def math_config(level: str | MathTaskConfig | None) -> MathTaskConfig:
     if level not in MATH_LEVELS:
         raise KeyError(f"unknown math level {level!r}; known: {sorted(MATH_LEVELS)}")
     return MATH_LEVELS[level]
-
-
-def _split_of(text: str, test_fraction: float) -> str:
-    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "test" if bucket < test_fraction else "train"
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 # ---------------------------------------------------------------------------------------- math
@@ -170,35 +158,27 @@ def math_problems(
     unique: bool = True,
 ) -> list[Problem]:
     """``n`` arithmetic problems of ``split`` (deterministic in ``seed``); ``unique`` drops repeated texts."""
-    _check_split(split)
     cfg = math_config(level)
-    rng = random.Random(f"synthetic_math:{seed}")
-    out: list[Problem] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(out) < n:
-        tries += 1
-        if tries > 200 * n + 1000:
-            raise ValueError(
-                f"could not draw {n} distinct {split} problems at this difficulty; lower n or raise max_value"
-            )
-        text, meta = _draw_math(rng, cfg)
-        if _split_of(text, cfg.test_fraction) != split or (unique and text in seen):
-            continue
-        seen.add(text)
-        answer = _steps_for(meta)[-1][1]
-        meta = dict(meta, split=split)
-        out.append(
-            Problem(
-                id=f"synth-math-{split}-{seed}-{len(out)}",
-                prompt=text,
-                kind="math",
-                answer=str(answer),
-                data_source="synthetic_math",
-                meta=meta,
-            )
+    drawn = draw_unique(
+        n,
+        split=split,
+        key=f"synthetic_math:{seed}",
+        test_fraction=cfg.test_fraction,
+        unique=unique,
+        draw=lambda rng: _draw_math(rng, cfg),
+        hint=" at this difficulty; lower n or raise max_value",
+    )
+    return [
+        Problem(
+            id=f"synth-math-{split}-{seed}-{i}",
+            prompt=text,
+            kind="math",
+            answer=str(_steps_for(meta)[-1][1]),
+            data_source="synthetic_math",
+            meta=dict(meta, split=split),
         )
-    return out
+        for i, (text, meta) in enumerate(drawn)
+    ]
 
 
 def math_solution(problem: Problem, slip: tuple[int, int] | None = None) -> str:
@@ -299,42 +279,42 @@ def code_problems(
     ``families``: which of :data:`_CODE_DESCRIPTIONS` to draw from (default the four one-line ones,
     about 870 distinct texts, ~690 in train; each family adds about 280 texts).
     """
-    _check_split(split)
+    check_split(split)
     bad = [f for f in families if f not in _CODE_DESCRIPTIONS]
     if bad or not families:
         raise ValueError(f"unknown code families {bad or families}; known: {sorted(_CODE_DESCRIPTIONS)}")
-    rng = random.Random(f"synthetic_code:{seed}")
-    out: list[Problem] = []
-    seen: set[str] = set()
-    tries = 0
     choices = sorted(families)
-    while len(out) < n:
-        tries += 1
-        if tries > 200 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct {split} code problems")
+
+    def draw(rng: random.Random) -> tuple[str, tuple[dict[str, Any], list[int]]]:
         family = rng.choice(choices)
         meta = {"family": family, "a": rng.randint(1, 9), "b": rng.randint(0, 30)}
         a = meta["a"]
         xs = [0, a, a + 1, a + 3] if family in _BRANCHING else [0, 1, 2, 5]
         desc = _CODE_DESCRIPTIONS[family].format(**meta)
         example = f"f({xs[2]}) == {_code_value(meta, xs[2])}"
-        text = f"Write a Python function f(x) that {desc}. Example: {example}."
-        if _split_of(text, test_fraction) != split or (unique and text in seen):
-            continue
-        seen.add(text)
-        # one test per assert (a list), so a partly right program passes some: the soft rewards' signal
-        asserts = [f"assert f({x}) == {_code_value(meta, x)}" for x in xs]
-        out.append(
-            Problem(
-                id=f"synth-code-{split}-{seed}-{len(out)}",
-                prompt=text,
-                kind="code",
-                tests={"assert": asserts, "entry_point": "f"},
-                data_source="synthetic_code",
-                meta=dict(meta, split=split),
-            )
+        return f"Write a Python function f(x) that {desc}. Example: {example}.", (meta, xs)
+
+    drawn = draw_unique(
+        n,
+        split=split,
+        key=f"synthetic_code:{seed}",
+        test_fraction=test_fraction,
+        unique=unique,
+        draw=draw,
+        what="code problems",
+    )
+    # one test per assert (a list), so a partly right program passes some: the soft rewards' signal
+    return [
+        Problem(
+            id=f"synth-code-{split}-{seed}-{i}",
+            prompt=text,
+            kind="code",
+            tests={"assert": [f"assert f({x}) == {_code_value(meta, x)}" for x in xs], "entry_point": "f"},
+            data_source="synthetic_code",
+            meta=dict(meta, split=split),
         )
-    return out
+        for i, (text, (meta, xs)) in enumerate(drawn)
+    ]
 
 
 def code_solution(problem: Problem, wrong_constant: int = 0) -> str:

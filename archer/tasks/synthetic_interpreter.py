@@ -27,13 +27,13 @@ Splits are disjoint by construction (the problem text's hash picks its split, as
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, fields
 from typing import Any
 
 from archer.data.schema import Problem
 from archer.errors import ConfigError
+from archer.tasks.draw import draw_unique
 from archer.tasks.registry import Task, register_task
 
 F = "`" * 3
@@ -76,11 +76,6 @@ def task_config(config: dict[str, Any] | InterpreterTaskConfig | None) -> Interp
     return InterpreterTaskConfig(**opts)
 
 
-def _split_of(text: str, test_fraction: float) -> str:
-    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "test" if bucket < test_fraction else "train"
-
-
 def _number(rng: random.Random, cfg: InterpreterTaskConfig) -> int:
     digits = rng.randint(cfg.min_digits, cfg.max_digits)
     return rng.randint(10 ** (digits - 1), 10**digits - 1)
@@ -99,33 +94,32 @@ def interpreter_problems(
     unique: bool = True,
 ) -> list[Problem]:
     """``n`` problems of ``split`` (deterministic in ``seed``); ``unique`` drops repeated texts."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     cfg = task_config(config)
-    rng = random.Random(f"synthetic_interpreter:{seed}")
-    out: list[Problem] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(out) < n:
-        tries += 1
-        if tries > 200 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct {split} problems; lower n or raise max_digits")
+
+    def draw(rng: random.Random) -> tuple[str, tuple[int, str, int]]:
         a, op, b = _number(rng, cfg), rng.choice(cfg.ops), _number(rng, cfg)
-        text = f"Compute {a}{op}{b}."
-        if _split_of(text, cfg.test_fraction) != split or (unique and text in seen):
-            continue
-        seen.add(text)
-        out.append(
-            Problem(
-                id=f"synth-interp-{split}-{seed}-{len(out)}",
-                prompt=text,
-                kind="math",
-                answer=str(_value(a, op, b)),
-                data_source="synthetic_interpreter",
-                meta={"a": a, "op": op, "b": b, "split": split},
-            )
+        return f"Compute {a}{op}{b}.", (a, op, b)
+
+    drawn = draw_unique(
+        n,
+        split=split,
+        key=f"synthetic_interpreter:{seed}",
+        test_fraction=cfg.test_fraction,
+        unique=unique,
+        draw=draw,
+        hint="; lower n or raise max_digits",
+    )
+    return [
+        Problem(
+            id=f"synth-interp-{split}-{seed}-{i}",
+            prompt=text,
+            kind="math",
+            answer=str(_value(a, op, b)),
+            data_source="synthetic_interpreter",
+            meta={"a": a, "op": op, "b": b, "split": split},
         )
-    return out
+        for i, (text, (a, op, b)) in enumerate(drawn)
+    ]
 
 
 def tool_solution(a: int, op: str, b: int) -> str:

@@ -33,8 +33,8 @@ from typing import Any
 
 from archer.data.schema import Problem
 from archer.errors import ConfigError
+from archer.tasks.draw import draw_unique
 from archer.tasks.registry import Task, register_task
-from archer.tasks.synthetic import _check_split, _split_of
 
 NAME = "synthetic_paths"
 
@@ -78,32 +78,32 @@ def paths_problems(
 ) -> list[Problem]:
     """``n`` sum problems of ``split`` (deterministic in ``seed``); ``unique`` drops repeated texts
     (order matters in the text, so ``1+2+3`` and ``3+2+1`` are different problems)."""
-    _check_split(split)
     cfg = paths_config(config)
-    rng = random.Random(f"{NAME}:{seed}")
-    out: list[Problem] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(out) < n:
-        tries += 1
-        if tries > 200 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct {split} problems; lower n or raise max_value")
+
+    def draw(rng: random.Random) -> tuple[str, list[int]]:
         nums = [rng.randint(1, cfg.max_value) for _ in range(cfg.operands)]
-        text = "Compute " + "+".join(map(str, nums)) + "."
-        if _split_of(text, cfg.test_fraction) != split or (unique and text in seen):
-            continue
-        seen.add(text)
-        out.append(
-            Problem(
-                id=f"synth-paths-{split}-{seed}-{len(out)}",
-                prompt=text,
-                kind="math",
-                answer=str(sum(nums)),
-                data_source=NAME,
-                meta={"nums": nums, "split": split},
-            )
+        return "Compute " + "+".join(map(str, nums)) + ".", nums
+
+    drawn = draw_unique(
+        n,
+        split=split,
+        key=f"{NAME}:{seed}",
+        test_fraction=cfg.test_fraction,
+        unique=unique,
+        draw=draw,
+        hint="; lower n or raise max_value",
+    )
+    return [
+        Problem(
+            id=f"synth-paths-{split}-{seed}-{i}",
+            prompt=text,
+            kind="math",
+            answer=str(sum(nums)),
+            data_source=NAME,
+            meta={"nums": nums, "split": split},
         )
-    return out
+        for i, (text, nums) in enumerate(drawn)
+    ]
 
 
 def paths_solution(
