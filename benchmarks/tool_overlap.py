@@ -27,9 +27,10 @@ import types
 
 import torch
 
+from archer.data.observations import output_block
 from archer.models.tiny import build_tokenizer
 from archer.rollout import HFEngine, SamplingParams
-from archer.rollout.tools import SandboxInterpreter, ToolEngine, ToolSettings, output_block
+from archer.rollout.tools import SandboxInterpreter, ToolEngine, ToolSettings
 
 F = "`" * 3
 

@@ -23,12 +23,13 @@ from archer.config.schema import (
     TrainerConfig,
 )
 from archer.data.curriculum import CURRICULA
+from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import KINDS
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
 from archer.rollout import engine_problem
-from archer.rollout.tools import TOOL_FORMATS, TOOLS
+from archer.rollout.tools import TOOLS
 from archer.tracking.sinks import SINKS
 
 _BACKENDS = ("local", "ray")

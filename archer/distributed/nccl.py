@@ -140,7 +140,9 @@ def load_nccl_config(path: str | Path | None) -> NCCLConfig:
     for parent in ("cluster", "resources"):
         section = data.get(parent)
         if isinstance(section, dict) and "nccl" in section:
-            raise ValueError(f"{path}: {parent}.nccl moved to a top-level nccl section (one home per setting)")
+            raise ValueError(
+                f"{path}: {parent}.nccl moved to a top-level nccl section (one home per setting)"
+            )
     return NCCLConfig.from_dict(data.get("nccl"))
 
 

@@ -30,6 +30,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -354,3 +355,16 @@ def code_outcome(info: dict[str, Any]) -> str:
         if name in verdicts:
             return name
     return "pass" if info.get("total") and info.get("passed") == info.get("total") else "wrong"
+
+
+def code_step_metrics(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``code/*`` metrics over a step's reward infos (empty for math): mean fraction of tests passed and
+    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of code responses."""
+    infos = [i for i in infos if is_code_info(i)]
+    if not infos:
+        return {}
+    fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
+    mix = Counter(code_outcome(i) for i in infos)
+    out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
+    out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
+    return out

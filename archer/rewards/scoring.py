@@ -24,9 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from archer.data.schema import Problem
+from archer.rewards.code import code_step_metrics
 from archer.rewards.custom import combine, load_reward_function
 from archer.rewards.registry import score_responses
-from archer.rewards.reward_model import build_rm_scorer
+from archer.rewards.reward_model import build_rm_scorer, rm_metrics
 from archer.rewards.types import RewardResult, Scorer, safe_score
 
 
@@ -161,3 +162,16 @@ def _rule_scorer(cfg: Any) -> Scorer:
         verifier_weight=rw.verifier_weight,
         none_reward=rw.none_reward,
     )
+
+
+# Each verifier family's metrics over the reward infos of a step's responses (code outcomes, reward-model
+# score vs rule reward); the RL step asks step_metrics and knows no family. Empty dicts for the others.
+STEP_METRICS: list[Callable[[list[dict[str, Any]]], dict[str, float]]] = [code_step_metrics, rm_metrics]
+
+
+def step_metrics(infos: list[dict[str, Any]]) -> dict[str, float]:
+    """Every verifier family's step metrics (:data:`STEP_METRICS`) over ``infos``."""
+    out: dict[str, float] = {}
+    for fn in STEP_METRICS:
+        out.update(fn(infos))
+    return out

@@ -1,4 +1,4 @@
-"""A step's metrics: rollouts (rewards, lengths, filtering, code outcomes, tools, reward model),
+"""A step's metrics: rollouts (rewards, lengths, filtering, tools, each verifier family's own),
 the update (means over optimizer steps), the sampler/trainer log-prob gap and the entropy measure."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from typing import Any
 import torch
 
 from archer.distributed.world import World
-from archer.rewards.code import CODE_OUTCOMES, code_outcome, is_code_info
-from archer.rewards.reward_model import rm_metrics
+from archer.rewards.scoring import step_metrics
 from archer.rewards.tool_reward import tool_metrics
-from archer.rl.batch import CollectStats, Group, Round, TrainBatch
+from archer.rl.batch import CollectStats, Round, TrainBatch
 
 
 def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         "time/generate": sum(r.seconds_generate for r in rounds),
         "time/reward": sum(r.seconds_reward for r in rounds),
     }
-    m.update(code_metrics(groups))
+    m.update(step_metrics([i for g in groups for i in g.infos]))  # each verifier family's own
     if "code/tests_passed_frac" in m:
         # the sandbox's wall time: each round's code responses run as one sandbox batch (batch_seconds);
         # with Ray reward workers the chunks run apart, and their longest is the round's wall time
@@ -55,25 +54,10 @@ def round_metrics(rounds: list[Round], stats: CollectStats, max_new: int) -> dic
         )
 
     m.update(tool_metrics([ro for g in groups for ro in g.responses]))
-    m.update(rm_metrics([i for g in groups for i in g.infos]))  # reward.model: RM score vs rule reward
     reasons = sum((r.failure_reasons for r in rounds), Counter())
     if reasons:
         m["reward/failure_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
     return m
-
-
-def code_metrics(groups: list[Group]) -> dict[str, float]:
-    """Code-reward metrics over a step's responses (empty for math): mean fraction of tests passed and
-    the outcome mix (pass, wrong, timeout, error, memory, no_code, ...) as fractions of responses
-    (:func:`round_metrics` adds ``code/sandbox_seconds``, the sandbox's wall time in the step)."""
-    infos = [i for g in groups for i in g.infos if is_code_info(i)]
-    if not infos:
-        return {}
-    fracs = [i["passed"] / i["total"] if i.get("total") else 0.0 for i in infos]
-    mix = Counter(code_outcome(i) for i in infos)
-    out = {"code/tests_passed_frac": sum(fracs) / len(fracs)}
-    out.update({f"code/outcome_{k}": mix[k] / len(infos) for k in CODE_OUTCOMES})
-    return out
 
 
 def mean_update_metrics(updates: list[dict[str, float]]) -> dict[str, float]:

@@ -51,27 +51,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from archer.data.observations import TOOL_FORMATS
 from archer.rollout.base import Rollout, SamplingParams, encode_prompts
 
 CODE_STOP = "```\n"
 _CODE_BLOCK = re.compile(r"```python\n(.*?)\n?```", re.DOTALL)
 _CLOSING_BLOCK = re.compile(r"```python\n((?:(?!```).)*?)\n?```\s*$", re.DOTALL)
 TOOLS = ("python",)
-
-
-def output_block(output: str) -> str:
-    """ToRA / R1-CI observation: a fenced ``output`` block after the model's code block."""
-    return f"```output\n{output.rstrip()}\n```\n"
-
-
-def chatml_turn(output: str) -> str:
-    """A ChatML tool turn: the assistant turn is closed, the output is a ``tool`` turn, a new assistant
-    turn opens (needs a chat model with ``<|im_start|>`` / ``<|im_end|>``)."""
-    return f"<|im_end|>\n<|im_start|>tool\n{output}<|im_end|>\n<|im_start|>assistant\n"
-
-
-# rollout.tool_format -> how an observation is written into the context
-TOOL_FORMATS: dict[str, Callable[[str], str]] = {"output_block": output_block, "chatml": chatml_turn}
 
 
 def last_python_block(text: str) -> str | None:

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from archer.data.formats import bundled_names, load_dataset, resolve_data_path
+from archer.data.observations import TOOL_FORMATS
 from archer.data.prompts import user_message
 from archer.data.schema import Problem
 from archer.errors import ConfigError
-from archer.tasks.registry import get_task, is_task, task_names
+from archer.tasks.registry import Task, get_task, is_task, task_names
 
 # seeds: RL's train problems use data.seed, its held-out problems data.seed + 1, SFT data.seed + SFT_SEED
 SFT_SEED_OFFSET = 7919
 TOKENIZER_TEXTS = 2000
+GENERIC_CORPUS_TASK = "synthetic_code"  # a dataset file's from-scratch tokenizer: the math and code corpus
 
 
 def _generate(name: str, n: int, split: str, seed: int, options: dict[str, Any], field: str) -> list[Problem]:
@@ -77,7 +79,7 @@ def sft_examples(cfg: Any) -> list[dict[str, Any]]:
     task = get_task(d.train)
     seed = d.seed + SFT_SEED_OFFSET
     probs = task.problems(m.sft_examples, split="train", seed=seed, options=d.generator, unique=False)
-    rows = task.sft_rows(probs, noise=m.sft_noise, seed=seed, options=d.generator)
+    rows = task.sft_rows(probs, noise=m.sft_noise, seed=seed, options=d.generator, **_tool_kw(cfg, task))
     for row, problem in zip(rows, probs):
         row["messages"][0]["content"] = user_message(problem, d.prompt_template)
     return rows
@@ -87,15 +89,18 @@ def tokenizer_texts(cfg: Any, train: list[Problem]) -> list[str]:
     """Texts a from-scratch tokenizer is trained on: the task's corpus (the math and code corpus for a
     dataset file), plus the prompt template's instruction text so that it tokenizes into a few tokens."""
     d = cfg.data
-    task = get_task(d.train) if is_task(d.train) else get_task("synthetic_code")
-    corpus = task.tokenizer_corpus(
-        TOKENIZER_TEXTS, seed=d.seed, options=d.generator if is_task(d.train) else {}
-    )
+    task = get_task(d.train) if is_task(d.train) else get_task(GENERIC_CORPUS_TASK)
+    options = d.generator if is_task(d.train) else {}
+    corpus = task.tokenizer_corpus(TOKENIZER_TEXTS, seed=d.seed, options=options, **_tool_kw(cfg, task))
     return corpus + [user_message(p, d.prompt_template) for p in train[:200]]
 
 
 def observation_pattern(cfg: Any) -> str | None:
     """Regex of tool observations in the task's demonstrations (SFT masks them), when the run uses tools."""
-    if not cfg.rollout.tools or not is_task(cfg.data.train):
+    if not cfg.rollout.tools or not is_task(cfg.data.train) or not get_task(cfg.data.train).tools:
         return None
-    return get_task(cfg.data.train).observation_pattern
+    return TOOL_FORMATS[cfg.rollout.tool_format].pattern
+
+
+def _tool_kw(cfg: Any, task: Task) -> dict[str, Any]:
+    return {"tool_format": cfg.rollout.tool_format} if task.tools else {}

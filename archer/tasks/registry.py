@@ -2,8 +2,9 @@
 
 A :class:`Task` is a seeded generator of verifiable problems plus what surrounds them in a run:
 demonstrations for the SFT warm-up, texts to train a tiny tokenizer on, the bundled recipe whose
-held-out problems ``--data NAME`` evaluates on, and, for a task whose demonstrations call a tool, the
-regex of the tool observations (context in SFT, masked from the loss, as in RL). The generic trainer
+held-out problems ``--data NAME`` evaluates on, and whether its demonstrations call a tool (their
+observations are then written in the run's ``rollout.tool_format`` and are context in SFT, masked
+from the loss, as in RL). The generic trainer
 asks this registry (:func:`get_task`) and never tests a task's name.
 
 Adding a task is one file in this folder that calls :func:`register_task` at import; the folder's
@@ -43,7 +44,9 @@ class Task:
     problems: ProblemsFn
     sft_rows: SFTRowsFn
     tokenizer_corpus: CorpusFn
-    observation_pattern: str | None = None  # regex of tool observations in demonstrations
+    # demonstrations call a tool: sft_rows and tokenizer_corpus then also take ``tool_format`` (the run's
+    # rollout.tool_format, archer.data.observations), so SFT writes observations as RL will show them
+    tools: bool = False
 
 
 _TASKS: dict[str, Task] = {}

@@ -12,8 +12,10 @@ to multiply token by token, which a one-line program answers.
     \\boxed{4420857}
 
 The model only has to copy the operands into the program and the program's output into the box; the
-``output`` block is written by the sandbox during tool rollouts (``rollout.tools=[python]``) and is
-masked from the loss, in SFT (:data:`OBSERVATION_PATTERN`) as in RL.
+observation is written by the sandbox during tool rollouts (``rollout.tools=[python]``) and is masked
+from the loss, in SFT as in RL. Demonstrations write it in the run's ``rollout.tool_format``
+(:mod:`archer.data.observations`; the ``output`` block above is the default), so SFT teaches the
+format RL shows.
 
 Imperfect demonstrations (``noise``): a share of the SFT solutions is wrong in one of two ways, so
 that RL has something to fix: ``guess`` answers without the tool (a product with some digits changed;
@@ -31,14 +33,13 @@ import random
 from dataclasses import dataclass, fields
 from typing import Any
 
+from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import Problem
 from archer.errors import ConfigError
 from archer.tasks.draw import draw_unique
 from archer.tasks.registry import Task, register_task
 
 F = "`" * 3
-# an observation block inside an assistant message: context for the model, never a training target
-OBSERVATION_PATTERN = rf"{F}output\n.*?{F}\n"
 NOISE_KINDS = ("guess", "typo")
 
 
@@ -122,10 +123,12 @@ def interpreter_problems(
     ]
 
 
-def tool_solution(a: int, op: str, b: int) -> str:
-    """The demonstration: the program, its output (what the sandbox would print), the boxed answer."""
+def tool_solution(a: int, op: str, b: int, tool_format: str = "output_block") -> str:
+    """The demonstration: the program, its output as the sandbox's observation in ``tool_format``
+    (what the program prints, ``VALUE\\n``), the boxed answer."""
     value = _value(a, op, b)
-    return f"{F}python\nprint({a}{op}{b})\n{F}\n{F}output\n{value}\n{F}\n\\boxed{{{value}}}"
+    observation = TOOL_FORMATS[tool_format](f"{value}\n")
+    return f"{F}python\nprint({a}{op}{b})\n{F}\n{observation}\\boxed{{{value}}}"
 
 
 def _perturb(value: int, rng: random.Random) -> int:
@@ -139,7 +142,7 @@ def _perturb(value: int, rng: random.Random) -> int:
     return -out if value < 0 else out
 
 
-def noisy_solution(problem: Problem, kind: str, rng: random.Random) -> str:
+def noisy_solution(problem: Problem, kind: str, rng: random.Random, tool_format: str = "output_block") -> str:
     """A wrong demonstration of ``kind`` (``guess``: no tool, wrong digits; ``typo``: a mistyped operand)."""
     m = problem.meta
     a, op, b = int(m["a"]), str(m["op"]), int(m["b"])
@@ -150,15 +153,15 @@ def noisy_solution(problem: Problem, kind: str, rng: random.Random) -> str:
     if kind == "typo":
         typo = _perturb(a, rng)
         typo = typo if typo != a else a + 1
-        return tool_solution(typo, op, b)
+        return tool_solution(typo, op, b, tool_format)
     raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
 
 
 def interpreter_sft_examples(
-    problems: list[Problem], *, noise: float = 0.0, seed: int = 0
+    problems: list[Problem], *, noise: float = 0.0, seed: int = 0, tool_format: str = "output_block"
 ) -> list[dict[str, Any]]:
     """Chat-format SFT rows; with probability ``noise`` a demonstration is wrong (half ``guess``, half
-    ``typo``)."""
+    ``typo``). Observations are written in ``tool_format`` (``rollout.tool_format``)."""
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
     rng = random.Random(f"synthetic_interpreter_sft:{seed}")
@@ -166,7 +169,11 @@ def interpreter_sft_examples(
     for p in problems:
         kind = rng.choice(NOISE_KINDS) if rng.random() < noise else None
         m = p.meta
-        response = tool_solution(m["a"], m["op"], m["b"]) if kind is None else noisy_solution(p, kind, rng)
+        response = (
+            tool_solution(m["a"], m["op"], m["b"], tool_format)
+            if kind is None
+            else noisy_solution(p, kind, rng, tool_format)
+        )
         rows.append(
             {
                 "messages": [
@@ -179,14 +186,16 @@ def interpreter_sft_examples(
     return rows
 
 
-def interpreter_tokenizer_corpus(n: int = 2000, *, seed: int = 0, config: Any = None) -> list[str]:
+def interpreter_tokenizer_corpus(
+    n: int = 2000, *, seed: int = 0, config: Any = None, tool_format: str = "output_block"
+) -> list[str]:
     """Texts to train a tiny tokenizer on: prompts and tool-using solutions with the chat markup."""
     texts = []
     for p in interpreter_problems(n, split="train", seed=seed, config=config, unique=False):
         m = p.meta
         texts.append(
             f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n"
-            f"{tool_solution(m['a'], m['op'], m['b'])}<|im_end|>\n"
+            f"{tool_solution(m['a'], m['op'], m['b'], tool_format)}<|im_end|>\n"
         )
     return texts
 
@@ -206,12 +215,12 @@ register_task(
         description="big products a one-line program answers (tool rollouts)",
         recipe="tiny_interpreter",
         problems=_task_problems,
-        sft_rows=lambda problems, *, noise, seed, options: interpreter_sft_examples(
-            problems, noise=noise, seed=seed
+        sft_rows=lambda problems, *, noise, seed, options, tool_format: interpreter_sft_examples(
+            problems, noise=noise, seed=seed, tool_format=tool_format
         ),
-        tokenizer_corpus=lambda n, *, seed, options: interpreter_tokenizer_corpus(
-            n, seed=seed, config=options
+        tokenizer_corpus=lambda n, *, seed, options, tool_format: interpreter_tokenizer_corpus(
+            n, seed=seed, config=options, tool_format=tool_format
         ),
-        observation_pattern=OBSERVATION_PATTERN,
+        tools=True,
     )
 )

@@ -39,9 +39,7 @@ def test_hostfile_head_first_comments_and_slots_ignored(tmp_path):
 
 def test_hostfile_print_only_gives_head_then_joins_with_nccl_env(tmp_path, capsys):
     (tmp_path / "hostfile").write_text(HOSTFILE)
-    (tmp_path / "recipe.yaml").write_text(
-        "nccl:\n  socket_ifname: eth0\n  ib_disable: true\n"
-    )
+    (tmp_path / "recipe.yaml").write_text("nccl:\n  socket_ifname: eth0\n  ib_disable: true\n")
     rc = cluster.main(
         [
             "start",

@@ -83,8 +83,7 @@ def test_round_metrics_distinct_response_fraction():
 
 
 def test_code_metrics_pass_fraction_and_outcome_mix():
-    from archer.rl.batch import Group
-    from archer.rl.metrics import code_metrics
+    from archer.rewards.code import code_step_metrics
 
     infos = [
         {"passed": 3, "total": 3, "verdicts": ["ok"] * 3},
@@ -92,8 +91,7 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
         {"passed": 0, "total": 2, "verdicts": ["error", "wrong"]},
         {"reason": "no fenced python code block after </think>"},
     ]
-    g = Group(0, [1], [None] * 4, [1, 0, 0, 0], [True, False, False, False], infos)
-    m = code_metrics([g])
+    m = code_step_metrics(infos)
     assert m["code/tests_passed_frac"] == pytest.approx((1 + 0.25 + 0 + 0) / 4)
     assert (
         m["code/outcome_pass"],
@@ -102,7 +100,7 @@ def test_code_metrics_pass_fraction_and_outcome_mix():
         m["code/outcome_no_code"],
     ) == (0.25, 0.25, 0.25, 0.25)
     assert m["code/outcome_wrong"] == 0.0
-    assert code_metrics([Group(0, [1], [None], [1.0], [True], [{}])]) == {}  # math: no code metrics
+    assert code_step_metrics([{}]) == {}  # math: no code metrics
 
 
 def test_sandbox_seconds_add_each_rounds_batch_time():

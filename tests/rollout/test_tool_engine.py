@@ -9,6 +9,7 @@ from concurrent.futures import Future
 import pytest
 from test_hf import _CopyLM  # same folder (pytest prepends it to sys.path)
 
+from archer.data.observations import output_block
 from archer.models.tiny import build_tokenizer
 from archer.rollout import HFEngine, SamplingParams
 from archer.rollout.tools import (
@@ -17,7 +18,6 @@ from archer.rollout.tools import (
     ToolResult,
     ToolSettings,
     closing_python_block,
-    output_block,
 )
 from archer.tasks.synthetic import tokenizer_corpus
 

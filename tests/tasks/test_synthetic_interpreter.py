@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from archer.data.observations import TOOL_FORMATS
 from archer.rewards import math_equal
 from archer.tasks.synthetic_interpreter import (
-    OBSERVATION_PATTERN,
     interpreter_problems,
     interpreter_sft_examples,
     task_config,
@@ -63,10 +63,31 @@ def test_sft_masks_observations_only():
     answer = tool_solution(123, "*", 456)
     msgs = [{"role": "user", "content": "Compute 123*456."}, {"role": "assistant", "content": answer}]
     ids, plain = tokenize_example(tok, msgs, 512)
-    ids2, masked = tokenize_example(tok, msgs, 512, OBSERVATION_PATTERN)
+    ids2, masked = tokenize_example(tok, msgs, 512, TOOL_FORMATS["output_block"].pattern)
     assert ids == ids2
     dropped = [i for i, (a, b) in enumerate(zip(plain, masked)) if a and not b]
     assert dropped and all(not b for a, b in zip(plain, masked) if not a)  # only targets are dropped
     assert tok.decode([ids[i] for i in dropped]) == f"{F}output\n56088\n{F}\n"
     kept = tok.decode([t for t, m in zip(ids, masked) if m])
     assert kept.startswith(f"{F}python\nprint(123*456)\n{F}\n") and "\\boxed{56088}" in kept
+
+
+def test_demonstrations_write_observations_in_the_runs_tool_format():
+    """One home for the observation format: with rollout.tool_format=chatml the SFT warm-up shows the
+    program's output as a tool turn (as RL will), and the SFT mask finds it there."""
+    from archer.config import load_config
+    from archer.tasks.problems import observation_pattern, sft_examples
+
+    for fmt in ("output_block", "chatml"):
+        cfg = load_config(
+            "tiny_interpreter", [f"rollout.tool_format={fmt}", "model.sft_examples=4", "model.sft_noise=0"]
+        )
+        rows = sft_examples(cfg)
+        pattern = observation_pattern(cfg)
+        assert pattern == TOOL_FORMATS[fmt].pattern
+        for row in rows:
+            answer = row["messages"][1]["content"]
+            value = answer.rsplit("\\boxed{", 1)[1].rstrip("}")
+            assert TOOL_FORMATS[fmt](f"{value}\n") in answer
+            assert len(re.findall(pattern, answer, re.S)) == 1
+    assert "<|im_start|>tool" in rows[0]["messages"][1]["content"]
