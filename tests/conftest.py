@@ -73,3 +73,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def parity_math(monkeypatch):
+    """The math verifier replaced by :func:`helpers.parity_verifier` for this test."""
+    from helpers import parity_verifier
+
+    from archer.rewards import registry
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity_verifier)
+    return parity_verifier

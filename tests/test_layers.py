@@ -152,3 +152,27 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     finally:
         probe.unlink()
     assert ("archer.algo", 1, False) in found and ("archer.rl.loop", 5, True) in found
+
+
+def test_no_task_name_branch_outside_tasks() -> None:
+    """The generic code asks the task registry; only tasks/ may compare a value with a task's name."""
+    from archer.tasks.registry import task_names
+
+    names = set(task_names())
+    bad = []
+    for p in _files():
+        if _folder(_module(p)) == "tasks":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Compare):
+                consts = [c for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                consts += [
+                    e
+                    for c in node.comparators
+                    if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                    for e in c.elts
+                    if isinstance(e, ast.Constant)
+                ]
+                if any(c.value in names for c in consts):
+                    bad.append(f"{p.relative_to(PKG.parent)}:{node.lineno}")
+    assert not bad, f"task-name branches outside archer/tasks: {bad}"

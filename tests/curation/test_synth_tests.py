@@ -128,14 +128,12 @@ def test_hostile_generated_tests_are_contained_and_dropped_and_the_run_goes_on(t
 
 
 def test_cli_writes_output_report_and_resumes(tmp_path, capsys):
+    from helpers import tiny_model_dir, tiny_tokenizer
+
     from archer.cli.main import main as archer_main
-    from archer.models import tiny as models
     from archer.tasks import synthetic
 
-    tok = models.build_tokenizer(synthetic.tokenizer_corpus(200, seed=0), vocab_size=300)
-    model = models.build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
-    model.save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
+    tiny_model_dir(tmp_path / "m", tiny_tokenizer(synthetic.tokenizer_corpus(200, seed=0)))
     rows = [dict(p.to_dict(), tests={}, meta={"solution": REF}) for p in synthetic.code_problems(3, seed=0)]
     rows.append(Problem("m1", "1+1?", "math", answer="2").to_dict())
     data = tmp_path / "in.jsonl"

@@ -296,14 +296,13 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     """``resources.rollout_workers=1``: the engine lives in an actor, the trainer syncs it after every
     update (versions follow ``policy_version``), recomputes old log-probs and turns truncated IS on.
     ``rollout.one_step_off_policy``: step t+1 is generated while step t trains, one version stale."""
+    from helpers import parity_verifier as parity
+
     from archer.config import load_config
     from archer.errors import ConfigError
     from archer.rewards import registry
     from archer.rl import run as rl
     from archer.rl.loop import train
-
-    def parity(responses, problems, **_):
-        return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
     runs = []

@@ -26,15 +26,11 @@ def tiny_model_dir(tmp_path_factory):
     """A random tiny Qwen2 + BPE tokenizer (ChatML template) saved as a Hugging Face directory."""
     import json
 
+    from helpers import tiny_model_dir, tiny_tokenizer
+
     from archer.data.formats import BUNDLED_DIR
-    from archer.models.tiny import build_tiny_model, build_tokenizer
 
     root = BUNDLED_DIR / "math" / "math500.jsonl"
     texts = [json.loads(line)["problem"] for line in root.read_text().splitlines()[:50]]
     texts += ["def f(x):\n    return x + 1\n", "Please reason step by step \\boxed{}"] * 5
-    tok = build_tokenizer(texts, vocab_size=320)
-    model = build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0)
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny_model"), tiny_tokenizer(texts, vocab_size=320))

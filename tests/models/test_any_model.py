@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import parity_verifier as parity
 
 from archer.config import load_config
 from archer.rewards import registry
-from archer.rewards.types import RewardResult
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 transformers = pytest.importorskip("transformers")
@@ -56,10 +56,6 @@ RUN = [
     "logging.plots=false",
     "logging.sinks=[]",
 ]
-
-
-def parity(responses, problems, **_):
-    return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,8 @@ def test_curriculum_config_is_validated():
 
 @pytest.mark.slow
 def test_potential_run_schedules_stages_and_resumes_with_the_same_data_order(tmp_path, monkeypatch):
-    from test_e2e import FAST, parity  # same folder (pytest prepends it to sys.path)
+    from helpers import QUICK as FAST
+    from helpers import parity_verifier as parity
 
     from archer.rewards import registry
     from archer.rl.loop import train

@@ -12,11 +12,11 @@ import json
 
 import pytest
 import torch
+from helpers import parity_verifier as parity
 
 from archer.config import load_config
 from archer.errors import ConfigError
 from archer.rewards import registry
-from archer.rewards.types import RewardResult
 
 FAST = [
     "model.hidden_size=32",
@@ -50,10 +50,6 @@ FAST = [
     "logging.plots=false",
     "resources.train_procs=2",
 ]
-
-
-def parity(responses, problems, **_):
-    return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
 
 
 def test_resource_fields_are_validated():

@@ -19,50 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUICK
 
 from archer.config import load_config
 from archer.rewards import registry
-from archer.rewards.types import RewardResult
 
 REPO = Path(__file__).resolve().parents[2]
 
-FAST = [
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.sft_epochs=1",
-    "model.sft_examples=32",
-    "model.sft_batch_size=4",
-    "model.sft_max_len=128",
-    "data.generator={level: easy}",
-    "data.num_train=40",
-    "data.num_eval=4",
-    "data.seed=0",
-    "rollout.batch_size=4",
-    "rollout.n=4",
-    "rollout.max_new_tokens=8",
-    "rollout.max_gen_batches=2",
-    "trainer.steps=3",
-    "trainer.save_every=2",
-    "trainer.threads=1",
-    "trainer.mini_batches=2",
-    "trainer.micro_batch_tokens=64",
-    "optim.lr=1e-2",
-    "eval.n=2",
-    "eval.ks=[1, 2]",
-    "data.num_eval=4",
-    "logging.progress=false",
-]
-
-
-def parity(responses, problems, **_):
-    return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
-
-
-@pytest.fixture
-def parity_math(monkeypatch):
-    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+FAST = QUICK
 
 
 @pytest.mark.slow

@@ -167,7 +167,8 @@ def test_tool_metrics_and_groups():
 
 @pytest.mark.slow
 def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, monkeypatch):
-    from test_e2e import FAST, parity  # same folder (pytest prepends it to sys.path)
+    from helpers import QUICK as FAST
+    from helpers import parity_verifier as parity
 
     from archer.rewards import registry
     from archer.rl.loop import train

@@ -7,15 +7,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory):
-    from archer.models import tiny as models
-    from archer.tasks import synthetic
+    from helpers import tiny_model_dir
 
-    tok = models.build_tokenizer(synthetic.tokenizer_corpus(300, seed=0), vocab_size=300)
-    model = models.build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=0)
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny_lm"))
 
 
 @pytest.fixture(scope="session")

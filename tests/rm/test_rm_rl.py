@@ -106,10 +106,9 @@ def test_config_accepts_a_trained_reward_model(tiny_rm):
 
 
 def test_an_rl_run_with_reward_model_logs_rm_metrics(tmp_path, tiny_rm, monkeypatch):
-    from archer.rl.loop import train
+    from helpers import parity_verifier as parity
 
-    def parity(responses, problems, **_):
-        return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
+    from archer.rl.loop import train
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
     overrides = [

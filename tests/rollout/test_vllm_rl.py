@@ -15,9 +15,8 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]'; CPU: see the README)")
 
+
 from archer.config import load_config  # noqa: E402
-from archer.rewards import registry  # noqa: E402
-from archer.rewards.types import RewardResult  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,15 +51,6 @@ RUN = [
     "logging.plots=false",
     "logging.sinks=[]",
 ]
-
-
-def parity(responses, problems, **_):
-    return [RewardResult(float(len(r) % 2 == 0), len(r) % 2 == 0, {}) for r in responses]
-
-
-@pytest.fixture
-def parity_math(monkeypatch):
-    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
 
 
 def test_vllm_run_trains_like_the_hf_run_logs_the_gap_and_resumes(tmp_path, parity_math):
