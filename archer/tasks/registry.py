@@ -49,6 +49,21 @@ class Task:
     tools: bool = False
 
 
+def config_generator(generate: Callable[..., list[Problem]]) -> ProblemsFn:
+    """A task's ``problems`` from a generator taking its options as ``config=``: every ``ValueError`` it
+    raises is a bad ``data.generator`` option (a :class:`ConfigError` naming that setting)."""
+
+    def problems(
+        n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
+    ) -> list[Problem]:
+        try:
+            return generate(n, split=split, seed=seed, config=options, unique=unique)
+        except ValueError as exc:
+            raise ConfigError(f"data.generator: {exc}") from None
+
+    return problems
+
+
 _TASKS: dict[str, Task] = {}
 _NOT_TASKS = {"registry", "problems", "draw"}
 

@@ -35,9 +35,8 @@ from typing import Any
 
 from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import Problem
-from archer.errors import ConfigError
 from archer.tasks.draw import draw_unique
-from archer.tasks.registry import Task, register_task
+from archer.tasks.registry import Task, config_generator, register_task
 
 F = "`" * 3
 NOISE_KINDS = ("guess", "typo")
@@ -200,21 +199,12 @@ def interpreter_tokenizer_corpus(
     return texts
 
 
-def _task_problems(
-    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
-) -> list[Problem]:
-    try:
-        return interpreter_problems(n, split=split, seed=seed, config=options, unique=unique)
-    except ValueError as exc:
-        raise ConfigError(f"data.generator: {exc}") from None
-
-
 register_task(
     Task(
         name="synthetic_interpreter",
         description="big products a one-line program answers (tool rollouts)",
         recipe="tiny_interpreter",
-        problems=_task_problems,
+        problems=config_generator(interpreter_problems),
         sft_rows=lambda problems, *, noise, seed, options, tool_format: interpreter_sft_examples(
             problems, noise=noise, seed=seed, tool_format=tool_format
         ),

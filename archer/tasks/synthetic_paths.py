@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archer.data.schema import Problem
-from archer.errors import ConfigError
 from archer.tasks.draw import draw_unique
-from archer.tasks.registry import Task, register_task
+from archer.tasks.registry import Task, config_generator, register_task
 
 NAME = "synthetic_paths"
 
@@ -188,21 +187,12 @@ def paths_tokenizer_corpus(
     return texts
 
 
-def _task_problems(
-    n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
-) -> list[Problem]:
-    try:
-        return paths_problems(n, split=split, seed=seed, config=options, unique=unique)
-    except ValueError as exc:
-        raise ConfigError(f"data.generator: {exc}") from None
-
-
 register_task(
     Task(
         name=NAME,
         description="sums with several valid orders of steps (the ASPO study's diversity task)",
         recipe="tiny_paths",
-        problems=_task_problems,
+        problems=config_generator(paths_problems),
         sft_rows=lambda problems, *, noise, seed, options: paths_sft_examples(
             problems, noise=noise, seed=seed
         ),

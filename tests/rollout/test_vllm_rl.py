@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from helpers import QUICK
 
 pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]'; CPU: see the README)")
 
@@ -20,34 +21,14 @@ from archer.config import load_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-RUN = [
+RUN = [  # the quick run with a 64-wide model (vLLM needs head_dim 32), 16 held-out problems, 4 samples each
+    *QUICK,
     "model.hidden_size=64",
     "model.intermediate_size=128",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.sft_epochs=1",
-    "model.sft_examples=32",
-    "model.sft_batch_size=4",
-    "model.sft_max_len=128",
-    "data.generator={level: easy}",
-    "data.num_train=40",
     "data.num_eval=16",
-    "data.seed=0",
-    "rollout.batch_size=4",
-    "rollout.n=4",
-    "rollout.max_new_tokens=8",
-    "rollout.max_gen_batches=2",
     "rollout.vllm_kv_cache_bytes=33554432",
-    "trainer.steps=3",
-    "trainer.save_every=2",
-    "trainer.threads=1",
-    "trainer.mini_batches=2",
-    "trainer.micro_batch_tokens=64",
-    "optim.lr=1e-2",
     "eval.n=4",
     "eval.ks=[1, 4]",
-    "data.num_eval=16",
-    "logging.progress=false",
     "logging.plots=false",
     "logging.sinks=[]",
 ]
