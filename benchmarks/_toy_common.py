@@ -10,7 +10,10 @@ evaluation (``archer.eval.runner.evaluate`` over an ``HFEngine``, fixed seed and
   whatever a comparison changes; quick mode cuts the SFT warm-up and the evaluation.
 - :func:`sft_checkpoint` builds the SFT model once and caches it under ``runs/bench_cache/<hash>``
   (``runs/`` is git-ignored); the hash covers the config sections that shape the model (``model``,
-  ``data``, ``trainer.seed``), so a changed recipe rebuilds it.
+  ``data``, ``trainer.seed``) and the code version (:func:`code_version`), so a changed recipe or a
+  changed archer rebuilds it.
+- :func:`rl_run` is one RL run from that checkpoint, or its saved result when every setting of the
+  resolved config, the checkpoint and the code version match (:func:`run_key`).
 - :func:`load_policy` returns a fresh copy (model, tokenizer) of that checkpoint for each run.
 - :func:`evaluate_model` is the shared held-out evaluation (avg@k, pass@k).
 
@@ -19,6 +22,7 @@ Limits: single process, CPU; timings on a shared machine are noisy (see ``machin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -27,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,6 @@ RESULTS = REPO / "benchmarks" / "results"
 QUICK_OVERRIDES = [
     "model.sft_examples=300",
     "model.sft_epochs=1",
-    "data.num_eval=16",
     "data.num_eval=16",
     "eval.n=4",
     "eval.ks=[1,4]",
@@ -71,10 +75,28 @@ def toy_config(overrides: list[str] | None = None, *, quick: bool = False, recip
     return load_config(recipe, BENCH_OVERRIDES + extra)
 
 
+@functools.cache
+def code_version() -> str:
+    """SHA-256 of archer's source and bundled recipes: a cached result is reused only by the code that
+    made it (a changed loss, sampler or recipe file is a new key)."""
+    h = hashlib.sha256()
+    for p in sorted((REPO / "archer").rglob("*")):
+        if p.suffix in (".py", ".yaml", ".jinja") and p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(cfg: Any, *parts: Any) -> str:
+    """What a cached run must match: every setting of the resolved config (so the recipe file's contents,
+    not only its name), the code version, and ``parts`` (the SFT checkpoint it starts from)."""
+    blob = {"config": cfg.to_dict(), "code": code_version(), "parts": [str(p) for p in parts]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _policy_key(cfg: Any) -> str:
     d = cfg.to_dict()
-    blob = json.dumps({"model": d["model"], "data": d["data"], "seed": d["trainer"]["seed"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    blob = {"model": d["model"], "data": d["data"], "seed": d["trainer"]["seed"], "code": code_version()}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def sft_checkpoint(cfg: Any, log=print) -> tuple[Path, dict[str, Any]]:
@@ -215,6 +237,44 @@ def mean_curve(runs: list[dict[str, Any]], key: str) -> list[float | None]:
         ]
         out.append(statistics.mean(vals) if vals else None)
     return out
+
+
+def rl_run(
+    label: str,
+    cfg: Any,
+    ckpt: Path,
+    train: list[Any],
+    evals: list[Any],
+    cache: Path,
+    summarize: Callable[[dict[str, Any], Any, Any], dict[str, Any]],
+    **train_kw: Any,
+) -> dict[str, Any]:
+    """One RL run of ``cfg`` from a fresh copy of the SFT checkpoint ``ckpt``, summarised by
+    ``summarize(out, model, tokenizer)`` and saved as ``cache/<label>.json`` (with its key and wall
+    time); a saved result is returned instead when its key (:func:`run_key`) matches. ``train_kw`` go
+    to :func:`archer.rl.loop.train` (a scorer, ``on_step``)."""
+    from archer.rl.loop import train as rl_train
+
+    key = run_key(cfg, ckpt)
+    f = cache / f"{label}.json"
+    if (old := cached(f, key, label)) is not None:
+        return old
+    model, tok = load_policy(ckpt)
+    t0 = time.time()
+    out = rl_train(
+        cfg,
+        run_dir=cache / f"run_{label}",
+        model=model,
+        tokenizer=tok,
+        train_problems=train,
+        eval_problems=evals,
+        **train_kw,
+    )
+    res = {"key": key, "wall": time.time() - t0, **summarize(out, model, tok)}
+    tmp = f.with_suffix(".json.tmp")  # written whole, then renamed: a kill never leaves half a result
+    tmp.write_text(json.dumps(res))
+    tmp.replace(f)
+    return res
 
 
 def cached(path: Path, key: str, label: str) -> dict[str, Any] | None:

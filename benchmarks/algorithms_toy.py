@@ -30,10 +30,8 @@ difference smaller than the step-to-step spread is not a finding); CPU wall time
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,42 +68,25 @@ def run_variant(
 ) -> dict[str, Any]:
     """One loss, one RL seed (``trainer.seed``: sampling and mini-batch order; the data and the SFT
     checkpoint stay the same)."""
-    from archer.rl.loop import train as rl_train
-
     overrides = base + VARIANTS[name] + ["algo.advantage=grpo", "eval.enabled=false", f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick)
-    key = json.dumps([str(ckpt)] + overrides)
-    f = cache / f"{name}_s{seed}.json"
-    if (old := common.cached(f, key, f"{name} seed {seed}")) is not None:
-        return old
-    model, tok = common.load_policy(ckpt)
-    t0 = time.time()
-    out = rl_train(
-        cfg,
-        run_dir=cache / f"run_{name}_s{seed}",
-        model=model,
-        tokenizer=tok,
-        train_problems=train,
-        eval_problems=[],
-    )
-    wall = time.time() - t0
-    hist = out["history"]
-    after = common.evaluate_model(model, tok, evals, cfg)
-    res = {
-        "name": name,
-        "seed": seed,
-        "key": key,
-        "wall": wall,
-        "after": after,
-        "reward": [h["reward/mean"] for h in hist],
-        "accuracy": [h["reward/accuracy"] for h in hist],
-        # a step with no signal makes no update and has no entropy measurement
-        "entropy": [h.get("actor/entropy") for h in hist],
-        "step_time": [h["time/step"] for h in hist],
-        "optimizer_steps": sum(h.get("update/optimizer_steps", 0) for h in hist),
-    }
-    f.write_text(json.dumps(res))
-    print(f"{name} seed {seed}: {wall:.0f} s, after {after}", flush=True)
+
+    def summarize(out: dict[str, Any], model: Any, tok: Any) -> dict[str, Any]:
+        hist = out["history"]
+        return {
+            "name": name,
+            "seed": seed,
+            "after": common.evaluate_model(model, tok, evals, cfg),
+            "reward": [h["reward/mean"] for h in hist],
+            "accuracy": [h["reward/accuracy"] for h in hist],
+            # a step with no signal makes no update and has no entropy measurement
+            "entropy": [h.get("actor/entropy") for h in hist],
+            "step_time": [h["time/step"] for h in hist],
+            "optimizer_steps": sum(h.get("update/optimizer_steps", 0) for h in hist),
+        }
+
+    res = common.rl_run(f"{name}_s{seed}", cfg, ckpt, train, [], cache, summarize)
+    print(f"{name} seed {seed}: {res['wall']:.0f} s, after {res['after']}", flush=True)
     return res
 
 

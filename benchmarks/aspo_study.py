@@ -159,43 +159,36 @@ def run_variant(
     cache: Path,
 ) -> dict[str, Any]:
     """One variant, one RL seed (``trainer.seed``: sampling and mini-batch order)."""
-    from archer.rl.loop import train as rl_train
-
     overrides = base + VARIANTS[name] + [f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)
-    key = json.dumps([str(ckpt)] + overrides)
-    f = cache / f"{name}_s{seed}.json"
-    if (old := common.cached(f, key, f"{name} seed {seed}")) is not None:
-        return old
-    model, tok = common.load_policy(ckpt)
     scorer = RecordingScorer(cfg)
     paths: list[float] = []
-    t0 = time.time()
-    out = rl_train(
+    k = max(cfg.eval.ks)
+
+    def summarize(out: dict[str, Any], model: Any, tok: Any) -> dict[str, Any]:
+        hist = out["history"]
+        return {
+            "name": name,
+            "seed": seed,
+            "paths": paths,
+            **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
+            "before": out["before"],
+            "after": out["after"],
+            **common.heldout_curve(out, k),  # before (step 0), every eval.every steps, after
+        }
+
+    res = common.rl_run(
+        f"{name}_s{seed}",
         cfg,
-        run_dir=cache / f"run_{name}_s{seed}",
-        model=model,
-        tokenizer=tok,
-        train_problems=train,
-        eval_problems=evals,
+        ckpt,
+        train,
+        evals,
+        cache,
+        summarize,
         scorer=scorer,
         on_step=lambda step, m: paths.append(distinct_correct_paths(scorer.take())),
     )
-    hist = out["history"]
-    k = max(cfg.eval.ks)
-    res: dict[str, Any] = {
-        "name": name,
-        "seed": seed,
-        "key": key,
-        "wall": time.time() - t0,
-        "paths": paths,
-        **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
-        "before": out["before"],
-        "after": out["after"],
-    }
-    res.update(common.heldout_curve(out, k))  # before (step 0), every eval.every steps, after
-    f.write_text(json.dumps(res))
-    print(f"{name} seed {seed}: {res['wall']:.0f} s, after {out['after']}", flush=True)
+    print(f"{name} seed {seed}: {res['wall']:.0f} s, after {res['after']}", flush=True)
     return res
 
 

@@ -78,37 +78,22 @@ def run_mode(
     cache: Path,
 ) -> dict[str, Any]:
     """One reward mode, one RL seed, from the shared SFT checkpoint."""
-    from archer.rl.loop import train as rl_train
-
     overrides = base + [f"reward.code_mode={mode}", f"trainer.seed={seed}"]
     cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)
-    key = json.dumps([str(ckpt)] + overrides)
-    f = cache / f"{mode}_s{seed}.json"
-    if (old := common.cached(f, key, f"{mode} seed {seed}")) is not None:
-        return old
-    model, tok = common.load_policy(ckpt)
-    t0 = time.time()
-    out = rl_train(
-        cfg,
-        run_dir=cache / f"run_{mode}_s{seed}",
-        model=model,
-        tokenizer=tok,
-        train_problems=train,
-        eval_problems=evals,
-    )
-    hist = out["history"]
     k = max(cfg.eval.ks)
-    res: dict[str, Any] = {
-        "mode": mode,
-        "seed": seed,
-        "key": key,
-        "wall": time.time() - t0,
-        **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
-        **common.heldout_curve(out, k),
-        "per_problem_after": out["after"].get("per_problem_avg"),
-        "before": {m: out["before"].get(m) for m in (f"avg@{k}", f"pass@{k}")},
-    }
-    f.write_text(json.dumps(res))
+
+    def summarize(out: dict[str, Any], model: Any, tok: Any) -> dict[str, Any]:
+        hist = out["history"]
+        return {
+            "mode": mode,
+            "seed": seed,
+            **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
+            **common.heldout_curve(out, k),
+            "per_problem_after": out["after"].get("per_problem_avg"),
+            "before": {m: out["before"].get(m) for m in (f"avg@{k}", f"pass@{k}")},
+        }
+
+    res = common.rl_run(f"{mode}_s{seed}", cfg, ckpt, train, evals, cache, summarize)
     print(
         f"{mode} seed {seed}: {res['wall']:.0f} s, avg@{k} {res['avg_at_k'][0]:.3f} -> {res['avg_at_k'][-1]:.3f}"
     )

@@ -118,7 +118,7 @@ def train(
         world.print(note)
     try:
         with world.full_weights(run.token_scorer):
-            before = world.on_main(lambda: _evaluate_before(run, logger))
+            before = world.on_main(lambda: _evaluate_before(run, logger, reuse=resume))
         history = _run_steps(run, logger, on_step)
         if cfg.trainer.save_final and cfg.trainer.steps > 0:
             _save_final(run)
@@ -246,10 +246,11 @@ def _headline(ev: dict[str, Any]) -> dict[str, Any]:
     return {f"eval/{k}": v for k, v in ev.items() if headline_metric(k)}
 
 
-def _evaluate_before(run: RLRun, logger: Any) -> dict[str, Any]:
-    """The held-out evaluation before the first step (rank 0), kept in ``eval_before.json`` for a resume."""
+def _evaluate_before(run: RLRun, logger: Any, reuse: bool) -> dict[str, Any]:
+    """The held-out evaluation before the first step (rank 0), kept in ``eval_before.json``; only a
+    resumed run reads it back (a fresh run into a used folder measures its own model)."""
     path = run.run_dir / "eval_before.json"
-    if path.is_file():
+    if reuse and path.is_file():
         return json.loads(path.read_text())
     ev = _evaluate(run, run.cfg, 0) if run.eval_problems else {}
     path.write_text(json.dumps(ev, indent=2))
