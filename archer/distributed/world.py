@@ -113,6 +113,11 @@ class World:
         """Whether the data-parallel replicas are bitwise equal (None with one process)."""
         return None
 
+    def local(self, obj: Any) -> Any:
+        """``obj`` where it can serve every rank: an object in memory reaches no other process, so a
+        process world returns None and each rank loads its own copy instead."""
+        return obj
+
     def normalizer(
         self, masks: Sequence[torch.Tensor], *, max_len: float | None, entropy_quantile: float | None
     ) -> LossNormalizer:
@@ -199,6 +204,9 @@ class ProcessWorld(World):
         if not self.sharded:
             return parts
         return parts + [[]] * (self.max_int(len(parts)) - len(parts))
+
+    def local(self, obj: Any) -> Any:
+        return None
 
     def replicas(self, model: torch.nn.Module) -> dict[str, Any]:
         digests = self.gather([replica_digest(model)])

@@ -177,6 +177,39 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
+def save_run_checkpoint(
+    world: Any,
+    run_dir: str | Path,
+    step: int,
+    model: Any,
+    sharded_model: Any,
+    optimizer: Any,
+    tokenizer: Any,
+    state: Any,
+    *,
+    keep_last: int,
+    merged: bool,
+) -> Path:
+    """A run's checkpoint in the format of its world: every rank's shards under FSDP
+    (:func:`save_sharded_checkpoint`, collective), else one Hugging Face checkpoint written by rank 0
+    (:func:`save_checkpoint`). ``state(with_optimizer)`` gives the trainer state."""
+    if world.sharded:
+        return save_sharded_checkpoint(
+            run_dir,
+            step,
+            sharded_model,
+            optimizer,
+            tokenizer,
+            state(with_optimizer=False),
+            keep_last=keep_last,
+            main=world.main,
+            barrier=world.barrier,
+        )
+    return world.on_main(
+        lambda: save_checkpoint(run_dir, step, model, tokenizer, state(), keep_last=keep_last, merged=merged)
+    )
+
+
 def save_sharded_checkpoint(
     run_dir: str | Path,
     step: int,

@@ -180,9 +180,7 @@ def _build_run(
             )
         )
     # an object in memory cannot reach other ranks: with several, each loads the saved copy
-    in_memory = (
-        (model, tokenizer) if model is not None and tokenizer is not None and world.size == 1 else None
-    )
+    in_memory = world.local((model, tokenizer)) if model is not None and tokenizer is not None else None
     model, tokenizer, ref_model = load_run_policy(cfg, out, last, in_memory)
     model.to(world.device)
     if ref_model is not None:

@@ -145,28 +145,17 @@ class RLRun:
 
     def save(self) -> Path:
         """A complete checkpoint of this step (collective under a process world)."""
-        if self.world.sharded:
-            return ckpt.save_sharded_checkpoint(
-                self.run_dir,
-                self.step,
-                self.token_scorer,
-                self.optimizer,
-                self.tokenizer,
-                self.state_dict(with_optimizer=False),
-                keep_last=self.cfg.trainer.keep_last,
-                main=self.world.main,
-                barrier=self.world.barrier,
-            )
-        return self.world.on_main(
-            lambda: ckpt.save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.model,
-                self.tokenizer,
-                self.state_dict(),
-                keep_last=self.cfg.trainer.keep_last,
-                merged=self.cfg.model.lora.save_merged,
-            )
+        return ckpt.save_run_checkpoint(
+            self.world,
+            self.run_dir,
+            self.step,
+            self.model,
+            self.token_scorer,
+            self.optimizer,
+            self.tokenizer,
+            self.state_dict,
+            keep_last=self.cfg.trainer.keep_last,
+            merged=self.cfg.model.lora.save_merged,
         )
 
     def prepare_curriculum(self, potential: list[float] | None) -> None:

@@ -280,12 +280,10 @@ def update_minibatch(
             (logp.sum() * 0.0).backward()
             continue
         loss, metrics = _micro_batch_loss(p, logp, ent, s, norm, pos_tokens, sums)
-        if not torch.isfinite(loss):
-            nonfinite = True
-            if world.sharded:  # the other ranks' backward passes still need this rank's
-                (logp.sum() * 0.0).backward()
-                continue
-            break
+        if not torch.isfinite(loss):  # the step will be dropped; under FSDP the other ranks' backward
+            nonfinite = True  # passes still need this rank's, so every rank runs all its micro-batches
+            (logp.sum() * 0.0).backward()
+            continue
         loss.backward()
         ratio_max = max(ratio_max, metrics.get("ratio_max", 0.0))
         _accumulate(sums, metrics, ent.detach(), mask)
