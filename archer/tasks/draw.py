@@ -16,6 +16,9 @@ from typing import Any
 
 SPLITS = ("train", "test")
 TRIES_PER_PROBLEM = 200  # then give up: the generator has too few distinct texts for n
+# ... or sooner: this many draws in a row gave nothing new, so the generator is exhausted (a request far
+# beyond its capacity fails in about a second instead of drawing TRIES_PER_PROBLEM x n times)
+EXHAUSTED_AFTER = 20_000
 
 
 def split_of(text: str, test_fraction: float) -> str:
@@ -42,19 +45,27 @@ def draw_unique(
 ) -> list[tuple[str, Any]]:
     """``n`` ``(text, payload)`` pairs drawn by ``draw`` from ``random.Random(key)`` whose text is in
     ``split`` (distinct texts when ``unique``). Raises ``ValueError`` ("could not draw N distinct SPLIT
-    WHAT" + ``hint``) after ``TRIES_PER_PROBLEM * n + 1000`` draws."""
+    WHAT" + ``hint``) after ``TRIES_PER_PROBLEM * n + 1000`` draws, or once :data:`EXHAUSTED_AFTER`
+    draws in a row gave nothing new (the message then says how many distinct ones the generator has)."""
     check_split(split)
     rng = random.Random(key)
     out: list[tuple[str, Any]] = []
     seen: set[str] = set()
-    tries = 0
+    tries = misses = 0
     while len(out) < n:
         tries += 1
         if tries > TRIES_PER_PROBLEM * n + 1000:
             raise ValueError(f"could not draw {n} distinct {split} {what}{hint}")
+        if unique and misses >= EXHAUSTED_AFTER:
+            raise ValueError(
+                f"could not draw {n} distinct {split} {what}: the generator gave {len(out)} and then nothing "
+                f"new in {EXHAUSTED_AFTER} draws{hint}"
+            )
         text, payload = draw(rng)
         if split_of(text, test_fraction) != split or (unique and text in seen):
+            misses += 1
             continue
+        misses = 0
         seen.add(text)
         out.append((text, payload))
     return out

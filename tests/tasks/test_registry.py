@@ -88,3 +88,17 @@ def test_the_documented_example_task_is_one_file_that_trains(example_task, tmp_p
     assert sft_examples(cfg)[0]["messages"][1]["content"].startswith("\\boxed{")
     summary = train(cfg, run_dir=tmp_path / "run")
     assert summary["steps"] == 2 and len(summary["history"]) == 2
+
+
+def test_a_request_beyond_a_generators_capacity_fails_fast_naming_the_setting():
+    """data.num_train far beyond what the task can generate is one line naming the setting, in seconds
+    (it was ten minutes of silent drawing, and the same again on --resume)."""
+    import time
+
+    from archer.config import load_config
+    from archer.tasks.problems import load_problems
+
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=r"data.num_train: could not draw 1000000 distinct train problems: "):
+        load_problems(load_config("tiny_math", ["data.num_train=1000000"]))
+    assert time.time() - t0 < 30
