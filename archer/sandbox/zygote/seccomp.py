@@ -15,7 +15,10 @@ program never needs and that reach kernel state outliving the run or large kerne
 - the kernel itself: module loading, ``kexec``, ``reboot``, ``swapon/off``, ``acct``, ``quotactl``,
   ``syslog``, clock setting, ``iopl``/``ioperm``/``modify_ldt``, file handles (``open_by_handle_at``),
   ``fanotify_init``, ``lookup_dcookie``, ``vhangup``, ``uselib``, ``ustat``, ``sysfs``, ``_sysctl``;
-- ``personality`` (it can turn off address-space randomisation for the process and its children).
+- ``personality`` (it can turn off address-space randomisation for the process and its children);
+- ``socket``/``socketpair`` of any family but ``AF_UNIX`` (``EAFNOSUPPORT``): ``AF_VSOCK`` reaches the
+  host whatever the network namespace, and netlink, packet, crypto (``AF_ALG``) and the rest are
+  kernel attack surface; the network namespace already leaves no interface to reach.
 
 ``clone3`` fails with ``ENOSYS`` (its flags live in memory a filter cannot read), so the C library
 falls back to ``clone``, whose flags are checked. Syscalls of another ABI than the interpreter's
@@ -114,6 +117,11 @@ DENY = {
     "_sysctl": (156, None),
 }
 UNSHARE, CLONE, CLONE3 = (272, 97), (56, 220), (435, 435)
+# socket(domain, ...) and socketpair(domain, ...): only AF_UNIX; any other family fails with
+# EAFNOSUPPORT, as on a kernel built without it (AF_VSOCK ignores network namespaces; AF_NETLINK,
+# AF_PACKET, AF_ALG, AF_INET... are kernel attack surface a test program never needs)
+SOCKET, SOCKETPAIR = (41, 198), (53, 199)
+AF_UNIX = 1
 ARCHES = {
     "x86_64": (0xC000003E, 0),
     "amd64": (0xC000003E, 0),
@@ -154,6 +162,8 @@ def build(allow_ipc_unshare: bool = False) -> list[tuple[int, int, int, int]]:
         (JEQ_K, "enosys", 0, CLONE3[col]),
         (JEQ_K, "clone", 0, CLONE[col]),
         (JEQ_K, "unshare", 0, UNSHARE[col]),
+        (JEQ_K, "socket", 0, SOCKET[col]),
+        (JEQ_K, "socket", 0, SOCKETPAIR[col]),
         (RET_K, 0, 0, RET_ALLOW),
     ]
     labels: dict[str, int] = {}
@@ -167,6 +177,15 @@ def build(allow_ipc_unshare: bool = False) -> list[tuple[int, int, int, int]]:
         (JSET_K, 0, 1, CLONE_NS_FLAGS),
         (RET_K, 0, 0, eperm),
         (RET_K, 0, 0, RET_ALLOW),
+    ]
+    labels["socket"] = len(prog)  # the domain, args[0]: both 32-bit halves
+    prog += [
+        (LD_W_ABS, 0, 0, 20),
+        (JEQ_K, 0, 3, 0),
+        (LD_W_ABS, 0, 0, 16),
+        (JEQ_K, 0, 1, AF_UNIX),
+        (RET_K, 0, 0, RET_ALLOW),
+        (RET_K, 0, 0, RET_ERRNO | errno.EAFNOSUPPORT),
     ]
     labels["unshare"] = len(prog)
     if allow_ipc_unshare:  # exactly CLONE_NEWIPC (both 32-bit halves of the flags checked)
