@@ -462,7 +462,176 @@ MEMORY_ATTACKS_6 = [
     ),
 ]
 
-ALL = JUDGE_ATTACKS + STATE_ATTACKS + MEMORY_ATTACKS + ZYGOTE_ATTACKS + MEMORY_ATTACKS_6
+# ---- class 7 (issue 20): what a process running untrusted code can reach, per role
+# Each role lists what it can reach and reports anything outside its allowed set: descriptors beyond
+# its targets (the run template's control socket was one), socket families other than AF_UNIX,
+# SysV IPC objects, processes it can signal, directories it can write besides its own. A new leak in
+# any role fails the suite with the list of what leaked.
+INVENTORY = r"""
+import errno as _errno, os as _os, socket as _socket
+def leaks(allowed_fds):
+    out = []
+    for fd in sorted(int(n) for n in _os.listdir("/proc/self/fd")):
+        if fd not in allowed_fds:
+            try:
+                out.append("fd %d -> %s" % (fd, _os.readlink("/proc/self/fd/%d" % fd)))
+            except FileNotFoundError:  # the listing's own descriptor, closed since
+                pass
+    for name in ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_VSOCK", "AF_ALG", "AF_BLUETOOTH",
+                 "AF_CAN", "AF_TIPC", "AF_RDS", "AF_XDP", "AF_KEY", "AF_LLC", "AF_PPPOX", "AF_QIPCRTR"):
+        fam = {"AF_VSOCK": 40, "AF_XDP": 44, "AF_ALG": 38, "AF_QIPCRTR": 42}.get(name) or getattr(_socket, name, None)
+        if fam is None:
+            continue
+        for kind in (_socket.SOCK_STREAM, _socket.SOCK_DGRAM, _socket.SOCK_RAW, _socket.SOCK_SEQPACKET):
+            try:
+                _socket.socket(fam, kind).close()
+                out.append("socket %s/%d" % (name, kind))
+                break
+            except OSError:
+                pass
+    for kind in ("shm", "msg", "sem"):
+        try:
+            rows = open("/proc/sysvipc/" + kind).read().strip().split("\n")[1:]
+        except OSError:
+            rows = []
+        if rows:
+            out.append("sysv %s: %d" % (kind, len(rows)))
+    me = _os.getpid()
+    for name in _os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            try:
+                _os.kill(int(name), 0)
+                out.append("can signal pid %s (%s)" % (name, open("/proc/%s/comm" % name).read().strip()))
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+    cwd = _os.getcwd()
+    for d in ("/", "/tmp", "/tmp/runs", "/dev", "/dev/shm", "/var/tmp", "/usr", "/etc", "/proc/self", "/root"):
+        if _os.path.isdir(d) and _os.path.realpath(d) != cwd and _os.access(d, _os.W_OK):
+            out.append("writable " + d)
+    return "clean" if not out else "; ".join(out)
+"""
+# a program that finds an inherited socket (the run template's end of the zygote/template control
+# channel, before issue 20) and leaves a daemon answering the zygote in the template's place: it
+# acknowledges kills (so it survives them), takes every later fork request with its descriptors and
+# reports "42" on stdout and exit 0 for any program
+TAKEOVER = r"""
+import array, json, os, socket, stat
+def is_sock(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+socks = [fd for fd in range(3, 256) if is_sock(fd)]
+for k in range(3 if socks else 0):
+    if os.fork() == 0:
+        os.setsid()
+        s = socket.socket(fileno=socks[0])
+        while True:
+            msg, anc, _, _ = s.recvmsg(1 << 16, socket.CMSG_SPACE(64))
+            if not msg:
+                os._exit(0)
+            fds = []
+            for _, _, data in anc:
+                fds += array.array("i", data[: len(data) - len(data) % 4]).tolist()
+            head, body = b"", msg
+            try:
+                op = json.loads(body)
+            except ValueError:
+                head, body = msg[:16], msg[16:]
+                op = json.loads(body)
+            if op.get("op") == "kill":
+                s.send(head + b'{"killed": true}')
+            elif op.get("op") == "fork":
+                t = dict(zip(op["targets"], fds))
+                if 1 in t:
+                    os.write(t[1], b"42\n")
+                if op.get("report"):
+                    s.send(head + json.dumps({"exit": op["id"], "status": 0}).encode())
+            for fd in fds:
+                os.close(fd)
+print("planted" if socks else "no socket")
+"""
+JUDGE_SHM_PLANT = (
+    "import ctypes\n_libc = ctypes.CDLL(None, use_errno=True)\n_libc.shmget.restype = ctypes.c_int\n"
+    "_sid = _libc.shmget(0x4153, 1 << 20, 0o1000 | 0o666)\nassert g() == 1 and _sid >= 0, _sid\n"
+)
+MALFORMED_CONTROL = r"""
+import os, socket, stat
+for fd in range(3, 256):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            socket.socket(fileno=fd).send(b"\xff{not json")
+    except OSError:
+        pass
+print("sent")
+"""
+INVENTORY_PROG_SERVER = INVENTORY + "def f(x):\n    return leaks({0, 1, 2, 3, 4})\n"
+INVENTORY_ATTACKS = [
+    Attack(
+        7,
+        "daemon answering the zygote's control messages in the template's place",
+        TAKEOVER,
+        stdin("no socket"),
+        lambda rep, probe: probe is not None and probe.verdicts == ["wrong", "wrong", "wrong"],
+        probe="print(0)\n",
+        probe_tests={"inputs": ["", "", ""], "outputs": ["42", "42", "42"]},
+    ),
+    Attack(
+        7,
+        "malformed message on the control socket (the zygote must not crash)",
+        MALFORMED_CONTROL,
+        stdin("sent"),
+        lambda rep, *_: rep.all_passed,
+    ),
+    Attack(
+        7,
+        "SysV shared memory left by test code in the judge for a later judge",
+        "def g():\n    return 1\n",
+        {"assert": JUDGE_SHM_PLANT},
+        probe_passes,
+        probe="def g():\n    return 1\n",
+        probe_tests={
+            "assert": "_rows = open('/proc/sysvipc/shm').read().strip().split('\\n')[1:]\n"
+            "assert g() == 1 and not _rows, _rows\n"
+        },
+        needs=("namespaces",),
+    ),
+    Attack(
+        7,
+        "inventory of a stdin program (fds 0-2 only)",
+        INVENTORY + "import sys\nprint(leaks({0, 1, 2}))\nprint(leaks({0, 1, 2}), file=sys.stderr)\n",
+        stdin("clean"),
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of a call-mode program (fds 0-3 only)",
+        INVENTORY + "def f(x):\n    found = leaks({0, 1, 2, 3})\n    if found != 'clean':\n"
+        "        raise RuntimeError(found)\n    return found\n",
+        {"inputs": ["0"], "outputs": ['"clean"'], "fn_name": "f"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of an assert-mode program server (fds 0-4 only)",
+        INVENTORY_PROG_SERVER,
+        {"assert": "assert f(0) == 'clean', f(0)", "entry_point": "f"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of the judge running (model-written) test code (fds 0-5 only)",
+        "def g():\n    return 1\n",
+        {"assert": INVENTORY + "_found = leaks({0, 1, 2, 3, 4, 5})\nassert _found == 'clean', _found\n"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+]
+
+ALL = JUDGE_ATTACKS + STATE_ATTACKS + MEMORY_ATTACKS + ZYGOTE_ATTACKS + MEMORY_ATTACKS_6 + INVENTORY_ATTACKS
 
 
 def scan_hits(pool: SandboxPool) -> int | None:
@@ -492,7 +661,7 @@ def run_attack(attack: Attack, pool: SandboxPool, baseline_hits: int | None = No
         ok = ok and not sandbox_err and not restarted
     honest = run_tests("print(int(input()) + 1)", {"inputs": ["41"], "outputs": ["42"]}, pool=pool)
     ok = ok and honest.all_passed
-    detail = f"verdicts={rep.verdicts}" + (
+    detail = f"verdicts={rep.verdicts} failures={rep.info.get('failures')}" + (
         f" probe={probe.verdicts}" if probe is not None and attack.probe else ""
     )
     detail += " zygote restarted" if restarted else ""

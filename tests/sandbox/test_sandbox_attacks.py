@@ -72,3 +72,31 @@ def test_pools_never_share_uids(name):
         pytest.skip(FACILITIES["namespaces"])
     ok, detail = sa.POOL_ATTACKS[name]()
     assert ok, f"class 4: {name}: {detail}"
+
+
+# ------------------------------------------------------------------------------ issue 20
+
+
+def test_always_none_scores_zero_after_a_takeover_attempt(pool):
+    """Issue 20's figure: always-None HumanEval programs scored 122-136/164 once a program had left a
+    daemon answering the zygote's control socket in the same pool; it must stay 0/164."""
+    import json
+
+    from archer.rewards.code import run_tests, run_tests_batch, with_prompt_setup
+
+    plant = run_tests(sa.TAKEOVER, sa.stdin("no socket"), pool=pool)
+    assert plant.all_passed, plant.info  # no socket reached the program
+    rows = [json.loads(line) for line in open(sa.REPO / "archer/data/bundled/code/humaneval.jsonl")]
+    items = [
+        (
+            r["prompt"] + "    return None\n",
+            with_prompt_setup(
+                {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"]},
+                r["prompt"],
+            ),
+        )
+        for r in rows
+    ]
+    reps = run_tests_batch(items, pool=pool, stop_on_failure=True)
+    assert len(rows) == 164
+    assert sum(r.all_passed for r in reps) == 0

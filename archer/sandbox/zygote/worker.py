@@ -97,6 +97,10 @@ class FrameReader:
         return out
 
 
+class TemplateBroken(RuntimeError):
+    """The run template died, hung or sent something it would never send: the zygote must end."""
+
+
 class Zygote:
     """The long-lived process: holds the imports, the jail and the protocol; runs one request at a time.
 
@@ -111,6 +115,8 @@ class Zygote:
         self.pending_b = 0  # bytes of part B announced but not read yet
         self.oom_before = 0
         self.exits: dict[int, int] = {}  # exit statuses the template reported, by run child id
+        self.pending: dict[int, bytes] = {}  # run child id -> nonce its exit report must carry
+        self.awaiting: dict[str, bytes] = {}  # answer awaited ("killed") -> nonce it must carry
         self.template_pid, self.ctl = template.start(
             isolation, harness, safe_pickle.restricted_loads, self.report, [proto_in, proto_out]
         )
@@ -179,9 +185,10 @@ class Zygote:
                 )
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
-            healthy = True
+            healthy = not isinstance(exc, TemplateBroken)  # never talk to that template again
             try:
-                self.cleanup([])
+                if healthy:
+                    self.cleanup([])
             except Exception:
                 healthy = False  # left dirty (or the template is gone): a fresh zygote is needed
             if self.pending_b:  # keep the protocol in step: discard the unread test code
@@ -195,22 +202,41 @@ class Zygote:
 
     def control(self, msg: dict[str, Any], want: str) -> dict[str, Any]:
         """Send one message to the template and return its answer holding ``want``."""
-        self.ctl.send(json.dumps(msg).encode())
-        while True:
+        nonce = os.urandom(template.NONCE_BYTES)
+        self.awaiting[want] = nonce
+        self.ctl.send(nonce + json.dumps(msg).encode())
+        while want in self.awaiting:
             reply = self.control_event(TEMPLATE_TIMEOUT)
             if want in reply:
                 return reply
+        raise TemplateBroken(f"no {want!r} answer")
 
     def control_event(self, timeout: float) -> dict[str, Any]:
-        """The template's next message; exit reports are recorded on the way."""
+        """The template's next message; exit reports are recorded on the way.
+
+        Authenticated by position and nonce: a message must be an answer the zygote is waiting for,
+        carrying the nonce it drew for that message. Anything else raises :class:`TemplateBroken`."""
         ready, _, _ = select.select([self.ctl], [], [], timeout)
-        raw = self.ctl.recv(1 << 16) if ready else b""
+        raw = self.ctl.recv(template.MAX_PACKET) if ready else b""
         if not raw:
-            raise RuntimeError("the run template died or hung")
-        msg = json.loads(raw)
-        if "exit" in msg:
-            self.exits[int(msg["exit"])] = int(msg["status"])
-        return msg
+            raise TemplateBroken("the run template died or hung")
+        nonce, body = raw[: template.NONCE_BYTES], raw[template.NONCE_BYTES :]
+        try:
+            msg = json.loads(body)
+        except (ValueError, RecursionError):
+            raise TemplateBroken("malformed message from the run template") from None
+        if not isinstance(msg, dict):
+            raise TemplateBroken("malformed message from the run template")
+        if set(msg) == {"exit", "status"} and type(msg["exit"]) is int and type(msg["status"]) is int:
+            if self.pending.get(msg["exit"]) != nonce:
+                raise TemplateBroken("exit report for no awaited run, or with the wrong nonce")
+            del self.pending[msg["exit"]]
+            self.exits[msg["exit"]] = msg["status"]
+            return msg
+        if msg == {"killed": True} and self.awaiting.get("killed") == nonce:
+            del self.awaiting["killed"]
+            return msg
+        raise TemplateBroken("unexpected message from the run template")
 
     # ---------------------------------------------------------------- children
 
@@ -243,7 +269,10 @@ class Zygote:
                 "cpu_s": float(cpu_s),
                 "report": report,
             }
-            socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(targets.values()))
+            nonce = os.urandom(template.NONCE_BYTES)
+            if report:
+                self.pending[self.runs] = nonce
+            socket.send_fds(self.ctl, [nonce + json.dumps(msg).encode()], list(targets.values()))
         finally:
             os.close(data)
         return self.runs
@@ -252,6 +281,7 @@ class Zygote:
         """Kill the run's processes and remove its files; True if the cgroup OOM-killed one of them."""
         self.control({"op": "kill"}, want="killed")
         self.exits.clear()
+        self.pending.clear()  # the template reaped them without reporting
         isolation.remove_workdirs(self.report)
         if os.listdir(self.report["work_root"]):  # never start the next run on a dirty work root
             raise RuntimeError("the run's files could not be removed")
