@@ -243,5 +243,24 @@ def oom_kills(dirs: dict[str, tuple[int, str]]) -> int:
     return int(m.group(1)) if m else 0
 
 
+def usage(dirs: dict[str, tuple[int, str]]) -> tuple[int | None, int | None]:
+    """(bytes of memory charged to the slot, tasks in it) now; None where the controller is absent."""
+    mem = tasks = None
+    if "memory" in dirs:
+        version, path = dirs["memory"]
+        try:
+            mem = int(
+                _read(os.path.join(path, "memory.usage_in_bytes" if version == 1 else "memory.current"))
+            )
+        except (OSError, ValueError):
+            pass
+    if "pids" in dirs:
+        try:
+            tasks = int(_read(os.path.join(dirs["pids"][1], "pids.current")))
+        except (OSError, ValueError):
+            pass
+    return mem, tasks
+
+
 def describe(dirs: dict[str, Any]) -> str:
     return ", ".join(f"{c} v{v}" for c, (v, _) in sorted(dirs.items()))

@@ -37,6 +37,9 @@ from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE_TIMEOUT = 60.0  # the template answers at once; this only catches one that hangs
+SETTLE_S = 3.0  # the longest a slot waits for the previous run's processes and memory to be gone
+SETTLE_SLACK = 16 << 20  # charge above the idle level a next run may start with (page cache, stock)
+IDLE_TASKS = 2  # the zygote and its run template
 
 
 def _load(name: str, path: str) -> Any:
@@ -122,6 +125,11 @@ class Zygote:
         )
         if self.report["cgroup"]:  # the OOM kills counted so far; each run compares against it
             self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
+        # what the slot holds with no run in it (zygote + template); a run is handed the slot only
+        # once the previous run's charge is back near it (see settle)
+        self.idle_memory = (
+            isolation.cgroup.usage(self.report["cgroup_dirs"])[0] if self.report["cgroup"] else None
+        )
 
     # ------------------------------------------------------------------ protocol
 
@@ -287,8 +295,37 @@ class Zygote:
             raise RuntimeError("the run's files could not be removed")
         if not self.report["cgroup"]:
             return False
+        self.settle()
         before, self.oom_before = self.oom_before, isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
         return self.oom_before > before
+
+    def settle(self) -> bool:
+        """Wait (at most SETTLE_S) until the slot holds no process of the last run and its memory is
+        back within SETTLE_SLACK of the idle level. A dead run's SysV segments and IPC namespace are
+        freed asynchronously by the kernel, still charged to the slot meanwhile: the next run would
+        otherwise start with part of its memory limit taken. True if it settled in time; if not,
+        the current level becomes the idle one (the zygote's own memory may have grown), so a
+        lasting charge costs one wait, not one per run."""
+        dirs = self.report["cgroup_dirs"]
+        deadline = time.monotonic() + SETTLE_S
+        pause = 0.001
+        while True:
+            mem, tasks = isolation.cgroup.usage(dirs)
+            quiet_tasks = tasks is None or tasks <= IDLE_TASKS
+            if mem is None or self.idle_memory is None:
+                quiet_mem = True
+            else:
+                quiet_mem = mem <= self.idle_memory + SETTLE_SLACK
+            if quiet_tasks and quiet_mem:
+                if mem is not None and self.idle_memory is not None:
+                    self.idle_memory = min(self.idle_memory, mem)
+                return True
+            if time.monotonic() >= deadline:
+                if mem is not None:
+                    self.idle_memory = max(self.idle_memory or 0, mem - SETTLE_SLACK)
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def wait_child(
         self, run_id: int, readers: dict[int, Any], deadline: float, on_frame: Any = None, max_output: int = 0
