@@ -107,6 +107,7 @@ class SandboxConfig:
     file_size_mb: int = 16  # RLIMIT_FSIZE
     open_files: int = 64  # RLIMIT_NOFILE
     tmpfs_mb: int = 64  # size of the private /tmp holding the run directories
+    cpus_per_slot: float = 1.0  # CPU bandwidth of one slot's processes together (cgroup cpu); 0 = none
     start_timeout: float = 60.0
     debug: bool = False  # let zygote stderr through
 
@@ -115,7 +116,15 @@ class SandboxConfig:
             raise ValueError(
                 f"SandboxConfig.isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}"
             )
-        for name in ("workers", "uid_base", "nproc", "file_size_mb", "open_files", "tmpfs_mb"):
+        for name in (
+            "workers",
+            "uid_base",
+            "nproc",
+            "file_size_mb",
+            "open_files",
+            "tmpfs_mb",
+            "cpus_per_slot",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SandboxConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.nproc < 2:
@@ -320,6 +329,7 @@ class SandboxPool:
             tree_kill=iso["tree_kill"],
             rlimits=True,
             workers=len(self._zygotes),
+            cgroup_cpu=bool(iso.get("cgroup_cpu")),
             uids=iso.get("uids"),
             all_uids=[z.isolation.get("uids") for z in self._zygotes],
             errors=iso.get("errors", []) + failures,

@@ -93,6 +93,8 @@ class Attack:
     opts: dict[str, Any] = field(default_factory=dict)
     probe: str | None = None  # a later run's program (plant-then-probe attacks)
     probe_tests: dict[str, Any] | None = None
+    probe_opts: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 1  # plant-then-probe rounds (for races); contained only if every round is
     needs: tuple[str, ...] = ()  # facilities without which it cannot be contained
 
 
@@ -566,7 +568,27 @@ for fd in range(3, 256):
 print("sent")
 """
 INVENTORY_PROG_SERVER = INVENTORY + "def f(x):\n    return leaks({0, 1, 2, 3, 4})\n"
+SHM_464 = LIBC + (
+    "libc.shmget.restype = ctypes.c_int\nlibc.shmat.restype = ctypes.c_void_p\nn = 0\n"
+    "for k in range(29):\n    sid = libc.shmget(0, 16 << 20, 0o1000 | 0o600)\n"
+    "    addr = libc.shmat(sid, None, 0)\n    if sid < 0 or addr in (None, 2 ** 64 - 1):\n        break\n"
+    "    ctypes.memset(addr, 1, 16 << 20)\n    libc.shmdt(ctypes.c_void_p(addr))\n    n += 1\n"
+    "print(n * 16)\n"
+)
 INVENTORY_ATTACKS = [
+    Attack(
+        7,
+        "464 MiB of SysV shm still charged to the slot when the next run starts",
+        SHM_464,
+        stdin("464"),
+        probe_passes,
+        opts={"memory_mb": 512},
+        probe="x = bytearray(400 << 20)\nprint('fits')\n",
+        probe_tests=stdin("fits"),
+        probe_opts={"memory_mb": 512},
+        repeat=3,
+        needs=("cgroup", "namespaces"),
+    ),
     Attack(
         7,
         "daemon answering the zygote's control messages in the template's place",
@@ -647,11 +669,13 @@ def zygote_pids(pool: SandboxPool) -> list[int]:
 def run_attack(attack: Attack, pool: SandboxPool, baseline_hits: int | None = None) -> tuple[bool, str]:
     """Run one attack (and its probe); (contained, one-line account)."""
     before = zygote_pids(pool)
-    rep = run_tests(attack.program, attack.tests, pool=pool, **attack.opts)
-    probe = None
-    if attack.probe is not None:
-        probe = run_tests(attack.probe, attack.probe_tests, pool=pool)
-    ok = bool(attack.contained(rep, probe))
+    ok = True
+    for _ in range(attack.repeat):
+        rep = run_tests(attack.program, attack.tests, pool=pool, **attack.opts)
+        probe = None
+        if attack.probe is not None:
+            probe = run_tests(attack.probe, attack.probe_tests, pool=pool, **attack.probe_opts)
+        ok = ok and bool(attack.contained(rep, probe))
     if attack.cls == 6:
         hits = scan_hits(pool)
         ok = ok and hits is not None and baseline_hits is not None and hits <= baseline_hits
@@ -730,6 +754,39 @@ def pool_in_another_process() -> tuple[bool, str]:
         shared = theirs & uid_set(mine)
     return bool(theirs) and not shared, f"shared uids={sorted(shared)}"
 
+
+SPINNERS = (
+    "import os, time\nfor _ in range(14):\n    if os.fork() == 0:\n        os.setsid()\n"
+    "        end = time.time() + 6\n        while time.time() < end:\n            pass\n        os._exit(0)\n"
+    "time.sleep(6)\nprint('spun')\n"
+)
+HONEST_CPU = (
+    "import time\ntime.sleep(1.0)\nt = time.time()\nn = 0\nfor i in range(10_000_000):\n    n += i\n"
+    "print('in time' if time.time() - t < 3.0 else 'slow %.1f s' % (time.time() - t))\n"
+)
+
+
+def spinners_beside_an_honest_run() -> tuple[bool, str]:
+    """Issue 20: a program forking spinners in new sessions on one slot; an honest CPU-bound run on
+    the other slot at the same time must still get its core (each slot has its own CPU bandwidth).
+    The honest loop takes ~0.8 s on a quiet core; among 14 uncapped spinners (one scheduling group per
+    session) it gets about 2/15 of the machine and takes several times longer."""
+    with SandboxPool(SandboxConfig(workers=2, nproc=16)) as p:
+        if not p.isolation.get("cgroup_cpu"):
+            return True, "no cpu controller here (skipped)"
+        reps = run_tests_batch(
+            [(SPINNERS, stdin("spun")), (HONEST_CPU, stdin("in time")), (HONEST_CPU, stdin("in time"))],
+            pool=p,
+            timeout=9.0,
+        )
+    return all(
+        r.all_passed for r in reps[1:]
+    ), f"verdicts={[(r.verdicts, r.info.get('failures')) for r in reps]}"
+
+
+SLOT_ATTACKS = {
+    "spinners in new sessions on one slot vs an honest run on another": spinners_beside_an_honest_run,
+}
 
 POOL_ATTACKS = {
     "two pools in one process: per-uid process limit shared": two_pools_in_one_process,

@@ -100,3 +100,11 @@ def test_always_none_scores_zero_after_a_takeover_attempt(pool):
     reps = run_tests_batch(items, pool=pool, stop_on_failure=True)
     assert len(rows) == 164
     assert sum(r.all_passed for r in reps) == 0
+
+
+@pytest.mark.parametrize("name", list(sa.SLOT_ATTACKS))
+def test_slots_do_not_interfere(name):
+    if FACILITIES["cgroup"] is not None:
+        pytest.skip(FACILITIES["cgroup"])
+    ok, detail = sa.SLOT_ATTACKS[name]()
+    assert ok, f"issue 20: {name}: {detail}"

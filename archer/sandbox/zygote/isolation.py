@@ -280,7 +280,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     tasks = int(cfg["nproc"]) + EXTRA_TASKS
     if cgroups:
         try:
-            cgroup.set_limits(cgroups, 1 << 30, tasks)
+            cgroup.set_limits(cgroups, 1 << 30, tasks, float(cfg.get("cpus_per_slot") or 0) or None)
             # the zygote joins once and its forks inherit the cgroup: moving every run child (a v1
             # migration costs milliseconds) is not needed. It and its run template are the
             # last the OOM killer may pick; run children ask to be the first (enter_child).
@@ -337,6 +337,8 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
     report["limits"]["tasks"] = tasks
+    report["limits"]["cpus"] = float(cfg.get("cpus_per_slot") or 0) or None
+    report["cgroup_cpu"] = bool(report["cgroup"] and "cpu" in cgroups and report["limits"]["cpus"])
     return report
 
 

@@ -190,6 +190,7 @@ class Zygote:
                     self.report["cgroup_dirs"],
                     int(req.get("memory_mb", 1024)) << 20,
                     self.report["limits"]["tasks"],
+                    self.report["limits"]["cpus"],
                 )
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
