@@ -575,6 +575,37 @@ SHM_464 = LIBC + (
     "    ctypes.memset(addr, 1, 16 << 20)\n    libc.shmdt(ctypes.c_void_p(addr))\n    n += 1\n"
     "print(n * 16)\n"
 )
+FORGED_SANDBOX_ERROR = (
+    "import json, os, struct\ndef f(x):\n"
+    "    m = json.dumps({'i': 0, 'status': 'sandbox_error', 'result': None, 'detail': 'not my fault'})\n"
+    "    os.write(3, struct.pack('>I', len(m)) + m.encode())\n    os._exit(0)\n"
+)
+EXCEPTION_ATTACKS = [
+    Attack(
+        7,
+        "StopIteration from the candidate ends all(map(...)) early",
+        "def f(x):\n    raise StopIteration\n",
+        {"assert": "assert all(map(lambda x: f(x) == x + 1, [1, 2, 3]))", "entry_point": "f"},
+        not_ok,
+    ),
+    Attack(
+        7,
+        "StopIteration from the candidate ends a for-loop over zip(map(...)) early",
+        "def f(x):\n    raise StopIteration('done')\n",
+        {
+            "assert": "for got, want in zip(map(f, [1, 2]), [2, 3]):\n    assert got == want\nassert True\n",
+            "entry_point": "f",
+        },
+        not_ok,
+    ),
+    Attack(
+        7,
+        "call-mode program labelling its own failure sandbox_error",
+        FORGED_SANDBOX_ERROR,
+        {"inputs": ["1"], "outputs": ["2"], "fn_name": "f"},
+        lambda rep, *_: rep.verdicts in (["error"], ["wrong"]),
+    ),
+]
 INVENTORY_ATTACKS = [
     Attack(
         7,
@@ -653,7 +684,15 @@ INVENTORY_ATTACKS = [
     ),
 ]
 
-ALL = JUDGE_ATTACKS + STATE_ATTACKS + MEMORY_ATTACKS + ZYGOTE_ATTACKS + MEMORY_ATTACKS_6 + INVENTORY_ATTACKS
+ALL = (
+    JUDGE_ATTACKS
+    + STATE_ATTACKS
+    + MEMORY_ATTACKS
+    + ZYGOTE_ATTACKS
+    + MEMORY_ATTACKS_6
+    + INVENTORY_ATTACKS
+    + EXCEPTION_ATTACKS
+)
 
 
 def scan_hits(pool: SandboxPool) -> int | None:

@@ -108,3 +108,15 @@ def test_slots_do_not_interfere(name):
         pytest.skip(FACILITIES["cgroup"])
     ok, detail = sa.SLOT_ATTACKS[name]()
     assert ok, f"issue 20: {name}: {detail}"
+
+
+def test_a_broken_call_input_is_still_a_sandbox_error(pool):
+    """The zygote, not the program, labels a test input that is not JSON lines."""
+    from archer.rewards.code import run_tests
+
+    rep = run_tests(
+        "def f(x):\n    return x\n",
+        {"inputs": ["{oops", "1"], "outputs": ["1", "1"], "fn_name": "f"},
+        pool=pool,
+    )
+    assert rep.verdicts == ["sandbox_error", "ok"]

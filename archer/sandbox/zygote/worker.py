@@ -40,6 +40,7 @@ TEMPLATE_TIMEOUT = 60.0  # the template answers at once; this only catches one t
 SETTLE_S = 3.0  # the longest a slot waits for the previous run's processes and memory to be gone
 SETTLE_SLACK = 16 << 20  # charge above the idle level a next run may start with (page cache, stock)
 IDLE_TASKS = 2  # the zygote and its run template
+CALL_STATUSES = ("ok", "error", "memory")  # what a call-mode child's frame may claim
 
 
 def _load(name: str, path: str) -> Any:
@@ -433,6 +434,7 @@ class Zygote:
             req["fn_name"],
             req["inputs"],
         )
+        bad_inputs = {i for i, text in enumerate(inputs) if not _json_lines(text)}
         start = 0
         while start < len(inputs):
             res_r, res_w = os.pipe()
@@ -451,7 +453,14 @@ class Zygote:
                     return None  # out of order: forged by the program; the run is broken
                 state["next"] = i + 1
                 result = frame.get("result") if isinstance(frame.get("result"), str) else None
-                if not self.event(i, frame["status"], result=result, detail=str(frame.get("detail", ""))):
+                # the frame comes from the program's own process: it may only say ok (with a result
+                # the trainer compares), error or memory; a broken test input is the zygote's call
+                status = frame["status"] if frame["status"] in CALL_STATUSES else "error"
+                if status == "ok" and result is None:
+                    status = "error"
+                if i in bad_inputs:
+                    status = "sandbox_error"
+                if not self.event(i, status, result=result, detail=str(frame.get("detail", ""))):
                     state["stop"] = True
                     return None
                 return min(time.monotonic() + timeout, budget_deadline)
@@ -526,6 +535,17 @@ class Zygote:
             return
         status = "memory" if oom else "timeout" if limit == "timeout" else "error"
         self.event(state["next"], status, detail="the judge stopped before this test")
+
+
+def _json_lines(text: Any) -> bool:
+    """Whether a call-mode test input parses (one JSON value per non-blank line), as the child will."""
+    if not isinstance(text, str):
+        return False
+    try:
+        harness._parse_args(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _add_site_packages() -> None:
