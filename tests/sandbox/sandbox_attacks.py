@@ -580,6 +580,19 @@ FORGED_SANDBOX_ERROR = (
     "    m = json.dumps({'i': 0, 'status': 'sandbox_error', 'result': None, 'detail': 'not my fault'})\n"
     "    os.write(3, struct.pack('>I', len(m)) + m.encode())\n    os._exit(0)\n"
 )
+
+
+def forged_verdicts_assert(n: int, verdict_fd: int = 5) -> str:
+    """A model-written assert (archer data synth-tests) that, run in the judge, writes an "ok" verdict
+    frame for each of ``n`` tests on the judge's verdict descriptor and exits: before issue 20 the
+    filter then kept every test, ``add(2, 2) == 5`` included. Contained when it is never run."""
+    frames = b"".join(
+        len(m).to_bytes(4, "big") + m
+        for m in (json.dumps({"i": i, "status": "ok", "detail": ""}).encode() for i in range(n))
+    )
+    return f"assert __import__('os').write({verdict_fd}, {frames!r}) and __import__('os')._exit(0)"
+
+
 EXCEPTION_ATTACKS = [
     Attack(
         7,
