@@ -619,7 +619,37 @@ EXCEPTION_ATTACKS = [
         lambda rep, *_: rep.verdicts in (["error"], ["wrong"]),
     ),
 ]
+# syscalls on neither list (issue 20: seccomp became an allow list): each must fail with ENOSYS
+UNLISTED_SYSCALLS = {
+    "io_setup": (206, 0, "1, ctypes.byref(ctypes.c_ulong(0))"),
+    "landlock_create_ruleset": (444, 444, "None, 0, 1"),
+    "move_pages": (279, 239, "0, 0, None, None, None, 0"),
+    "set_mempolicy": (238, 237, "0, None, 0"),
+    "vmsplice": (278, 75, "0, None, 0, 0"),
+    "tee": (276, 77, "0, 1, 1, 0"),
+    "pkey_alloc": (330, 289, "0, 0"),
+    "inotify_init1": (294, 26, "0"),
+    "setxattr": (188, 5, "b'.', b'user.x', b'1', 1, 0"),
+}
+UNLISTED_PROBE = (
+    LIBC
+    + "bad = []\n"
+    + "".join(
+        f"ctypes.set_errno(0)\nr = libc.syscall({x if X86 else a}, {args})\ne = ctypes.get_errno()\n"
+        f"if not (r == -1 and e == errno.ENOSYS):\n    bad.append('{name}=%d/%s' % (r, errno.errorcode.get(e, e)))\n"
+        for name, (x, a, args) in UNLISTED_SYSCALLS.items()
+    )
+    + "print(' '.join(bad) or 'all ENOSYS')\n"
+)
 INVENTORY_ATTACKS = [
+    Attack(
+        7,
+        "syscalls outside the allow list (io_setup, landlock, move_pages, vmsplice, pkeys, inotify, ...)",
+        UNLISTED_PROBE,
+        stdin("all ENOSYS"),
+        lambda rep, *_: rep.all_passed,
+        needs=("seccomp",),
+    ),
     Attack(
         7,
         "464 MiB of SysV shm still charged to the slot when the next run starts",

@@ -19,13 +19,16 @@ Layers (each reported separately, each may be missing on a given machine):
   allocated machine-wide for this pool (``sandbox_uids.py``), so per-uid limits count only the
   run's own processes and nothing outside is writable, readable-if-private, or killable;
   ``no_new_privs`` blocks setuid binaries.
-- ``ipc_per_run``: each run child unshares a fresh IPC namespace, so SysV shared memory, semaphores
-  and message queues and POSIX message queues die with the run (with their memory).
-- ``seccomp``: the zygote, and so everything it forks, runs under the deny filter of
+- ``ipc_per_run``: each run child (program and judge alike) unshares a fresh IPC namespace, so SysV
+  shared memory, semaphores and message queues and POSIX message queues die with the run (with
+  their memory).
+- descriptors: a run child keeps exactly its targets (:func:`keep_only`), never the run template's
+  control socket or another child's pipes.
+- ``seccomp``: the zygote, and so everything it forks, runs under the allow-list filter of
   ``seccomp.py`` (keyrings, bpf, perf, userfaultfd, io_uring, ptrace, mounts, namespaces,
-  kexec, modules, ...); the one exception, ``unshare(CLONE_NEWIPC)``, needs CAP_SYS_ADMIN, which
-  a run child has given up before the program starts.
-- ``cgroup``: the zygote joins its slot's memory + pids cgroup (``cgroup.py``) once, so its
+  kexec, modules, ... refused; sockets AF_UNIX only); the one exception, ``unshare(CLONE_NEWIPC)``,
+  needs CAP_SYS_ADMIN, which a run child has given up before the program starts.
+- ``cgroup``: the zygote joins its slot's memory + pids (+ cpu where offered) cgroup (``cgroup.py``) once, so its
   run template and run children are in it from their first instruction; run children have
   ``oom_score_adj`` +1000 (the zygote -1000 where CAP_SYS_RESOURCE allows), so an out-of-memory
   kill takes the run, not the zygote.
