@@ -506,6 +506,19 @@ def leaks(allowed_fds):
                 out.append("can signal pid %s (%s)" % (name, open("/proc/%s/comm" % name).read().strip()))
             except (ProcessLookupError, PermissionError, OSError):
                 pass
+            for what in ("fd", "mem", "environ", "cwd"):  # another process's descriptors or memory
+                try:
+                    if what == "fd":
+                        _os.listdir("/proc/%s/fd" % name)
+                    elif what == "cwd":
+                        _os.listdir("/proc/%s/cwd" % name)
+                    elif what == "mem":  # opening needs ptrace access (reading offset 0 fails anyway)
+                        open("/proc/%s/mem" % name, "rb").close()
+                    else:
+                        open("/proc/%s/%s" % (name, what), "rb").read(1)
+                    out.append("can read /proc/%s/%s" % (name, what))
+                except OSError:
+                    pass
     cwd = _os.getcwd()
     for d in ("/", "/tmp", "/tmp/runs", "/dev", "/dev/shm", "/var/tmp", "/usr", "/etc", "/proc/self", "/root"):
         if _os.path.isdir(d) and _os.path.realpath(d) != cwd and _os.access(d, _os.W_OK):
