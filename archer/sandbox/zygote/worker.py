@@ -20,7 +20,13 @@ process of the pid namespace but the zygote (setsid/double-fork escapes included
 subreaper, so it reaps them); without a pid namespace, helpers holding the sandbox uids do
 the same with ``kill(-1)``; without either, only the children's process groups are killed (see
 ``sandbox_isolation.kill_tree``). Then the run's files are removed; if that fails the zygote exits
-and the trainer starts a fresh one rather than run anything on a dirty work directory.
+and the trainer starts a fresh one rather than run anything on a dirty work directory. With a cgroup,
+the next run starts only once the slot holds no process of the last one and its memory charge is
+back near the idle level (:meth:`Zygote.settle`).
+
+The control socket to the template is authenticated by position and nonce (``template.py``): no
+run child holds it, every answer must carry the nonce of the message it answers, and anything
+unexpected on it raises :class:`TemplateBroken`, which ends the zygote (never a half-trusted state).
 """
 
 from __future__ import annotations
