@@ -120,3 +120,22 @@ def test_a_broken_call_input_is_still_a_sandbox_error(pool):
         pool=pool,
     )
     assert rep.verdicts == ["sandbox_error", "ok"]
+
+
+def test_alternating_hostile_and_honest_runs_on_one_slot(pool):
+    """Issue 20: each honest run right after a hostile one on the same slot gets the whole slot: the
+    hostile run's daemon is gone, its SysV memory is no longer charged, its files are removed."""
+    from archer.rewards.code import run_tests_batch
+
+    if FACILITIES["cgroup"] is not None:
+        pytest.skip(FACILITIES["cgroup"])
+    hostile = sa.SHM_464.replace(
+        "print(n * 16)",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+        "    time.sleep(60)\nopen('junk', 'wb').write(b'z' * (4 << 20))\nprint(n * 16)",
+    )
+    honest = "import os\nx = bytearray(440 << 20)\nprint(len(os.listdir('.')))\n"
+    items = [(hostile, sa.stdin("464")), (honest, sa.stdin("0"))] * 4
+    reps = run_tests_batch(items, pool=pool, memory_mb=512, timeout=10.0)
+    assert [r.verdicts for r in reps[1::2]] == [["ok"]] * 4, [r.info for r in reps[1::2]]
+    assert all(r.all_passed for r in reps[::2])  # the hostile run itself did what it wanted
