@@ -855,28 +855,35 @@ SPINNERS = (
     "        end = time.time() + 6\n        while time.time() < end:\n            pass\n        os._exit(0)\n"
     "time.sleep(6)\nprint('spun')\n"
 )
+HONEST_LOOP = "n = 0\nfor i in range(10_000_000):\n    n += i\n"
+# reads the time the same loop took in the trainer just before (the machine's current speed) and
+# says whether it ran at most 3x slower beside the spinners
 HONEST_CPU = (
-    "import time\ntime.sleep(1.0)\nt = time.time()\nn = 0\nfor i in range(10_000_000):\n    n += i\n"
-    "print('in time' if time.time() - t < 3.0 else 'slow %.1f s' % (time.time() - t))\n"
+    "import time\nbase = float(input())\ntime.sleep(1.0)\nt = time.time()\n"
+    + HONEST_LOOP
+    + "dt = time.time() - t\n"
+    "print('in time' if dt < 3 * base + 0.3 else 'slow %.2f s for %.2f s alone' % (dt, base))\n"
 )
 
 
 def spinners_beside_an_honest_run() -> tuple[bool, str]:
     """Issue 20: a program forking spinners in new sessions on one slot; an honest CPU-bound run on
     the other slot at the same time must still get its core (each slot has its own CPU bandwidth).
-    The honest loop takes ~0.8 s on a quiet core; among 14 uncapped spinners (one scheduling group per
-    session) it gets about 2/15 of the machine and takes several times longer."""
+    Among 14 uncapped spinners (one scheduling group per session) the honest loop gets about 2/15
+    of the machine and runs ~7x slower than alone; with the cap, at most 3x (a loaded machine)."""
     with SandboxPool(SandboxConfig(workers=2, nproc=16)) as p:
         if not p.isolation.get("cgroup_cpu"):
             return True, "no cpu controller here (skipped)"
+        t = time.time()
+        exec(HONEST_LOOP, {})
+        alone = f"{time.time() - t:.3f}"
+        honest = {"inputs": [alone], "outputs": ["in time"]}
         reps = run_tests_batch(
-            [(SPINNERS, stdin("spun")), (HONEST_CPU, stdin("in time")), (HONEST_CPU, stdin("in time"))],
-            pool=p,
-            timeout=9.0,
+            [(SPINNERS, stdin("spun")), (HONEST_CPU, honest), (HONEST_CPU, honest)], pool=p, timeout=12.0
         )
     return all(
         r.all_passed for r in reps[1:]
-    ), f"verdicts={[(r.verdicts, r.info.get('failures')) for r in reps]}"
+    ), f"alone {alone} s; verdicts={[(r.verdicts, r.info.get('failures')) for r in reps]}"
 
 
 SLOT_ATTACKS = {
