@@ -268,3 +268,22 @@ def test_a_tool_call_cannot_rewrite_later_observations():
         assert [a.output.strip() for a in after] == [str(k * 7) for k in range(6)]
     finally:
         interp.close()
+
+
+def test_a_tool_call_reaches_nothing_but_its_own_descriptors():
+    """Issue 20 inventory, tool-call role: descriptors, socket families, SysV IPC, signalable
+    processes and writable directories of a tool call are those of a stdin program."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
+    import sandbox_attacks as sa
+
+    if sa.facilities()["namespaces"] is not None:
+        pytest.skip("needs root and namespaces")
+    interp = SandboxInterpreter(timeout_s=5.0, output_chars=2000)
+    try:
+        (res,) = interp.run([sa.INVENTORY + "print(leaks({0, 1, 2}))\n"])
+    finally:
+        interp.close()
+    assert res.output.strip() == "clean", res
