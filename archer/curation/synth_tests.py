@@ -5,8 +5,11 @@ For each code problem, ``n`` responses of a local model (any archer rollout engi
 ``num_tests`` test cases in one of two forms:
 
 - ``assert``: Python ``assert`` statements calling the entry point, in a fenced block; every
-  top-level ``assert`` of every block is one test (other statements are ignored; standard modules a
-  test uses are imported by the judge). The tests become ``{"assert": [...], "entry_point": ...}``.
+  top-level ``assert`` of every block is a candidate (other statements are ignored), accepted only
+  in the *checked form* (:func:`checked_assert`: comparisons of literals with calls of the entry
+  point, nothing else) and run against the references only then; the rest are reported as rejected
+  and never run, since the assert judge trusts test code (real builtins, the verdict channel).
+  The tests become ``{"assert": [...], "entry_point": ...}``.
 - ``stdin``: pairs of fenced ```input / ```output blocks; they become ``{"inputs", "outputs"}``.
 
 Every distinct candidate runs against every reference solution (``meta["solution"]`` and/or
@@ -130,6 +133,74 @@ def parse_asserts(text: str) -> list[str]:
     return out
 
 
+_CMP_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Is, ast.IsNot, ast.In, ast.NotIn)
+
+
+def checked_assert(test: str, entry: str | None) -> bool:
+    """Whether a model-written assert is in the *checked form* this command accepts.
+
+    Synthesized tests are untrusted code, yet the assert judge runs test code with the real builtins
+    and holds the verdict channel (dataset tests are trusted; these are not): one generated assert
+    wrote "ok" frames for every test, and the filter kept ``add(2, 2) == 5``. So a generated test is
+    kept only when its syntax tree is a single ``assert`` whose condition is made of comparisons
+    (``==``, ``<``, ``in``, ...), ``and``/``or``/``not`` and unary signs over literals (numbers,
+    strings, bytes, ``True``/``False``/``None``, and lists, tuples, sets, dicts of them), constant
+    subscripts of those, and calls of the entry point by name with such arguments; the optional
+    message is a string literal. No other name, no attribute, no lambda, comprehension, operator or
+    call: nothing in it can reach a builtin or the judge's descriptors, whatever the judge holds.
+    Tests in another form are rejected (reported as ``rejected_tests``), never run."""
+    if not entry:
+        return False
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return False
+    node = tree.body[0]
+    if node.msg is not None and not (isinstance(node.msg, ast.Constant) and isinstance(node.msg.value, str)):
+        return False
+    calls = [0]
+
+    def ok(e: ast.AST, depth: int = 0) -> bool:
+        if depth > 50:
+            return False
+        if isinstance(e, ast.Constant):
+            return isinstance(e.value, (int, float, complex, str, bytes, bool, type(None)))
+        if isinstance(e, (ast.List, ast.Tuple, ast.Set)):
+            return all(ok(x, depth + 1) for x in e.elts)
+        if isinstance(e, ast.Dict):
+            return all(k is not None and ok(k, depth + 1) for k in e.keys) and all(
+                ok(v, depth + 1) for v in e.values
+            )
+        if isinstance(e, ast.UnaryOp):
+            return isinstance(e.op, (ast.USub, ast.UAdd, ast.Not)) and ok(e.operand, depth + 1)
+        if isinstance(e, ast.BoolOp):
+            return all(ok(v, depth + 1) for v in e.values)
+        if isinstance(e, ast.Compare):
+            return all(isinstance(o, _CMP_OPS) for o in e.ops) and all(
+                ok(x, depth + 1) for x in [e.left, *e.comparators]
+            )
+        if isinstance(e, ast.Subscript):
+            index = e.slice
+            return (
+                ok(e.value, depth + 1)
+                and isinstance(index, (ast.Constant, ast.UnaryOp))
+                and ok(index, depth + 1)
+            )
+        if isinstance(e, ast.Call):
+            calls[0] += 1
+            return (
+                isinstance(e.func, ast.Name)
+                and e.func.id == entry
+                and all(not isinstance(a, ast.Starred) and ok(a, depth + 1) for a in e.args)
+                and all(k.arg is not None and ok(k.value, depth + 1) for k in e.keywords)
+            )
+        return False
+
+    return ok(node.test) and calls[0] > 0
+
+
 def parse_stdin_tests(text: str) -> list[tuple[str, str]]:
     """(input, output) from ```input blocks each followed by an ```output block."""
     out: list[tuple[str, str]] = []
@@ -173,13 +244,20 @@ def filter_tests(
     return keep, verdicts
 
 
-def _candidates(responses: Sequence[str], form: str, max_tests: int | None) -> tuple[list[Any], int]:
+def _candidates(
+    responses: Sequence[str], form: str, max_tests: int | None, entry: str | None = None
+) -> tuple[list[Any], int, list[str]]:
+    """(candidates to run, how many were parsed, asserts rejected as not in the checked form)."""
     cands: list[Any] = []
     for text in responses:
         parsed = parse_asserts(text) if form == "assert" else parse_stdin_tests(text)
         cands.extend(c for c in parsed if c not in cands)
     total = len(cands)
-    return (cands[:max_tests] if max_tests else cands), total
+    rejected: list[str] = []
+    if form == "assert":
+        rejected = [c for c in cands if not checked_assert(c, entry)]
+        cands = [c for c in cands if c not in set(rejected)]
+    return (cands[:max_tests] if max_tests else cands), total, rejected
 
 
 def synthesize_problem(
@@ -194,8 +272,14 @@ def synthesize_problem(
     """Filter the tests in ``responses`` for one problem -> (the problem with them or None, report row)."""
     refs = references(problem)
     entry = entry_point(problem, refs)
-    cands, parsed = _candidates(responses, form, max_tests)
+    cands, parsed, rejected = _candidates(responses, form, max_tests, entry)
     report: dict[str, Any] = {"id": problem.id, "form": form, "parsed": parsed, "candidates": len(cands)}
+    if form == "assert":
+        report["rejected"] = len(rejected)
+        report["rejected_tests"] = [
+            {"test": t, "reason": "not a checked assert (comparisons of literals and entry-point calls)"}
+            for t in rejected[:5]
+        ]
     if not refs:
         return None, {**report, "kept": 0, "status": "dropped: no reference solution"}
     keep, verdicts = filter_tests(cands, form, refs, entry, **run_opts)

@@ -36,6 +36,8 @@ class Context:
     path: Path
     data_source: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # bytes the file's compressed fields may still inflate to, shared by all its rows (set on first use)
+    inflate_left: list[int] = field(default_factory=lambda: [-1])
 
     @property
     def stem(self) -> str:
@@ -162,14 +164,82 @@ def _check_unicode(value: Any, where: str) -> None:
             stack.extend(item)
 
 
+# Bytes one dataset file may expand to when decoded (parquet's dictionary and run-length encodings,
+# LiveCodeBench's zlib-compressed tests, summed over all its rows): the larger of MIN_DECODED and
+# EXPANSION x its size on disk; ARCHER_MAX_DECODED_BYTES overrides. A 0.8 KiB parquet decoded to
+# 1.27 GiB of rows, and five 256 MiB rows of a 1.3 MiB file to 1.41 GiB; honest files stay far below.
+MIN_DECODED = 256 << 20
+EXPANSION = 100
+PARQUET_BATCH_ROWS = 256
+
+
+def decoded_limit(path: Path | str) -> int:
+    env = os.environ.get("ARCHER_MAX_DECODED_BYTES")
+    if env:
+        return int(env)
+    try:
+        size = Path(path).stat().st_size
+    except OSError:  # rows that did not come from a file
+        size = 0
+    return max(MIN_DECODED, EXPANSION * size)
+
+
+def _decoded_bytes(batch: Any) -> int:
+    """What a record batch weighs once every row is materialised: Arrow's ``nbytes`` counts a
+    dictionary once, however many rows repeat its values, so dictionary columns are summed per row
+    (the lengths of the referenced values), without decoding them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for col in batch.columns:
+        if pa.types.is_dictionary(col.type) and len(col):
+            values = col.dictionary
+            if (
+                pa.types.is_string(values.type)
+                or pa.types.is_binary(values.type)
+                or pa.types.is_large_string(values.type)
+                or pa.types.is_large_binary(values.type)
+            ):
+                sizes = pc.binary_length(values)
+            else:
+                per = values.nbytes // max(len(values), 1) + 1
+                sizes = pa.array([per] * len(values), pa.int64())
+            used = pc.sum(pc.take(sizes, col.indices)).as_py() or 0
+            total += int(used) + col.indices.nbytes
+        else:
+            total += col.nbytes
+    return total
+
+
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    """Rows of a parquet file, read in record batches of PARQUET_BATCH_ROWS rows with dictionaries
+    decoded, counting each batch's decoded bytes: past :func:`parquet_decoded_limit` the file is
+    refused (``ValueError``) with at most the limit and one batch in memory, never the whole table
+    (dictionary columns are weighed per row before they are materialised)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    limit = decoded_limit(path)
+    rows: list[dict[str, Any]] = []
+    decoded = 0
     try:
-        return pq.read_table(path).to_pylist()
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if declared > limit:
+            raise ValueError(f"{path}: declares {declared} decoded bytes, over the limit of {limit}")
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            decoded += _decoded_bytes(batch)  # before any row becomes Python objects
+            if decoded > limit:
+                raise ValueError(
+                    f"{path}: decodes to more than {limit} bytes (a compression or dictionary bomb?); "
+                    "refused (raise ARCHER_MAX_DECODED_BYTES for a file this large)"
+                )
+            rows.extend(batch.to_pylist())
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
+    return rows
 
 
 def sniff_format(row: dict[str, Any]) -> str:

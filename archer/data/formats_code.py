@@ -24,7 +24,7 @@ import json
 import re
 from typing import Any
 
-from archer.data.formats import Context, register_format
+from archer.data.formats import Context, decoded_limit, register_format
 from archer.data.schema import Problem
 
 
@@ -66,22 +66,27 @@ def normalize_tests(obj: Any, fn_name: str | None = None) -> dict[str, Any]:
     raise ValueError(f"unrecognised test encoding: {type(obj).__name__}")
 
 
-def _decode_compressed(blob: str) -> Any:
+def _decode_compressed(blob: str, ctx: Context | None = None) -> Any:
     try:
         from archer.sandbox.zygote.safe_pickle import decode_lcb_tests
     except ImportError as exc:  # pragma: no cover - the sandbox helper ships it
         raise ImportError("compressed LiveCodeBench tests need archer.sandbox.zygote.safe_pickle") from exc
-    return decode_lcb_tests(blob)
+    if ctx is None:
+        return decode_lcb_tests(blob)
+    if ctx.inflate_left[0] < 0:  # one budget for the whole file, not one per row
+        ctx.inflate_left[0] = decoded_limit(ctx.path)
+    return decode_lcb_tests(blob, budget=ctx.inflate_left)
 
 
-def _decode_test_blob(blob: Any) -> Any:
-    """Plain JSON, or base64(zlib(pickle)) decoded by the restricted unpickler."""
+def _decode_test_blob(blob: Any, ctx: Context | None = None) -> Any:
+    """Plain JSON, or base64(zlib(pickle)) decoded by the restricted unpickler (within the file's
+    inflate budget when ``ctx`` is given)."""
     if not isinstance(blob, str):
         return blob
     text = blob.lstrip()
     if text.startswith(("[", "{")):
         return json.loads(text)
-    return _decode_compressed(blob)
+    return _decode_compressed(blob, ctx)
 
 
 def _labels(row: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +198,7 @@ def _convert_lcb(row: dict[str, Any], index: int, ctx: Context) -> Problem:
         tests = None
         for key in ("public_test_cases", "private_test_cases"):
             if row.get(key):
-                tests = _merge(tests, normalize_tests(_decode_test_blob(row[key]), fn_name))
+                tests = _merge(tests, normalize_tests(_decode_test_blob(row[key], ctx), fn_name))
         if tests is None:
             raise ValueError("no public_test_cases or private_test_cases")
         prompt = row["question_content"]
@@ -204,7 +209,7 @@ def _convert_lcb(row: dict[str, Any], index: int, ctx: Context) -> Problem:
             {k: row[k] for k in ("platform", "contest_date", "difficulty", "question_title") if k in row}
         )
     else:  # Archer sample layout: the prompt already carries the instruction and the format
-        tests = normalize_tests(_decode_test_blob(row["test"]), fn_name)
+        tests = normalize_tests(_decode_test_blob(row["test"], ctx), fn_name)
         prompt = row["content"]
         meta["instruction_included"] = True
         question = _between(prompt, "### Question:", ("### Format:", "### Answer:"))

@@ -22,13 +22,36 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# Bounds that keep the trainer's work proportional to the *expected* output, whatever a program
+# prints (its stdout is capped at max_output, 4 MiB by default, but parsing millions of tokens as
+# Decimal for every failing test cost 9-15 s of trainer CPU for 20 tests). An output more than
+# OUTPUT_SLACK_FACTOR x longer than expected (plus OUTPUT_SLACK_CHARS) cannot be an honest match;
+# nor can a numeric token more than TOKEN_SLACK_FACTOR x longer than the expected one (plus
+# TOKEN_SLACK_CHARS: trailing zeros, "1.000000" for "1"). Token counts are compared before any
+# number is parsed, and numbers of different magnitude are unequal without aligning exponents.
+OUTPUT_SLACK_FACTOR, OUTPUT_SLACK_CHARS = 16, 4096
+TOKEN_SLACK_FACTOR, TOKEN_SLACK_CHARS = 4, 64
 
-def _decimals(line: str) -> list[Decimal] | None:
+
+def _decimal(tok: str) -> Decimal | None:
     try:
-        out = [Decimal(tok) for tok in line.split()]
+        d = Decimal(tok)
     except (InvalidOperation, ValueError):
         return None
-    return None if any(d.is_nan() for d in out) else out
+    return None if d.is_nan() else d
+
+
+def _numbers_equal(got: str, want: str) -> bool:
+    if len(got) > TOKEN_SLACK_FACTOR * len(want) + TOKEN_SLACK_CHARS:
+        return False
+    a, b = _decimal(got), _decimal(want)
+    if a is None or b is None:
+        return False
+    if a.is_zero() or b.is_zero():
+        return a.is_zero() and b.is_zero()
+    if a.is_infinite() or b.is_infinite() or a.adjusted() != b.adjusted():
+        return a == b if a.is_infinite() or b.is_infinite() else False
+    return a == b
 
 
 def lines_match(got: str, want: str) -> bool:
@@ -36,8 +59,12 @@ def lines_match(got: str, want: str) -> bool:
     got, want = got.strip(), want.strip()
     if got == want:
         return True
-    a, b = _decimals(got), _decimals(want)
-    return a is not None and b is not None and a == b
+    if len(got) > OUTPUT_SLACK_FACTOR * len(want) + OUTPUT_SLACK_CHARS:
+        return False
+    a, b = got.split(), want.split()
+    if len(a) != len(b):
+        return False
+    return all(_numbers_equal(x, y) for x, y in zip(a, b))  # every token a number (LiveCodeBench)
 
 
 def stdout_matches(output: str, expected: str) -> bool:
@@ -49,6 +76,8 @@ def stdout_matches(output: str, expected: str) -> bool:
 
 
 def _stdout_matches(output: str, expected: str) -> bool:
+    if len(output) > OUTPUT_SLACK_FACTOR * len(expected) + OUTPUT_SLACK_CHARS:
+        return False  # checked before any split: the cost is bounded by the expected output
     got_lines = output.strip().split("\n")
     want_lines = expected.strip().split("\n")
     if len(got_lines) != len(want_lines):

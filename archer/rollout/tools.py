@@ -65,6 +65,47 @@ def last_python_block(text: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
+def encode_observation(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of tool output as *data*: never a special or added (control) token.
+
+    A program can print the chat template's end-of-turn and a fake user turn; parsed as special
+    tokens they would put real control tokens into the policy's context. The text is encoded with
+    ``split_special_tokens=True`` (special-token strings become ordinary text tokens); where a
+    tokenizer ignores that (older versions, added tokens that are not "special"), each remaining
+    control-token string is cut after its first character before encoding, and any control id still
+    left is replaced, so the result holds none whatever the tokenizer does."""
+    control = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    control |= set(added)
+    try:
+        ids = list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+    except TypeError:
+        ids = list(tokenizer.encode(text, add_special_tokens=False))
+    if not control.intersection(ids):
+        return ids
+    strings = sorted({str(getattr(t, "content", t)) for t in added.values()}, key=len, reverse=True)
+    strings += [s for s in (getattr(tokenizer, "all_special_tokens", None) or ()) if s not in strings]
+    pieces = [text]
+    for special in (s for s in strings if len(s) > 1):
+        pieces = [q for p in pieces for q in _cut_after_first_char(p, special)]
+    ids = []
+    for piece in pieces:
+        try:
+            ids += tokenizer.encode(piece, add_special_tokens=False, split_special_tokens=True)
+        except TypeError:
+            ids += tokenizer.encode(piece, add_special_tokens=False)
+    filler = [i for i in tokenizer.encode("?", add_special_tokens=False) if i not in control][:1]
+    return [x for i in ids for x in ([i] if i not in control else filler)]
+
+
+def _cut_after_first_char(text: str, special: str) -> list[str]:
+    parts = text.split(special)
+    out = [parts[0]]
+    for rest in parts[1:]:
+        out += [special[0], special[1:] + rest]
+    return [p for p in out if p]
+
+
 def closing_python_block(text: str) -> str | None:
     """The code of the python block that ``text`` ends with (a turn stopped at its closing fence), else
     None (no block, or the last fence closes a block of another language)."""
@@ -365,7 +406,7 @@ class ToolEngine:
         conv.calls.append(
             {"code": code, "output": res.output, "status": res.status, "seconds": round(res.seconds, 4)}
         )
-        obs = self.tokenizer.encode(self._format(res.output), add_special_tokens=False)
+        obs = encode_observation(self.tokenizer, self._format(res.output))
         room = budget - len(conv.response_ids)
         take = obs[: max(room, 0)]
         conv.response_ids += take

@@ -21,10 +21,13 @@ What is covered (as root with util-linux ``unshare``, seccomp and writable cgrou
 image): programs never run in the trainer, and nothing a program defines runs in the assert judge
 (tests run against the real builtins; only the entry point comes from the program, as plain data
 over a pipe). Each run gets a fresh process whose inherited memory holds no earlier run's data,
-a fresh IPC namespace (no SysV/POSIX IPC object survives it), a uid pair no other pool on the
-machine uses, a seccomp filter refusing keyrings, bpf, perf, userfaultfd, io_uring, ptrace, mounts,
-namespaces, kexec and module loading (``seccomp.py``), a cgroup bounding its total memory
-(memfd, shm and tmpfs included) and task count (``cgroup.py``), rlimits, a private writable
+a fresh IPC namespace for every role, judge included (no SysV/POSIX IPC object survives it), exactly
+its target descriptors and nothing else the template or zygote held (``isolation.keep_only``), a uid
+pair no other pool on the machine uses, a seccomp allow list (anything else ENOSYS; keyrings, bpf,
+perf, userfaultfd, io_uring, ptrace, mounts, namespaces, kexec and module loading EPERM; sockets
+AF_UNIX only: ``seccomp.py``), a cgroup bounding its total memory (memfd, shm and tmpfs included),
+task count and CPU bandwidth (``cgroup.py``; a slot is handed to the next run only once the last
+run's processes and charged memory are gone), rlimits, a private writable
 directory on a small tmpfs with an inode limit and nothing else writable, no network, no view of the
 host's processes, files outside the system directories, or environment; the whole process tree is
 killed and its files removed (without recursion, whatever the depth) after every run; expected
@@ -34,8 +37,8 @@ prints, and assert verdicts come from a judge process the program cannot signal,
 What is not: the zygote and its run template stay root inside their namespaces (they must fork
 children under other uids and kill them) and keep CAP_SYS_ADMIN in the permitted set for the per-run
 IPC namespace, behind the seccomp filter; a kernel exploit through an allowed syscall
-is out of scope, as is a syscall added to the kernel after the deny list was written. CPU time is
-shared with the trainer (RLIMIT_CPU per process and a wall-clock timeout per test, no CPU cgroup).
+is out of scope. Without a cgroup cpu controller, CPU time is shared with the trainer (RLIMIT_CPU per
+process and a wall-clock timeout per test only). See docs/SECURITY.md for the threat model.
 Per-uid kernel limits are only isolated between pools that share the uid lock directory
 (``sandbox_uids.py``). Without root or cgroups the corresponding layers are missing and reported;
 the cgroup v2 path has only been exercised on a fake directory tree (this project's machines run v1).
@@ -107,6 +110,7 @@ class SandboxConfig:
     file_size_mb: int = 16  # RLIMIT_FSIZE
     open_files: int = 64  # RLIMIT_NOFILE
     tmpfs_mb: int = 64  # size of the private /tmp holding the run directories
+    cpus_per_slot: float = 1.0  # CPU bandwidth of one slot's processes together (cgroup cpu); 0 = none
     start_timeout: float = 60.0
     debug: bool = False  # let zygote stderr through
 
@@ -115,7 +119,15 @@ class SandboxConfig:
             raise ValueError(
                 f"SandboxConfig.isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}"
             )
-        for name in ("workers", "uid_base", "nproc", "file_size_mb", "open_files", "tmpfs_mb"):
+        for name in (
+            "workers",
+            "uid_base",
+            "nproc",
+            "file_size_mb",
+            "open_files",
+            "tmpfs_mb",
+            "cpus_per_slot",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SandboxConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.nproc < 2:
@@ -320,6 +332,7 @@ class SandboxPool:
             tree_kill=iso["tree_kill"],
             rlimits=True,
             workers=len(self._zygotes),
+            cgroup_cpu=bool(iso.get("cgroup_cpu")),
             uids=iso.get("uids"),
             all_uids=[z.isolation.get("uids") for z in self._zygotes],
             errors=iso.get("errors", []) + failures,

@@ -123,8 +123,62 @@ def test_hostile_generated_tests_are_contained_and_dropped_and_the_run_goes_on(t
     assert os.getpid() == pid and not marker.exists()
     assert [p.id for p in kept] == ["h1", "h2"]
     assert kept[0].tests["assert"] == GOOD and kept[1].tests["assert"] == GOOD
-    assert {d["test"] for d in reports[0]["dropped_tests"]} == set(hostile)
+    # none of them is in the checked form: rejected before the sandbox, never run (issue 20)
+    assert {d["test"] for d in reports[0]["rejected_tests"]} == set(hostile)
+    assert reports[0]["dropped_tests"] == []
     assert Path(tmp_path / "o.jsonl.report.jsonl").is_file()
+
+
+def test_checked_form_accepts_literal_comparisons_of_entry_point_calls_only():
+    from archer.curation.synth_tests import checked_assert
+
+    for good in GOOD + [
+        "assert f(1) in [3, 4] and not f(0) == 2, 'msg'",
+        "assert f(x=2) == 5",
+        "assert f([1, 2], {'a': (1,)})[0] == -1",
+        "assert f(f(1)) != None",
+    ]:
+        assert checked_assert(good, "f"), good
+    for bad in [
+        "assert g(1) == 3",  # not the entry point
+        "assert len(f(1)) == 3",  # a builtin
+        "assert f(1).real == 3",  # an attribute
+        "assert f(*[1]) == 3",
+        "assert f(1) == 2 + 1",  # an operator
+        "assert [f(i) for i in range(3)] == [1, 3, 5]",
+        "assert (lambda: f(1))() == 3",
+        "assert 1 == 1",  # no call of the entry point
+        "assert f(1) == 3, str(f)",
+        "x = 1",
+        "assert f(1) == 3\nassert f(0) == 1",
+    ]:
+        assert not checked_assert(bad, "f"), bad
+    assert not checked_assert("assert f(1) == 3", None)
+
+
+def test_a_generated_assert_cannot_forge_verdicts_for_the_others(tmp_path):
+    """Issue 20: one generated assert wrote "ok" frames for every test on the judge's verdict
+    descriptor, so the filter kept `f(2) == 6` (and `add(2, 2) == 5`). It is rejected, never run."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
+    import sandbox_attacks as sa
+
+    wrong = "assert f(2) == 6"
+    forge = sa.forged_verdicts_assert(len(GOOD) + 2)
+    block = "```python\n" + "\n".join([forge, wrong, *GOOD]) + "\n```"
+    p = _problem("forge", "Double and add one (forge).", solution=REF)
+    kept, reports = synthesize(
+        CannedEngine({"(forge)": block}),
+        None,
+        [p],
+        tmp_path / "o.jsonl",
+        params=SamplingParams(),
+        log=lambda _: None,
+    )
+    assert kept[0].tests["assert"] == GOOD
+    assert [d["test"] for d in reports[0]["dropped_tests"]] == [wrong]
+    assert [d["test"] for d in reports[0]["rejected_tests"]] == [forge] and reports[0]["rejected"] == 1
 
 
 def test_cli_writes_output_report_and_resumes(tmp_path, capsys):

@@ -147,6 +147,62 @@ def test_decompression_bomb_row_is_refused_with_bounded_memory(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_parquet_dictionary_bomb_is_refused_with_bounded_memory(tmp_path):
+    """Issue 20: a 0.5 KiB parquet file (one 1 MiB string, dictionary-encoded, repeated in 1300 rows)
+    decoded to 1.3 GiB of rows when read as a whole table. Read in record batches, weighed before
+    the rows become Python objects, it is refused within the file's decoded limit (256 MiB here)."""
+    code = textwrap.dedent(
+        f"""
+        import resource, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import pyarrow as pa, pyarrow.parquet as pq
+        from archer.cli.main import main
+        src = {str(tmp_path / "bomb.parquet")!r}
+        values = pa.array(["x" * (1 << 20)])
+        col = pa.DictionaryArray.from_arrays(pa.array([0] * 1300, pa.int32()), values)
+        pq.write_table(pa.table({{"problem": col, "answer": pa.array(["2"] * 1300)}}), src, compression="zstd")
+        del values, col
+        print(__import__("os").path.getsize(src))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rc = main(["data", "convert", "--in", src, "--out", {str(tmp_path / "out.jsonl")!r}])
+        print(rc, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    size, rest = proc.stdout.split("\n", 1)
+    rc, grew_mb = map(int, rest.split())
+    assert int(size) < 2048 and rc == 2, proc.stderr
+    _assert_one_line(proc.stderr, "bomb.parquet", "decodes to more than 268435456 bytes")
+    assert grew_mb < 400, grew_mb
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_inflate_limit_counts_the_whole_file_not_a_row(tmp_path):
+    """Issue 20: the LiveCodeBench inflate limit was per row, so five rows each just under it peaked
+    at 1.41 GiB. Rows of one file now share one budget: with 100 MiB for the file, three rows of
+    40 MiB are refused at the third, naming it."""
+    n = 40 << 20
+    body = b'{"inputs": ["' + b"a" * (n - 32) + b'"], "outputs": ["1"]}'
+    body = body + b" " * (n - len(body))
+    blob = base64.b64encode(zlib.compress(pickle.dumps(body.decode(), protocol=4), 1)).decode()
+    rows = [{"content": "### Question:\nq", "test": blob, "labels": {"task_id": f"t/{k}"}} for k in range(3)]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        os.environ["ARCHER_MAX_DECODED_BYTES"] = str(100 << 20)
+        from archer.cli.main import main
+        print(main(["data", "convert", "--in", {str(src)!r}, "--out", {str(tmp_path / "out.jsonl")!r}]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2", proc.stderr
+    _assert_one_line(proc.stderr, "rows.jsonl", "row 2", "left to this file")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_small_compressed_tests_still_decode():
     payload = pickle.dumps(json.dumps({"inputs": ["1\n"], "outputs": ["2\n"]}))
     assert decode_lcb_tests(_lcb_row(payload)["test"]) == {"inputs": ["1\n"], "outputs": ["2\n"]}

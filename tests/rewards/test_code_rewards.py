@@ -57,6 +57,29 @@ def test_stdout_comparison_decimal_numbers():
     assert stdout_matches("3.0\n4\n", "3\n4.000")
 
 
+def test_stdout_comparison_cost_is_bounded_by_the_expected_output():
+    """Issue 20: comparing huge wrong stdout (4 MiB of numeric tokens) against a short expected output
+    cost ~0.4 s of trainer CPU per test (9-15 s for 20 tests). Now it is bounded by the expected size."""
+    import time
+
+    hostile = [
+        "1 " * 2_000_000,
+        "9" * 4_000_000,
+        "1e999999999 " * 300_000,
+        "1" + " " * 4_000_000 + "2",
+        "0." + "0" * 3_000_000 + "1",
+    ]
+    t = time.process_time()
+    for _ in range(4):  # 20 comparisons
+        for out in hostile:
+            assert not stdout_matches(out, "1 2")
+    assert time.process_time() - t < 0.5
+    # honest formatting slack is kept
+    assert stdout_matches("1.000000", "1") and stdout_matches("1E+5  7", "100000 7.0")
+    assert stdout_matches("0E+99999", "0") and not stdout_matches("1E+999999", "1E+999998")
+    assert stdout_matches("1  2\n", "1 2")
+
+
 def test_call_result_comparison():
     assert call_result_matches("[1, 2]", "[1, 2]")
     assert call_result_matches("[1, 2]", [1, 2])

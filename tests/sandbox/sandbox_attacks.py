@@ -93,6 +93,8 @@ class Attack:
     opts: dict[str, Any] = field(default_factory=dict)
     probe: str | None = None  # a later run's program (plant-then-probe attacks)
     probe_tests: dict[str, Any] | None = None
+    probe_opts: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 1  # plant-then-probe rounds (for races); contained only if every round is
     needs: tuple[str, ...] = ()  # facilities without which it cannot be contained
 
 
@@ -462,7 +464,291 @@ MEMORY_ATTACKS_6 = [
     ),
 ]
 
-ALL = JUDGE_ATTACKS + STATE_ATTACKS + MEMORY_ATTACKS + ZYGOTE_ATTACKS + MEMORY_ATTACKS_6
+# ---- class 7 (issue 20): what a process running untrusted code can reach, per role
+# Each role lists what it can reach and reports anything outside its allowed set: descriptors beyond
+# its targets (the run template's control socket was one), socket families other than AF_UNIX,
+# SysV IPC objects, processes it can signal, directories it can write besides its own. A new leak in
+# any role fails the suite with the list of what leaked.
+INVENTORY = r"""
+import errno as _errno, os as _os, socket as _socket
+def leaks(allowed_fds):
+    out = []
+    for fd in sorted(int(n) for n in _os.listdir("/proc/self/fd")):
+        if fd not in allowed_fds:
+            try:
+                out.append("fd %d -> %s" % (fd, _os.readlink("/proc/self/fd/%d" % fd)))
+            except FileNotFoundError:  # the listing's own descriptor, closed since
+                pass
+    for name in ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_VSOCK", "AF_ALG", "AF_BLUETOOTH",
+                 "AF_CAN", "AF_TIPC", "AF_RDS", "AF_XDP", "AF_KEY", "AF_LLC", "AF_PPPOX", "AF_QIPCRTR"):
+        fam = {"AF_VSOCK": 40, "AF_XDP": 44, "AF_ALG": 38, "AF_QIPCRTR": 42}.get(name) or getattr(_socket, name, None)
+        if fam is None:
+            continue
+        for kind in (_socket.SOCK_STREAM, _socket.SOCK_DGRAM, _socket.SOCK_RAW, _socket.SOCK_SEQPACKET):
+            try:
+                _socket.socket(fam, kind).close()
+                out.append("socket %s/%d" % (name, kind))
+                break
+            except OSError:
+                pass
+    for kind in ("shm", "msg", "sem"):
+        try:
+            rows = open("/proc/sysvipc/" + kind).read().strip().split("\n")[1:]
+        except OSError:
+            rows = []
+        if rows:
+            out.append("sysv %s: %d" % (kind, len(rows)))
+    me = _os.getpid()
+    for name in _os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            try:
+                _os.kill(int(name), 0)
+                out.append("can signal pid %s (%s)" % (name, open("/proc/%s/comm" % name).read().strip()))
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+            for what in ("fd", "mem", "environ", "cwd"):  # another process's descriptors or memory
+                try:
+                    if what == "fd":
+                        _os.listdir("/proc/%s/fd" % name)
+                    elif what == "cwd":
+                        _os.listdir("/proc/%s/cwd" % name)
+                    elif what == "mem":  # opening needs ptrace access (reading offset 0 fails anyway)
+                        open("/proc/%s/mem" % name, "rb").close()
+                    else:
+                        open("/proc/%s/%s" % (name, what), "rb").read(1)
+                    out.append("can read /proc/%s/%s" % (name, what))
+                except OSError:
+                    pass
+    cwd = _os.getcwd()
+    for d in ("/", "/tmp", "/tmp/runs", "/dev", "/dev/shm", "/var/tmp", "/usr", "/etc", "/proc/self", "/root"):
+        if _os.path.isdir(d) and _os.path.realpath(d) != cwd and _os.access(d, _os.W_OK):
+            out.append("writable " + d)
+    return "clean" if not out else "; ".join(out)
+"""
+# a program that finds an inherited socket (the run template's end of the zygote/template control
+# channel, before issue 20) and leaves a daemon answering the zygote in the template's place: it
+# acknowledges kills (so it survives them), takes every later fork request with its descriptors and
+# reports "42" on stdout and exit 0 for any program
+TAKEOVER = r"""
+import array, json, os, socket, stat
+def is_sock(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+socks = [fd for fd in range(3, 256) if is_sock(fd)]
+for k in range(3 if socks else 0):
+    if os.fork() == 0:
+        os.setsid()
+        s = socket.socket(fileno=socks[0])
+        while True:
+            msg, anc, _, _ = s.recvmsg(1 << 16, socket.CMSG_SPACE(64))
+            if not msg:
+                os._exit(0)
+            fds = []
+            for _, _, data in anc:
+                fds += array.array("i", data[: len(data) - len(data) % 4]).tolist()
+            head, body = b"", msg
+            try:
+                op = json.loads(body)
+            except ValueError:
+                head, body = msg[:16], msg[16:]
+                op = json.loads(body)
+            if op.get("op") == "kill":
+                s.send(head + b'{"killed": true}')
+            elif op.get("op") == "fork":
+                t = dict(zip(op["targets"], fds))
+                if 1 in t:
+                    os.write(t[1], b"42\n")
+                if op.get("report"):
+                    s.send(head + json.dumps({"exit": op["id"], "status": 0}).encode())
+            for fd in fds:
+                os.close(fd)
+print("planted" if socks else "no socket")
+"""
+JUDGE_SHM_PLANT = (
+    "import ctypes\n_libc = ctypes.CDLL(None, use_errno=True)\n_libc.shmget.restype = ctypes.c_int\n"
+    "_sid = _libc.shmget(0x4153, 1 << 20, 0o1000 | 0o666)\nassert g() == 1 and _sid >= 0, _sid\n"
+)
+MALFORMED_CONTROL = r"""
+import os, socket, stat
+for fd in range(3, 256):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            socket.socket(fileno=fd).send(b"\xff{not json")
+    except OSError:
+        pass
+print("sent")
+"""
+INVENTORY_PROG_SERVER = INVENTORY + "def f(x):\n    return leaks({0, 1, 2, 3, 4})\n"
+SHM_464 = LIBC + (
+    "libc.shmget.restype = ctypes.c_int\nlibc.shmat.restype = ctypes.c_void_p\nn = 0\n"
+    "for k in range(29):\n    sid = libc.shmget(0, 16 << 20, 0o1000 | 0o600)\n"
+    "    addr = libc.shmat(sid, None, 0)\n    if sid < 0 or addr in (None, 2 ** 64 - 1):\n        break\n"
+    "    ctypes.memset(addr, 1, 16 << 20)\n    libc.shmdt(ctypes.c_void_p(addr))\n    n += 1\n"
+    "print(n * 16)\n"
+)
+FORGED_SANDBOX_ERROR = (
+    "import json, os, struct\ndef f(x):\n"
+    "    m = json.dumps({'i': 0, 'status': 'sandbox_error', 'result': None, 'detail': 'not my fault'})\n"
+    "    os.write(3, struct.pack('>I', len(m)) + m.encode())\n    os._exit(0)\n"
+)
+
+
+def forged_verdicts_assert(n: int, verdict_fd: int = 5) -> str:
+    """A model-written assert (archer data synth-tests) that, run in the judge, writes an "ok" verdict
+    frame for each of ``n`` tests on the judge's verdict descriptor and exits: before issue 20 the
+    filter then kept every test, ``add(2, 2) == 5`` included. Contained when it is never run."""
+    frames = b"".join(
+        len(m).to_bytes(4, "big") + m
+        for m in (json.dumps({"i": i, "status": "ok", "detail": ""}).encode() for i in range(n))
+    )
+    return f"assert __import__('os').write({verdict_fd}, {frames!r}) and __import__('os')._exit(0)"
+
+
+EXCEPTION_ATTACKS = [
+    Attack(
+        7,
+        "StopIteration from the candidate ends all(map(...)) early",
+        "def f(x):\n    raise StopIteration\n",
+        {"assert": "assert all(map(lambda x: f(x) == x + 1, [1, 2, 3]))", "entry_point": "f"},
+        not_ok,
+    ),
+    Attack(
+        7,
+        "StopIteration from the candidate ends a for-loop over zip(map(...)) early",
+        "def f(x):\n    raise StopIteration('done')\n",
+        {
+            "assert": "for got, want in zip(map(f, [1, 2]), [2, 3]):\n    assert got == want\nassert True\n",
+            "entry_point": "f",
+        },
+        not_ok,
+    ),
+    Attack(
+        7,
+        "call-mode program labelling its own failure sandbox_error",
+        FORGED_SANDBOX_ERROR,
+        {"inputs": ["1"], "outputs": ["2"], "fn_name": "f"},
+        lambda rep, *_: rep.verdicts in (["error"], ["wrong"]),
+    ),
+]
+# syscalls on neither list (issue 20: seccomp became an allow list): each must fail with ENOSYS
+UNLISTED_SYSCALLS = {
+    "io_setup": (206, 0, "1, ctypes.byref(ctypes.c_ulong(0))"),
+    "landlock_create_ruleset": (444, 444, "None, 0, 1"),
+    "move_pages": (279, 239, "0, 0, None, None, None, 0"),
+    "set_mempolicy": (238, 237, "0, None, 0"),
+    "vmsplice": (278, 75, "0, None, 0, 0"),
+    "tee": (276, 77, "0, 1, 1, 0"),
+    "pkey_alloc": (330, 289, "0, 0"),
+    "inotify_init1": (294, 26, "0"),
+    "setxattr": (188, 5, "b'.', b'user.x', b'1', 1, 0"),
+}
+UNLISTED_PROBE = (
+    LIBC
+    + "bad = []\n"
+    + "".join(
+        f"ctypes.set_errno(0)\nr = libc.syscall({x if X86 else a}, {args})\ne = ctypes.get_errno()\n"
+        f"if not (r == -1 and e == errno.ENOSYS):\n    bad.append('{name}=%d/%s' % (r, errno.errorcode.get(e, e)))\n"
+        for name, (x, a, args) in UNLISTED_SYSCALLS.items()
+    )
+    + "print(' '.join(bad) or 'all ENOSYS')\n"
+)
+INVENTORY_ATTACKS = [
+    Attack(
+        7,
+        "syscalls outside the allow list (io_setup, landlock, move_pages, vmsplice, pkeys, inotify, ...)",
+        UNLISTED_PROBE,
+        stdin("all ENOSYS"),
+        lambda rep, *_: rep.all_passed,
+        needs=("seccomp",),
+    ),
+    Attack(
+        7,
+        "464 MiB of SysV shm still charged to the slot when the next run starts",
+        SHM_464,
+        stdin("464"),
+        probe_passes,
+        opts={"memory_mb": 512},
+        probe="x = bytearray(400 << 20)\nprint('fits')\n",
+        probe_tests=stdin("fits"),
+        probe_opts={"memory_mb": 512},
+        repeat=3,
+        needs=("cgroup", "namespaces"),
+    ),
+    Attack(
+        7,
+        "daemon answering the zygote's control messages in the template's place",
+        TAKEOVER,
+        stdin("no socket"),
+        lambda rep, probe: probe is not None and probe.verdicts == ["wrong", "wrong", "wrong"],
+        probe="print(0)\n",
+        probe_tests={"inputs": ["", "", ""], "outputs": ["42", "42", "42"]},
+    ),
+    Attack(
+        7,
+        "malformed message on the control socket (the zygote must not crash)",
+        MALFORMED_CONTROL,
+        stdin("sent"),
+        lambda rep, *_: rep.all_passed,
+    ),
+    Attack(
+        7,
+        "SysV shared memory left by test code in the judge for a later judge",
+        "def g():\n    return 1\n",
+        {"assert": JUDGE_SHM_PLANT},
+        probe_passes,
+        probe="def g():\n    return 1\n",
+        probe_tests={
+            "assert": "_rows = open('/proc/sysvipc/shm').read().strip().split('\\n')[1:]\n"
+            "assert g() == 1 and not _rows, _rows\n"
+        },
+        needs=("namespaces",),
+    ),
+    Attack(
+        7,
+        "inventory of a stdin program (fds 0-2 only)",
+        INVENTORY + "import sys\nprint(leaks({0, 1, 2}))\nprint(leaks({0, 1, 2}), file=sys.stderr)\n",
+        stdin("clean"),
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of a call-mode program (fds 0-3 only)",
+        INVENTORY + "def f(x):\n    found = leaks({0, 1, 2, 3})\n    if found != 'clean':\n"
+        "        raise RuntimeError(found)\n    return found\n",
+        {"inputs": ["0"], "outputs": ['"clean"'], "fn_name": "f"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of an assert-mode program server (fds 0-4 only)",
+        INVENTORY_PROG_SERVER,
+        {"assert": "assert f(0) == 'clean', f(0)", "entry_point": "f"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+    Attack(
+        7,
+        "inventory of the judge running (model-written) test code (fds 0-5 only)",
+        "def g():\n    return 1\n",
+        {"assert": INVENTORY + "_found = leaks({0, 1, 2, 3, 4, 5})\nassert _found == 'clean', _found\n"},
+        lambda rep, *_: rep.all_passed,
+        needs=("namespaces", "seccomp"),
+    ),
+]
+
+ALL = (
+    JUDGE_ATTACKS
+    + STATE_ATTACKS
+    + MEMORY_ATTACKS
+    + ZYGOTE_ATTACKS
+    + MEMORY_ATTACKS_6
+    + INVENTORY_ATTACKS
+    + EXCEPTION_ATTACKS
+)
 
 
 def scan_hits(pool: SandboxPool) -> int | None:
@@ -478,11 +764,13 @@ def zygote_pids(pool: SandboxPool) -> list[int]:
 def run_attack(attack: Attack, pool: SandboxPool, baseline_hits: int | None = None) -> tuple[bool, str]:
     """Run one attack (and its probe); (contained, one-line account)."""
     before = zygote_pids(pool)
-    rep = run_tests(attack.program, attack.tests, pool=pool, **attack.opts)
-    probe = None
-    if attack.probe is not None:
-        probe = run_tests(attack.probe, attack.probe_tests, pool=pool)
-    ok = bool(attack.contained(rep, probe))
+    ok = True
+    for _ in range(attack.repeat):
+        rep = run_tests(attack.program, attack.tests, pool=pool, **attack.opts)
+        probe = None
+        if attack.probe is not None:
+            probe = run_tests(attack.probe, attack.probe_tests, pool=pool, **attack.probe_opts)
+        ok = ok and bool(attack.contained(rep, probe))
     if attack.cls == 6:
         hits = scan_hits(pool)
         ok = ok and hits is not None and baseline_hits is not None and hits <= baseline_hits
@@ -492,7 +780,7 @@ def run_attack(attack: Attack, pool: SandboxPool, baseline_hits: int | None = No
         ok = ok and not sandbox_err and not restarted
     honest = run_tests("print(int(input()) + 1)", {"inputs": ["41"], "outputs": ["42"]}, pool=pool)
     ok = ok and honest.all_passed
-    detail = f"verdicts={rep.verdicts}" + (
+    detail = f"verdicts={rep.verdicts} failures={rep.info.get('failures')}" + (
         f" probe={probe.verdicts}" if probe is not None and attack.probe else ""
     )
     detail += " zygote restarted" if restarted else ""
@@ -561,6 +849,46 @@ def pool_in_another_process() -> tuple[bool, str]:
         shared = theirs & uid_set(mine)
     return bool(theirs) and not shared, f"shared uids={sorted(shared)}"
 
+
+SPINNERS = (
+    "import os, time\nfor _ in range(14):\n    if os.fork() == 0:\n        os.setsid()\n"
+    "        end = time.time() + 6\n        while time.time() < end:\n            pass\n        os._exit(0)\n"
+    "time.sleep(6)\nprint('spun')\n"
+)
+HONEST_LOOP = "n = 0\nfor i in range(10_000_000):\n    n += i\n"
+# reads the time the same loop took in the trainer just before (the machine's current speed) and
+# says whether it ran at most 3x slower beside the spinners
+HONEST_CPU = (
+    "import time\nbase = float(input())\ntime.sleep(1.0)\nt = time.time()\n"
+    + HONEST_LOOP
+    + "dt = time.time() - t\n"
+    "print('in time' if dt < 3 * base + 0.3 else 'slow %.2f s for %.2f s alone' % (dt, base))\n"
+)
+
+
+def spinners_beside_an_honest_run() -> tuple[bool, str]:
+    """Issue 20: a program forking spinners in new sessions on one slot; an honest CPU-bound run on
+    the other slot at the same time must still get its core (each slot has its own CPU bandwidth).
+    Among 14 uncapped spinners (one scheduling group per session) the honest loop gets about 2/15
+    of the machine and runs ~7x slower than alone; with the cap, at most 3x (a loaded machine)."""
+    with SandboxPool(SandboxConfig(workers=2, nproc=16)) as p:
+        if not p.isolation.get("cgroup_cpu"):
+            return True, "no cpu controller here (skipped)"
+        t = time.time()
+        exec(HONEST_LOOP, {})
+        alone = f"{time.time() - t:.3f}"
+        honest = {"inputs": [alone], "outputs": ["in time"]}
+        reps = run_tests_batch(
+            [(SPINNERS, stdin("spun")), (HONEST_CPU, honest), (HONEST_CPU, honest)], pool=p, timeout=12.0
+        )
+    return all(
+        r.all_passed for r in reps[1:]
+    ), f"alone {alone} s; verdicts={[(r.verdicts, r.info.get('failures')) for r in reps]}"
+
+
+SLOT_ATTACKS = {
+    "spinners in new sessions on one slot vs an honest run on another": spinners_beside_an_honest_run,
+}
 
 POOL_ATTACKS = {
     "two pools in one process: per-uid process limit shared": two_pools_in_one_process,

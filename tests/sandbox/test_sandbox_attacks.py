@@ -72,3 +72,70 @@ def test_pools_never_share_uids(name):
         pytest.skip(FACILITIES["namespaces"])
     ok, detail = sa.POOL_ATTACKS[name]()
     assert ok, f"class 4: {name}: {detail}"
+
+
+# ------------------------------------------------------------------------------ issue 20
+
+
+def test_always_none_scores_zero_after_a_takeover_attempt(pool):
+    """Issue 20's figure: always-None HumanEval programs scored 122-136/164 once a program had left a
+    daemon answering the zygote's control socket in the same pool; it must stay 0/164."""
+    import json
+
+    from archer.rewards.code import run_tests, run_tests_batch, with_prompt_setup
+
+    plant = run_tests(sa.TAKEOVER, sa.stdin("no socket"), pool=pool)
+    assert plant.all_passed, plant.info  # no socket reached the program
+    rows = [json.loads(line) for line in open(sa.REPO / "archer/data/bundled/code/humaneval.jsonl")]
+    items = [
+        (
+            r["prompt"] + "    return None\n",
+            with_prompt_setup(
+                {"assert": f"{r['test']}\n\ncheck({r['entry_point']})\n", "entry_point": r["entry_point"]},
+                r["prompt"],
+            ),
+        )
+        for r in rows
+    ]
+    reps = run_tests_batch(items, pool=pool, stop_on_failure=True)
+    assert len(rows) == 164
+    assert sum(r.all_passed for r in reps) == 0
+
+
+@pytest.mark.parametrize("name", list(sa.SLOT_ATTACKS))
+def test_slots_do_not_interfere(name):
+    if FACILITIES["cgroup"] is not None:
+        pytest.skip(FACILITIES["cgroup"])
+    ok, detail = sa.SLOT_ATTACKS[name]()
+    assert ok, f"issue 20: {name}: {detail}"
+
+
+def test_a_broken_call_input_is_still_a_sandbox_error(pool):
+    """The zygote, not the program, labels a test input that is not JSON lines."""
+    from archer.rewards.code import run_tests
+
+    rep = run_tests(
+        "def f(x):\n    return x\n",
+        {"inputs": ["{oops", "1"], "outputs": ["1", "1"], "fn_name": "f"},
+        pool=pool,
+    )
+    assert rep.verdicts == ["sandbox_error", "ok"]
+
+
+def test_alternating_hostile_and_honest_runs_on_one_slot(pool):
+    """Issue 20: each honest run right after a hostile one on the same slot gets the whole slot: the
+    hostile run's daemon is gone, its SysV memory is no longer charged, its files are removed."""
+    from archer.rewards.code import run_tests_batch
+
+    if FACILITIES["cgroup"] is not None:
+        pytest.skip(FACILITIES["cgroup"])
+    hostile = sa.SHM_464.replace(
+        "print(n * 16)",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+        "    time.sleep(60)\nopen('junk', 'wb').write(b'z' * (4 << 20))\nprint(n * 16)",
+    )
+    honest = "import os\nx = bytearray(440 << 20)\nprint(len(os.listdir('.')))\n"
+    items = [(hostile, sa.stdin("464")), (honest, sa.stdin("0"))] * 4
+    reps = run_tests_batch(items, pool=pool, memory_mb=512, timeout=10.0)
+    assert [r.verdicts for r in reps[1::2]] == [["ok"]] * 4, [r.info for r in reps[1::2]]
+    assert all(r.all_passed for r in reps[::2])  # the hostile run itself did what it wanted

@@ -226,3 +226,63 @@ def test_comparisons_are_total(out):
         assert call_result_matches(out, want) in (True, False)
     assert call_result_matches("[" * 100000 + "]" * 100000, [1]) is False
     assert stdout_matches("sNaN", "sNaN") is True  # equal text still matches
+
+
+# ------------------------------------------------------------- template control channel (issue 20)
+
+
+def _zygote_with_fake_template():
+    import importlib.util
+    import socket
+
+    path = os.path.join(os.path.dirname(sandbox_seccomp.__file__), "worker.py")
+    spec = importlib.util.spec_from_file_location("archer_sandbox_worker_test", path)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    z = object.__new__(worker.Zygote)
+    z.ctl, fake = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    z.exits, z.pending, z.awaiting = {}, {}, {}
+    return worker, z, fake
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\xff{not json",
+        b"0" * 16 + b"[1, 2]",
+        b"0" * 16 + b'{"exit": 1, "status": 0}',  # a run nobody awaits
+        b"0" * 16 + b'{"killed": true}',  # no kill was asked for
+        b"0" * 16 + b'{"exit": 1, "status": 0, "extra": 1}',
+        b"0" * 16 + b"[" * 100000 + b"]" * 100000,
+    ],
+)
+def test_an_unexpected_template_message_means_a_dead_template(packet):
+    worker, z, fake = _zygote_with_fake_template()
+    fake.send(packet)
+    with pytest.raises(worker.TemplateBroken):
+        z.control_event(1.0)
+
+
+def test_template_answers_need_the_nonce_of_the_message_they_answer():
+    worker, z, fake = _zygote_with_fake_template()
+    z.pending[7] = b"n" * 16
+    fake.send(b"x" * 16 + b'{"exit": 7, "status": 0}')  # wrong nonce
+    with pytest.raises(worker.TemplateBroken):
+        z.control_event(1.0)
+    z.pending[7] = b"n" * 16
+    fake.send(b"n" * 16 + b'{"exit": 7, "status": 3}')
+    assert z.control_event(1.0) == {"exit": 7, "status": 3} and z.exits == {7: 3} and not z.pending
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cgroup_cpu_bandwidth_per_slot(tmp_path, version):
+    d = tmp_path / "cpu"
+    d.mkdir()
+    for name in ("cpu.cfs_period_us", "cpu.cfs_quota_us") if version == 1 else ("cpu.max",):
+        (d / name).write_text("")
+    sandbox_cgroup.set_limits({"cpu": (version, str(d))}, 1 << 30, 8, cpus=1.5)
+    if version == 1:
+        assert (d / "cpu.cfs_period_us").read_text() == "100000"
+        assert (d / "cpu.cfs_quota_us").read_text() == "150000"
+    else:
+        assert (d / "cpu.max").read_text() == "150000 100000"

@@ -25,7 +25,9 @@ v2 ``memory.oom.group`` makes an out-of-memory kill take the whole run. An OOM k
 the ``memory`` verdict.
 
 Limits: needs root (or a delegated v2 subtree writable by the trainer's uid); without it the
-sandbox runs without the layer and says so. CPU is not bounded by the cgroup (RLIMIT_CPU is).
+sandbox runs without the layer and says so. CPU: where a ``cpu`` controller is offered (v1 ``cpu`` hierarchy or v2 ``cpu``), each slot
+gets ``cpus_per_slot`` cores of bandwidth (CFS quota), so spinners forked in new sessions slow only
+their own run; without it only RLIMIT_CPU per process and the wall-clock timeout bound a run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import secrets
 from typing import Any
 
 CONTROLLERS = ("memory", "pids")
+OPTIONAL = ("cpu",)  # used where offered: a slot's CPU bandwidth (cpus_per_slot)
+CFS_PERIOD_US = 100_000
 PREFIX = "archer-sbx-"
 
 
@@ -79,7 +83,7 @@ def parents() -> dict[str, tuple[int, str]]:
     """controller -> (cgroup version, the trainer's own cgroup directory) for memory and pids."""
     mounts, own = _mounts(), _own_paths()
     found: dict[str, tuple[int, str]] = {}
-    for ctrl in CONTROLLERS:
+    for ctrl in CONTROLLERS + OPTIONAL:
         for root, point, fstype, opts in mounts:
             if fstype == "cgroup" and ctrl in opts and ctrl in own:
                 found[ctrl] = (1, _join(root, point, own[ctrl]))
@@ -92,7 +96,7 @@ def parents() -> dict[str, tuple[int, str]]:
             available = open(os.path.join(base, "cgroup.controllers")).read().split()
         except OSError:
             continue
-        for ctrl in CONTROLLERS:
+        for ctrl in CONTROLLERS + OPTIONAL:
             if ctrl not in found and ctrl in available:
                 found[ctrl] = (2, base)
     missing = [c for c in CONTROLLERS if c not in found]
@@ -146,7 +150,12 @@ def create(slot: int) -> dict[str, tuple[int, str]]:
     found = parents()
     v2 = sorted({p for v, p in found.values() if v == 2})
     for parent in v2:
-        _enable_v2(parent, [c for c, (v, p) in found.items() if v == 2 and p == parent])
+        _enable_v2(parent, [c for c, (v, p) in found.items() if v == 2 and p == parent and c in CONTROLLERS])
+        try:
+            _enable_v2(parent, [c for c, (v, p) in found.items() if v == 2 and p == parent and c in OPTIONAL])
+        except CgroupUnavailable:
+            for c in OPTIONAL:
+                found.pop(c, None)
     sweep(found)
     name = f"{PREFIX}{os.getpid()}-{slot}-{secrets.token_hex(3)}"
     made: dict[str, str] = {}
@@ -158,8 +167,15 @@ def create(slot: int) -> dict[str, tuple[int, str]]:
                 os.mkdir(path, 0o700)
                 made[parent] = path
             out[ctrl] = (version, path)
-        for ctrl, (version, path) in out.items():  # the files must be writable, not only the mkdir
-            set_limits({ctrl: (version, path)}, 1 << 30, 64)
+        for ctrl, (version, path) in list(out.items()):  # the files must be writable, not only the mkdir
+            try:
+                set_limits({ctrl: (version, path)}, 1 << 30, 64, cpus=1.0)
+            except OSError:
+                if ctrl not in OPTIONAL:
+                    raise
+                del out[ctrl]  # no CPU bandwidth control here: reported by the zygote, not fatal
+                if path not in {p for _, p in out.values()}:
+                    remove({ctrl: (version, path)})
     except OSError as exc:
         remove(out or {c: (0, p) for c, p in made.items()})
         if isinstance(exc, CgroupUnavailable):
@@ -199,10 +215,22 @@ def _read(path: str) -> str:
         os.close(fd)
 
 
-def set_limits(dirs: dict[str, tuple[int, str]], memory_bytes: int, tasks: int) -> None:
-    """Memory (swap included) and task limits of a slot, in either cgroup version."""
+def set_limits(
+    dirs: dict[str, tuple[int, str]], memory_bytes: int, tasks: int, cpus: float | None = None
+) -> None:
+    """Memory (swap included), task and (with ``cpus`` and a cpu controller) CPU bandwidth limits of a
+    slot, in either cgroup version. ``cpus`` = how many cores' worth of time per period the slot's
+    processes may use together, whatever their number or sessions."""
     for ctrl, (version, path) in dirs.items():
-        if ctrl == "pids":
+        if ctrl == "cpu":
+            if cpus:
+                quota = max(1000, int(CFS_PERIOD_US * float(cpus)))
+                if version == 1:
+                    _write(os.path.join(path, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+                    _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+                else:
+                    _write(os.path.join(path, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+        elif ctrl == "pids":
             _write(os.path.join(path, "pids.max"), str(int(tasks)))
         elif version == 1:
             limit, memsw = (
@@ -241,6 +269,25 @@ def oom_kills(dirs: dict[str, tuple[int, str]]) -> int:
         return 0
     m = re.search(r"^oom_kill (\d+)$", text, re.M)
     return int(m.group(1)) if m else 0
+
+
+def usage(dirs: dict[str, tuple[int, str]]) -> tuple[int | None, int | None]:
+    """(bytes of memory charged to the slot, tasks in it) now; None where the controller is absent."""
+    mem = tasks = None
+    if "memory" in dirs:
+        version, path = dirs["memory"]
+        try:
+            mem = int(
+                _read(os.path.join(path, "memory.usage_in_bytes" if version == 1 else "memory.current"))
+            )
+        except (OSError, ValueError):
+            pass
+    if "pids" in dirs:
+        try:
+            tasks = int(_read(os.path.join(dirs["pids"][1], "pids.current")))
+        except (OSError, ValueError):
+            pass
+    return mem, tasks
 
 
 def describe(dirs: dict[str, Any]) -> str:

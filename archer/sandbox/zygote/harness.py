@@ -50,6 +50,8 @@ MAX_FRAME = 64 << 20
 _HEADER = struct.Struct(">I")
 _PLAIN_SCALARS = (int, float, complex, str, bytes, bool, type(None))
 _PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict)
+# exceptions that are control flow to the code around a call, not failures of the call
+ITERATION_PROTOCOL = (StopIteration, StopAsyncIteration)
 
 
 # --------------------------------------------------------------------------- framing
@@ -170,8 +172,8 @@ def call_child(program: str, fn_name: str, inputs: list[str], start: int, result
     for i in range(start, len(inputs)):
         try:
             args = _parse_args(inputs[i])
-        except ValueError as exc:
-            report(i, "sandbox_error", detail=f"test input is not JSON lines: {exc}")
+        except ValueError as exc:  # the zygote, not this process, labels it sandbox_error
+            report(i, "error", detail=f"test input is not JSON lines: {exc}")
             continue
         try:
             value = target(*args)
@@ -367,6 +369,11 @@ def judge(
                 exc_type = getattr(builtins, str(reply[1]), None)
                 if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
                     exc_type = RuntimeError
+                if issubclass(exc_type, ITERATION_PROTOCOL):
+                    # raised inside map()/zip()/a generator of the test, StopIteration would end the
+                    # iteration early and skip the remaining checks (`all(map(f, xs))` is True): it
+                    # becomes RuntimeError at the boundary, as PEP 479 does for generators
+                    raise RuntimeError(f"{name} raised {exc_type.__name__}: {str(reply[2])}")
                 raise exc_type(str(reply[2]))
             broken(f"{name} returned a {reply[1] if len(reply) > 1 else '?'}, not plain builtin data")
 

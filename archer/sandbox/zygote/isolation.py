@@ -19,13 +19,16 @@ Layers (each reported separately, each may be missing on a given machine):
   allocated machine-wide for this pool (``sandbox_uids.py``), so per-uid limits count only the
   run's own processes and nothing outside is writable, readable-if-private, or killable;
   ``no_new_privs`` blocks setuid binaries.
-- ``ipc_per_run``: each run child unshares a fresh IPC namespace, so SysV shared memory, semaphores
-  and message queues and POSIX message queues die with the run (with their memory).
-- ``seccomp``: the zygote, and so everything it forks, runs under the deny filter of
+- ``ipc_per_run``: each run child (program and judge alike) unshares a fresh IPC namespace, so SysV
+  shared memory, semaphores and message queues and POSIX message queues die with the run (with
+  their memory).
+- descriptors: a run child keeps exactly its targets (:func:`keep_only`), never the run template's
+  control socket or another child's pipes.
+- ``seccomp``: the zygote, and so everything it forks, runs under the allow-list filter of
   ``seccomp.py`` (keyrings, bpf, perf, userfaultfd, io_uring, ptrace, mounts, namespaces,
-  kexec, modules, ...); the one exception, ``unshare(CLONE_NEWIPC)``, needs CAP_SYS_ADMIN, which
-  a run child has given up before the program starts.
-- ``cgroup``: the zygote joins its slot's memory + pids cgroup (``cgroup.py``) once, so its
+  kexec, modules, ... refused; sockets AF_UNIX only); the one exception, ``unshare(CLONE_NEWIPC)``,
+  needs CAP_SYS_ADMIN, which a run child has given up before the program starts.
+- ``cgroup``: the zygote joins its slot's memory + pids (+ cpu where offered) cgroup (``cgroup.py``) once, so its
   run template and run children are in it from their first instruction; run children have
   ``oom_score_adj`` +1000 (the zygote -1000 where CAP_SYS_RESOURCE allows), so an out-of-memory
   kill takes the run, not the zygote.
@@ -62,6 +65,7 @@ KEEP_CAPS = (0, 1, 2, 3, 4, 5, 6, 7)
 # (mount, pivot_root, setns, other namespaces, ...), and the child's setuid drops it with the rest.
 CAP_SYS_ADMIN = 21
 CLONE_NEWIPC = 0x08000000
+FD_SCAN_FROM = 256  # targets are first copied this high, so moving them never clobbers another
 TMP_INODES = 16384  # files + directories all runs of a zygote may hold at once; bounds cleanup work
 EXTRA_TASKS = 4  # tasks of a slot's cgroup besides the run's nproc: zygote, run template, judge, a helper
 _CAP_VERSION_3 = 0x20080522
@@ -279,7 +283,7 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
     tasks = int(cfg["nproc"]) + EXTRA_TASKS
     if cgroups:
         try:
-            cgroup.set_limits(cgroups, 1 << 30, tasks)
+            cgroup.set_limits(cgroups, 1 << 30, tasks, float(cfg.get("cpus_per_slot") or 0) or None)
             # the zygote joins once and its forks inherit the cgroup: moving every run child (a v1
             # migration costs milliseconds) is not needed. It and its run template are the
             # last the OOM killer may pick; run children ask to be the first (enter_child).
@@ -336,6 +340,8 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
         _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     report["limits"] = {k: int(cfg[k]) for k in ("nproc", "file_size_mb", "open_files")}
     report["limits"]["tasks"] = tasks
+    report["limits"]["cpus"] = float(cfg.get("cpus_per_slot") or 0) or None
+    report["cgroup_cpu"] = bool(report["cgroup"] and "cpu" in cgroups and report["limits"]["cpus"])
     return report
 
 
@@ -417,6 +423,41 @@ def remove_workdirs(report: dict[str, Any]) -> None:
     remove_tree_contents(report["work_root"])
 
 
+def keep_only(wanted: dict[int, int]) -> None:
+    """Make the open descriptors exactly ``wanted`` (target number -> current descriptor).
+
+    Every other descriptor is closed, whatever its number: those below the highest target as well
+    (the run template's control socket, descriptors received for other targets, ``/dev/null``).
+    The ranges between targets go with ``close_range`` (``os.closerange``); ``/proc/self/fd`` is then
+    listed and anything left is closed too, so a descriptor above the scan's bound or opened by
+    the C library cannot slip through. Raises if one remains (the child must not run then)."""
+    base = max(FD_SCAN_FROM, max(wanted) + 1)
+    high = {target: fcntl.fcntl(src, fcntl.F_DUPFD, base) for target, src in wanted.items()}
+    for target, src in high.items():
+        os.dup2(src, target)  # dup2 clears O_CLOEXEC on the target
+    targets = sorted(wanted)
+    low = 0
+    for t in targets:
+        if low < t:  # an empty range is not a no-op: closerange(0, 0) becomes close_range(0, ~0)
+            os.closerange(low, t)
+        low = t + 1
+    os.closerange(low, 1 << 20)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: close_range up to 2**20 stands alone
+        return
+    for name in names:  # the listing's own descriptor is closed by now (EBADF below)
+        if int(name) not in wanted:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+    listing = min(n for n in range(len(wanted) + 1) if n not in wanted)  # the lowest free number
+    extra = [int(n) for n in os.listdir("/proc/self/fd") if int(n) not in wanted and int(n) != listing]
+    if extra:
+        raise OSError(f"descriptors beyond the targets remain open: {extra}")
+
+
 def enter_child(
     report: dict[str, Any], role: str, fds: dict[int, int], workdir: str, memory_mb: int, cpu_s: float
 ) -> None:
@@ -429,10 +470,7 @@ def enter_child(
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     devnull = os.open(os.devnull, os.O_RDWR)
     wanted = {0: devnull, 1: devnull, 2: devnull, **fds}
-    high = {target: fcntl.fcntl(src, fcntl.F_DUPFD, 200) for target, src in wanted.items()}
-    for target, src in high.items():
-        os.dup2(src, target)
-    os.closerange(max(wanted) + 1, 1 << 16)
+    keep_only(wanted)
     limits = report["limits"]
     mem = int(memory_mb) << 20
     cpu = int(math.ceil(cpu_s)) + 1
@@ -448,7 +486,7 @@ def enter_child(
         (resource.RLIMIT_MEMLOCK, 0),
     ):
         resource.setrlimit(res, (value, value))
-    if report["ipc_per_run"] and role == "prog":  # the judge runs no program code and uses no IPC
+    if report["ipc_per_run"]:  # every role: the judge runs test code, which may be model-written
         _new_ipc_namespace(report)
     os.environ.clear()
     os.chdir(workdir)

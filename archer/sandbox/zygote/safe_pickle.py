@@ -9,7 +9,9 @@ id) raises :class:`UnsafePickleError`.
 
 Decompression is bounded: a row whose tests inflate past ``MAX_DECOMPRESSED_BYTES`` (256 MiB; the
 largest published LiveCodeBench private tests are tens of MB) is refused while inflating, so a
-zlib bomb costs at most that much memory instead of gigabytes.
+zlib bomb costs at most that much memory instead of gigabytes; with a ``budget`` the rows of one
+file share one limit (``archer.data.formats.decoded_limit``), so many rows under the per-row limit
+cannot add up to gigabytes either.
 
 The sandbox also uses :func:`restricted_loads` to read return values sent back by untrusted programs,
 so this module imports nothing from archer and only the standard library.
@@ -94,14 +96,18 @@ def bounded_decompress(data: bytes, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> 
     return out
 
 
-def decode_lcb_tests(s: str | bytes | dict, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> dict:
+def decode_lcb_tests(
+    s: str | bytes | dict, max_bytes: int = MAX_DECOMPRESSED_BYTES, budget: list[int] | None = None
+) -> dict:
     """LiveCodeBench tests as a dict, from plain JSON or ``base64(zlib(pickle(json)))``.
 
     A payload of the form ``{"input_output": "<json>"}`` (the Archer/verl layout) is unwrapped to the
     inner ``{"inputs", "outputs", "fn_name"}`` dict; a list of ``{"input", "output", "testtype"}``
     cases (upstream private tests) is returned as ``{"tests": [...]}``; any other dict as is.
     Raises ``ValueError`` when neither form decodes, or when the compressed form inflates past
-    ``max_bytes``.
+    ``max_bytes``. ``budget`` (a one-element list) is what the rows of one file may still inflate to
+    together: the limit is the smaller of the two and the inflated size is taken from it, so a file
+    of many rows just under ``max_bytes`` each is refused once their sum passes the budget.
     """
     if isinstance(s, dict):
         return s
@@ -118,14 +124,23 @@ def decode_lcb_tests(s: str | bytes | dict, max_bytes: int = MAX_DECOMPRESSED_BY
         raise ValueError(
             f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}"
         ) from exc
+    if budget is not None:
+        max_bytes = max(0, min(max_bytes, budget[0]))
     try:
         raw = bounded_decompress(compressed, max_bytes)
     except ValueError:
+        if budget is not None and max_bytes < MAX_DECOMPRESSED_BYTES:
+            raise ValueError(
+                f"compressed tests inflate past the limit of {max_bytes} bytes left to this file "
+                "(its rows together); refused"
+            ) from None
         raise
     except Exception as exc:
         raise ValueError(
             f"tests are neither JSON nor base64(zlib(...)): {type(exc).__name__}: {exc}"
         ) from exc
+    if budget is not None:
+        budget[0] -= len(raw)
     obj = restricted_loads(raw)
     if isinstance(obj, (bytes, bytearray)):
         obj = obj.decode()

@@ -20,7 +20,13 @@ process of the pid namespace but the zygote (setsid/double-fork escapes included
 subreaper, so it reaps them); without a pid namespace, helpers holding the sandbox uids do
 the same with ``kill(-1)``; without either, only the children's process groups are killed (see
 ``sandbox_isolation.kill_tree``). Then the run's files are removed; if that fails the zygote exits
-and the trainer starts a fresh one rather than run anything on a dirty work directory.
+and the trainer starts a fresh one rather than run anything on a dirty work directory. With a cgroup,
+the next run starts only once the slot holds no process of the last one and its memory charge is
+back near the idle level (:meth:`Zygote.settle`).
+
+The control socket to the template is authenticated by position and nonce (``template.py``): no
+run child holds it, every answer must carry the nonce of the message it answers, and anything
+unexpected on it raises :class:`TemplateBroken`, which ends the zygote (never a half-trusted state).
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE_TIMEOUT = 60.0  # the template answers at once; this only catches one that hangs
+SETTLE_S = 3.0  # the longest a slot waits for the previous run's processes and memory to be gone
+SETTLE_SLACK = 16 << 20  # charge above the idle level a next run may start with (page cache, stock)
+IDLE_TASKS = 2  # the zygote and its run template
+CALL_STATUSES = ("ok", "error", "memory")  # what a call-mode child's frame may claim
 
 
 def _load(name: str, path: str) -> Any:
@@ -97,6 +107,10 @@ class FrameReader:
         return out
 
 
+class TemplateBroken(RuntimeError):
+    """The run template died, hung or sent something it would never send: the zygote must end."""
+
+
 class Zygote:
     """The long-lived process: holds the imports, the jail and the protocol; runs one request at a time.
 
@@ -111,11 +125,18 @@ class Zygote:
         self.pending_b = 0  # bytes of part B announced but not read yet
         self.oom_before = 0
         self.exits: dict[int, int] = {}  # exit statuses the template reported, by run child id
+        self.pending: dict[int, bytes] = {}  # run child id -> nonce its exit report must carry
+        self.awaiting: dict[str, bytes] = {}  # answer awaited ("killed") -> nonce it must carry
         self.template_pid, self.ctl = template.start(
             isolation, harness, safe_pickle.restricted_loads, self.report, [proto_in, proto_out]
         )
         if self.report["cgroup"]:  # the OOM kills counted so far; each run compares against it
             self.oom_before = isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
+        # what the slot holds with no run in it (zygote + template); a run is handed the slot only
+        # once the previous run's charge is back near it (see settle)
+        self.idle_memory = (
+            isolation.cgroup.usage(self.report["cgroup_dirs"])[0] if self.report["cgroup"] else None
+        )
 
     # ------------------------------------------------------------------ protocol
 
@@ -176,12 +197,14 @@ class Zygote:
                     self.report["cgroup_dirs"],
                     int(req.get("memory_mb", 1024)) << 20,
                     self.report["limits"]["tasks"],
+                    self.report["limits"]["cpus"],
                 )
             handler(req, deadline)
         except Exception as exc:  # a harness failure ends this request, not the zygote
-            healthy = True
+            healthy = not isinstance(exc, TemplateBroken)  # never talk to that template again
             try:
-                self.cleanup([])
+                if healthy:
+                    self.cleanup([])
             except Exception:
                 healthy = False  # left dirty (or the template is gone): a fresh zygote is needed
             if self.pending_b:  # keep the protocol in step: discard the unread test code
@@ -195,22 +218,41 @@ class Zygote:
 
     def control(self, msg: dict[str, Any], want: str) -> dict[str, Any]:
         """Send one message to the template and return its answer holding ``want``."""
-        self.ctl.send(json.dumps(msg).encode())
-        while True:
+        nonce = os.urandom(template.NONCE_BYTES)
+        self.awaiting[want] = nonce
+        self.ctl.send(nonce + json.dumps(msg).encode())
+        while want in self.awaiting:
             reply = self.control_event(TEMPLATE_TIMEOUT)
             if want in reply:
                 return reply
+        raise TemplateBroken(f"no {want!r} answer")
 
     def control_event(self, timeout: float) -> dict[str, Any]:
-        """The template's next message; exit reports are recorded on the way."""
+        """The template's next message; exit reports are recorded on the way.
+
+        Authenticated by position and nonce: a message must be an answer the zygote is waiting for,
+        carrying the nonce it drew for that message. Anything else raises :class:`TemplateBroken`."""
         ready, _, _ = select.select([self.ctl], [], [], timeout)
-        raw = self.ctl.recv(1 << 16) if ready else b""
+        raw = self.ctl.recv(template.MAX_PACKET) if ready else b""
         if not raw:
-            raise RuntimeError("the run template died or hung")
-        msg = json.loads(raw)
-        if "exit" in msg:
-            self.exits[int(msg["exit"])] = int(msg["status"])
-        return msg
+            raise TemplateBroken("the run template died or hung")
+        nonce, body = raw[: template.NONCE_BYTES], raw[template.NONCE_BYTES :]
+        try:
+            msg = json.loads(body)
+        except (ValueError, RecursionError):
+            raise TemplateBroken("malformed message from the run template") from None
+        if not isinstance(msg, dict):
+            raise TemplateBroken("malformed message from the run template")
+        if set(msg) == {"exit", "status"} and type(msg["exit"]) is int and type(msg["status"]) is int:
+            if self.pending.get(msg["exit"]) != nonce:
+                raise TemplateBroken("exit report for no awaited run, or with the wrong nonce")
+            del self.pending[msg["exit"]]
+            self.exits[msg["exit"]] = msg["status"]
+            return msg
+        if msg == {"killed": True} and self.awaiting.get("killed") == nonce:
+            del self.awaiting["killed"]
+            return msg
+        raise TemplateBroken("unexpected message from the run template")
 
     # ---------------------------------------------------------------- children
 
@@ -243,7 +285,10 @@ class Zygote:
                 "cpu_s": float(cpu_s),
                 "report": report,
             }
-            socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(targets.values()))
+            nonce = os.urandom(template.NONCE_BYTES)
+            if report:
+                self.pending[self.runs] = nonce
+            socket.send_fds(self.ctl, [nonce + json.dumps(msg).encode()], list(targets.values()))
         finally:
             os.close(data)
         return self.runs
@@ -252,13 +297,43 @@ class Zygote:
         """Kill the run's processes and remove its files; True if the cgroup OOM-killed one of them."""
         self.control({"op": "kill"}, want="killed")
         self.exits.clear()
+        self.pending.clear()  # the template reaped them without reporting
         isolation.remove_workdirs(self.report)
         if os.listdir(self.report["work_root"]):  # never start the next run on a dirty work root
             raise RuntimeError("the run's files could not be removed")
         if not self.report["cgroup"]:
             return False
+        self.settle()
         before, self.oom_before = self.oom_before, isolation.cgroup.oom_kills(self.report["cgroup_dirs"])
         return self.oom_before > before
+
+    def settle(self) -> bool:
+        """Wait (at most SETTLE_S) until the slot holds no process of the last run and its memory is
+        back within SETTLE_SLACK of the idle level. A dead run's SysV segments and IPC namespace are
+        freed asynchronously by the kernel, still charged to the slot meanwhile: the next run would
+        otherwise start with part of its memory limit taken. True if it settled in time; if not,
+        the current level becomes the idle one (the zygote's own memory may have grown), so a
+        lasting charge costs one wait, not one per run."""
+        dirs = self.report["cgroup_dirs"]
+        deadline = time.monotonic() + SETTLE_S
+        pause = 0.001
+        while True:
+            mem, tasks = isolation.cgroup.usage(dirs)
+            quiet_tasks = tasks is None or tasks <= IDLE_TASKS
+            if mem is None or self.idle_memory is None:
+                quiet_mem = True
+            else:
+                quiet_mem = mem <= self.idle_memory + SETTLE_SLACK
+            if quiet_tasks and quiet_mem:
+                if mem is not None and self.idle_memory is not None:
+                    self.idle_memory = min(self.idle_memory, mem)
+                return True
+            if time.monotonic() >= deadline:
+                if mem is not None:
+                    self.idle_memory = max(self.idle_memory or 0, mem - SETTLE_SLACK)
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def wait_child(
         self, run_id: int, readers: dict[int, Any], deadline: float, on_frame: Any = None, max_output: int = 0
@@ -365,6 +440,7 @@ class Zygote:
             req["fn_name"],
             req["inputs"],
         )
+        bad_inputs = {i for i, text in enumerate(inputs) if not _json_lines(text)}
         start = 0
         while start < len(inputs):
             res_r, res_w = os.pipe()
@@ -383,7 +459,14 @@ class Zygote:
                     return None  # out of order: forged by the program; the run is broken
                 state["next"] = i + 1
                 result = frame.get("result") if isinstance(frame.get("result"), str) else None
-                if not self.event(i, frame["status"], result=result, detail=str(frame.get("detail", ""))):
+                # the frame comes from the program's own process: it may only say ok (with a result
+                # the trainer compares), error or memory; a broken test input is the zygote's call
+                status = frame["status"] if frame["status"] in CALL_STATUSES else "error"
+                if status == "ok" and result is None:
+                    status = "error"
+                if i in bad_inputs:
+                    status = "sandbox_error"
+                if not self.event(i, status, result=result, detail=str(frame.get("detail", ""))):
                     state["stop"] = True
                     return None
                 return min(time.monotonic() + timeout, budget_deadline)
@@ -458,6 +541,17 @@ class Zygote:
             return
         status = "memory" if oom else "timeout" if limit == "timeout" else "error"
         self.event(state["next"], status, detail="the judge stopped before this test")
+
+
+def _json_lines(text: Any) -> bool:
+    """Whether a call-mode test input parses (one JSON value per non-blank line), as the child will."""
+    if not isinstance(text, str):
+        return False
+    try:
+        harness._parse_args(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _add_site_packages() -> None:
