@@ -176,3 +176,18 @@ def test_no_task_name_branch_outside_tasks() -> None:
                 if any(c.value in names for c in consts):
                     bad.append(f"{p.relative_to(PKG.parent)}:{node.lineno}")
     assert not bad, f"task-name branches outside archer/tasks: {bad}"
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_function_over_100_lines() -> None:
+    """Long functions hid the RL step's stages; a function that needs more is several functions."""
+    long = [
+        f"{p.relative_to(PKG.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for p in _files()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -316,6 +316,77 @@ def _calls_check(test: str) -> bool:
     return False
 
 
+def _make_proxy(name: str, req_fd: int, resp_fd: int, loads: Any, broken: Any) -> Any:
+    """The judge's stand-in for the program's ``name``: pickled arguments to the program process, the
+    reply accepted only as plain builtin data; ``broken(detail)`` ends the judge on any protocol fault."""
+
+    def proxy(*args: Any, **kwargs: Any) -> Any:
+        try:
+            payload = pickle.dumps((name, args, kwargs), protocol=4)
+        except Exception as exc:
+            broken(f"arguments of {name} are not picklable: {exc}")
+        try:
+            send_frame(req_fd, payload)
+            frame = recv_frame(resp_fd)
+        except (OSError, ValueError):
+            frame = None
+        if frame is None:
+            broken(f"the program exited during a call to {name}")
+        try:
+            reply = loads(frame)
+        except Exception as exc:
+            broken(f"reply of {name} is not plain data: {exc}")
+        if type(reply) is not tuple or not reply:
+            broken("malformed reply")
+        if reply[0] == "ok" and len(reply) == 2:
+            return reply[1]
+        if reply[0] == "exc" and len(reply) == 3:
+            exc_type = getattr(builtins, str(reply[1]), None)
+            if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
+                exc_type = RuntimeError
+            if issubclass(exc_type, ITERATION_PROTOCOL):
+                # raised inside map()/zip()/a generator of the test, StopIteration would end the
+                # iteration early and skip the remaining checks (`all(map(f, xs))` is True): it
+                # becomes RuntimeError at the boundary, as PEP 479 does for generators
+                raise RuntimeError(f"{name} raised {exc_type.__name__}: {str(reply[2])}")
+            raise exc_type(str(reply[2]))
+        broken(f"{name} returned a {reply[1] if len(reply) > 1 else '?'}, not plain builtin data")
+
+    proxy.__name__ = proxy.__qualname__ = name
+    return proxy
+
+
+def _judge_namespace(
+    tests: list[str], setup: str, entry_point: str | None, verdict: Any
+) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """The judge's namespace (real builtins, the trusted setup, the modules the tests use), each test
+    compiled (or the error compiling it raised), and the program names the tests call."""
+    ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    codes: list[Any] = []
+    for i, test in enumerate(tests):
+        try:
+            codes.append(compile(test, f"<test {i}>", "exec"))
+        except BaseException as exc:  # reported when its turn comes
+            codes.append(exc)
+    try:
+        if setup:
+            exec(compile(setup, "<setup>", "exec"), ns)
+        if entry_point:  # the one program name is known; modules from the compiled code (no AST walk)
+            names, modules = [entry_point], _module_names(codes, entry_point)
+        else:
+            names, modules = program_names(tests, setup, entry_point)
+        for module in modules:
+            if module not in ns:
+                try:
+                    ns[module] = importlib.import_module(module)
+                except ImportError:
+                    pass
+    except BaseException as exc:
+        verdict(0, "sandbox_error", f"test setup failed: {_describe(exc)}")
+        os._exit(0)
+    return ns, codes, names
+
+
 def judge(
     tests_blob: bytes,
     setup: str,
@@ -344,68 +415,10 @@ def judge(
         verdict(current[0], "error", detail)
         os._exit(0)
 
-    def make_proxy(name: str) -> Any:
-        def proxy(*args: Any, **kwargs: Any) -> Any:
-            try:
-                payload = pickle.dumps((name, args, kwargs), protocol=4)
-            except Exception as exc:
-                broken(f"arguments of {name} are not picklable: {exc}")
-            try:
-                send_frame(req_fd, payload)
-                frame = recv_frame(resp_fd)
-            except (OSError, ValueError):
-                frame = None
-            if frame is None:
-                broken(f"the program exited during a call to {name}")
-            try:
-                reply = loads(frame)
-            except Exception as exc:
-                broken(f"reply of {name} is not plain data: {exc}")
-            if type(reply) is not tuple or not reply:
-                broken("malformed reply")
-            if reply[0] == "ok" and len(reply) == 2:
-                return reply[1]
-            if reply[0] == "exc" and len(reply) == 3:
-                exc_type = getattr(builtins, str(reply[1]), None)
-                if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
-                    exc_type = RuntimeError
-                if issubclass(exc_type, ITERATION_PROTOCOL):
-                    # raised inside map()/zip()/a generator of the test, StopIteration would end the
-                    # iteration early and skip the remaining checks (`all(map(f, xs))` is True): it
-                    # becomes RuntimeError at the boundary, as PEP 479 does for generators
-                    raise RuntimeError(f"{name} raised {exc_type.__name__}: {str(reply[2])}")
-                raise exc_type(str(reply[2]))
-            broken(f"{name} returned a {reply[1] if len(reply) > 1 else '?'}, not plain builtin data")
-
-        proxy.__name__ = proxy.__qualname__ = name
-        return proxy
-
     tests = json.loads(tests_blob.decode())
-    ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    codes: list[Any] = []
-    for i, test in enumerate(tests):
-        try:
-            codes.append(compile(test, f"<test {i}>", "exec"))
-        except BaseException as exc:  # reported when its turn comes
-            codes.append(exc)
-    try:
-        if setup:
-            exec(compile(setup, "<setup>", "exec"), ns)
-        if entry_point:  # the one program name is known; modules from the compiled code (no AST walk)
-            names, modules = [entry_point], _module_names(codes, entry_point)
-        else:
-            names, modules = program_names(tests, setup, entry_point)
-        for module in modules:
-            if module not in ns:
-                try:
-                    ns[module] = importlib.import_module(module)
-                except ImportError:
-                    pass
-    except BaseException as exc:
-        verdict(0, "sandbox_error", f"test setup failed: {_describe(exc)}")
-        os._exit(0)
+    ns, codes, names = _judge_namespace(tests, setup, entry_point, verdict)
     for name in names:
-        ns[name] = make_proxy(name)
+        ns[name] = _make_proxy(name, req_fd, resp_fd, loads, broken)
     for i, (test, code) in enumerate(zip(tests, codes)):
         current[0] = i
         try:
