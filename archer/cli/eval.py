@@ -33,6 +33,7 @@ from archer.eval.engine import load_engine
 from archer.eval.report import Progress, print_summary
 from archer.eval.runner import generate_phase, score_phase, score_records
 from archer.eval.watch import PHASES, Watcher
+from archer.rewards.code import GRADERS
 from archer.rollout.tools import TOOLS, with_tools
 
 DEFAULT_KS = "1,8"
@@ -156,6 +157,14 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
         "--k", type=_parse_ks, default=None, help=f"comma-separated k values (default {DEFAULT_KS})"
     )
     p.add_argument("--timeout", type=float, default=None, help="per-test time limit for code (seconds)")
+    p.add_argument(
+        "--grader",
+        choices=GRADERS,
+        default="archer",
+        help="code: archer (default) or lcb, the official LiveCodeBench grader's semantics for honest "
+        "programs (exact return types; a program that ends its own process fails), for numbers compared "
+        "with published LiveCodeBench tables; both reject the same cheats",
+    )
 
 
 def load_problems(args: argparse.Namespace) -> list:
@@ -183,7 +192,10 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
-    return {} if args.timeout is None else {"timeout": args.timeout}
+    opts: dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
+    if getattr(args, "grader", "archer") != "archer":
+        opts["grader"] = args.grader
+    return opts
 
 
 def _data_ref(path: str) -> str:
@@ -255,6 +267,8 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
             "run `archer eval generate` first"
         )
     summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
+    summary["grader"] = getattr(args, "grader", "archer")  # which code grader's semantics the numbers follow
+    store.write_json(Path(args.out) / store.SUMMARY, summary)
     if getattr(args, "rm", None):  # best-of-N by a reward model, judged by the rule verifier's verdicts
         from archer.rm.select import best_of_n_dir
 

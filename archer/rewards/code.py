@@ -35,9 +35,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from archer.data.schema import with_prompt_setup
-from archer.rewards.compare import call_result_matches, stdout_matches
+from archer.rewards.compare import call_result_matches, lcb_call_result_matches, stdout_matches
 from archer.rewards.types import RewardResult, TestReport
 from archer.sandbox.pool import SandboxPool, default_pool
+from archer.sandbox.zygote.harness import FINISHED_MARK
 
 VERDICTS = ("ok", "wrong", "timeout", "error", "memory", "output_limit", "skipped", "sandbox_error")
 # a response's outcome: the worst verdict among its tests; a response with no code block: no_code
@@ -114,11 +115,23 @@ def _subsample(plan: dict[str, Any], max_tests: int | None, rng: random.Random) 
     return idx
 
 
+# ``grader``: how an honest program's output is judged. "archer" (default): LiveCodeBench's comparison
+# rules, on what the program printed or returned, whatever way it ended with status 0. "lcb": also
+# the official grader's quirks, so that numbers compare with published LiveCodeBench tables: a call's
+# return value is compared with its exact types (a nested tuple is not a list, int dict keys are not
+# strings), and a stdin program that ends its own process (os._exit) fails, since the official grader
+# runs it in-process and loses the result. Cheat resistance is the same in both (exit status, plain
+# data only, nothing of the expected output reaches the program).
+GRADERS = ("archer", "lcb")
+
+
 class _Collector:
     """Turns sandbox events of one program into verdicts; decides whether to go on."""
 
-    def __init__(self, plan: dict[str, Any], idx: list[int], stop_on_failure: bool) -> None:
-        self.plan, self.idx, self.stop = plan, idx, stop_on_failure
+    def __init__(
+        self, plan: dict[str, Any], idx: list[int], stop_on_failure: bool, grader: str = "archer"
+    ) -> None:
+        self.plan, self.idx, self.stop, self.grader = plan, idx, stop_on_failure, grader
         self.verdicts: list[str] = ["skipped"] * len(idx)
         self.details: list[str] = []
 
@@ -130,18 +143,24 @@ class _Collector:
         status = status if status in VERDICTS and status != "skipped" else "error"
         mode = self.plan["mode"]
         try:  # the comparisons are total; this guards the trainer against any other surprise
+            want = self.plan["outputs"][self.idx[i]] if mode != "assert" else None
             if status == "ok" and mode == "stdin":
                 got = event.get("stdout", "")
-                ok = isinstance(got, str) and stdout_matches(got, str(self.plan["outputs"][self.idx[i]]))
+                ok = isinstance(got, str) and stdout_matches(got, str(want))
+                if self.grader == "lcb" and not str(event.get("stderr", "")).endswith(FINISHED_MARK):
+                    ok = False  # the program ended its own process: the official grader loses its output
                 status = "ok" if ok else "wrong"
             elif status == "ok" and mode == "call":
-                ok = call_result_matches(event.get("result"), self.plan["outputs"][self.idx[i]])
+                if self.grader == "lcb":
+                    ok = lcb_call_result_matches(event.get("exact"), want)
+                else:
+                    ok = call_result_matches(event.get("result"), want)
                 status = "ok" if ok else "wrong"
         except Exception:
             status = "wrong"
         self.verdicts[i] = status
         if status != "ok" and len(self.details) < 3:
-            detail = event.get("detail") or event.get("stderr") or ""
+            detail = event.get("detail") or str(event.get("stderr") or "").replace(FINISHED_MARK, "")
             self.details.append(f"test {self.idx[i]}: {status}: {str(detail)[-300:]}")
         return not (self.stop and status != "ok")
 
@@ -163,15 +182,19 @@ def run_tests_batch(
     budget: float | None = None,
     max_output_bytes: int = 1 << 22,
     pool: SandboxPool | None = None,
+    grader: str = "archer",
 ) -> list[TestReport]:
     """Run ``program`` against ``tests`` for every ``(program, tests)`` item, in parallel.
 
     ``timeout`` is per test (seconds of wall clock), ``memory_mb`` the address-space limit,
     ``max_tests`` a cap on tests per program (a seeded random subset), ``budget`` the most seconds
-    one program may use in all. Bad tests or a failed sandbox give a report with ``info["reason"]``.
+    one program may use in all, ``grader`` one of :data:`GRADERS`. Bad tests or a failed sandbox give
+    a report with ``info["reason"]``.
     """
     if timeout <= 0 or memory_mb <= 0:
         raise ValueError(f"timeout and memory_mb must be > 0, got {timeout}, {memory_mb}")
+    if grader not in GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; known: {list(GRADERS)}")
     rng = random.Random(seed)
     reports: list[TestReport | None] = [None] * len(items)
     jobs, owners, collectors = [], [], []
@@ -188,7 +211,7 @@ def run_tests_batch(
         if not isinstance(program, str):
             reports[k] = TestReport(0, len(idx), ["error"] * len(idx), {"reason": "no program"})
             continue
-        collector = _Collector(plan, idx, stop_on_failure)
+        collector = _Collector(plan, idx, stop_on_failure, grader)
         req: dict[str, Any] = {
             "mode": plan["mode"],
             "program": program,
@@ -321,8 +344,10 @@ def score_code_problems(
     budget: float | None = None,
     max_output_bytes: int = 1 << 22,
     pool: SandboxPool | None = None,
+    grader: str = "archer",
 ) -> list[RewardResult]:
-    """Registry entry point (kind ``"code"``): problems are :class:`archer.data.schema.Problem`."""
+    """Registry entry point (kind ``"code"``): problems are :class:`archer.data.schema.Problem`;
+    ``grader`` is one of :data:`GRADERS` (``lcb``: the official LiveCodeBench grader's semantics)."""
     tests = [with_prompt_setup(getattr(p, "tests", None), getattr(p, "prompt", None)) for p in problems]
     return score_code_batch(
         responses,
@@ -336,6 +361,7 @@ def score_code_problems(
         budget=budget,
         max_output_bytes=max_output_bytes,
         pool=pool,
+        grader=grader,
     )
 
 

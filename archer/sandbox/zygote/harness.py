@@ -117,6 +117,13 @@ def _flush_std() -> None:
             pass
 
 
+# written on stderr when the program ran to its end (returned or raised): a program that ends its own
+# process (os._exit) never writes it. Only the LiveCodeBench-fidelity grader reads it (the official
+# grader runs the program in its own process, which such a program kills): a convenience, not a
+# security boundary, since forging it gains nothing a normal ending does not give.
+FINISHED_MARK = "\n[archer: program finished]\n"
+
+
 def stdin_child(program: str) -> None:
     """fd 0 = the test input, fd 1 = captured stdout, fd 2 = captured stderr (tail kept)."""
     status = 0
@@ -127,6 +134,10 @@ def stdin_child(program: str) -> None:
         if not isinstance(exc, SystemExit):
             traceback.print_exc(limit=4)
     _flush_std()
+    try:
+        os.write(2, FINISHED_MARK.encode())
+    except OSError:
+        pass
     os._exit(status)
 
 
@@ -157,8 +168,10 @@ CALL_HEADER = (
 def call_child(program: str, fn_name: str, inputs: list[str], start: int, result_fd: int) -> None:
     """Runs tests ``start..`` of a call-based problem; one JSON frame per test on ``result_fd``."""
 
-    def report(i: int, status: str, result: str | None = None, detail: str = "") -> None:
-        msg = {"i": i, "status": status, "result": result, "detail": detail[-2000:]}
+    def report(
+        i: int, status: str, result: str | None = None, detail: str = "", exact: str | None = None
+    ) -> None:
+        msg = {"i": i, "status": status, "result": result, "detail": detail[-2000:], "exact": exact}
         send_frame(result_fd, json.dumps(msg).encode())
 
     try:
@@ -177,6 +190,7 @@ def call_child(program: str, fn_name: str, inputs: list[str], start: int, result
             continue
         try:
             value = target(*args)
+            exact = _exact_json(value)
             if isinstance(value, tuple):
                 value = list(value)
             encoded = json.dumps(value)
@@ -185,9 +199,34 @@ def call_child(program: str, fn_name: str, inputs: list[str], start: int, result
             if isinstance(exc, SystemExit):
                 os._exit(1)
             continue
-        report(i, "ok", result=encoded)
+        report(i, "ok", result=encoded, exact=exact)
     _flush_std()
     os._exit(0)
+
+
+def _tagged(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON data that keeps what JSON loses: tuples and dicts with non-string keys."""
+    if depth > 100:
+        raise ValueError("nested too deep")
+    kind = type(value)
+    if kind is tuple:
+        return {"__tuple__": [_tagged(v, depth + 1) for v in value]}
+    if kind is list:
+        return [_tagged(v, depth + 1) for v in value]
+    if kind is dict:
+        if all(type(k) is str for k in value):
+            return {k: _tagged(v, depth + 1) for k, v in value.items()}
+        return {"__pairs__": [[_tagged(k, depth + 1), _tagged(v, depth + 1)] for k, v in value.items()]}
+    return value
+
+
+def _exact_json(value: Any) -> str | None:
+    """The return value with its exact container types (for graders that tell a tuple from a list);
+    None when it is not plain data."""
+    try:
+        return json.dumps(_tagged(value))
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -466,7 +466,8 @@ class Zygote:
                     status = "error"
                 if i in bad_inputs:
                     status = "sandbox_error"
-                if not self.event(i, status, result=result, detail=str(frame.get("detail", ""))):
+                exact = frame.get("exact") if isinstance(frame.get("exact"), str) else None
+                if not self.event(i, status, result=result, detail=str(frame.get("detail", "")), exact=exact):
                     state["stop"] = True
                     return None
                 return min(time.monotonic() + timeout, budget_deadline)
