@@ -298,6 +298,12 @@ EQUIVALENT = [
     ("2", "1+1 = 2"),
     ("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}"),  # exact and equal: proved, not rounded
     ("\\ln 6", "\\ln 2 + \\ln 3"),
+    # found by the conformance suite (test_math_conformance.py)
+    ("x <= 1", "-x >= -1"),
+    ("185", "185\\"),  # a stray trailing backslash
+    ("C", "C. x = 42"),  # an option letter with its content
+    ("C. x = 42", "C"),
+    ("0,111", "0.111"),  # a leading 0 group is no thousands separator (math-verify: decimal comma)
 ]
 
 # relations stay directional and scaled equations keep their constant
@@ -312,6 +318,9 @@ NOT_EQUIVALENT_RELATIONS = [
     ("34", "34 is wrong, it is 35"),
     ("28\\%", "0.28 percent"),
     ("10080", "10,\\!08"),
+    ("111", "0,111"),
+    ("B", "C. x = 42"),
+    ("C. x = 42", "B"),
 ]
 
 

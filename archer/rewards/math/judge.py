@@ -109,6 +109,8 @@ def _judge(gold: str, pred: str, depth: int) -> tuple[bool, str]:
     if not nesting_ok(p):
         return False, "too_deep"
     gold_letter = choice_letter(g)
+    if gold_letter is None and choice_letter(p) is not None:
+        gold_letter = choice_letter(g, allow_trailing=True)  # a gold "C. x = 42" names option C
     if gold_letter is not None:
         pred_letter = choice_letter(p, allow_trailing=True)
         return (gold_letter == pred_letter), ("equal" if gold_letter == pred_letter else "not_equal")
@@ -216,7 +218,7 @@ def _is_label(text: str) -> bool:
     return bool(re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", text))) and len(text) <= 40
 
 
-_RELATION_TEXT = re.compile(r"<|>|\\[lg]eq?(?:slant)?(?![A-Za-z])|\\[lg]t(?![A-Za-z])|=")
+_RELATION_TEXT = re.compile(r"<=|>=|<|>|\\[lg]eq?(?:slant)?(?![A-Za-z])|\\[lg]t(?![A-Za-z])|=")
 
 
 def _equivalent_relations(gold: str, pred: str, a: Any, b: Any) -> bool:

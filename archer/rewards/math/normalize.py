@@ -74,7 +74,8 @@ _REPLACEMENTS = [
 ]
 _CHOICE = re.compile(r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?\s*([A-E])\s*\)?\s*\}?\s*$")
 _CHOICE_PRED = re.compile(
-    r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(\s*([A-E])\s*\)"  # "(B) 12", "\text{(B) }12"
+    r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?(?:\(\s*([A-E])\s*\)"  # "(B) 12", "\text{(B) }12"
+    r"|([A-E])[.:)](?=\s))"  # "C. x = 42", "C) 42"
 )
 
 
@@ -98,6 +99,8 @@ def normalize_answer(answer: object, *, rewrite: bool = True) -> str:
     for pattern, repl in _REPLACEMENTS:
         text = pattern.sub(repl, text)
     text = text.strip().rstrip(".").strip()
+    if text.endswith("\\") and not text.endswith("\\\\"):
+        text = text[:-1].strip()  # a stray trailing backslash ("185\\") is no part of the value
     text = re.sub(r"\s+", " ", text)
     text = strip_prose(text)
     return _rewrite_whole(text) if rewrite else text
@@ -117,7 +120,7 @@ def choice_letter(answer: str, *, allow_trailing: bool = False) -> str | None:
             rest = re.sub(r"\\[A-Za-z]+", " ", answer[match.end() :])
             if re.search(r"[A-Za-z]{2,}|(?<![A-Za-z])[A-E](?![A-Za-z])", rest):
                 return None
-    return match.group(1) if match else None
+    return next((g for g in match.groups() if g), None) if match else None
 
 
 _INT_OR_DEC = re.compile(r"(-?)(\d{1,400}|\d{0,400}\.\d{1,400})")
@@ -228,7 +231,9 @@ def unicode_to_latex(text: str) -> str:
 
 _E_NOTATION = re.compile(r"(-?)(\d{1,400}(?:\.\d{0,400})?|\.\d{1,400})[eE]([+-]?\d{1,6})")
 _SPACED_THOUSANDS = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d{1,400})?")
-_COMMA_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d{1,400})?")  # "16,386.20" (no space after ",")
+_COMMA_THOUSANDS = re.compile(
+    r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d{1,400})?"
+)  # "16,386.20" (no space after ",")
 _REPEATING = re.compile(
     r"(-?)(\d{0,400})\.(\d{0,400})(?:\\overline|\\bar)\s*(?:\{\s*(\d{1,60})\s*\}|(\d))"  # 0.1\overline{6}
     r"|(-?)(\d{0,400})\.(\d{0,400})\\dot\s*\{?\s*(\d)\s*\}?(?:(\d{0,58})\\dot\s*\{?\s*(\d)\s*\}?)?"  # 0.\dot{1}4\dot{2}
