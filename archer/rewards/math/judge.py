@@ -369,10 +369,9 @@ def _is_exact_number(x: Any) -> bool:
 
 def _exact_equal(a: Any, b: Any) -> bool:
     """Exact numbers ``a`` and ``b`` are equal: never by a tolerance. Rationals compare exactly;
-    otherwise ``a - b`` is evaluated with adaptive precision (up to ``_EXACT_MAX_DPS`` digits), and a
-    difference that is resolved as non-zero makes them unequal however small it is
-    (``\\sqrt2+\\sqrt3`` vs the same ``+10^{-60}``); a difference too small to resolve counts as zero
-    only when sympy proves it (``minimal_polynomial`` for algebraic numbers, ``simplify`` else)."""
+    otherwise ``a - b`` must be proved zero by sympy (``minimal_polynomial`` for algebraic numbers,
+    ``simplify`` else), after a cheap numeric filter that calls a difference resolved as non-zero
+    unequal however small it is (``\\sqrt2+\\sqrt3`` vs the same ``+10^{-60}``)."""
     import sympy
 
     a, b = sympy.sympify(a).doit(), sympy.sympify(b).doit()
@@ -384,15 +383,16 @@ def _exact_equal(a: Any, b: Any) -> bool:
     if diff == 0:
         return True
     try:
-        value = diff.evalf(30, strict=True, maxn=_EXACT_MAX_DPS * 10 // 3)
-        if value != 0:
-            return False  # resolved to a non-zero value at full relative precision
+        # a cheap numeric filter: a difference resolved as non-zero within _EXACT_FILTER_BITS of
+        # working precision is non-zero (evalf's strict mode raises rather than guess)
+        if diff.evalf(30, strict=True, maxn=_EXACT_FILTER_BITS) != 0:
+            return False
     except (sympy.core.evalf.PrecisionExhausted, ValueError, TypeError, ArithmeticError):
         pass
-    return _proved_zero(diff)
+    return _proved_zero(diff)  # smaller than 2^-_EXACT_FILTER_BITS: equal only when proved
 
 
-_EXACT_MAX_DPS = 20_000  # digits of working precision spent resolving a difference of exact numbers
+_EXACT_FILTER_BITS = 600
 
 
 def _proved_zero(diff: Any) -> bool:
