@@ -117,6 +117,7 @@ EXACT_ATTACKS = [
     ("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}+10^{-60}"),
     ("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}+e^{-1000}"),
     ("\\pi", "\\pi+10^{-100}"),
+    ("e^{\\pi}", "e^{\\pi}+e^{-e^{20}}"),  # too small to resolve numerically: not proved zero
     ("\\frac{1}{2004!}", "\\frac{1}{2006!}"),
 ]
 
@@ -324,6 +325,18 @@ NOT_EQUIVALENT_RELATIONS = [
 ]
 
 
+def test_exact_equalities_are_proved_quickly():
+    # the exact layer proves these instead of comparing digits (an exhaustive evalf took 9 s on ln)
+    start = time.monotonic()
+    for gold, pred in [
+        ("\\ln 6", "\\ln 2 + \\ln 3"),
+        ("\\sqrt{2}+\\sqrt{3}", "\\sqrt{5+2\\sqrt{6}}"),
+        ("1", "\\sin^2(1)+\\cos^2(1)"),
+    ]:
+        assert judge(gold, pred) == (True, "equal")
+    assert time.monotonic() - start < 3.0
+
+
 @pytest.mark.parametrize("gold, pred", NOT_EQUIVALENT_RELATIONS)
 def test_not_equivalent_relations_score_zero(gold, pred):
     assert judge(gold, pred)[0] is False
@@ -449,3 +462,96 @@ def test_attacks_through_score_math():
         "equal",
         "equal",
     ]
+
+
+# --- extraction policy: false positives of the lenient reader on hostile responses ----------------
+
+_WRONG_ANSWERS = (
+    MULTIPLE_CHOICE_ATTACKS
+    + STRUCTURE_ATTACKS
+    + UNIT_ATTACKS
+    + HEDGE_ATTACKS
+    + RELATION_ATTACKS
+    + EXACT_ATTACKS
+    + EXPONENT_AND_SIZE_ATTACKS
+)
+_HEDGE_TEMPLATES = [  # each names the gold next to a wrong value, or without committing to it
+    "It is either {w} or {g}.",
+    "${w}$ or ${g}$",
+    "The answer could be {g}.",
+    "Maybe {g}.",
+    "The answer is probably {g}, but I am not sure.",
+    "Candidates are {w} and {g}.",
+    "Somewhere between {w} and {g}.",
+    "We tried {g} first.\n\nIt is not {g}; it is {w}.",
+    "Approximately {g}.",
+    "It is about $ {g} $.",
+    "I computed {w}, {g}, and {w}.",
+    "Answer: {w}\n\nActually {g} might also work.",
+    "$x \\approx {g}$",
+    "If $n = {g}$ then it fails, so the result is {w}.",
+    "{w} or {g}",
+    "{g} or {w}",
+]
+_HEDGE_PAIRS = [("3", "4"), ("34", "35"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("10080", "10081"), ("-2", "2")]
+
+
+def hostile_corpus():
+    """``(response, gold)`` pairs that must score 0: every wrong answer above written unboxed in
+    four ways, and hedges that name the gold among other values or without committing to it."""
+    corpus = []
+    for gold, pred in _WRONG_ANSWERS:
+        for template in ("Thus the answer is ${p}$.", "So we get ${p}$.", "{p}", "The answer is {p}."):
+            corpus.append((template.replace("{p}", pred), gold))
+    for gold, wrong in _HEDGE_PAIRS:
+        for template in _HEDGE_TEMPLATES:
+            corpus.append((template.replace("{g}", gold).replace("{w}", wrong), gold))
+    return corpus
+
+
+def lenient_false_positives(pool):
+    """``{extraction: (false positives, corpus size)}`` on :func:`hostile_corpus`."""
+    from archer.rewards.math.score import EXTRACTIONS, score_math_batch
+
+    corpus = hostile_corpus()
+    out = {}
+    for extraction in EXTRACTIONS:
+        results = score_math_batch(
+            [r for r, _ in corpus], [g for _, g in corpus], pool=pool, extraction=extraction
+        )
+        out[extraction] = ([c for c, r in zip(corpus, results) if r.correct], len(corpus))
+    return out
+
+
+def lenient_true_positives(pool):
+    """The control: every equivalent form above, unboxed in the same ways, scored with ``lenient``;
+    ``(missed, corpus size)``."""
+    from archer.rewards.math.score import score_math_batch
+
+    corpus = [
+        (template.replace("{p}", pred), gold)
+        for gold, pred in EQUIVALENT
+        for template in ("Thus the answer is ${p}$.", "So we get ${p}$.", "${p}$")
+    ]
+    results = score_math_batch(
+        [r for r, _ in corpus], [g for _, g in corpus], pool=pool, extraction="lenient"
+    )
+    return [c for c, r in zip(corpus, results) if not r.correct], len(corpus)
+
+
+def test_lenient_extraction_false_positive_rate():
+    from archer.rewards.math.score import MathVerifierPool, extract_answer
+
+    with MathVerifierPool(n_workers=2, timeout=5.0) as pool:
+        measured = lenient_false_positives(pool)
+        missed, n_equivalent = lenient_true_positives(pool)
+    for extraction, (false_positives, n) in measured.items():
+        print(f"\n{extraction}: {len(false_positives)}/{n} hostile responses scored 1")
+    print(f"lenient: {n_equivalent - len(missed)}/{n_equivalent} unboxed equivalent answers scored 1")
+    corpus = hostile_corpus()
+    assert len(corpus) >= 400
+    # the lenient reader does read most hostile responses (the judge, not extraction, refuses them)
+    assert sum(extract_answer(r, "lenient") is not None for r, _ in corpus) >= 0.6 * len(corpus)
+    assert measured["boxed"][0] == [] and measured["answer_line"][0] == []
+    assert measured["lenient"][0] == []
+    assert len(missed) <= 0.1 * n_equivalent, missed

@@ -96,7 +96,7 @@ def test_answer_line_scan_is_linear():
     assert extract_answer("\n" * 20_000 + "x") is None
     assert extract_answer(" \n" * 20_000 + "Answer: 5") == "5"
     assert extract_answer("Answer:" + "\n" * 20_000) is None
-    assert extract_answer("\n" * 20_000 + "x", "lenient") is None
+    assert extract_answer("\n" * 20_000 + "x", "lenient") == "x"  # one short formula
     assert time.monotonic() - start < 1.0
 
 

@@ -124,39 +124,82 @@ def _answer_line(text: str) -> str | None:
 _LENIENT_SCAN_CHARS = 2_000
 _HEDGE = re.compile(
     r"\b(?:or|either|maybe|perhaps|possibly|probably|might|could|not sure|unsure|guess|between|approximately"
-    r"|about|roughly|around|unless|if)\b|\\approx|≈",
+    r"|about|roughly|around|unless|if|nearly|almost)\b|\\approx|≈|~",
     re.I,
 )
-_ANSWER_PHRASE = re.compile(
-    r"(?:final\s+answer|answer|result|solution)\s+(?:is|=|:)\s*(?:\*\*)?\s*(.+?)(?:\*\*)?\s*(?:\.\s|\.?$|\n)",
-    re.I | re.S,
-)
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$(.+?)\$|\\\((.+?)\\\)", re.S)
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?![\w.])")
+_SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z_]+\|>")
+_ANSWER_PHRASE = re.compile(r"\b(?:answer|result|solution)\s*(?::|=|\bis\b)\s*", re.I)
+_MATH_SPAN = re.compile(
+    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)", re.S
+)  # "\\$" is a dollar sign, not a delimiter
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:/\d+)?(?![\w])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$])|\n")
+_FORMULA_ONLY = re.compile(r"[^\n]{1,200}")
+
+
+def _sentences(paragraph: str) -> list[str]:
+    """The paragraph cut into sentences, never inside a ``$...$`` span."""
+    out, start, inside = [], 0, False
+    i = 0
+    while i < len(paragraph):
+        if paragraph[i] == "$" and (i == 0 or paragraph[i - 1] != "\\"):
+            inside = not inside
+        elif not inside:
+            m = _SENTENCE_END.match(paragraph, i)
+            if m and m.end() > i:
+                out.append(paragraph[start:i])
+                start = i = m.end()
+                continue
+        i += 1
+    out.append(paragraph[start:])
+    return [x.strip() for x in out if x.strip()]
+
+
+def _single_value(sentence: str) -> str | None:
+    """The one maths span, else the one number, of a sentence that does not hedge."""
+    if _HEDGE.search(re.sub(r"\\(?!approx)[A-Za-z]+", " ", sentence)):
+        return None
+    spans = _MATH_SPAN.findall(sentence)
+    if spans:
+        return next(g for g in spans[-1] if g).strip() if len(spans) == 1 else None
+    numbers = _NUMBER.findall(sentence)
+    return numbers[0] if len(numbers) == 1 else None
 
 
 def _lenient(text: str) -> str | None:
-    """No box and no ``Answer:`` line: the last paragraph's "the answer is X", else its last maths
-    span, else its only number. Nothing when that paragraph hedges (or, maybe, approximately ...):
-    a lenient reader must not turn "it is 3 or 4" into an answer."""
-    tail = text[-_LENIENT_SCAN_CHARS:].strip()
-    if not tail:
+    """No box and no ``Answer:`` line. In the last paragraph: the value after its last "answer is" /
+    "result:" / "solution =" (to the end of that sentence), else the one maths span or number of its
+    last sentence that holds one; a response that is one short formula (``x^2+2x+1``, ``\\text{odd}``)
+    is that formula. Nothing when the sentence read hedges (or, maybe, approximately, \\approx ...) or
+    holds two values: a lenient reader must not turn "it is 3 or 4" into an answer."""
+    special = _SPECIAL_TOKEN.search(text)
+    text = (text[: special.start()] if special else text)[-_LENIENT_SCAN_CHARS:].strip()
+    if not text:
         return None
-    paragraph = re.split(r"\n\s*\n", tail)[-1].strip()
-    if _HEDGE.search(re.sub(r"\\[A-Za-z]+", " ", paragraph)) or "\\approx" in paragraph:
-        return None
+    if _FORMULA_ONLY.fullmatch(text) and not re.search(
+        r"[A-Za-z]{2,}[^A-Za-z{}]+[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+\s*(?:\{[^{}]*\})?", " ", text)
+    ):
+        stripped = text.strip().rstrip(".").strip()
+        span = _MATH_SPAN.fullmatch(stripped)
+        value = next(g for g in span.groups() if g).strip() if span else stripped
+        if "$" not in value and not _HEDGE.search(re.sub(r"\\(?!approx)[A-Za-z]+", " ", value)):
+            return value or None
+    paragraph = re.split(r"\n\s*\n", text)[-1].strip()
     phrases = list(_ANSWER_PHRASE.finditer(paragraph))
     if phrases:
-        value = phrases[-1].group(1).strip()
-        span = _MATH_SPAN.fullmatch(value)
-        if span:
-            value = next(g for g in span.groups() if g is not None)
-        return value.strip().rstrip(".").strip() or None
-    spans = list(_MATH_SPAN.finditer(paragraph))
-    if spans:
-        return next(g for g in spans[-1].groups() if g is not None).strip() or None
-    numbers = _NUMBER.findall(paragraph)
-    return numbers[0] if len(numbers) == 1 else None
+        rest = _sentences(paragraph[phrases[-1].end() :])
+        if rest:
+            value = rest[0].strip().strip("*").strip().rstrip(".").strip()
+            if _HEDGE.search(re.sub(r"\\(?!approx)[A-Za-z]+", " ", value)):
+                return None
+            span = _MATH_SPAN.fullmatch(value)
+            if span:
+                value = next(g for g in span.groups() if g).strip()
+            return value or None
+    for sentence in reversed(_sentences(paragraph)):
+        if _MATH_SPAN.search(sentence) or _NUMBER.search(sentence):
+            return _single_value(sentence)
+    return None
 
 
 def extract_answer(response: str, extraction: str = DEFAULT_EXTRACTION) -> str | None:
