@@ -305,6 +305,8 @@ EQUIVALENT = [
     ("C", "C. x = 42"),  # an option letter with its content
     ("C. x = 42", "C"),
     ("0,111", "0.111"),  # a leading 0 group is no thousands separator (math-verify: decimal comma)
+    ("x != 3", "x \\neq 3"),  # spellings of one relation are one relation
+    ("x \\ne 5", "x != 5"),
 ]
 
 # relations stay directional and scaled equations keep their constant
@@ -322,6 +324,8 @@ NOT_EQUIVALENT_RELATIONS = [
     ("111", "0,111"),
     ("B", "C. x = 42"),
     ("C. x = 42", "B"),
+    ("x \\ne 5", "x \\ne 6"),
+    ("x \\neq 5", "x \\approx 5"),
 ]
 
 

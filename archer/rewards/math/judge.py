@@ -190,10 +190,31 @@ def _hedged(gold: str, pred: str) -> bool:
     if any(re.search(r"\d", t) and t.strip() not in gold_texts for t in _TEXT_GROUP.findall(pred)):
         return True
     gold, pred = _IN_LABEL.sub("", gold), _IN_LABEL.sub("", pred)
-    gold_rel = set(_ONE_SIDED.findall(gold))
+    gold_rel = {_SYNONYM.get(r, r) for r in _ONE_SIDED.findall(gold)}
     if "," in gold:  # "\\pm 3" is the list "3, -3"
         gold_rel |= {"\\pm", "\\mp"}
-    return any(r not in gold_rel for r in _ONE_SIDED.findall(pred))
+    return any(_SYNONYM.get(r, r) not in gold_rel for r in _ONE_SIDED.findall(pred))
+
+
+# spellings of one relation: a gold "x \\ne 3" accepts "x \\neq 3" and "x != 3"
+_SYNONYM = {
+    "\\neq": "\\ne",
+    "\\not": "\\ne",
+    "!=": "\\ne",
+    "<>": "\\ne",
+    "\\rightarrow": "\\to",
+    "\\longrightarrow": "\\to",
+    "\\Rightarrow": "\\implies",
+    "\\Longrightarrow": "\\implies",
+    "\\Leftrightarrow": "\\iff",
+    "\\vee": "\\lor",
+    "\\wedge": "\\land",
+    "\\Leftarrow": "\\impliedby",
+    "\\Longleftarrow": "\\impliedby",
+    "\\leftarrow": "\\gets",
+    "\\longleftarrow": "\\gets",
+    "≈": "\\approx",
+}
 
 
 def _equation_parts(text: str) -> list[str]:
