@@ -23,14 +23,19 @@ Judges, each scored as agreement with ``expected``:
   ``pred`` text as the response and ``gold_answer`` as the gold, for each extraction policy.
 
 Run: ``python benchmarks/math_conformance.py [--list]`` (``--list`` prints every disagreement of
-archer's equivalence judgement).
+archer's equivalence judgement). The case file is rebuilt from a checkout of Math-Verify and a copy
+of NeMo-Skills' test file with ``--regenerate MATH_VERIFY_DIR NEMO_TEST_FILE`` (the labelled
+``pytest.mark.parametrize`` lists are read with ``ast``; nothing is executed).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +134,10 @@ def evaluate(pool: Any, with_math_verify: bool = True) -> dict[str, Any]:
         mv_all = [math_verify_verdict(c) for c in cases]
         out["mv_all"] = mv_all
         rows.append(("math-verify (its test inputs)", "all", agree(mv_all, cases), len(cases)))
+        mv_with_gold = [v for v, c in zip(mv_all, cases) if c["gold_answer"] is not None]
+        rows.append(
+            ("math-verify (its test inputs)", "with gold", agree(mv_with_gold, with_gold), len(with_gold))
+        )
         mv_inputs_ans = [v for v, c in zip(mv_all, cases) if c in answers]
         rows.append(("math-verify (its test inputs)", "answer", agree(mv_inputs_ans, answers), len(answers)))
         mv_ans = [math_verify_answers(c) for c in answers]
@@ -166,10 +175,175 @@ def disagreements(out: dict[str, Any]) -> list[str]:
     return lines
 
 
+# --- building the case file from the public test suites --------------------------------------------
+
+MATH_VERIFY_FILES = [
+    "tests/test_all.py",
+    "tests/test_numina_cases.py",
+    "tests/test_open_thoughts.py",
+    "tests/test_yujianll.py",
+    "tests/test_boxed.py",
+    "tests/test_strict.py",
+]
+NEMO = {
+    "repo": "NVIDIA/NeMo-Skills",
+    "path": "tests/test_math_equal.py",
+    "commit": "583b90a2d5df14caf9f96271b0ef357f782b9938",
+}
+
+
+def _strip_delims(text: str) -> str:
+    text = text.strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)")):
+        if text.startswith(left) and text.endswith(right) and len(text) >= len(left) + len(right):
+            return text[len(left) : len(text) - len(right)].strip()
+    return text
+
+
+def as_answer(text: str) -> str | None:
+    """The answer string when ``text`` is one maths expression (delimited and/or boxed, at most two
+    words outside commands), else None (a model output with prose around the answer)."""
+    text = text.strip()
+    if text.count("$") == 1 and text.startswith("$"):
+        text = text[1:]
+    text = _strip_delims(text)
+    boxed = re.fullmatch(r"\\boxed\s*\{(.*)\}", text, re.S)
+    if boxed and "\\boxed" not in boxed.group(1):
+        text = boxed.group(1).strip()
+    if not text or len(text) > 200 or "\n" in text or "\\boxed" in text:
+        return None
+    if "$" in text.replace("\\$", "") or "\\(" in text or "\\[" in text:
+        return None
+    bare = re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}", "", text)
+    bare = re.sub(r"\\(?:begin|end)\s*\{[^{}]*\}", "", bare)
+    bare = re.sub(r"\\[A-Za-z]+", "", bare)
+    words = re.findall(r"[A-Za-z]{2,}", bare)
+    if len(words) > 2 or (len(words) == 2 and not re.fullmatch(r"[\d\s.,]*[A-Za-z]+[\d\s.,²]*", bare)):
+        return None
+    return text
+
+
+def _parametrized(tree: ast.Module) -> list[tuple[ast.FunctionDef, list[str], list[ast.expr]]]:
+    out = []
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for deco in fn.decorator_list:
+            if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "parametrize":
+                names = [n.strip() for n in ast.literal_eval(deco.args[0]).split(",")]
+                out.append((fn, names, list(deco.args[1].elts)))
+    return out
+
+
+def build_cases(math_verify_dir: Path, nemo_file: Path) -> list[dict[str, Any]]:
+    """Every labelled ``(gold, pred, expected)`` of the public test files, with its source."""
+    rows: list[dict[str, Any]] = []
+
+    def add(source: dict[str, Any], gold: Any, pred: Any, expected: Any, mv: dict[str, Any]) -> None:
+        gold, pred = str(gold), str(pred)
+        name = source["path"].split("/")[-1].removesuffix(".py")
+        rows.append(
+            {
+                "id": f"{name}:{source['test']}:{len(rows)}",
+                "source": source,
+                "gold": gold,
+                "pred": pred,
+                "expected": bool(expected),
+                "gold_answer": as_answer(gold),
+                "pred_answer": as_answer(pred),
+                "mv": mv,
+            }
+        )
+
+    git = ["git", "-C", str(math_verify_dir)]
+    commit = subprocess.check_output([*git, "rev-parse", "HEAD"], text=True).strip()
+    for path in MATH_VERIFY_FILES:
+        text = subprocess.check_output([*git, "show", f"HEAD:{path}"], text=True)
+        for fn, names, elts in _parametrized(ast.parse(text)):
+            if names[:2] != ["gold", "pred"]:
+                continue
+            call = next(
+                (
+                    c
+                    for c in ast.walk(fn)
+                    if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "compare_strings"
+                ),
+                None,
+            )
+            options = {
+                "match_types": ["latex", "expr"],
+                "precision": 6,
+                "allow_set_relation_comp": False,
+                "strict": True,
+                "parse_default": call is None,  # verify(parse(gold), parse(pred)) with defaults
+            }
+            for kw in call.keywords if call is not None else []:
+                if kw.arg in options and isinstance(kw.value, (ast.List, ast.Constant)):
+                    options[kw.arg] = ast.literal_eval(kw.value)
+            for elt in elts:
+                try:
+                    values = dict(zip(names, ast.literal_eval(elt)))
+                except ValueError:
+                    continue  # an f-string computed at test time
+                case_options = {
+                    **options,
+                    **{
+                        k: values[k]
+                        for k in ("precision", "allow_set_relation_comp", "strict")
+                        if k in values
+                    },
+                }
+                source = {
+                    "repo": "huggingface/Math-Verify",
+                    "path": path,
+                    "commit": commit,
+                    "test": fn.name,
+                    "line": elt.lineno,
+                }
+                add(
+                    source,
+                    values["gold"],
+                    values["pred"],
+                    values.get("expected", values.get("result")),
+                    case_options,
+                )
+    for fn, _, elts in _parametrized(ast.parse(nemo_file.read_text())):
+        for elt in elts:  # each pair must be equal (unequal) in both directions: one case each
+            try:
+                a, b = ast.literal_eval(elt)
+            except ValueError:
+                a, b = 5 / 2, "\\frac{5}{2}"  # the one computed pair, (5 / 2, '\\frac{5}{2}')
+            if a is None or b is None:
+                continue
+            for gold, pred in ((a, b), (b, a)):
+                options = {
+                    "match_types": ["latex", "expr"],
+                    "precision": 6,
+                    "allow_set_relation_comp": False,
+                    "strict": True,
+                    "parse_default": False,
+                    "wrap": True,  # bare answers: math-verify reads them as $...$
+                }
+                add(
+                    {**NEMO, "test": fn.name, "line": elt.lineno},
+                    gold,
+                    pred,
+                    fn.name == "test_correct_examples",
+                    options,
+                )
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--list", action="store_true", help="print each disagreement of archer's equivalence")
+    ap.add_argument("--regenerate", nargs=2, metavar=("MATH_VERIFY_DIR", "NEMO_TEST_FILE"))
     args = ap.parse_args()
+    if args.regenerate:
+        rows = build_cases(Path(args.regenerate[0]), Path(args.regenerate[1]))
+        CASES.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{len(rows)} cases written to {CASES}")
+        return 0
     from archer.rewards.math.pool import MathVerifierPool
 
     with MathVerifierPool(n_workers=2, timeout=5.0) as pool:

@@ -100,6 +100,18 @@ def test_answer_line_scan_is_linear():
     assert time.monotonic() - start < 1.0
 
 
+def test_several_boxes_are_judged_as_one_list(pool):
+    golds = ["(2,2),(6,2)", "\\{(2,2),(6,2)\\}", "(6,2)", "4", "3, 4"]
+    responses = ["</think> $\\boxed{(6,2)}, \\boxed{(2,2)}$"] * 3 + ["</think> \\boxed{3} or \\boxed{4}"] * 2
+    assert [r.correct for r in score_math_batch(responses, golds, pool=pool)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
 def test_identical_pairs_are_judged_once():
     class CountingPool:
         def __init__(self):
