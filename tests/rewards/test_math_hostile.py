@@ -109,6 +109,9 @@ RELATION_ATTACKS = [
     ("3", "3=4=3"),
     ("2", "x = 2 = 1"),
     ("2", "f(1) = 5 = 2"),
+    ("x=1, y=2", "x = 1 = 2, y = 2"),  # each statement of a system is judged
+    ("x=1, y=2", "x = 1, y = 3 = 2"),
+    ("(1,2)", "x = 1 \\text{ and } y = 3 = 2"),
 ]
 
 # issue 20: the exact layer never calls two different numbers equal, however close
@@ -305,6 +308,10 @@ EQUIVALENT = [
     ("C", "C. x = 42"),  # an option letter with its content
     ("C. x = 42", "C"),
     ("0,111", "0.111"),  # a leading 0 group is no thousands separator (math-verify: decimal comma)
+    ("(1,2)", "x=1, y=2"),  # a system of labelled values is not a chain
+    ("x=1, y=2", "x = 1 = 2-1, y = 2"),
+    ("a_3 = 2, a_{37} = 19", "a_3=2, a_{37}=19"),
+    ("z = 1 + 1 = 2", "z = 3+3 = 2"),  # a gold chain is compared by math-verify (its last value)
     ("x != 3", "x \\neq 3"),  # spellings of one relation are one relation
     ("x \\ne 5", "x != 5"),
 ]

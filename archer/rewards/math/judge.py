@@ -116,18 +116,27 @@ def _judge(gold: str, pred: str, depth: int) -> tuple[bool, str]:
         return (gold_letter == pred_letter), ("equal" if gold_letter == pred_letter else "not_equal")
     if _hedged(g, p):
         return False, "hedged"
-    chain = _equation_parts(p)
-    if len(chain) >= 3 and len(_equation_parts(g)) < 3:
+    p_segments = _segments(p)
+    chains = [parts for parts in map(_equation_parts, p_segments) if len(parts) >= 3]
+    if chains and not any(len(_equation_parts(seg)) >= 3 for seg in _segments(g)):
         # "1+1 = 3 = 2" for the answer 2: math-verify reads the last side only. Every step of a chain
-        # is judged; a leading label ("x", "f(2)") is kept, the chain stands for its last value.
-        if len(chain) > _MAX_CHAIN or depth > 0:
+        # is judged (each of "x = 1 = 1, y = 3 = 2" separately); a leading label ("x", "f(2)") is
+        # kept, and the chain stands for its last value.
+        if depth > 0 or len(p_segments) > _MAX_CHAIN or any(len(c) > _MAX_CHAIN for c in chains):
             return False, "not_equal"
-        label = chain[0] if _is_label(chain[0]) else None
-        values = chain[1:] if label else chain
-        for a, b in zip(values, values[1:]):
-            if not _judge(a, b, depth + 1)[0]:
-                return False, "false_chain"
-        return _judge(gold, f"{label} = {values[-1]}" if label else values[-1], depth + 1)
+        reduced = []
+        for segment in p_segments:
+            parts = _equation_parts(segment)
+            if len(parts) < 3:
+                reduced.append(segment)
+                continue
+            label = parts[0] if _is_label(parts[0]) else None
+            values = parts[1:] if label else parts
+            for a, b in zip(values, values[1:]):
+                if not _judge(a, b, depth + 1)[0]:
+                    return False, "false_chain"
+            reduced.append(f"{label} = {values[-1]}" if label else values[-1])
+        return _judge(gold, ", ".join(reduced), depth + 1)
     (g, g_unit), (p, p_unit) = split_unit(g), split_unit(p)
     if g_unit and p_unit and g_unit != p_unit:
         return False, "unit_mismatch"
@@ -215,6 +224,26 @@ _SYNONYM = {
     "\\longleftarrow": "\\gets",
     "≈": "\\approx",
 }
+
+
+_SEPARATOR_WORDS = re.compile(r"\\text\s*\{\s*(?:and|or)\s*\}|\\q?quad(?![A-Za-z])|\\\\|\band\b|\bor\b")
+
+
+def _segments(text: str) -> list[str]:
+    """``text`` cut at top-level ``,`` / ``;`` (and ``\\quad``, ``\\\\``, "and", "or"): the
+    statements of a system such as ``x = 1, y = 2``."""
+    text = _SEPARATOR_WORDS.sub(";", text)
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch in ",;" and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return [seg for seg in out if seg]
 
 
 def _equation_parts(text: str) -> list[str]:
