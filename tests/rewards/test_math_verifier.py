@@ -88,6 +88,10 @@ def test_extraction_policy_is_validated(pool):
         score_math("\\boxed{1}", "1", extraction="any", pool=pool)
     assert score_math("The answer is 7.", "7", extraction="lenient", pool=pool).correct
     assert not score_math("The answer is 7.", "7", pool=pool).correct  # default: no box, no Answer: line
+    # the registry passes the option by name (how reward.math_extraction reaches the verifier)
+    problems = [Problem(id="0", prompt="q", kind="math", answer="7")]
+    assert score_responses(["The answer is 7."], problems, extraction="lenient", pool=pool)[0].correct
+    assert not score_responses(["The answer is 7."], problems, extraction="boxed", pool=pool)[0].correct
 
 
 def test_answer_line_scan_is_linear():
