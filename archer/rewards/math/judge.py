@@ -285,7 +285,7 @@ def _equivalent_relations(gold: str, pred: str, a: Any, b: Any) -> bool:
     if len(_RELATION_TEXT.findall(g_raw)) > 1 or len(_RELATION_TEXT.findall(p_raw)) > 1:
         return False
     try:
-        ga, pb = _parse(g_raw), _parse(p_raw)
+        ga, pb = _parse_gold(g_raw), _parse(p_raw)
         x, y = (ga[0] if ga else a), (pb[0] if pb else b)
         if isinstance(x, sympy.Set) != isinstance(y, sympy.Set):  # a relation against an interval
             rel, interval = (y, x) if isinstance(x, sympy.Set) else (x, y)
@@ -317,6 +317,8 @@ def _proportional(x: Any, y: Any) -> bool:
     ex, ey = cx[1], cy[1]
     if not ex.free_symbols or ex.free_symbols != ey.free_symbols:
         return False
+    if cx[0] == "=" and all(isinstance(r.lhs, sympy.Symbol) and not r.rhs.free_symbols for r in (x, y)):
+        return False  # "x = 3" vs "x = 4": labelled values, which math-verify has compared
     ratio = sympy.simplify(ey / ex)
     if ratio.free_symbols or not ratio.is_number or ratio.is_zero or ratio.is_finite is False:
         return False
