@@ -37,6 +37,7 @@ from archer.rewards.math.normalize import (
     nesting_ok,
     normalize_answer,
     plain_number,
+    slow_form,
     split_unit,
     too_large,
 )
@@ -87,6 +88,13 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
     After math-verify says equal: a set written with braces never equals a tuple or an interval
     (``\\{1,2\\}`` vs ``(1,2)``), a false numeric equation (``4 = 3``) is not the answer 3, and the
     exact layer (module doc) re-checks numbers."""
+    return _judge(gold, pred, 0)
+
+
+_MAX_CHAIN = 8  # "a = b = c ..." with more parts is refused
+
+
+def _judge(gold: str, pred: str, depth: int) -> tuple[bool, str]:
     g, p = normalize_answer(gold), normalize_answer(pred)
     if not g:
         return False, "bad_gold"
@@ -101,11 +109,34 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
     if not nesting_ok(p):
         return False, "too_deep"
     gold_letter = choice_letter(g)
+    if gold_letter is None and choice_letter(p) is not None:
+        gold_letter = choice_letter(g, allow_trailing=True)  # a gold "C. x = 42" names option C
     if gold_letter is not None:
         pred_letter = choice_letter(p, allow_trailing=True)
         return (gold_letter == pred_letter), ("equal" if gold_letter == pred_letter else "not_equal")
     if _hedged(g, p):
         return False, "hedged"
+    p_segments = _segments(p)
+    chains = [parts for parts in map(_equation_parts, p_segments) if len(parts) >= 3]
+    if chains and not any(len(_equation_parts(seg)) >= 3 for seg in _segments(g)):
+        # "1+1 = 3 = 2" for the answer 2: math-verify reads the last side only. Every step of a chain
+        # is judged (each of "x = 1 = 1, y = 3 = 2" separately); a leading label ("x", "f(2)") is
+        # kept, and the chain stands for its last value.
+        if depth > 0 or len(p_segments) > _MAX_CHAIN or any(len(c) > _MAX_CHAIN for c in chains):
+            return False, "not_equal"
+        reduced = []
+        for segment in p_segments:
+            parts = _equation_parts(segment)
+            if len(parts) < 3:
+                reduced.append(segment)
+                continue
+            label = parts[0] if _is_label(parts[0]) else None
+            values = parts[1:] if label else parts
+            for a, b in zip(values, values[1:]):
+                if not _judge(a, b, depth + 1)[0]:
+                    return False, "false_chain"
+            reduced.append(f"{label} = {values[-1]}" if label else values[-1])
+        return _judge(gold, ", ".join(reduced), depth + 1)
     (g, g_unit), (p, p_unit) = split_unit(g), split_unit(p)
     if g_unit and p_unit and g_unit != p_unit:
         return False, "unit_mismatch"
@@ -119,6 +150,8 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
             return False, "not_equal"
     if too_large(g) or too_large(p):
         return False, "too_large"
+    if slow_form(g) or slow_form(p):
+        return False, "too_slow"
     gold_parsed = _parse_gold(g)
     if not gold_parsed:
         return False, "bad_gold"
@@ -128,6 +161,8 @@ def judge(gold: str, pred: str) -> tuple[bool, str]:
     if _clearly_different(gold_parsed[0], pred_parsed[0]) or _false_equation(pred_parsed[0]):
         return False, "not_equal"
     if not _mv().verify(gold_parsed, pred_parsed, timeout_seconds=None):
+        if _equivalent_relations(gold, pred, gold_parsed[0], pred_parsed[0]):
+            return True, "equal"
         return False, "not_equal"
     if _kind_conflict(g, p, gold_parsed[0], pred_parsed[0]):
         return False, "not_equal"
@@ -145,8 +180,17 @@ _TEXT_GROUP = re.compile(
 # and \pm, which it expands to both signs
 _ONE_SIDED = re.compile(
     r"\\(?:approx|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies|mapsto|sim|simeq|cong"
-    r"|iff|Leftrightarrow|lor|vee|land|wedge|pm|mp)(?![A-Za-z])"
+    r"|iff|Leftrightarrow|lor|vee|land|wedge|pm|mp"
+    # relations other than equality: math-verify reads one side of most of them ("3 \propto 2" is 2)
+    r"|propto|Leftarrow|leftarrow|longleftarrow|Longleftarrow|impliedby|leftrightarrow|longleftrightarrow"
+    r"|asymp|not|ne|neq|notin|in|ni|mid|nmid|divides|parallel|perp|gg|ll|ggg|lll|subset|subseteq|supset"
+    r"|supseteq|subsetneq|supsetneq|equiv|prec|succ|preceq|succeq|vdash|dashv|models|vDash|bowtie|approxeq"
+    r"|lesssim|gtrsim|backsim|circeq|bumpeq|Bumpeq|risingdotseq|fallingdotseq|thicksim|thickapprox"
+    r"|therefore|because)(?![A-Za-z])"
+    r"|!=|<>|≈"
 )
+# "x \in S" names the set S: a single letter (optionally subscripted) before \in is a label
+_IN_LABEL = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*\\in(?![A-Za-z])")
 
 
 def _hedged(gold: str, pred: str) -> bool:
@@ -154,10 +198,142 @@ def _hedged(gold: str, pred: str) -> bool:
     gold_texts = {t.strip() for t in _TEXT_GROUP.findall(gold)}
     if any(re.search(r"\d", t) and t.strip() not in gold_texts for t in _TEXT_GROUP.findall(pred)):
         return True
-    gold_rel = set(_ONE_SIDED.findall(gold))
+    gold, pred = _IN_LABEL.sub("", gold), _IN_LABEL.sub("", pred)
+    gold_rel = {_SYNONYM.get(r, r) for r in _ONE_SIDED.findall(gold)}
     if "," in gold:  # "\\pm 3" is the list "3, -3"
         gold_rel |= {"\\pm", "\\mp"}
-    return any(r not in gold_rel for r in _ONE_SIDED.findall(pred))
+    return any(_SYNONYM.get(r, r) not in gold_rel for r in _ONE_SIDED.findall(pred))
+
+
+# spellings of one relation: a gold "x \\ne 3" accepts "x \\neq 3" and "x != 3"
+_SYNONYM = {
+    "\\neq": "\\ne",
+    "\\not": "\\ne",
+    "!=": "\\ne",
+    "<>": "\\ne",
+    "\\rightarrow": "\\to",
+    "\\longrightarrow": "\\to",
+    "\\Rightarrow": "\\implies",
+    "\\Longrightarrow": "\\implies",
+    "\\Leftrightarrow": "\\iff",
+    "\\vee": "\\lor",
+    "\\wedge": "\\land",
+    "\\Leftarrow": "\\impliedby",
+    "\\Longleftarrow": "\\impliedby",
+    "\\leftarrow": "\\gets",
+    "\\longleftarrow": "\\gets",
+    "≈": "\\approx",
+}
+
+
+_SEPARATOR_WORDS = re.compile(r"\\text\s*\{\s*(?:and|or)\s*\}|\\q?quad(?![A-Za-z])|\\\\|\band\b|\bor\b")
+
+
+def _segments(text: str) -> list[str]:
+    """``text`` cut at top-level ``,`` / ``;`` (and ``\\quad``, ``\\\\``, "and", "or"): the
+    statements of a system such as ``x = 1, y = 2``."""
+    text = _SEPARATOR_WORDS.sub(";", text)
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch in ",;" and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return [seg for seg in out if seg]
+
+
+def _equation_parts(text: str) -> list[str]:
+    """``text`` cut at each top-level ``=`` (outside brackets; not ``<=``, ``>=``, ``!=``)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif (
+            ch == "=" and depth == 0 and (i == 0 or text[i - 1] not in "<>!=") and text[i + 1 : i + 2] != "="
+        ):
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+def _is_label(text: str) -> bool:
+    """A name rather than a value: ``x``, ``f(2)``, ``AB``, ``a_{n}`` (a letter outside commands)."""
+    return bool(re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", text))) and len(text) <= 40
+
+
+_RELATION_TEXT = re.compile(r"<=|>=|<|>|\\[lg]eq?(?:slant)?(?![A-Za-z])|\\[lg]t(?![A-Za-z])|=")
+
+
+def _equivalent_relations(gold: str, pred: str, a: Any, b: Any) -> bool:
+    """Two relations that math-verify did not match but that state the same thing: an equation
+    scaled by a non-zero constant (``x^2/16 + y^2/12 = 1/4`` is ``x^2/4 + y^2/3 = 1``), an
+    inequality scaled by a positive one or flipped with its sign (``-x > -1`` is ``x < 1``), and a
+    one-variable inequality against the interval it defines. Each side is read without the
+    inequality-to-interval rewrite; a chain or a relation between numbers is not considered."""
+    import sympy
+
+    g_raw, p_raw = normalize_answer(gold, rewrite=False), normalize_answer(pred, rewrite=False)
+    if not (_RELATION_TEXT.search(g_raw) or _RELATION_TEXT.search(p_raw)):
+        return False
+    if len(_RELATION_TEXT.findall(g_raw)) > 1 or len(_RELATION_TEXT.findall(p_raw)) > 1:
+        return False
+    try:
+        ga, pb = _parse_gold(g_raw), _parse(p_raw)
+        x, y = (ga[0] if ga else a), (pb[0] if pb else b)
+        if isinstance(x, sympy.Set) != isinstance(y, sympy.Set):  # a relation against an interval
+            rel, interval = (y, x) if isinstance(x, sympy.Set) else (x, y)
+            return _relation_as_set(rel) == interval
+        return _proportional(x, y)
+    except Exception:  # noqa: BLE001 - sympy failures mean "not shown equal"
+        return False
+
+
+def _canonical(rel: Any) -> tuple[str, Any] | None:
+    """``(kind, E)`` with the relation equivalent to ``E kind 0`` (kind ``=``, ``<`` or ``<=``)."""
+    import sympy
+
+    if isinstance(rel, sympy.Eq):
+        return "=", rel.lhs - rel.rhs
+    if isinstance(rel, (sympy.StrictLessThan, sympy.LessThan)):
+        return ("<" if isinstance(rel, sympy.StrictLessThan) else "<="), rel.lhs - rel.rhs
+    if isinstance(rel, (sympy.StrictGreaterThan, sympy.GreaterThan)):
+        return ("<" if isinstance(rel, sympy.StrictGreaterThan) else "<="), rel.rhs - rel.lhs
+    return None
+
+
+def _proportional(x: Any, y: Any) -> bool:
+    import sympy
+
+    cx, cy = _canonical(x), _canonical(y)
+    if cx is None or cy is None or cx[0] != cy[0]:
+        return False
+    ex, ey = cx[1], cy[1]
+    if not ex.free_symbols or ex.free_symbols != ey.free_symbols:
+        return False
+    if cx[0] == "=" and all(isinstance(r.lhs, sympy.Symbol) and not r.rhs.free_symbols for r in (x, y)):
+        return False  # "x = 3" vs "x = 4": labelled values, which math-verify has compared
+    ratio = sympy.simplify(ey / ex)
+    if ratio.free_symbols or not ratio.is_number or ratio.is_zero or ratio.is_finite is False:
+        return False
+    if cx[0] == "=":
+        return bool(ratio.is_nonzero)
+    return bool(ratio.is_positive)
+
+
+def _relation_as_set(rel: Any) -> Any:
+    import sympy
+
+    if _canonical(rel) is None or isinstance(rel, sympy.Eq) or len(rel.free_symbols) != 1:
+        return None
+    (var,) = rel.free_symbols
+    return sympy.solve_univariate_inequality(rel, var, relational=False, domain=sympy.S.Reals)
 
 
 def _explicit_set(text: str) -> bool:
@@ -200,6 +376,8 @@ def _exact_conflict(a: Any, b: Any) -> bool:
     """True when ``a`` and ``b`` are both exact and provably different (math-verify was lenient)."""
     import sympy
 
+    if isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq) and a.lhs != b.lhs:
+        return False  # two equations, not two labelled values: math-verify compared them as equations
     if isinstance(a, sympy.Eq):
         a = a.rhs
     if isinstance(b, sympy.Eq):
@@ -242,6 +420,10 @@ def _is_exact_number(x: Any) -> bool:
 
 
 def _exact_equal(a: Any, b: Any) -> bool:
+    """Exact numbers ``a`` and ``b`` are equal: never by a tolerance. Rationals compare exactly;
+    otherwise ``a - b`` must be proved zero by sympy (``minimal_polynomial`` for algebraic numbers,
+    ``simplify`` else), after a cheap numeric filter that calls a difference resolved as non-zero
+    unequal however small it is (``\\sqrt2+\\sqrt3`` vs the same ``+10^{-60}``)."""
     import sympy
 
     a, b = sympy.sympify(a).doit(), sympy.sympify(b).doit()
@@ -249,11 +431,32 @@ def _exact_equal(a: Any, b: Any) -> bool:
         return bool(a == b)
     if a == b:
         return True
-    # irrationals: compare to more significant digits than any integer literal inside carries
-    digits = max([len(str(abs(int(n)))) for n in (a.atoms(sympy.Integer) | b.atoms(sympy.Integer))] or [1])
-    dps = 50 + min(digits, 10_000)
-    va, vb = sympy.N(a, dps), sympy.N(b, dps)
-    scale = max(abs(va), abs(vb))
-    if scale == 0:
+    diff = a - b
+    if diff == 0:
         return True
-    return bool(abs(va - vb) <= scale * sympy.Float(10) ** (-(dps - 10)))
+    try:
+        # a cheap numeric filter: a difference resolved as non-zero within _EXACT_FILTER_BITS of
+        # working precision is non-zero (evalf's strict mode raises rather than guess)
+        if diff.evalf(30, strict=True, maxn=_EXACT_FILTER_BITS) != 0:
+            return False
+    except (sympy.core.evalf.PrecisionExhausted, ValueError, TypeError, ArithmeticError):
+        pass
+    return _proved_zero(diff)  # smaller than 2^-_EXACT_FILTER_BITS: equal only when proved
+
+
+_EXACT_FILTER_BITS = 600
+
+
+def _proved_zero(diff: Any) -> bool:
+    import sympy
+
+    if not diff.atoms(sympy.Function) and not diff.has(sympy.pi, sympy.E, sympy.exp, sympy.log):
+        try:
+            x = sympy.Dummy("x")
+            return sympy.minimal_polynomial(diff, x) == x
+        except (NotImplementedError, ValueError, TypeError, sympy.polys.polyerrors.PolynomialError):
+            pass
+    try:
+        return sympy.simplify(diff) == 0
+    except (TypeError, ValueError, ArithmeticError):
+        return False

@@ -44,24 +44,45 @@ MAX_NESTING = 10  # real answers nest brackets 2 deep (MATH-500, AIME, AMC); par
 MAX_E_EXPONENT = 1000  # "1e1000" is rewritten to its 1001 digits; a larger exponent is left alone
 
 _DELIMS = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
+_PERCENT_WORD = re.compile(
+    r"(?<=[\d}])\s*(?:\\(?:text|textrm|mbox|mathrm)\s*\{\s*)?(?:percentage|percent|per\s?cent|pct)\.?(?:\s*\})?\s*$",
+    re.I,
+)
 _REPLACEMENTS = [
     (re.compile(r"\\[dt]frac"), r"\\frac"),
     (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree"), ""),
     (re.compile(r"\\%|%"), ""),
+    # percent as a word is the same unit as \% (MATH-style answers write "28 percent")
+    (_PERCENT_WORD, ""),
+    (re.compile(r"\\\$"), ""),  # a dollar sign before or after an amount (\$16.20, 5\$)
     (re.compile(r"(?<=\d)\\,(?=\d{3})"), ""),  # 1\,000 is a thousands separator
+    # "10,\!080", "11,\! 111,\! 100", "10{,}080": a comma with a negative space (or braced) between
+    # digit groups of three is a thousands separator (three MATH-500 answers are written this way)
+    (re.compile(r"(?<=\d)(?:,\s*\\!\s*|\{,\}\s*)(?=\d{3}(?!\d))"), ""),
     (re.compile(r"(?<!\\)\\[!,;: ]|~"), " "),  # spacing commands, not the row break "\\\\ "
     (re.compile(r"\\displaystyle"), ""),
+    # definitions and "equal by definition" are equations: "x := 3" is "x = 3", "4 := 3" is false
+    (
+        re.compile(
+            r":=|=:|\\(?:coloneqq|Coloneqq|eqqcolon|coloneq|doteq|doteqdot|triangleq|eqdef|stackrel\s*\{[^{}]*\}\s*\{\s*=\s*\}"
+            r"|overset\s*\{[^{}]*\}\s*\{\s*=\s*\})(?![A-Za-z])"
+        ),
+        "=",
+    ),
     (re.compile(r"\\lbrace(?![A-Za-z])"), r"\\{"),  # math-verify reads "\lbrace 1,2\rbrace" as 1.2
     (re.compile(r"\\rbrace(?![A-Za-z])"), r"\\}"),
 ]
 _CHOICE = re.compile(r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?\s*([A-E])\s*\)?\s*\}?\s*$")
 _CHOICE_PRED = re.compile(
-    r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(\s*([A-E])\s*\)"  # "(B) 12", "\text{(B) }12"
+    r"^\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?(?:\(\s*([A-E])\s*\)"  # "(B) 12", "\text{(B) }12"
+    r"|([A-E])[.:)](?=\s))"  # "C. x = 42", "C) 42"
 )
 
 
-def normalize_answer(answer: object) -> str:
-    """Return a canonical string for ``answer`` (numbers via ``str``); never raises."""
+def normalize_answer(answer: object, *, rewrite: bool = True) -> str:
+    """Return a canonical string for ``answer`` (numbers via ``str``); never raises. With
+    ``rewrite=False`` the whole-answer rewrites (e-notation, inequalities as intervals ...) are
+    skipped, so a relation stays a relation."""
     if answer is None:
         return ""
     if isinstance(answer, bool):
@@ -78,8 +99,11 @@ def normalize_answer(answer: object) -> str:
     for pattern, repl in _REPLACEMENTS:
         text = pattern.sub(repl, text)
     text = text.strip().rstrip(".").strip()
+    if text.endswith("\\") and not text.endswith("\\\\"):
+        text = text[:-1].strip()  # a stray trailing backslash ("185\\") is no part of the value
     text = re.sub(r"\s+", " ", text)
-    return _rewrite_whole(text)
+    text = strip_prose(text)
+    return _rewrite_whole(text) if rewrite else text
 
 
 def choice_letter(answer: str, *, allow_trailing: bool = False) -> str | None:
@@ -96,7 +120,7 @@ def choice_letter(answer: str, *, allow_trailing: bool = False) -> str | None:
             rest = re.sub(r"\\[A-Za-z]+", " ", answer[match.end() :])
             if re.search(r"[A-Za-z]{2,}|(?<![A-Za-z])[A-E](?![A-Za-z])", rest):
                 return None
-    return match.group(1) if match else None
+    return next((g for g in match.groups() if g), None) if match else None
 
 
 _INT_OR_DEC = re.compile(r"(-?)(\d{1,400}|\d{0,400}\.\d{1,400})")
@@ -118,6 +142,34 @@ def plain_number(text: str) -> tuple[Fraction, bool] | None:
             value = Fraction(int(num), int(den))
             return (-value if m.group(1) else value), False
     return None
+
+
+_TEXT_CMD = re.compile(r"\\(?:text|textrm|textbf|textit|mbox|mathrm)\s*\{([^{}]*)\}")
+_VERB = re.compile(r"\s(?:is|are|was|equals|be)\s", re.I)
+
+
+def strip_prose(text: str) -> str:
+    """``The largest $n$ is 34`` -> ``34``: a sentence whose subject has no digit, stating one value
+    after its last verb (is/are/was/equals/be), is its value. Anything else is returned unchanged (a
+    hedge such as ``3 is wrong, it is 4`` has a digit before the verb and is left to the judge)."""
+    if not re.search(r"[A-Za-z]{2,}", text) or len(text) > 500:
+        return text
+    flat = _TEXT_CMD.sub(lambda m: " " + m.group(1) + " ", text).replace("$", " ")
+    flat = re.sub(r"\\[()\[\]]", " ", flat)
+    verbs = list(_VERB.finditer(" " + flat + " "))
+    if not verbs:
+        return text
+    cut = verbs[-1]
+    subject, value = flat[: max(0, cut.start() - 1)], flat[cut.end() - 1 :].strip().rstrip(".").strip()
+    if (
+        not value
+        or re.search(r"\d", subject)
+        or not re.search(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+", "", subject))
+    ):
+        return text
+    if re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", value):  # the value holds a word: not one value
+        return text
+    return re.sub(r"\s+", " ", value)
 
 
 # --- equivalent spellings ------------------------------------------------------------------------
@@ -179,6 +231,9 @@ def unicode_to_latex(text: str) -> str:
 
 _E_NOTATION = re.compile(r"(-?)(\d{1,400}(?:\.\d{0,400})?|\.\d{1,400})[eE]([+-]?\d{1,6})")
 _SPACED_THOUSANDS = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d{1,400})?")
+_COMMA_THOUSANDS = re.compile(
+    r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d{1,400})?"
+)  # "16,386.20" (no space after ",")
 _REPEATING = re.compile(
     r"(-?)(\d{0,400})\.(\d{0,400})(?:\\overline|\\bar)\s*(?:\{\s*(\d{1,60})\s*\}|(\d))"  # 0.1\overline{6}
     r"|(-?)(\d{0,400})\.(\d{0,400})\\dot\s*\{?\s*(\d)\s*\}?(?:(\d{0,58})\\dot\s*\{?\s*(\d)\s*\}?)?"  # 0.\dot{1}4\dot{2}
@@ -272,6 +327,8 @@ def _rewrite_whole(text: str) -> str:
         return text
     if _SPACED_THOUSANDS.fullmatch(text):
         return text.replace(" ", "")
+    if _COMMA_THOUSANDS.fullmatch(text):
+        return text.replace(",", "")
     if m := _REPEATING.fullmatch(text):
         g = m.groups()
         if g[0] is not None or g[1] is not None:
@@ -499,3 +556,118 @@ def too_large(text: str) -> bool:
         if log10 is not None and log10 > math.log10(MAX_FACTORIAL):
             return True
     return False
+
+
+# --- slow-form guard ------------------------------------------------------------------------------
+
+MAX_ITERATED = 20_000  # binomial sides, product/sum bounds beyond this are not computed
+MAX_ARGUMENT_DIGITS = 1_000  # floor/ceil/trig/log of a number with more digits is not evaluated
+
+_BINOM = re.compile(r"\\[dt]?binom(?![A-Za-z])\s*")
+_CHOOSE = re.compile(r"(\d+|\{[^{}]*\})\s*\\choose(?![A-Za-z])\s*(\d+|\{[^{}]*\})")
+_GAMMA = re.compile(
+    r"\\(?:Gamma|operatorname\s*\{\s*Gamma\s*\})(?![A-Za-z])\s*(?:\\left|\\big|\\Big)?\s*([({])"
+)
+_ITERATED = re.compile(r"\\(?:prod|sum)(?![A-Za-z])\s*(?:\\limits)?\s*_\s*(?:\{[^{}]*\}|\S)\s*\^\s*")
+_INTEGRAL = re.compile(r"\\(?:int|iint|iiint|oint|intop)(?![A-Za-z])")
+_HUGE_ARGUMENT_FUNCS = re.compile(
+    r"\\(?:lfloor|lceil|rfloor|rceil|floor|ceil|sin|cos|tan|cot|sec|csc|sinh|cosh|tanh|arcsin|arccos"
+    r"|arctan|log|ln|lg|exp|bmod|pmod|mod|operatorname)(?![A-Za-z])|\bmod\b"
+)
+
+
+def _arg_after(text: str, i: int) -> tuple[str, int]:
+    """The argument starting at ``text[i]`` (skipping spaces): a brace/paren group's content, a digit
+    run, or one character; and the index after it."""
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i >= len(text):
+        return "", i
+    if text[i] in "{(":
+        close = "}" if text[i] == "{" else ")"
+        depth = 0
+        for j in range(i, len(text)):
+            if text[j] in "{(":
+                depth += 1
+            elif text[j] in "})":
+                depth -= 1
+                if depth == 0:
+                    return (text[i + 1 : j] if text[j] == close else text[i + 1 : j]), j + 1
+        return text[i + 1 :], len(text)
+    m = re.match(r"\d+", text[i:])
+    if m:
+        return m.group(0), i + m.end()
+    return text[i], i + 1
+
+
+def _log10_value(expr: str) -> float | None:
+    """log10 of an integer literal or integer power tower (``10^{6}``), else None."""
+    expr = expr.strip().replace("**", "^")
+    if not expr or len(expr) > 400:
+        return None
+    return _tower_log10(expr)
+
+
+def _max_literal_log10(text: str) -> float:
+    """log10 of the largest integer literal or integer power tower written in ``text``."""
+    best = 0.0
+    for m in re.finditer(r"\d+", text):
+        best = max(best, len(m.group(0)) - 1.0)
+    flat = text.replace("**", "^")
+    for m in re.finditer(r"(\d+)\s*\^", flat):
+        operand = _operand_after(flat, m.end())
+        value = _tower_log10(f"{m.group(1)}^{{{operand}}}") if operand else None
+        if value is not None:
+            best = max(best, value)
+    return best
+
+
+def slow_form(text: str) -> str | None:
+    """Which form in ``text`` sympy would compute for seconds or for ever, else None: a binomial or a
+    product/sum over more than ``MAX_ITERATED`` terms, Gamma of an argument beyond ``MAX_FACTORIAL``,
+    floor/ceil/trig/log/exp/mod of a number with more than ``MAX_ARGUMENT_DIGITS`` digits, or an
+    integral (sympy's ``integrate`` on a non-elementary integrand does not return). Each of these ran
+    to the pool's 5 s timeout; a static scan costs microseconds."""
+    if "\\" not in text:
+        return None
+    lim = math.log10(MAX_ITERATED)
+    for m in _BINOM.finditer(text):
+        n_arg, end = _arg_after(text, m.end())
+        k_arg, _ = _arg_after(text, end)
+        if _binomial_too_large(n_arg, k_arg, lim):
+            return "binomial"
+    for m in _CHOOSE.finditer(text):
+        if _binomial_too_large(m.group(1).strip("{}"), m.group(2).strip("{}"), lim):
+            return "binomial"
+    for m in _GAMMA.finditer(text):
+        arg, _ = _arg_after(text, m.end(1) - 1)
+        value = _log10_value(arg)
+        if value is None and re.search(r"\d", arg) and not re.search(r"[A-Za-z]", arg):
+            value = _max_literal_log10(arg)  # "\Gamma(10^{7}+1)": its largest literal bounds it
+        if value is not None and value > math.log10(MAX_FACTORIAL):
+            return "gamma"
+    for m in _ITERATED.finditer(text):
+        bound, _ = _arg_after(text, m.end())
+        value = _log10_value(bound)
+        if value is None and not re.search(r"[A-Za-z]", bound) and re.search(r"\d", bound):
+            value = _max_literal_log10(bound)
+        if value is not None and value > lim:
+            return "iterated"
+    if _INTEGRAL.search(text):
+        return "integral"
+    if _HUGE_ARGUMENT_FUNCS.search(text) and _max_literal_log10(text) > MAX_ARGUMENT_DIGITS:
+        return "huge_argument"
+    return None
+
+
+def _binomial_too_large(n_arg: str, k_arg: str, lim: float) -> bool:
+    n_log = _log10_value(n_arg)
+    if n_log is None or n_log <= lim:
+        return False
+    k_log = _log10_value(k_arg)
+    if k_log is None or k_log > 15:
+        return True  # a symbolic or huge lower index of a huge binomial
+    if n_log > 15:
+        return k_log > lim
+    n, k = round(10**n_log), round(10**k_log)
+    return min(k, n - k) > MAX_ITERATED
