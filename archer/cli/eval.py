@@ -34,6 +34,7 @@ from archer.eval.report import Progress, print_summary
 from archer.eval.runner import generate_phase, score_phase, score_records
 from archer.eval.watch import PHASES, Watcher
 from archer.rewards.code import GRADERS
+from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout.tools import TOOLS, with_tools
 
 DEFAULT_KS = "1,8"
@@ -158,6 +159,13 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=None, help="per-test time limit for code (seconds)")
     p.add_argument(
+        "--extraction",
+        choices=EXTRACTIONS,
+        default=None,
+        help="math: where the answer is read (answer_line: the last \\boxed{}, else an 'Answer:' line, "
+        "the default; boxed; lenient: also a one-value final sentence, for base and instruct models)",
+    )
+    p.add_argument(
         "--grader",
         choices=GRADERS,
         default="archer",
@@ -195,6 +203,8 @@ def _reward_opts(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
     if getattr(args, "grader", "archer") != "archer":
         opts["grader"] = args.grader
+    if getattr(args, "extraction", None):
+        opts["extraction"] = args.extraction
     return opts
 
 

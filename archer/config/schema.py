@@ -279,6 +279,11 @@ class RewardConfig:
     test)."""
     code_max_tests: int | None = None
     """Tests run per code response (a seeded random subset; null: all)."""
+    math_extraction: str = "answer_line"
+    """Where a math answer is read: answer_line (the last \\boxed{}, else an "Answer:" line; the default),
+    boxed (only a \\boxed{}: what archer's recipes reward) or lenient (also a one-value final sentence,
+    for evaluating base and instruct models; 0 false positives on the hostile answer corpus,
+    docs/MATH_VERIFIER.md)."""
     tool_format_weight: float = 0.0
     """R1-Code-Interpreter: + / - this when every intermediate tool format is right / not (0: off)."""
     tool_turn_penalty: float = 0.0

@@ -28,6 +28,7 @@ from archer.data.schema import KINDS
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
+from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout import engine_problem
 from archer.rollout.tools import TOOLS
 from archer.tracking.sinks import SINKS
@@ -302,6 +303,7 @@ def _check_first_hour(cfg: Config) -> None:
     _check(rw.verifier_weight >= 0, "reward.verifier_weight", "must be >= 0")
 
     _one_of(rw.code_mode, tuple(REWARD_MODES), "reward.code_mode")
+    _one_of(rw.math_extraction, EXTRACTIONS, "reward.math_extraction")
     _check(
         rw.code_max_tests is None or rw.code_max_tests >= 1, "reward.code_max_tests", "must be >= 1 or null"
     )

@@ -148,6 +148,7 @@ def _rule_scorer(cfg: Any) -> Scorer:
             timeout=r.verifier_timeout,
             reward_mode=rw.code_mode,  # the code verifier's options; the math verifier drops them
             max_tests=rw.code_max_tests,
+            extraction=rw.math_extraction,  # the math verifier's; the code verifier drops it
         )
 
     if rw.function is None:

@@ -71,3 +71,19 @@ def test_real_math_verifier_scores_boxed_answers():
     out = LocalScorer().score(["so \\boxed{4}", "\\boxed{5}", "no answer"], [_problem()] * 3)
     assert [r.correct for r in out] == [True, False, False]
     assert out[2].reward == 0.0
+
+
+def test_reward_math_extraction_reaches_the_math_verifier():
+    """reward.math_extraction is the run scorer's extraction policy: with `boxed` an "Answer:" line
+    earns nothing; the default reads it."""
+    from archer.config import load_config
+    from archer.data.schema import Problem
+    from archer.rewards.scoring import build_run_scorer
+
+    problems = [Problem("p", "1+3?", "math", answer="4")]
+    for mode, want in (("answer_line", True), ("boxed", False)):
+        scorer = build_run_scorer(load_config("tiny_math", [f"reward.math_extraction={mode}"]))
+        try:
+            assert scorer.score(["so the result is\nAnswer: 4"], problems)[0].correct is want, mode
+        finally:
+            scorer.close()
