@@ -103,3 +103,23 @@ def test_registry_defaults_match_the_source(name):
     resolved = POLICY_LOSSES[name].resolve(name, {})
     got = {k: resolved.get(k, "<absent>") for k in expected}
     assert got == expected, f"{name}: registry defaults drifted from {source}"
+
+
+@pytest.mark.parametrize("loss", sorted(DEFAULTS))
+def test_print_config_shows_the_registry_aggregation_and_clips(capsys, loss):
+    """A recipe that names only the loss trains with the registry's aggregation and clips, and
+    ``archer train --print-config`` shows them."""
+    import yaml
+
+    from archer.cli.train import main
+
+    assert main(["tiny_math", f"algo.loss={loss}", "algo.agg=null", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    marker = "registry defaults where unset): "
+    line = next(x for x in out.splitlines() if x.startswith("# algo.loss_params in force") and marker in x)
+    in_force = yaml.safe_load(line.split(marker, 1)[1])
+    expected, _ = DEFAULTS[loss]
+    assert yaml.safe_load(out)["algo"]["agg"] == expected["agg"]
+    for key in ("clip_low", "clip_high", "high_entropy_clip_low", "high_entropy_clip_high", "dual_clip_c"):
+        if key in expected:
+            assert in_force[key] == expected[key], (loss, key)
