@@ -66,14 +66,21 @@ RELEASED: dict[str, dict] = {
         "algo.overlong_buffer": 0,
         "reward.code_mode": "hard",
     },
-    # DAPO paper, arXiv 2503.14476 (section 4.1)
+    # DAPO paper, arXiv 2503.14476 (section 4.1); github.com/volcengine/verl@e2e729f
+    # recipe/dapo/run_dapo_qwen2.5_32b.sh
     "dapo": {
         "algo.loss": "dapo",
         "algo.agg": "token-mean",
         "loss.clip_low": 0.2,
         "loss.clip_high": 0.28,
+        "loss.dual_clip_c": 10.0,
         "loss.kl_coef": 0.0,
         "optim.lr": 1e-6,
+        "optim.weight_decay": 0.1,
+        "optim.warmup_steps": 10,
+        "optim.grad_clip": 1.0,
+        "data.max_prompt_tokens": 2048,
+        "rollout.max_gen_batches": 10,
         "rollout.batch_size": 512,
         "rollout.n": 16,
         "rollout.max_new_tokens": 20480,
