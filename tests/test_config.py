@@ -46,7 +46,7 @@ def test_published_settings_of_seed_recipes():
     assert aspo.algo.loss_params["dual_clip_c"] == 3.0
     assert aspo.algo.loss_params["high_entropy_clip_high"] == 0.4
     dapo = load_config("dapo")
-    assert dapo.algo.loss_params == {"clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.0}
+    assert dapo.algo.loss_params == {"clip_low": 0.2, "clip_high": 0.28, "dual_clip_c": 10.0, "kl_coef": 0.0}
     assert dapo.rollout.dynamic_sampling and dapo.algo.overlong_buffer == 4096
     dtc = load_config("archer_dtc_code")
     assert dtc.algo.loss_params["high_entropy_clip_high"] == 0.5
