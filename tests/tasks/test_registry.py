@@ -99,6 +99,8 @@ def test_a_request_beyond_a_generators_capacity_fails_fast_naming_the_setting():
     from archer.tasks.problems import load_problems
 
     t0 = time.time()
-    with pytest.raises(ConfigError, match=r"data.num_train: could not draw 1000000 distinct train problems: "):
+    with pytest.raises(
+        ConfigError, match=r"data.num_train: could not draw 1000000 distinct train problems: "
+    ):
         load_problems(load_config("tiny_math", ["data.num_train=1000000"]))
     assert time.time() - t0 < 30
