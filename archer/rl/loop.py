@@ -61,7 +61,7 @@ from archer.distributed.world import World, join_world
 from archer.models import checkpoint as ckpt
 from archer.models.loader import resolve_device
 from archer.rewards.types import Scorer
-from archer.rl.evaluate import evaluate_policy, headline_metric, improvement
+from archer.rl.evaluate import MeasurementMismatch, evaluate_policy, headline_metric, improvement, measurement
 from archer.rl.potential import read_potential_file
 from archer.rl.run import RLRun
 from archer.rl.settings import max_new_tokens_at
@@ -249,7 +249,15 @@ def _evaluate_before(run: RLRun, logger: Any, reuse: bool) -> dict[str, Any]:
     resumed run reads it back (a fresh run into a used folder measures its own model)."""
     path = run.run_dir / "eval_before.json"
     if reuse and path.is_file():
-        return json.loads(path.read_text())
+        before = json.loads(path.read_text())
+        stored, now = before.get("measurement"), _measurement(run)
+        if stored is not None and run.eval_problems and stored != now:  # found now, not after the run
+            changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+            raise MeasurementMismatch(
+                f"{path} was measured with other evaluation settings ({', '.join(changed)}): resume with "
+                "the run's own eval.* settings, or start afresh (--overwrite)"
+            )
+        return before
     ev = _evaluate(run, run.cfg, 0) if run.eval_problems else {}
     path.write_text(json.dumps(ev, indent=2))
     if ev:
@@ -348,18 +356,22 @@ class _SilentLogger:
         pass
 
 
-def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
+def _eval_budget_and_seed(cfg: Config) -> tuple[int, int]:
+    """The response budget and seed of every evaluation of a run: the same before, during and after."""
+    return cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps), cfg.trainer.seed + 7
 
+
+def _measurement(run: RLRun) -> dict[str, Any]:
+    max_new, seed = _eval_budget_and_seed(run.cfg)
+    return measurement(run.engine, run.eval_problems, run.cfg, max_new, seed)
+
+
+def _evaluate(run: RLRun, cfg: Config, step: int) -> dict[str, Any]:
+    max_new, seed = _eval_budget_and_seed(cfg)
     # tool rollouts lock-step: the evaluations before and after RL see the same random numbers
     with run.precision(), lockstep(run.engine):
         return evaluate_policy(
-            run.engine,
-            run.tokenizer,
-            run.scorer,
-            run.eval_problems,
-            cfg,
-            cfg.eval.max_new_tokens or max_new_tokens_at(cfg, cfg.trainer.steps),
-            seed=cfg.trainer.seed + 7,
+            run.engine, run.tokenizer, run.scorer, run.eval_problems, cfg, max_new, seed=seed
         )
 
 
