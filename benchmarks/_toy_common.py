@@ -22,6 +22,7 @@ Limits: single process, CPU; timings on a shared machine are noisy (see ``machin
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -322,3 +323,76 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     t = _T95.get(df) or next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
     half = t * statistics.stdev(vals) / math.sqrt(len(vals))
     return m, m - half, m + half
+
+
+# ----------------------------------------------------------------- inference with three outcomes
+
+# one-sided t quantiles at 0.80 (power 80%) by degrees of freedom (the normal 0.8416 beyond the table)
+_T80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879}
+_T80.update({15: 0.866, 20: 0.860, 30: 0.854})
+OUTCOMES = ("effect", "no effect larger than the margin", "inconclusive")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyDesign:
+    """What a study declares before it runs: its question, the one primary measure the verdict is
+    about (a paired difference, with its unit), the equivalence margin (effects smaller than it do not
+    matter for the question), the seeds, and the secondary measures (reported, never the verdict)."""
+
+    question: str
+    primary: str
+    unit: str
+    margin: float
+    seeds: tuple[int, ...]
+    secondary: tuple[str, ...] = ()
+
+
+def _quantile(table: dict[int, float], df: int, beyond: float) -> float:
+    return table.get(df) or next((table[k] for k in sorted(table) if k >= df), beyond)
+
+
+def decide(diffs: list[float], margin: float) -> dict[str, Any]:
+    """The verdict on paired differences ``diffs`` by rules fixed in advance:
+
+    - ``effect``: the 95% t-interval excludes 0;
+    - ``no effect larger than the margin``: the interval lies inside (-margin, +margin);
+    - ``inconclusive``: neither (the interval contains 0 and reaches beyond the margin).
+
+    ``mde`` is the smallest effect this design could detect (two-sided 5%, power 80%) at the observed
+    spread: (t_0.975 + t_0.80) x s.e.; an inconclusive verdict with ``mde > margin`` is underpowered.
+    Fewer than 2 finite values: ``inconclusive`` with no interval."""
+    vals = [v for v in diffs if v == v]
+    m, lo, hi = mean_ci(vals)
+    out: dict[str, Any] = {"n": len(vals), "mean": m, "low": lo, "high": hi, "margin": margin}
+    if len(vals) < 2 or lo != lo:
+        return dict(out, verdict="inconclusive", mde=float("nan"), underpowered=True)
+    df = len(vals) - 1
+    se = statistics.stdev(vals) / math.sqrt(len(vals))
+    mde = (_quantile(_T95, df, 1.96) + _quantile(_T80, df, 0.8416)) * se
+    if lo > 0 or hi < 0:
+        verdict = "effect"
+    elif -margin < lo and hi < margin:
+        verdict = "no effect larger than the margin"
+    else:
+        verdict = "inconclusive"
+    return dict(out, verdict=verdict, mde=mde, underpowered=verdict == "inconclusive" and mde > margin)
+
+
+def describe(decision: dict[str, Any], design: StudyDesign) -> str:
+    """One sentence: the verdict word the rules returned, the interval, the margin and the MDE."""
+    d = decision
+    ci = (
+        f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        if d["low"] == d["low"]
+        else f"{d['mean']:+.4f}"
+    )
+    power = (
+        " (underpowered: the design cannot detect an effect of the margin's size)"
+        if d["underpowered"]
+        else ""
+    )
+    return (
+        f"{d['verdict'].upper()}{power}. Primary measure, declared in advance: {design.primary} = {ci} {design.unit} "
+        f"over {d['n']} seeds; margin +/-{design.margin:g} {design.unit}; smallest detectable effect "
+        f"{d['mde']:.4f} {design.unit} (5% two-sided, 80% power, at the observed spread)."
+    )
