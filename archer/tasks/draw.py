@@ -42,11 +42,16 @@ def draw_unique(
     draw: Callable[[random.Random], tuple[str, Any]],
     what: str = "problems",
     hint: str = "",
+    split_key: Callable[[str, Any], str] | None = None,
 ) -> list[tuple[str, Any]]:
     """``n`` ``(text, payload)`` pairs drawn by ``draw`` from ``random.Random(key)`` whose text is in
     ``split`` (distinct texts when ``unique``). Raises ``ValueError`` ("could not draw N distinct SPLIT
     WHAT" + ``hint``) after ``TRIES_PER_PROBLEM * n + 1000`` draws, or once :data:`EXHAUSTED_AFTER`
-    draws in a row gave nothing new (the message then says how many distinct ones the generator has)."""
+    draws in a row gave nothing new (the message then says how many distinct ones the generator has).
+
+    ``split_key(text, payload)`` decides the split instead of the text when problems with different
+    texts share what makes them the same problem (the operands of a sum in another order): all of
+    them then fall in one split, so held-out problems are held out by that key."""
     check_split(split)
     rng = random.Random(key)
     out: list[tuple[str, Any]] = []
@@ -62,7 +67,8 @@ def draw_unique(
                 f"new in {EXHAUSTED_AFTER} draws{hint}"
             )
         text, payload = draw(rng)
-        if split_of(text, test_fraction) != split or (unique and text in seen):
+        key = text if split_key is None else split_key(text, payload)
+        if split_of(key, test_fraction) != split or (unique and text in seen):
             misses += 1
             continue
         misses = 0

@@ -16,7 +16,8 @@ demonstrations' first operand carries up to ln 4 = 1.39 nats; the SFT policy of 
 :func:`solution_path` reads the path back from a response (the sequence of step texts if every step is
 right and the box holds the answer, else None), so a run can count distinct correct paths per problem.
 
-Splits are disjoint by construction, as in :mod:`archer.tasks.synthetic`: the text's hash decides.
+Splits are disjoint by construction and by operand multiset: the hash of the sorted operands decides,
+so a held-out sum is never a reordered training sum (same answer, same valid solutions).
 
 Limits: a tiny model often reaches the right box through unfaithful steps (wrong operands copied):
 the verifier counts those correct, :func:`solution_path` does not (46 vs 2 of 192 SFT samples measured),
@@ -91,6 +92,9 @@ def paths_problems(
         unique=unique,
         draw=draw,
         hint="; lower n or raise max_value",
+        # the same operands in another order are the same sum (same answer, same valid solutions): the
+        # split goes by the operand multiset, so no held-out problem is a reordered training problem
+        split_key=lambda text, nums: "+".join(map(str, sorted(nums))),
     )
     return [
         Problem(

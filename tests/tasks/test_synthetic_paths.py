@@ -101,3 +101,13 @@ def test_registered_as_a_bundled_generator_with_sft_rows():
     bad = load_config("tiny_paths", ["data.generator={operands: 9}"])
     with pytest.raises(ConfigError, match="data.generator"):
         load_problems(bad)
+
+
+def test_held_out_sums_are_disjoint_from_training_by_operand_multiset():
+    """A reordered training sum is the same problem: no held-out multiset appears in train or SFT data
+    (60 of 64 held-out problems shared one with an RL training problem before)."""
+    train = paths_problems(2000, split="train", seed=0, unique=False)
+    sft = paths_problems(2000, split="train", seed=7919, unique=False)
+    test = paths_problems(64, split="test", seed=1)
+    key = lambda p: tuple(sorted(p.meta["nums"]))  # noqa: E731
+    assert not {key(p) for p in test} & ({key(p) for p in train} | {key(p) for p in sft})
