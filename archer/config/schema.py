@@ -109,6 +109,12 @@ class DataConfig:
     eval: str | None = None
     """Held-out problems: a task, a bundled sample or a file; null with a task as data.train evaluates on its
     test split."""
+    prompt_key: str | None = None
+    """The prompt column of a flat data.train / data.eval file (verl's name; e.g. question for GSM8K); with
+    answer_key it maps any layout (archer.data.formats_math 'columns'); null: the layout is sniffed."""
+    answer_key: str | None = None
+    """The reference-answer column of a flat file (GSM8K's '#### 72' keeps 72); null: 'answer' when
+    data.prompt_key is set, else the layout is sniffed."""
     num_train: int = 512
     """Training problems (generated, or the first rows of the file)."""
     num_eval: int = 64

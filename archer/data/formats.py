@@ -268,7 +268,9 @@ def convert_rows(
     _ensure_builtin()
     if not rows:
         return []
-    if format == "auto":
+    if format == "auto" and (options.get("prompt_key") or options.get("answer_key")):
+        format = "columns"  # a column mapping (data.prompt_key / data.answer_key) names the layout
+    elif format == "auto":
         format = sniff_format(rows[0])
     if format not in FORMATS:
         raise KeyError(f"unknown dataset format {format!r}; known: ['auto', {', '.join(map(repr, FORMATS))}]")
@@ -279,7 +281,9 @@ def convert_rows(
         try:
             out.append(convert(row, i, ctx))
         except Exception as exc:
-            raise ValueError(f"{source}: row {i + 1} ({format} format): {type(exc).__name__}: {exc}") from None
+            raise ValueError(
+                f"{source}: row {i + 1} ({format} format): {type(exc).__name__}: {exc}"
+            ) from None
     return out
 
 
