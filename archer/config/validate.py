@@ -31,6 +31,7 @@ from archer.rewards.code import REWARD_MODES
 from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout import engine_problem
 from archer.rollout.tools import TOOLS
+from archer.tasks.registry import is_task
 from archer.tracking.sinks import SINKS
 
 _BACKENDS = ("local", "ray")
@@ -130,6 +131,13 @@ def _check_data(cfg: Config) -> None:
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
     _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+    for key in ("prompt_key", "answer_key"):
+        if getattr(d, key) is not None:
+            _check(
+                not is_task(d.train) or (d.eval is not None and not is_task(d.eval)),
+                f"data.{key}",
+                f"maps the columns of a dataset file, but data.train {d.train!r} is a task (generated problems)",
+            )
     _check_curriculum(cfg)
     try:
         from archer.data.prompts import template_names

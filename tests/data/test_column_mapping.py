@@ -67,3 +67,14 @@ def test_eval_prompt_key_and_wrong_name(gsm8k):
         "humaneval, mbpp_sample, livecodebench_sample, code_contests_sample; tasks: synthetic_code, "
         "synthetic_interpreter, synthetic_math, synthetic_paths"
     )
+
+
+def test_column_mapping_on_a_task_is_a_config_error():
+    from archer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        load_config("tiny_math", ["data.prompt_key=question"])
+    assert str(exc.value) == (
+        "data.prompt_key: maps the columns of a dataset file, but data.train 'synthetic_math' is a task "
+        "(generated problems)"
+    )

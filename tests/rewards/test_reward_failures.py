@@ -179,3 +179,40 @@ def test_module_name_resolves_from_the_working_directory(tmp_path, monkeypatch):
     fn = load_reward_function("cwd_rewards_mod:f")
     assert fn.values(["a"], [_p(0)])[0][0] == 2.0
     assert sys.path == before  # the working directory was on the path for that lookup only
+
+
+def test_archer_train_stops_on_the_first_failure_with_exit_2(rf, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    overrides = [
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "model.sft_epochs=0",
+        "data.num_train=4",
+        "rollout.batch_size=2",
+        "rollout.n=2",
+        "rollout.max_new_tokens=4",
+        "trainer.steps=2",
+        "trainer.save_every=0",
+        "trainer.save_final=false",
+        "eval.enabled=false",
+        "logging.progress=false",
+        "logging.plots=false",
+        "logging.sinks=[]",
+        f"reward.function={rf}:broken",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "archer", "train", "tiny_math", *overrides, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 2
+    assert f"archer train: error: reward function '{rf}:broken' failed: RuntimeError: boom\n" in proc.stderr
+    assert proc.stderr.rstrip().endswith("RuntimeError: boom\n" + TAIL)
