@@ -3,3 +3,9 @@
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the dotted name of the field."""
+
+
+class RewardFunctionError(ValueError):
+    """A user's reward function (``reward.function(s)``) raised or returned something unusable; the message
+    has the function's own traceback and the offending sample. Scorers let it through (it ends the run)
+    unless ``reward.on_error=zero``."""

@@ -56,7 +56,7 @@ def test_problem_validation_names_the_row():
         {"id": "a", "prompt": "1+1?", "kind": "math", "answer": "2"},
         {"id": "b", "prompt": "x", "kind": "math"},
     ]
-    with pytest.raises(ValueError, match=r"row 1: .*answer"):
+    with pytest.raises(ValueError, match=r"row 2: .*answer"):
         load_problems_from_rows(rows, "f.jsonl")
     with pytest.raises(ValueError, match="kind"):
         Problem(id="c", prompt="p", kind="poetry", answer="1")

@@ -61,6 +61,16 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
     p.add_argument("--format", default="auto", help="dataset format (default: sniffed per file)")
     p.add_argument("--limit", type=int, default=None, help="keep the first N problems of each file")
+    p.add_argument(
+        "--prompt-key",
+        default=None,
+        help="the prompt column of a flat file (e.g. question for GSM8K; as data.prompt_key)",
+    )
+    p.add_argument(
+        "--answer-key",
+        default=None,
+        help="the reference-answer column of a flat file (default: answer when --prompt-key is given)",
+    )
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -181,7 +191,8 @@ def load_problems(args: argparse.Namespace) -> list:
 
     problems = []
     for path in args.data:
-        loaded = load_eval_set(path, args.format, limit=args.limit)
+        keys = {k: getattr(args, k, None) for k in ("prompt_key", "answer_key")}
+        loaded = load_eval_set(path, args.format, limit=args.limit, **{k: v for k, v in keys.items() if v})
         if not loaded:
             why = "--limit 0 keeps none" if args.limit is not None and args.limit <= 0 else "it is empty"
             raise ValueError(f"--data {path}: no problems to evaluate ({why})")
@@ -255,6 +266,8 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
             "data": [_data_ref(d) for d in args.data],
             "format": args.format,
             "limit": args.limit,
+            "prompt_key": args.prompt_key,
+            "answer_key": args.answer_key,
         },
     )
     print(f"generations in {out / 'generations.jsonl'}")
@@ -267,6 +280,7 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         if not cfg.get("data"):
             raise SystemExit(f"archer eval score: --data not given and {args.out}/config.json names no data")
         args.data, args.format, args.limit = cfg["data"], cfg.get("format", "auto"), cfg.get("limit")
+        args.prompt_key, args.answer_key = cfg.get("prompt_key"), cfg.get("answer_key")
     ks = args.k or cfg.get("ks") or _parse_ks(DEFAULT_KS)
     problems = load_problems(args)
     ids = {p.id for p in problems}

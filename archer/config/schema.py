@@ -109,6 +109,12 @@ class DataConfig:
     eval: str | None = None
     """Held-out problems: a task, a bundled sample or a file; null with a task as data.train evaluates on its
     test split."""
+    prompt_key: str | None = None
+    """The prompt column of a flat data.train / data.eval file (verl's name; e.g. question for GSM8K); with
+    answer_key it maps any layout (archer.data.formats_math 'columns'); null: the layout is sniffed."""
+    answer_key: str | None = None
+    """The reference-answer column of a flat file (GSM8K's '#### 72' keeps 72); null: 'answer' when
+    data.prompt_key is set, else the layout is sniffed."""
     num_train: int = 512
     """Training problems (generated, or the first rows of the file)."""
     num_eval: int = 64
@@ -271,9 +277,18 @@ class RewardConfig:
     function_weight: float = 1.0
     """Weight of reward.function (0: logged only)."""
     verifier_weight: float = 0.0
-    """Weight of the built-in verifier when reward.function is set."""
+    """Weight of the built-in verifier when reward.function(s) is set (0: the verifier's verdict is still
+    the accuracy wherever the problem's kind has one)."""
     none_reward: float = 0.0
     """What a TRL reward's None counts as."""
+    functions: list[str] = field(default_factory=list)
+    """Several user rewards, [PATH.py:NAME, ...] (TRL's reward_funcs), summed with reward.function_weights;
+    each is logged as reward/fn/<NAME>. The single reward.function is the one-function case (set one)."""
+    function_weights: list[float] = field(default_factory=list)
+    """One weight per reward.functions entry (TRL's reward_weights; empty: 1 each)."""
+    on_error: str = "raise"
+    """A user reward that raises or returns a wrong count, NaN/inf or a non-number: raise (stop the run
+    with its traceback and the sample) or zero (reward 0; each distinct failure printed once on stderr)."""
     code_mode: str = "hard"
     """Code reward: hard (1 when every test passes), soft (fraction passed) or soft_pm1 (mean of +1/-1 per
     test)."""

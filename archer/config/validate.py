@@ -31,6 +31,7 @@ from archer.rewards.code import REWARD_MODES
 from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout import engine_problem
 from archer.rollout.tools import TOOLS
+from archer.tasks.registry import is_task
 from archer.tracking.sinks import SINKS
 
 _BACKENDS = ("local", "ray")
@@ -130,6 +131,13 @@ def _check_data(cfg: Config) -> None:
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
     _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+    for key in ("prompt_key", "answer_key"):
+        if getattr(d, key) is not None:
+            _check(
+                not is_task(d.train) or (d.eval is not None and not is_task(d.eval)),
+                f"data.{key}",
+                f"maps the columns of a dataset file, but data.train {d.train!r} is a task (generated problems)",
+            )
     _check_curriculum(cfg)
     try:
         from archer.data.prompts import template_names
@@ -278,6 +286,45 @@ def _check_curriculum(cfg: Config) -> None:
 _SFT_WARMUP = {"auto": "auto", "true": True, "false": False, True: True, False: False}
 
 
+def _check_reward_functions(rw: Any) -> None:
+    """``reward.function`` / ``reward.functions``: one form, one weight per function, each importable."""
+    _one_of(rw.on_error, ("raise", "zero"), "reward.on_error")
+    if rw.function is not None and rw.functions:
+        raise ConfigError(
+            "reward.functions: set reward.function (one function) or reward.functions (several), not both"
+        )
+    if rw.function_weights:
+        _check(
+            len(rw.function_weights) == len(rw.functions),
+            "reward.function_weights",
+            f"{len(rw.function_weights)} weights for {len(rw.functions)} reward.functions",
+        )
+        for i, w in enumerate(rw.function_weights):
+            _check(isinstance(w, (int, float)) and w >= 0, f"reward.function_weights[{i}]", "must be >= 0")
+    specs = [("reward.function", rw.function)] if rw.function is not None else []
+    specs += [(f"reward.functions[{i}]", spec) for i, spec in enumerate(rw.functions)]
+    if not specs:
+        return
+    from archer.rewards.custom import load_reward_function
+
+    for name, spec in specs:
+        try:
+            load_reward_function(spec, rw.signature)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    weights = list(rw.function_weights) or [rw.function_weight if rw.function is not None else 1.0]
+    _check(
+        any(w > 0 for w in weights) or rw.verifier_weight > 0,
+        "reward.function_weights" if rw.functions else "reward.function_weight",
+        (
+            "every reward.function_weights entry and reward.verifier_weight are 0"
+            if rw.functions
+            else "reward.function_weight and reward.verifier_weight are both 0"
+        )
+        + ": every reward would be 0",
+    )
+
+
 def _check_first_hour(cfg: Config) -> None:
     """``model.sft_warmup``, ``data.chat_template``, ``reward.*`` and ``logging.sinks``: a bad value fails
     here, before any model is built (the reward function is imported and its signature read)."""
@@ -310,18 +357,7 @@ def _check_first_hour(cfg: Config) -> None:
     _check(rw.tool_format_weight >= 0, "reward.tool_format_weight", "must be >= 0")
     _check(rw.tool_turn_penalty >= 0, "reward.tool_turn_penalty", "must be >= 0")
     _check(rw.tool_turn_limit >= 1, "reward.tool_turn_limit", "must be >= 1")
-    if rw.function is not None:
-        from archer.rewards.custom import load_reward_function
-
-        try:
-            load_reward_function(rw.function, rw.signature)
-        except ValueError as exc:
-            raise ConfigError(f"reward.function: {exc}") from None
-        _check(
-            rw.function_weight > 0 or rw.verifier_weight > 0,
-            "reward.function_weight",
-            "reward.function_weight and reward.verifier_weight are both 0: every reward would be 0",
-        )
+    _check_reward_functions(rw)
     _check_reward_model(rw)
 
     for i, name in enumerate(lg.sinks):

@@ -100,9 +100,9 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: a .json dataset must hold a list of rows")
         for i, row in enumerate(data):
             if not isinstance(row, dict):
-                raise ValueError(f"{path}: row {i}: a row must be a JSON object")
+                raise ValueError(f"{path}: row {i + 1}: a row must be a JSON object")
             if "\\u" in text:
-                _check_unicode(row, f"{path}: row {i}")
+                _check_unicode(row, f"{path}: row {i + 1}")
         return data
     rows = []
     with path.open("rb") as fh:
@@ -268,7 +268,9 @@ def convert_rows(
     _ensure_builtin()
     if not rows:
         return []
-    if format == "auto":
+    if format == "auto" and (options.get("prompt_key") or options.get("answer_key")):
+        format = "columns"  # a column mapping (data.prompt_key / data.answer_key) names the layout
+    elif format == "auto":
         format = sniff_format(rows[0])
     if format not in FORMATS:
         raise KeyError(f"unknown dataset format {format!r}; known: ['auto', {', '.join(map(repr, FORMATS))}]")
@@ -279,7 +281,9 @@ def convert_rows(
         try:
             out.append(convert(row, i, ctx))
         except Exception as exc:
-            raise ValueError(f"{source}: row {i} ({format} format): {type(exc).__name__}: {exc}") from None
+            raise ValueError(
+                f"{source}: row {i + 1} ({format} format): {type(exc).__name__}: {exc}"
+            ) from None
     return out
 
 
@@ -414,7 +418,7 @@ def save_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 def _row_name(row: Any, index: int) -> str:
     rid = row.get("id") if isinstance(row, dict) else None
-    return f"row {index}" + (f" (id {rid!r})" if isinstance(rid, (str, int)) else "")
+    return f"row {index + 1}" + (f" (id {rid!r})" if isinstance(rid, (str, int)) else "")
 
 
 def _encode_row(row: Any, path: Path, index: int) -> str:

@@ -75,7 +75,7 @@ def load_problems_from_rows(rows: list[dict[str, Any]], source: str = "<rows>") 
         try:
             out.append(Problem.from_dict(row))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{source}: row {i}: {exc}") from None
+            raise ValueError(f"{source}: row {i + 1}: {exc}") from None
     return out
 
 

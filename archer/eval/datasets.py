@@ -35,6 +35,13 @@ def load_eval_set(
         n = TASK_DEFAULT_N if limit is None else max(0, limit)
         cfg = load_config(get_task(name).recipe, [f"data.num_eval={n}", "data.num_train=1"])
         return load_problems(cfg)[1]
+    if not Path(path).is_file() and name not in bundled_names():
+        raise FileNotFoundError(
+            f"--data {name}: no such file, bundled sample or task; bundled samples: "
+            f"{', '.join(bundled_names())}; tasks: {', '.join(task_names())}"
+        )
+    if name in bundled_names() and not Path(path).is_file():
+        kw = {k: v for k, v in kw.items() if k not in ("prompt_key", "answer_key")}  # its own layout
     return load_dataset(path, format, limit=limit, **kw)
 
 

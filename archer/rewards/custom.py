@@ -16,15 +16,21 @@ Two signatures are accepted (``reward.signature``: ``auto`` reads the parameter 
 
 Combination with the built-in verifiers (``archer.rewards.registry``, chosen by problem kind)::
 
-    reward = reward.verifier_weight * verifier_reward + reward.function_weight * function_value
+    reward = reward.verifier_weight * verifier_reward + sum_i weight_i * function_i
 
-Defaults: ``function_weight=1``, ``verifier_weight=0`` (the function replaces the verifier). With
-``verifier_weight > 0`` the verifier's verdict is the accuracy (avg@k, pass@k); otherwise a verl
-``"acc"`` when given, else ``function_value > 0``. A function that raises gives that batch (TRL) or
-that sample (verl) reward 0 with ``info["reason"]``, like a failing verifier; it never ends the run.
-The function runs in the trainer's process (also with ``resources.backend=ray``). Loading a file
-executes it: the config check at load time imports it once (and fails early, naming
-``reward.function``, when the file is missing, does not import, or ``NAME`` is not a callable).
+One function is ``reward.function`` with ``reward.function_weight``; several are ``reward.functions`` with
+``reward.function_weights`` (TRL's ``reward_funcs`` / ``reward_weights``), each logged as
+``reward/fn/<NAME>``. Defaults: weight 1, ``verifier_weight=0`` (the functions replace the verifier's
+reward). Accuracy has one meaning: wherever the problem's kind has a verifier, its verdict is the
+accuracy (avg@k, pass@k), whatever the weights; otherwise a verl ``"acc"`` when given, else the
+functions' weighted sum ``> 0``. A function that raises, returns the wrong number of values, NaN/inf or
+a non-number raises :class:`archer.errors.RewardFunctionError` (its own traceback and the offending
+sample), which the scorers let through, so the run stops; ``reward.on_error=zero`` instead counts it as
+reward 0 with ``info["reason"]`` and prints each distinct failure once on stderr. ``module:NAME`` is
+imported with the working directory on the path. The function runs in the trainer's process (also with
+``resources.backend=ray``). Loading a file executes it: the config check at load time imports it once
+(and fails early, naming ``reward.function``, when the file is missing, does not import, or ``NAME`` is
+not a callable).
 
 Runnable example (``examples/custom_reward.py`` holds both styles)::
 
@@ -40,6 +46,8 @@ import importlib.util
 import inspect
 import math
 import sys
+import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +55,8 @@ from typing import Any
 
 from archer.data.prompts import user_message
 from archer.data.schema import Problem
-from archer.rewards.registry import score_responses
+from archer.errors import RewardFunctionError
+from archer.rewards.registry import score_responses, verifier_for, verifier_names
 from archer.rewards.types import RewardResult
 
 SIGNATURES = ("auto", "trl", "verl")
@@ -87,10 +96,17 @@ def _import_target(target: str) -> Any:
             sys.modules.pop(module_name, None)
             raise ValueError(f"importing {target!r} failed: {_one_line(exc)}") from None
         return module
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:  # module:NAME resolves from the working directory too, for this lookup only
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(target)
     except Exception as exc:
         raise ValueError(f"cannot import module {target!r}: {_one_line(exc)}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def _detect(fn: Callable[..., Any]) -> str:
@@ -101,52 +117,153 @@ def _detect(fn: Callable[..., Any]) -> str:
     return "verl" if params[:1] and params[0] in _VERL_PARAMS or "solution_str" in params else "trl"
 
 
+ON_ERROR = ("raise", "zero")
+_CONVERSATIONAL_HINT = (
+    "hint: archer passes each completion as a plain string (TRL's standard format), not TRL's "
+    "conversational [{'role': 'assistant', 'content': ...}] list: use the completion itself, "
+    "not completion[0]['content']"
+)
+
+
+def _clip(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def _failure(
+    name: str, what: str, responses: Sequence[str], problems: Sequence[Problem], index: int, **kw: Any
+) -> RewardFunctionError:
+    """The error a failing user function raises: the failure, the sample, the function's own traceback."""
+    exc: BaseException | None = kw.get("exc")
+    p = problems[index]
+    prompt = p.prompt if isinstance(p.prompt, str) else user_message(p, "raw")
+    lines = [
+        f"reward function {name!r} failed: {what}",
+        f"sample {index + 1} of {len(responses)} (id {p.id!r}{kw.get('note', '')}):",
+        f"  prompt: {_clip(prompt)}",
+        f"  answer: {_clip(p.answer)}",
+        f"  completion: {_clip(responses[index])}",
+    ]
+    if exc is not None:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # drop archer's frame
+        lines.append("".join(traceback.format_exception(type(exc), exc, tb)).rstrip())
+        if isinstance(exc, (TypeError, KeyError)) and (
+            "indices must be" in str(exc) or "'content'" in str(exc)
+        ):
+            lines.append(_CONVERSATIONAL_HINT)
+    lines.append("(reward.on_error=zero counts such failures as reward 0 and goes on)")
+    err = RewardFunctionError("\n".join(lines))
+    err.reason = f"reward function {name!r} failed: {what}"  # type: ignore[attr-defined]
+    return err
+
+
+class FailureTally:
+    """``reward.on_error=zero``: each distinct failure printed once on stderr, with a running count."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def zero(self, err: RewardFunctionError, n: int) -> list[tuple[float | None, dict]]:
+        reason = getattr(err, "reason", str(err).splitlines()[0])
+        self.counts[reason] += 1
+        if self.counts[reason] == 1:
+            total = sum(self.counts.values())
+            print(
+                f"archer: reward.on_error=zero: reward 0 for a failed reward function call "
+                f"({total} failed calls so far, {len(self.counts)} distinct; each is shown once):\n{err}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return [(0.0, {"reason": reason}) for _ in range(n)]
+
+
 @dataclass
 class RewardFunction:
-    """A loaded user reward: ``values(responses, problems)`` -> one ``(value | None, info)`` each."""
+    """A loaded user reward: ``values(responses, problems)`` -> one ``(value | None, info)`` each; a
+    failure raises :class:`archer.errors.RewardFunctionError` (or, given a ``tally``, counts as 0)."""
 
     fn: Callable[..., Any]
     name: str
     signature: str  # trl | verl
 
+    @property
+    def short(self) -> str:
+        return self.name.rpartition(":")[2]
+
     def values(
-        self, responses: Sequence[str], problems: Sequence[Problem]
+        self, responses: Sequence[str], problems: Sequence[Problem], tally: FailureTally | None = None
     ) -> list[tuple[float | None, dict]]:
         if self.signature == "verl":
-            return [self._verl_one(i, r, p) for i, (r, p) in enumerate(zip(responses, problems))]
-        return self._trl(responses, problems)
+            out = []
+            for i, (r, p) in enumerate(zip(responses, problems)):
+                try:
+                    out.append(self._verl_one(i, r, p, responses, problems))
+                except RewardFunctionError as err:
+                    if tally is None:
+                        raise
+                    out.extend(tally.zero(err, 1))
+            return out
+        try:
+            return self._trl(responses, problems)
+        except RewardFunctionError as err:
+            if tally is None:
+                raise
+            return tally.zero(err, len(responses))
 
     def _trl(self, responses: Sequence[str], problems: Sequence[Problem]) -> list[tuple[float | None, dict]]:
         columns = trl_columns(problems)
         params = inspect.signature(self.fn).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             columns = {k: v for k, v in columns.items() if k in params}
+        note = "; the function was called on the whole batch, the first sample is shown"  # noqa: E501
         try:
-            out = list(self.fn(completions=list(responses), **columns))
-            if len(out) != len(responses):
-                raise RuntimeError(f"returned {len(out)} values for {len(responses)} completions")
-            return [(_number(v, allow_none=True), {}) for v in out]
+            raw = self.fn(completions=list(responses), **columns)
         except Exception as exc:
-            reason = f"reward function {self.name!r} failed: {_one_line(exc)}"
-            return [(0.0, {"reason": reason}) for _ in responses]
+            raise _failure(self.name, _one_line(exc), responses, problems, 0, exc=exc, note=note) from None
+        try:
+            out = list(raw)
+        except TypeError:
+            what = f"returned a {type(raw).__name__}, expected a list of {len(responses)} numbers"
+            raise _failure(self.name, what, responses, problems, 0, note=note) from None
+        if len(out) != len(responses):
+            what = f"returned {len(out)} values for {len(responses)} completions"
+            raise _failure(self.name, what, responses, problems, 0, note=note)
+        values = []
+        for i, v in enumerate(out):
+            try:
+                values.append((_number(v, allow_none=True), {}))
+            except (TypeError, ValueError) as exc:
+                raise _failure(self.name, f"value {i + 1}: {exc}", responses, problems, i) from None
+        return values
 
-    def _verl_one(self, index: int, response: str, problem: Problem) -> tuple[float | None, dict]:
+    def _verl_one(
+        self,
+        index: int,
+        response: str,
+        problem: Problem,
+        responses: Sequence[str],
+        problems: Sequence[Problem],
+    ) -> tuple[float | None, dict]:
         extra = {"id": problem.id, "index": index, "kind": problem.kind, **problem.meta}
         try:
             out = self.fn(problem.data_source, response, problem.answer, extra)
-            if isinstance(out, dict):
-                info = {k: v for k, v in out.items() if k != "score"}
-                return _number(out["score"]), info
-            return _number(out), {}
         except Exception as exc:
-            return 0.0, {"reason": f"reward function {self.name!r} failed: {_one_line(exc)}"}
+            raise _failure(self.name, _one_line(exc), responses, problems, index, exc=exc) from None
+        try:
+            if isinstance(out, dict):
+                if "score" not in out:
+                    raise TypeError(f"returned a dict without 'score' (keys: {sorted(out)})")
+                return _number(out["score"]), {k: v for k, v in out.items() if k != "score"}
+            return _number(out), {}
+        except (TypeError, ValueError) as exc:
+            raise _failure(self.name, str(exc), responses, problems, index) from None
 
 
 def _number(value: Any, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"expected a number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"expected a number, got {type(value).__name__} {_clip(value, 80)}")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"non-finite reward {number}")
@@ -212,60 +329,83 @@ def load_reward_function(spec: str, signature: str = "auto") -> RewardFunction:
 
 
 def combine(
-    function_values: Sequence[tuple[float | None, dict]],
+    functions: Sequence[tuple[str, float, Sequence[tuple[float | None, dict]]]],
     verifier: Sequence[RewardResult] | None,
     *,
-    function_weight: float,
     verifier_weight: float,
     none_reward: float = 0.0,
+    has_verifier: Sequence[bool] | None = None,
 ) -> list[RewardResult]:
-    """``verifier_weight * verifier + function_weight * function`` per response (see the module docstring)."""
+    """``verifier_weight * verifier + sum(weight * value)`` per response over ``functions`` (each
+    ``(name, weight, values)``; see the module docstring). The verdict (``correct``) is the verifier's
+    wherever ``verifier`` is given and ``has_verifier`` (default: all) says one exists for the sample,
+    whatever its weight; else a verl ``"acc"``; else the functions' weighted sum ``> 0``."""
+    n = len(functions[0][2]) if functions else len(verifier or [])
     out = []
-    for i, (value, finfo) in enumerate(function_values):
+    for i in range(n):
         info: dict[str, Any] = {}
-        if value is None:
-            value = none_reward
-            info["function_none"] = True
-        info["function"] = value
-        info.update({k: v for k, v in finfo.items() if k != "acc"})
-        reward = function_weight * value
-        if verifier is not None and verifier_weight > 0:
+        reward, acc = 0.0, None
+        for name, weight, values in functions:
+            value, finfo = values[i]
+            if value is None:
+                value = none_reward
+                info["function_none"] = True
+            info[f"fn/{name}"] = value
+            info.update({k: v for k, v in finfo.items() if k != "acc" and k not in info})
+            if "acc" in finfo and acc is None:
+                acc = bool(finfo["acc"])
+            reward += weight * value
+        if len(functions) == 1:
+            info["function"] = info[f"fn/{functions[0][0]}"]
+        correct = acc if acc is not None else reward > 0
+        if verifier is not None:
             v = verifier[i]
-            info.update({k: val for k, val in v.info.items() if k not in info})
-            info["verifier"] = v.reward
-            reward += verifier_weight * v.reward
-            correct = bool(v.correct)
-        elif "acc" in finfo:
-            correct = bool(finfo["acc"])
-        else:
-            correct = value > 0
+            if verifier_weight > 0:
+                info.update({k: val for k, val in v.info.items() if k not in info})
+                info["verifier"] = v.reward
+                reward += verifier_weight * v.reward
+            if has_verifier is None or has_verifier[i]:
+                correct = bool(v.correct)
         out.append(RewardResult(float(reward), correct, info))
     return out
 
 
+def function_names(specs: Sequence[str]) -> list[str]:
+    """Each function's metric name (``reward/fn/<name>``): its ``NAME``, or the whole spec when two share one."""
+    shorts = [spec.rpartition(":")[2] for spec in specs]
+    return [short if shorts.count(short) == 1 else spec for short, spec in zip(shorts, specs)]
+
+
+def verifier_exists(problems: Sequence[Problem]) -> list[bool]:
+    """Whether the verifier registry has a verifier for each problem (by kind / data_source)."""
+    names = set(verifier_names())
+    return [verifier_for(p) in names for p in problems]
+
+
 def reward_score_fn(
-    spec: str,
+    spec: str | Sequence[str],
     *,
     signature: str = "auto",
-    function_weight: float = 1.0,
+    function_weight: float | Sequence[float] = 1.0,
     verifier_weight: float = 0.0,
     none_reward: float = 0.0,
     **verifier_opts: Any,
 ) -> Callable[[list[str], list[Problem]], list[RewardResult]]:
     """``score_fn(responses, problems)`` for callers without a run config (``archer eval``'s
-    ``score_records(score_fn=...)``): the same combination as ``reward.*``, the built-in verifiers
-    through :func:`archer.rewards.registry.score_responses` with ``verifier_opts``."""
-    function = load_reward_function(spec, signature)
+    ``score_records(score_fn=...)``): the same combination as ``reward.*`` (one spec or several, with one
+    weight each), the built-in verifiers through :func:`archer.rewards.registry.score_responses` with
+    ``verifier_opts``; a failing function raises :class:`archer.errors.RewardFunctionError`."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    weights = [function_weight] * len(specs) if isinstance(function_weight, (int, float)) else function_weight
+    loaded = [load_reward_function(s, signature) for s in specs]
+    names = function_names(specs)
 
     def score_fn(responses: list[str], problems: list[Problem]) -> list[RewardResult]:
-
-        verifier = score_responses(responses, problems, **verifier_opts) if verifier_weight > 0 else None
+        exists = verifier_exists(problems)
+        verifier = score_responses(responses, problems, **verifier_opts) if any(exists) else None
+        functions = [(n, w, f.values(responses, problems)) for n, w, f in zip(names, weights, loaded)]
         return combine(
-            function.values(responses, problems),
-            verifier,
-            function_weight=function_weight,
-            verifier_weight=verifier_weight,
-            none_reward=none_reward,
+            functions, verifier, verifier_weight=verifier_weight, none_reward=none_reward, has_verifier=exists
         )
 
     return score_fn

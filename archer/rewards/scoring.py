@@ -20,12 +20,19 @@ trainer's device, mixed with that rule reward).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from archer.data.schema import Problem
 from archer.rewards.code import code_step_metrics
-from archer.rewards.custom import combine, load_reward_function
+from archer.rewards.custom import (
+    FailureTally,
+    combine,
+    function_names,
+    load_reward_function,
+    verifier_exists,
+)
 from archer.rewards.registry import score_responses
 from archer.rewards.reward_model import build_rm_scorer, rm_metrics
 from archer.rewards.types import RewardResult, Scorer, safe_score
@@ -84,37 +91,36 @@ def build_scorer(
 
 
 class CustomRewardScorer:
-    """``reward.verifier_weight * inner scorer + reward.function_weight * user function``; the inner
-    (verifier) scorer is not called at all when its weight is 0."""
+    """``reward.verifier_weight * inner scorer + sum(weight * user function)``. The inner (verifier) scorer
+    runs whenever a verifier exists for a sample, also at weight 0: its verdict is the accuracy. A
+    function's failure raises :class:`archer.errors.RewardFunctionError` unless ``on_error="zero"``."""
 
     def __init__(
         self,
         inner: Scorer | None,
-        function: Any,
+        functions: Sequence[tuple[str, float, Any]],
         *,
-        function_weight: float = 1.0,
         verifier_weight: float = 0.0,
         none_reward: float = 0.0,
+        on_error: str = "raise",
     ) -> None:
-        self.inner, self.function = inner, function
-        self.function_weight, self.verifier_weight, self.none_reward = (
-            function_weight,
-            verifier_weight,
-            none_reward,
-        )
+        self.inner, self.functions = inner, list(functions)
+        self.verifier_weight, self.none_reward = verifier_weight, none_reward
+        self.tally = FailureTally() if on_error == "zero" else None
 
     def score(self, responses: list[str], problems: list[Problem]) -> list[RewardResult]:
 
+        exists = verifier_exists(problems)
         verifier = None
-        if self.verifier_weight > 0 and self.inner is not None:
+        if self.inner is not None and any(exists):
             verifier = safe_score(self.inner, responses, problems)
-        values = self.function.values(responses, problems)
+        values = [(n, w, f.values(responses, problems, self.tally)) for n, w, f in self.functions]
         return combine(
             values,
             verifier,
-            function_weight=self.function_weight,
             verifier_weight=self.verifier_weight,
             none_reward=self.none_reward,
+            has_verifier=exists,
         )
 
     def close(self) -> None:
@@ -123,7 +129,7 @@ class CustomRewardScorer:
 
 
 def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
-    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function`` when set, then for
+    """The scorer of a run: ``resources.backend``'s, wrapped for ``reward.function(s)`` when set, then for
     ``reward.model`` (a reward model on ``device``, :mod:`archer.rewards.reward_model`) when set."""
     rule = _rule_scorer(cfg)
     if getattr(cfg.reward, "model", None) is None:
@@ -134,6 +140,28 @@ def build_run_scorer(cfg: Any, device: Any = None) -> Scorer:
     except Exception:
         rule.close()
         raise
+
+
+def reward_functions(rw: Any) -> list[tuple[str, float]]:
+    """``(spec, weight)`` of each user reward: ``reward.functions`` with ``reward.function_weights`` (1 each
+    when empty), or the single ``reward.function`` with ``reward.function_weight``."""
+    if rw.functions:
+        weights = list(rw.function_weights) or [1.0] * len(rw.functions)
+        return list(zip(rw.functions, weights))
+    return [(rw.function, rw.function_weight)] if rw.function else []
+
+
+def describe_reward(rw: Any) -> str:
+    """What the run's "accuracy" and "reward" mean, printed at the start of a run with user rewards."""
+    pairs = reward_functions(rw)
+    names = function_names([spec for spec, _ in pairs])
+    terms = ([f"{rw.verifier_weight:g} x verifier"] if rw.verifier_weight > 0 else []) + [
+        f"{w:g} x {n}" for n, (_, w) in zip(names, pairs)
+    ]
+    return (
+        "archer: accuracy = the built-in verifier's verdict for the problem's kind (math, code, ...; "
+        "where there is none: a verl 'acc', else reward > 0); reward = " + " + ".join(terms)
+    )
 
 
 def _rule_scorer(cfg: Any) -> Scorer:
@@ -151,23 +179,38 @@ def _rule_scorer(cfg: Any) -> Scorer:
             extraction=rw.math_extraction,  # the math verifier's; the code verifier drops it
         )
 
-    if rw.function is None:
+    pairs = reward_functions(rw)
+    if not pairs:
         return make_inner()
-
-    function = load_reward_function(rw.function, rw.signature)
-    inner = make_inner() if rw.verifier_weight > 0 else None
+    names = function_names([spec for spec, _ in pairs])
+    functions = [(n, w, load_reward_function(spec, rw.signature)) for n, (spec, w) in zip(names, pairs)]
+    print(describe_reward(rw), file=sys.stderr, flush=True)
     return CustomRewardScorer(
-        inner,
-        function,
-        function_weight=rw.function_weight,
+        make_inner(),
+        functions,
         verifier_weight=rw.verifier_weight,
         none_reward=rw.none_reward,
+        on_error=rw.on_error,
     )
+
+
+def function_metrics(infos: list[dict[str, Any]]) -> dict[str, float]:
+    """``reward/fn/<name>``: each user reward function's mean value over the step's responses."""
+    sums: dict[str, list[float]] = {}
+    for info in infos:
+        for key, value in info.items():
+            if key.startswith("fn/"):
+                sums.setdefault(key, []).append(float(value))
+    return {f"reward/{k}": sum(v) / len(v) for k, v in sums.items()}
 
 
 # Each verifier family's metrics over the reward infos of a step's responses (code outcomes, reward-model
 # score vs rule reward); the RL step asks step_metrics and knows no family. Empty dicts for the others.
-STEP_METRICS: list[Callable[[list[dict[str, Any]]], dict[str, float]]] = [code_step_metrics, rm_metrics]
+STEP_METRICS: list[Callable[[list[dict[str, Any]]], dict[str, float]]] = [
+    code_step_metrics,
+    rm_metrics,
+    function_metrics,
+]
 
 
 def step_metrics(infos: list[dict[str, Any]]) -> dict[str, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from archer.errors import RewardFunctionError
+
 
 @dataclass
 class RewardResult:
@@ -52,12 +54,16 @@ class Scorer(Protocol):
 
 
 def safe_score(scorer: Scorer, responses: list[str], problems: list[Any]) -> list[RewardResult]:
-    """``scorer.score`` that never raises and always returns one result per response."""
+    """``scorer.score`` that always returns one result per response and raises only a user's reward
+    function's :class:`archer.errors.RewardFunctionError` (a mistake in the user's code ends the run;
+    a verifier or sandbox failure is tolerated as reward 0)."""
     try:
         results = list(scorer.score(responses, problems))
         if len(results) != len(responses):
             raise RuntimeError(f"scorer returned {len(results)} results for {len(responses)} responses")
         return results
+    except RewardFunctionError:
+        raise
     except Exception as exc:  # the run goes on with zero reward; the reason is logged per sample
         reason = f"scorer failed: {type(exc).__name__}: {exc}"
         return [RewardResult(0.0, False, {"reason": reason}) for _ in responses]

@@ -41,7 +41,7 @@ def load_problems(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     if is_task(d.train):
         train = _generate(d.train, d.num_train, "train", d.seed, d.generator, "data.num_train")
     else:
-        train = _load_file(d.train, "data.train")[: d.num_train]
+        train = _load_file(d.train, "data.train", d)[: d.num_train]
     if is_task(d.eval) or (d.eval is None and is_task(d.train)):
         source = d.eval or d.train
         evals = (
@@ -50,7 +50,7 @@ def load_problems(cfg: Any) -> tuple[list[Problem], list[Problem]]:
             else []
         )
     elif d.eval is not None:
-        evals = _load_file(d.eval, "data.eval")[: d.num_eval or None]
+        evals = _load_file(d.eval, "data.eval", d)[: d.num_eval or None]
     else:
         evals = []
     if not train:
@@ -58,13 +58,16 @@ def load_problems(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     return train, evals
 
 
-def _load_file(path: str, field: str) -> list[Problem]:
+def _load_file(path: str, field: str, d: Any) -> list[Problem]:
     resolved = resolve_data_path(path)  # a bundled sample's name (math500, aime24, ...) or a file
     if isinstance(resolved, str) or not Path(resolved).is_file():
         raise ConfigError(
             f"{field}: file {path!r} not found (or use a bundled name: {bundled_names()}, or a task: {task_names()})"
         )
-    return load_dataset(resolved)
+    # the column mapping is for the user's files; a bundled sample (math500, ...) keeps its own layout
+    bundled = not Path(path).is_file() and path in bundled_names()
+    keys = {} if bundled else {"prompt_key": d.prompt_key, "answer_key": d.answer_key}
+    return load_dataset(resolved, **{k: v for k, v in keys.items() if v})
 
 
 def sft_examples(cfg: Any) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ def test_save_rows_is_atomic_and_names_the_row(tmp_path):
     for suffix in (".jsonl", ".json", ".parquet"):
         target = out.with_suffix(suffix)
         with pytest.raises(
-            ValueError, match=rf"{target.name}: row 1 \(id 'bad'\).*not valid Unicode.*nothing was written"
+            ValueError, match=rf"{target.name}: row 2 \(id 'bad'\).*not valid Unicode.*nothing was written"
         ):
             save_rows(rows, target)
         assert not target.exists() or target == out
@@ -142,7 +142,7 @@ def test_decompression_bomb_row_is_refused_with_bounded_memory(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     rc, grew_mb = map(int, proc.stdout.split())
     assert rc == 2, proc.stderr
-    _assert_one_line(proc.stderr, "bomb.jsonl", "row 0", "inflate past the limit of 268435456 bytes")
+    _assert_one_line(proc.stderr, "bomb.jsonl", "row 1", "inflate past the limit of 268435456 bytes")
     assert grew_mb < 700, grew_mb  # the limit (256 MiB) and the inflater's buffer growth: ~520 MB
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -199,7 +199,7 @@ def test_the_inflate_limit_counts_the_whole_file_not_a_row(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "2", proc.stderr
-    _assert_one_line(proc.stderr, "rows.jsonl", "row 2", "left to this file")
+    _assert_one_line(proc.stderr, "rows.jsonl", "row 3", "left to this file")
     assert not (tmp_path / "out.jsonl").exists()
 
 

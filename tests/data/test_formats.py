@@ -122,7 +122,7 @@ def test_livecodebench_refuses_malicious_pickle():
 
     blob = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
     row = {"question_content": "x", "private_test_cases": blob, "public_test_cases": ""}
-    with pytest.raises(ValueError, match="row 0"):
+    with pytest.raises(ValueError, match="row 1"):
         convert_rows([row], "livecodebench", source="evil.jsonl")
 
 
@@ -146,7 +146,7 @@ def test_malformed_rows_name_file_and_row(tmp_path):
         + json.dumps({"problem": "x", "answer": ""})
         + "\n"
     )
-    with pytest.raises(ValueError, match=r"bad\.jsonl: row 1"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl: row 2"):
         load_dataset(path)
     path.write_text('{"problem": "1+1?", "answer": "2"}\n{not json\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 2"):
