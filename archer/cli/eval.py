@@ -29,7 +29,7 @@ from archer.config import RolloutConfig, read_yaml_file
 from archer.errors import ConfigError
 from archer.eval import store
 from archer.eval.datasets import eval_set_names, load_eval_set
-from archer.eval.engine import load_engine
+from archer.eval.engine import DEFAULT_MAX_NEW_TOKENS, fit_max_new_tokens, load_engine
 from archer.eval.report import Progress, print_summary
 from archer.eval.runner import generate_phase, score_phase, score_records
 from archer.eval.watch import PHASES, Watcher
@@ -68,7 +68,12 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=4096)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="response budget (default 4096, capped at the model's positions minus the longest prompt)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--template",
@@ -194,7 +199,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         "seed": args.seed,
     }
 
@@ -221,6 +226,12 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
     problems = load_problems(args)
 
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
+    template = resolve_template(args)
+    args.max_new_tokens, note = fit_max_new_tokens(
+        engine.model, tokenizer, problems, template, args.max_new_tokens
+    )
+    if note:
+        print(f"archer eval: {note}", file=sys.stderr)
     engine = with_tool_args(engine, args)
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
@@ -247,7 +258,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
         args.out,
         n=args.n,
         sampling=_sampling(args),
-        template=resolve_template(args),
+        template=template,
         batch_size=args.batch_size,
         on_batch=on_batch,
         config={

@@ -106,6 +106,26 @@ def _from_pretrained(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def position_limit(config: Any) -> int | None:
+    """The most tokens (prompt + response) ``config``'s model can attend to: ``max_position_embeddings``
+    (``n_positions`` for GPT-2, whose absolute positions end in an ``IndexError`` beyond it); None when
+    the config names none. A model object, a config, or a model folder (its config.json) is accepted."""
+    if isinstance(config, (str, Path)):
+        import json
+
+        try:
+            config = json.loads((Path(config) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+    config = getattr(config, "config", config)
+    get = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"

@@ -27,7 +27,7 @@ from archer.data.prompts import apply_chat_template_option, build_prompt
 from archer.data.schema import Problem
 from archer.errors import ConfigError
 from archer.models import checkpoint as ckpt
-from archer.models.loader import PolicyOptions, is_lora, load_policy, prepare_policy, unwrap
+from archer.models.loader import PolicyOptions, is_lora, load_policy, position_limit, prepare_policy, unwrap
 from archer.rl.settings import needs_reference
 from archer.sft.train import train_sft
 from archer.tasks.problems import observation_pattern, sft_examples, tokenizer_texts
@@ -126,6 +126,36 @@ def encode_prompts(
             )
         out.append(list(ids))
     return out
+
+
+def longest_response_setting(cfg: Config) -> tuple[str, int]:
+    """(setting, value) of the most new tokens the run ever asks for: ``rollout.max_new_tokens``, a
+    ``rollout.length_stages`` stage or ``eval.max_new_tokens``, whichever is largest."""
+    found = [("rollout.max_new_tokens", cfg.rollout.max_new_tokens)]
+    found += [("rollout.length_stages", int(s[1])) for s in cfg.rollout.length_stages or []]
+    if cfg.eval.enabled and cfg.eval.max_new_tokens:
+        found.append(("eval.max_new_tokens", cfg.eval.max_new_tokens))
+    return max(found, key=lambda kv: kv[1])
+
+
+def check_model_limits(cfg: Config, model: Any, prompt_ids: list[list[int]]) -> None:
+    """Refuse, before any compute, a run whose longest prompt plus its longest response exceeds the
+    model's positions (a GPT-2 would end in an ``IndexError`` mid-run)."""
+    limit = position_limit(model)
+    if limit is None or not prompt_ids:
+        return
+    setting, new = longest_response_setting(cfg)
+    longest = max(len(ids) for ids in prompt_ids)
+    if longest + new > limit:
+        fix = (
+            f"set {setting} to at most {limit - longest} or lower data.max_prompt_tokens"
+            if limit > longest
+            else f"the prompts alone do not fit: set data.max_prompt_tokens below {limit} and filter the data"
+        )
+        raise ConfigError(
+            f"{setting}={new}: the longest prompt ({longest} tokens) + {new} new tokens = {longest + new} "
+            f"exceeds the model's limit of {limit} positions (its config.json); {fix}"
+        )
 
 
 def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:
