@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import RolloutConfig, read_yaml_file
+from archer.data.prompts import end_of_turn_stop
 from archer.errors import ConfigError
 from archer.eval import store
 from archer.eval.datasets import eval_set_names, load_eval_set
@@ -201,6 +202,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         "seed": args.seed,
+        "stop": (args.stop,) if getattr(args, "stop", None) else (),
     }
 
 
@@ -232,6 +234,9 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
     )
     if note:
         print(f"archer eval: {note}", file=sys.stderr)
+    args.stop, note = end_of_turn_stop(tokenizer)
+    if note:
+        print(f"archer eval: note: {note}", file=sys.stderr)
     engine = with_tool_args(engine, args)
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import Config
-from archer.data.prompts import apply_chat_template_option, build_prompt
+from archer.data.prompts import (
+    apply_chat_template_option,
+    build_prompt,
+    end_of_turn_stop,
+    no_chat_template_hint,
+)
 from archer.data.schema import Problem
 from archer.errors import ConfigError
 from archer.models import checkpoint as ckpt
@@ -126,6 +131,19 @@ def encode_prompts(
             )
         out.append(list(ids))
     return out
+
+
+def end_of_turn_notes(cfg: Config, tokenizer: Any, log: Callable[[str], None]) -> None:
+    """A chat template whose end of turn the tokenizer cannot emit as one token becomes a stop string of
+    ``rollout.stop`` (else every response would be truncated), with a note; a given model whose
+    tokenizer has no chat template gets the hint to set one."""
+    stop, note = end_of_turn_stop(tokenizer)
+    if stop is not None and stop not in cfg.rollout.stop:
+        cfg.rollout.stop = [*cfg.rollout.stop, stop]
+        log(f"note: {note} (rollout.stop)")
+    hint = no_chat_template_hint(tokenizer) if cfg.model.path is not None else None
+    if hint:
+        log(f"note: {hint}")
 
 
 def longest_response_setting(cfg: Config) -> tuple[str, int]:

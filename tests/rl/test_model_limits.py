@@ -19,16 +19,35 @@ RUN = [
 ]
 
 
+def _gpt2_tokenizer():
+    """A byte-level BPE whose only special token is ``<|endoftext|>`` (EOS), as GPT-2's: no chat template,
+    and ``<|im_end|>`` is ordinary text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from archer.tasks.synthetic import tokenizer_corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(tokenizer_corpus(300, seed=0), trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
-    """A 2-layer GPT-2 (absolute positions, 128 of them) with the bundled tasks' tokenizer."""
-    from tests.helpers import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
+    """A 2-layer GPT-2 (absolute positions, 128 of them) with a GPT-2-like tokenizer."""
+    tokenizer = _gpt2_tokenizer()
     config = transformers.GPT2Config(
         vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128
     )
-    config.pad_token_id = config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
     folder = tmp_path_factory.mktemp("gpt2")
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -42,8 +61,8 @@ def test_train_refuses_prompt_plus_response_beyond_the_models_positions(gpt2_dir
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("archer train: config error: rollout.max_new_tokens=600: the longest prompt (")
     assert err.endswith(
-        "(72 tokens) + 600 new tokens = 672 exceeds the model's limit of 128 positions (its config.json); "
-        "set rollout.max_new_tokens to at most 56 or lower data.max_prompt_tokens"
+        "(64 tokens) + 600 new tokens = 664 exceeds the model's limit of 128 positions (its config.json); "
+        "set rollout.max_new_tokens to at most 64 or lower data.max_prompt_tokens"
     )
     assert not out.exists()  # nothing left behind: the same --out works next time
 
@@ -56,11 +75,19 @@ def test_eval_caps_its_default_budget_and_refuses_a_given_one_beyond_the_positio
     base = ["eval", "--model", str(gpt2_dir), "--data", "synthetic_math", "--limit", "2", "--n", "1"]
     assert main([*base, "--k", "1", "--out", str(tmp_path / "a"), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "archer eval: --max-new-tokens capped to 56: the model's limit of 128 positions minus the " in err
+    assert (
+        "archer eval: --max-new-tokens capped to 64: the model's limit of 128 positions minus the longest "
+        "prompt (64 tokens)\n"
+    ) in err
+    chatml = ["--chat-template", "examples/chatml.jinja", "--max-new-tokens", "8", "--k", "1"]
+    assert main([*base, *chatml, "--out", str(tmp_path / "c"), "--device", "cpu"]) == 0
+    assert "archer eval: note: the chat template ends a turn with '<|im_end|>', which is not a special" in (
+        capsys.readouterr().err
+    )
     assert main([*base, "--max-new-tokens", "600", "--out", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "archer eval: error: --max-new-tokens 600: the longest prompt (72 tokens) + 600 new tokens = 672 "
-        "exceeds the model's limit of 128 positions (its config.json); pass --max-new-tokens 56 or less"
+        "archer eval: error: --max-new-tokens 600: the longest prompt (64 tokens) + 600 new tokens = 664 "
+        "exceeds the model's limit of 128 positions (its config.json); pass --max-new-tokens 64 or less"
     )
 
 
@@ -79,3 +106,48 @@ def test_sft_caps_its_default_length_and_refuses_a_given_one_beyond_the_position
     )
     assert sft.main([*base, "--max-steps", "1", "--out", str(tmp_path / "m")]) == 0
     assert "archer sft: --max-len 512 capped to 128, the model's positions" in capsys.readouterr().err
+
+
+def test_a_chatml_end_of_turn_the_tokenizer_cannot_emit_becomes_a_stop_string(gpt2_dir):
+    from archer.data.prompts import apply_chat_template_option, end_of_turn_stop
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir)
+    assert end_of_turn_stop(tokenizer) == (None, None)  # no template: nothing to check
+    apply_chat_template_option(tokenizer, "examples/chatml.jinja")
+    eos = tokenizer.eos_token
+    assert end_of_turn_stop(tokenizer) == (
+        "<|im_end|>",
+        f"the chat template ends a turn with '<|im_end|>', which is not a special token of this tokenizer "
+        f"(its EOS is {eos!r}), so generation would never stop there: responses now stop at '<|im_end|>'",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    assert end_of_turn_stop(tokenizer) == (None, None)
+
+
+def test_train_stops_at_the_templates_end_of_turn_and_hints_a_missing_template(gpt2_dir, tmp_path, capsys):
+    argv = ["tiny_math", *RUN, f"model.path={gpt2_dir}", "rollout.max_new_tokens=16"]
+    assert (
+        train_cli.main([*argv, "data.chat_template=examples/chatml.jinja", "--out", str(tmp_path / "a")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "note: the chat template ends a turn with '<|im_end|>', which is not a special token" in out
+    assert "responses now stop at '<|im_end|>' (rollout.stop)" in out
+    assert train_cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert (
+        f"note: {gpt2_dir} has no chat template: prompts are plain text; set data.chat_template=FILE.jinja "
+        "(or the Jinja text) to use one"
+    ) in capsys.readouterr().out
+
+
+def test_a_truncation_rate_above_90_percent_for_3_steps_warns_once():
+    from archer.rl.loop import _TruncationWatch
+
+    said = []
+    watch = _TruncationWatch(said.append)
+    for rate in (0.95, 1.0, 0.5, 0.95, 1.0, 1.0, 1.0, 1.0):
+        watch.see({"response/truncation_rate": rate, "rollout/max_new_tokens": 64})
+    assert said == [
+        "warning: over 90% of responses were cut at rollout.max_new_tokens (64) for 3 steps in a row: the "
+        "model may never end its turn (check its EOS and rollout.stop against the chat template) or the "
+        "budget is too small (raise rollout.max_new_tokens)"
+    ]
