@@ -34,7 +34,7 @@ from archer.config import RECIPE_DIR, config_from_dict, explain, load_config, re
 from archer.config.validate import loss_params_in_force
 from archer.data.formats import BUNDLED, BUNDLED_DIR
 from archer.errors import ConfigError
-from archer.models.checkpoint import CheckpointError
+from archer.models.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from archer.rl.loop import make_run_dir, train
 from archer.tasks.registry import is_task, task_names
 
@@ -143,6 +143,9 @@ def _check_inputs(cfg) -> list[str]:
     return notes
 
 
+INTERRUPTED = "INTERRUPTED"  # a run stopped by Ctrl-C before its first checkpoint: the same --out reruns
+
+
 def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; --overwrite deletes a previous run (only a directory
     that holds a run's config.yaml, so a mistyped --out . never deletes a project)."""
@@ -151,6 +154,15 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> Non
     if not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a directory")
     if not any(run_dir.iterdir()):
+        return
+    if (run_dir / INTERRUPTED).is_file() and latest_checkpoint(run_dir) is None and not overwrite:
+        import shutil  # interrupted before its first checkpoint: nothing to keep, the same command reruns
+
+        print(
+            f"archer train: --out {run_dir}: interrupted before its first checkpoint; starting afresh",
+            file=sys.stderr,
+        )
+        shutil.rmtree(run_dir)
         return
     if not overwrite:
         raise ConfigError(
@@ -197,8 +209,18 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = make_run_dir(cfg, run_dir)
     existed = run_dir.exists()
+    if args.resume and (finished := _finished(cfg, run_dir)):
+        print(finished, file=sys.stderr)
+        return 0
+    if args.resume:
+        (run_dir / INTERRUPTED).unlink(missing_ok=True)
     try:
         summary = train(cfg, run_dir=run_dir, resume=args.resume)
+    except KeyboardInterrupt:
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        print(_interrupted(run_dir), file=sys.stderr)
+        return 130
     except ConfigError as exc:
         _discard(run_dir, existed)
         print(f"archer train: config error: {exc}", file=sys.stderr)
@@ -220,6 +242,52 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps({k: summary[k] for k in ("run_dir", "steps", "seconds")}, indent=2))
     return 0
+
+
+def _last_step(run_dir: Path) -> int:
+    """The last step ``metrics.jsonl`` recorded (0 when none)."""
+    step = 0
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            try:
+                step = max(step, int(json.loads(line).get("step", 0)))
+            except (ValueError, TypeError, AttributeError):
+                continue
+    except OSError:
+        pass
+    return step
+
+
+def _interrupted(run_dir: Path) -> str:
+    """The one line Ctrl-C prints: the step reached, the last checkpoint and how to go on. A run with
+    no checkpoint yet is marked so that the same command starts it afresh."""
+    step, last = _last_step(run_dir), latest_checkpoint(run_dir)
+    resume = f"archer train --resume --out {run_dir}"
+    if last is not None:
+        return f"archer train: interrupted at step {step}; last checkpoint {last}; resume with: {resume}"
+    if run_dir.is_dir():
+        (run_dir / INTERRUPTED).write_text(f"interrupted at step {step}, before the first checkpoint\n")
+    return (
+        f"archer train: interrupted at step {step}, before the first checkpoint; rerun the same command "
+        f"to start afresh, or resume with: {resume}"
+    )
+
+
+def _finished(cfg, run_dir: Path) -> str | None:
+    """A line saying the run in ``run_dir`` already finished (summary.json written at trainer.steps);
+    None when there is something to resume."""
+    try:
+        steps = int(json.loads((run_dir / "summary.json").read_text()).get("steps", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if steps < cfg.trainer.steps:
+        return None
+    ckpts = list_checkpoints(run_dir)
+    where = f"; its last checkpoint is {ckpts[-1][1]}" if ckpts else ""
+    return (
+        f"archer train: --resume: the run in {run_dir} already finished ({steps} of trainer.steps="
+        f"{cfg.trainer.steps}; see its summary.json){where}; nothing to resume"
+    )
 
 
 def _discard(run_dir: Path, existed: bool) -> None:

@@ -151,3 +151,69 @@ def test_a_truncation_rate_above_90_percent_for_3_steps_warns_once():
         "model may never end its turn (check its EOS and rollout.stop against the chat template) or the "
         "budget is too small (raise rollout.max_new_tokens)"
     ]
+
+
+TINY = ["tiny_math", "model.sft_epochs=0", "data.num_train=8", "rollout.batch_size=2", "rollout.n=2"]
+TINY += ["eval.enabled=false", "trainer.steps=3", "rollout.engine=hf", "model.hidden_size=32"]
+
+
+def _interrupt_at(monkeypatch, at: int):
+    """``archer train`` whose run gets Ctrl-C right after step ``at`` is logged."""
+    real = train_cli.train
+
+    def on_step(step, _metrics):
+        if step == at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train", lambda cfg, **kw: real(cfg, on_step=on_step, **kw))
+
+
+def test_ctrl_c_prints_one_line_with_the_step_the_checkpoint_and_the_resume_command(
+    tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    _interrupt_at(monkeypatch, 2)
+    assert train_cli.main([*TINY, "trainer.save_every=1", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"archer train: interrupted at step 2; last checkpoint {out}/checkpoints/step_000001; "
+        f"resume with: archer train --resume --out {out}"
+    )
+    monkeypatch.undo()
+    assert train_cli.main(["--resume", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert train_cli.main(["--resume", "--out", str(out)]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"archer train: --resume: the run in {out} already finished (3 of trainer.steps=3; see its "
+        f"summary.json); its last checkpoint is {out}/checkpoints/step_000003; nothing to resume"
+    )
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_reruns_with_the_same_command(
+    tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    argv = [*TINY, "trainer.save_final=false", "--out", str(out)]
+    _interrupt_at(monkeypatch, 1)
+    assert train_cli.main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "archer train: interrupted at step 1, before the first checkpoint; rerun the same command to start "
+        f"afresh, or resume with: archer train --resume --out {out}"
+    )
+    monkeypatch.undo()
+    assert train_cli.main(argv) == 0
+    assert (
+        f"archer train: --out {out}: interrupted before its first checkpoint; starting afresh"
+        in capsys.readouterr().err
+    )
+    assert not (out / "INTERRUPTED").exists()
+
+
+def test_ctrl_c_in_any_command_is_one_line(monkeypatch, capsys):
+    from archer.cli import data, main
+
+    def interrupted(_argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "main", interrupted)
+    assert main.main(["data", "x"]) == 130
+    assert capsys.readouterr().err == "archer data: interrupted\n"
