@@ -27,6 +27,7 @@ from typing import Any
 
 from archer.config import RolloutConfig, read_yaml_file
 from archer.data.prompts import end_of_turn_stop
+from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
 from archer.eval import store
 from archer.eval.datasets import eval_set_names, load_eval_set
@@ -350,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(watch)
     add_sampling_args(watch)
     add_score_args(watch)
+    for p in (run, gen, score, watch):
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show every message of vLLM, Ray and transformers (by default their known noise is filtered)",
+        )
     return parser
 
 
@@ -364,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # noqa: BLE001 - cosmetic only
         pass
+    quiet_process(getattr(args, "verbose", False))
     if args.cmd == "run":
         _run(args)
     elif args.cmd == "generate":

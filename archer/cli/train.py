@@ -33,6 +33,7 @@ import yaml
 from archer.config import RECIPE_DIR, config_from_dict, explain, load_config, read_yaml_file, recipe_names
 from archer.config.validate import loss_params_in_force
 from archer.data.formats import BUNDLED, BUNDLED_DIR
+from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
 from archer.models.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from archer.rl.loop import make_run_dir, train
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print the resolved config (loss defaults filled in) and exit",
     )
     p.add_argument("--explain", action="store_true", help="with --print-config: each setting's help above it")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every message of vLLM, Ray and transformers (by default their known noise is filtered)",
+    )
     return p
 
 
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:
         pass
+    quiet_process(args.verbose)
 
     run_dir = make_run_dir(cfg, run_dir)
     existed = run_dir.exists()

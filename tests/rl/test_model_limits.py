@@ -217,3 +217,37 @@ def test_ctrl_c_in_any_command_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(data, "main", interrupted)
     assert main.main(["data", "x"]) == 130
     assert capsys.readouterr().err == "archer data: interrupted\n"
+
+
+def test_vllm_noise_is_dropped_and_other_lines_shown_once_unless_verbose(monkeypatch):
+    import io
+    import logging
+
+    from archer.distributed import quiet
+
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    logger, stream = logging.getLogger("vllm"), io.StringIO()
+    handler = logging.StreamHandler(stream)
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(quiet, "_FILTER", quiet._DropNoise())
+    quiet.quiet_vllm()
+    for _ in range(61):
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").warning(
+            "%s: Failed to load weights", "RotaryEmbedding"
+        )
+        logger.warning("max_num_batched_tokens is smaller than max_model_len")
+    logger.error("CUDA out of memory")
+    assert stream.getvalue() == "max_num_batched_tokens is smaller than max_model_len\nCUDA out of memory\n"
+
+
+def test_verbose_flag_keeps_every_message(monkeypatch):
+    from archer.distributed import quiet
+
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    quiet.quiet_process(verbose_flag=True)
+    assert quiet.verbose() and quiet.ray_logging_level() == 20
+    assert train_cli._parser().parse_args(["--verbose"]).verbose
+    from archer.cli.eval import build_parser
+
+    assert build_parser().parse_args(["run", "--model", "m", "--data", "d", "--verbose"]).verbose
