@@ -252,6 +252,10 @@ def save_policy(model: Any, tokenizer: Any, folder: str | Path, *, merged: bool 
     """``save_pretrained`` of the policy (the adapter alone under LoRA) and its tokenizer; with
     ``merged`` a LoRA policy also writes ``merged/``, a plain Hugging Face model with the adapter merged."""
     folder = Path(folder)
+    for lora in getattr(model, "peft_config", {}).values() if is_lora(model) else ():
+        base = getattr(lora, "base_model_name_or_path", None)
+        if base and Path(base).is_dir():  # as typed (model.path=../base) breaks from any other folder
+            lora.base_model_name_or_path = str(Path(base).resolve())
     model.save_pretrained(str(folder))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

@@ -251,3 +251,19 @@ def test_verbose_flag_keeps_every_message(monkeypatch):
     from archer.cli.eval import build_parser
 
     assert build_parser().parse_args(["run", "--model", "m", "--data", "d", "--verbose"]).verbose
+
+
+def test_a_lora_checkpoint_stores_its_base_model_as_an_absolute_path(tmp_path, monkeypatch):
+    import json
+
+    from archer.models.loader import PolicyOptions, load_policy, save_policy
+    from tests.helpers import tiny_model_dir
+
+    tiny_model_dir(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    model, tokenizer = load_policy("base", PolicyOptions(lora_rank=4))  # typed relative, as model.path=base
+    save_policy(model, tokenizer, tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str((tmp_path / "base").resolve())
+    monkeypatch.chdir("/")
+    assert load_policy(tmp_path / "ckpt")[0] is not None  # loads from any folder
