@@ -35,6 +35,7 @@ from archer.eval.engine import DEFAULT_MAX_NEW_TOKENS, fit_max_new_tokens, load_
 from archer.eval.report import Progress, print_summary
 from archer.eval.runner import generate_phase, score_phase, score_records
 from archer.eval.watch import PHASES, Watcher
+from archer.models.checkpoint import latest_checkpoint
 from archer.rewards.code import GRADERS
 from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout.tools import TOOLS, with_tools
@@ -224,9 +225,29 @@ def _data_ref(path: str) -> str:
     return str(path) if not p.is_file() and str(path) in eval_set_names() else str(p.resolve())
 
 
+def resolve_model(model: str) -> str:
+    """``--model``: a training run's folder (its config.yaml, checkpoints/) means its latest complete
+    checkpoint, with a note; anything else is returned as given."""
+    run = Path(model)
+    if not (run / "config.yaml").is_file() or (run / "config.json").is_file():
+        return model
+    last = latest_checkpoint(run)
+    if last is None:
+        raise FileNotFoundError(
+            f"--model {model}: a training run with no complete checkpoint yet "
+            "(checkpoints/step_N/COMPLETE); wait for one, or pass a model folder"
+        )
+    print(
+        f"archer eval: --model {model} is a training run; evaluating its latest checkpoint {last}",
+        file=sys.stderr,
+    )
+    return str(last)
+
+
 def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
 
     problems = load_problems(args)
+    args.model = resolve_model(args.model)
 
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
     template = resolve_template(args)
@@ -313,8 +334,10 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> None:
 
+    given, args.model = args.model, resolve_model(args.model)
     if args.out is None:
-        args.out = str(Path("eval_out") / Path(args.model).name)
+        name = Path(given).name + ("" if given == args.model else f"-{Path(args.model).name}")
+        args.out = str(Path("eval_out") / name)
     ks = args.k or _parse_ks(DEFAULT_KS)
     load_problems(args)  # a bad or empty --data file fails here, before OUT is created
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})

@@ -267,3 +267,25 @@ def test_a_lora_checkpoint_stores_its_base_model_as_an_absolute_path(tmp_path, m
     assert saved["base_model_name_or_path"] == str((tmp_path / "base").resolve())
     monkeypatch.chdir("/")
     assert load_policy(tmp_path / "ckpt")[0] is not None  # loads from any folder
+
+
+def test_eval_of_a_run_folder_uses_its_latest_complete_checkpoint(tmp_path, capsys, monkeypatch):
+    from archer.cli.main import main
+
+    run = tmp_path / "run"
+    assert train_cli.main([*TINY, "trainer.steps=1", "--out", str(run)]) == 0
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", "--model", str(run), "--data", "synthetic_math", "--limit", "1", "--n", "1", "--k", "1"]
+    assert main([*argv, "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert (
+        f"archer eval: --model {run} is a training run; evaluating its latest checkpoint "
+        f"{run}/checkpoints/step_000001\n"
+    ) in capsys.readouterr().err
+    assert (tmp_path / "eval_out" / "run-step_000001" / "summary.json").is_file()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.yaml").write_text("{}\n")
+    assert main(["eval", "--model", str(tmp_path / "empty"), "--data", "synthetic_math"]) == 2
+    assert capsys.readouterr().err == (
+        f"archer eval: error: --model {tmp_path / 'empty'}: a training run with no complete checkpoint yet "
+        "(checkpoints/step_N/COMPLETE); wait for one, or pass a model folder\n"
+    )
