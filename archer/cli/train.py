@@ -93,6 +93,20 @@ def resolve(items: list[str], out: str | None, resume: bool):
     return cfg, (Path(out) if out else None)
 
 
+def _headline(text: str, width: int = 90) -> str:
+    """A recipe header's first sentence, ended by ". " outside parentheses (so "(Chen et al. 2025, ...)"
+    stays whole); one longer than ``width`` is cut at its first ": " outside parentheses (the name)."""
+    depth, sentence, colon = 0, text, -1
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and text.startswith(". ", i):
+            sentence = text[:i]
+            break
+        if depth == 0 and colon < 0 and text.startswith(": ", i):
+            colon = i
+    return sentence[:colon] if len(sentence) > width and colon > 0 else sentence
+
+
 def _recipe_summary(name: str) -> tuple[str, str]:
     """(one-line description, what the recipe needs) from a bundled recipe's header and settings."""
 
@@ -102,9 +116,7 @@ def _recipe_summary(name: str) -> tuple[str, str]:
         if not line.startswith("#"):
             break
         header.append(line.lstrip("# ").strip())
-    text = " ".join(header).replace("`", "")
-    cut = [i for i in (text.find(": "), text.find(". ")) if i > 0]
-    desc = text[: min(cut)] if cut else text
+    desc = _headline(" ".join(header).replace("`", ""))
     data = read_yaml_file(path, "recipe")
     model_path = (data.get("model") or {}).get("path")
     train = (data.get("data") or {}).get("train", "synthetic_math")

@@ -289,3 +289,13 @@ def test_eval_of_a_run_folder_uses_its_latest_complete_checkpoint(tmp_path, caps
         f"archer eval: error: --model {tmp_path / 'empty'}: a training run with no complete checkpoint yet "
         "(checkpoints/step_N/COMPLETE); wait for one, or pass a model folder\n"
     )
+
+
+def test_train_list_keeps_a_description_whole_past_an_abbreviation():
+    from archer.cli.train import _headline, _recipe_summary
+
+    assert (
+        _recipe_summary("r1_code_interpreter")[0]
+        == "R1-Code-Interpreter (Chen et al. 2025, arXiv 2505.21668)"
+    )
+    assert _headline("Short one (e.g. this). Second sentence.") == "Short one (e.g. this)"
