@@ -299,3 +299,14 @@ def test_train_list_keeps_a_description_whole_past_an_abbreviation():
         == "R1-Code-Interpreter (Chen et al. 2025, arXiv 2505.21668)"
     )
     assert _headline("Short one (e.g. this). Second sentence.") == "Short one (e.g. this)"
+
+
+def test_pyproject_pins_the_antlr_runtime_instead_of_math_verifys_warning_extra():
+    import tomllib
+    from pathlib import Path
+
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    assert "antlr4-python3-runtime==4.13.2" in deps  # what the extra pinned
+    assert not [d for d in deps if d.startswith("math-verify[")]  # pip: "does not provide the extra"
