@@ -37,6 +37,7 @@ from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
 from archer.models.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from archer.rl.loop import make_run_dir, train
+from archer.rl.setup import check_response_budget
 from archer.tasks.registry import is_task, task_names
 
 
@@ -158,6 +159,7 @@ def _check_inputs(cfg) -> list[str]:
         from archer.models.loader import _check_model_dir
 
         _check_model_dir(cfg.model.path)
+        check_response_budget(cfg)
     return notes
 
 

@@ -97,6 +97,12 @@ def build_policy(
 def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
 
     m = cfg.model
+    limit = position_limit(model)
+    if limit is not None and m.sft_max_len > limit:
+        raise ConfigError(
+            f"model.sft_max_len={m.sft_max_len}: exceeds the model's limit of {limit} positions (its "
+            f"config.json); set model.sft_max_len to at most {limit}"
+        )
     rows = sft_examples(cfg)
     log(f"SFT warm-up: {len(rows)} examples x {m.sft_epochs} epochs, lr {m.sft_lr}")
     result = train_sft(
@@ -154,6 +160,18 @@ def longest_response_setting(cfg: Config) -> tuple[str, int]:
     if cfg.eval.enabled and cfg.eval.max_new_tokens:
         found.append(("eval.max_new_tokens", cfg.eval.max_new_tokens))
     return max(found, key=lambda kv: kv[1])
+
+
+def check_response_budget(cfg: Config) -> None:
+    """Before the run directory exists: the longest response alone must fit ``model.path``'s positions
+    (read from its config.json; the prompts are checked once encoded, :func:`check_model_limits`)."""
+    limit = position_limit(cfg.model.path) if cfg.model.path is not None else None
+    setting, new = longest_response_setting(cfg)
+    if limit is not None and new >= limit:
+        raise ConfigError(
+            f"{setting}={new}: exceeds the model's limit of {limit} positions (its config.json), before "
+            f"any prompt; set {setting} below {limit} minus the longest prompt"
+        )
 
 
 def check_model_limits(cfg: Config, model: Any, prompt_ids: list[list[int]]) -> None:

@@ -56,12 +56,12 @@ def gpt2_dir(tmp_path_factory):
 
 def test_train_refuses_prompt_plus_response_beyond_the_models_positions(gpt2_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["tiny_math", *RUN, f"model.path={gpt2_dir}", "rollout.max_new_tokens=600", "--out", str(out)]
+    argv = ["tiny_math", *RUN, f"model.path={gpt2_dir}", "rollout.max_new_tokens=100", "--out", str(out)]
     assert train_cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("archer train: config error: rollout.max_new_tokens=600: the longest prompt (")
+    assert err.startswith("archer train: config error: rollout.max_new_tokens=100: the longest prompt (")
     assert err.endswith(
-        "(64 tokens) + 600 new tokens = 664 exceeds the model's limit of 128 positions (its config.json); "
+        "(64 tokens) + 100 new tokens = 164 exceeds the model's limit of 128 positions (its config.json); "
         "set rollout.max_new_tokens to at most 64 or lower data.max_prompt_tokens"
     )
     assert not out.exists()  # nothing left behind: the same --out works next time
@@ -310,3 +310,28 @@ def test_pyproject_pins_the_antlr_runtime_instead_of_math_verifys_warning_extra(
     ]
     assert "antlr4-python3-runtime==4.13.2" in deps  # what the extra pinned
     assert not [d for d in deps if d.startswith("math-verify[")]  # pip: "does not provide the extra"
+
+
+def test_train_refuses_a_response_budget_beyond_the_positions_before_creating_the_run(
+    gpt2_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    argv = ["tiny_math", *RUN, f"model.path={gpt2_dir}", "rollout.max_new_tokens=600", "eval.enabled=true"]
+    assert train_cli.main([*argv, "eval.max_new_tokens=4096", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "archer train: config error: eval.max_new_tokens=4096: exceeds the model's limit of 128 positions "
+        "(its config.json), before any prompt; set eval.max_new_tokens below 128 minus the longest prompt\n"
+    )
+    assert not out.exists()
+    warm = [
+        "model.sft_warmup=true",
+        "model.sft_epochs=1",
+        "model.sft_max_len=512",
+        "rollout.max_new_tokens=16",
+    ]
+    assert train_cli.main(["tiny_math", *RUN[1:], f"model.path={gpt2_dir}", *warm, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "archer train: config error: model.sft_max_len=512: exceeds the model's limit of 128 positions (its "
+        "config.json); set model.sft_max_len to at most 128"
+    )
+    assert not out.exists()
