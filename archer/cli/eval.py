@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import RolloutConfig, read_yaml_file
-from archer.data.prompts import end_of_turn_stop
+from archer.data.prompts import apply_chat_template_option, end_of_turn_stop
 from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
 from archer.eval import store
@@ -420,9 +420,11 @@ def watch_main(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
         raise FileNotFoundError(f"run directory not found: {args.run_dir}")
+    problems = load_problems(args)
+    _fit_watch_budget(args, problems)
     watcher = Watcher(
         args.run_dir,
-        load_problems(args),
+        problems,
         n=args.n,
         ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args),
@@ -438,6 +440,24 @@ def watch_main(args: argparse.Namespace) -> int:
     )
     watcher.run(once=args.once, poll_s=args.poll)
     return 0
+
+
+def _fit_watch_budget(args: argparse.Namespace, problems: list) -> None:
+    """``--max-new-tokens`` against the run's model (its latest checkpoint, else its sft_model): the
+    default is capped with a note, a given value that does not fit is an error; a LoRA checkpoint (no
+    config.json) is not read."""
+    run = Path(args.run_dir)
+    folder = latest_checkpoint(run) or run / "sft_model"
+    if not (folder / "config.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = apply_chat_template_option(AutoTokenizer.from_pretrained(str(folder)), args.chat_template)
+    args.max_new_tokens, note = fit_max_new_tokens(
+        folder, tokenizer, problems, resolve_template(args), args.max_new_tokens
+    )
+    if note:
+        print(f"archer eval: {note}", file=sys.stderr)
 
 
 def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:

@@ -335,3 +335,23 @@ def test_train_refuses_a_response_budget_beyond_the_positions_before_creating_th
         "config.json); set model.sft_max_len to at most 128"
     )
     assert not out.exists()
+
+
+def test_eval_watch_caps_its_default_budget_to_the_runs_model(gpt2_dir, tmp_path, capsys):
+    import shutil
+
+    from archer.cli.eval import _fit_watch_budget, build_parser, load_problems
+    from archer.models.checkpoint import MARKER
+
+    step = tmp_path / "run" / "checkpoints" / "step_000001"
+    shutil.copytree(gpt2_dir, step)
+    (step / MARKER).write_text("complete\n")
+    args = build_parser().parse_args(
+        ["watch", str(tmp_path / "run"), "--data", "synthetic_math", "--limit", "2"]
+    )
+    _fit_watch_budget(args, load_problems(args))
+    assert args.max_new_tokens == 64
+    assert capsys.readouterr().err == (
+        "archer eval: --max-new-tokens capped to 64: the model's limit of 128 positions minus the longest "
+        "prompt (64 tokens)\n"
+    )
