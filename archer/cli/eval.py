@@ -10,6 +10,10 @@ aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sampl
 synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
 run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
 
+--model may be a training run's folder: its latest complete checkpoint is evaluated. --max-new-tokens
+defaults to 4096 capped at the model's positions minus the longest prompt (a given value that does not
+fit is an error). --verbose shows every message of vLLM and transformers.
+
 --rm RM_DIR (run, score) adds best-of-n selection by a reward model (archer rm train) to the
 summary (rm_best_of_n: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
 picks to OUT/rm_best_of_n.jsonl.
@@ -378,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--verbose",
             action="store_true",
-            help="show every message of vLLM, Ray and transformers (by default their known noise is filtered)",
+            help="show every message of vLLM, Ray and transformers (default: known noise filtered)",
         )
     return parser
 

@@ -11,13 +11,19 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
   given, so two runs never mix.
 - --resume: continue the run in --out DIR from its last complete checkpoint, with the config saved in
   that directory (a recipe or overrides given with --resume are refused).
+- Ctrl-C stops the run with one line: the step reached, the last checkpoint and the --resume command;
+  a run stopped before its first checkpoint is started afresh by the same command. --resume on a
+  finished run says so.
+- --verbose shows every message of vLLM, Ray and transformers (their known noise is filtered).
 - resources.train_procs=N trains data-parallel in N local processes (archer.distributed.launch);
   under torchrun (WORLD_SIZE set) the processes are torchrun's, and only rank 0 prints the report.
 
 The whole config is validated, and the data files and model folder are checked, before the run
-directory is created; a bad field is reported with its dotted name and exit code 2. data.train /
-data.eval may name a bundled benchmark sample (math500, aime24, amc23, humaneval, ...); a recipe's
-data/<name>.jsonl that does not exist falls back to the bundled sample of that name, with a note.
+directory is created; a bad field is reported with its dotted name and exit code 2. The longest
+prompt plus the longest response must fit the model's positions (GPT-2: 1024); a chat template whose
+end of turn the tokenizer cannot emit as one token (ChatML on GPT-2) becomes a rollout.stop string.
+data.train / data.eval may name a bundled benchmark sample (math500, aime24, amc23, humaneval, ...);
+a recipe's data/<name>.jsonl that does not exist falls back to the bundled sample of that name, with a note.
 """
 
 from __future__ import annotations

@@ -107,9 +107,11 @@ def _from_pretrained(path: Path) -> tuple[Any, Any]:
 
 
 def position_limit(config: Any) -> int | None:
-    """The most tokens (prompt + response) ``config``'s model can attend to: ``max_position_embeddings``
-    (``n_positions`` for GPT-2, whose absolute positions end in an ``IndexError`` beyond it); None when
-    the config names none. A model object, a config, or a model folder (its config.json) is accepted."""
+    """The most tokens (prompt + response) a model with learned absolute positions can take:
+    ``max_position_embeddings`` (``n_positions`` for GPT-2), where position ids beyond it end in an
+    ``IndexError``. None for rotary or ALiBi models (Qwen, Llama, GPT-NeoX, GPT-J, Falcon, ...: longer
+    sequences run, only quality degrades) and when the config names no limit. Takes a model, a config or
+    a model folder (its config.json)."""
     if isinstance(config, (str, Path)):
         import json
 
@@ -118,9 +120,12 @@ def position_limit(config: Any) -> int | None:
         except (OSError, ValueError):
             return None
     config = getattr(config, "config", config)
-    get = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    if not isinstance(config, dict):
+        config = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    if any(word in key for key in config for word in ("rope", "rotary", "alibi")):
+        return None
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = get(key)
+        value = config.get(key)
         if isinstance(value, int) and value > 0:
             return value
     return None
