@@ -243,8 +243,9 @@ def test_vllm_noise_is_dropped_and_other_lines_shown_once_unless_verbose(monkeyp
 def test_verbose_flag_keeps_every_message(monkeypatch):
     from archer.distributed import quiet
 
-    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
-    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "0")  # recorded, so the "1" set below is undone after the test
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "WARNING")
+    assert not quiet.verbose()
     quiet.quiet_process(verbose_flag=True)
     assert quiet.verbose() and quiet.ray_logging_level() == 20
     assert train_cli._parser().parse_args(["--verbose"]).verbose
