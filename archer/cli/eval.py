@@ -10,6 +10,10 @@ aime24, amc23, humaneval, mbpp_sample, livecodebench_sample, code_contests_sampl
 synthetic_code (the CPU demos' held-out problems). A progress line with the ETA (and, for the combined
 run, the running accuracy) goes to stderr. Accuracies are fractions in [0, 1], as in summary.json.
 
+--model may be a training run's folder: its latest complete checkpoint is evaluated. --max-new-tokens
+defaults to 4096 capped at the model's positions minus the longest prompt (a given value that does not
+fit is an error). --verbose shows every message of vLLM and transformers.
+
 --rm RM_DIR (run, score) adds best-of-n selection by a reward model (archer rm train) to the
 summary (rm_best_of_n: accuracy of the top-scored response, beside avg@1 and pass@n) and writes the
 picks to OUT/rm_best_of_n.jsonl.
@@ -26,13 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import RolloutConfig, read_yaml_file
+from archer.data.prompts import apply_chat_template_option, end_of_turn_stop
+from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
 from archer.eval import store
 from archer.eval.datasets import eval_set_names, load_eval_set
-from archer.eval.engine import load_engine
+from archer.eval.engine import DEFAULT_MAX_NEW_TOKENS, fit_max_new_tokens, load_engine
 from archer.eval.report import Progress, print_summary
 from archer.eval.runner import generate_phase, score_phase, score_records
 from archer.eval.watch import PHASES, Watcher
+from archer.models.checkpoint import latest_checkpoint
 from archer.rewards.code import GRADERS
 from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout.tools import TOOLS, with_tools
@@ -78,7 +85,12 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=4096)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="response budget (default 4096, capped at the model's positions minus the longest prompt)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--template",
@@ -205,8 +217,9 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         "seed": args.seed,
+        "stop": (args.stop,) if getattr(args, "stop", None) else (),
     }
 
 
@@ -227,11 +240,40 @@ def _data_ref(path: str) -> str:
     return str(path) if not p.is_file() and str(path) in eval_set_names() else str(p.resolve())
 
 
+def resolve_model(model: str) -> str:
+    """``--model``: a training run's folder (its config.yaml, checkpoints/) means its latest complete
+    checkpoint, with a note; anything else is returned as given."""
+    run = Path(model)
+    if not (run / "config.yaml").is_file() or (run / "config.json").is_file():
+        return model
+    last = latest_checkpoint(run)
+    if last is None:
+        raise FileNotFoundError(
+            f"--model {model}: a training run with no complete checkpoint yet "
+            "(checkpoints/step_N/COMPLETE); wait for one, or pass a model folder"
+        )
+    print(
+        f"archer eval: --model {model} is a training run; evaluating its latest checkpoint {last}",
+        file=sys.stderr,
+    )
+    return str(last)
+
+
 def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
 
     problems = load_problems(args)
+    args.model = resolve_model(args.model)
 
     engine, tokenizer = load_engine(args.model, args.device, args.dtype, getattr(args, "chat_template", None))
+    template = resolve_template(args)
+    args.max_new_tokens, note = fit_max_new_tokens(
+        engine.model, tokenizer, problems, template, args.max_new_tokens
+    )
+    if note:
+        print(f"archer eval: {note}", file=sys.stderr)
+    args.stop, note = end_of_turn_stop(tokenizer)
+    if note:
+        print(f"archer eval: note: {note}", file=sys.stderr)
     engine = with_tool_args(engine, args)
     out = Path(args.out)
     done = {g.get("id") for g in store.read_jsonl(out / store.GENERATIONS)} & {p.id for p in problems}
@@ -258,7 +300,7 @@ def _generate(args: argparse.Namespace, score_live: bool = False) -> None:
         args.out,
         n=args.n,
         sampling=_sampling(args),
-        template=resolve_template(args),
+        template=template,
         batch_size=args.batch_size,
         on_batch=on_batch,
         config={
@@ -310,8 +352,10 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> None:
 
+    given, args.model = args.model, resolve_model(args.model)
     if args.out is None:
-        args.out = str(Path("eval_out") / Path(args.model).name)
+        name = Path(given).name + ("" if given == args.model else f"-{Path(args.model).name}")
+        args.out = str(Path("eval_out") / name)
     ks = args.k or _parse_ks(DEFAULT_KS)
     load_problems(args)  # a bad or empty --data file fails here, before OUT is created
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})
@@ -348,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(watch)
     add_sampling_args(watch)
     add_score_args(watch)
+    for p in (run, gen, score, watch):
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show every message of vLLM, Ray and transformers (default: known noise filtered)",
+        )
     return parser
 
 
@@ -362,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # noqa: BLE001 - cosmetic only
         pass
+    quiet_process(getattr(args, "verbose", False))
     if args.cmd == "run":
         _run(args)
     elif args.cmd == "generate":
@@ -387,9 +438,11 @@ def watch_main(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():  # before loading data: fail at once, not after a minute
         raise FileNotFoundError(f"run directory not found: {args.run_dir}")
+    problems = load_problems(args)
+    _fit_watch_budget(args, problems)
     watcher = Watcher(
         args.run_dir,
-        load_problems(args),
+        problems,
         n=args.n,
         ks=args.k or _parse_ks(DEFAULT_KS),
         sampling=_sampling(args),
@@ -405,6 +458,24 @@ def watch_main(args: argparse.Namespace) -> int:
     )
     watcher.run(once=args.once, poll_s=args.poll)
     return 0
+
+
+def _fit_watch_budget(args: argparse.Namespace, problems: list) -> None:
+    """``--max-new-tokens`` against the run's model (its latest checkpoint, else its sft_model): the
+    default is capped with a note, a given value that does not fit is an error; a LoRA checkpoint (no
+    config.json) is not read."""
+    run = Path(args.run_dir)
+    folder = latest_checkpoint(run) or run / "sft_model"
+    if not (folder / "config.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = apply_chat_template_option(AutoTokenizer.from_pretrained(str(folder)), args.chat_template)
+    args.max_new_tokens, note = fit_max_new_tokens(
+        folder, tokenizer, problems, resolve_template(args), args.max_new_tokens
+    )
+    if note:
+        print(f"archer eval: {note}", file=sys.stderr)
 
 
 def _with_tools(loaded: tuple[Any, Any], args: Any) -> tuple[Any, Any]:

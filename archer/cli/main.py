@@ -72,6 +72,11 @@ def _main(argv: list[str]) -> int:
         return result
     except BrokenPipeError:
         raise
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through torch or vLLM
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        print(f"archer {name}: interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
         # a user's mistake (a missing file, a malformed row, a bad value) gets one clear line, not a
         # traceback; ARCHER_DEBUG=1 re-raises for the full stack

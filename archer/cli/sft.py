@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=8, help="rows per step (packed rows hold several examples)"
     )
-    p.add_argument("--max-len", type=int, default=512)
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="tokens per (packed) training sequence (default 512, capped at the model's positions)",
+    )
     p.add_argument("--no-packing", action="store_true")
     p.add_argument("--warmup", type=float, default=0.05, help="warmup steps, or a fraction of steps if < 1")
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -142,6 +147,9 @@ def main(argv: list[str]) -> int:
             )
             return 2
 
+    max_len = _max_len(args.max_len, model)
+    if max_len is None:
+        return 2
     model.to(resolve_device("auto"))
     torch.manual_seed(args.seed)
 
@@ -156,7 +164,7 @@ def main(argv: list[str]) -> int:
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
-        max_len=args.max_len,
+        max_len=max_len,
         packing=not args.no_packing,
         warmup=int(args.warmup) if args.warmup >= 1 else args.warmup,
         weight_decay=args.weight_decay,
@@ -177,6 +185,25 @@ def main(argv: list[str]) -> int:
         f"saved {out} (steps {int(metrics['steps'])}, loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f})"
     )
     return 0
+
+
+def _max_len(asked: int | None, model: Any) -> int | None:
+    """``--max-len`` checked against the model's positions: the default is capped with a note, a
+    given value beyond them is an error (None: refused, printed)."""
+    from archer.models.loader import position_limit
+
+    limit = position_limit(model)
+    if limit is None or (asked or 512) <= limit:
+        return asked or 512
+    if asked is None:
+        print(f"archer sft: --max-len 512 capped to {limit}, the model's positions", file=sys.stderr)
+        return limit
+    print(
+        f"archer sft: --max-len {asked} exceeds the model's limit of {limit} positions (its config.json); "
+        f"pass --max-len {limit} or less",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _chatml(messages: list[dict[str, str]]) -> str:

@@ -11,13 +11,19 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
   given, so two runs never mix.
 - --resume: continue the run in --out DIR from its last complete checkpoint, with the config saved in
   that directory (a recipe or overrides given with --resume are refused).
+- Ctrl-C stops the run with one line: the step reached, the last checkpoint and the --resume command;
+  a run stopped before its first checkpoint is started afresh by the same command. --resume on a
+  finished run says so.
+- --verbose shows every message of vLLM, Ray and transformers (their known noise is filtered).
 - resources.train_procs=N trains data-parallel in N local processes (archer.distributed.launch);
   under torchrun (WORLD_SIZE set) the processes are torchrun's, and only rank 0 prints the report.
 
 The whole config is validated, and the data files and model folder are checked, before the run
-directory is created; a bad field is reported with its dotted name and exit code 2. data.train /
-data.eval may name a bundled benchmark sample (math500, aime24, amc23, humaneval, ...); a recipe's
-data/<name>.jsonl that does not exist falls back to the bundled sample of that name, with a note.
+directory is created; a bad field is reported with its dotted name and exit code 2. The longest
+prompt plus the longest response must fit the model's positions (GPT-2: 1024); a chat template whose
+end of turn the tokenizer cannot emit as one token (ChatML on GPT-2) becomes a rollout.stop string.
+data.train / data.eval may name a bundled benchmark sample (math500, aime24, amc23, humaneval, ...);
+a recipe's data/<name>.jsonl that does not exist falls back to the bundled sample of that name, with a note.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import yaml
 from archer.config import RECIPE_DIR, config_from_dict, explain, load_config, read_yaml_file, recipe_names
 from archer.config.validate import loss_params_in_force
 from archer.data.formats import BUNDLED, BUNDLED_DIR
+from archer.distributed.quiet import quiet_process
 from archer.errors import ConfigError
-from archer.models.checkpoint import CheckpointError
+from archer.models.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from archer.rl.loop import make_run_dir, train
+from archer.rl.setup import check_response_budget
 from archer.tasks.registry import is_task, task_names
 
 
@@ -61,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print the resolved config (loss defaults filled in) and exit",
     )
     p.add_argument("--explain", action="store_true", help="with --print-config: each setting's help above it")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every message of vLLM, Ray and transformers (by default their known noise is filtered)",
+    )
     return p
 
 
@@ -87,6 +100,20 @@ def resolve(items: list[str], out: str | None, resume: bool):
     return cfg, (Path(out) if out else None)
 
 
+def _headline(text: str, width: int = 90) -> str:
+    """A recipe header's first sentence, ended by ". " outside parentheses (so "(Chen et al. 2025, ...)"
+    stays whole); one longer than ``width`` is cut at its first ": " outside parentheses (the name)."""
+    depth, sentence, colon = 0, text, -1
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and text.startswith(". ", i):
+            sentence = text[:i]
+            break
+        if depth == 0 and colon < 0 and text.startswith(": ", i):
+            colon = i
+    return sentence[:colon] if len(sentence) > width and colon > 0 else sentence
+
+
 def _recipe_summary(name: str) -> tuple[str, str]:
     """(one-line description, what the recipe needs) from a bundled recipe's header and settings."""
 
@@ -96,9 +123,7 @@ def _recipe_summary(name: str) -> tuple[str, str]:
         if not line.startswith("#"):
             break
         header.append(line.lstrip("# ").strip())
-    text = " ".join(header).replace("`", "")
-    cut = [i for i in (text.find(": "), text.find(". ")) if i > 0]
-    desc = text[: min(cut)] if cut else text
+    desc = _headline(" ".join(header).replace("`", ""))
     data = read_yaml_file(path, "recipe")
     model_path = (data.get("model") or {}).get("path")
     train = (data.get("data") or {}).get("train", "synthetic_math")
@@ -140,7 +165,11 @@ def _check_inputs(cfg) -> list[str]:
         from archer.models.loader import _check_model_dir
 
         _check_model_dir(cfg.model.path)
+        check_response_budget(cfg)
     return notes
+
+
+INTERRUPTED = "INTERRUPTED"  # a run stopped by Ctrl-C before its first checkpoint: the same --out reruns
 
 
 def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> None:
@@ -151,6 +180,15 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> Non
     if not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a directory")
     if not any(run_dir.iterdir()):
+        return
+    if (run_dir / INTERRUPTED).is_file() and latest_checkpoint(run_dir) is None and not overwrite:
+        import shutil  # interrupted before its first checkpoint: nothing to keep, the same command reruns
+
+        print(
+            f"archer train: --out {run_dir}: interrupted before its first checkpoint; starting afresh",
+            file=sys.stderr,
+        )
+        shutil.rmtree(run_dir)
         return
     if not overwrite:
         raise ConfigError(
@@ -194,11 +232,22 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:
         pass
+    quiet_process(args.verbose)
 
     run_dir = make_run_dir(cfg, run_dir)
     existed = run_dir.exists()
+    if args.resume and (finished := _finished(cfg, run_dir)):
+        print(finished, file=sys.stderr)
+        return 0
+    if args.resume:
+        (run_dir / INTERRUPTED).unlink(missing_ok=True)
     try:
         summary = train(cfg, run_dir=run_dir, resume=args.resume)
+    except KeyboardInterrupt:
+        if os.environ.get("ARCHER_DEBUG"):
+            raise
+        print(_interrupted(run_dir), file=sys.stderr)
+        return 130
     except ConfigError as exc:
         _discard(run_dir, existed)
         print(f"archer train: config error: {exc}", file=sys.stderr)
@@ -220,6 +269,52 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps({k: summary[k] for k in ("run_dir", "steps", "seconds")}, indent=2))
     return 0
+
+
+def _last_step(run_dir: Path) -> int:
+    """The last step ``metrics.jsonl`` recorded (0 when none)."""
+    step = 0
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            try:
+                step = max(step, int(json.loads(line).get("step", 0)))
+            except (ValueError, TypeError, AttributeError):
+                continue
+    except OSError:
+        pass
+    return step
+
+
+def _interrupted(run_dir: Path) -> str:
+    """The one line Ctrl-C prints: the step reached, the last checkpoint and how to go on. A run with
+    no checkpoint yet is marked so that the same command starts it afresh."""
+    step, last = _last_step(run_dir), latest_checkpoint(run_dir)
+    resume = f"archer train --resume --out {run_dir}"
+    if last is not None:
+        return f"archer train: interrupted at step {step}; last checkpoint {last}; resume with: {resume}"
+    if run_dir.is_dir():
+        (run_dir / INTERRUPTED).write_text(f"interrupted at step {step}, before the first checkpoint\n")
+    return (
+        f"archer train: interrupted at step {step}, before the first checkpoint; rerun the same command "
+        f"to start afresh, or resume with: {resume}"
+    )
+
+
+def _finished(cfg, run_dir: Path) -> str | None:
+    """A line saying the run in ``run_dir`` already finished (summary.json written at trainer.steps);
+    None when there is something to resume."""
+    try:
+        steps = int(json.loads((run_dir / "summary.json").read_text()).get("steps", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if steps < cfg.trainer.steps:
+        return None
+    ckpts = list_checkpoints(run_dir)
+    where = f"; its last checkpoint is {ckpts[-1][1]}" if ckpts else ""
+    return (
+        f"archer train: --resume: the run in {run_dir} already finished ({steps} of trainer.steps="
+        f"{cfg.trainer.steps}; see its summary.json){where}; nothing to resume"
+    )
 
 
 def _discard(run_dir: Path, existed: bool) -> None:

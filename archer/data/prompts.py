@@ -154,6 +154,42 @@ def no_chat_template_hint(tokenizer: Any) -> str | None:
     )
 
 
+def chat_end_of_turn(tokenizer: Any) -> str | None:
+    """The text the chat template writes right after an assistant turn (``<|im_end|>`` for ChatML),
+    read by rendering one; None without a template or when the turn ends with nothing."""
+    if not _has_chat_template(tokenizer):
+        return None
+    marker = "ARCHER_END_OF_TURN_PROBE"
+    messages = [{"role": "user", "content": "1"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that refuses this conversation: nothing to check
+        return None
+    tail = text.split(marker, 1)[1].split() if marker in text else []
+    return tail[0] if tail else None
+
+
+def end_of_turn_stop(tokenizer: Any) -> tuple[str | None, str | None]:
+    """(stop string, note) when the chat template ends a turn with text the tokenizer does not know as
+    one token (GPT-2 and ``examples/chatml.jinja``: ``<|im_end|>`` is six ordinary tokens), so the
+    sampler's EOS never comes and every response runs to the length limit; (None, None) otherwise."""
+    end = chat_end_of_turn(tokenizer)
+    if end is None or end == getattr(tokenizer, "eos_token", None):
+        return None, None
+    known = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    try:
+        known |= set(tokenizer.get_added_vocab())
+    except Exception:  # noqa: BLE001 - a tokenizer without added tokens
+        pass
+    if end in known:
+        return None, None
+    eos = getattr(tokenizer, "eos_token", None)
+    return end, (
+        f"the chat template ends a turn with {end!r}, which is not a special token of this tokenizer "
+        f"(its EOS is {eos!r}), so generation would never stop there: responses now stop at {end!r}"
+    )
+
+
 def user_message(problem: Problem, template: str = "auto") -> str:
     """The user-turn text for a plain-text problem under ``template`` (no chat template applied)."""
     name = problem.kind if template == "auto" else template

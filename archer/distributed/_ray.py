@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from archer.distributed.quiet import ray_logging_level
+
 INSTALL_HINT = "Ray is not installed; install the extra with `pip install 'archer[ray]'` (ray[default]>=2.40)"
 
 
@@ -30,6 +32,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> Any:
     if not ray.is_initialized():
         init_kwargs.setdefault("include_dashboard", False)
         init_kwargs.setdefault("log_to_driver", False)
+        init_kwargs.setdefault("logging_level", ray_logging_level())  # no start-up banner unless --verbose
         ray.init(address=address, **init_kwargs)
     return ray
 

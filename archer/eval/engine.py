@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from archer.data.prompts import apply_chat_template_option
+from archer.data.prompts import apply_chat_template_option, build_prompt
 from archer.errors import ConfigError
 from archer.models.checkpoint import is_sharded_checkpoint
-from archer.models.loader import PolicyOptions, load_policy, resolve_device
+from archer.models.loader import PolicyOptions, load_policy, position_limit, resolve_device
 from archer.rollout.hf import HFEngine
 
 
@@ -42,3 +44,36 @@ def load_engine(
         raise ValueError(f"--dtype {dtype!r}: not a torch dtype (auto, float32, bfloat16, float16)")
     model = model.to(device=target, dtype=torch_dtype)
     return HFEngine(model, tokenizer, device=target), tokenizer
+
+
+DEFAULT_MAX_NEW_TOKENS = 4096
+
+
+def fit_max_new_tokens(
+    model: Any, tokenizer: Any, problems: list[Any], template: str, asked: int | None
+) -> tuple[int, str | None]:
+    """(max new tokens, a note or None) that fit the model's positions after the longest prompt: the
+    default (``asked`` None, 4096) is capped with a note; a given ``--max-new-tokens`` that does not fit
+    is a ValueError naming it and the limit (a GPT-2 would end in an ``IndexError`` mid-run)."""
+    wanted = asked or DEFAULT_MAX_NEW_TOKENS
+    limit = position_limit(model)
+    if limit is None or not problems:
+        return wanted, None
+    longest = max(len(tokenizer(build_prompt(p, tokenizer, template))["input_ids"]) for p in problems)
+    if longest + wanted <= limit:
+        return wanted, None
+    room = limit - longest
+    if asked is None and room > 0:
+        return room, (
+            f"--max-new-tokens capped to {room}: the model's limit of {limit} positions minus the longest "
+            f"prompt ({longest} tokens)"
+        )
+    fix = (
+        f"pass --max-new-tokens {room} or less"
+        if room > 0
+        else "the prompts alone do not fit; use --limit or shorter prompts"
+    )
+    raise ValueError(
+        f"--max-new-tokens {wanted}: the longest prompt ({longest} tokens) + {wanted} new tokens = "
+        f"{longest + wanted} exceeds the model's limit of {limit} positions (its config.json); {fix}"
+    )

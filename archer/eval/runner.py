@@ -297,13 +297,15 @@ def evaluate(
     out_dir: str | Path | None = None,
     reward_opts: dict[str, Any] | None = None,
     score_fn: Callable[[list[str], list[Problem]], list[Any]] | None = None,
+    stop: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Generate ``n`` samples per problem with ``engine`` and score them (``score_fn``: see
     :func:`score_records`; in memory only).
 
     Returns ``{"avg@k": .., "pass@k": .. for every k in ks with k <= n, "num_problems", ...,
     "records": [per-problem rows with "responses" and "samples"]}``. With ``out_dir`` the files of
-    :func:`generate_phase` / :func:`score_phase` are written (and resumed) there.
+    :func:`generate_phase` / :func:`score_phase` are written (and resumed) there. ``stop``: strings
+    that end a response (the run's ``rollout.stop``, e.g. a chat template's end of turn).
     """
     sampling = {
         "temperature": temperature,
@@ -311,6 +313,7 @@ def evaluate(
         "top_k": top_k,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
+        "stop": tuple(stop),
     }
     if out_dir is not None:
         generate_phase(

@@ -106,6 +106,31 @@ def _from_pretrained(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def position_limit(config: Any) -> int | None:
+    """The most tokens (prompt + response) a model with learned absolute positions can take:
+    ``max_position_embeddings`` (``n_positions`` for GPT-2), where position ids beyond it end in an
+    ``IndexError``. None for rotary or ALiBi models (Qwen, Llama, GPT-NeoX, GPT-J, Falcon, ...: longer
+    sequences run, only quality degrades) and when the config names no limit. Takes a model, a config or
+    a model folder (its config.json)."""
+    if isinstance(config, (str, Path)):
+        import json
+
+        try:
+            config = json.loads((Path(config) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+    config = getattr(config, "config", config)
+    if not isinstance(config, dict):
+        config = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    if any(word in key for key in config for word in ("rope", "rotary", "alibi")):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
@@ -232,6 +257,10 @@ def save_policy(model: Any, tokenizer: Any, folder: str | Path, *, merged: bool 
     """``save_pretrained`` of the policy (the adapter alone under LoRA) and its tokenizer; with
     ``merged`` a LoRA policy also writes ``merged/``, a plain Hugging Face model with the adapter merged."""
     folder = Path(folder)
+    for lora in getattr(model, "peft_config", {}).values() if is_lora(model) else ():
+        base = getattr(lora, "base_model_name_or_path", None)
+        if base and Path(base).is_dir():  # as typed (model.path=../base) breaks from any other folder
+            lora.base_model_name_or_path = str(Path(base).resolve())
     model.save_pretrained(str(folder))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

@@ -55,6 +55,7 @@ def evaluate_policy(
             template=cfg.data.prompt_template,
             batch_size=max(len(problems), 1),
             score_fn=lambda responses, probs: safe_score(scorer, responses, probs),
+            stop=tuple(cfg.rollout.stop),
         )
     # per-problem accuracy, in the problems' order: the paired error of a before/after improvement
     out["per_problem_avg"] = [r["num_correct"] / r["n"] for r in out.pop("records", [])]

@@ -223,9 +223,11 @@ def _metrics_logger(run: RLRun) -> MetricsLogger:
 def _run_steps(run: RLRun, logger: Any, on_step: StepCallback | None) -> list[dict[str, Any]]:
     """Steps until ``trainer.steps``: train, evaluate every ``eval.every``, log, save every ``save_every``."""
     cfg, history = run.cfg, []
+    truncated = _TruncationWatch(run.log)
     while run.step < cfg.trainer.steps:
         metrics = run_step(run)
         run.step += 1
+        truncated.see(metrics)
         last_step = run.step >= cfg.trainer.steps
         if cfg.eval.every and run.step % cfg.eval.every == 0 and not last_step and run.eval_problems:
             metrics.update(_headline(_evaluate_at(run, run.step)))
@@ -238,6 +240,26 @@ def _run_steps(run: RLRun, logger: Any, on_step: StepCallback | None) -> list[di
         if cfg.trainer.save_every and run.step % cfg.trainer.save_every == 0 and not last_step:
             run.save()
     return history
+
+
+class _TruncationWatch:
+    """Warns once when more than 90% of responses hit the length limit for 3 steps in a row: the model
+    never ends its turn (an end-of-turn it cannot emit) or the budget is too small; nothing else says so."""
+
+    def __init__(self, log: Callable[[str], None], steps: int = 3, rate: float = 0.9) -> None:
+        self.log, self.steps, self.rate, self.run, self.warned = log, steps, rate, 0, False
+
+    def see(self, metrics: dict[str, Any]) -> None:
+        value = metrics.get("response/truncation_rate")
+        self.run = self.run + 1 if value is not None and value > self.rate else 0
+        if self.run >= self.steps and not self.warned:
+            self.warned = True
+            self.log(
+                f"warning: over {self.rate:.0%} of responses were cut at rollout.max_new_tokens "
+                f"({metrics.get('rollout/max_new_tokens')}) for {self.steps} steps in a row: the model may "
+                "never end its turn (check its EOS and rollout.stop against the chat template) or the "
+                "budget is too small (raise rollout.max_new_tokens)"
+            )
 
 
 def _headline(ev: dict[str, Any]) -> dict[str, Any]:

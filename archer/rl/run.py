@@ -25,7 +25,7 @@ from archer.rewards.types import Scorer, safe_score
 from archer.rl.batch import PromptSampler
 from archer.rl.potential import compute_potentials
 from archer.rl.settings import lr_lambda, max_new_tokens_at, sampling_params
-from archer.rl.setup import encode_prompts
+from archer.rl.setup import check_model_limits, encode_prompts, end_of_turn_notes
 from archer.rl.update import TokenScorer
 from archer.rollout.base import shares_policy
 
@@ -61,9 +61,11 @@ class RLRun:
         self.model, self.tokenizer = model, tokenizer
         self.train_problems, self.eval_problems = train_problems, eval_problems
         d = cfg.data
+        end_of_turn_notes(cfg, tokenizer, log)
         self.train_ids = encode_prompts(train_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
         # evaluation prompts are encoded by the eval runner; encoding them here checks their length up front
-        encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
+        eval_ids = encode_prompts(eval_problems, tokenizer, d.max_prompt_tokens, d.prompt_template)
+        check_model_limits(cfg, model, self.train_ids + (eval_ids if cfg.eval.enabled else []))
         # verifiers (local or Ray) + reward.function, weighted, + reward.model on this rank's device
         self.scorer = scorer or build_run_scorer(cfg, self.world.device)
         mp_dtype = getattr(torch, cfg.model.dtype)

@@ -23,11 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from archer.config import Config
-from archer.data.prompts import apply_chat_template_option, build_prompt
+from archer.data.prompts import (
+    apply_chat_template_option,
+    build_prompt,
+    end_of_turn_stop,
+    no_chat_template_hint,
+)
 from archer.data.schema import Problem
 from archer.errors import ConfigError
 from archer.models import checkpoint as ckpt
-from archer.models.loader import PolicyOptions, is_lora, load_policy, prepare_policy, unwrap
+from archer.models.loader import PolicyOptions, is_lora, load_policy, position_limit, prepare_policy, unwrap
 from archer.rl.settings import needs_reference
 from archer.sft.train import train_sft
 from archer.tasks.problems import observation_pattern, sft_examples, tokenizer_texts
@@ -92,6 +97,12 @@ def build_policy(
 def sft_warmup(cfg: Config, model: Any, tokenizer: Any, log: Callable[[str], None]) -> dict[str, Any]:
 
     m = cfg.model
+    limit = position_limit(model)
+    if limit is not None and m.sft_max_len > limit:
+        raise ConfigError(
+            f"model.sft_max_len={m.sft_max_len}: exceeds the model's limit of {limit} positions (its "
+            f"config.json); set model.sft_max_len to at most {limit}"
+        )
     rows = sft_examples(cfg)
     log(f"SFT warm-up: {len(rows)} examples x {m.sft_epochs} epochs, lr {m.sft_lr}")
     result = train_sft(
@@ -126,6 +137,61 @@ def encode_prompts(
             )
         out.append(list(ids))
     return out
+
+
+def end_of_turn_notes(cfg: Config, tokenizer: Any, log: Callable[[str], None]) -> None:
+    """A chat template whose end of turn the tokenizer cannot emit as one token becomes a stop string of
+    ``rollout.stop`` (else every response would be truncated), with a note; a given model whose
+    tokenizer has no chat template gets the hint to set one."""
+    stop, note = end_of_turn_stop(tokenizer)
+    if stop is not None and stop not in cfg.rollout.stop:
+        cfg.rollout.stop = [*cfg.rollout.stop, stop]
+        log(f"note: {note} (rollout.stop)")
+    hint = no_chat_template_hint(tokenizer) if cfg.model.path is not None else None
+    if hint:
+        log(f"note: {hint}")
+
+
+def longest_response_setting(cfg: Config) -> tuple[str, int]:
+    """(setting, value) of the most new tokens the run ever asks for: ``rollout.max_new_tokens``, a
+    ``rollout.length_stages`` stage or ``eval.max_new_tokens``, whichever is largest."""
+    found = [("rollout.max_new_tokens", cfg.rollout.max_new_tokens)]
+    found += [("rollout.length_stages", int(s[1])) for s in cfg.rollout.length_stages or []]
+    if cfg.eval.enabled and cfg.eval.max_new_tokens:
+        found.append(("eval.max_new_tokens", cfg.eval.max_new_tokens))
+    return max(found, key=lambda kv: kv[1])
+
+
+def check_response_budget(cfg: Config) -> None:
+    """Before the run directory exists: the longest response alone must fit ``model.path``'s positions
+    (read from its config.json; the prompts are checked once encoded, :func:`check_model_limits`)."""
+    limit = position_limit(cfg.model.path) if cfg.model.path is not None else None
+    setting, new = longest_response_setting(cfg)
+    if limit is not None and new >= limit:
+        raise ConfigError(
+            f"{setting}={new}: exceeds the model's limit of {limit} positions (its config.json), before "
+            f"any prompt; set {setting} below {limit} minus the longest prompt"
+        )
+
+
+def check_model_limits(cfg: Config, model: Any, prompt_ids: list[list[int]]) -> None:
+    """Refuse, before any compute, a run whose longest prompt plus its longest response exceeds the
+    model's positions (a GPT-2 would end in an ``IndexError`` mid-run)."""
+    limit = position_limit(model)
+    if limit is None or not prompt_ids:
+        return
+    setting, new = longest_response_setting(cfg)
+    longest = max(len(ids) for ids in prompt_ids)
+    if longest + new > limit:
+        fix = (
+            f"set {setting} to at most {limit - longest} or lower data.max_prompt_tokens"
+            if limit > longest
+            else f"the prompts alone do not fit: set data.max_prompt_tokens below {limit} and filter the data"
+        )
+        raise ConfigError(
+            f"{setting}={new}: the longest prompt ({longest} tokens) + {new} new tokens = {longest + new} "
+            f"exceeds the model's limit of {limit} positions (its config.json); {fix}"
+        )
 
 
 def initial_policy_dir(cfg: Config, run_dir: Path) -> Path:

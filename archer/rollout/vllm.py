@@ -63,6 +63,7 @@ from typing import Any
 
 import torch
 
+from archer.distributed.quiet import quiet_vllm, verbose
 from archer.rollout.base import Rollout, SamplingParams, encode_prompts, resolve_seed
 from archer.rollout.hf import _cut_at_stop
 
@@ -215,7 +216,7 @@ class VLLMEngine:
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # tensors in, no engine process
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose() else "WARNING")
         from transformers import PretrainedConfig
 
         self.tokenizer = tokenizer
@@ -262,6 +263,7 @@ class VLLMEngine:
         kwargs.update(engine_kwargs or {})
         from vllm import LLM
 
+        quiet_vllm()  # its handlers exist now: drop the start-up and per-push noise (archer.distributed.quiet)
         start = time.perf_counter()
         with preserved_process_state(), _on_device(self.device):
             self.llm = LLM(**kwargs)
