@@ -1,0 +1,137 @@
+"""The README's headline runs over several seeds: the spread a reader should expect on their machine.
+
+    python benchmarks/readme_numbers.py                       # tiny_math seeds 0-4, tiny_code seeds 0-2
+    python benchmarks/readme_numbers.py --recipes tiny_math --seeds 0,1 --out DIR
+
+Each run is the README's command (``archer train RECIPE``) with ``trainer.seed=S`` (the model's
+initialisation, the SFT warm-up order and RL sampling change; the problems do not). A run whose
+``summary.json`` is already in ``--out`` is reused. Writes ``readme_numbers.json`` and ``.md`` to
+``benchmarks/results`` (or ``--results``): per seed the held-out avg@k before and after RL and the gain,
+and per recipe the mean, the sample s.d. and the range over seeds, with the package versions and the CPU.
+The seed the README prints is seed 0. ``tests/test_readme_numbers.py`` reruns the fast one (tiny_math,
+seed 0) and fails when it leaves the stated spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = {"tiny_math": "avg@8", "tiny_code": "avg@4"}
+
+
+def run(recipe: str, seed: int, out: Path) -> dict:
+    run_dir = out / f"{recipe}_s{seed}"
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        cmd = [
+            sys.executable,
+            "-m",
+            "archer",
+            "train",
+            recipe,
+            f"trainer.seed={seed}",
+            "logging.progress=false",
+        ]
+        t0 = time.time()
+        subprocess.run([*cmd, "logging.sinks=[]", "--out", str(run_dir)], check=True, cwd=REPO)
+        print(f"{recipe} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+    s = json.loads(summary.read_text())
+    k = KEY[recipe]
+    return {
+        "seed": seed,
+        "before": s["before"][k],
+        "after": s["after"][k],
+        "gain": s["after"][k] - s["before"][k],
+        "seconds": s.get("seconds"),
+    }
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "mean": statistics.mean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else float("nan"),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", default="tiny_math,tiny_code")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default: tiny_math 0-4, tiny_code 0-2)")
+    ap.add_argument("--out", default=str(REPO / "runs" / "readme_numbers"), help="run directories")
+    ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    a = ap.parse_args(argv)
+    out = {"machine": machine(), "recipes": {}}
+    for recipe in a.recipes.split(","):
+        seeds = (
+            [int(s) for s in a.seeds.split(",")]
+            if a.seeds
+            else ([0, 1, 2, 3, 4] if recipe == "tiny_math" else [0, 1, 2])
+        )
+        runs = [run(recipe, s, Path(a.out)) for s in seeds]
+        out["recipes"][recipe] = {
+            "metric": KEY[recipe],
+            "command": f"archer train {recipe} trainer.seed=S",
+            "runs": runs,
+            **{f: spread([r[f] for r in runs]) for f in ("before", "after", "gain")},
+        }
+    res = Path(a.results)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "readme_numbers.json").write_text(json.dumps(out, indent=1))
+    m = out["machine"]
+    lines = [
+        "# The README's headline runs over seeds",
+        "",
+        f"`python benchmarks/readme_numbers.py`; {m['cpu']}, 2 cores, Python {m['python']}, torch {m['torch']}, "
+        f"transformers {m['transformers']}. Seed 0 is the run the README prints.",
+        "",
+        "| recipe | metric | seed | before | after | gain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for recipe, r in out["recipes"].items():
+        for x in r["runs"]:
+            lines.append(
+                f"| {recipe} | {r['metric']} | {x['seed']} | {x['before']:.3f} | {x['after']:.3f} | {x['gain']:+.3f} |"
+            )
+        lines.append(
+            f"| **{recipe}** | mean ± s.d. (range) | {len(r['runs'])} seeds | {r['before']['mean']:.3f} ± {r['before']['sd']:.3f} "
+            f"| {r['after']['mean']:.3f} ± {r['after']['sd']:.3f} ({r['after']['min']:.3f}-{r['after']['max']:.3f}) "
+            f"| {r['gain']['mean']:+.3f} ± {r['gain']['sd']:.3f} ({r['gain']['min']:+.3f} to {r['gain']['max']:+.3f}) |"
+        )
+    (res / "readme_numbers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
