@@ -40,7 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-CACHE = REPO / "runs" / "bench_cache"
+# where caches and run folders go: runs/ (git-ignored), or ARCHER_BENCH_RUNS (the test suite sets a
+# temporary folder, so tests leave nothing behind in the checkout)
+RUNS = Path(os.environ.get("ARCHER_BENCH_RUNS") or REPO / "runs")
+CACHE = RUNS / "bench_cache"
 RESULTS = REPO / "benchmarks" / "results"
 
 # quick (smoke) mode: a much shorter SFT warm-up and a small evaluation
@@ -199,7 +202,7 @@ def study_dirs(tag: str, quick: bool, out_dir: str | None, fresh: bool) -> tuple
     ``runs/bench_logs/<tag>_quick``); finished runs live in ``runs/bench_logs/<tag>[_quick]``, whose
     results ``fresh`` deletes."""
     name = f"{tag}_quick" if quick else tag
-    cache = REPO / "runs" / "bench_logs" / name
+    cache = RUNS / "bench_logs" / name
     out = Path(out_dir) if out_dir else (cache if quick else RESULTS)
     for d in (out, cache):
         d.mkdir(parents=True, exist_ok=True)

@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = (
         Path(a.out_dir)
         if a.out_dir
-        else (common.REPO / "runs" / "bench_logs" / "algorithms_toy_quick" if a.quick else common.RESULTS)
+        else (common.RUNS / "bench_logs" / "algorithms_toy_quick" if a.quick else common.RESULTS)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = common.REPO / "runs" / "bench_logs" / ("algorithms_toy_quick" if a.quick else "algorithms_toy")
+    cache = common.RUNS / "bench_logs" / ("algorithms_toy_quick" if a.quick else "algorithms_toy")
     cache.mkdir(parents=True, exist_ok=True)
     if a.fresh:
         for f in cache.glob("*.json"):

@@ -96,7 +96,7 @@ def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: 
     slug = "archer_matched" if "matched" in label else "archer_recipe"
     out = rl_train(
         cfg,
-        run_dir=common.REPO / "runs" / "bench_logs" / f"vs_trl_{slug}",
+        run_dir=common.RUNS / "bench_logs" / f"vs_trl_{slug}",
         model=model,
         tokenizer=tok,
         train_problems=train,
@@ -174,7 +174,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         def on_step_end(self, args, state, control, **kw):
             marks.append(time.time())
 
-    out_dir = common.REPO / "runs" / "bench_logs" / f"vs_trl_trl_t{threads}"
+    out_dir = common.RUNS / "bench_logs" / f"vs_trl_trl_t{threads}"
     args = trl.GRPOConfig(
         output_dir=str(out_dir),
         learning_rate=o.lr,
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
     a.out = a.out or str(
-        common.REPO / "runs" / "bench_logs" / "vs_trl_quick.md" if a.quick else common.RESULTS / "vs_trl.md"
+        common.RUNS / "bench_logs" / "vs_trl_quick.md" if a.quick else common.RESULTS / "vs_trl.md"
     )
     over = [f"trainer.steps={steps}", f"trainer.threads={a.threads}"] + ([f"optim.lr={a.lr}"] if a.lr else [])
     if a.quick:

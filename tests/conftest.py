@@ -11,6 +11,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Benchmark smoke runs write their caches and run folders to a temporary folder, not runs/ (set
+    before any test module imports benchmarks/_toy_common; subprocesses inherit it)."""
+    import tempfile
+
+    os.environ.setdefault("ARCHER_BENCH_RUNS", tempfile.mkdtemp(prefix="archer-test-runs-"))
+
+
 def _shared_data_dir() -> Path:
     """``ARCHER_SHARED_DATA`` when set (another copy of the samples), else the copy bundled in the
     package (``archer/data/bundled``: math/ and code/ as in ``../shared/data``)."""

@@ -57,7 +57,7 @@ def test_quick_run_writes_table_curves_and_plot(tmp_path):
     assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md  # even when identical
     assert (tmp_path / "code_rewards.png").stat().st_size > 10_000
     # the code path's per-step metrics, as a run writes them
-    run_dir = Path(bench.common.REPO) / "runs" / "bench_logs" / "code_rewards_quick" / "run_soft_s0"
+    run_dir = Path(bench.common.RUNS) / "bench_logs" / "code_rewards_quick" / "run_soft_s0"
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     step = next(m for m in steps if "code/tests_passed_frac" in m)
     assert step["code/sandbox_seconds"] > 0 and 0.0 <= step["code/tests_passed_frac"] <= 1.0
