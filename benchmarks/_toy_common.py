@@ -251,12 +251,14 @@ def rl_run(
     evals: list[Any],
     cache: Path,
     summarize: Callable[[dict[str, Any], Any, Any], dict[str, Any]],
+    step_hook: Callable[[int, dict[str, Any], Any, Any], None] | None = None,
     **train_kw: Any,
 ) -> dict[str, Any]:
     """One RL run of ``cfg`` from a fresh copy of the SFT checkpoint ``ckpt``, summarised by
     ``summarize(out, model, tokenizer)`` and saved as ``cache/<label>.json`` (with its key and wall
     time); a saved result is returned instead when its key (:func:`run_key`) matches. ``train_kw`` go
-    to :func:`archer.rl.loop.train` (a scorer, ``on_step``)."""
+    to :func:`archer.rl.loop.train` (a scorer, ``on_step``); ``step_hook(step, metrics, model, tokenizer)``,
+    when given, runs after every step with the policy being trained (for measurements that need it)."""
     from archer.rl.loop import train as rl_train
 
     key = run_key(cfg, ckpt)
@@ -264,6 +266,8 @@ def rl_run(
     if (old := cached(f, key, label)) is not None:
         return old
     model, tok = load_policy(ckpt)
+    if step_hook is not None:
+        train_kw["on_step"] = lambda step, metrics: step_hook(step, metrics, model, tok)
     t0 = time.time()
     out = rl_train(
         cfg,

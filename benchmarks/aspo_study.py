@@ -16,7 +16,14 @@ change): GRPO (``ppo``, clip 0.2), DAPO (clip-higher 0.28), ASPO as released (th
 0.2 / 0.4 for the top-20% entropy tokens, dual clip 3, KL 0.001), ASPO flip only (ASPO with every clip
 at 0.2 and no KL: only the ratio flip differs from GRPO), DTC, GPPO and CISPO (registry defaults).
 
-Recorded per RL step and seed (seed means in the plot): mean token entropy (``actor/entropy``),
+Primary measure (declared in :data:`DESIGN` before the runs): the entropy at the **operand-choice
+tokens** (:func:`char_roles`: the first operand and every operand picked while two or more were left),
+measured after each step on that step's own training samples (:func:`role_entropies`), mean of the last
+5 steps, variant minus GRPO paired by seed, 60 steps x 5 seeds. The top-20% entropy tokens are only
+partly forks: result digits (arithmetic uncertainty, which RL should remove) are among them too, so
+their share is reported beside it.
+
+Also recorded per RL step and seed (seed means in the plot): mean token entropy (``actor/entropy``),
 fork-token entropy (``actor/entropy_fork``, top-20% entropy tokens), distinct correct solution paths per
 prompt (read back from the sampled responses with ``synthetic_paths.solution_path``), train accuracy,
 held-out avg@k / pass@k (``eval.every`` steps, plus before and after), mean ratio r on positive- and
@@ -28,15 +35,18 @@ entropy change of the policy on that batch's tokens (all and fork tokens) is rec
 batches, the paired difference to GRPO gets a 95% t-interval. This separates "the loss changes the
 entropy per update" from "the change accumulates over a run". The same probe at 1 epoch x 1 mini-batch
 is the on-policy control: r = 1 there, so every variant's gradient is ``-A grad log p`` (the KL terms
-have zero gradient at the reference) and their entropy changes must coincide; the script records the
-largest gap and fails (exit 1) if it is not at float-rounding level.
+have zero gradient at the reference). The control compares the gradients themselves
+(:class:`GradientTap`, clipping off), which sees a loss off by a constant factor, and the entropy
+changes; the script fails (exit 1) unless both coincide to float-rounding level.
 
 Outputs: ``aspo_study.png`` (all curves and the probe), ``aspo_study.md`` (table, probe, control,
 verdict) and ``aspo_study.json`` in ``--out-dir`` (default ``benchmarks/results``; quick:
 ``runs/bench_logs/aspo_study_quick``). Finished runs are kept under ``runs/bench_logs/aspo_study*/`` and
 reused by a rerun with the same settings; ``--fresh`` ignores them.
 
-Run: ``python benchmarks/aspo_study.py`` (full: 3 seeds, about 30 min on 2 cores) or ``--quick`` (smoke).
+Run: ``python benchmarks/aspo_study.py`` (the declared design: GRPO, ASPO, ASPO-flip x 5 seeds x 60
+steps; about 40 min on 2 cores, or split it with ``--variants`` into two processes and rerun once to
+collect) or ``--quick`` (smoke). ``--variants`` adds DAPO, DTC, GPPO, CISPO.
 
 Limits: a 0.57M-parameter model on a toy task, tens of steps, a few seeds: it tests the mechanism, not
 the paper's 1.5B-parameter results. The probe's updates start from a fresh AdamW (its first steps are
@@ -49,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -94,6 +105,15 @@ STEP_KEYS = {  # curve name -> metrics key
     "clip_pos_lower": "actor/clip_frac_pos_lower",
     "clip_neg_upper": "actor/clip_frac_neg_upper",
 }
+# per-step role measures (:func:`role_entropies` after each step, on that step's own samples)
+ROLE_KEYS = (
+    "entropy_choice",
+    "entropy_result",
+    "entropy_copy",
+    "entropy_forced",
+    "top20_share_choice",
+    "top20_share_result",
+)
 # smoke mode: a 3-operand task and a short SFT at batch 1 (held-out avg@4 ~0.1, pass@4 ~0.4, measured), so
 # the groups have reward signal and every variant really updates (a 0-reward smoke run would test nothing)
 QUICK = [
@@ -146,6 +166,100 @@ def distinct_correct_paths(scored: list[tuple[str, Any]]) -> float:
     return statistics.mean(len(v) for v in by_prompt.values()) if by_prompt else float("nan")
 
 
+# ------------------------------------------------------------------------------------- fork roles
+
+ROLES = ("choice", "forced", "copy", "result", "answer", "other")
+_STEP_AT = re.compile(r"(\d+)\+(\d+)=(\d+)")
+_BOX_AT = re.compile(r"\\boxed\{(\d+)\}")
+
+
+def char_roles(response: str, operands: int) -> list[str]:
+    """The role of each character of a ``synthetic_paths`` response (``a+b=s1, s1+c=s2, ... \\boxed{t}``):
+
+    - ``choice``: a digit of an operand picked while at least two were still unused: the first
+      operand and the second operand of every step but the last (the path's forks; with ``operands``
+      = 4 there are three per response, picking among 4, 3 and 2);
+    - ``forced``: the last step's second operand (one left, if the solution is faithful);
+    - ``copy``: the first number of every later step (it repeats the previous result);
+    - ``result``: a step's sum (arithmetic, where RL should remove uncertainty); ``answer``: the box;
+    - ``other``: everything else (signs, separators, text the template does not expect).
+
+    Roles come from the text's structure, not from whether the numbers are right: an unfaithful step
+    still has its operand and result positions."""
+    roles = ["other"] * len(response)
+    head = response.split("\\boxed")[0]
+
+    def mark(span: tuple[int, int], role: str) -> None:
+        for i in range(*span):
+            roles[i] = role
+
+    for s, m in enumerate(_STEP_AT.finditer(head)):
+        mark(m.span(1), "choice" if s == 0 else "copy")
+        mark(m.span(2), "choice" if s + 1 <= operands - 2 else "forced")
+        mark(m.span(3), "result")
+    for m in _BOX_AT.finditer(response):
+        mark(m.span(1), "answer")
+    return roles
+
+
+def token_roles(response_ids: list[int], tokenizer: Any, operands: int) -> list[str]:
+    """The role of each response token: the role of the characters it decodes to (a token spanning
+    several roles takes the first one that is not ``other``). The text is decoded prefix by prefix, so
+    the spans are those of the sampled tokens themselves, not of a re-tokenisation."""
+    ends = [0]
+    for t in range(1, len(response_ids) + 1):
+        ends.append(len(tokenizer.decode(response_ids[:t], skip_special_tokens=False)))
+    text = tokenizer.decode(response_ids, skip_special_tokens=False)
+    chars = char_roles(text, operands)
+    out = []
+    for a, b in zip(ends, ends[1:]):
+        span = [r for r in chars[a:b] if r != "other"]
+        out.append(span[0] if span else "other")
+    return out
+
+
+def role_entropies(model: Any, tokenizer: Any, cfg: Any, scored: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Mean next-token entropy (nats, T=1) of ``model`` at each role's tokens of the given responses
+    (its own recent samples), and which roles make up the top-20% entropy tokens ("fork" tokens as
+    Archer/DTC and ``actor/entropy_fork`` define them). Responses are re-encoded from their text after
+    the chat-formatted prompt (the sampler's exact ids are not kept by the scorer)."""
+    import torch
+
+    from archer.rl.batch import pack
+    from archer.rl.setup import encode_prompts
+    from archer.rl.update import TokenScorer
+
+    if not scored:
+        return {}
+    d = cfg.data
+    k = len(scored[0][1].meta["nums"])
+    prompts = encode_prompts([p for _, p in scored], tokenizer, d.max_prompt_tokens, d.prompt_template)
+    resp = [tokenizer(r, add_special_tokens=False)["input_ids"] for r, _ in scored]
+    keep = [i for i, r in enumerate(resp) if r]
+    batch = pack([(prompts[i], resp[i]) for i in keep], tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        _, ent = TokenScorer(model, share_prompts=False)(
+            batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        )
+    model.train(was_training)
+    values: list[float] = []
+    roles: list[str] = []
+    for row, i in enumerate(keep):
+        start = len(prompts[i])
+        values += ent[row, start : start + len(resp[i])].tolist()
+        roles += token_roles(resp[i], tokenizer, k)
+    h = torch.tensor(values)
+    top = h >= torch.quantile(h, 0.8)
+    out: dict[str, Any] = {"tokens": len(values)}
+    for role in ROLES:
+        sel = torch.tensor([r == role for r in roles])
+        out[f"entropy_{role}"] = float(h[sel].mean()) if sel.any() else float("nan")
+        out[f"top20_share_{role}"] = float((sel & top).sum() / top.sum())
+    return out
+
+
 # ------------------------------------------------------------------------------------- runs
 
 
@@ -164,7 +278,13 @@ def run_variant(
     cfg = common.toy_config(overrides, quick=quick, recipe=RECIPE)
     scorer = RecordingScorer(cfg)
     paths: list[float] = []
+    roles: list[dict[str, Any]] = []
     k = max(cfg.eval.ks)
+
+    def after_step(step: int, metrics: dict[str, Any], model: Any, tok: Any) -> None:
+        scored = scorer.take()
+        paths.append(distinct_correct_paths(scored))
+        roles.append(role_entropies(model, tok, cfg, scored))
 
     def summarize(out: dict[str, Any], model: Any, tok: Any) -> dict[str, Any]:
         hist = out["history"]
@@ -172,6 +292,7 @@ def run_variant(
             "name": name,
             "seed": seed,
             "paths": paths,
+            **{c: [r.get(c) for r in roles] for c in ROLE_KEYS},
             **{c: [h.get(mk) for h in hist] for c, mk in STEP_KEYS.items()},
             "before": out["before"],
             "after": out["after"],
@@ -187,7 +308,7 @@ def run_variant(
         cache,
         summarize,
         scorer=scorer,
-        on_step=lambda step, m: paths.append(distinct_correct_paths(scorer.take())),
+        step_hook=after_step,
     )
     print(f"{name} seed {seed}: {res['wall']:.0f} s, after {res['after']}", flush=True)
     return res
@@ -230,11 +351,14 @@ def probe(
     from archer.rl.settings import needs_reference
     from archer.rl.step import rollout_round, train_on
 
+    on_policy = epochs == 1 and mini_batches == 1
     settings = [
         f"trainer.ppo_epochs={epochs}",
         f"trainer.mini_batches={mini_batches}",
         "optim.warmup_steps=0",
     ]
+    if on_policy:  # the control compares raw gradients: no clipping may rescale a wrong one back
+        settings.append("optim.grad_clip=1e30")
     cfg0 = common.toy_config(base + VARIANTS["GRPO"] + settings, quick=quick, recipe=RECIPE)
     model0, tok = common.load_policy(ckpt)
     state0 = copy.deepcopy(model0.state_dict())
@@ -253,6 +377,7 @@ def probe(
         "delta": {n: [] for n in names},
         "delta_fork": {n: [] for n in names},
         "param_gap": {n: [] for n in names},
+        "grad_gap": {n: [] for n in names},
         "batches": 0,
         "entropy_before": [],
     }
@@ -273,6 +398,7 @@ def probe(
         out["batches"] += 1
         out["entropy_before"].append(float(h0.mean()))
         moved: dict[str, Any] = {}
+        grads: dict[str, Any] = {}
         for n in names:
             cfg = common.toy_config(base + VARIANTS[n] + settings, quick=quick, recipe=RECIPE)
             model = copy.deepcopy(model0)
@@ -287,13 +413,17 @@ def probe(
                 log=lambda s: None,
                 ref_model=ref,
             )
-            train_on(run, groups, cfg.rollout.max_new_tokens)
+            with GradientTap() as tap:
+                train_on(run, groups, cfg.rollout.max_new_tokens)
+            grads[n] = tap.first
             h1 = _entropies(model, batch)
             out["delta"][n].append(float((h1 - h0).mean()))
             out["delta_fork"][n].append(float((h1 - h0)[fork].mean()))
             moved[n] = torch.cat([(p - state0[k]).flatten() for k, p in model.state_dict().items()])
             run.scorer.close()
             runs[n] = None
+        for n, gap in gradient_gaps(grads).items():
+            out["grad_gap"][n].append(gap)
         for n in names:  # how far each variant's weights land from GRPO's, relative to GRPO's step
             ref_step = moved.get("GRPO", moved[names[0]])
             out["param_gap"][n].append(
@@ -317,6 +447,58 @@ def probe(
     return out
 
 
+class GradientTap:
+    """Within the ``with`` block, records the gradient of the first optimizer step (every parameter's
+    ``.grad`` flattened, just before ``step()``, after any clipping), whatever the optimizer: the
+    control's direct gradient comparison. AdamW's first step is about lr * sign(g), so comparing
+    weights or entropies after one step cannot see a gradient that is wrong by a constant factor;
+    comparing the gradients does."""
+
+    def __init__(self) -> None:
+        self.first: Any = None
+        self._handle: Any = None
+
+    def _hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        import torch
+
+        if self.first is None:
+            self.first = torch.cat(
+                [
+                    (p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().double()
+                    for g in optimizer.param_groups
+                    for p in g["params"]
+                ]
+            )
+
+    def __enter__(self) -> "GradientTap":
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self._handle = register_optimizer_step_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+
+def gradient_gaps(grads: dict[str, Any], ref: str = "GRPO") -> dict[str, float]:
+    """max |g_variant - g_ref| / max |g_ref| per variant (0 when they coincide; 1 for a gradient off by
+    a factor 2; inf when the reference is zero and the variant is not). Variants without a gradient
+    (no optimizer step) are left out."""
+    if ref not in grads or grads[ref] is None:
+        ref = next((n for n, g in grads.items() if g is not None), ref)
+    g0 = grads.get(ref)
+    if g0 is None:
+        return {}
+    scale = float(g0.abs().max())
+    out = {}
+    for n, g in grads.items():
+        if g is None:
+            continue
+        gap = float((g - g0).abs().max())
+        out[n] = gap / scale if scale > 0 else (0.0 if gap == 0 else float("inf"))
+    return out
+
+
 def control_gap(ctrl: dict[str, Any]) -> float:
     """Largest |entropy change of a variant - GRPO's| over the control's batches, relative to the
     largest |entropy change| (0 when they coincide)."""
@@ -336,15 +518,18 @@ def _tail(values: list[Any], k: int) -> float:
 
 
 def combine(name: str, runs: list[dict[str, Any]], last: int) -> dict[str, Any]:
-    curves = {c: common.mean_curve(runs, c) for c in list(STEP_KEYS) + ["paths", "avg_at_k", "pass_at_k"]}
+    keys = list(STEP_KEYS) + list(ROLE_KEYS) + ["paths", "avg_at_k", "pass_at_k"]
+    curves = {c: common.mean_curve(runs, c) for c in keys}
     return {
         "name": name,
         "seeds": [r["seed"] for r in runs],
         "eval_steps": runs[0]["eval_steps"],
         **curves,
         "tail": {
-            c: [_tail(r[c], last) for r in runs] for c in ("entropy", "entropy_fork", "paths", "accuracy")
+            c: [_tail(r[c], last) for r in runs]
+            for c in ("entropy", "entropy_fork", "paths", "accuracy", *ROLE_KEYS)
         },
+        "first": {c: [r[c][0] for r in runs] for c in ROLE_KEYS},
         "final": {c: [r[c][-1] for r in runs] for c in ("avg_at_k", "pass_at_k")},
         "wall": statistics.mean(r["wall"] for r in runs),
     }
@@ -359,25 +544,41 @@ def _fmt(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
+def _share(d: dict[str, list[float]]) -> str:
+    """Mean over seeds of the top-20% shares: ``choice / result``."""
+    c, r = (statistics.mean(d[f"top20_share_{x}"]) for x in ("choice", "result"))
+    return f"{c:.2f} / {r:.2f}"
+
+
 def _ci(t: tuple[float, float, float]) -> str:
     m, lo, hi = t
     return f"{m:+.4f}" if lo != lo else f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-# Declared before the runs (issue 23): one primary measure, its margin, the seeds; the rest is secondary.
-# The margin is a quarter of the token entropy GRPO loses on this toy in 24 steps (~0.04 of 0.28 nats):
-# an ASPO advantage smaller than that would not matter for the claim "ASPO counters entropy collapse".
+# Declared before the runs (issue 23; 2026-12-05, before any run measured the operand-choice entropy): one
+# primary measure, its margin, the seeds; the rest is secondary. The primary measure is the entropy at the
+# operand-choice tokens (:func:`char_roles`), the only tokens where entropy is path diversity: the audit
+# found ~39% of the top-20% entropy tokens to be result digits, arithmetic uncertainty that RL should remove.
+# Margin: a quarter of the fork-token entropy GRPO lost in the earlier 24-step study (1.16 -> 0.94 nats,
+# ~0.22): an ASPO advantage below ~0.05 nats would not matter for "ASPO counters entropy collapse".
 DESIGN = common.StudyDesign(
-    question="ASPO keeps more token entropy than GRPO",
-    primary="last-steps mean token entropy, variant - GRPO, paired by seed",
+    question="ASPO keeps more entropy at the operand-choice (fork) tokens than GRPO",
+    primary=(
+        "last-5-steps mean entropy at operand-choice tokens of the policy's own training samples, "
+        "variant - GRPO, paired by seed"
+    ),
     unit="nats",
-    margin=0.01,
-    seeds=(0, 1, 2),
+    margin=0.05,
+    seeds=(0, 1, 2, 3, 4),
     secondary=(
-        "per-update entropy change in the paired probe (all tokens; fork tokens)",
+        "last-steps mean entropy over all tokens (the earlier primary)",
+        "per-update entropy change in the paired probe (all tokens; top-20% tokens)",
+        "distinct correct paths per prompt",
         "final held-out avg@k",
     ),
 )
+STEPS = 60  # declared with DESIGN: the audit's pending 60-step x 5-seed run
+DEFAULT_VARIANTS = ("GRPO", "ASPO", "ASPO-flip")
 
 
 def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, name: str = "ASPO") -> str:
@@ -387,9 +588,10 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, name
     if name not in results or "GRPO" not in results:
         return f"Verdict: not judged ({name} and GRPO were not both run)."
     a, g = results[name], results["GRPO"]
-    diffs = [x - y for x, y in zip(a["tail"]["entropy"], g["tail"]["entropy"])]
+    diffs = [x - y for x, y in zip(a["tail"]["entropy_choice"], g["tail"]["entropy_choice"])]
     decision = common.decide(diffs, DESIGN.margin)
-    secondary = []
+    tok = common.mean_ci([x - y for x, y in zip(a["tail"]["entropy"], g["tail"]["entropy"])])
+    secondary = [f"all-token entropy {name} - GRPO {_ci(tok)} nats"]
     if prb is not None and name in prb.get("paired", {}):
         fork = _ci(prb["paired_fork"][name]) if "paired_fork" in prb else "n/a"
         secondary.append(
@@ -400,8 +602,11 @@ def verdict(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, name
         statistics.mean(r["final"]["avg_at_k"]) if r["final"]["avg_at_k"] else float("nan") for r in (a, g)
     )
     secondary.append(f"final held-out avg@k {name} {fa:.3f} vs GRPO {fg:.3f}")
+    pa, pg = (statistics.mean(r["tail"]["paths"]) for r in (a, g))
+    secondary.append(f"distinct correct paths per prompt (last steps) {name} {pa:.3f} vs GRPO {pg:.3f}")
     return (
-        f"Verdict on '{name} keeps more token entropy than GRPO' (rules fixed in advance): "
+        f"Verdict on '{name} keeps more entropy at the operand-choice tokens than GRPO' (rules fixed in "
+        "advance): "
         f"{common.describe(decision, DESIGN)} Secondary measures (not the verdict): {'; '.join(secondary)}."
     )
 
@@ -465,15 +670,19 @@ def plot(results: dict[str, dict[str, Any]], prb: dict[str, Any] | None, path: P
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 24; quick 2)")
+    ap.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {STEPS}; quick 2)")
     ap.add_argument("--epochs", type=int, default=3, help="trainer.ppo_epochs")
     ap.add_argument("--mini-batches", type=int, default=4, help="trainer.mini_batches")
-    ap.add_argument("--seeds", default=None, help="comma-separated RL seeds (default 0,1,2; quick 0)")
     ap.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}"
+        "--seeds", default=None, help=f"comma-separated RL seeds (default the design's {DESIGN.seeds}; quick 0)"
+    )
+    ap.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated subset of {list(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})",
     )
     ap.add_argument("--batch-size", type=int, default=None, help="prompts per step (default 8; quick 4)")
-    ap.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps (default 6)")
+    ap.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps (default 15)")
     ap.add_argument(
         "--probe-batches", type=int, default=None, help="paired-probe batches (default 8; quick 2; 0 = none)"
     )
@@ -486,10 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n in names if n not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
-    seeds = [int(x) for x in (a.seeds or ("0" if a.quick else "0,1,2")).split(",") if x.strip()]
-    steps = a.steps or (2 if a.quick else 24)
+    default_seeds = "0" if a.quick else ",".join(map(str, DESIGN.seeds))
+    seeds = [int(x) for x in (a.seeds or default_seeds).split(",") if x.strip()]
+    steps = a.steps or (2 if a.quick else STEPS)
     batch = a.batch_size or (4 if a.quick else 8)
-    every = a.eval_every or (1 if a.quick else 6)
+    every = a.eval_every or (1 if a.quick else 15)
     nprobe = a.probe_batches if a.probe_batches is not None else (2 if a.quick else 8)
     base = [
         f"trainer.steps={steps}",
@@ -516,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     prb = probe(base, a.quick, ckpt, train, nprobe, names, a.epochs, a.mini_batches) if nprobe else None
     ctrl = probe(base, a.quick, ckpt, train, max(1, min(nprobe, 2)), names, 1, 1) if nprobe else None
     gap = control_gap(ctrl) if ctrl and ctrl["batches"] else None
-    control_ok = gap is not None and gap < 1e-3
+    ggap = max((v for vs in ctrl["grad_gap"].values() for v in vs), default=float("nan")) if ctrl else None
+    control_ok = gap is not None and gap < 1e-3 and ggap is not None and ggap < 1e-3
 
     k = max(cfg.eval.ks)
     header = [
@@ -524,8 +735,11 @@ def main(argv: list[str] | None = None) -> int:
         f"held-out avg@{k} (final)",
         f"pass@{k} (final)",
         f"train acc (last {a.last})",
-        f"entropy (last {a.last})",
-        f"fork entropy (last {a.last})",
+        f"operand-choice entropy (step 1 -> last {a.last}; primary)",
+        f"result-digit entropy (last {a.last})",
+        f"top-20% tokens that are choice / result (step 1 -> last {a.last})",
+        f"entropy, all tokens (last {a.last})",
+        f"top-20% entropy (last {a.last})",
         f"distinct correct paths (last {a.last})",
         "probe: entropy change",
         "probe: change - GRPO (95% CI)",
@@ -539,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
                 _fmt(r["final"]["avg_at_k"]),
                 _fmt(r["final"]["pass_at_k"]),
                 _fmt(r["tail"]["accuracy"]),
+                f"{_fmt(r['first']['entropy_choice'])} -> {_fmt(r['tail']['entropy_choice'])}",
+                _fmt(r["tail"]["entropy_result"]),
+                f"{_share(r['first'])} -> {_share(r['tail'])}",
                 _fmt(r["tail"]["entropy"]),
                 _fmt(r["tail"]["entropy_fork"]),
                 _fmt(r["tail"]["paths"]),
@@ -558,8 +775,9 @@ def main(argv: list[str] | None = None) -> int:
         else ""
     )
     ctrl_txt = "On-policy control (1 epoch x 1 mini-batch, same batches and weights): " + (
-        f"largest entropy-change gap to GRPO over all variants {gap:.2e} of GRPO's change "
-        f"({'coincide' if control_ok else 'DO NOT coincide'}); "
+        f"largest gradient gap to GRPO over all variants {ggap:.2e} of GRPO's largest gradient entry "
+        f"(direct comparison, no clipping: a gradient off by 2x would give 1), largest entropy-change gap "
+        f"{gap:.2e} of GRPO's change ({'coincide' if control_ok else 'DO NOT coincide'}); "
         + ", ".join(f"{n} {statistics.mean(ctrl['delta'][n]):+.5f}" for n in names)
         if gap is not None
         else "not run."
@@ -596,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                 "probe": prb,
                 "control": ctrl,
                 "control_gap": gap,
+                "control_grad_gap": ggap,
                 "control_ok": control_ok,
                 "verdict": text,
                 "sft": sft_info,
