@@ -312,10 +312,33 @@ _T95 = {
     13: 2.160,
     14: 2.145,
     15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
     19: 2.093,
+    20: 2.086,
+    21: 2.080,
+    22: 2.074,
+    23: 2.069,
     24: 2.064,
+    25: 2.060,
+    26: 2.056,
+    27: 2.052,
+    28: 2.048,
     29: 2.045,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
 }
+
+
+def t95(df: int) -> float:
+    """Two-sided 95% t quantile for ``df`` degrees of freedom: the table's, or the nearest tabled df
+    below it (a slightly wider interval, never a narrower one); 1.96 is never used below df 120."""
+    if df < 1:
+        return float("nan")
+    return _T95[max(k for k in _T95 if k <= df)]
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -326,10 +349,32 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     m = statistics.mean(vals)
     if len(vals) < 2:
         return m, float("nan"), float("nan")
-    df = len(vals) - 1
-    t = _T95.get(df) or next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
-    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    half = t95(len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
     return m, m - half, m + half
+
+
+def clustered_mean_ci(values: list[float], clusters: list[Any]) -> dict[str, float]:
+    """Mean of per-item ``values`` with a 95% interval that respects their clustering (items of one
+    cluster, e.g. the pairs of one problem, are not independent): the cluster-robust (sandwich) variance
+    of the mean, ``C/(C-1) * sum_c (sum_{i in c} (y_i - mean))^2 / N^2``, with a t quantile on C-1
+    degrees of freedom. With one item per cluster it is the ordinary t-interval. Fewer than 2
+    clusters: no interval (nan)."""
+    if len(values) != len(clusters):
+        raise ValueError(f"{len(values)} values for {len(clusters)} cluster labels")
+    n = len(values)
+    if n == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0, "clusters": 0}
+    m = sum(values) / n
+    resid: dict[Any, float] = {}
+    for v, c in zip(values, clusters):
+        resid[c] = resid.get(c, 0.0) + (v - m)
+    C = len(resid)
+    out = {"mean": m, "n": n, "clusters": C, "low": float("nan"), "high": float("nan")}
+    if C < 2:
+        return out
+    se = math.sqrt(C / (C - 1) * sum(e * e for e in resid.values()) / (n * n))
+    half = t95(C - 1) * se
+    return dict(out, low=m - half, high=m + half, se=se)
 
 
 # ----------------------------------------------------------------- inference with three outcomes
@@ -355,7 +400,9 @@ class StudyDesign:
 
 
 def _quantile(table: dict[int, float], df: int, beyond: float) -> float:
-    return table.get(df) or next((table[k] for k in sorted(table) if k >= df), beyond)
+    """The table's quantile at ``df``, or at the nearest tabled df below it (conservative)."""
+    below = [k for k in table if k <= df]
+    return table[max(below)] if below else beyond
 
 
 def decide(diffs: list[float], margin: float) -> dict[str, Any]:

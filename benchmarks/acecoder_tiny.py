@@ -41,6 +41,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def _value(problem: Any, x: int) -> int:
@@ -182,11 +183,80 @@ def rl_run(
     return keep
 
 
+def rm_validity(rm_dir: Path, rows: list[dict[str, Any]], fraction: float, seed: int = 0) -> dict[str, Any]:
+    """Can the reward model rank pairs of problems it never saw? Its held-out pairwise accuracy (the same
+    split by problem id as ``archer rm train``) next to two trivial rankers, each with a 95% interval
+    clustered by problem (a problem's pairs share its prompt and programs, so they are not independent
+    draws; :func:`_toy_common.clustered_mean_ci`):
+
+    - ``length``: prefer the longer (or the shorter) program, the direction that wins more often on the
+      RM's own training pairs (a ranker an RM can imitate without reading the code);
+    - ``random``: a seeded coin (chance is 0.5; its interval shows how far chance alone moves at this size).
+
+    A tie counts half. The RM is "valid" for the RL comparison only if its interval lies above 0.5 and
+    its paired difference to the length ranker is above 0."""
+    import statistics
+
+    import _toy_common as common
+
+    from archer.models.reward_model import RewardModel
+    from archer.rm.train import split_by_problem
+
+    train, held = split_by_problem(rows, fraction)
+    if not held:
+        return {"heldout_pairs": 0}
+    rm = RewardModel(rm_dir, batch_size=16, max_length=192)
+    sc = rm.score([r["prompt"] for r in held], [r["chosen"] for r in held])
+    sr = rm.score([r["prompt"] for r in held], [r["rejected"] for r in held])
+
+    def win(a: float, b: float) -> float:
+        return 1.0 if a > b else 0.5 if a == b else 0.0
+
+    longer = statistics.mean(win(len(r["chosen"]), len(r["rejected"])) for r in train) >= 0.5 if train else True
+    sign = 1 if longer else -1
+    rng = random.Random(seed)
+    hits = {
+        "rm": [win(a, b) for a, b in zip(sc, sr)],
+        "length": [win(sign * len(r["chosen"]), sign * len(r["rejected"])) for r in held],
+        "random": [float(rng.random() < 0.5) for _ in held],
+    }
+    clusters = [str(r.get("id", r["prompt"])) for r in held]
+    out: dict[str, Any] = {
+        "heldout_pairs": len(held),
+        "heldout_problems": len(set(clusters)),
+        "length_rule": "longer" if longer else "shorter",
+        **{k: common.clustered_mean_ci(v, clusters) for k, v in hits.items()},
+        "rm_minus_length": common.clustered_mean_ci(
+            [a - b for a, b in zip(hits["rm"], hits["length"])], clusters
+        ),
+    }
+    out["above_chance"] = out["rm"]["low"] > 0.5
+    out["above_length"] = out["rm_minus_length"]["low"] > 0
+    out["valid"] = bool(out["above_chance"] and out["above_length"])
+    return out
+
+
+def _stage_key(args: argparse.Namespace) -> str:
+    """What the cached stages in ``--out`` were made with: every setting and the code version."""
+    import _toy_common as common
+
+    blob = {k: v for k, v in vars(args).items() if k not in ("out", "fresh")}
+    return json.dumps({"settings": blob, "code": common.code_version()}, sort_keys=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench_logs" / "acecoder_tiny"))
     ap.add_argument("--quick", action="store_true", help="a smoke run of every stage")
-    ap.add_argument("--problems", type=int, default=400, help="train problems given to synth-tests")
+    ap.add_argument(
+        "--problems",
+        type=int,
+        default=1200,
+        help="train problems given to synth-tests (1200: ~30 held-out problems with pairs, enough for a "
+        "problem-clustered interval; the first measurement used 400, 8 held-out problems)",
+    )
+    ap.add_argument("--heldout-fraction", type=float, default=0.25, help="share of problems held out of the RM")
+    ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("--samples", type=int, default=8, help="programs per problem for the pairs")
     ap.add_argument("--num-tests", type=int, default=6, help="tests per test-writing response")
     ap.add_argument("--min-tests", type=int, default=5, help="AceCoder's 5; --quick uses 1")
@@ -209,11 +279,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.endswith("acecoder_tiny"):
             args.out += "_quick"
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    key, key_file = _stage_key(args), out / "stages_key.json"
+    if out.is_dir() and (args.fresh or not key_file.is_file() or key_file.read_text() != key):
+        import shutil
+
+        log(f"{out}: its stages were made with other settings or code (or --fresh): rebuilding them all")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
 
     from archer.tasks import synthetic
 
@@ -273,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # 3. reward model (held-out problems only when there are enough pairs to spare some)
     rm_dir = out / "rm"
-    fraction = "0.25" if len(pair_rows) >= 16 else "0"
+    fraction = str(args.heldout_fraction) if len(pair_rows) >= 16 else "0"
     if not (rm_dir / "config.json").is_file():
         run_cli(["rm", "train", "--data", str(pairs), "--model", str(policy), "--out", str(rm_dir), "--eval-fraction", fraction,
                  "--epochs", str(args.rm_epochs), "--lr", str(args.rm_lr), "--batch-size", "8", "--max-length", "192"], log)  # fmt: skip
@@ -281,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"RM: held-out pairwise accuracy {rm_meta.get('heldout_accuracy')} on {rm_meta.get('heldout_pairs')} pairs"
     )
+    validity = rm_validity(rm_dir, pair_rows, float(fraction)) if float(fraction) > 0 else {"heldout_pairs": 0}
+    log(f"RM validity: {json.dumps(validity)}")
     # 4. RL with the RM vs the rule reward
     rl_rm = rl_run(out, "rm", policy, synth, [f"reward.model={rm_dir}"], args, log)
     rl_rule = rl_run(out, "rule", policy, synth, [], args, log)
@@ -292,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             k: rm_meta.get(k)
             for k in ("train_pairs", "heldout_pairs", "heldout_accuracy", "heldout_loss", "seconds")
         },
+        "rm_validity": validity,
         "rl_rm": rl_rm,
         "rl_rule": rl_rule,
         "seconds": round(time.time() - t0, 1),
@@ -300,6 +381,45 @@ def main(argv: list[str] | None = None) -> int:
     (out / "acecoder_tiny.md").write_text(report(result))
     print(report(result))
     return 0
+
+
+def _iv(d: dict[str, Any]) -> str:
+    if d["low"] != d["low"]:
+        return f"{d['mean']:.3f} (no interval)"
+    return f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+def validity_lines(v: dict[str, Any]) -> list[str]:
+    """The RM-validity table and what it licenses (see :func:`rm_validity`)."""
+    if not v.get("heldout_pairs"):
+        return ["- reward model validity: not measured (no held-out pairs)"]
+    lines = [
+        "",
+        f"Held-out pairwise accuracy, {v['heldout_pairs']} pairs from {v['heldout_problems']} problems the RM "
+        "never saw (95% intervals clustered by problem):",
+        "",
+        "| ranker | accuracy |",
+        "|---|---|",
+        f"| reward model | {_iv(v['rm'])} |",
+        f"| length ({v['length_rule']} program preferred, the direction that wins on the training pairs) | "
+        f"{_iv(v['length'])} |",
+        f"| random (seeded coin) | {_iv(v['random'])} |",
+        f"| reward model - length, paired | {_iv(v['rm_minus_length'])} |",
+        "",
+    ]
+    chance = "shown" if v["above_chance"] else "not shown"
+    length = "shown" if v["above_length"] else "not shown"
+    lines.append(
+        f"- RM better than chance on unseen problems: {chance}; better than the length ranker: {length}. "
+        + (
+            "The RM is valid enough for the RL comparison below to say something about RM rewards."
+            if v["valid"]
+            else "Without a demonstrated ranking, the RL run with the RM reward is a test of reward hacking "
+            "by an invalid RM, not evidence about RM rewards in general (nor about AceCoder's rule-vs-RM "
+            "finding)."
+        )
+    )
+    return lines
 
 
 def report(r: dict[str, Any]) -> str:
@@ -313,6 +433,7 @@ def report(r: dict[str, Any]) -> str:
         f"({p['pairs_if_zero_pass_rejected_allowed']} if 0-pass programs were allowed as rejected)",
         f"- reward model: held-out pairwise accuracy {rm.get('heldout_accuracy') or float('nan'):.3f} on "
         f"{rm['heldout_pairs']} pairs (trained on {rm['train_pairs']})",
+        *validity_lines(r.get("rm_validity", {})),
         "",
         "| RL reward | avg@1 before | avg@1 after | pass@4 before | pass@4 after | seconds |",
         "|---|---|---|---|---|---|",
