@@ -41,18 +41,25 @@ same problems, seed and sampling) for both. A second archer row uses the recipe'
 Everything not in the table (task, SFT warm-up, 60 steps, lr) is the recipe's; ``--lr`` overrides
 the lr for all rows.
 
-``--repeats`` reruns the comparison with the order alternating (TRL first, then archer first, ...).
+Rows (:data:`ROWS`): each framework's default, and two like-for-like pairs: both recompute the old
+log-probs (TRL with 2 optimizer steps per rollout batch does; archer with
+``trainer.reuse_rollout_logprobs=false``), and both skip it (one optimizer step per rollout batch, where
+TRL's own rule takes the batch as on-policy). ``--seeds`` runs every row per RL seed, the row order
+alternating; the step-time ratios and the accuracies get 95% intervals over seeds, and the accuracy claim
+is judged by the three-outcome rule with a 5-point margin declared in :data:`ACCURACY_DESIGN`.
 
-Run: ``python benchmarks/vs_trl.py [--steps 60] [--repeats 2] [--quick] [--threads 1] [--lr LR] [--out F]``.
+Run: ``python benchmarks/vs_trl.py [--steps 60] [--seeds 0,1,2] [--recipe-row] [--quick] [--threads 1] [--lr LR] [--out F]``
+(the default: 5 rows x 3 seeds, about 10 min on a quiet 2-core machine); writes ``vs_trl.md`` and ``vs_trl.json``.
 Needs ``pip install trl`` (benchmark-only; keep torch pinned).
 
-Limits: one seed; CPU timings on a shared 2-core machine are noisy; TRL's data order differs from
+Limits: a few seeds; CPU timings on a shared 2-core machine are noisy; TRL's data order differs from
 archer's (its own sampler), so the two runs see different prompt sequences from the same pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -87,13 +94,12 @@ def _summary(step_times: list[float], tokens: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- archer
 
 
-def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: str) -> dict[str, Any]:
+def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: str, slug: str) -> dict[str, Any]:
     from archer.rl.loop import train as rl_train
 
     model, tok = common.load_policy(ckpt)
     before = common.evaluate_model(model, tok, evals, cfg)
     t0 = time.time()
-    slug = "archer_matched" if "matched" in label else "archer_recipe"
     out = rl_train(
         cfg,
         run_dir=common.RUNS / "bench_logs" / f"vs_trl_{slug}",
@@ -127,7 +133,13 @@ def run_archer(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], label: 
 # ---------------------------------------------------------------------------------------------- TRL
 
 
-def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: int) -> dict[str, Any]:
+def run_trl(
+    cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: int, one_step: bool, label: str
+) -> dict[str, Any]:
+    """TRL's GRPOTrainer on ``cfg``'s settings. ``one_step``: the rollout batch makes one optimizer step
+    (``trainer.mini_batches`` micro-batches accumulated), which TRL's own rule (gradient accumulation a
+    multiple of the generation period) takes as on-policy, so it skips its old-log-prob forward; else
+    ``trainer.mini_batches`` optimizer steps per rollout batch, for which it runs that forward."""
     try:
         import trl
         from datasets import Dataset
@@ -185,9 +197,9 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         max_grad_norm=o.grad_clip,
         optim="adamw_torch",
         lr_scheduler_type="constant_with_warmup",
-        warmup_steps=o.warmup_steps * t.mini_batches,
+        warmup_steps=o.warmup_steps * (1 if one_step else t.mini_batches),
         per_device_train_batch_size=rows_per_step // t.mini_batches,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=t.mini_batches if one_step else 1,
         steps_per_generation=t.mini_batches,
         num_iterations=t.ppo_epochs,
         num_generations=r.n,
@@ -201,7 +213,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
         epsilon=0.2,
         epsilon_high=0.28,
         scale_rewards="group",
-        max_steps=t.steps * t.mini_batches,
+        max_steps=t.steps * (1 if one_step else t.mini_batches),
         use_vllm=False,
         use_cpu=True,
         bf16=False,
@@ -228,7 +240,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     trainer.train()
     wall = time.time() - t0
     model = trainer.model
-    m = t.mini_batches
+    m = 1 if one_step else t.mini_batches  # optimizer steps per RL step
     times = [marks[(k + 1) * m] - marks[k * m] for k in range((len(marks) - 1) // m)]
     tokens = [s["tokens"] for s in per_rl_step]
     gen = [s["generate"] for s in per_rl_step]
@@ -239,7 +251,7 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
     if seen != [threads]:  # something (accelerate) changed torch's thread count behind our back
         print(f"warning: TRL ran with torch threads {seen}, asked for {threads}", flush=True)
     res.update(
-        label=f"TRL {trl.__version__} GRPOTrainer",
+        label=label.format(version=trl.__version__),
         before=before,
         after=after,
         wall=wall,
@@ -250,6 +262,104 @@ def run_trl(cfg: Any, ckpt: Path, train: list[Any], evals: list[Any], threads: i
 
 
 # ---------------------------------------------------------------------------------------------- main
+
+
+# Rows: (key, label, framework, extra overrides). Two like-for-like pairs: the recomputation of the old
+# log-probs done by both sides, and skipped by both; the headline pair is each framework's default.
+ROWS = [
+    ("trl", "TRL {version} GRPOTrainer (2 optimizer steps per RL step: recomputes old log-probs)", "trl", []),
+    ("archer", "archer (matched: sampler log-probs reused as old log-probs)", "archer", []),
+    (
+        "archer_recompute",
+        "archer (matched, recomputes old log-probs as TRL does)",
+        "archer",
+        ["trainer.reuse_rollout_logprobs=false"],
+    ),
+    (
+        "trl_1opt",
+        "TRL {version} GRPOTrainer (1 optimizer step per RL step: skips the recomputation)",
+        "trl",
+        [],
+    ),
+    ("archer_1opt", "archer (1 optimizer step per RL step: skips it too)", "archer", ["trainer.mini_batches=1"]),
+]
+RECIPE_ROW = (
+    "archer_recipe",
+    "archer (recipe: dynamic sampling, zero-variance groups dropped)",
+    "archer",
+    ["rollout.dynamic_sampling=true", "algo.filter_zero_variance=true"],
+)
+# (numerator, denominator, what the ratio means): TRL step time / archer step time
+RATIOS = [
+    ("trl", "archer", "each framework's default (not like for like: TRL does one forward pass more)"),
+    ("trl", "archer_recompute", "like for like: both recompute the old log-probs"),
+    ("trl_1opt", "archer_1opt", "like for like: neither recomputes (one optimizer step per RL step)"),
+]
+# Declared in advance (issue 23): the accuracy claim is "archer reaches TRL's held-out accuracy"; a
+# difference smaller than 5 points avg@k does not matter for it.
+ACCURACY_DESIGN = common.StudyDesign(
+    question="archer (matched) reaches the held-out accuracy of TRL's GRPOTrainer on the same budget",
+    primary="final held-out avg@k, archer (matched) - TRL, paired by seed",
+    unit="avg@k",
+    margin=0.05,
+    seeds=(0, 1, 2),
+)
+
+
+def _run_row(row: tuple, a: argparse.Namespace, over: list[str], ckpt: Path, train: list, evals: list, seed: int):
+    key, label, framework, extra = row
+    cfg = common.toy_config(
+        MATCHED + over + [f"trainer.seed={seed}"] + (extra if framework == "archer" else []), quick=a.quick
+    )
+    if framework == "trl":
+        return run_trl(cfg, ckpt, train, evals, a.threads, key.endswith("1opt"), label)
+    return run_archer(cfg, ckpt, train, evals, label, f"{key}_s{seed}")
+
+
+def _row_cells(label: str, xs: list[dict[str, Any]], keys: list[str]) -> list[Any]:
+    per_seed = ", ".join(f"{x['step_mean']:.2f}" for x in xs)
+    out = [
+        label,
+        f"{len(xs[0]['times'])} x {len(xs)}",
+        f"{statistics.mean(x['step_mean'] for x in xs):.2f} ({per_seed})",
+        statistics.mean(x["total"] for x in xs),
+        statistics.mean(x["generate"] for x in xs),
+        round(statistics.mean(x["tokens_per_s"] for x in xs), 1),
+    ]
+    out += [xs[0]["before"][k] for k in keys]
+    for k in keys:
+        m, lo, hi = common.mean_ci([x["after"][k] for x in xs])
+        iv = f" [{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+        out.append(f"{m:.3f}{iv} (" + ", ".join(f"{x['after'][k]:.3f}" for x in xs) + ")")
+    out.append(statistics.mean(statistics.mean(x["train_reward"][-5:]) for x in xs))
+    return out
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], labels: dict[str, str], keys: list[str]) -> str:
+    """The table, the step-time ratios (per seed, with their interval) and the accuracy verdict."""
+    header = (
+        ["framework", "steps x seeds", "step s (mean after 1st; per seed)", "total s (mean)",
+         "generation s/step", "gen tokens/s"]
+        + [f"{k} before" for k in keys]
+        + [f"{k} after: mean [95% CI] (per seed)" for k in keys]
+        + ["train reward last 5"]
+    )  # fmt: skip
+    rows = [_row_cells(labels[key], xs, keys) for key, xs in runs.items()]
+    lines = [common.md_table(header, rows), ""]
+    for num, den, what in RATIOS:
+        if num in runs and den in runs:
+            ratios = [x["step_mean"] / y["step_mean"] for x, y in zip(runs[num], runs[den])]
+            m, lo, hi = common.mean_ci(ratios)
+            iv = f" [{lo:.2f}, {hi:.2f}]" if lo == lo else ""
+            lines.append(f"- step time {labels[num]} / {labels[den]}: **{m:.2f}x**{iv} over {len(ratios)} seed(s); {what}")
+    k = [x for x in keys if x.startswith("avg@")][-1]
+    if "trl" in runs and "archer" in runs:
+        diffs = [x["after"][k] - y["after"][k] for x, y in zip(runs["archer"], runs["trl"])]
+        decision = common.decide(diffs, ACCURACY_DESIGN.margin)
+        lines.append(
+            f"- accuracy ({k}; rules fixed in advance): {common.describe(decision, ACCURACY_DESIGN)}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,13 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--lr", type=float, default=None, help="RL learning rate for all rows (default: the recipe's)"
     )
-    ap.add_argument("--repeats", type=int, default=2, help="repeat the comparison (order alternates)")
     ap.add_argument(
-        "--no-recipe-row", action="store_true", help="skip the archer row with the recipe's settings"
+        "--seeds", default=None, help="comma-separated RL seeds (default 0,1,2; quick 0); the order of rows alternates"
     )
+    ap.add_argument("--recipe-row", action="store_true", help="add the archer row with the recipe's settings")
     ap.add_argument("--out", default=None, help="markdown output (default results/vs_trl.md; quick: runs/)")
     a = ap.parse_args(argv)
     steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
+    seeds = [int(x) for x in (a.seeds or ("0" if a.quick else "0,1,2")).split(",") if x.strip()]
     a.out = a.out or str(
         common.RUNS / "bench_logs" / "vs_trl_quick.md" if a.quick else common.RESULTS / "vs_trl.md"
     )
@@ -287,75 +398,27 @@ def main(argv: list[str] | None = None) -> int:
         f"SFT checkpoint {ckpt} ({sft.get('seconds')} s to build); {len(train)} train / {len(evals)} eval problems",
         flush=True,
     )
+    rows = ROWS + ([RECIPE_ROW] if a.recipe_row else [])
     runs: dict[str, list[dict[str, Any]]] = {}
-    rcfg = common.toy_config(
-        ["algo.loss=dapo", "algo.advantage=grpo", "eval.enabled=false"] + over, quick=a.quick
-    )
-    recipe_label = "archer (recipe: dynamic sampling, zero-variance groups dropped)"
-    for rep in range(a.repeats):
+    labels: dict[str, str] = {}
+    for i, seed in enumerate(seeds):
         # alternate the order so that a drift in the machine's load does not favour one side
-        jobs = [("trl", None), ("archer (matched)", cfg)]
-        jobs = jobs if rep % 2 == 0 else jobs[::-1]
-        if not a.no_recipe_row:
-            jobs.append((recipe_label, rcfg))
-        for label, c in jobs:
-            x = (
-                run_trl(cfg, ckpt, train, evals, a.threads)
-                if label == "trl"
-                else run_archer(c, ckpt, train, evals, label)
-            )
-            runs.setdefault(x["label"], []).append(x)
-            print(f"repeat {rep}: {x['label']}: {x['step_mean']:.2f} s/step, after {x['after']}", flush=True)
-    keys = common.metric_keys(cfg)
-    header = (
-        [
-            "framework",
-            "steps x repeats",
-            "step s (mean after 1st; per repeat)",
-            "total s (mean)",
-            "generation s/step",
-            "gen tokens/s",
-        ]
-        + [f"{k} before" for k in keys]
-        + [f"{k} after (per repeat)" for k in keys]
-        + ["train reward last 5"]
-    )
-    rows = []
-    mean_step = {}
-    for label, xs in runs.items():
-        mean_step[label] = statistics.mean(x["step_mean"] for x in xs)
-        tails = [statistics.mean(x["train_reward"][-5:]) for x in xs]
-        per_rep = ", ".join(f"{x['step_mean']:.2f}" for x in xs)
-        rows.append(
-            [
-                label,
-                f"{len(xs[0]['times'])} x {len(xs)}",
-                f"{mean_step[label]:.2f} ({per_rep})",
-                statistics.mean(x["total"] for x in xs),
-                statistics.mean(x["generate"] for x in xs),
-                round(statistics.mean(x["tokens_per_s"] for x in xs), 1),
-            ]
-            + [xs[0]["before"][k] for k in keys]
-            + [
-                f"{statistics.mean(x['after'][k] for x in xs):.3f} ("
-                + ", ".join(f"{x['after'][k]:.3f}" for x in xs)
-                + ")"
-                for k in keys
-            ]
-            + [statistics.mean(tails)]
-        )
-    table = common.md_table(header, rows)
-    lines = [table, ""]
-    base = mean_step.get("archer (matched)")
-    for label, v in mean_step.items():
-        if base and label != "archer (matched)":
-            lines.append(f"- {label} / archer (matched) step time: {v / base:.2f}x")
-    text = "\n".join(lines)
+        for row in rows if i % 2 == 0 else rows[::-1]:
+            x = _run_row(row, a, over, ckpt, train, evals, seed)
+            runs.setdefault(row[0], []).append(x)
+            labels[row[0]] = x["label"]
+            print(f"seed {seed}: {x['label']}: {x['step_mean']:.2f} s/step, after {x['after']}", flush=True)
+    runs = {r[0]: runs[r[0]] for r in rows}  # table order
+    text = summarize(runs, labels, common.metric_keys(cfg))
     print(text)
+    (Path(a.out).with_suffix(".json")).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).with_suffix(".json").write_text(
+        json.dumps({"labels": labels, "runs": runs, "seeds": seeds, "steps": steps}, indent=1, default=str)
+    )
     note = (
         f"Settings: {steps} RL steps, {cfg.rollout.batch_size} prompts x {cfg.rollout.n} samples, "
         f"{cfg.rollout.max_new_tokens} new tokens, lr {cfg.optim.lr:g} ({cfg.optim.warmup_steps} warm-up steps), "
-        f"{cfg.trainer.mini_batches} mini-batches, "
+        f"{cfg.trainer.mini_batches} mini-batches (1 in the one-step rows), seeds {seeds}, "
         f"{a.threads} torch thread(s) for both; "
         f"eval on {len(evals)} held-out problems x {cfg.eval.n} samples (T={cfg.eval.temperature}), "
         f"identical for all rows. {'QUICK smoke mode (barely trained SFT model). ' if a.quick else ''}"
@@ -364,11 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     note += (
         "\n\nHow to read: an RL step is one rollout batch (generation + verifier) plus its policy update; "
         "'generation s/step' is the sampling part (TRL: from the end of the previous optimizer step to the "
-        "reward call). 'archer (matched)' does exactly TRL's work (no dynamic sampling, zero-variance groups "
-        "kept); the recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
+        "reward call). The archer rows do TRL's sampling and loss (no dynamic sampling, zero-variance groups "
+        "kept); the 'matched' row reuses the sampler's log-probs as the old log-probs (exact here: the HF engine "
+        "samples from the float32 policy), which TRL recomputes by one forward pass when a rollout batch makes "
+        "more than one optimizer step; the two like-for-like pairs either both recompute or both skip. "
+        "The recipe row drops zero-variance groups and regenerates (up to 2 rounds), so it does "
         "different work per step. Both frameworks start from the same SFT checkpoint (the recipe's own "
-        "warm-up) and use the same lr and warm-up. The evaluation is seeded, so a repeat's 'after' differs "
-        "only where the training itself differed."
+        "warm-up) and use the same lr and warm-up. The evaluation is seeded and the same for every row, so "
+        "'after' differs only where the training differed."
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(
