@@ -2,6 +2,7 @@
 
     python benchmarks/readme_numbers.py                       # tiny_math seeds 0-4, tiny_code seeds 0-2
     python benchmarks/readme_numbers.py --recipes tiny_math --seeds 0,1 --out DIR
+    python benchmarks/readme_numbers.py --recipes tiny_interpreter --seeds 0 --results benchmarks/results/tiny_interpreter
 
 Each run is the README's command (``archer train RECIPE``) with ``trainer.seed=S`` (the model's
 initialisation, the SFT warm-up order and RL sampling change; the problems do not). A run whose
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = {"tiny_math": "avg@8", "tiny_code": "avg@4"}
+KEY = {"tiny_math": "avg@8", "tiny_code": "avg@4", "tiny_interpreter": "avg@8"}
 
 
 def run(recipe: str, seed: int, out: Path) -> dict:
@@ -45,13 +46,16 @@ def run(recipe: str, seed: int, out: Path) -> dict:
         print(f"{recipe} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     s = json.loads(summary.read_text())
     k = KEY[recipe]
-    return {
+    out = {
         "seed": seed,
         "before": s["before"][k],
         "after": s["after"][k],
         "gain": s["after"][k] - s["before"][k],
         "seconds": s.get("seconds"),
     }
+    if "tool_use_rate" in s["before"]:  # tool rollouts: the share of responses that ran code
+        out["tool_use_before"], out["tool_use_after"] = s["before"]["tool_use_rate"], s["after"]["tool_use_rate"]
+    return out
 
 
 def spread(values: list[float]) -> dict:
@@ -128,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['after']['mean']:.3f} ± {r['after']['sd']:.3f} ({r['after']['min']:.3f}-{r['after']['max']:.3f}) "
             f"| {r['gain']['mean']:+.3f} ± {r['gain']['sd']:.3f} ({r['gain']['min']:+.3f} to {r['gain']['max']:+.3f}) |"
         )
+    for recipe, r in out["recipes"].items():
+        for x in r["runs"]:
+            if "tool_use_before" in x:
+                lines.append(
+                    f"\n{recipe} seed {x['seed']}: tool-use rate {x['tool_use_before']:.3f} -> {x['tool_use_after']:.3f}, "
+                    f"{x['seconds']:.0f} s wall (SFT + RL)"
+                )
+    lines.append(f"\nCommand: `python benchmarks/readme_numbers.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
     (res / "readme_numbers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
