@@ -103,8 +103,9 @@ def build_rollout(
     ``rollout.engine`` (``auto`` resolved for ``device``) over ``model``, in this process, or with
     ``resources.rollout_workers=N`` a :class:`archer.rollout.ray_pool.RayRolloutPool` of N Ray
     actors each holding one such engine, started from ``model``'s weights (version 0). When the engine
-    holds its own copy of the weights (vLLM, or rollout workers) and ``algo.tis_cap`` is unset, the
-    returned config has ``algo.tis_cap = rollout.default_tis_cap`` (truncated IS on by default).
+    holds its own copy of the weights (vLLM, or rollout workers), ``algo.tis_cap`` is unset and
+    ``algo.rollout_correction`` is unset or ``token_tis``, the returned config has ``algo.tis_cap =
+    rollout.default_tis_cap`` (token-level truncated IS on by default).
     """
     import dataclasses
 
@@ -137,7 +138,8 @@ def build_rollout(
 
         engine = with_tools(engine, cfg.rollout)
     cap = cfg.rollout.default_tis_cap
-    if cfg.algo.tis_cap is None and cap is not None and not shares_policy(engine):
+    chosen = getattr(cfg.algo, "rollout_correction", None)  # another named entry needs no TIS cap
+    if cfg.algo.tis_cap is None and cap is not None and chosen in (None, "token_tis") and not shares_policy(engine):
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
         if log is not None:
             log(
