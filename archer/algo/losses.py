@@ -178,7 +178,9 @@ def _correction_params(name: str, p: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"loss {name!r}: unknown rollout_correction {rc!r}; valid: {correction_names()}")
     if rc == "token_tis":
         if "cap" in extra:
-            raise ValueError(f"loss {name!r}: token_tis takes its cap from tis_cap, not rollout_correction_params")
+            raise ValueError(
+                f"loss {name!r}: token_tis takes its cap from tis_cap, not rollout_correction_params"
+            )
         extra["cap"] = p["tis_cap"]
     return ROLLOUT_CORRECTIONS[rc].resolve(rc, extra)
 

@@ -33,8 +33,7 @@ Conventions shared by every entry:
 - Sequence sums and means run over the response's trained tokens (``response_mask``; tool observations
   are not in it). Thresholds are compared in log space; ratios are ``exp`` of the log-ratio clamped to
   ``[-20, 20]`` (the bound verl uses), so nothing overflows; a sequence ratio below ``exp(-20)`` counts as
-  ``exp(-20)`` in a weight. Off the mask the factor is whatever the zero log-ratio gives (the loss there
-  is already 0).
+  ``exp(-20)`` in a weight. Off the mask the factor is of no consequence (the loss there is already 0).
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from typing import Any
 import torch
 
 SAFETY_BOUND = 20.0  # log-ratios are clamped to [-20, 20] before exp (exp(20) ~ 4.9e8)
+LOGR_BOUND = 1e4  # each token's log-ratio first, so sums stay finite (thresholds are far inside)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ class CorrectionSpec:
         p = {**self.defaults, **params}
         for key in ("cap", "upper") + (("lower",) if p.get("lower") is not None else ()):
             if key in p and not (_is_number(p[key]) and p[key] > 0):
-                raise ValueError(f"rollout correction {name!r}: parameter {key}={p[key]!r} must be a number > 0")
+                raise ValueError(
+                    f"rollout correction {name!r}: parameter {key}={p[key]!r} must be a number > 0"
+                )
         if "upper" in p:
             p["lower"] = 1.0 / p["upper"] if p["lower"] is None else p["lower"]
             if not p["lower"] <= p["upper"]:
@@ -148,7 +150,9 @@ def seq_mis(log_ratio: torch.Tensor, mask: torch.Tensor, p: dict[str, Any]) -> C
     return Correction(w, torch.zeros_like(mask), mask & out)
 
 
-def _reject(r_log: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, p: dict[str, Any]) -> Correction:
+def _reject(
+    r_log: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, p: dict[str, Any]
+) -> Correction:
     """``w = 1[lower <= exp(r_log) <= upper]`` (compared in log space), broadcast to [B, T]."""
     keep = (r_log >= math.log(p["lower"])) & (r_log <= math.log(p["upper"]))
     keep = keep.expand_as(log_ratio)
@@ -228,7 +232,10 @@ def rollout_correction(
     p = spec.resolve(name, params)
     dtype = torch.float64 if old_log_prob.dtype == torch.float64 else torch.float32
     mask = response_mask != 0
-    diff = old_log_prob.detach().to(dtype) - rollout_log_prob.detach().to(dtype)
+    # a -inf log-prob on either side gives a finite log-ratio: no inf - inf = NaN in a sequence sum
+    diff = (old_log_prob.detach().to(dtype) - rollout_log_prob.detach().to(dtype)).clamp(
+        -LOGR_BOUND, LOGR_BOUND
+    )
     log_ratio = torch.where(mask, diff, torch.zeros((), dtype=dtype, device=diff.device))
     c = spec.fn(log_ratio, mask, p)
     return Correction(c.weight.detach(), c.truncated, c.rejected)

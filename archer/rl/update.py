@@ -28,8 +28,8 @@ import torch
 
 from archer.algo import token_logprobs
 from archer.algo.losses import POLICY_LOSSES, compute_policy_loss, split_by_entropy
-from archer.algo.rollout_correction import correction_in_force
 from archer.algo.regularizers import positive_nll_loss
+from archer.algo.rollout_correction import correction_in_force
 from archer.distributed.world import World
 from archer.models.loader import lm_head, unwrap
 from archer.rollout.hf import cache_kwarg, new_cache
@@ -376,7 +376,9 @@ def _token_means(sums: dict[str, float], ratio_max: float, tokens: float) -> dic
     total = max(tokens, 1.0)
     out = {k: v / total for k, v in sums.items() if not k.startswith(("plain/", "seq/"))}
     seqs = max(sums.get("seq/num_seqs", 0.0), 1.0)
-    out.update({k[len("seq/") :]: v / seqs for k, v in sums.items() if k.startswith("seq/") and k != "seq/num_seqs"})
+    out.update(
+        {k[len("seq/") :]: v / seqs for k, v in sums.items() if k.startswith("seq/") and k != "seq/num_seqs"}
+    )
     out["ratio_max"] = ratio_max
     out.update({k[len("plain/") :]: v for k, v in sums.items() if k.startswith("plain/")})
     out["loss"] = out.get("loss", 0.0) + out.get("pos_nll", 0.0)

@@ -139,7 +139,12 @@ def build_rollout(
         engine = with_tools(engine, cfg.rollout)
     cap = cfg.rollout.default_tis_cap
     chosen = getattr(cfg.algo, "rollout_correction", None)  # another named entry needs no TIS cap
-    if cfg.algo.tis_cap is None and cap is not None and chosen in (None, "token_tis") and not shares_policy(engine):
+    if (
+        cfg.algo.tis_cap is None
+        and cap is not None
+        and chosen in (None, "token_tis")
+        and not shares_policy(engine)
+    ):
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
         if log is not None:
             log(
