@@ -446,3 +446,26 @@ def test_config_accepts_every_entry_and_its_thresholds():
     )
     assert cfg.algo.rollout_correction_params == {"lower": 0.4, "upper": 3}
     assert load_config("tiny_math", []).algo.rollout_correction is None  # today's rule: token_tis via tis_cap
+
+
+# entry -> (registry defaults, source); a change to a default must change this table, with its source
+DEFAULTS = {
+    "none": ({}, "no correction"),
+    "token_tis": ({"cap": 2.0}, "Yao et al. 2025 (TIS), C = 2; verl decoupled_token_is threshold 2.0"),
+    "seq_tis": ({"cap": 2.0}, "verl RolloutCorrectionConfig rollout_is_threshold 2.0 (decoupled_seq_is)"),
+    "token_mis": ({"cap": 2.0}, "archer's choice: MIS (Liu, Li et al. 2025) at the token TIS cap 2"),
+    "seq_mis": (
+        {"cap": 2.0},
+        "verl decoupled_seq_is_rs rs_threshold 2.0 (upper side: MIS drops above the cap)",
+    ),
+    "token_rs": ({"lower": None, "upper": 2.0}, "verl rollout_rs threshold 2.0, lower 1/upper"),
+    "seq_rs": ({"lower": None, "upper": 2.0}, "verl rollout_rs threshold 2.0, lower 1/upper"),
+    "geo_rs": ({"lower": None, "upper": 1.001}, "verl decoupled_geo_rs rs_threshold 1.001, lower 1/upper"),
+    "icepop": ({"lower": 0.5, "upper": 5.0}, "OpenRLHF icepop vllm_is_truncated_threshold [0.5, 5.0]"),
+}
+
+
+@pytest.mark.parametrize("name", correction_names())
+def test_registry_defaults_and_their_sources(name):
+    want, source = DEFAULTS[name]
+    assert ROLLOUT_CORRECTIONS[name].defaults == want, source
