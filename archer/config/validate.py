@@ -208,6 +208,12 @@ def _check_rollout_correction(a: AlgoConfig) -> None:
     """``algo.rollout_correction`` names a registry entry; its params are that entry's thresholds."""
     if a.rollout_correction is not None:
         _one_of(a.rollout_correction, correction_names(), "algo.rollout_correction")
+    _check(
+        a.tis_cap is None or a.rollout_correction in (None, "token_tis"),
+        "algo.tis_cap",
+        f"is the token_tis cap; algo.rollout_correction={a.rollout_correction} takes its thresholds from "
+        "algo.rollout_correction_params",
+    )
     name = correction_in_force(a.rollout_correction, a.tis_cap)
     params = dict(a.rollout_correction_params or {})
     if not params:

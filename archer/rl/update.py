@@ -15,7 +15,8 @@ gradient accumulation over token-budgeted micro-batches.
   the step on every rank (gradients dropped, weights untouched) and is reported.
 
 The policy loss (``archer.algo.losses``) carries the KL term, the entropy bonus (fixed or the adaptive
-controller's alpha) and truncated IS; the Klear positive-sample NLL is added here.
+controller's alpha) and the rollout correction (``archer.algo.rollout_correction``, truncated IS by
+default); the Klear positive-sample NLL is added here.
 """
 
 from __future__ import annotations

@@ -416,6 +416,7 @@ def test_bad_names_and_parameters_raise(name, params, words):
             ["algo.tis_cap"],
         ),
         (["algo.loss_params={rollout_correction: icepop}"], "algo.loss_params.rollout_correction", []),
+        (["algo.rollout_correction=seq_tis", "algo.tis_cap=3"], "algo.tis_cap", ["token_tis", "params"]),
         (
             ["algo.rollout_correction=geo_rs", "algo.rollout_correction_params={upper: wide}"],
             "algo.rollout_correction_params",
@@ -469,3 +470,21 @@ DEFAULTS = {
 def test_registry_defaults_and_their_sources(name):
     want, source = DEFAULTS[name]
     assert ROLLOUT_CORRECTIONS[name].defaults == want, source
+
+
+@pytest.mark.parametrize(
+    "overrides, shares, want",
+    [
+        ([], False, 2.0),  # an engine with its own weights: token-level TIS on, as before
+        ([], True, None),  # the HF engine samples with the trainer's weights: nothing to correct
+        (["algo.tis_cap=3"], False, None),  # set by the user: kept
+        (["rollout.default_tis_cap=null"], False, None),
+        (["algo.rollout_correction=token_tis"], False, 2.0),
+        (["algo.rollout_correction=icepop"], False, None),  # a named entry has its own thresholds
+    ],
+)
+def test_default_tis_cap_is_filled_only_for_token_tis(overrides, shares, want):
+    from archer.config import load_config
+    from archer.rollout import default_tis_cap
+
+    assert default_tis_cap(load_config("tiny_math", overrides), shares) == want
