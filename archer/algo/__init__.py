@@ -7,6 +7,8 @@ Formulas and defaults: ``docs/ALGORITHMS.md`` sections 1-4. Public entry points:
 - :func:`compute_advantages` (registry :data:`ADVANTAGE_ESTIMATORS`);
 - regularisers: :func:`kl_penalty`, :func:`kl_reward_penalty`, :func:`entropy_bonus`,
   :class:`AdaptiveEntropyController`, :func:`positive_nll_loss`, :func:`truncated_is_weights`;
+- :func:`rollout_correction` (registry :data:`ROLLOUT_CORRECTIONS`): the rollout-engine corrections
+  (token/sequence TIS and MIS, token/sequence/geometric rejection, IcePop), ALGORITHMS.md section 3b;
 - :func:`token_logprobs` (log-probs and entropies without materialising the [N, V] logits).
 """
 
@@ -23,18 +25,21 @@ from archer.algo.regularizers import (
     positive_nll_loss,
     truncated_is_weights,
 )
+from archer.algo.rollout_correction import ROLLOUT_CORRECTIONS, correction_names, rollout_correction
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
+    "ROLLOUT_CORRECTIONS",
     "AdaptiveEntropyController",
     "LossNormalizer",
     "advantage_names",
     "aggregate_loss",
     "compute_advantages",
     "compute_policy_loss",
+    "correction_names",
     "default_chunk_size",
     "entropy_bonus",
     "kl_penalty",
@@ -42,6 +47,7 @@ __all__ = [
     "loss_normalizer",
     "policy_loss_names",
     "positive_nll_loss",
+    "rollout_correction",
     "split_by_entropy",
     "token_logprobs",
     "truncated_is_weights",

@@ -12,8 +12,12 @@ Parameters shared by every loss:
   mini-batch's :class:`LossNormalizer` for gradient accumulation (None: this batch is the mini-batch).
 - ``kl_coef``, ``kl_estimator`` (k1/k2/k3): KL-to-reference term, added when ``ref_log_prob`` is given
   and the coefficient is > 0; aggregated like the policy term (``dtc``/``aspo``: see below).
-- ``rollout_log_prob``, ``tis_cap``: truncated IS correction, each token's policy loss is multiplied by
-  ``min(exp(old - rollout), tis_cap)`` (off when ``rollout_log_prob`` is None).
+- ``rollout_log_prob``, ``rollout_correction``, ``rollout_correction_params``, ``tis_cap``: the
+  rollout-engine correction (:mod:`archer.algo.rollout_correction`), off when ``rollout_log_prob`` is
+  None. Each token's policy loss is multiplied by the entry's detached factor; the default
+  ``token_tis`` is ``min(exp(old - rollout), tis_cap)``, the other entries take their thresholds from
+  ``rollout_correction_params``. The aggregation normaliser is unchanged (a rejected token counts as a
+  token with zero loss); the KL and entropy terms are not corrected.
 - ``entropy_coef``: entropy bonus ``-entropy_coef * agg(entropy)`` (``entropy`` must then carry its
   gradient; the Skywork-OR1 controller's ``alpha`` goes here).
 
@@ -48,7 +52,14 @@ from archer.algo.objectives import (
     gspo_surrogate,
     ppo_surrogate,
 )
-from archer.algo.regularizers import KL_ESTIMATORS, kl_penalty, truncated_is_weights
+from archer.algo.regularizers import KL_ESTIMATORS, kl_penalty
+from archer.algo.rollout_correction import (
+    DEFAULT_CORRECTION,
+    ROLLOUT_CORRECTIONS,
+    Correction,
+    correction_names,
+    rollout_correction,
+)
 
 LOGP_FLOOR = -1e4
 
@@ -59,6 +70,8 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "kl_estimator": "k3",
     "rollout_log_prob": None,
     "tis_cap": 2.0,
+    "rollout_correction": DEFAULT_CORRECTION,
+    "rollout_correction_params": None,
     "entropy_coef": 0.0,
 }
 _SPLIT_DEFAULTS: dict[str, Any] = {
@@ -149,12 +162,27 @@ def _validate(name: str, p: dict[str, Any]) -> None:
         raise bad("entropy_quantile", "must be in [0, 1]")
     if not p["tis_cap"] > 0:
         raise bad("tis_cap", "must be > 0")
+    _correction_params(name, p)
     if "kl_norm" in p and p["kl_norm"] not in KL_NORMS:
         raise bad("kl_norm", f"is unknown; valid: {list(KL_NORMS)}")
     if p["kl_estimator"] not in KL_ESTIMATORS:
         raise bad("kl_estimator", f"is unknown; valid: {sorted(KL_ESTIMATORS)}")
     if p["loss_normalizer"] is not None and not isinstance(p["loss_normalizer"], LossNormalizer):
         raise bad("loss_normalizer", "must be a LossNormalizer (see archer.algo.loss_normalizer)")
+
+
+def _correction_params(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """The rollout correction's resolved parameters; ``token_tis`` takes its cap from ``tis_cap``."""
+    rc, extra = p["rollout_correction"], dict(p["rollout_correction_params"] or {})
+    if rc not in ROLLOUT_CORRECTIONS:
+        raise ValueError(f"loss {name!r}: unknown rollout_correction {rc!r}; valid: {correction_names()}")
+    if rc == "token_tis":
+        if "cap" in extra:
+            raise ValueError(
+                f"loss {name!r}: token_tis takes its cap from tis_cap, not rollout_correction_params"
+            )
+        extra["cap"] = p["tis_cap"]
+    return ROLLOUT_CORRECTIONS[rc].resolve(rc, extra)
 
 
 def split_by_entropy(
@@ -251,10 +279,11 @@ def compute_policy_loss(
     sur = spec.surrogate(inputs, p)
 
     token_loss = sur.token_loss  # [B, T]
-    tis = None
-    if rollout_log_prob is not None:
-        tis = truncated_is_weights(old, clean(rollout_log_prob), p["tis_cap"])  # [B, T]
-        token_loss = token_loss * tis
+    rc = None
+    if rollout_log_prob is not None and p["rollout_correction"] != "none":
+        rc_params = _correction_params(name, p)
+        rc = rollout_correction(p["rollout_correction"], old, clean(rollout_log_prob), mask, **rc_params)
+        token_loss = token_loss * rc.weight  # [B, T], detached
     norm = p["loss_normalizer"]
     pg_loss = aggregate_loss(token_loss, mask, p["agg"], norm)
     loss = pg_loss
@@ -275,7 +304,9 @@ def compute_policy_loss(
         ent_loss = -p["entropy_coef"] * aggregate_loss(clean(entropy, detach=False), mask, p["agg"], norm)
         loss = loss + ent_loss
 
-    metrics = _metrics(sur, mask, adv, high, kl, tis, p["tis_cap"], pg_loss, kl_loss, ent_loss, loss)
+    metrics = _metrics(sur, mask, adv, high, kl, pg_loss, kl_loss, ent_loss, loss)
+    if rc is not None:
+        metrics.update(correction_metrics(rc, mask, p["rollout_correction"], p["tis_cap"]))
     return loss.to(dtype), metrics
 
 
@@ -317,8 +348,6 @@ def _metrics(
     adv: torch.Tensor,
     high: torch.Tensor | None,
     kl: torch.Tensor | None,
-    tis: torch.Tensor | None,
-    tis_cap: float,
     pg_loss: torch.Tensor,
     kl_loss: torch.Tensor,
     ent_loss: torch.Tensor,
@@ -359,8 +388,31 @@ def _metrics(
     }
     if high is not None:
         values["high_entropy_frac"] = frac(high)
-    if tis is not None:
-        values["tis_mean"] = torch.where(mask, tis.to(f), 0.0).sum() / denom
-        values["tis_clip_frac"] = frac(tis >= tis_cap)
+    floats = torch.stack(list(values.values())).tolist()
+    return dict(zip(values.keys(), floats))
+
+
+def correction_metrics(rc: Correction, mask: torch.Tensor, name: str, tis_cap: float) -> dict[str, float]:
+    """The rollout correction's stats over this batch's trained tokens (one device-to-host copy).
+
+    ``rc_weight_mean``: mean factor; ``rc_truncated_frac`` / ``rc_rejected_frac``: shares of trained
+    tokens whose factor was truncated at the cap / set to 0; ``rc_seq_rejected_frac``: share of this
+    batch's responses with at least one rejected token (the trainer averages it over responses, not
+    tokens). ``token_tis`` also keeps its historical ``tis_mean`` and ``tis_clip_frac`` (factor >= cap).
+    """
+    f = torch.float64
+    denom = mask.sum().to(f).clamp(min=1.0)
+    seqs = mask.any(dim=-1)
+    w = rc.weight.to(f)
+    values = {
+        "rc_weight_mean": torch.where(mask, w, 0.0).sum() / denom,
+        "rc_truncated_frac": (rc.truncated & mask).sum().to(f) / denom,
+        "rc_rejected_frac": (rc.rejected & mask).sum().to(f) / denom,
+        "rc_seq_rejected_frac": ((rc.rejected & mask).any(dim=-1) & seqs).sum().to(f)
+        / seqs.sum().to(f).clamp(min=1.0),
+    }
+    if name == "token_tis":
+        values["tis_mean"] = values["rc_weight_mean"]
+        values["tis_clip_frac"] = ((w >= tis_cap) & mask).sum().to(f) / denom
     floats = torch.stack(list(values.values())).tolist()
     return dict(zip(values.keys(), floats))

@@ -248,7 +248,16 @@ class AlgoConfig:
     mask_truncated: bool = False
     """Overlong filtering: truncated responses do not train."""
     tis_cap: float | None = None
-    """Truncated importance sampling against the rollout engine's log-probs: the cap (null: off)."""
+    """Token-level truncated importance sampling against the rollout engine's log-probs: the cap of the
+    token_tis rollout correction (null: off unless algo.rollout_correction names another entry)."""
+    rollout_correction: str | None = None
+    """Rollout-engine correction of the archer.algo.rollout_correction registry: none, token_tis, seq_tis,
+    token_mis, seq_mis, token_rs, seq_rs, geo_rs, icepop; null: token_tis when algo.tis_cap is set, else
+    none (ALGORITHMS.md section 3b)."""
+    rollout_correction_params: dict[str, Any] = field(default_factory=dict)
+    """Thresholds of the chosen correction; unset ones keep the registry's: cap 2.0 (seq_tis, token_mis,
+    seq_mis), upper 2.0 / lower 1/upper (token_rs, seq_rs), upper 1.001 / lower 1/upper (geo_rs), lower
+    0.5 / upper 5.0 (icepop). token_tis's cap is algo.tis_cap."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from archer.algo import AGG_MODES, advantage_names, policy_loss_names
 from archer.algo.losses import POLICY_LOSSES
+from archer.algo.rollout_correction import ROLLOUT_CORRECTIONS, correction_in_force, correction_names
 from archer.config.schema import (
     AlgoConfig,
     Config,
@@ -46,6 +47,8 @@ _TRAINER_SET_PARAMS = {
     "rollout_log_prob": "the trainer",
     "entropy_coef": "algo.entropy_coef",
     "tis_cap": "algo.tis_cap",
+    "rollout_correction": "algo.rollout_correction",
+    "rollout_correction_params": "algo.rollout_correction_params",
 }
 
 
@@ -196,8 +199,39 @@ def _check_algo(a: AlgoConfig) -> None:
     _check(a.overlong_buffer >= 0, "algo.overlong_buffer", "must be >= 0")
     if a.tis_cap is not None:
         _check(a.tis_cap >= 1, "algo.tis_cap", "must be >= 1")
+    _check_rollout_correction(a)
     if a.entropy_target is not None:
         _check(a.entropy_target > 0, "algo.entropy_target", "must be > 0")
+
+
+def _check_rollout_correction(a: AlgoConfig) -> None:
+    """``algo.rollout_correction`` names a registry entry; its params are that entry's thresholds."""
+    if a.rollout_correction is not None:
+        _one_of(a.rollout_correction, correction_names(), "algo.rollout_correction")
+    _check(
+        a.tis_cap is None or a.rollout_correction in (None, "token_tis"),
+        "algo.tis_cap",
+        f"is the token_tis cap; algo.rollout_correction={a.rollout_correction} takes its thresholds from "
+        "algo.rollout_correction_params",
+    )
+    name = correction_in_force(a.rollout_correction, a.tis_cap)
+    params = dict(a.rollout_correction_params or {})
+    if not params:
+        return
+    _check(
+        name != "none",
+        "algo.rollout_correction_params",
+        "set, but no rollout correction is on (set algo.rollout_correction)",
+    )
+    _check(
+        not (name == "token_tis" and "cap" in params),
+        "algo.rollout_correction_params.cap",
+        "token_tis takes its cap from algo.tis_cap",
+    )
+    try:
+        ROLLOUT_CORRECTIONS[name].resolve(name, params)
+    except ValueError as exc:
+        raise ConfigError(f"algo.rollout_correction_params: {exc}") from None
 
 
 def _check_optim(o: OptimConfig) -> None:

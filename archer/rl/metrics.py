@@ -79,11 +79,22 @@ def entropy_measure(old: torch.Tensor, mask: torch.Tensor, rows: list[int], worl
 
 
 def mismatch_metrics(batch: TrainBatch, rows: list[int], world: World) -> dict[str, float]:
-    """|sampler - trainer| log-prob gap over the trained tokens (0 when the sampler's are reused)."""
+    """The sampler/trainer gap over the trained tokens of every rank's rows (all 0 when the sampler's
+    log-probs are reused as the old ones), with ``d = old - rollout`` per token:
+
+    - ``rollout/logprob_diff_mean`` / ``_max``: mean and max of ``|d|``;
+    - ``rollout/kl_k1``: mean of ``-d``, and ``rollout/kl_k3``: mean of ``exp(d) - d - 1`` (``d``
+      clamped to [-20, 20]); both estimate KL(pi_rollout || pi_old) from the sampler's tokens (the
+      estimators of verl's ``rollout_corr/kl`` and ``k3_kl``).
+    """
     m = batch.response_mask[rows] != 0  # [R, T]
-    diff = (batch.rollout_log_prob[rows] - batch.old_log_prob[rows]).abs()[m].double()  # [N]
-    count = world.sum(float(diff.numel()))
+    d = (batch.old_log_prob[rows].double() - batch.rollout_log_prob[rows].double())[m]  # [N]
+    diff = d.abs()
+    dc = d.clamp(-20.0, 20.0)
+    count = max(world.sum(float(diff.numel())), 1.0)
     return {
-        "rollout/logprob_diff_mean": world.sum(float(diff.sum())) / max(count, 1.0),
+        "rollout/logprob_diff_mean": world.sum(float(diff.sum())) / count,
         "rollout/logprob_diff_max": world.max_float(float(diff.max()) if diff.numel() else 0.0),
+        "rollout/kl_k1": world.sum(float((-d).sum())) / count,
+        "rollout/kl_k3": world.sum(float((torch.exp(dc) - dc - 1.0).sum())) / count,
     }

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from archer.algo.rollout_correction import correction_in_force
 from archer.config import Config
 from archer.models.loader import unwrap
 from archer.rewards.shaping import overlong_penalty
@@ -185,8 +186,10 @@ def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict
         temperature=cfg.rollout.temperature,
         chunk_size=cfg.trainer.logprob_chunk_size,
         tis_cap=a.tis_cap,
+        rollout_correction=correction_in_force(a.rollout_correction, a.tis_cap),
+        rollout_correction_params=dict(a.rollout_correction_params),
     )
-    tensors = batch.tensors(with_rollout=a.tis_cap is not None)
+    tensors = batch.tensors(with_rollout=settings.rollout_correction != "none")
     run.token_scorer.train()
     updates: list[dict[str, float]] = []
     for _epoch in range(cfg.trainer.ppo_epochs):

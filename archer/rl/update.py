@@ -15,13 +15,14 @@ gradient accumulation over token-budgeted micro-batches.
   the step on every rank (gradients dropped, weights untouched) and is reported.
 
 The policy loss (``archer.algo.losses``) carries the KL term, the entropy bonus (fixed or the adaptive
-controller's alpha) and truncated IS; the Klear positive-sample NLL is added here.
+controller's alpha) and the rollout correction (``archer.algo.rollout_correction``, truncated IS by
+default); the Klear positive-sample NLL is added here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,11 +30,13 @@ import torch
 from archer.algo import token_logprobs
 from archer.algo.losses import POLICY_LOSSES, compute_policy_loss, split_by_entropy
 from archer.algo.regularizers import positive_nll_loss
+from archer.algo.rollout_correction import correction_in_force
 from archer.distributed.world import World
 from archer.models.loader import lm_head, unwrap
 from archer.rollout.hf import cache_kwarg, new_cache
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
+SEQ_KEYS = ("rc_seq_rejected_frac",)  # shares of responses: averaged over responses, not tokens
 FORK_QUANTILE = 0.8  # "fork" tokens: above each response's 80th entropy percentile (Wang et al. 2025, 80/20)
 
 
@@ -209,6 +212,8 @@ class UpdateSettings:
     temperature: float = 1.0
     chunk_size: int | None = None
     tis_cap: float | None = None
+    rollout_correction: str | None = None  # None: token_tis when tis_cap is set, else none
+    rollout_correction_params: dict[str, Any] = field(default_factory=dict)
 
 
 def _slice(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -314,8 +319,15 @@ def _micro_batch_loss(
     """The policy loss of one micro-batch (+ the positive-NLL term, whose value goes into ``sums``)."""
     mask = p["response_mask"]
     params = dict(s.loss_params)
-    if s.tis_cap is not None and "rollout_log_prob" in p:
-        params.update(rollout_log_prob=p["rollout_log_prob"], tis_cap=s.tis_cap)
+    correction = correction_in_force(s.rollout_correction, s.tis_cap)
+    if correction != "none" and "rollout_log_prob" in p:
+        params.update(
+            rollout_log_prob=p["rollout_log_prob"],
+            rollout_correction=correction,
+            rollout_correction_params=dict(s.rollout_correction_params),
+        )
+        if s.tis_cap is not None:
+            params["tis_cap"] = s.tis_cap
     # the bonus needs the entropy's gradient; the dtc/aspo split only reads its value
     loss, metrics = compute_policy_loss(
         s.loss,
@@ -344,11 +356,16 @@ def _accumulate(
 ) -> None:
     """Add one micro-batch's metrics to ``sums``: token-weighted, or as they are for :data:`PLAIN_KEYS`."""
     n = metrics.get("num_tokens", float(mask.sum()))
+    seqs = metrics.get("num_seqs", float((mask != 0).any(dim=-1).sum()))
     for k, v in metrics.items():
         if k in PLAIN_KEYS:
             sums[f"plain/{k}"] = sums.get(f"plain/{k}", 0.0) + v
+        elif k in SEQ_KEYS:
+            sums[f"seq/{k}"] = sums.get(f"seq/{k}", 0.0) + seqs * v
         elif k not in ("num_tokens", "num_seqs", "ratio_max") and math.isfinite(v):
             sums[k] = sums.get(k, 0.0) + n * v
+    if any(k in SEQ_KEYS for k in metrics):
+        sums["seq/num_seqs"] = sums.get("seq/num_seqs", 0.0) + seqs
     sums["entropy"] = sums.get("entropy", 0.0) + float((ent * mask).sum())
     fork = split_by_entropy(ent, mask != 0, FORK_QUANTILE)  # [B, T] the top-20% entropy positions
     sums["fork_frac"] = sums.get("fork_frac", 0.0) + float(fork.sum())
@@ -358,7 +375,11 @@ def _accumulate(
 def _token_means(sums: dict[str, float], ratio_max: float, tokens: float) -> dict[str, float]:
     """The mini-batch's metrics: token means, plain sums, and the ratio/fork means over their own tokens."""
     total = max(tokens, 1.0)
-    out = {k: v / total for k, v in sums.items() if not k.startswith("plain/")}
+    out = {k: v / total for k, v in sums.items() if not k.startswith(("plain/", "seq/"))}
+    seqs = max(sums.get("seq/num_seqs", 0.0), 1.0)
+    out.update(
+        {k[len("seq/") :]: v / seqs for k, v in sums.items() if k.startswith("seq/") and k != "seq/num_seqs"}
+    )
     out["ratio_max"] = ratio_max
     out.update({k[len("plain/") :]: v for k, v in sums.items() if k.startswith("plain/")})
     out["loss"] = out.get("loss", 0.0) + out.get("pos_nll", 0.0)

@@ -103,8 +103,9 @@ def build_rollout(
     ``rollout.engine`` (``auto`` resolved for ``device``) over ``model``, in this process, or with
     ``resources.rollout_workers=N`` a :class:`archer.rollout.ray_pool.RayRolloutPool` of N Ray
     actors each holding one such engine, started from ``model``'s weights (version 0). When the engine
-    holds its own copy of the weights (vLLM, or rollout workers) and ``algo.tis_cap`` is unset, the
-    returned config has ``algo.tis_cap = rollout.default_tis_cap`` (truncated IS on by default).
+    holds its own copy of the weights (vLLM, or rollout workers), ``algo.tis_cap`` is unset and
+    ``algo.rollout_correction`` is unset or ``token_tis``, the returned config has ``algo.tis_cap =
+    rollout.default_tis_cap`` (token-level truncated IS on by default).
     """
     import dataclasses
 
@@ -136,8 +137,8 @@ def build_rollout(
         from archer.rollout.tools import with_tools
 
         engine = with_tools(engine, cfg.rollout)
-    cap = cfg.rollout.default_tis_cap
-    if cfg.algo.tis_cap is None and cap is not None and not shares_policy(engine):
+    cap = default_tis_cap(cfg, shares_policy(engine))
+    if cap is not None:
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
         if log is not None:
             log(
@@ -145,6 +146,16 @@ def build_rollout(
                 f"weights; truncated IS on (algo.tis_cap={cap}, from rollout.default_tis_cap)"
             )
     return engine, cfg
+
+
+def default_tis_cap(cfg: Any, engine_shares_policy: bool) -> float | None:
+    """The ``algo.tis_cap`` a run gets from ``rollout.default_tis_cap``: only when the engine holds its own
+    weights, the cap is unset and ``algo.rollout_correction`` is unset or ``token_tis`` (another named
+    correction has its own thresholds); else None (the config stays as it is)."""
+    chosen = getattr(cfg.algo, "rollout_correction", None)
+    if engine_shares_policy or cfg.algo.tis_cap is not None or chosen not in (None, "token_tis"):
+        return None
+    return cfg.rollout.default_tis_cap
 
 
 def _cluster_has_gpu(address: Any) -> bool:

@@ -331,3 +331,27 @@ def test_cli_recipe_eval_file_falls_back_to_the_bundled_sample():
     assert cfg.data.train == str(BUNDLED_DIR / "math" / "math500.jsonl")
     assert cfg.data.eval == str(BUNDLED_DIR / "math" / "aime24.jsonl")
     assert notes == ["data.eval: data/aime24.jsonl not found; using the bundled aime24 sample"]
+
+
+@pytest.mark.slow
+def test_a_named_rollout_correction_trains_and_logs_its_metrics(tmp_path, parity_math):
+    """algo.rollout_correction reaches the update: the HF engine shares the policy, so the sampler's
+    log-probs are the old ones, nothing is rejected and the sampler/trainer KL is 0."""
+    from archer.rl.loop import train
+
+    cfg = load_config(
+        "tiny_math",
+        FAST
+        + [
+            "trainer.steps=1",
+            "algo.rollout_correction=seq_rs",
+            "algo.rollout_correction_params={upper: 1.5}",
+        ],
+    )
+    summary = train(cfg, run_dir=tmp_path)
+    rows = [h for h in summary["history"] if "actor/grad_norm" in h]
+    assert rows, summary["history"]
+    for row in rows:
+        assert row["actor/rc_weight_mean"] == 1.0 and row["actor/rc_seq_rejected_frac"] == 0.0
+        assert row["rollout/kl_k1"] == 0.0 and row["rollout/kl_k3"] == 0.0
+        assert "actor/tis_mean" not in row

@@ -156,3 +156,47 @@ def test_sign_split_ratio_and_fork_entropy_metrics_are_exact_across_micro_batche
         _, metrics = _delta(model, batch, micro, settings)
         for k, v in want.items():
             assert metrics[k] == pytest.approx(v, rel=1e-9), (k, micro)
+
+
+@pytest.mark.parametrize("correction", ["seq_mis", "token_rs", "icepop", None])
+def test_rollout_correction_is_exact_across_micro_batches(correction):
+    """A correction's factor depends on each response alone: micro-batches give the big batch's update,
+    and the share of rejected responses is a mean over responses (float64 reference from the tensors).
+    ``None`` with a tis_cap is today's token-level TIS."""
+    model = _model()
+    batch = _batch(model, with_ref=False)
+    g = torch.Generator().manual_seed(2)
+    mask = batch["response_mask"]
+    shift = 0.6 * torch.randn(mask.shape, generator=g, dtype=torch.float64)
+    batch["rollout_log_prob"] = (batch["old_log_prob"] - shift) * mask  # old - rollout = shift
+    settings = UpdateSettings(
+        loss="ppo",
+        agg="token-mean",
+        loss_params={},
+        grad_clip=1e9,
+        tis_cap=2.0 if correction is None else None,
+        rollout_correction=correction,
+    )
+    big, m_big = _delta(model, batch, [[0, 1, 2, 3, 4, 5]], settings)
+    small, m_small = _delta(model, batch, [[0, 1], [2, 3, 4], [5]], settings)
+    for a, b in zip(big, small):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    m = mask != 0
+    r = torch.exp(shift)
+    if correction == "seq_mis":
+        rejected = torch.exp((shift * m).sum(-1, keepdim=True)).expand_as(shift) > 2.0
+    elif correction == "token_rs":
+        rejected = (r < 0.5) | (r > 2.0)
+    elif correction == "icepop":
+        rejected = (r < 0.5) | (r > 5.0)
+    else:
+        rejected = torch.zeros_like(m)
+    rejected = rejected & m
+    want_seq = rejected.any(-1).double().mean().item()
+    for metrics in (m_big, m_small):
+        assert metrics["rc_rejected_frac"] == pytest.approx(rejected.sum().item() / m.sum().item(), rel=1e-12)
+        assert metrics["rc_seq_rejected_frac"] == pytest.approx(want_seq, rel=1e-12)
+    if correction is None:
+        assert m_big["tis_mean"] == pytest.approx(r.clamp(max=2.0)[m].mean().item(), rel=1e-12)
+    else:
+        assert 0 < want_seq < 1  # the data rejects some responses and keeps others
