@@ -11,7 +11,7 @@ verifier (``archer.rewards.math.score``). A problem with k distinct operands has
 SFT demonstrations (:func:`paths_sft_examples`) use a uniformly random order per example, so the
 demonstrations' first operand carries up to ln 4 = 1.39 nats; the SFT policy of ``tiny_paths`` measured
 1.16 nats on its top-20% entropy tokens at the first RL step, held-out avg@8 0.22 with pass@8 0.82, and
-~31-token responses (``benchmarks/results/aspo_study.md``).
+~31-token responses (``benchmarks/results/aspo_study_24steps/aspo_study.md``).
 
 :func:`solution_path` reads the path back from a response (the sequence of step texts if every step is
 right and the box holds the answer, else None), so a run can count distinct correct paths per problem.
