@@ -8,14 +8,16 @@
   rounds of groups, keep those whose rewards are not all equal, stop when ``target`` groups are kept
   or after ``max_rounds``; then train on what there is (possibly nothing) and report it. Never raises.
 - :func:`pack` right-pads prompt+response sequences into ``[B, T]`` tensors with the response mask.
-- :func:`micro_batches` cuts a mini-batch into micro-batches whose padded size stays under a token
-  budget, for gradient accumulation.
+- :func:`micro_batches` cuts a mini-batch into token-balanced micro-batches whose real (unpadded)
+  token count stays under a budget, for gradient accumulation; :func:`balanced_split` balances groups
+  across ranks by tokens.
 - :class:`Round` is one generation round of a step; :func:`build_batch` computes group advantages
   and packs the kept groups into a frozen :class:`TrainBatch`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,8 +185,65 @@ def pack(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
 
 
 def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Greedy split of row indices (in order of decreasing length) so that
-    ``len(micro) * max_len(micro) <= token_budget``; a row longer than the budget goes alone."""
+    """Token-balanced micro-batches: row indices cut into few groups whose **real** token sums
+    (``lengths``: prompt + response tokens of each row, no padding) stay within ``token_budget``, with
+    near-equal sums (like verl's ``use_dynamic_bsz``).
+
+    A row longer than the budget goes alone. The others are spread over ``k`` bins, ``k`` growing from
+    ``ceil(total / budget)``: longest row first into the lightest bin it fits (greedy LPT); the first
+    ``k`` where every row fits wins. First-fit decreasing bounds ``k``: when LPT needs more bins than it,
+    its (less balanced) bins are taken. Limits: the fewest bins is not guaranteed (bin packing is
+    NP-hard; FFD is within 11/9 of it), nor the best balance (LPT is within 4/3 of it); a padded forward
+    of a bin costs ``len(bin) * max_len(bin)`` tokens, which can exceed the budget (a packed forward,
+    ``trainer.pack_sequences``, costs the real tokens). Bins come out heaviest first, each bin's rows
+    in increasing index. Deterministic: ties go to the lower index and the lower bin.
+    """
+    alone = [[i] for i in range(len(lengths)) if lengths[i] > token_budget]
+    rest = sorted(
+        (i for i in range(len(lengths)) if lengths[i] <= token_budget), key=lambda i: (-lengths[i], i)
+    )
+    bins = _first_fit_decreasing(lengths, rest, token_budget)
+    for k in range(max(1, math.ceil(sum(lengths[i] for i in rest) / token_budget)), len(bins) + 1):
+        lpt = _lightest_fit(lengths, rest, token_budget, k)
+        if lpt is not None:
+            bins = lpt
+            break
+    out = alone + [sorted(b) for b in bins if b]
+    return sorted(out, key=lambda m: -sum(lengths[i] for i in m))
+
+
+def _lightest_fit(lengths: list[int], order: list[int], budget: int, k: int) -> list[list[int]] | None:
+    """Rows of ``order`` onto ``k`` bins, each onto the lightest bin it fits; None when one fits nowhere."""
+    bins: list[list[int]] = [[] for _ in range(k)]
+    sums = [0] * k
+    for i in order:
+        fits = [b for b in range(k) if sums[b] + lengths[i] <= budget]
+        if not fits:
+            return None
+        b = min(fits, key=lambda b: (sums[b], b))
+        bins[b].append(i)
+        sums[b] += lengths[i]
+    return bins
+
+
+def _first_fit_decreasing(lengths: list[int], order: list[int], budget: int) -> list[list[int]]:
+    """Rows of ``order`` (longest first) each into the first bin it fits, a new bin when none."""
+    bins: list[list[int]] = []
+    sums: list[int] = []
+    for i in order:
+        b = next((b for b in range(len(bins)) if sums[b] + lengths[i] <= budget), len(bins))
+        if b == len(bins):
+            bins.append([])
+            sums.append(0)
+        bins[b].append(i)
+        sums[b] += lengths[i]
+    return bins
+
+
+def padded_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """The former split (before token balancing): greedy over rows in order of decreasing length so that
+    ``len(micro) * max_len(micro) <= token_budget`` (padded tokens); a row longer than the budget goes
+    alone. Kept for comparison (``benchmarks/packed_update.py``); the trainer uses :func:`micro_batches`."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     out: list[list[int]] = []
     cur: list[int] = []
@@ -199,6 +258,19 @@ def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     if cur:
         out.append(cur)
     return out
+
+
+def balanced_split(weights: list[int], parts: int) -> list[list[int]]:
+    """Indices of ``weights`` split into ``parts`` lists with near-equal weight sums (greedy LPT: heaviest
+    first onto the lightest part; ties to the lower index and part), each list in increasing index.
+    With ``parts`` >= 2 and at least ``parts`` items, no part is empty."""
+    bins: list[list[int]] = [[] for _ in range(max(1, parts))]
+    sums = [0] * len(bins)
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        b = min(range(len(bins)), key=lambda b: (sums[b], len(bins[b]), b))
+        bins[b].append(i)
+        sums[b] += weights[i]
+    return [sorted(b) for b in bins]
 
 
 def split_mini_batches(num_rows: int, num_mini: int, generator: torch.Generator) -> list[list[int]]:
