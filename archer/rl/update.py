@@ -1,5 +1,5 @@
 """The policy update of one RL step: token log-probs, and mini-batch optimizer steps with exact
-gradient accumulation over token-budgeted micro-batches.
+gradient accumulation over token-budgeted micro-batches (:func:`archer.rl.batch.micro_batches`).
 
 - :class:`TokenScorer` wraps the policy (any Hugging Face causal LM, LoRA or not) and returns the
   per-token log-prob and entropy of the response tokens, as [B, T] tensors. It runs the model's
@@ -8,6 +8,8 @@ gradient accumulation over token-budgeted micro-batches.
   bias is one extra column). Position t's log-prob comes from hidden state t-1. Models whose logits are
   not a plain projection use the full forward (:func:`archer.models.loader.lm_head`). It is a module so
   that FSDP2 can shard it as the root (its hooks then run around the whole computation).
+  With ``pack_sequences`` the rows of a micro-batch run concatenated without padding (positions
+  restarting per row, block-diagonal causal attention built by transformers from the positions).
 - :func:`update_minibatch` performs one optimizer step: the loss normaliser (token count, sequence
   count, entropy-split sizes) is built once from the whole mini-batch (over every rank, by the
   :class:`~archer.distributed.world.World`), every micro-batch loss uses it, so the accumulated
@@ -20,7 +22,11 @@ controller's alpha) and truncated IS; the Klear positive-sample NLL is added her
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +53,28 @@ class TokenScorer(torch.nn.Module):
     padded forward up to float rounding (tested per architecture, gradients included). It is used
     when the decoder takes a KV cache and activation checkpointing is not active in training (HF's
     checkpointed layers drop the cache); otherwise, and without ``group``, rows run padded.
+
+    Packed rows (``pack_sequences``, ``trainer.pack_sequences``): the micro-batch's rows run as one row
+    of their real tokens, positions restarting per row, the attention block-diagonal causal, so no
+    padding is computed; each row's log-probs are read back from its span. It replaces prompt sharing
+    (each row then runs its own prompt) and applies where :func:`pack_unsupported` finds nothing
+    against the model; elsewhere rows run as above, and the reason is logged once through ``log``
+    (default: a warning). Equal to the padded forward up to float rounding (tests/rl/test_packing.py).
     """
 
-    def __init__(self, policy: Any, share_prompts: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        share_prompts: bool = True,
+        pack_sequences: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy
         self.share_prompts = share_prompts
+        self.pack_sequences = pack_sequences
+        self.log = log or (lambda text: warnings.warn(text, stacklevel=3))
+        self._no_pack: str | None = None  # why packing does not apply to this model ("" when it does)
 
     def forward(
         self,
@@ -68,10 +90,15 @@ class TokenScorer(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
 
         head = lm_head(self.policy)
+        packed = self.pack_sequences and self._can_pack(head)
         if head.decoder is None:
             rows, cols, lp, ent = self._full_logits(input_ids, attention_mask, response_mask, temperature)
         else:
-            if group is not None and prompt_len is not None and self._can_share(head.decoder):
+            if packed:
+                rows, cols, h, labels = self._packed_hidden(
+                    head.decoder, input_ids, attention_mask, response_mask
+                )
+            elif group is not None and prompt_len is not None and self._can_share(head.decoder):
                 rows, cols, h, labels = self._shared_prompt_hidden(
                     head.decoder, input_ids, attention_mask, response_mask, prompt_len, group
                 )
@@ -90,6 +117,42 @@ class TokenScorer(torch.nn.Module):
             out_ent = torch.zeros(response_mask.shape, dtype=ent.dtype, device=ent.device)  # [B, T]
             out_ent[rows, cols] = ent  # keeps its gradient (entropy bonus); detach for the token split
         return out_lp, out_ent
+
+    def _can_pack(self, head: Any) -> bool:
+        """Whether this model runs packed rows; the first time it cannot, the reason is logged (one line)."""
+        if self._no_pack is None:
+            self._no_pack = pack_unsupported(head) or ""
+            if self._no_pack:
+                self.log(f"trainer.pack_sequences: padded rows instead, {self._no_pack}")
+        return not self._no_pack
+
+    def _packed_hidden(
+        self,
+        decoder: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, the rows run as one packed row.
+
+        The right-padded rows' real tokens are concatenated into ``[1, S]`` (S = the real tokens) with
+        positions restarting at 0 per row and no attention mask: transformers' mask builder finds the
+        rows from the position resets and makes the attention block-diagonal causal
+        (``transformers.masking_utils.find_packed_sequence_indices``; flash-attention kernels read the
+        same resets as variable-length sequences). Row b's column t is packed index ``start[b] + t``."""
+
+        keep = attention_mask != 0  # [B, T] right-padded: the first lengths[b] columns of row b
+        lengths = keep.sum(-1)  # [B]
+        start = lengths.cumsum(0) - lengths  # [B]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # [B, T]
+        hidden = decoder(
+            input_ids=input_ids[keep][None],
+            position_ids=positions[keep][None],
+            attention_mask=None,
+            use_cache=False,
+        ).last_hidden_state[0]  # [S, d]
+        rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]: t predicts t+1
+        return rows, cols + 1, hidden[start[rows] + cols], input_ids[rows, cols + 1]
 
     def _can_share(self, decoder: Any) -> bool:
         if not self.share_prompts or cache_kwarg(decoder) is None:
@@ -159,6 +222,42 @@ class TokenScorer(torch.nn.Module):
         lp = logp_all.gather(1, input_ids[rows, cols + 1][:, None]).squeeze(1)  # [N]
         ent = -(logp_all.exp() * logp_all).sum(-1)  # [N]
         return rows, cols + 1, lp, ent
+
+
+PACKED_ATTENTION = (
+    "sdpa",
+    "eager",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+)
+"""Attention implementations whose mask (or kernel) transformers makes block-diagonal from packed position_ids."""
+
+
+def pack_unsupported(head: Any) -> str | None:
+    """Why the model of ``head`` (:func:`archer.models.loader.lm_head`) cannot run packed rows; None when
+    it can. Checked statically: a decoder (logits a plain projection) whose ``forward`` takes
+    ``position_ids``, whose class builds its mask with ``transformers.masking_utils`` (which detects
+    packed rows), an attention implementation of :data:`PACKED_ATTENTION`, and only full or sliding
+    attention layers (recurrent or linear-attention layers would carry state from one row into the
+    next). Limit: a decoder that imports the mask builder but bypasses it is not detected."""
+
+    decoder = head.decoder
+    if decoder is None:
+        return "the model's logits are not a plain projection of its decoder's output"
+    if "position_ids" not in inspect.signature(decoder.forward).parameters:
+        return f"{type(decoder).__name__}.forward takes no position_ids"
+    if not any(hasattr(sys.modules.get(c.__module__), "create_causal_mask") for c in type(decoder).__mro__):
+        return f"{type(decoder).__name__} does not build its mask with transformers.masking_utils"
+    config = getattr(decoder, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in PACKED_ATTENTION:
+        return f"attention implementation {impl!r} is not one of {', '.join(PACKED_ATTENTION)}"
+    other = sorted(set(getattr(config, "layer_types", None) or ()) - {"full_attention", "sliding_attention"})
+    if other:
+        return f"layers of type {', '.join(other)} would carry state from one row into the next"
+    return None
 
 
 def _project(

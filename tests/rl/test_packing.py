@@ -1,0 +1,191 @@
+"""Packed micro-batches (``trainer.pack_sequences``) and token-balanced micro-batches.
+
+A packed forward (rows concatenated without padding, positions restarting per row, block-diagonal causal
+attention built by transformers from the positions) must give the padded forward's per-token log-probs,
+entropies and parameter gradients up to float rounding, on a tiny Qwen2; accumulating packed
+micro-batches must give the one-batch gradient; a model that cannot take packed rows runs padded and
+says why once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import tiny_model, tiny_tokenizer
+
+import archer.rl.update as update_mod
+from archer.rl.batch import micro_batches, pack
+from archer.rl.update import TokenScorer, UpdateSettings, pack_unsupported, update_minibatch
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# (prompt, response) lengths: a 10x spread of responses, a one-token response, two rows of one group
+SHAPES = [(5, 3), (9, 30), (4, 1), (7, 12), (5, 3), (3, 22)]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def _model(tokenizer, dtype, attn="sdpa"):
+    model = tiny_model(tokenizer, seed=3, num_layers=2).to(dtype)
+    model.config._attn_implementation = attn
+    return model
+
+
+def _batch(vocab: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    rows = [
+        (
+            torch.randint(3, vocab, (p,), generator=g).tolist(),
+            torch.randint(3, vocab, (r,), generator=g).tolist(),
+        )
+        for p, r in SHAPES
+    ]
+    rows[4] = (rows[0][0], rows[4][1])  # rows 0 and 4 share their prompt (one group)
+    batch = pack(rows, pad_id=0)
+    batch["response_mask"][3, 9:12] = 0.0  # an untrained stretch inside a response (tool observation)
+    batch["prompt_len"] = torch.tensor([p for p, _ in SHAPES])
+    batch["group"] = torch.tensor([0, 1, 2, 3, 0, 4])
+    return batch
+
+
+def _score(scorer, batch, **kw):
+    return scorer(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
+        temperature=0.9,
+        chunk_size=7,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_logprobs_entropies_and_gradients_match_padded(tokenizer, dtype, attn):
+    model = _model(tokenizer, dtype, attn)
+    batch = _batch(len(tokenizer))
+    mask = batch["response_mask"]
+    adv = torch.linspace(-1.0, 1.0, len(SHAPES), dtype=dtype)[:, None]
+    results = []
+    for scorer in (TokenScorer(model, share_prompts=False), TokenScorer(model, pack_sequences=True)):
+        model.zero_grad(set_to_none=True)
+        lp, ent = _score(scorer, batch, prompt_len=batch["prompt_len"], group=batch["group"])
+        ((lp * adv * mask).sum() + 0.1 * (ent * mask).sum()).backward()
+        results.append((lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert scorer._no_pack == ""  # the packed path ran
+    # eager attention takes its softmax in float32 whatever the model's dtype: float64 is float32-exact there
+    tol = TOL[torch.float32 if attn == "eager" else dtype]
+    (lp_pad, ent_pad, g_pad), (lp_pack, ent_pack, g_pack) = results
+    assert lp_pack.shape == lp_pad.shape and bool((lp_pack[mask == 0] == 0).all())
+    torch.testing.assert_close(lp_pack, lp_pad, **tol)
+    torch.testing.assert_close(ent_pack, ent_pad, **tol)
+    assert sum(float(g.abs().sum()) for g in g_pad) > 0
+    for a, b in zip(g_pack, g_pad):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_packed_rows_do_not_see_each_other(tokenizer):
+    """Changing one row's tokens leaves the other rows' packed log-probs as they were."""
+    model = _model(tokenizer, torch.float64)
+    batch = _batch(len(tokenizer))
+    scorer = TokenScorer(model, pack_sequences=True)
+    with torch.no_grad():
+        before, _ = _score(scorer, batch)
+        batch["input_ids"][1, :5] = (batch["input_ids"][1, :5] + 1) % len(tokenizer)
+        after, _ = _score(scorer, batch)
+    others = [0, 2, 3, 4, 5]
+    torch.testing.assert_close(after[others], before[others], rtol=0, atol=1e-12)
+    assert float((after[1] - before[1]).abs().max()) > 1e-6
+
+
+def test_accumulated_packed_micro_batches_equal_the_one_batch_gradient(tokenizer):
+    model = _model(tokenizer, torch.float64)
+    batch = _batch(len(tokenizer))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        lp, _ = _score(TokenScorer(model, share_prompts=False), batch, with_entropy=False)
+    batch["old_log_prob"] = (lp + 0.3 * torch.randn(lp.shape, generator=g, dtype=lp.dtype)) * batch[
+        "response_mask"
+    ]
+    batch["advantages"] = torch.tensor([1.0, -0.5, 0.7, -1.2, 0.4, -0.9], dtype=lp.dtype)
+    batch["rewards"] = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0], dtype=lp.dtype)
+    settings = UpdateSettings(loss="dapo", agg="token-mean", loss_params={}, grad_clip=1e9, pos_nll_coef=0.1)
+    lengths = [p + r for p, r in SHAPES]
+    micro = micro_batches(lengths, token_budget=40)
+    assert len(micro) > 2
+
+    def delta(scorer_kw, parts):
+        m = copy.deepcopy(model)
+        before = [p.detach().clone() for p in m.parameters()]
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)  # parameter change = -gradient
+        metrics = update_minibatch(TokenScorer(m, **scorer_kw), opt, batch, parts, settings)
+        return [b - p.detach() for b, p in zip(before, m.parameters())], metrics
+
+    one, m_one = delta({"share_prompts": False}, [list(range(len(SHAPES)))])
+    packed, m_packed = delta({"pack_sequences": True}, micro)
+    assert any(float(d.abs().max()) > 1e-6 for d in one)
+    for a, b in zip(packed, one):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert m_packed["loss"] == pytest.approx(m_one["loss"], rel=1e-9)
+
+
+def test_a_model_that_cannot_pack_runs_padded_and_says_why_once(tokenizer, monkeypatch):
+    model = _model(tokenizer, torch.float64)
+    batch = _batch(len(tokenizer))
+    lines: list[str] = []
+    monkeypatch.setattr(update_mod, "pack_unsupported", lambda head: "no packed attention here")
+    scorer = TokenScorer(model, pack_sequences=True, log=lines.append)
+    with torch.no_grad():
+        lp, _ = _score(scorer, batch)
+        _score(scorer, batch)
+        ref, _ = _score(TokenScorer(model, share_prompts=False), batch)
+    assert lines == ["trainer.pack_sequences: padded rows instead, no packed attention here"]
+    torch.testing.assert_close(lp, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_pack_unsupported_names_the_reason(tokenizer):
+    model = _model(tokenizer, torch.float32)
+    head = update_mod.lm_head(model)
+    assert pack_unsupported(head) is None
+    assert "plain projection" in pack_unsupported(SimpleNamespace(decoder=None))
+    model.config._attn_implementation = "paged|sdpa"
+    assert "attention implementation 'paged|sdpa'" in pack_unsupported(head)
+    model.config._attn_implementation = "sdpa"
+    model.config.layer_types = ["full_attention", "linear_attention"]
+    assert "linear_attention" in pack_unsupported(head)
+
+
+def _first_fit_decreasing_count(lengths: list[int], budget: int) -> int:
+    sums: list[int] = []
+    for n in sorted(lengths, reverse=True):
+        b = next((b for b, s in enumerate(sums) if s + n <= budget), None)
+        if b is None:
+            sums.append(n)
+        else:
+            sums[b] += n
+    return len(sums)
+
+
+def test_token_balanced_micro_batches_respect_the_budget_and_balance():
+    rng = random.Random(0)
+    unbalanced = 0
+    for _ in range(300):
+        lengths = [rng.randint(5, 50) for _ in range(rng.randint(1, 40))]
+        budget = rng.randint(50, 400)
+        micro = micro_batches(lengths, budget)
+        assert sorted(i for m in micro for i in m) == list(range(len(lengths)))
+        sums = [sum(lengths[i] for i in m) for m in micro]
+        assert max(sums) <= budget
+        assert math.ceil(sum(lengths) / budget) <= len(micro) <= _first_fit_decreasing_count(lengths, budget)
+        # greedy LPT: the lightest bin is within one row of the heaviest (FFD's bins when LPT needs more)
+        unbalanced += len(micro) > 1 and max(sums) - min(sums) > max(lengths)
+    assert unbalanced <= 3
