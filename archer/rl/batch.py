@@ -184,32 +184,62 @@ def pack(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
     return {"input_ids": input_ids, "attention_mask": attention, "response_mask": resp}
 
 
-def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+def micro_batches(lengths: list[int], token_budget: int, packed: bool = False) -> list[list[int]]:
     """Token-balanced micro-batches: row indices cut into few groups whose **real** token sums
     (``lengths``: prompt + response tokens of each row, no padding) stay within ``token_budget``, with
-    near-equal sums (like verl's ``use_dynamic_bsz``).
+    near-equal sums (like verl's ``use_dynamic_bsz``). A row longer than the budget goes alone.
 
-    A row longer than the budget goes alone. The others are spread over ``k`` bins, ``k`` growing from
-    ``ceil(total / budget)``: longest row first into the lightest bin it fits (greedy LPT); the first
-    ``k`` where every row fits wins. First-fit decreasing bounds ``k``: when LPT needs more bins than it,
-    its (less balanced) bins are taken. Limits: the fewest bins is not guaranteed (bin packing is
-    NP-hard; FFD is within 11/9 of it), nor the best balance (LPT is within 4/3 of it); a padded forward
-    of a bin costs ``len(bin) * max_len(bin)`` tokens, which can exceed the budget (a packed forward,
-    ``trainer.pack_sequences``, costs the real tokens). Bins come out heaviest first, each bin's rows
-    in increasing index. Deterministic: ties go to the lower index and the lower bin.
+    - ``packed`` (rows run without padding, ``trainer.pack_sequences``): bin packing. The rows are
+      spread over ``k`` bins, ``k`` growing from ``ceil(total / budget)``: longest row first into the
+      lightest bin it fits (greedy LPT, within 4/3 of the best balance); the first ``k`` where every
+      row fits wins. First-fit decreasing bounds ``k`` (within 11/9 of the fewest bins): when LPT needs
+      more, FFD's less balanced bins are taken.
+    - padded rows (the default): a padded forward costs ``len(bin) * max_len(bin)``, so rows of
+      similar length go together: the rows sorted by length are cut into the fewest contiguous runs
+      within the budget (greedy), and among those cuts the one with the smallest heaviest run (binary
+      search on the cap), so the runs are as even as contiguous runs can be. Its padded positions can
+      still exceed the budget (short rows behind a longer one).
+
+    Limits: neither the fewest bins (NP-hard) nor the best balance is guaranteed. Bins come out heaviest
+    first, each bin's rows in increasing index; ties go to the lower index (deterministic).
     """
     alone = [[i] for i in range(len(lengths)) if lengths[i] > token_budget]
     rest = sorted(
         (i for i in range(len(lengths)) if lengths[i] <= token_budget), key=lambda i: (-lengths[i], i)
     )
-    bins = _first_fit_decreasing(lengths, rest, token_budget)
-    for k in range(max(1, math.ceil(sum(lengths[i] for i in rest) / token_budget)), len(bins) + 1):
-        lpt = _lightest_fit(lengths, rest, token_budget, k)
-        if lpt is not None:
-            bins = lpt
-            break
+    if not packed:
+        bins = _contiguous_runs(lengths, rest, token_budget)
+    else:
+        bins = _first_fit_decreasing(lengths, rest, token_budget)
+        for k in range(max(1, math.ceil(sum(lengths[i] for i in rest) / token_budget)), len(bins) + 1):
+            lpt = _lightest_fit(lengths, rest, token_budget, k)
+            if lpt is not None:
+                bins = lpt
+                break
     out = alone + [sorted(b) for b in bins if b]
-    return sorted(out, key=lambda m: -sum(lengths[i] for i in m))
+    return sorted(out, key=lambda m: (-sum(lengths[i] for i in m), m))
+
+
+def _contiguous_runs(lengths: list[int], order: list[int], budget: int) -> list[list[int]]:
+    """``order`` cut into the fewest runs of at most ``budget`` tokens, with the smallest heaviest run."""
+
+    def cut(cap: int) -> list[list[int]]:
+        runs: list[list[int]] = []
+        total = cap + 1
+        for i in order:
+            if total + lengths[i] > cap:
+                runs.append([])
+                total = 0
+            runs[-1].append(i)
+            total += lengths[i]
+        return runs
+
+    fewest = len(cut(budget))
+    lo, hi = max((lengths[i] for i in order), default=0), budget
+    while lo < hi:  # the smallest cap that still needs no more runs
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(cut(mid)) <= fewest else (mid + 1, hi)
+    return cut(hi)
 
 
 def _lightest_fit(lengths: list[int], order: list[int], budget: int, k: int) -> list[list[int]] | None:

@@ -191,12 +191,13 @@ def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict
     )
     tensors = batch.tensors(with_rollout=a.tis_cap is not None)
     run.token_scorer.train()
+    packed = run.token_scorer.packs()  # packed rows: balanced bins; padded: rows of similar length together
     updates: list[dict[str, float]] = []
     for _epoch in range(cfg.trainer.ppo_epochs):
         # the global split (same generator state on every rank); each rank takes its rows of it
         for mini in split_mini_batches(len(batch.lengths), cfg.trainer.mini_batches, run.update_gen):
             mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
-            mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
+            mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens, packed)
             with run.precision():
                 updates.append(
                     update_minibatch(
@@ -239,7 +240,9 @@ def logprobs(run: RLRun, scorer: Any, batch: TrainBatch, mine: list[int]) -> tor
     out = torch.zeros_like(batch.response_mask)  # [B, T]
     parts = [
         [mine[j] for j in mb]
-        for mb in micro_batches([batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens)
+        for mb in micro_batches(
+            [batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens, scorer.packs()
+        )
     ]
     parts = run.world.even_out(parts)  # collective forwards under FSDP: the same count on every rank
     scorer.eval()

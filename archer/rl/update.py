@@ -118,6 +118,10 @@ class TokenScorer(torch.nn.Module):
             out_ent[rows, cols] = ent  # keeps its gradient (entropy bonus); detach for the token split
         return out_lp, out_ent
 
+    def packs(self) -> bool:
+        """Whether this scorer runs packed rows (``pack_sequences`` on and the model able to)."""
+        return self.pack_sequences and self._can_pack(lm_head(self.policy))
+
     def _can_pack(self, head: Any) -> bool:
         """Whether this model runs packed rows; the first time it cannot, the reason is logged (one line)."""
         if self._no_pack is None:

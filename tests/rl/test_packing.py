@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 from helpers import tiny_model, tiny_tokenizer
 
 import archer.rl.update as update_mod
@@ -120,7 +121,7 @@ def test_accumulated_packed_micro_batches_equal_the_one_batch_gradient(tokenizer
     batch["rewards"] = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0], dtype=lp.dtype)
     settings = UpdateSettings(loss="dapo", agg="token-mean", loss_params={}, grad_clip=1e9, pos_nll_coef=0.1)
     lengths = [p + r for p, r in SHAPES]
-    micro = micro_batches(lengths, token_budget=40)
+    micro = micro_batches(lengths, token_budget=40, packed=True)
     assert len(micro) > 2
 
     def delta(scorer_kw, parts):
@@ -181,11 +182,63 @@ def test_token_balanced_micro_batches_respect_the_budget_and_balance():
     for _ in range(300):
         lengths = [rng.randint(5, 50) for _ in range(rng.randint(1, 40))]
         budget = rng.randint(50, 400)
-        micro = micro_batches(lengths, budget)
-        assert sorted(i for m in micro for i in m) == list(range(len(lengths)))
-        sums = [sum(lengths[i] for i in m) for m in micro]
-        assert max(sums) <= budget
+        for packed in (False, True):  # the packed split last: checked further below
+            micro = micro_batches(lengths, budget, packed=packed)
+            assert sorted(i for m in micro for i in m) == list(range(len(lengths)))
+            sums = [sum(lengths[i] for i in m) for m in micro]
+            assert max(sums) <= budget
+        # packed: as few bins as first-fit decreasing, the lightest within one row of the heaviest (LPT;
+        # FFD's bins when LPT needs more)
         assert math.ceil(sum(lengths) / budget) <= len(micro) <= _first_fit_decreasing_count(lengths, budget)
-        # greedy LPT: the lightest bin is within one row of the heaviest (FFD's bins when LPT needs more)
         unbalanced += len(micro) > 1 and max(sums) - min(sums) > max(lengths)
+        # padded: contiguous runs of the rows sorted by length, as few as a greedy cut at the budget
+        runs = micro_batches(lengths, budget)
+        longest = sorted(runs, key=lambda m: (-max(lengths[i] for i in m), -min(lengths[i] for i in m)))
+        for a, b in zip(longest, longest[1:]):
+            assert min(lengths[i] for i in a) >= max(lengths[i] for i in b)
+        assert len(runs) == _greedy_runs(sorted(lengths, reverse=True), budget)
     assert unbalanced <= 3
+
+
+def _greedy_runs(lengths: list[int], budget: int) -> int:
+    runs, total = 0, budget + 1
+    for n in lengths:
+        runs, total = (runs + 1, n) if total + n > budget else (runs, total + n)
+    return runs
+
+
+SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+ARCHS = {  # those of tests/models/test_any_model.py
+    "llama": lambda: transformers.LlamaConfig(**SMALL, num_key_value_heads=2, tie_word_embeddings=False),
+    "mistral": lambda: transformers.MistralConfig(**SMALL, num_key_value_heads=2),
+    "phi": lambda: transformers.PhiConfig(**SMALL),  # untied head with a bias
+    "gpt2": lambda: transformers.GPT2Config(
+        vocab_size=300, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=1
+    ),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(**SMALL),
+    "gemma2": lambda: transformers.Gemma2Config(
+        **SMALL, num_key_value_heads=2, head_dim=8
+    ),  # soft-capped logits
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_packed_rows_on_other_architectures(arch):
+    """Packed = padded log-probs where the model can pack (absolute or rotary positions, biases);
+    Gemma-2's soft-capped logits take the full-logits path, padded, and say so."""
+    from archer.models.loader import disable_dropout
+
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(ARCHS[arch]())
+    disable_dropout(model)
+    batch = _batch(300)
+    lines: list[str] = []
+    with torch.no_grad():
+        ref, _ = _score(TokenScorer(model, share_prompts=False), batch)
+        scorer = TokenScorer(model, pack_sequences=True, log=lines.append)
+        lp, _ = _score(scorer, batch)
+    torch.testing.assert_close(lp, ref, rtol=1e-5, atol=1e-5)
+    if arch == "gemma2":
+        assert scorer.packs() is False and len(lines) == 1 and "not a plain projection" in lines[0]
+    else:
+        assert scorer.packs() is True and lines == []
