@@ -357,11 +357,12 @@ class TrainerConfig:
     (gradient accumulation; the loss normaliser stays the mini-batch's). A padded forward may then hold
     more than this many padded positions; a row longer than the budget is a micro-batch of its own."""
     pack_sequences: bool = False
-    """Run each micro-batch's rows concatenated in one row, without padding: positions restart per row and
-    the attention is block-diagonal causal (transformers builds it from the restarting position_ids for
-    sdpa, eager, flex and flash attention). Replaces the shared-prompt forward; falls back to padded rows,
-    with a logged reason, for models whose attention cannot take it (other attention kernels, recurrent
-    or linear-attention layers, no position_ids, logits that are not a plain projection)."""
+    """Run each micro-batch's rows concatenated without padding: positions restart per row and the attention
+    is block-diagonal causal (transformers builds it from the restarting position_ids). Flash attention: one
+    packed row; sdpa/eager (dense masks): packed rows as wide as the longest row. Replaces the shared-prompt
+    forward; falls back to padded rows, with a logged reason, for models whose attention cannot take it
+    (other attention kernels, recurrent or linear-attention layers, no position_ids, logits that are not a
+    plain projection)."""
     logprob_chunk_size: int | None = None
     """Rows of logits computed at once for log-probs (null: adapted to the vocabulary, ~64 MB)."""
     seed: int = 0

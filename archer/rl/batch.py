@@ -256,6 +256,14 @@ def _lightest_fit(lengths: list[int], order: list[int], budget: int, k: int) -> 
     return bins
 
 
+def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Row indices placed into as few packed rows of ``width`` tokens as first-fit decreasing finds (within
+    11/9 of the fewest): longest first, each into the first packed row with room. A row longer than
+    ``width`` gets a packed row of its own (the caller widens to the longest row)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return _first_fit_decreasing(lengths, order, max(width, max(lengths, default=0)))
+
+
 def _first_fit_decreasing(lengths: list[int], order: list[int], budget: int) -> list[list[int]]:
     """Rows of ``order`` (longest first) each into the first bin it fits, a new bin when none."""
     bins: list[list[int]] = []

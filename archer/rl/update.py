@@ -9,7 +9,8 @@ gradient accumulation over token-budgeted micro-batches (:func:`archer.rl.batch.
   not a plain projection use the full forward (:func:`archer.models.loader.lm_head`). It is a module so
   that FSDP2 can shard it as the root (its hooks then run around the whole computation).
   With ``pack_sequences`` the rows of a micro-batch run concatenated without padding (positions
-  restarting per row, block-diagonal causal attention built by transformers from the positions).
+  restarting per row, block-diagonal causal attention built by transformers from the positions; one
+  packed row for flash attention, rows as wide as the longest row for sdpa/eager).
 - :func:`update_minibatch` performs one optimizer step: the loss normaliser (token count, sequence
   count, entropy-split sizes) is built once from the whole mini-batch (over every rank, by the
   :class:`~archer.distributed.world.World`), every micro-batch loss uses it, so the accumulated
@@ -37,6 +38,7 @@ from archer.algo.losses import POLICY_LOSSES, compute_policy_loss, split_by_entr
 from archer.algo.regularizers import positive_nll_loss
 from archer.distributed.world import World
 from archer.models.loader import lm_head, unwrap
+from archer.rl.batch import fill_rows
 from archer.rollout.hf import cache_kwarg, new_cache
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
@@ -54,9 +56,11 @@ class TokenScorer(torch.nn.Module):
     when the decoder takes a KV cache and activation checkpointing is not active in training (HF's
     checkpointed layers drop the cache); otherwise, and without ``group``, rows run padded.
 
-    Packed rows (``pack_sequences``, ``trainer.pack_sequences``): the micro-batch's rows run as one row
-    of their real tokens, positions restarting per row, the attention block-diagonal causal, so no
-    padding is computed; each row's log-probs are read back from its span. It replaces prompt sharing
+    Packed rows (``pack_sequences``, ``trainer.pack_sequences``): the micro-batch's rows run concatenated,
+    positions restarting per row, the attention block-diagonal causal, so (almost) no padding is
+    computed; each row's log-probs are read back from its span. Flash attention gets one packed row;
+    sdpa and eager, whose masks are dense, get packed rows as wide as the longest row (see
+    ``_packed_hidden``). It replaces prompt sharing
     (each row then runs its own prompt) and applies where :func:`pack_unsupported` finds nothing
     against the model; elsewhere rows run as above, and the reason is logged once through ``log``
     (default: a warning). Equal to the padded forward up to float rounding (tests/rl/test_packing.py).
@@ -137,26 +141,45 @@ class TokenScorer(torch.nn.Module):
         attention_mask: torch.Tensor,
         response_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, the rows run as one packed row.
+        """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, the rows run packed.
 
-        The right-padded rows' real tokens are concatenated into ``[1, S]`` (S = the real tokens) with
-        positions restarting at 0 per row and no attention mask: transformers' mask builder finds the
-        rows from the position resets and makes the attention block-diagonal causal
-        (``transformers.masking_utils.find_packed_sequence_indices``; flash-attention kernels read the
-        same resets as variable-length sequences). Row b's column t is packed index ``start[b] + t``."""
+        The right-padded rows' real tokens are placed one after another into packed rows, positions
+        restarting at 0 per row, with no attention mask: transformers' mask builder finds the rows from
+        the position resets and makes the attention block-diagonal causal
+        (``transformers.masking_utils.find_packed_sequence_indices``). Flash-attention kernels read the
+        resets as variable-length sequences of one packed row only, so they get one row of every real
+        token. sdpa and eager take the mask dense (every query x key pair is computed), so there the
+        rows fill packed rows as wide as the longest row (:func:`archer.rl.batch.fill_rows`): a few
+        tail positions of padding (a segment of their own) instead of a quadratic attention over the
+        whole micro-batch."""
 
         keep = attention_mask != 0  # [B, T] right-padded: the first lengths[b] columns of row b
-        lengths = keep.sum(-1)  # [B]
-        start = lengths.cumsum(0) - lengths  # [B]
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # [B, T]
+        lengths = keep.sum(-1).tolist()  # [B]
+        one_row = "flash" in str(getattr(decoder.config, "_attn_implementation", ""))
+        slots = fill_rows(lengths, sum(lengths) if one_row else max(lengths))
+        dev = input_ids.device
+        slot, offset = [0] * len(lengths), [0] * len(lengths)
+        used = []
+        for r, members in enumerate(slots):
+            total = 0
+            for i in members:
+                slot[i], offset[i], total = r, total, total + lengths[i]
+            used.append(total)
+        slot_t, offset_t = torch.tensor(slot, device=dev), torch.tensor(offset, device=dev)  # [B], [B]
+        width = max(used)
+        cols_all = torch.arange(width, device=dev)
+        positions = (cols_all[None] - torch.tensor(used, device=dev)[:, None]).clamp(
+            min=0
+        )  # [R, W] the tails
+        ids = torch.zeros(len(slots), width, dtype=input_ids.dtype, device=dev)  # [R, W]
+        b, t = keep.nonzero(as_tuple=True)  # [S], [S]
+        ids[slot_t[b], offset_t[b] + t] = input_ids[b, t]
+        positions[slot_t[b], offset_t[b] + t] = t
         hidden = decoder(
-            input_ids=input_ids[keep][None],
-            position_ids=positions[keep][None],
-            attention_mask=None,
-            use_cache=False,
-        ).last_hidden_state[0]  # [S, d]
+            input_ids=ids, position_ids=positions, attention_mask=None, use_cache=False
+        ).last_hidden_state  # [R, W, d]
         rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]: t predicts t+1
-        return rows, cols + 1, hidden[start[rows] + cols], input_ids[rows, cols + 1]
+        return rows, cols + 1, hidden[slot_t[rows], offset_t[rows] + cols], input_ids[rows, cols + 1]
 
     def _can_share(self, decoder: Any) -> bool:
         if not self.share_prompts or cache_kwarg(decoder) is None:

@@ -20,7 +20,7 @@ import transformers
 from helpers import tiny_model, tiny_tokenizer
 
 import archer.rl.update as update_mod
-from archer.rl.batch import micro_batches, pack
+from archer.rl.batch import fill_rows, micro_batches, pack
 from archer.rl.update import TokenScorer, UpdateSettings, pack_unsupported, update_minibatch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -242,3 +242,24 @@ def test_packed_rows_on_other_architectures(arch):
         assert scorer.packs() is False and len(lines) == 1 and "not a plain projection" in lines[0]
     else:
         assert scorer.packs() is True and lines == []
+
+
+def test_sdpa_rows_fill_packed_rows_as_wide_as_the_longest_row(tokenizer):
+    """sdpa takes the block-diagonal mask dense, so rows fill packed rows of the longest row's width
+    (first-fit decreasing) rather than one row of every token: lengths 8 39 5 19 8 25 -> [39] [25 8 5]
+    [19 8], a [3, 39] input."""
+    model = _model(tokenizer, torch.float32)
+    batch = _batch(len(tokenizer))
+    assert fill_rows([8, 39, 5, 19, 8, 25], 39) == [[1], [5, 0, 2], [3, 4]]
+    assert fill_rows([8, 39, 5], 100) == [[1, 0, 2]] and fill_rows([], 10) == []
+    seen = []
+    decoder = update_mod.lm_head(model).decoder
+    handle = decoder.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            _score(TokenScorer(model, pack_sequences=True), batch)
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([3, 39])]
