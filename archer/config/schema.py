@@ -351,8 +351,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     """Loop sizes. Each rollout batch is split into ``mini_batches`` optimizer steps, repeated
-    ``ppo_epochs`` times; mini-batches are cut into micro-batches of at most ``micro_batch_tokens``
-    padded tokens for gradient accumulation (the loss normaliser stays the mini-batch's)."""
+    ``ppo_epochs`` times; mini-batches are cut into token-balanced micro-batches of at most
+    ``micro_batch_tokens`` real (unpadded) tokens for gradient accumulation (the loss normaliser stays
+    the mini-batch's); ``pack_sequences`` runs each micro-batch as one packed row without padding."""
 
     steps: int = 20
     """RL steps."""
@@ -361,7 +362,16 @@ class TrainerConfig:
     mini_batches: int = 1
     """Optimizer steps per pass (the rollout batch split evenly)."""
     micro_batch_tokens: int = 8192
-    """Padded tokens per micro-batch (gradient accumulation; the loss normaliser stays the mini-batch's)."""
+    """Real tokens (prompt + response, no padding) per micro-batch; micro-batches are balanced by token count
+    (gradient accumulation; the loss normaliser stays the mini-batch's). A padded forward may then hold
+    more than this many padded positions; a row longer than the budget is a micro-batch of its own."""
+    pack_sequences: bool = False
+    """Run each micro-batch's rows concatenated without padding: positions restart per row and the attention
+    is block-diagonal causal (transformers builds it from the restarting position_ids). Flash attention: one
+    packed row; sdpa/eager (dense masks): packed rows as wide as the longest row. Replaces the shared-prompt
+    forward; falls back to padded rows, with a logged reason, for models whose attention cannot take it
+    (other attention kernels, recurrent or linear-attention layers, no position_ids, logits that are not a
+    plain projection)."""
     logprob_chunk_size: int | None = None
     """Rows of logits computed at once for log-probs (null: adapted to the vocabulary, ~64 MB)."""
     seed: int = 0

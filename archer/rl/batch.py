@@ -8,14 +8,16 @@
   rounds of groups, keep those whose rewards are not all equal, stop when ``target`` groups are kept
   or after ``max_rounds``; then train on what there is (possibly nothing) and report it. Never raises.
 - :func:`pack` right-pads prompt+response sequences into ``[B, T]`` tensors with the response mask.
-- :func:`micro_batches` cuts a mini-batch into micro-batches whose padded size stays under a token
-  budget, for gradient accumulation.
+- :func:`micro_batches` cuts a mini-batch into token-balanced micro-batches whose real (unpadded)
+  token count stays under a budget, for gradient accumulation; :func:`balanced_split` balances groups
+  across ranks by tokens.
 - :class:`Round` is one generation round of a step; :func:`build_batch` computes group advantages
   and packs the kept groups into a frozen :class:`TrainBatch`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,9 +184,104 @@ def pack(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
     return {"input_ids": input_ids, "attention_mask": attention, "response_mask": resp}
 
 
-def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Greedy split of row indices (in order of decreasing length) so that
-    ``len(micro) * max_len(micro) <= token_budget``; a row longer than the budget goes alone."""
+def micro_batches(lengths: list[int], token_budget: int, packed: bool = False) -> list[list[int]]:
+    """Token-balanced micro-batches: row indices cut into few groups whose **real** token sums
+    (``lengths``: prompt + response tokens of each row, no padding) stay within ``token_budget``, with
+    near-equal sums (like verl's ``use_dynamic_bsz``). A row longer than the budget goes alone.
+
+    - ``packed`` (rows run without padding, ``trainer.pack_sequences``): bin packing. The rows are
+      spread over ``k`` bins, ``k`` growing from ``ceil(total / budget)``: longest row first into the
+      lightest bin it fits (greedy LPT, within 4/3 of the best balance); the first ``k`` where every
+      row fits wins. First-fit decreasing bounds ``k`` (within 11/9 of the fewest bins): when LPT needs
+      more, FFD's less balanced bins are taken.
+    - padded rows (the default): a padded forward costs ``len(bin) * max_len(bin)``, so rows of
+      similar length go together: the rows sorted by length are cut into the fewest contiguous runs
+      within the budget (greedy), and among those cuts the one with the smallest heaviest run (binary
+      search on the cap), so the runs are as even as contiguous runs can be. Its padded positions can
+      still exceed the budget (short rows behind a longer one).
+
+    Limits: neither the fewest bins (NP-hard) nor the best balance is guaranteed. Bins come out heaviest
+    first, each bin's rows in increasing index; ties go to the lower index (deterministic).
+    """
+    alone = [[i] for i in range(len(lengths)) if lengths[i] > token_budget]
+    rest = sorted(
+        (i for i in range(len(lengths)) if lengths[i] <= token_budget), key=lambda i: (-lengths[i], i)
+    )
+    if not packed:
+        bins = _contiguous_runs(lengths, rest, token_budget)
+    else:
+        bins = _first_fit_decreasing(lengths, rest, token_budget)
+        for k in range(max(1, math.ceil(sum(lengths[i] for i in rest) / token_budget)), len(bins) + 1):
+            lpt = _lightest_fit(lengths, rest, token_budget, k)
+            if lpt is not None:
+                bins = lpt
+                break
+    out = alone + [sorted(b) for b in bins if b]
+    return sorted(out, key=lambda m: (-sum(lengths[i] for i in m), m))
+
+
+def _contiguous_runs(lengths: list[int], order: list[int], budget: int) -> list[list[int]]:
+    """``order`` cut into the fewest runs of at most ``budget`` tokens, with the smallest heaviest run."""
+
+    def cut(cap: int) -> list[list[int]]:
+        runs: list[list[int]] = []
+        total = cap + 1
+        for i in order:
+            if total + lengths[i] > cap:
+                runs.append([])
+                total = 0
+            runs[-1].append(i)
+            total += lengths[i]
+        return runs
+
+    fewest = len(cut(budget))
+    lo, hi = max((lengths[i] for i in order), default=0), budget
+    while lo < hi:  # the smallest cap that still needs no more runs
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(cut(mid)) <= fewest else (mid + 1, hi)
+    return cut(hi)
+
+
+def _lightest_fit(lengths: list[int], order: list[int], budget: int, k: int) -> list[list[int]] | None:
+    """Rows of ``order`` onto ``k`` bins, each onto the lightest bin it fits; None when one fits nowhere."""
+    bins: list[list[int]] = [[] for _ in range(k)]
+    sums = [0] * k
+    for i in order:
+        fits = [b for b in range(k) if sums[b] + lengths[i] <= budget]
+        if not fits:
+            return None
+        b = min(fits, key=lambda b: (sums[b], b))
+        bins[b].append(i)
+        sums[b] += lengths[i]
+    return bins
+
+
+def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Row indices placed into as few packed rows of ``width`` tokens as first-fit decreasing finds (within
+    11/9 of the fewest): longest first, each into the first packed row with room. A row longer than
+    ``width`` gets a packed row of its own (the caller widens to the longest row)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return _first_fit_decreasing(lengths, order, max(width, max(lengths, default=0)))
+
+
+def _first_fit_decreasing(lengths: list[int], order: list[int], budget: int) -> list[list[int]]:
+    """Rows of ``order`` (longest first) each into the first bin it fits, a new bin when none."""
+    bins: list[list[int]] = []
+    sums: list[int] = []
+    for i in order:
+        b = next((b for b in range(len(bins)) if sums[b] + lengths[i] <= budget), len(bins))
+        if b == len(bins):
+            bins.append([])
+            sums.append(0)
+        bins[b].append(i)
+        sums[b] += lengths[i]
+    return bins
+
+
+def padded_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """The former split (before token balancing): greedy over rows in order of decreasing length so that
+    ``len(micro) * max_len(micro) <= token_budget`` (padded tokens); a row longer than the budget goes
+    alone. Kept for comparison (``benchmarks/packed_update.py``); the trainer uses :func:`micro_batches`."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     out: list[list[int]] = []
     cur: list[int] = []
@@ -199,6 +296,19 @@ def micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     if cur:
         out.append(cur)
     return out
+
+
+def balanced_split(weights: list[int], parts: int) -> list[list[int]]:
+    """Indices of ``weights`` split into ``parts`` lists with near-equal weight sums (greedy LPT: heaviest
+    first onto the lightest part; ties to the lower index and part), each list in increasing index.
+    With ``parts`` >= 2 and at least ``parts`` items, no part is empty."""
+    bins: list[list[int]] = [[] for _ in range(max(1, parts))]
+    sums = [0] * len(bins)
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        b = min(range(len(bins)), key=lambda b: (sums[b], len(bins[b]), b))
+        bins[b].append(i)
+        sums[b] += weights[i]
+    return [sorted(b) for b in bins]
 
 
 def split_mini_batches(num_rows: int, num_mini: int, generator: torch.Generator) -> list[list[int]]:

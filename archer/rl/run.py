@@ -69,12 +69,14 @@ class RLRun:
         # verifiers (local or Ray) + reward.function, weighted, + reward.model on this rank's device
         self.scorer = scorer or build_run_scorer(cfg, self.world.device)
         mp_dtype = getattr(torch, cfg.model.dtype)
-        self.token_scorer = self.world.shard(TokenScorer(model), mp_dtype)
+        packed = cfg.trainer.pack_sequences
+        self.token_scorer = self.world.shard(TokenScorer(model, pack_sequences=packed, log=log), mp_dtype)
         self.ref_scorer = None
         if ref_model is not None:
             for p in ref_model.parameters():
                 p.requires_grad_(False)
-            self.ref_scorer = self.world.shard(TokenScorer(ref_model.eval()), mp_dtype)
+            ref = TokenScorer(ref_model.eval(), pack_sequences=packed, log=log)
+            self.ref_scorer = self.world.shard(ref, mp_dtype)
         if engine is None:  # rollout.engine (auto: vllm on CUDA when installed), on Ray workers when asked
             from archer.rollout import build_rollout
 

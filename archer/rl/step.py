@@ -36,6 +36,7 @@ from archer.rl.batch import (
     Group,
     Round,
     TrainBatch,
+    balanced_split,
     build_batch,
     collect_groups,
     group_rows,
@@ -107,8 +108,10 @@ def rollout_round(run: RLRun, round_index: int, max_new: int) -> Round:
 def train_on(run: RLRun, groups: list[Group], max_new: int) -> dict[str, Any]:
     """Advantages, old and reference log-probs, the update and the engine sync, on the kept groups."""
     batch = build_batch(run.cfg, groups, run.tokenizer.pad_token_id, run.world.device)  # advantages
-    # rows this rank trains: those of its groups (g % world == rank); all rows in one process
-    mine = group_rows(groups, run.world.owned(len(groups)))
+    # rows this rank trains: those of its groups, the groups split over ranks with near-equal token
+    # sums (a group stays on one rank: its rows share their prompt); all rows in one process
+    tokens = [sum(len(g.prompt_ids) + len(ro.response_ids) for ro in g.responses) for g in groups]
+    mine = group_rows(groups, balanced_split(tokens, run.world.size)[run.world.rank])
     batch = with_old_and_ref_logprobs(run, batch, mine)
     out = update(run, batch, mine, max_new)
     out.update(mismatch_metrics(batch, mine, run.world))
@@ -170,7 +173,7 @@ def with_old_and_ref_logprobs(run: RLRun, batch: TrainBatch, mine: list[int]) ->
 
 def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict[str, Any]:
     """``trainer.ppo_epochs`` passes over ``trainer.mini_batches`` mini-batches, one AdamW step each
-    (micro-batches cut by ``trainer.micro_batch_tokens``); then the adaptive entropy controller."""
+    (token-balanced micro-batches of at most ``trainer.micro_batch_tokens`` real tokens); then the adaptive entropy controller."""
     cfg, a, world = run.cfg, run.cfg.algo, run.world
     mine_set = set(mine)
     entropy_alpha = a.entropy_coef + (run.controller.alpha if run.controller is not None else 0.0)
@@ -191,12 +194,13 @@ def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict
     )
     tensors = batch.tensors(with_rollout=settings.rollout_correction != "none")
     run.token_scorer.train()
+    packed = run.token_scorer.packs()  # packed rows: balanced bins; padded: rows of similar length together
     updates: list[dict[str, float]] = []
     for _epoch in range(cfg.trainer.ppo_epochs):
         # the global split (same generator state on every rank); each rank takes its rows of it
         for mini in split_mini_batches(len(batch.lengths), cfg.trainer.mini_batches, run.update_gen):
             mini = [i for i in mini if i in mine_set]  # this rank's rows; may be empty: it still syncs
-            mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens)
+            mb = micro_batches([batch.lengths[i] for i in mini], cfg.trainer.micro_batch_tokens, packed)
             with run.precision():
                 updates.append(
                     update_minibatch(
@@ -239,7 +243,9 @@ def logprobs(run: RLRun, scorer: Any, batch: TrainBatch, mine: list[int]) -> tor
     out = torch.zeros_like(batch.response_mask)  # [B, T]
     parts = [
         [mine[j] for j in mb]
-        for mb in micro_batches([batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens)
+        for mb in micro_batches(
+            [batch.lengths[i] for i in mine], cfg.trainer.micro_batch_tokens, scorer.packs()
+        )
     ]
     parts = run.world.even_out(parts)  # collective forwards under FSDP: the same count on every rank
     scorer.eval()

@@ -1,5 +1,5 @@
 """The policy update of one RL step: token log-probs, and mini-batch optimizer steps with exact
-gradient accumulation over token-budgeted micro-batches.
+gradient accumulation over token-budgeted micro-batches (:func:`archer.rl.batch.micro_batches`).
 
 - :class:`TokenScorer` wraps the policy (any Hugging Face causal LM, LoRA or not) and returns the
   per-token log-prob and entropy of the response tokens, as [B, T] tensors. It runs the model's
@@ -8,6 +8,9 @@ gradient accumulation over token-budgeted micro-batches.
   bias is one extra column). Position t's log-prob comes from hidden state t-1. Models whose logits are
   not a plain projection use the full forward (:func:`archer.models.loader.lm_head`). It is a module so
   that FSDP2 can shard it as the root (its hooks then run around the whole computation).
+  With ``pack_sequences`` the rows of a micro-batch run concatenated without padding (positions
+  restarting per row, block-diagonal causal attention built by transformers from the positions; one
+  packed row for flash attention, rows as wide as the longest row for sdpa/eager).
 - :func:`update_minibatch` performs one optimizer step: the loss normaliser (token count, sequence
   count, entropy-split sizes) is built once from the whole mini-batch (over every rank, by the
   :class:`~archer.distributed.world.World`), every micro-batch loss uses it, so the accumulated
@@ -21,7 +24,11 @@ default); the Klear positive-sample NLL is added here.
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +40,7 @@ from archer.algo.regularizers import positive_nll_loss
 from archer.algo.rollout_correction import correction_in_force
 from archer.distributed.world import World
 from archer.models.loader import lm_head, unwrap
+from archer.rl.batch import fill_rows
 from archer.rollout.hf import cache_kwarg, new_cache
 
 PLAIN_KEYS = ("loss", "pg_loss", "kl_loss", "entropy_loss")
@@ -50,12 +58,30 @@ class TokenScorer(torch.nn.Module):
     padded forward up to float rounding (tested per architecture, gradients included). It is used
     when the decoder takes a KV cache and activation checkpointing is not active in training (HF's
     checkpointed layers drop the cache); otherwise, and without ``group``, rows run padded.
+
+    Packed rows (``pack_sequences``, ``trainer.pack_sequences``): the micro-batch's rows run concatenated,
+    positions restarting per row, the attention block-diagonal causal, so (almost) no padding is
+    computed; each row's log-probs are read back from its span. Flash attention gets one packed row;
+    sdpa and eager, whose masks are dense, get packed rows as wide as the longest row (see
+    ``_packed_hidden``). It replaces prompt sharing
+    (each row then runs its own prompt) and applies where :func:`pack_unsupported` finds nothing
+    against the model; elsewhere rows run as above, and the reason is logged once through ``log``
+    (default: a warning). Equal to the padded forward up to float rounding (tests/rl/test_packing.py).
     """
 
-    def __init__(self, policy: Any, share_prompts: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        share_prompts: bool = True,
+        pack_sequences: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy
         self.share_prompts = share_prompts
+        self.pack_sequences = pack_sequences
+        self.log = log or (lambda text: warnings.warn(text, stacklevel=3))
+        self._no_pack: str | None = None  # why packing does not apply to this model ("" when it does)
 
     def forward(
         self,
@@ -71,10 +97,15 @@ class TokenScorer(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
 
         head = lm_head(self.policy)
+        packed = self.pack_sequences and self._can_pack(head)
         if head.decoder is None:
             rows, cols, lp, ent = self._full_logits(input_ids, attention_mask, response_mask, temperature)
         else:
-            if group is not None and prompt_len is not None and self._can_share(head.decoder):
+            if packed:
+                rows, cols, h, labels = self._packed_hidden(
+                    head.decoder, input_ids, attention_mask, response_mask
+                )
+            elif group is not None and prompt_len is not None and self._can_share(head.decoder):
                 rows, cols, h, labels = self._shared_prompt_hidden(
                     head.decoder, input_ids, attention_mask, response_mask, prompt_len, group
                 )
@@ -93,6 +124,65 @@ class TokenScorer(torch.nn.Module):
             out_ent = torch.zeros(response_mask.shape, dtype=ent.dtype, device=ent.device)  # [B, T]
             out_ent[rows, cols] = ent  # keeps its gradient (entropy bonus); detach for the token split
         return out_lp, out_ent
+
+    def packs(self) -> bool:
+        """Whether this scorer runs packed rows (``pack_sequences`` on and the model able to)."""
+        return self.pack_sequences and self._can_pack(lm_head(self.policy))
+
+    def _can_pack(self, head: Any) -> bool:
+        """Whether this model runs packed rows; the first time it cannot, the reason is logged (one line)."""
+        if self._no_pack is None:
+            self._no_pack = pack_unsupported(head) or ""
+            if self._no_pack:
+                self.log(f"trainer.pack_sequences: padded rows instead, {self._no_pack}")
+        return not self._no_pack
+
+    def _packed_hidden(
+        self,
+        decoder: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, hidden [N, d], labels [N]) of the trained tokens, the rows run packed.
+
+        The right-padded rows' real tokens are placed one after another into packed rows, positions
+        restarting at 0 per row, with no attention mask: transformers' mask builder finds the rows from
+        the position resets and makes the attention block-diagonal causal
+        (``transformers.masking_utils.find_packed_sequence_indices``). Flash-attention kernels read the
+        resets as variable-length sequences of one packed row only, so they get one row of every real
+        token. sdpa and eager take the mask dense (every query x key pair is computed), so there the
+        rows fill packed rows as wide as the longest row (:func:`archer.rl.batch.fill_rows`): a few
+        tail positions of padding (a segment of their own) instead of a quadratic attention over the
+        whole micro-batch."""
+
+        keep = attention_mask != 0  # [B, T] right-padded: the first lengths[b] columns of row b
+        lengths = keep.sum(-1).tolist()  # [B]
+        one_row = "flash" in str(getattr(decoder.config, "_attn_implementation", ""))
+        slots = fill_rows(lengths, sum(lengths) if one_row else max(lengths))
+        dev = input_ids.device
+        slot, offset = [0] * len(lengths), [0] * len(lengths)
+        used = []
+        for r, members in enumerate(slots):
+            total = 0
+            for i in members:
+                slot[i], offset[i], total = r, total, total + lengths[i]
+            used.append(total)
+        slot_t, offset_t = torch.tensor(slot, device=dev), torch.tensor(offset, device=dev)  # [B], [B]
+        width = max(used)
+        cols_all = torch.arange(width, device=dev)
+        positions = (cols_all[None] - torch.tensor(used, device=dev)[:, None]).clamp(
+            min=0
+        )  # [R, W] the tails
+        ids = torch.zeros(len(slots), width, dtype=input_ids.dtype, device=dev)  # [R, W]
+        b, t = keep.nonzero(as_tuple=True)  # [S], [S]
+        ids[slot_t[b], offset_t[b] + t] = input_ids[b, t]
+        positions[slot_t[b], offset_t[b] + t] = t
+        hidden = decoder(
+            input_ids=ids, position_ids=positions, attention_mask=None, use_cache=False
+        ).last_hidden_state  # [R, W, d]
+        rows, cols = (response_mask[:, 1:] != 0).nonzero(as_tuple=True)  # [N], [N]: t predicts t+1
+        return rows, cols + 1, hidden[slot_t[rows], offset_t[rows] + cols], input_ids[rows, cols + 1]
 
     def _can_share(self, decoder: Any) -> bool:
         if not self.share_prompts or cache_kwarg(decoder) is None:
@@ -162,6 +252,42 @@ class TokenScorer(torch.nn.Module):
         lp = logp_all.gather(1, input_ids[rows, cols + 1][:, None]).squeeze(1)  # [N]
         ent = -(logp_all.exp() * logp_all).sum(-1)  # [N]
         return rows, cols + 1, lp, ent
+
+
+PACKED_ATTENTION = (
+    "sdpa",
+    "eager",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+)
+"""Attention implementations whose mask (or kernel) transformers makes block-diagonal from packed position_ids."""
+
+
+def pack_unsupported(head: Any) -> str | None:
+    """Why the model of ``head`` (:func:`archer.models.loader.lm_head`) cannot run packed rows; None when
+    it can. Checked statically: a decoder (logits a plain projection) whose ``forward`` takes
+    ``position_ids``, whose class builds its mask with ``transformers.masking_utils`` (which detects
+    packed rows), an attention implementation of :data:`PACKED_ATTENTION`, and only full or sliding
+    attention layers (recurrent or linear-attention layers would carry state from one row into the
+    next). Limit: a decoder that imports the mask builder but bypasses it is not detected."""
+
+    decoder = head.decoder
+    if decoder is None:
+        return "the model's logits are not a plain projection of its decoder's output"
+    if "position_ids" not in inspect.signature(decoder.forward).parameters:
+        return f"{type(decoder).__name__}.forward takes no position_ids"
+    if not any(hasattr(sys.modules.get(c.__module__), "create_causal_mask") for c in type(decoder).__mro__):
+        return f"{type(decoder).__name__} does not build its mask with transformers.masking_utils"
+    config = getattr(decoder, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in PACKED_ATTENTION:
+        return f"attention implementation {impl!r} is not one of {', '.join(PACKED_ATTENTION)}"
+    other = sorted(set(getattr(config, "layer_types", None) or ()) - {"full_attention", "sliding_attention"})
+    if other:
+        return f"layers of type {', '.join(other)} would carry state from one row into the next"
+    return None
 
 
 def _project(

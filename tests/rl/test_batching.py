@@ -7,9 +7,11 @@ import torch
 from archer.rl.batch import (
     Group,
     PromptSampler,
+    balanced_split,
     collect_groups,
     micro_batches,
     pack,
+    padded_micro_batches,
     split_mini_batches,
 )
 
@@ -99,14 +101,41 @@ def test_pack_masks_response_tokens_only():
     assert b["response_mask"].tolist() == [[0, 0, 0, 1, 1], [0, 1, 1, 1, 0]]
 
 
-def test_micro_batches_respect_token_budget():
+def test_micro_batches_respect_the_real_token_budget_and_balance():
     lengths = [5, 9, 3, 9, 2, 7, 30]
-    micro = micro_batches(lengths, token_budget=20)
-    assert sorted(i for m in micro for i in m) == list(range(len(lengths)))
-    for m in micro:
-        assert len(m) == 1 or len(m) * max(lengths[i] for i in m) <= 20
-    assert [6] in micro  # longer than the budget: alone
-    assert micro_batches(lengths, 10_000) == [[6, 1, 3, 5, 0, 2, 4]]
+    for packed in (False, True):
+        micro = micro_batches(lengths, token_budget=20, packed=packed)
+        assert sorted(i for m in micro for i in m) == list(range(len(lengths)))
+        for m in micro:
+            assert len(m) == 1 or sum(lengths[i] for i in m) <= 20
+        assert micro_batches(lengths, 10_000, packed=packed) == [[0, 1, 2, 3, 4, 5, 6]]
+    # by hand: 30 > 20 goes alone; the other 35 tokens need ceil(35 / 20) = 2 bins.
+    # padded rows, contiguous runs of the rows sorted by length (9 9 7 5 3 2): at a cap of 20 two runs
+    # [9 9] [7 5 3 2]; a cap of 17 would need three, so the runs of cap 18 stay (18 and 17 tokens)
+    assert micro_batches(lengths, 20) == [[6], [1, 3], [0, 2, 4, 5]]
+    # packed rows, longest first onto the lightest bin: 9 -> A, 9 -> B, 7 -> A (16), 5 -> B (14),
+    # 3 -> B (17), 2 -> A (18)
+    assert micro_batches(lengths, 20, packed=True) == [[6], [1, 4, 5], [0, 2, 3]]
+    # the padded-budget split needed 4 micro-batches here ([9, 9], [7, 5], [3, 2], [30])
+    assert padded_micro_batches(lengths, 20) == [[6], [1, 3], [5, 0], [2, 4]]
+
+
+def test_micro_batches_use_the_fewest_bins_and_balance_ragged_rows():
+    lengths = [100, 10, 12, 95, 11, 40, 60, 9, 50, 13]  # 400 tokens, a 10x spread
+    micro = micro_batches(lengths, token_budget=200, packed=True)
+    assert len(micro) == 2 and sorted(sum(lengths[i] for i in m) for m in micro) == [200, 200]
+    micro = micro_batches(lengths, token_budget=150, packed=True)  # 400 / 150 -> 3 bins
+    sums = [sum(lengths[i] for i in m) for m in micro]
+    assert len(micro) == 3 and max(sums) <= 150 and max(sums) - min(sums) <= 13
+    # padded rows: runs of similar lengths, [100 95] [60 50 40 13 12 11 10] [9] at a cap of 200 (3 runs);
+    # the smallest cap with 3 runs is 155: [100] [95 60] [50 40 13 12 11 10 9], heaviest first
+    assert micro_batches(lengths, token_budget=200) == [[3, 6], [1, 2, 4, 5, 7, 8, 9], [0]]
+
+
+def test_balanced_split_over_ranks():
+    assert balanced_split([10, 1, 7, 4], 2) == [[0, 1], [2, 3]]  # 11 and 11
+    assert balanced_split([3, 2, 1], 1) == [[0, 1, 2]]  # one process: every group, in order
+    assert all(balanced_split([5, 5, 5], 3))  # no empty rank while groups last
 
 
 def test_split_mini_batches_covers_rows_once():
