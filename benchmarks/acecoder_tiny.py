@@ -236,12 +236,35 @@ def rm_validity(rm_dir: Path, rows: list[dict[str, Any]], fraction: float, seed:
     return out
 
 
-def _stage_key(args: argparse.Namespace) -> str:
-    """What the cached stages in ``--out`` were made with: every setting and the code version."""
+def _stage_key(args: argparse.Namespace, policy_only: bool = False) -> str:
+    """What the cached stages in ``--out`` were made with: every setting and the code version (with
+    ``policy_only``, what the SFT policy depends on: its SFT settings and the code version)."""
     import _toy_common as common
 
     blob = {k: v for k, v in vars(args).items() if k not in ("out", "fresh")}
+    if policy_only:
+        blob = {k: blob[k] for k in ("sft_examples", "sft_epochs", "num_tests", "quick")}
     return json.dumps({"settings": blob, "code": common.code_version()}, sort_keys=True)
+
+
+def _clear_stale(out: Path, args: argparse.Namespace, log) -> None:
+    """Remove the stages of ``out`` made with other settings or code (all of them with ``--fresh``); the
+    SFT policy, the slow stage, is kept when its own settings and the code match."""
+    import shutil
+
+    key, key_file = _stage_key(args), out / "stages_key.json"
+    pkey, pkey_file = _stage_key(args, policy_only=True), out / "policy_key.json"
+    if out.is_dir() and (args.fresh or not key_file.is_file() or key_file.read_text() != key):
+        keep = not args.fresh and pkey_file.is_file() and pkey_file.read_text() == pkey
+        log(f"{out}: stages made with other settings or code (or --fresh): rebuilding them"
+            + (" (the SFT policy matches and is kept)" if keep else ""))  # fmt: skip
+        for child in out.iterdir():
+            if keep and child.name in ("policy", "policy_key.json"):
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    pkey_file.write_text(pkey)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--problems",
         type=int,
-        default=1200,
-        help="train problems given to synth-tests (1200: ~30 held-out problems with pairs, enough for a "
-        "problem-clustered interval; the first measurement used 400, 8 held-out problems)",
+        default=700,
+        help="train problems given to synth-tests (700 of the 714 distinct ones the task's four families have: "
+        "~20 held-out problems with pairs for a problem-clustered interval; the first measurement used 400, 8)",
     )
-    ap.add_argument("--heldout-fraction", type=float, default=0.25, help="share of problems held out of the RM")
+    ap.add_argument("--heldout-fraction", type=float, default=0.35, help="share of problems held out of the RM")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("--samples", type=int, default=8, help="programs per problem for the pairs")
     ap.add_argument("--num-tests", type=int, default=6, help="tests per test-writing response")
@@ -284,14 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
 
-    key, key_file = _stage_key(args), out / "stages_key.json"
-    if out.is_dir() and (args.fresh or not key_file.is_file() or key_file.read_text() != key):
-        import shutil
-
-        log(f"{out}: its stages were made with other settings or code (or --fresh): rebuilding them all")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    _clear_stale(out, args, log)
 
     from archer.tasks import synthetic
 
