@@ -119,6 +119,10 @@ class DataConfig:
     """Training problems (generated, or the first rows of the file)."""
     num_eval: int = 64
     """Held-out problems evaluated before and after RL (0 with a file: all of it)."""
+    eval_split: str = "test"
+    """The split a task's held-out problems come from: test, or validation (for tuning a recipe without looking at
+    its test problems; the task needs data.generator.validation_fraction > 0, which takes that share of the hash
+    space from the train split)."""
     seed: int = 0
     """Seed of the task generators and the data order (held-out problems use seed + 1)."""
     generator: dict[str, Any] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from archer.rewards.code import REWARD_MODES
 from archer.rewards.math.score import EXTRACTIONS
 from archer.rollout import engine_problem
 from archer.rollout.tools import TOOLS
+from archer.tasks.problems import EVAL_SPLITS
 from archer.tasks.registry import is_task
 from archer.tracking.sinks import SINKS
 
@@ -131,6 +132,7 @@ def _check_data(cfg: Config) -> None:
     d = cfg.data
     _check(d.num_train > 0, "data.num_train", "must be > 0")
     _check(d.num_eval >= 0, "data.num_eval", "must be >= 0")
+    _check(d.eval_split in EVAL_SPLITS, "data.eval_split", f"must be one of {list(EVAL_SPLITS)}")
     if d.remove_solved_threshold is not None:
         _check(0 < d.remove_solved_threshold <= 1, "data.remove_solved_threshold", "must be in (0, 1]")
     _check(d.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")

@@ -22,6 +22,7 @@ from archer.tasks.registry import Task, get_task, is_task, task_names
 
 # seeds: RL's train problems use data.seed, its held-out problems data.seed + 1, SFT data.seed + SFT_SEED
 SFT_SEED_OFFSET = 7919
+EVAL_SPLITS = ("test", "validation")  # data.eval_split: where a task's held-out problems come from
 TOKENIZER_TEXTS = 2000
 GENERIC_CORPUS_TASK = "synthetic_code"  # a dataset file's from-scratch tokenizer: the math and code corpus
 
@@ -45,7 +46,7 @@ def load_problems(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     if is_task(d.eval) or (d.eval is None and is_task(d.train)):
         source = d.eval or d.train
         evals = (
-            _generate(source, d.num_eval, "test", d.seed + 1, d.generator, "data.num_eval")
+            _generate(source, d.num_eval, d.eval_split, d.seed + 1, d.generator, "data.num_eval")
             if d.num_eval
             else []
         )

@@ -27,12 +27,12 @@ Limits: answers are integers; the language is a fixed template (no paraphrases).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from archer.data.schema import Problem
 from archer.errors import ConfigError
-from archer.tasks.draw import check_split, draw_unique
+from archer.tasks.draw import check_fractions, check_split, draw_unique
 from archer.tasks.registry import Task, register_task
 
 
@@ -44,7 +44,8 @@ class MathTaskConfig:
     0..max_value (multiplication operands from 0..mul_max_value, to keep products short).
     ops: operators to draw from (subset of ``+ - *``). linear_fraction: share of problems that are a
     linear equation ``a*x+b=c`` with integer solution ``x`` in 0..max_value.
-    test_fraction: share of the text-hash space that belongs to the ``test`` split.
+    test_fraction: share of the text-hash space that belongs to the ``test`` split; validation_fraction:
+    the share after it that is the ``validation`` split (taken from ``train``; 0: none).
     """
 
     min_operands: int = 2
@@ -54,6 +55,7 @@ class MathTaskConfig:
     ops: tuple[str, ...] = ("+", "-", "*")
     linear_fraction: float = 0.0
     test_fraction: float = 0.2
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_operands <= self.max_operands <= 4:
@@ -65,8 +67,7 @@ class MathTaskConfig:
             raise ValueError(f"MathTaskConfig: ops must be a non-empty subset of + - *, got {self.ops}")
         if not 0.0 <= self.linear_fraction <= 1.0:
             raise ValueError("MathTaskConfig: linear_fraction must be in [0, 1]")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError("MathTaskConfig: test_fraction must be in (0, 1)")
+        check_fractions(self.test_fraction, self.validation_fraction, "MathTaskConfig")
 
 
 MATH_LEVELS: dict[str, MathTaskConfig] = {
@@ -164,6 +165,7 @@ def math_problems(
         split=split,
         key=f"synthetic_math:{seed}",
         test_fraction=cfg.test_fraction,
+        validation_fraction=cfg.validation_fraction,
         unique=unique,
         draw=lambda rng: _draw_math(rng, cfg),
         hint=" at this difficulty; lower n or raise max_value",
@@ -273,6 +275,7 @@ def code_problems(
     test_fraction: float = 0.2,
     unique: bool = True,
     families: tuple[str, ...] | list[str] = CODE_FAMILIES,
+    validation_fraction: float = 0.0,
 ) -> list[Problem]:
     """``n`` function problems (``def f(x)``) checked by asserts on 4 inputs.
 
@@ -280,6 +283,7 @@ def code_problems(
     about 870 distinct texts, ~690 in train; each family adds about 280 texts).
     """
     check_split(split)
+    check_fractions(test_fraction, validation_fraction, "synthetic_code")
     bad = [f for f in families if f not in _CODE_DESCRIPTIONS]
     if bad or not families:
         raise ValueError(f"unknown code families {bad or families}; known: {sorted(_CODE_DESCRIPTIONS)}")
@@ -299,6 +303,7 @@ def code_problems(
         split=split,
         key=f"synthetic_code:{seed}",
         test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
         unique=unique,
         draw=draw,
         what="code problems",
@@ -370,6 +375,11 @@ def math_level(opts: dict[str, Any]) -> str | MathTaskConfig | None:
     opts = dict(opts)
     level = opts.pop("level", None)
     opts.pop("noise", None)
+    if level is not None and set(opts) == {"validation_fraction"}:  # a preset with a validation split
+        try:
+            return replace(math_config(level), validation_fraction=opts["validation_fraction"])
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"data.generator: {exc}") from None
     if not opts:
         return level
     if level is not None:
@@ -400,7 +410,7 @@ def _math_task_problems(
 def _code_task_problems(
     n: int, *, split: str, seed: int, options: dict[str, Any], unique: bool = True
 ) -> list[Problem]:
-    extra = {k: v for k, v in options.items() if k in ("test_fraction",)}
+    extra = {k: v for k, v in options.items() if k in ("test_fraction", "validation_fraction")}
     return code_problems(n, split=split, seed=seed, families=code_families(options), unique=unique, **extra)
 
 

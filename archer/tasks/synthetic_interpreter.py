@@ -35,7 +35,7 @@ from typing import Any
 
 from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import Problem
-from archer.tasks.draw import draw_unique
+from archer.tasks.draw import check_fractions, draw_unique
 from archer.tasks.registry import Task, config_generator, register_task
 
 F = "`" * 3
@@ -50,6 +50,7 @@ class InterpreterTaskConfig:
     max_digits: int = 4
     ops: tuple[str, ...] = ("*",)
     test_fraction: float = 0.2
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_digits <= self.max_digits <= 12:
@@ -58,8 +59,7 @@ class InterpreterTaskConfig:
             )
         if not self.ops or any(op not in ("+", "-", "*") for op in self.ops):
             raise ValueError(f"ops must be a non-empty subset of +, -, *; got {self.ops!r}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        check_fractions(self.test_fraction, self.validation_fraction, "synthetic_interpreter")
 
 
 def task_config(config: dict[str, Any] | InterpreterTaskConfig | None) -> InterpreterTaskConfig:
@@ -105,6 +105,7 @@ def interpreter_problems(
         split=split,
         key=f"synthetic_interpreter:{seed}",
         test_fraction=cfg.test_fraction,
+        validation_fraction=cfg.validation_fraction,
         unique=unique,
         draw=draw,
         hint="; lower n or raise max_digits",

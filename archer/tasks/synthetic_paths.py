@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archer.data.schema import Problem
-from archer.tasks.draw import draw_unique
+from archer.tasks.draw import check_fractions, draw_unique
 from archer.tasks.registry import Task, config_generator, register_task
 
 NAME = "synthetic_paths"
@@ -47,14 +47,14 @@ class PathsTaskConfig:
     operands: int = 4
     max_value: int = 9
     test_fraction: float = 0.2
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 3 <= self.operands <= 6:
             raise ValueError("PathsTaskConfig: operands must be in 3..6")
         if self.max_value < 2:
             raise ValueError("PathsTaskConfig: max_value must be >= 2")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError("PathsTaskConfig: test_fraction must be in (0, 1)")
+        check_fractions(self.test_fraction, self.validation_fraction, "PathsTaskConfig")
 
 
 def paths_config(opts: dict[str, Any] | PathsTaskConfig | None) -> PathsTaskConfig:
@@ -65,7 +65,7 @@ def paths_config(opts: dict[str, Any] | PathsTaskConfig | None) -> PathsTaskConf
     try:
         return PathsTaskConfig(**opts)
     except TypeError as exc:
-        raise ValueError(f"{exc}; known: operands, max_value, test_fraction") from None
+        raise ValueError(f"{exc}; known: operands, max_value, test_fraction, validation_fraction") from None
 
 
 def paths_problems(
@@ -89,6 +89,7 @@ def paths_problems(
         split=split,
         key=f"{NAME}:{seed}",
         test_fraction=cfg.test_fraction,
+        validation_fraction=cfg.validation_fraction,
         unique=unique,
         draw=draw,
         hint="; lower n or raise max_value",
