@@ -256,6 +256,7 @@ def _check_trainer(t: TrainerConfig) -> None:
     _check(t.micro_batch_tokens > 0, "trainer.micro_batch_tokens", "must be > 0")
     _check(t.save_every >= 0, "trainer.save_every", "must be >= 0")
     _check(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+    _check(t.max_restarts >= 0, "trainer.max_restarts", "must be >= 0")
     _one_of(t.strategy, ("ddp", "fsdp"), "trainer.strategy")
     _check(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
