@@ -428,8 +428,10 @@ class ResourcesConfig:
     dist_backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
     dist_timeout_s: float = 3600.0
-    """Collective timeout in seconds, and the watchdog's: a rank without progress for this long (a hung
-    collective, a stuck stage) ends the run; ranks > 0 wait this long while rank 0 evaluates or saves."""
+    """Collective timeout in seconds; ranks > 0 wait this long while rank 0 evaluates or saves."""
+    watchdog_s: float | None = None
+    """A rank with no progress (a stage change or a collective entered) for this many seconds during the
+    training steps ends the run with one line naming its stage (null: dist_timeout_s; multi-process only)."""
     rollout_workers: int = 0
     """Rollout engines on this many Ray actors (0: the engine runs in the trainer's process)."""
     rollout_cpus_per_worker: float = 1.0

@@ -6,8 +6,11 @@ in, if any, and when it last made progress. It writes them to ``<run>/health/ran
 (atomically: a temporary file, then a rename) on every stage change and, under a process group, every
 few seconds from a watchdog thread. The watchdog ends the process (exit code :data:`WATCHDOG_EXIT`)
 with one line naming the rank, the stage, the step and the collective when a rank made no progress
-for longer than its timeout (``resources.dist_timeout_s``): a hung collective, a rank stuck in its own
-code, a weight sync that never returns. The launcher (:mod:`archer.distributed.launch`) then stops
+for longer than its timeout (``resources.watchdog_s``, by default ``resources.dist_timeout_s``): a hung collective, a rank stuck in its own
+code, a weight sync that never returns. It watches from the first training step on (its stages, the
+evaluations and saves between them, the final ones); the set-up before (model build, SFT warm-up, the
+first evaluation, which rank 0 runs alone while the others wait) is bounded by the collective timeout
+only. The launcher (:mod:`archer.distributed.launch`) then stops
 the other ranks and, with ``trainer.max_restarts``, restarts the run from its last complete checkpoint.
 
 ``<run>/status.json`` holds the job-level part (recipe, state, restarts and their reasons), written by
@@ -111,6 +114,7 @@ class Health:
         self.rank, self.timeout_s = rank, timeout_s
         self.stage, self.step, self.op = "start", 0, None
         self.progress = time.time()  # the last stage change or collective entry
+        self.armed = False  # the watchdog watches from the first training step on
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +128,7 @@ class Health:
         """This rank entered ``stage`` (of ``step``, when given)."""
         self.stage = stage
         if step is not None:
-            self.step = step
+            self.step, self.armed = step, True
         self.progress = time.time()
         self._write()
         fault_hook(self.rank, self.step, stage)
@@ -161,7 +165,7 @@ class Health:
     def _watch(self) -> None:
         while not self._stop.wait(self.tick_s):
             idle = time.time() - self.progress
-            if self.timeout_s and idle > self.timeout_s:
+            if self.armed and self.timeout_s and idle > self.timeout_s:
                 line = f"made no progress for {idle:.0f} s in {self.where()} (watchdog)"
                 self._write(error=line)
                 print(f"archer: rank {self.rank} {line}", file=sys.stderr, flush=True)

@@ -160,7 +160,7 @@ def _start(cfg: Config, run_dir: str | Path | None) -> tuple[World, Path]:
     torch.manual_seed(cfg.trainer.seed)
     out = world.broadcast(make_run_dir(cfg, run_dir))  # a time-stamped name could differ between ranks
     world.main_only(lambda: (out.mkdir(parents=True, exist_ok=True), save_config(cfg, out / "config.yaml")))
-    world.monitor(out, r.dist_timeout_s)  # heartbeat files; a watchdog per rank in a process world
+    world.monitor(out, r.watchdog_s or r.dist_timeout_s)  # heartbeats; a watchdog per rank of a process world
     world.main_only(
         lambda: write_status(out, recipe=cfg.recipe, state="running", world_size=world.size, error=None)
     )
