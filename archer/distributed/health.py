@@ -61,7 +61,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_status(run_dir: str | Path, **fields: Any) -> None:
-    """Merge ``fields`` into ``<run>/status.json`` (``restart``: appended to the list ``restarts``)."""
+    """Merge ``fields`` into ``<run>/status.json`` (``restart``: appended to the list ``restarts``); nothing
+    when the run directory does not exist yet (a run that failed before creating it leaves none)."""
+    if not Path(run_dir).is_dir():
+        return
     path = Path(run_dir) / STATUS_FILE
     status = read_json(path) or {}
     restart = fields.pop("restart", None)
@@ -77,6 +80,8 @@ def heartbeat_path(run_dir: str | Path, rank: int) -> Path:
 
 def record_error(run_dir: str | Path, rank: int, error: str) -> None:
     """Add ``error`` (one line) to a rank's heartbeat file (the launcher's worker, on an exception)."""
+    if not Path(run_dir).is_dir():
+        return
     path = heartbeat_path(run_dir, rank)
     beat = read_json(path) or {"rank": rank}
     beat.update(error=error, time=time.time(), attempt=restart_index())

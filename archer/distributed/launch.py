@@ -195,9 +195,8 @@ def failure_line(run_dir: Path, exit_codes: list[int | None], first: int, attemp
         how = "ended by its watchdog"
     else:
         how = f"exited with status {code}"
-    where = (
-        f" (stage '{beat.get('stage')}' at step {beat.get('step')})" if beat and "stage '" not in how else ""
-    )
+    staged = beat.get("stage") is not None and "stage '" not in how
+    where = f" (stage '{beat['stage']}' at step {beat.get('step')})" if staged else ""
     return f"rank {rank} {how}{where}"
 
 

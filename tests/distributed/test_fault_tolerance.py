@@ -117,6 +117,35 @@ def test_failure_line_blames_the_rank_hung_outside_a_collective(tmp_path):
     assert launch.failure_line(tmp_path, [1, -9], first=0, attempt=1) == "rank 0 exited with status 1"
 
 
+def _crash(cfg, run_dir, resume):
+    raise RuntimeError(f"boom (resume={resume})")
+
+
+def _bad_input(cfg, run_dir, resume):
+    raise ValueError("data.train: row 3 has no prompt")
+
+
+def test_launcher_gives_up_after_max_restarts_and_never_restarts_a_user_error(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(
+        resources=SimpleNamespace(train_procs=1), trainer=SimpleNamespace(threads=1, max_restarts=1)
+    )
+    with pytest.raises(RankFailure) as info:
+        launch.launch_local(_crash, cfg, tmp_path, start_method="fork")
+    assert str(info.value) == "rank 0 raised RuntimeError: boom (resume=True); gave up after 1 restart(s)"
+    err = capsys.readouterr().err
+    assert (
+        "archer: restart 1/1 from the start (no complete checkpoint yet): rank 0 raised RuntimeError: boom"
+        in err
+    )
+    status = json.loads((tmp_path / health.STATUS_FILE).read_text())
+    assert status["state"] == "failed" and len(status["restarts"]) == 1
+    with pytest.raises(ValueError, match="row 3 has no prompt"):  # raised as raised, not restarted
+        launch.launch_local(_bad_input, cfg, tmp_path, start_method="fork")
+    assert "restart" not in capsys.readouterr().err
+
+
 def test_status_on_a_non_run_folder_is_one_line(tmp_path, capsys):
     assert status_cli.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
