@@ -315,7 +315,7 @@ class ProcessWorld(World):
         units = [m for m in model.modules() if isinstance(m, FSDPModule)] if self.sharded else []
         for m in units:  # gather once; forwards inside the block then run collective-free
             m.set_reshard_after_forward(False, recurse=False)
-        with torch.no_grad():
+        with torch.no_grad(), self._op("all_gather(full weights)"):
             for m in units:
                 m.unshard()
         try:
