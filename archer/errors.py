@@ -9,3 +9,8 @@ class RewardFunctionError(ValueError):
     """A user's reward function (``reward.function(s)``) raised or returned something unusable; the message
     has the function's own traceback and the offending sample. Scorers let it through (it ends the run)
     unless ``reward.on_error=zero``."""
+
+
+class RankFailure(RuntimeError):
+    """A training process died (a signal, a non-zero exit), hung (the watchdog ended it) or raised; the
+    message is one line naming the rank, how it ended and the stage it was in."""

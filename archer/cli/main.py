@@ -1,4 +1,4 @@
-"""Command line: ``archer train | sft | eval | data | rm | cluster | export``.
+"""Command line: ``archer train | sft | eval | data | rm | cluster | export | status``.
 
 Each subcommand lives in its own module and exposes ``main(argv: list[str]) -> int``; this file only
 dispatches, importing the module lazily so that ``archer data`` never pays for torch start-up it does
@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("archer.cli.rm", "reward models: build pairs, train (Bradley-Terry), score"),
     "cluster": ("archer.cli.cluster", "start, join and inspect a Ray cluster"),
     "export": ("archer.cli.export", "merge a sharded checkpoint into one Hugging Face checkpoint"),
+    "status": ("archer.cli.status", "where a training run stands: step, checkpoint, restarts, ranks"),
 }
 
 

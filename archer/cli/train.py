@@ -40,7 +40,7 @@ from archer.config import RECIPE_DIR, config_from_dict, explain, load_config, re
 from archer.config.validate import loss_params_in_force
 from archer.data.formats import BUNDLED, BUNDLED_DIR
 from archer.distributed.quiet import quiet_process
-from archer.errors import ConfigError
+from archer.errors import ConfigError, RankFailure
 from archer.models.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from archer.rl.loop import make_run_dir, train
 from archer.rl.setup import check_response_budget
@@ -258,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except CheckpointError as exc:  # disk full, permissions: the previous checkpoint is intact
         print(f"archer train: error: {exc}", file=sys.stderr)
+        return 1
+    except RankFailure as exc:  # a rank died or hung (after trainer.max_restarts restarts)
+        last = latest_checkpoint(run_dir)
+        where = (
+            f"; last checkpoint {last}; resume with: archer train --resume --out {run_dir}" if last else ""
+        )
+        print(f"archer train: error: {exc}{where}", file=sys.stderr)
         return 1
     summary.pop("history", None)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, from rank 0

@@ -395,6 +395,9 @@ class TrainerConfig:
     """Checkpoints kept."""
     save_final: bool = True
     """Save a checkpoint after the last step."""
+    max_restarts: int = 0
+    """Restarts of a run whose rank died, hung or crashed, each from the last complete checkpoint (0: fail;
+    above 0 even one process runs under the launcher, as a child it can restart)."""
 
 
 @dataclass
@@ -440,6 +443,9 @@ class ResourcesConfig:
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl."""
     dist_timeout_s: float = 3600.0
     """Collective timeout in seconds; ranks > 0 wait this long while rank 0 evaluates or saves."""
+    watchdog_s: float | None = None
+    """A rank with no progress (a stage change or a collective entered) for this many seconds during the
+    training steps ends the run with one line naming its stage (null: dist_timeout_s; multi-process only)."""
     rollout_workers: int = 0
     """Rollout engines on this many Ray actors (0: the engine runs in the trainer's process)."""
     rollout_cpus_per_worker: float = 1.0

@@ -258,6 +258,7 @@ def _check_trainer(t: TrainerConfig) -> None:
     _check(t.micro_batch_tokens > 0, "trainer.micro_batch_tokens", "must be > 0")
     _check(t.save_every >= 0, "trainer.save_every", "must be >= 0")
     _check(t.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+    _check(t.max_restarts >= 0, "trainer.max_restarts", "must be >= 0")
     _one_of(t.strategy, ("ddp", "fsdp"), "trainer.strategy")
     _check(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
@@ -286,6 +287,7 @@ def _check_resources(res: ResourcesConfig) -> None:
     _check(res.train_procs >= 1, "resources.train_procs", "must be >= 1")
     _one_of(res.dist_backend, _DIST_BACKENDS, "resources.dist_backend")
     _check(res.dist_timeout_s > 0, "resources.dist_timeout_s", "must be > 0")
+    _check(res.watchdog_s is None or res.watchdog_s > 0, "resources.watchdog_s", "must be > 0 (or null)")
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
 

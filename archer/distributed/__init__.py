@@ -5,7 +5,8 @@ Modules (each imported on demand, so ``import archer.distributed`` costs nothing
 - :mod:`archer.rewards.ray_pool`  ``RayRewardScorer``: verifiers as Ray actors, fault tolerant
 - :mod:`archer.rollout.ray_pool` ``RayRolloutPool``: engines as Ray actors, versioned weight sync
 - :mod:`archer.distributed.world`        the training world: one process, or ddp / FSDP2 ranks
-- :mod:`archer.distributed.launch`       ``resources.train_procs=N``: N local training processes
+- :mod:`archer.distributed.launch`       ``resources.train_procs=N``: N local training processes, restarts
+- :mod:`archer.distributed.health`       heartbeats, the watchdog, ``status.json`` (read by ``archer status``)
 - :mod:`archer.distributed.checkpoint`   sharded save / load (any world size) via torch.distributed.checkpoint
 - :mod:`archer.cli.export`       ``archer export CKPT_DIR --out DIR`` (one Hugging Face checkpoint)
 - :mod:`archer.cli.cluster`      ``archer cluster start | join | status | stop``, NCCL environment

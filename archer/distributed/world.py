@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from archer.algo.aggregation import LossNormalizer, loss_normalizer
+from archer.distributed.health import Health
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -50,10 +51,25 @@ class World:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.health: Health | None = None
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def monitor(self, run_dir: Any, timeout_s: float | None) -> None:
+        """Write this rank's heartbeat under ``run_dir`` (:mod:`archer.distributed.health`); one process
+        has no watchdog (nothing waits on it), a process world's ranks get one with ``timeout_s``."""
+        self.health = Health(run_dir, self.rank, None)
+
+    def mark(self, stage: str, step: int | None = None) -> None:
+        """This rank entered ``stage`` (the heartbeat and the watchdog read it)."""
+        if self.health is not None:
+            self.health.mark(stage, step)
+
+    def _op(self, name: str) -> contextlib.AbstractContextManager:
+        """Around a collective: the watchdog's report names it."""
+        return self.health.collective(name) if self.health is not None else contextlib.nullcontext()
 
     @property
     def sharded(self) -> bool:
@@ -144,7 +160,8 @@ class World:
         yield
 
     def close(self) -> None:
-        pass
+        if self.health is not None:
+            self.health.close()
 
 
 class ProcessWorld(World):
@@ -162,23 +179,30 @@ class ProcessWorld(World):
     def sharded(self) -> bool:
         return self.strategy == "fsdp"
 
+    def monitor(self, run_dir: Any, timeout_s: float | None) -> None:
+        self.health = Health(run_dir, self.rank, timeout_s)
+
     def barrier(self) -> None:
-        dist.barrier()
+        with self._op("barrier"):
+            dist.barrier()
 
     def broadcast(self, obj: Any) -> Any:
         box = [obj if self.main else None]
-        dist.broadcast_object_list(box, src=0)
+        with self._op("broadcast"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather(self, local: list[Any]) -> list[Any]:
         parts: list[Any] = [None] * self.size
-        dist.all_gather_object(parts, local)
+        with self._op("all_gather"):
+            dist.all_gather_object(parts, local)
         total = sum(len(p) for p in parts)
         return [parts[j % self.size][j // self.size] for j in range(total)]
 
     def _reduce(self, values: list[float], op: Any, dtype: torch.dtype = torch.float64) -> list[float]:
         t = torch.tensor(values, dtype=dtype, device=self.device)
-        dist.all_reduce(t, op=op)
+        with self._op("all_reduce"):
+            dist.all_reduce(t, op=op)
         return t.tolist()
 
     def sum(self, value: float) -> float:
@@ -247,11 +271,13 @@ class ProcessWorld(World):
     def reduce_gradients(self, model: torch.nn.Module) -> None:
         if self.sharded:
             return  # FSDP2 reduce-scattered them during backward (as sums, see shard())
-        _allreduce_grads(model)
+        with self._op("all_reduce(gradients)"):
+            _allreduce_grads(model)
 
     def merge_sums(self, sums: dict[str, float]) -> dict[str, float]:
         parts: list[Any] = [None] * self.size
-        dist.all_gather_object(parts, sums)
+        with self._op("all_gather(sums)"):
+            dist.all_gather_object(parts, sums)
         out: dict[str, float] = {}
         for part in parts:
             for k, v in part.items():
@@ -289,7 +315,7 @@ class ProcessWorld(World):
         units = [m for m in model.modules() if isinstance(m, FSDPModule)] if self.sharded else []
         for m in units:  # gather once; forwards inside the block then run collective-free
             m.set_reshard_after_forward(False, recurse=False)
-        with torch.no_grad():
+        with torch.no_grad(), self._op("all_gather(full weights)"):
             for m in units:
                 m.unshard()
         try:
@@ -300,6 +326,7 @@ class ProcessWorld(World):
                 m.set_reshard_after_forward(True, recurse=False)
 
     def close(self) -> None:
+        super().close()
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -57,6 +57,7 @@ import torch
 
 from archer.config import Config, save_config
 from archer.distributed import launch
+from archer.distributed.health import write_status
 from archer.distributed.world import World, join_world
 from archer.models import checkpoint as ckpt
 from archer.models.loader import resolve_device
@@ -109,13 +110,16 @@ def train(
     given = dict(model=model, tokenizer=tokenizer, train_problems=train_problems, eval_problems=eval_problems)
     if launch.should_launch(cfg):
         _warn_not_passed({**given, "scorer": scorer, "on_step": on_step})
-        return launch.launch_local(train, cfg, make_run_dir(cfg, run_dir), resume=resume)
+        return launch.launch_local(
+            train, cfg, make_run_dir(cfg, run_dir), resume=resume, latest=ckpt.latest_checkpoint
+        )
     t0 = time.time()
     world, out = _start(cfg, run_dir)
     run, sft_info = _build_run(cfg, world, out, resume, given, scorer)
     logger = world.main_only(lambda: _metrics_logger(run), _SilentLogger())
     for note in logger.notes:
         world.print(note)
+    world.mark("evaluate")
     try:
         with world.full_weights(run.token_scorer):
             before = world.on_main(lambda: _evaluate_before(run, logger, reuse=resume))
@@ -131,6 +135,7 @@ def train(
         _close(run, logger)
     summary = _summary(run, before, after, sft_info, time.time() - t0)
     world.main_only(lambda: _write_summary(run, summary))
+    world.main_only(lambda: write_status(out, state="finished", step=run.step))
     world.close()
     return dict(summary, history=history)
 
@@ -155,6 +160,10 @@ def _start(cfg: Config, run_dir: str | Path | None) -> tuple[World, Path]:
     torch.manual_seed(cfg.trainer.seed)
     out = world.broadcast(make_run_dir(cfg, run_dir))  # a time-stamped name could differ between ranks
     world.main_only(lambda: (out.mkdir(parents=True, exist_ok=True), save_config(cfg, out / "config.yaml")))
+    world.monitor(out, r.watchdog_s or r.dist_timeout_s)  # heartbeats; a watchdog per rank of a process world
+    world.main_only(
+        lambda: write_status(out, recipe=cfg.recipe, state="running", world_size=world.size, error=None)
+    )
     return world, out
 
 
@@ -230,6 +239,7 @@ def _run_steps(run: RLRun, logger: Any, on_step: StepCallback | None) -> list[di
         truncated.see(metrics)
         last_step = run.step >= cfg.trainer.steps
         if cfg.eval.every and run.step % cfg.eval.every == 0 and not last_step and run.eval_problems:
+            run.world.mark("evaluate")
             metrics.update(_headline(_evaluate_at(run, run.step)))
         if run.controller is not None:
             metrics["entropy/controller_coef"] = run.controller.coef
@@ -238,6 +248,7 @@ def _run_steps(run: RLRun, logger: Any, on_step: StepCallback | None) -> list[di
         if on_step is not None:
             on_step(run.step, metrics)
         if cfg.trainer.save_every and run.step % cfg.trainer.save_every == 0 and not last_step:
+            run.world.mark("save")
             run.save()
     return history
 
@@ -290,11 +301,13 @@ def _evaluate_before(run: RLRun, logger: Any, reuse: bool) -> dict[str, Any]:
 
 def _evaluate_at(run: RLRun, step: int) -> dict[str, Any]:
     """Collective: the full weights are gathered on every rank, rank 0 evaluates."""
+    run.world.mark("evaluate")
     with run.world.full_weights(run.token_scorer):
         return run.world.on_main(lambda: _evaluate(run, run.cfg, step) if run.eval_problems else {})
 
 
 def _save_final(run: RLRun) -> None:
+    run.world.mark("save")
     last_saved = run.world.on_main(lambda: ckpt.latest_checkpoint(run.run_dir))
     if last_saved is None or not last_saved.name.endswith(f"{run.step:06d}"):
         run.save()

@@ -97,9 +97,11 @@ def run_step(run: RLRun) -> dict[str, Any]:
 def rollout_round(run: RLRun, round_index: int, max_new: int) -> Round:
     """One round: draw, generate, score and shape ``rollout.batch_size`` prompts' groups."""
     prompts = draw(run)
+    run.world.mark("generate", run.step + 1)  # the stage the heartbeat and the watchdog report
     t0 = time.time()
     outs = generate(run, prompts, round_index, max_new)  # [P_rank][n]
     t1 = time.time()
+    run.world.mark("score")
     scored = score(run, prompts, outs)
     groups, reasons = shape(run, prompts, scored, max_new)
     return Round(prompts, groups, t1 - t0, time.time() - t1, reasons)
@@ -107,12 +109,14 @@ def rollout_round(run: RLRun, round_index: int, max_new: int) -> Round:
 
 def train_on(run: RLRun, groups: list[Group], max_new: int) -> dict[str, Any]:
     """Advantages, old and reference log-probs, the update and the engine sync, on the kept groups."""
+    run.world.mark("logprobs")
     batch = build_batch(run.cfg, groups, run.tokenizer.pad_token_id, run.world.device)  # advantages
     # rows this rank trains: those of its groups, the groups split over ranks with near-equal token
     # sums (a group stays on one rank: its rows share their prompt); all rows in one process
     tokens = [sum(len(g.prompt_ids) + len(ro.response_ids) for ro in g.responses) for g in groups]
     mine = group_rows(groups, balanced_split(tokens, run.world.size)[run.world.rank])
     batch = with_old_and_ref_logprobs(run, batch, mine)
+    run.world.mark("update")
     out = update(run, batch, mine, max_new)
     out.update(mismatch_metrics(batch, mine, run.world))
     out.update(sync_engine(run))
@@ -228,6 +232,7 @@ def sync_engine(run: RLRun) -> dict[str, Any]:
     """After an update: a rollout engine with its own copy of the weights gets the new ones (the
     engine reports its sync time in its own metrics)."""
     run.policy_version += 1
+    run.world.mark("weight_sync")
     if not shares_policy(run.engine):
         with run.world.full_weights(run.token_scorer):
             run.engine.update_weights(unwrap(run.model))
