@@ -350,8 +350,10 @@ def tokenizer_corpus(
     level: str | MathTaskConfig | None = None,
     include_code: bool = True,
     code_families: tuple[str, ...] | None = None,
+    code_validation_fraction: float = 0.0,
 ) -> list[str]:
-    """Texts to train a tiny tokenizer on: the tasks' prompts and solutions with the chat markup."""
+    """Texts to train a tiny tokenizer on: the tasks' prompts and solutions with the chat markup (train split
+    only: with a validation split, its problems stay out of the tokenizer's corpus too)."""
     texts = []
     for p in math_problems(n, split="train", seed=seed, level=level, unique=False):
         texts.append(
@@ -359,7 +361,14 @@ def tokenizer_corpus(
         )
     if include_code:
         families = code_families or CODE_FAMILIES
-        for p in code_problems(max(n // 4, 1), split="train", seed=seed, unique=False, families=families):
+        for p in code_problems(
+            max(n // 4, 1),
+            split="train",
+            seed=seed,
+            unique=False,
+            families=families,
+            validation_fraction=code_validation_fraction,
+        ):
             texts.append(
                 f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{code_solution(p)}<|im_end|>\n"
             )
@@ -438,7 +447,11 @@ register_task(
             problems, noise=noise, seed=seed
         ),
         tokenizer_corpus=lambda n, *, seed, options: tokenizer_corpus(
-            n, seed=seed, include_code=True, code_families=code_families(options)
+            n,
+            seed=seed,
+            include_code=True,
+            code_families=code_families(options),
+            code_validation_fraction=options.get("validation_fraction", 0.0),
         ),
     )
 )

@@ -11,7 +11,7 @@ import pytest
 from archer.config import load_config
 from archer.errors import ConfigError
 from archer.tasks.draw import split_of
-from archer.tasks.problems import load_problems, sft_examples
+from archer.tasks.problems import load_problems, sft_examples, tokenizer_texts
 
 
 def _old_split_of(text: str, test_fraction: float) -> str:  # the rule before the validation split existed
@@ -47,6 +47,9 @@ def test_validation_problems_are_disjoint_from_train_sft_and_test(recipe, genera
     # the SFT warm-up draws from train too: its prompts (the problem text in the run's template) never hold one
     sft_prompts = {r["messages"][0]["content"] for r in sft_examples(load_config(recipe, over))}
     assert not any(str(p.prompt) in s for p in val for s in sft_prompts)
+    # nor does the from-scratch tokenizer's corpus
+    corpus = "\n".join(tokenizer_texts(load_config(recipe, over), train))
+    assert not any(str(p.prompt) in corpus for p in val)
 
 
 def test_asking_for_validation_without_one_is_a_one_line_error():
