@@ -181,8 +181,13 @@ def machine_note() -> str:
     return (
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, torch {torch.__version__}; load average at the end "
-        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers were loading the same cores, so "
-        "absolute times are noisy; both sides of a comparison ran back to back under the same load)."
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} ("
+        + (
+            "above the benchmark's own ~1: other processes shared the cores, so absolute times are noisy; "
+            if load[0] > 1.5
+            else "about the benchmark's own; "
+        )
+        + "both sides of a comparison ran back to back)."
     )
 
 
