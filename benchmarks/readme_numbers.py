@@ -5,9 +5,10 @@
     python benchmarks/readme_numbers.py --recipes tiny_interpreter --seeds 0 --results benchmarks/results/tiny_interpreter
 
 Each run is the README's command (``archer train RECIPE``) with ``trainer.seed=S`` (the model's
-initialisation, the SFT warm-up order and RL sampling change; the problems do not). A run whose
-``summary.json`` is already in ``--out`` is reused. Writes ``readme_numbers.json`` and ``.md`` to
-``benchmarks/results`` (or ``--results``): per seed the held-out avg@k before and after RL and the gain,
+initialisation, the SFT warm-up order and RL sampling change; the problems do not). A run kept in ``--out``
+is reused only when it was made by this script for the same recipe, seed and archer source (a stamp file);
+anything else is run again. Writes ``readme_numbers.json`` and ``.md`` to ``benchmarks/results`` (or
+``--results``), keeping the entries of recipes not measured in this call: per seed the held-out avg@k before and after RL and the gain,
 and per recipe the mean, the sample s.d. and the range over seeds, with the package versions and the CPU.
 The seed the README prints is seed 0. ``tests/test_readme_numbers.py`` reruns the fast one (tiny_math,
 seed 0) and fails when it leaves the stated spread.
@@ -28,10 +29,23 @@ REPO = Path(__file__).resolve().parents[1]
 KEY = {"tiny_math": "avg@8", "tiny_code": "avg@4", "tiny_interpreter": "avg@8"}
 
 
+def _stamp(recipe: str, seed: int) -> str:
+    """What a kept run must match to be reused: the recipe, the seed and archer's source (code and recipe
+    files), so that a changed recipe or trainer never serves an old run's numbers."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import _toy_common
+
+    return json.dumps({"recipe": recipe, "seed": seed, "code": _toy_common.code_version()}, sort_keys=True)
+
+
 def run(recipe: str, seed: int, out: Path) -> dict:
     run_dir = out / f"{recipe}_s{seed}"
     summary = run_dir / "summary.json"
-    if not summary.is_file():
+    stamp = run_dir / "readme_numbers_stamp.json"
+    if not (summary.is_file() and stamp.is_file() and stamp.read_text() == _stamp(recipe, seed)):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
         cmd = [
             sys.executable,
             "-m",
@@ -43,6 +57,7 @@ def run(recipe: str, seed: int, out: Path) -> dict:
         ]
         t0 = time.time()
         subprocess.run([*cmd, "logging.sinks=[]", "--out", str(run_dir)], check=True, cwd=REPO)
+        stamp.write_text(_stamp(recipe, seed))
         print(f"{recipe} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     s = json.loads(summary.read_text())
     k = KEY[recipe]
@@ -94,8 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated (default: tiny_math 0-4, tiny_code 0-2)")
     ap.add_argument("--out", default=str(REPO / "runs" / "readme_numbers"), help="run directories")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument(
+        "--merge-from",
+        default=None,
+        help="fold the recipes of another readme_numbers.json (a run written elsewhere) into --results and exit",
+    )
     a = ap.parse_args(argv)
-    out = {"machine": machine(), "recipes": {}}
+    res = Path(a.results)
+    old = res / "readme_numbers.json"
+    # the recipes measured here replace theirs; the others' entries stay, each with its own machine and date
+    out = json.loads(old.read_text()) if old.is_file() else {"recipes": {}}
+    out["machine"] = machine()
+    if a.merge_from:
+        other = json.loads(Path(a.merge_from).read_text())
+        for recipe, r in other["recipes"].items():
+            when = time.strftime("%Y-%m-%d", time.gmtime(Path(a.merge_from).stat().st_mtime))
+            out["recipes"][recipe] = {"machine": other.get("machine"), "measured": when, **r}
+        return _write(out, res, argv)
     for recipe in a.recipes.split(","):
         seeds = (
             [int(s) for s in a.seeds.split(",")]
@@ -104,12 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = [run(recipe, s, Path(a.out)) for s in seeds]
         out["recipes"][recipe] = {
+            "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+            "machine": out["machine"],
             "metric": KEY[recipe],
             "command": f"archer train {recipe} trainer.seed=S",
             "runs": runs,
             **{f: spread([r[f] for r in runs]) for f in ("before", "after", "gain")},
         }
-    res = Path(a.results)
+    return _write(out, res, argv)
+
+
+def _write(out: dict, res: Path, argv: list[str] | None) -> int:
     res.mkdir(parents=True, exist_ok=True)
     (res / "readme_numbers.json").write_text(json.dumps(out, indent=1))
     m = out["machine"]
@@ -123,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
     ]
     for recipe, r in out["recipes"].items():
+        if "measured" in r:
+            lines.append(f"| {recipe} | measured {r['measured']} | | | | |")
         for x in r["runs"]:
             lines.append(
                 f"| {recipe} | {r['metric']} | {x['seed']} | {x['before']:.3f} | {x['after']:.3f} | {x['gain']:+.3f} |"
