@@ -176,7 +176,9 @@ def _write(out: dict, res: Path, argv: list[str] | None) -> int:
                     f"\n{recipe} seed {x['seed']}: tool-use rate {x['tool_use_before']:.3f} -> {x['tool_use_after']:.3f}, "
                     f"{x['seconds']:.0f} s wall (SFT + RL)"
                 )
-    lines.append(f"\nCommand: `python benchmarks/readme_numbers.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    for recipe, r in out["recipes"].items():
+        seeds = ",".join(str(x["seed"]) for x in r["runs"])
+        lines.append(f"\n{recipe}: regenerate with `python benchmarks/readme_numbers.py --recipes {recipe} --seeds {seeds}`")
     (res / "readme_numbers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
