@@ -229,12 +229,12 @@ def render(res: dict, args: argparse.Namespace) -> str:
     """The markdown report of a result."""
     mach = res["machine"]
     v0, v1 = res["variants"][0], res["variants"][1]
+    shared = max(mach["load_average_start"][0], mach["load_average"][0]) > 1.5  # the benchmark itself is ~1
     md = "\n".join(
         [
             "# Policy update: padded vs real-token micro-batch budget, padded vs packed rows",
             "",
-            f"`python benchmarks/packed_update.py --repeats {args.repeats} --budget {args.budget}` (run with "
-            "`nice -n 5`). One mini-batch update (forward, backward, AdamW step) of "
+            f"`python benchmarks/packed_update.py --repeats {args.repeats} --budget {args.budget}`. One mini-batch update (forward, backward, AdamW step) of "
             f"{res['rows']} rows ({args.groups} groups x {args.n}; {res['real_tokens']} real tokens, "
             f"{res['response_tokens']} trained; rows of {res['row_tokens_min_max'][0]}-"
             f"{res['row_tokens_min_max'][1]} tokens, responses 20-200) on a {res['parameters'] / 1e6:.1f}M-parameter "
@@ -259,13 +259,15 @@ def render(res: dict, args: argparse.Namespace) -> str:
             "which is why padded rows use contiguous runs of rows of similar length (the new default). "
             "Flash-attention on GPU is not measured (no GPU here).",
             "",
-            f"Noise: the machine was shared (1-min load {mach['load_average_start'][0]}-{mach['load_average'][0]} "
-            "on 2 cores). The first two rows compute the same positions "
-            f"({v0['computed_positions']} vs {v1['computed_positions']}) and differ only in which rows share a "
-            f"micro-batch, yet their medians differ by {abs(1 - v0['seconds_median'] / v1['seconds_median']):.0%}: "
-            "differences of that size between rows are noise; see the min-max ranges.",
+            f"Noise: {'the machine was shared' if shared else 'nothing else ran'} (1-min load "
+            f"{mach['load_average_start'][0]}-{mach['load_average'][0]} on 2 cores). The first two rows compute "
+            f"the same positions ({v0['computed_positions']} vs {v1['computed_positions']}) and differ only in "
+            "which rows share a micro-batch; their medians differ by "
+            f"{abs(1 - v0['seconds_median'] / v1['seconds_median']):.0%}, a yardstick for the noise between rows; "
+            "see the min-max ranges.",
             "",
-            f"Machine: {mach['cpu_cores']} CPU cores ({mach['processor']}), shared with other jobs (1-min load "
+            f"Machine: {mach['cpu_cores']} CPU cores ({mach['processor']}), "
+            f"{'shared with other jobs' if shared else 'quiet'} (1-min load "
             f"average {mach['load_average_start'][0]} at the start, {mach['load_average'][0]} at the end); "
             f"Python {mach['python']}, torch {mach['torch']}, transformers {mach['transformers']}.",
             "",
