@@ -14,6 +14,7 @@ import os
 import time
 
 import pytest
+from helpers import QUICK
 from helpers import parity_verifier as parity
 
 from archer.cli import status as status_cli
@@ -22,32 +23,14 @@ from archer.distributed import health, launch
 from archer.errors import RankFailure
 from archer.rewards import registry
 
+# helpers.QUICK with two gloo ranks, a checkpoint every step and a smaller task (later overrides win)
 FAST_2P = [
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.sft_epochs=1",
+    *QUICK,
     "model.sft_examples=16",
-    "model.sft_batch_size=4",
-    "model.sft_max_len=128",
-    "data.generator={level: easy}",
     "data.num_train=24",
     "data.num_eval=2",
-    "data.seed=0",
     "rollout.batch_size=3",
-    "rollout.n=4",
-    "rollout.max_new_tokens=8",
-    "rollout.max_gen_batches=2",
-    "trainer.steps=3",
     "trainer.save_every=1",
-    "trainer.threads=1",
-    "trainer.mini_batches=2",
-    "trainer.micro_batch_tokens=64",
-    "optim.lr=1e-2",
-    "eval.n=2",
-    "eval.ks=[1, 2]",
-    "logging.progress=false",
     "logging.plots=false",
     "resources.train_procs=2",
 ]
