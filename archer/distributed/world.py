@@ -90,9 +90,6 @@ class World:
         """This rank's slice of ``items``."""
         return list(items[self.rank :: self.size])
 
-    def owned(self, n_items: int) -> list[int]:
-        return list(range(self.rank, n_items, self.size))
-
     def sum(self, value: float) -> float:
         return float(value)
 
