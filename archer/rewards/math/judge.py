@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from archer.rewards.math.normalize import (
@@ -229,38 +230,36 @@ _SYNONYM = {
 _SEPARATOR_WORDS = re.compile(r"\\text\s*\{\s*(?:and|or)\s*\}|\\q?quad(?![A-Za-z])|\\\\|\band\b|\bor\b")
 
 
-def _segments(text: str) -> list[str]:
-    """``text`` cut at top-level ``,`` / ``;`` (and ``\\quad``, ``\\\\``, "and", "or"): the
-    statements of a system such as ``x = 1, y = 2``."""
-    text = _SEPARATOR_WORDS.sub(";", text)
+def _split_top_level(text: str, cut: Callable[[str, int], bool], drop_empty: bool) -> list[str]:
+    """``text`` cut at every index ``i`` outside brackets (``{([`` / ``})]``) where ``cut(text, i)``;
+    the pieces stripped (and the empty ones dropped when ``drop_empty``)."""
     out, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         if ch in "{([":
             depth += 1
         elif ch in "})]":
             depth -= 1
-        elif ch in ",;" and depth == 0:
+        elif depth == 0 and cut(text, i):
             out.append(text[start:i].strip())
             start = i + 1
     out.append(text[start:].strip())
-    return [seg for seg in out if seg]
+    return [seg for seg in out if seg] if drop_empty else out
+
+
+def _segments(text: str) -> list[str]:
+    """``text`` cut at top-level ``,`` / ``;`` (and ``\\quad``, ``\\\\``, "and", "or"): the
+    statements of a system such as ``x = 1, y = 2``."""
+    return _split_top_level(_SEPARATOR_WORDS.sub(";", text), lambda t, i: t[i] in ",;", drop_empty=True)
+
+
+def _is_equals(text: str, i: int) -> bool:
+    """``text[i]`` is an ``=`` of its own (not part of ``<=``, ``>=``, ``!=``, ``==``)."""
+    return text[i] == "=" and (i == 0 or text[i - 1] not in "<>!=") and text[i + 1 : i + 2] != "="
 
 
 def _equation_parts(text: str) -> list[str]:
     """``text`` cut at each top-level ``=`` (outside brackets; not ``<=``, ``>=``, ``!=``)."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "{([":
-            depth += 1
-        elif ch in "})]":
-            depth -= 1
-        elif (
-            ch == "=" and depth == 0 and (i == 0 or text[i - 1] not in "<>!=") and text[i + 1 : i + 2] != "="
-        ):
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return parts
+    return _split_top_level(text, _is_equals, drop_empty=False)
 
 
 def _is_label(text: str) -> bool:
