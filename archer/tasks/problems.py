@@ -18,11 +18,13 @@ from archer.data.observations import TOOL_FORMATS
 from archer.data.prompts import user_message
 from archer.data.schema import Problem
 from archer.errors import ConfigError
+from archer.tasks.draw import SPLITS
 from archer.tasks.registry import Task, get_task, is_task, task_names
 
 # seeds: RL's train problems use data.seed, its held-out problems data.seed + 1, SFT data.seed + SFT_SEED
 SFT_SEED_OFFSET = 7919
-EVAL_SPLITS = ("test", "validation")  # data.eval_split: where a task's held-out problems come from
+# data.eval_split: where a task's held-out problems come from (every split of the draw but train)
+EVAL_SPLITS = tuple(split for split in SPLITS if split != "train")
 TOKENIZER_TEXTS = 2000
 GENERIC_CORPUS_TASK = "synthetic_code"  # a dataset file's from-scratch tokenizer: the math and code corpus
 
