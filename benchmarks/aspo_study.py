@@ -470,7 +470,7 @@ class GradientTap:
                 ]
             )
 
-    def __enter__(self) -> "GradientTap":
+    def __enter__(self) -> GradientTap:
         from torch.optim.optimizer import register_optimizer_step_pre_hook
 
         self._handle = register_optimizer_step_pre_hook(self._hook)

