@@ -68,7 +68,12 @@ def _load() -> list[float]:
 
 def start() -> dict[str, Any]:
     """Call before measuring: the load average and time at the start (passed to :func:`write_artifact`)."""
-    return {"load_start": _load(), "started": datetime.datetime.now(datetime.UTC).isoformat()}
+    return {
+        "load_start": _load(),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(),
+        "archer_source_start": code_version(),
+        "git_dirty_start": _git_dirty(),
+    }
 
 
 def environment(started: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,6 +90,8 @@ def environment(started: dict[str, Any] | None = None) -> dict[str, Any]:
         "load_end": _load(),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(),
     }
+    if started and started.get("archer_source_start") not in (None, env["archer_source"]):
+        env["warning"] = "archer's source changed during the run: the result belongs to neither hash alone"
     return {**(started or {}), **env}
 
 

@@ -197,6 +197,12 @@ class RolloutConfig:
     one_step_off_policy: bool = False
     """Generate step t+1 on the Ray rollout workers while step t trains (staleness 1; needs
     resources.rollout_workers > 0)."""
+    weight_sync: str = "auto"
+    """How the trainer's weights reach Ray rollout workers (resources.rollout_workers > 0): collective (a
+    gloo/NCCL broadcast group, bucketed), object_store (ray.put, every worker fetches), or auto (the group
+    when it forms, else the object store)."""
+    weight_sync_bucket_mb: float = 64.0
+    """Bucket size of the collective weight sync (MiB per broadcast)."""
     tools: list[str] = field(default_factory=list)
     """Tool rollouts (R1-Code-Interpreter, ToRA): [python] lets the model run code blocks in the sandbox and
     continue on their output, for any engine; observation tokens are masked from the loss."""

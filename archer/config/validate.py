@@ -26,6 +26,7 @@ from archer.config.schema import (
 from archer.data.curriculum import CURRICULA
 from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import KINDS
+from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC_TRANSPORTS
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
@@ -164,6 +165,8 @@ def _check_rollout(r: RolloutConfig) -> None:
     _check(r.top_k >= 0, "rollout.top_k", "must be >= 0")
     _check(r.max_new_tokens > 0, "rollout.max_new_tokens", "must be > 0")
     _check(r.max_gen_batches >= 1, "rollout.max_gen_batches", "must be >= 1")
+    _one_of(r.weight_sync, WEIGHT_SYNC_TRANSPORTS, "rollout.weight_sync")
+    _check(r.weight_sync_bucket_mb > 0, "rollout.weight_sync_bucket_mb", "must be > 0")
     if r.default_tis_cap is not None:
         _check(r.default_tis_cap >= 1, "rollout.default_tis_cap", "must be >= 1")
     if r.vllm_kv_cache_bytes is not None:

@@ -130,6 +130,10 @@ def build_rollout(
             cpus_per_worker=r.rollout_cpus_per_worker,
             address=r.address,
             initial_weights=model,
+            weight_sync=cfg.rollout.weight_sync,
+            bucket_mb=cfg.rollout.weight_sync_bucket_mb,
+            sync_timeout_s=r.watchdog_s or r.dist_timeout_s,
+            log=log,
         )
     else:
         engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))

@@ -16,9 +16,17 @@ changed keeps the old number. Actors run one call at a time, so an update waits 
 in progress and the version of a rollout is always the one its tokens were sampled with. Versions
 are strictly increasing per actor; an older or repeated version is refused.
 
-Timing: :meth:`RayRolloutPool.update_weights` returns ``put_s`` (serialise into the object store),
-``load_s`` (slowest actor's fetch + load) and ``total_s``; ``benchmarks/reward_scaling.py`` records
-them on CPU. A GPU measurement (NCCL broadcast instead of the object store) is not done.
+Two transports (``weight_sync``, the run's ``rollout.weight_sync``): ``object_store`` puts the state dict
+in Ray's object store once and every actor fetches it; ``collective`` broadcasts it in buckets over a
+group of this process and the actors (gloo on CPU, NCCL when the actors have GPUs;
+:mod:`archer.distributed.weight_sync`); ``auto`` (the run default) uses the group when it forms and the
+object store otherwise, and drops to the object store for the rest of the run if a broadcast fails
+(one line says why). Both give the engines bit-identical weights.
+
+Timing: :meth:`RayRolloutPool.update_weights` returns ``load_s`` (slowest actor's fetch or receive, plus
+its load), ``total_s``, ``collective`` (1 or 0) and ``put_s`` (object store: serialise into it) or
+``send_s`` and ``buckets`` (collective); they are logged as ``rollout/weight_sync_*`` every step.
+``benchmarks/reward_scaling.py`` compares the two on CPU.
 
 Starting weights. ``initial_weights`` (a module or state dict) is loaded into every actor as version 0
 before the first generation, so the actors' engines can start from a config alone:
@@ -42,10 +50,17 @@ from dataclasses import replace
 from typing import Any
 
 from archer.distributed._ray import ensure_ray
+from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC
 from archer.rollout import build_engine
 from archer.rollout.base import Rollout, SamplingParams
 
 VERSION_KEY = "weight_version"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class StaleRolloutError(RuntimeError):
@@ -76,6 +91,30 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - start
 
+    def join_weight_group(
+        self, address: tuple[str, int], rank: int, size: int, backend: str, timeout_s: float
+    ) -> None:
+        """Become member ``rank`` of the trainer's weight-sync group (returns once every member joined)."""
+        from archer.distributed.weight_sync import WeightGroup
+
+        self.close_weight_group()
+        self._group = WeightGroup(address, rank, size, backend, timeout_s)
+
+    def receive_weights(self, specs: list[Any], version: int, bucket_mb: float) -> float:
+        """Receive weight ``version`` over the group and load it; returns the seconds receive + load took."""
+        if version <= self.version:
+            raise ValueError(f"weight version must increase: holding {self.version}, got {version}")
+        start = time.perf_counter()
+        self.engine.update_weights(self._group.receive(specs, bucket_mb))
+        self.version = version
+        return time.perf_counter() - start
+
+    def close_weight_group(self) -> None:
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.close()
+        self._group = None
+
     def get_version(self) -> int:
         return self.version
 
@@ -84,6 +123,7 @@ class RolloutWorker:
         return getattr(self.engine, "version", None)
 
     def close(self) -> None:
+        self.close_weight_group()
         close = getattr(self.engine, "close", None)
         if callable(close):
             close()
@@ -131,7 +171,13 @@ class RayRolloutPool:
         cpus_per_worker: float = 1.0,
         address: str | None = None,
         initial_weights: Any = None,
+        weight_sync: str = "object_store",
+        bucket_mb: float = 64.0,
+        sync_timeout_s: float = 600.0,
+        log: Callable[[str], None] | None = None,
     ) -> None:
+        if weight_sync not in WEIGHT_SYNC:
+            raise ValueError(f"weight_sync must be one of {WEIGHT_SYNC}, got {weight_sync!r}")
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if cpus_per_worker < 0:
@@ -146,6 +192,12 @@ class RayRolloutPool:
         self.num_gpus_per_worker = num_gpus_per_worker
         self.last_sync: dict[str, float] = {}
         self._finalizer = weakref.finalize(self, _kill_all, ray, list(self.workers))
+        self.weight_sync, self.bucket_mb, self.sync_timeout_s = weight_sync, bucket_mb, sync_timeout_s
+        self._log = log or (lambda msg: print(msg, flush=True))
+        self._group: Any = None
+        self.sync_backend = "object_store"
+        if weight_sync != "object_store":
+            self._join_group()
         if initial_weights is not None:
             self.last_sync = self._push(initial_weights, 0)
 
@@ -182,12 +234,48 @@ class RayRolloutPool:
         self.last_sync = self._push(state_dict, self.version + 1)
         return self.last_sync
 
+    def _join_group(self) -> None:
+        """Build the weight-sync group (this process rank 0, worker i rank i+1); with ``weight_sync=auto``
+        a failure leaves the object store in use and says why in one line."""
+        from archer.distributed.weight_sync import WeightGroup
+
+        ray = self._ray
+        backend = "nccl" if self.num_gpus_per_worker > 0 and _cuda_available() else "gloo"
+        size = len(self.workers) + 1
+        try:
+            host = ray.util.get_node_ip_address()
+            store = WeightGroup.reserve(host, size, self.sync_timeout_s)
+            joins = [
+                w.join_weight_group.remote((host, store.port), i + 1, size, backend, self.sync_timeout_s)
+                for i, w in enumerate(self.workers)
+            ]
+            self._group = WeightGroup((host, store.port), 0, size, backend, self.sync_timeout_s, _store=store)
+            ray.get(joins, timeout=self.sync_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure to form the group has the same answer
+            self._group = None
+            msg = (
+                f"weight sync: could not form a {backend} group with {len(self.workers)} rollout worker(s): "
+                + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            )
+            if self.weight_sync == "collective":
+                raise RuntimeError(msg) from exc
+            self._log(msg + "; using the Ray object store")
+            return
+        self.sync_backend = backend
+
     def _push(self, state_dict: Any, version: int) -> dict[str, float]:
         start = time.perf_counter()
         if hasattr(state_dict, "state_dict"):  # a module: plain weights (LoRA merged, tied head named)
             from archer.rollout.vllm import full_state_dict
 
             state_dict = full_state_dict(state_dict)
+        if self._group is not None:
+            try:
+                return self._push_collective(state_dict, version, start)
+            except Exception as exc:  # noqa: BLE001 - fall back, as documented, and say why
+                if self.weight_sync == "collective":
+                    raise
+                self._drop_group(f"{exc}".splitlines()[0])
         cpu = {k: v.detach().to("cpu") if hasattr(v, "detach") else v for k, v in state_dict.items()}
         ref = self._ray.put(cpu)
         put_s = time.perf_counter() - start
@@ -198,7 +286,39 @@ class RayRolloutPool:
             "put_s": put_s,
             "load_s": load_s,
             "total_s": time.perf_counter() - start,
+            "collective": 0.0,
         }
+
+    def _push_collective(self, state_dict: dict[str, Any], version: int, start: float) -> dict[str, float]:
+        from archer.distributed.weight_sync import specs_of
+
+        tensors = {k: v.detach() for k, v in state_dict.items()}
+        specs = specs_of(tensors)
+        refs = [w.receive_weights.remote(specs, version, self.bucket_mb) for w in self.workers]
+        sent = self._group.send(tensors, self.bucket_mb)
+        load_s = max(self._ray.get(refs, timeout=self.sync_timeout_s))
+        self.version = version
+        return {
+            "version": float(version),
+            "send_s": sent["send_s"],
+            "load_s": load_s,
+            "total_s": time.perf_counter() - start,
+            "buckets": sent["buckets"],
+            "collective": 1.0,
+        }
+
+    def _drop_group(self, why: str) -> None:
+        """Leave the collective path for the rest of the run (the object store takes over)."""
+        self._log(
+            f"weight sync: the {self.sync_backend} group failed ({why}); using the Ray object store from now on"
+        )
+        group, self._group = self._group, None
+        group.close()
+        for w in self.workers:
+            try:
+                w.close_weight_group.remote()
+            except Exception:  # noqa: BLE001 - a dead worker has no group to close
+                pass
 
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """The last weight sync's timings and the pool's weight version, as step metrics."""
@@ -209,6 +329,9 @@ class RayRolloutPool:
         return out
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         for w in self.workers:
             try:
                 self._ray.get(w.close.remote(), timeout=30)

@@ -55,6 +55,13 @@ def test_write_artifact_records_command_and_machine(tmp_path):
     env = data["environment"]
     for key in ("cpus", "torch", "archer_source", "load_start", "load_end", "started", "finished"):
         assert key in env, key
+    assert env["archer_source_start"] == env["archer_source"] and "warning" not in env
+
+
+def test_a_source_change_during_the_run_is_flagged(tmp_path):
+    started = {**_artifact.start(), "archer_source_start": "0000000000000000"}
+    path = _artifact.write_artifact("demo", {}, argv=[], started=started, out=tmp_path / "d.json")
+    assert "source changed" in json.loads(path.read_text())["environment"]["warning"]
 
 
 def test_decontaminate_writes_md_and_json(tmp_path, capsys):

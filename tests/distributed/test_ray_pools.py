@@ -236,6 +236,97 @@ def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(r
         pool.close()
 
 
+def _weights_equal(pool, model) -> bool:
+    """Every actor's engine holds exactly ``model``'s tensors."""
+    want = model.state_dict()
+    for worker in pool.workers:
+        have = ray.get(worker.__ray_call__.remote(lambda w: dict(w.engine.model.state_dict())))
+        if set(have) != set(want) or not all(torch_equal(have[k], want[k]) for k in want):
+            return False
+    return True
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_collective_weight_sync_gives_the_actors_the_same_weights_as_the_object_store(
+    ray_session, monkeypatch
+):
+    """``weight_sync="collective"``: a gloo group of this process and 2 actors, bucketed; the actors then
+    generate exactly what the trainer's weights generate, versions follow, and the timings say which
+    transport ran. ``auto`` falls back to the object store, with one line, when the group cannot form."""
+    from archer.distributed import weight_sync
+    from archer.rollout.base import SamplingParams
+    from archer.rollout.hf import HFEngine
+    from archer.rollout.ray_pool import RayRolloutPool
+
+    tok, model0 = _tiny_lm(seed=0)
+    _, model1 = _tiny_lm(seed=1)
+
+    def engine_factory():
+        from archer.models.tiny import build_tiny_model
+
+        return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=5), tok)
+
+    prompts = ["1+2=", "3+4=", "10+11="]
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
+    local0 = _signature(HFEngine(model0, tok).generate(prompts, params))
+    local1 = _signature(HFEngine(model1, tok).generate(prompts, params))
+    pool = RayRolloutPool(
+        engine_factory,
+        num_workers=2,
+        cpus_per_worker=0.25,
+        initial_weights=model0,
+        weight_sync="collective",
+        bucket_mb=0.01,  # several buckets even for this tiny model
+    )
+    try:
+        assert pool.sync_backend == "gloo" and pool.last_sync["collective"] == 1.0
+        assert _weights_equal(pool, model0)
+        assert _same(_signature(pool.generate(prompts, params)), local0)
+        timing = pool.update_weights(model1)
+        assert timing["collective"] == 1.0 and timing["buckets"] > 1 and timing["version"] == 1.0
+        assert timing["total_s"] >= timing["send_s"] > 0
+        assert _weights_equal(pool, model1) and not _weights_equal(pool, model0)  # bit for bit, every actor
+        out1 = pool.generate(prompts, params)
+        assert _same(_signature(out1), local1)
+        assert {r.meta["weight_version"] for g in out1 for r in g} == {1}
+        assert pool.metrics()["rollout/weight_sync_collective"] == 1.0
+    finally:
+        pool.close()
+
+    lines = []
+
+    def no_store(*args, **kwargs):
+        raise OSError("address in use")
+
+    monkeypatch.setattr(weight_sync.WeightGroup, "reserve", staticmethod(no_store))
+    pool = RayRolloutPool(
+        engine_factory,
+        num_workers=1,
+        cpus_per_worker=0.25,
+        initial_weights=model1,
+        weight_sync="auto",
+        log=lines.append,
+    )
+    try:
+        assert pool.sync_backend == "object_store" and pool.last_sync["collective"] == 0.0
+        assert lines == [
+            "weight sync: could not form a gloo group with 1 rollout worker(s): address in use; "
+            "using the Ray object store"
+        ]
+        assert _weights_equal(pool, model1)
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError, match="could not form a gloo group"):
+        RayRolloutPool(engine_factory, num_workers=1, cpus_per_worker=0.25, weight_sync="collective")
+    with pytest.raises(ValueError, match="weight_sync must be one of"):
+        RayRolloutPool(engine_factory, num_workers=1, weight_sync="nccl")
+
+
 def _head_dim_32_lm(seed: int):
     from archer.models.tiny import build_tiny_model, build_tokenizer
 
@@ -359,6 +450,8 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         assert run.engine.version == run.policy_version == 3  # synced after each update
         assert worker_versions == [1, 2, 3]  # the actor held each update's weights
         assert [h["rollout/weight_version"] for h in summary["history"]] == [1.0, 2.0, 3.0]  # logged per step
+        # the run default rollout.weight_sync=auto formed the gloo group: every push was a broadcast
+        assert [h["rollout/weight_sync_collective"] for h in summary["history"]] == [1.0, 1.0, 1.0]
         pool = run.engine.pool if off_policy else run.engine
         assert pool.workers == []  # train() closed the engine: no Ray actor outlives the run
         diffs = [h["rollout/logprob_diff_max"] for h in summary["history"]]
