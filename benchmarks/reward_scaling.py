@@ -10,8 +10,8 @@ Half the math responses are another problem's solution (a wrong answer). Times a
 - items/s of ``RayRewardScorer`` with 1 and 2 actors of 1 CPU each on a local Ray cluster;
 - the design's overheads: the per-batch round trip (a batch of one item per actor) and the driver's
   per-chunk cost (a no-op verifier, one item per chunk);
-- the weight-sync time of ``RayRolloutPool.update_weights`` on CPU for two model sizes (object store
-  put + actor load). A GPU measurement is not done here (no GPU on this machine).
+- the weight-sync time of ``RayRolloutPool.update_weights`` on CPU for two model sizes, over the object
+  store and over the collective gloo group, interleaved. A GPU (NCCL) measurement is not done here.
 
 Model for N nodes of C CPUs (W = N*C actors of 1 CPU, a batch of n items cut in 4W chunks; the
 driver hands out chunks while the actors work, so the slower of the two sets the pace)::
@@ -126,7 +126,9 @@ def measure_rewards(items, workers=(1, 2)):
     return rows, overhead
 
 
-def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
+def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 5):
+    """Per model size, both transports of ``RayRolloutPool.update_weights`` (object store, and the
+    collective gloo group), each with 1 actor, pushes interleaved ``repeat`` times after a warm-up."""
     import ray
 
     from archer.models.tiny import build_tiny_model, build_tokenizer, count_parameters
@@ -146,17 +148,37 @@ def measure_weight_sync(sizes=((128, 4), (512, 8)), repeat: int = 3):
                     tok,
                 )
 
-            pool = RayRolloutPool(factory, num_workers=1, cpus_per_worker=1.0)
-            pool.update_weights(model)  # actor up
-            timings = [pool.update_weights(model) for _ in range(repeat)]
-            pool.close()
+            pools = {
+                transport: RayRolloutPool(factory, num_workers=1, cpus_per_worker=1.0, weight_sync=transport)
+                for transport in ("object_store", "collective")
+            }
+            timings: dict[str, list[dict]] = {t: [] for t in pools}
+            try:
+                for pool in pools.values():
+                    pool.update_weights(model)  # actor up, first-call costs paid
+                for _ in range(repeat):
+                    for transport, pool in pools.items():
+                        timings[transport].append(pool.update_weights(model))
+            finally:
+                for pool in pools.values():
+                    pool.close()
             mb = sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 2**20
+            total = {t: [x["total_s"] for x in ts] for t, ts in timings.items()}
             rows.append(
                 {
                     "params": count_parameters(model),
                     "mb": mb,
-                    **{k: statistics.median(t[k] for t in timings) for k in ("put_s", "load_s", "total_s")},
-                    "samples": [{k: t[k] for k in ("put_s", "load_s", "total_s")} for t in timings],
+                    **{
+                        t: {
+                            k: statistics.median(x[k] for x in ts)
+                            for k in ("put_s", "send_s", "load_s", "total_s")
+                            if k in ts[0]
+                        }
+                        for t, ts in timings.items()
+                    },
+                    "samples": timings,
+                    # object store time / collective time, repeat by repeat: > 1 means the group is faster
+                    "speedup": artifact_.ratio(total["object_store"], total["collective"]),
                 }
             )
     finally:
@@ -211,17 +233,20 @@ def render(rows, overhead, sync_rows, nodes=(1, 2, 4, 8, 16, 32), cpus_per_node=
     out += ["", f"Driver-bound beyond W* = sqrt(n c_item / (4 d_chunk)) actors: {crossover} (n = {batch})."]
     out += [
         "",
-        "Weight sync to 1 rollout actor on CPU (object store put + actor load_state_dict), median of 3:",
+        "Weight sync to 1 rollout actor on CPU, median of 5 interleaved pushes per transport (object store:"
+        " ray.put + the actor's fetch and load; collective: a gloo broadcast in 64 MiB buckets + load):",
         "",
-        "| params | MB (fp32) | put s | load s | total s |",
-        "| --- | --- | --- | --- | --- |",
+        "| params | MB (fp32) | object store: put s | load s | total s | collective: send s | receive + load s "
+        "| total s | object store / collective |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sync_rows:
+        o, c = r["object_store"], r["collective"]
         out.append(
-            f"| {r['params'] / 1e6:.1f}M | {r['mb']:.0f} | {r['put_s']:.3f} | {r['load_s']:.3f} | "
-            f"{r['total_s']:.3f} |"
+            f"| {r['params'] / 1e6:.1f}M | {r['mb']:.0f} | {o['put_s']:.3f} | {o['load_s']:.3f} | {o['total_s']:.3f} "
+            f"| {c['send_s']:.3f} | {c['load_s']:.3f} | {c['total_s']:.3f} | {artifact_.fmt_ci(r['speedup'], 2, 'x')} |"
         )
-    out += ["", "GPU weight sync (NCCL broadcast or CUDA IPC): not measured (no GPU on this machine)."]
+    out += ["", "GPU weight sync (NCCL): not measured here (no GPU on this machine)."]
     return "\n".join(out)
 
 
