@@ -5,7 +5,8 @@
 The recipe must give its task a validation split (``data.generator.validation_fraction``, see
 ``archer.tasks.draw``). The first value's run builds the SFT model (the recipe's own warm-up); every other
 value starts RL from that same model (``model.path``, ``model.sft_epochs=0``), so the runs differ only in
-the tuned setting. Each run is ``archer train RECIPE data.eval_split=validation KEY=VALUE`` and reports
+the tuned setting. A ``model.*`` setting (the SFT warm-up's size, epochs, ...) shapes the SFT model itself,
+so there every value builds its own. Each run is ``archer train RECIPE data.eval_split=validation KEY=VALUE`` and reports
 the held-out metric on validation problems only. The selection rule, fixed in advance: the value with the
 highest validation ``--metric`` after RL (the first listed wins a tie). Writes ``tune_<recipe>.{md,json}``
 to ``--results``; the test split is not read by anything here: report it afterwards with the chosen value
@@ -47,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="avg@4")
     ap.add_argument("--out", default=str(REPO / "runs" / "tune"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--name", default=None, help="results file stem (default tune_RECIPE)")
     a = ap.parse_args(argv)
+    name = a.name or f"tune_{a.recipe}"
+    shared_sft = not a.key.startswith("model.")
     values = [v.strip() for v in a.values.split(",") if v.strip()]
     out = Path(a.out) / a.recipe
     rows = []
     for i, v in enumerate(values):
         extra = [f"{a.key}={v}"]
-        if i:
+        if i and shared_sft:
             extra += [f"model.path={out / values[0] / 'sft_model'}", "model.sft_epochs=0"]
         r = run(a.recipe, extra, out / v)
         before, after = r["before"][a.metric], r["after"][a.metric]
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
     blob = {"recipe": a.recipe, "key": a.key, "metric": a.metric, "chosen": best["value"], "rows": rows}
-    (res / f"tune_{a.recipe}.json").write_text(json.dumps(blob, indent=1, default=str))
+    (res / f"{name}.json").write_text(json.dumps(blob, indent=1, default=str))
     lines = [
         f"# Tuning `{a.key}` of `{a.recipe}` on its validation split",
         "",
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Chosen by the rule fixed in advance (highest validation {a.metric} after RL): **{a.key}={best['value']}**. "
         "The test split was not evaluated here.",
     ]
-    (res / f"tune_{a.recipe}.md").write_text("\n".join(lines) + "\n")
+    (res / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -103,3 +103,19 @@ def test_tune_recipe_picks_the_best_validation_value_first_on_ties(tmp_path, mon
     assert all("model.sft_epochs=0" in o and any(x.startswith("model.path=") for x in o) for o in seen[1:])
     assert "model.sft_epochs=0" not in seen[0]
     assert "**optim.lr=2e-4**" in (tmp_path / "tune_tiny_code.md").read_text()
+
+
+def test_tune_recipe_builds_an_sft_model_per_value_for_model_settings(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(recipe, overrides, out):
+        seen.append(overrides)
+        return {"seconds": 1.0, "before": {"avg@4": 0.5}, "after": {"avg@4": 0.6}, "improvement": {}}
+
+    monkeypatch.setattr(tune_recipe, "run", fake_run)
+    args = ["tiny_code", "--key", "model.sft_examples", "--values", "4000,2000", "--out", str(tmp_path / "r"),
+            "--results", str(tmp_path), "--name", "tune_sft"]  # fmt: skip
+    assert tune_recipe.main(args) == 0
+    # the SFT size shapes the SFT model: no value may start from another value's model
+    assert seen == [["model.sft_examples=4000"], ["model.sft_examples=2000"]]
+    assert json.loads((tmp_path / "tune_sft.json").read_text())["chosen"] == "4000"
