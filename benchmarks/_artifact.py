@@ -34,32 +34,23 @@ from _toy_common import REPO, RESULTS, code_version, mean_ci  # noqa: E402  (ben
 from archer.eval.store import write_json
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> subprocess.CompletedProcess | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+
+
+def _git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD")
+    return (out.stdout.strip() or None) if out else None
 
 
 def _git_dirty() -> bool | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "archer", "benchmarks"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    out = _git("status", "--porcelain", "--", "archer", "benchmarks")
+    return bool(out.stdout.strip()) if out and out.returncode == 0 else None
 
 
 def _load() -> list[float]:
@@ -142,3 +133,31 @@ def write_artifact(
         path, {"benchmark": name, "command": command, "environment": environment(started), "results": results}
     )
     return path
+
+
+def machine_line(env: dict[str, Any], extra: str = "") -> str:
+    """One sentence for a table's footer: cores, processor, versions and the load at start and end."""
+    return (
+        f"Machine: {env['cpus']} CPU cores ({env['processor']}), torch {env['torch']}, Python {env['python']}"
+        f"{extra}; load average {env.get('load_start')} at the start, {env['load_end']} at the end."
+    )
+
+
+def publish(
+    name: str,
+    lines: list[str],
+    results: Any,
+    *,
+    out: str | Path,
+    argv: list[str] | None = None,
+    started: dict[str, Any] | None = None,
+    extra: str = "",
+) -> Path:
+    """Write the markdown ``lines`` plus a machine line to ``out`` and the json artifact beside it."""
+    env = environment(started)
+    text = "\n".join([*lines, "", machine_line(env, extra)]) + "\n"
+    print(text)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return write_artifact(name, results, argv=argv, started=started, out=out.with_suffix(".json"))

@@ -119,23 +119,9 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['threads']} | {g:,.0f} | {e:,.0f} "
             f"| {artifact_.fmt_ci(r['speedup'], 2, 'x')} |"
         )
-    env = artifact_.environment(started)
-    lines.append(
-        f"\nMachine: {env['cpus']} CPU cores ({env['processor']}), torch {env['torch']}, Python {env['python']}; "
-        f"load average {env['load_start']} at the start, {env['load_end']} at the end."
-    )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     settings = {k: getattr(args, k) for k in ("prompts", "n", "new_tokens", "repeats", "threads", "models")}
-    artifact_.write_artifact(
-        "rollout_speed",
-        {"settings": settings, "rows": rows},
-        argv=argv,
-        started=started,
-        out=out.with_suffix(".json"),
+    artifact_.publish(
+        "rollout_speed", lines, {"settings": settings, "rows": rows}, out=args.out, argv=argv, started=started
     )
 
 

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recipe")
     ap.add_argument("--key", required=True, help="the dotted setting to tune, e.g. optim.lr")
-    ap.add_argument("--values", required=True, help="comma-separated values, the first one builds the SFT model")
+    ap.add_argument(
+        "--values", required=True, help="comma-separated values, the first one builds the SFT model"
+    )
     ap.add_argument("--metric", default="avg@4")
     ap.add_argument("--out", default=str(REPO / "runs" / "tune"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         r = run(a.recipe, extra, out / v)
         before, after = r["before"][a.metric], r["after"][a.metric]
         rows.append({"value": v, "before": before, "after": after, "gain": after - before, "run": r})
-        print(f"{a.key}={v}: validation {a.metric} {before:.3f} -> {after:.3f} ({r['seconds']:.0f} s)", flush=True)
+        print(
+            f"{a.key}={v}: validation {a.metric} {before:.3f} -> {after:.3f} ({r['seconds']:.0f} s)",
+            flush=True,
+        )
     best = max(rows, key=lambda x: x["after"])  # max() keeps the first of equal values
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)

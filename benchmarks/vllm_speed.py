@@ -25,7 +25,6 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import _artifact as artifact_  # benchmarks/ is on sys.path; this puts the repository there too
 import torch
@@ -116,20 +115,9 @@ def speed(args) -> None:
             f"| {artifact_.fmt_ci(r['vllm_over_generate'], 2, 'x')} | {r['vllm_start_s']:.1f} "
             f"| {r['weight_sync_s']['median'] * 1e3:.1f} |"
         )
-    env = artifact_.environment(started)
-    lines.append(
-        f"\nMachine: {env['cpus']} CPU cores ({env['processor']}), torch {env['torch']}, Python {env['python']}; "
-        f"load average {env['load_start']} at the start, {env['load_end']} at the end."
-    )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out or artifact_.RESULTS / "vllm_speed.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     settings = {k: getattr(args, k) for k in ("prompts", "n", "new_tokens", "repeats", "threads")}
-    artifact_.write_artifact(
-        "vllm_speed", {"settings": settings, "rows": rows}, started=started, out=out.with_suffix(".json")
-    )
+    out = args.out or artifact_.RESULTS / "vllm_speed.md"
+    artifact_.publish("vllm_speed", lines, {"settings": settings, "rows": rows}, out=out, started=started)
 
 
 def learn(args) -> None:

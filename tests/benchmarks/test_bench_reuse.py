@@ -41,19 +41,25 @@ def test_readme_numbers_reuses_a_run_only_with_its_stamp(tmp_path, monkeypatch):
     readme_numbers.run("tiny_math", 0, tmp_path)
     assert len(calls) == 2
     (tmp_path / "tiny_math_s1").mkdir()  # a run folder without a stamp (another script's) is not trusted
-    (tmp_path / "tiny_math_s1" / "summary.json").write_text(json.dumps({"before": {"avg@8": 0}, "after": {"avg@8": 1}}))
+    (tmp_path / "tiny_math_s1" / "summary.json").write_text(
+        json.dumps({"before": {"avg@8": 0}, "after": {"avg@8": 1}})
+    )
     assert readme_numbers.run("tiny_math", 1, tmp_path)["gain"] == pytest.approx(0.25) and len(calls) == 3
 
 
 def test_readme_numbers_merge_keeps_the_other_recipes(tmp_path, monkeypatch):
-    monkeypatch.setattr(readme_numbers, "machine", lambda: {"cpu": "x", "python": "3", "torch": "t", "transformers": "t"})
+    monkeypatch.setattr(
+        readme_numbers, "machine", lambda: {"cpu": "x", "python": "3", "torch": "t", "transformers": "t"}
+    )
     res = tmp_path / "res"
     res.mkdir()
     entry = {"metric": "avg@8", "runs": [{"seed": 0, "before": 0.2, "after": 0.5, "gain": 0.3}]}
     entry.update({f: {"mean": 0.3, "sd": 0.0, "min": 0.3, "max": 0.3} for f in ("before", "after", "gain")})
     (res / "readme_numbers.json").write_text(json.dumps({"recipes": {"tiny_math": entry}}))
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"machine": {"cpu": "y"}, "recipes": {"tiny_code": dict(entry, metric="avg@4")}}))
+    other.write_text(
+        json.dumps({"machine": {"cpu": "y"}, "recipes": {"tiny_code": dict(entry, metric="avg@4")}})
+    )
     assert readme_numbers.main(["--results", str(res), "--merge-from", str(other)]) == 0
     merged = json.loads((res / "readme_numbers.json").read_text())["recipes"]
     assert set(merged) == {"tiny_math", "tiny_code"} and merged["tiny_code"]["machine"] == {"cpu": "y"}
