@@ -314,6 +314,7 @@ def _save_final(run: RLRun) -> None:
 
 
 def _close(run: RLRun, logger: Any) -> None:
+    run.rounds.close()  # async: the producer thread stops before its engine closes
     logger.close()
     run.scorer.close()
     close = getattr(run.engine, "close", None)

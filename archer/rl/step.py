@@ -38,7 +38,6 @@ from archer.rl.batch import (
     TrainBatch,
     balanced_split,
     build_batch,
-    collect_groups,
     group_rows,
     micro_batches,
     split_mini_batches,
@@ -58,18 +57,8 @@ def run_step(run: RLRun) -> dict[str, Any]:
     t_start = time.time()
     stage = run.stage(run.step)
     max_new = stage.max_new_tokens
-    rounds: list[Round] = []
-
-    def one_round(i: int) -> list[Group]:
-        rounds.append(rollout_round(run, i, max_new))
-        return rounds[-1].groups
-
-    groups, stats = collect_groups(  # filter: DAPO dynamic sampling
-        one_round,
-        cfg.rollout.batch_size,
-        cfg.rollout.max_gen_batches if cfg.rollout.dynamic_sampling else 1,
-        cfg.algo.filter_zero_variance,
-    )
+    # generate (sync) or take from the async producer's buffer; filter: DAPO dynamic sampling
+    groups, stats, rounds = run.rounds.collect(run, max_new)
     m = round_metrics(rounds, stats, max_new)
     m.update(
         {
@@ -90,6 +79,8 @@ def run_step(run: RLRun) -> dict[str, Any]:
     m["time/train"] = time.time() - t_train
     m["time/step"] = time.time() - t_start
     m.update(getattr(run.engine, "metrics", dict)())  # weight version, sync time, staleness, ...
+    run.rounds.after_step(run)  # async: the producer gets this step's weights
+    m.update(run.rounds.metrics())  # async: staleness histogram, buffer depth, idle times, drops
     m.update(_sample(run, rounds))
     return m
 
@@ -163,9 +154,12 @@ def shape(
 
 
 def with_old_and_ref_logprobs(run: RLRun, batch: TrainBatch, mine: list[int]) -> TrainBatch:
-    """The batch with the sampling policy's log-probs (the sampler's own when exactly on-policy, else
-    recomputed) and, when a KL term is on, the reference's (under LoRA: adapters disabled)."""
-    old = batch.rollout_log_prob if run.rollout_is_policy() else logprobs(run, run.token_scorer, batch, mine)
+    """The batch with the sampling policy's log-probs (the sampler's own when exactly on-policy: an engine
+    sampling like the policy, every token of the current version; else recomputed under the current
+    weights, the proximal policy of decoupled PPO) and, when a KL term is on, the reference's (under
+    LoRA: adapters disabled)."""
+    reuse = run.rollout_is_policy() and fresh(batch, run.step)
+    old = batch.rollout_log_prob if reuse else logprobs(run, run.token_scorer, batch, mine)
     ref = None
     if run.ref_scorer is not None:
         ref = logprobs(run, run.ref_scorer, batch, mine)
@@ -173,6 +167,13 @@ def with_old_and_ref_logprobs(run: RLRun, batch: TrainBatch, mine: list[int]) ->
         with run.model.disable_adapter():
             ref = logprobs(run, run.token_scorer, batch, mine)
     return dataclasses.replace(batch, old_log_prob=old, ref_log_prob=ref)
+
+
+def fresh(batch: TrainBatch, version: int) -> bool:
+    """Every trained token was sampled by weights of ``version`` (a batch without versions: True)."""
+    if batch.token_version is None:
+        return True
+    return bool((batch.token_version[batch.response_mask != 0] == version).all())
 
 
 def update(run: RLRun, batch: TrainBatch, mine: list[int], max_new: int) -> dict[str, Any]:
