@@ -315,7 +315,7 @@ def _policy_copy_engine(run: Any) -> Any:
         twin = AutoModelForCausalLM.from_config(
             base.config, torch_dtype=torch.float32, attn_implementation=base.config._attn_implementation
         )
-        twin.load_state_dict(_snapshot(model), strict=False)
+        twin.load_state_dict(_snapshot(model))
     else:
         twin = copy.deepcopy(model)
     # parameters keep requires_grad like the policy's: CPU linear kernels differ in the last bit between
