@@ -344,3 +344,40 @@ def test_producer_thread_stops_with_the_run():
     p.close()
     assert not p.thread.is_alive()
     assert not [t for t in threading.enumerate() if t is p.thread]
+
+
+def test_an_engine_with_its_own_weights_is_shared_with_evaluation_at_the_newest_weights(
+    tmp_path, parity_math, monkeypatch
+):
+    """vLLM / Ray workers stand-in (an HF engine over its own copy, ``shares_policy = False``): the
+    producer generates with it, and the evaluation after the last step first loads the final weights."""
+    import copy
+
+    import archer.rollout as rollout
+    from archer.rl.loop import train
+    from archer.rollout.hf import HFEngine
+
+    class OwnWeights(HFEngine):
+        shares_policy = False
+
+    engines = []
+
+    def build(cfg, model, tokenizer, **kw):
+        engines.append(OwnWeights(copy.deepcopy(model), tokenizer))
+        return engines[-1], cfg
+
+    monkeypatch.setattr(rollout, "build_rollout", build)
+    over = RUN + [
+        "trainer.mode=async",
+        "trainer.max_staleness=1",
+        "eval.enabled=true",
+        "rollout.dynamic_sampling=false",
+    ]
+    out = train(load_config("tiny_math", over), run_dir=tmp_path)
+    assert max(h["async/staleness_max"] for h in out["history"]) <= 1
+    assert out["after"]  # evaluated through the shared engine
+    from safetensors.torch import load_file
+
+    final = load_file(str(Path(out["final_checkpoint"]) / "model.safetensors"))
+    held = engines[0].model.state_dict()
+    assert all(torch.equal(held[k], final[k]) for k in final)  # the evaluation measured the trained policy
