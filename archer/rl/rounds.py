@@ -108,6 +108,11 @@ class AsyncRounds:
         if cap is not None:
             run.cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
             run.log(f"trainer.mode=async: truncated IS on (algo.tis_cap={cap}, from rollout.default_tis_cap)")
+        if run.world.device.type == "cpu" and cfg.trainer.threads is None:
+            run.log(
+                "trainer.mode=async on CPU: torch's thread count is process-wide, so the producer and the "
+                "trainer each use all of it; set trainer.threads (1 on 2 cores) to avoid oversubscription"
+            )
         self.run = run
         self.counters = Counters()
         self.carried: list[Group] = []

@@ -71,6 +71,18 @@ def test_staleness_bound_drops_or_downweights_groups_older_than_k(policy):
         admit([fresh], 8, 2, "keep", 0.5)
 
 
+def test_sampler_logprobs_serve_as_old_only_when_every_trained_token_is_of_the_current_version():
+    from archer.rl.step import fresh
+
+    mask = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    batch = SimpleNamespace(response_mask=mask, token_version=torch.tensor([[-1, 4, 4], [-1, 4, 3]]))
+    assert fresh(batch, 4)  # the version-3 token is not trained (masked)
+    batch.token_version[1, 2] = 3
+    batch.response_mask[1, 2] = 1.0
+    assert not fresh(batch, 4) and not fresh(batch, 5)
+    assert fresh(SimpleNamespace(response_mask=mask, token_version=None), 9)  # sync rollouts carry none
+
+
 def test_downweighted_sample_scales_its_advantage_only():
     from archer.rl.batch import Group, build_batch
 
@@ -277,6 +289,10 @@ def test_resume_restores_the_buffer_accounting(tmp_path, parity_math):
         "trainer.keep_last=4",
     ]
     whole = train(load_config("tiny_math", over), run_dir=tmp_path / "whole")
+    # decoupled PPO: a step with stale samples recomputes the proximal log-probs (they differ from the
+    # sampler's) and weights tokens by pi_prox / pi_behav (truncated IS, on by default in async mode)
+    stale = [h for h in whole["history"] if h["async/staleness_max"] > 0]
+    assert stale and all(h["rollout/logprob_diff_max"] > 1e-4 and "actor/tis_mean" in h for h in stale)
     state = torch.load(
         tmp_path / "whole" / "checkpoints" / "step_000002" / "trainer_state.pt", weights_only=False
     )
