@@ -197,8 +197,10 @@ class RLRun:
         return self.curriculum.at(step)
 
     def rollout_is_policy(self) -> bool:
-        """The sampler's log-probs equal the trainer's recomputation (to float rounding): the engine
-        samples from this float32 policy at the training temperature (``trainer.reuse_rollout_logprobs``)."""
+        """The sampler's log-probs equal the trainer's recomputation (to float rounding) for rollouts of the
+        current weights: the engine samples from this float32 policy, or from an exact copy of it (async
+        mode), at the training temperature (``trainer.reuse_rollout_logprobs``). Whether a batch's rollouts
+        are of the current weights is :func:`archer.rl.step.fresh`."""
 
         return (
             self.cfg.trainer.reuse_rollout_logprobs
