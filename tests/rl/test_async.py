@@ -397,3 +397,49 @@ def test_an_engine_with_its_own_weights_is_shared_with_evaluation_at_the_newest_
     final = load_file(str(Path(out["final_checkpoint"]) / "model.safetensors"))
     held = engines[0].model.state_dict()
     assert all(torch.equal(held[k], final[k]) for k in final)  # the evaluation measured the trained policy
+
+
+def test_partial_rollouts_in_a_run_continue_across_a_weight_update(tmp_path, parity_math, monkeypatch):
+    """Generation made slower than an update (a sleep per chunk): a weight update lands while a round is
+    being generated, its responses continue with the new weights, and the trained batch records both
+    versions along a row (non-decreasing, the oldest one setting the staleness)."""
+    from archer.rl import step as st
+    from archer.rollout.hf import HFEngine
+
+    real_generate = HFEngine.generate
+
+    def slow(self, prompts, params):
+        time.sleep(0.15)  # a round (4 chunks) takes > 0.6 s; an update of the tiny model ~0.05 s
+        return real_generate(self, prompts, params)
+
+    monkeypatch.setattr(HFEngine, "generate", slow)
+    batches = []
+    real_build = st.build_batch
+
+    def spy(*a, **kw):
+        batches.append(real_build(*a, **kw))
+        return batches[-1]
+
+    monkeypatch.setattr(st, "build_batch", spy)
+    over = RUN + [
+        "trainer.mode=async",
+        "trainer.max_staleness=1",
+        "rollout.partial=true",
+        "rollout.partial_chunk_tokens=2",
+        "rollout.dynamic_sampling=false",
+        "algo.filter_zero_variance=false",
+        "trainer.steps=4",
+    ]
+    from archer.rl.loop import train
+
+    out = train(load_config("tiny_math", over), run_dir=tmp_path)
+    assert sum(h["async/interrupted"] for h in out["history"]) > 0
+    mixed = 0
+    for b, h in zip(batches, out["history"]):
+        for row, mask in zip(b.token_version, b.response_mask):
+            v = row[mask != 0].tolist()
+            assert v == sorted(v)  # a response's later tokens never come from older weights
+            mixed += len(set(v)) > 1
+        step = h["step"] - 1
+        assert h["async/staleness_max"] == step - int(b.token_version[b.response_mask != 0].min())
+    assert mixed > 0
