@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from archer.rewards.types import safe_score
-from archer.rl.async_rollout import AsyncProducer, AsyncRound, Counters, admit, sample_staleness
+from archer.rl.async_rollout import (
+    WEIGHT_KEY,
+    AsyncProducer,
+    AsyncRound,
+    Counters,
+    admit,
+    sample_staleness,
+)
 from archer.rl.batch import Group, Round, collect_groups
 from archer.rl.settings import response_budget, sampling_params
 from archer.rl.step import make_groups, rollout_round
@@ -158,7 +165,11 @@ class AsyncRounds:
         kept_ids = {id(g) for g in signal}
         cnt.filtered += sum(len(g.responses) for g in offered if id(g) not in kept_ids)
         cnt.dropped += carried.dropped
-        cnt.downweighted += carried.downweighted
+        # down-weighted samples are counted when they train (a carried group may be carried again)
+        downweighted = sum(
+            len(g.responses) for g in groups if any(WEIGHT_KEY in ro.meta for ro in g.responses)
+        )
+        cnt.downweighted += downweighted
         cnt.consumed += sum(len(g.responses) for g in groups)
         lags = [sample_staleness(ro, c) for g in groups for ro in g.responses]
         idle = producer.worker_idle_s
@@ -168,7 +179,7 @@ class AsyncRounds:
             "async/buffer_depth": producer.depth(),
             "async/carried_groups": len(self.carried),
             "async/dropped": carried.dropped,
-            "async/downweighted": carried.downweighted,
+            "async/downweighted": downweighted,
             "async/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
             "async/staleness_max": max(lags, default=0),
             "async/interrupted": sum(

@@ -443,3 +443,25 @@ def test_partial_rollouts_in_a_run_continue_across_a_weight_update(tmp_path, par
         step = h["step"] - 1
         assert h["async/staleness_max"] == step - int(b.token_version[b.response_mask != 0].min())
     assert mixed > 0
+
+
+def test_downweight_policy_trains_the_carried_stale_groups_and_counts_them(tmp_path, parity_math):
+    """K=0 with stale_policy=downweight: a step's carried surplus (one version old) is trained at the next
+    step with its advantages scaled instead of dropped; counted, and seen in the staleness histogram."""
+    from archer.rl.loop import train
+
+    over = RUN + ["trainer.mode=async", "trainer.max_staleness=0", "trainer.stale_policy=downweight"]
+    hist = train(load_config("tiny_math", over), run_dir=tmp_path)["history"]
+    carried = 0
+    for h in hist:
+        assert h["async/dropped"] == 0
+        assert h["async/downweighted"] == min(carried, 4) * 4 == h.get("async/staleness_1", 0)
+        carried = h["async/carried_groups"]
+    assert sum(h["async/downweighted"] for h in hist) > 0
+    last = hist[-1]
+    assert last["async/total_produced"] == (
+        last["async/total_consumed"]
+        + last["async/total_filtered"]
+        + last["async/total_dropped"]
+        + carried * 4
+    )
