@@ -361,5 +361,7 @@ class AsyncProducer:
         return self.in_flight is not None and self.in_flight[:2] == (step, index)
 
     def _raise_if_failed(self) -> None:
+        """The producer's exception, raised again in the trainer's thread as it was (a user's reward
+        function error stays that error, with the producer's traceback)."""
         if self.error is not None:
-            raise RuntimeError(f"async producer failed: {self.error!r}") from self.error
+            raise self.error

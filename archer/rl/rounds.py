@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -120,6 +121,7 @@ class AsyncRounds:
                 "trainer.mode=async on CPU: torch's thread count is process-wide, so the producer and the "
                 "trainer each use all of it; set trainer.threads (1 on 2 cores) to avoid oversubscription"
             )
+        run.scorer = _SerialScorer(run.scorer)  # the producer scores while an evaluation may too
         self.run = run
         self.counters = Counters()
         self.carried: list[Group] = []
@@ -307,6 +309,21 @@ class _Guarded:
 
     def __getattr__(self, name: str) -> Any:  # version, metrics, tokenizer, close, ...
         return getattr(self.engine, name)
+
+
+class _SerialScorer:
+    """A scorer used by the producer thread and the evaluation: one ``score`` call at a time (verifier
+    and sandbox pools are not promised to be thread-safe)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer, self.lock = scorer, threading.Lock()
+
+    def score(self, responses: list[str], problems: list[Any]) -> Any:
+        with self.lock:
+            return self.scorer.score(responses, problems)
+
+    def __getattr__(self, name: str) -> Any:  # close, ...
+        return getattr(self.scorer, name)
 
 
 def _snapshot(model: Any) -> dict[str, torch.Tensor]:
