@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from archer.errors import ConfigError
 from archer.rewards.types import safe_score
 from archer.rl.async_rollout import (
     WEIGHT_KEY,
@@ -44,6 +45,7 @@ from archer.rl.async_rollout import (
 from archer.rl.batch import Group, Round, collect_groups
 from archer.rl.settings import response_budget, sampling_params
 from archer.rl.step import make_groups, rollout_round
+from archer.rollout import default_tis_cap
 from archer.rollout.base import shares_policy
 from archer.rollout.partial import VERSIONS_KEY, generate_partial
 
@@ -97,10 +99,12 @@ class AsyncRounds:
     """
 
     def __init__(self, run: Any) -> None:
-        from archer.rollout import default_tis_cap
-
         cfg = run.cfg
         self.t, self.r = cfg.trainer, cfg.rollout
+        if run.world.size > 1:  # e.g. started under torchrun with WORLD_SIZE > 1
+            raise ConfigError(
+                f"trainer.mode: async runs in one training process, this world has {run.world.size}"
+            )
         if shares_policy(run.engine):
             self.engine = _policy_copy_engine(run)
             self.samples_like_policy = True  # an exact copy: fresh samples are the policy's own
@@ -109,8 +113,6 @@ class AsyncRounds:
             run.engine = _Guarded(run.engine, self)
             self.samples_like_policy = False
         if self.r.partial and type(self.engine).__name__ != "HFEngine":
-            from archer.errors import ConfigError
-
             raise ConfigError("rollout.partial: supported for the HF engine in the trainer's process only")
         cap = default_tis_cap(cfg, False)  # the producer's engine holds its own weights
         if cap is not None:
