@@ -47,6 +47,7 @@ from archer.rl.settings import response_budget, sampling_params
 from archer.rl.step import make_groups, rollout_round
 from archer.rollout import default_tis_cap
 from archer.rollout.base import shares_policy
+from archer.rollout.hf import HFEngine
 from archer.rollout.partial import VERSIONS_KEY, generate_partial
 
 
@@ -112,7 +113,7 @@ class AsyncRounds:
             self.engine = run.engine
             run.engine = _Guarded(run.engine, self)
             self.samples_like_policy = False
-        if self.r.partial and type(self.engine).__name__ != "HFEngine":
+        if self.r.partial and not isinstance(self.engine, HFEngine):
             raise ConfigError("rollout.partial: supported for the HF engine in the trainer's process only")
         cap = default_tis_cap(cfg, False)  # the producer's engine holds its own weights
         if cap is not None:
@@ -340,7 +341,6 @@ def _policy_copy_engine(run: Any) -> Any:
     """An HF engine over the producer's own copy of the policy (LoRA merged), on the policy's device;
     it leaves torch's thread count alone (process-wide: the trainer's ``trainer.threads`` holds)."""
     from archer.models.loader import is_lora, unwrap
-    from archer.rollout.hf import HFEngine
 
     model = run.model
     if is_lora(model):
