@@ -200,7 +200,7 @@ class RolloutConfig:
     partial: bool = False
     """trainer.mode=async: partial rollouts (AReaL): generate in chunks of partial_chunk_tokens new tokens; a
     weight update between chunks is loaded at once and the responses continue with the new weights (each token
-    keeps the version that sampled it). HF engine in the trainer's process only."""
+    keeps the version that sampled it). HF or vLLM engine in the trainer's process (not Ray rollout workers)."""
     partial_chunk_tokens: int = 16
     """Partial rollouts: new tokens per chunk (a weight update waits at most one chunk)."""
     tools: list[str] = field(default_factory=list)

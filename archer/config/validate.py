@@ -133,9 +133,9 @@ def _check_mode(cfg: Config) -> None:
     if r.partial:
         _check(t.mode == "async", "rollout.partial", "needs trainer.mode=async")
         _check(
-            r.engine in ("hf", "auto") and res.rollout_workers == 0,
+            res.rollout_workers == 0,
             "rollout.partial",
-            "is supported for the HF engine in the trainer's process only (not vllm, not Ray rollout workers)",
+            "is supported for the HF and vLLM engines in the trainer's process only (not on Ray rollout workers)",
         )
 
 

@@ -113,8 +113,13 @@ class AsyncRounds:
             self.engine = run.engine
             run.engine = _Guarded(run.engine, self)
             self.samples_like_policy = False
-        if self.r.partial and not isinstance(self.engine, HFEngine):
-            raise ConfigError("rollout.partial: supported for the HF engine in the trainer's process only")
+        if self.r.partial:
+            from archer.rollout.vllm import VLLMEngine  # vllm itself is imported only when one is built
+
+            if not isinstance(self.engine, (HFEngine, VLLMEngine)):
+                raise ConfigError(
+                    "rollout.partial: supported for the HF and vLLM engines in the trainer's process only"
+                )
         cap = default_tis_cap(cfg, False)  # the producer's engine holds its own weights
         if cap is not None:
             run.cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))

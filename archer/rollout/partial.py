@@ -11,7 +11,8 @@ keeps the version that sampled it (``meta["token_versions"]``, one int per respo
 log-prob under those weights (``Rollout.logprobs``): the behaviour policy of a response is a mixture of
 policy versions, token by token.
 
-Limits (stated): each continuation prefills ``prompt + response so far`` again (no KV cache across
+Tested with the HF engine and the vLLM engine (which clears its prefix cache on a weight update, so a
+continuation never reuses keys and values of the old weights). Limits (stated): each continuation prefills ``prompt + response so far`` again (no KV cache across
 chunks); the sample stream differs from an unchunked generation with the same seed (chunk ``k`` uses
 ``seed + k``), so a partial run is not bit-identical to a non-partial one even without an update; a stop
 string completed across a chunk boundary is found by decoding the response (the response is cut after

@@ -339,7 +339,7 @@ def test_config_errors():
         ("trainer.mode=async", "trainer.stale_weight=0"): "trainer.stale_weight",
         ("trainer.mode=async", "trainer.async_buffer=3", "rollout.batch_size=4"): "trainer.async_buffer",
         ("rollout.partial=true",): "rollout.partial: needs trainer.mode=async",
-        ("trainer.mode=async", "rollout.partial=true", "resources.rollout_workers=1"): "rollout.partial",
+        ("trainer.mode=async", "rollout.partial=true", "resources.rollout_workers=1"): "rollout.partial: is supported",
         ("trainer.mode=async", "resources.train_procs=2"): "trainer.mode",
         ("trainer.mode=async", "rollout.tools=[python]"): "trainer.mode",
         ("trainer.mode=async", "rollout.one_step_off_policy=true"): "rollout.one_step_off_policy",
