@@ -138,13 +138,18 @@ def test_buffer_never_exceeds_capacity_and_every_round_respects_the_gate(capacit
                 rnd, _ = p.take(step, index)
                 assert (rnd.step, rnd.index) == (step, index)
                 assert step - rnd.version <= k  # every sample at most k versions old
-            time.sleep(0.02)  # a slow update: the producer runs ahead as far as it may
+            # a slow update: the producer runs ahead as far as the gate and the buffer let it (rounds of
+            # future steps leave one round of room: at most (capacity - batch) / batch of them)
+            bound = min(k, (capacity - 2) // 2, 11 - step)
+            deadline = time.time() + 10
+            while sum(1 for s, _ in list(p.rounds) if s > step) < bound and time.time() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.01)
+            assert sum(1 for s, _ in list(p.rounds) if s > step) == bound  # as far, and no further
             assert p.max_depth <= capacity
             p.post_weights({}, step + 1)
         assert p.max_depth <= capacity
-        ahead = max(s - v for s, _, v in log)
-        # rounds of future steps leave one round of room: at most (capacity - batch) / batch of them
-        assert ahead == min(k, (capacity - 2) // 2)
+        assert max(s - v for s, _, v in log) == min(k, (capacity - 2) // 2)
     finally:
         p.close()
 
@@ -339,7 +344,11 @@ def test_config_errors():
         ("trainer.mode=async", "trainer.stale_weight=0"): "trainer.stale_weight",
         ("trainer.mode=async", "trainer.async_buffer=3", "rollout.batch_size=4"): "trainer.async_buffer",
         ("rollout.partial=true",): "rollout.partial: needs trainer.mode=async",
-        ("trainer.mode=async", "rollout.partial=true", "resources.rollout_workers=1"): "rollout.partial: is supported",
+        (
+            "trainer.mode=async",
+            "rollout.partial=true",
+            "resources.rollout_workers=1",
+        ): "rollout.partial: is supported",
         ("trainer.mode=async", "resources.train_procs=2"): "trainer.mode",
         ("trainer.mode=async", "rollout.tools=[python]"): "trainer.mode",
         ("trainer.mode=async", "rollout.one_step_off_policy=true"): "rollout.one_step_off_policy",
@@ -400,19 +409,47 @@ def test_an_engine_with_its_own_weights_is_shared_with_evaluation_at_the_newest_
 
 
 def test_partial_rollouts_in_a_run_continue_across_a_weight_update(tmp_path, parity_math, monkeypatch):
-    """Generation made slower than an update (a sleep per chunk): a weight update lands while a round is
-    being generated, its responses continue with the new weights, and the trained batch records both
-    versions along a row (non-decreasing, the oldest one setting the staleness)."""
+    """A weight update lands while a round is being generated (arranged below, no timing luck): its
+    responses continue with the new weights, and the trained batch records both versions along a row
+    (non-decreasing, the oldest one setting the staleness)."""
     from archer.rl import step as st
-    from archer.rollout.hf import HFEngine
+    from archer.rl.rounds import AsyncRounds
 
-    real_generate = HFEngine.generate
+    # made deterministic: step 0's update waits until round (1, 0) is being generated (with version 0),
+    # and that round's second chunk waits until the update's weights (version 1) are posted
+    sources = []
+    real_make = AsyncRounds._make_round
 
-    def slow(self, prompts, params):
-        time.sleep(0.15)  # a round (4 chunks) takes > 0.6 s; an update of the tiny model ~0.05 s
-        return real_generate(self, prompts, params)
+    def make(self, step, index, prompts, between_chunks):
+        sources.append(self)
+        calls = []
 
-    monkeypatch.setattr(HFEngine, "generate", slow)
+        def gated():
+            calls.append(1)
+            if (step, index) == (1, 0) and len(calls) == 3:  # 1: the round's start, 2: chunk 0, 3: chunk 1
+                deadline = time.time() + 30
+                while self.producer.pending is None and self.producer.version < 1 and time.time() < deadline:
+                    time.sleep(0.005)
+            return between_chunks()
+
+        return real_make(self, step, index, prompts, gated)
+
+    monkeypatch.setattr(AsyncRounds, "_make_round", make)
+    real_update = st.update
+
+    def update(run, *a, **kw):
+        if run.step == 0:
+            deadline = time.time() + 30
+            p = run.rounds.producer
+            while (
+                not (p.in_flight and p.in_flight[:2] == (1, 0))
+                and (1, 0) not in p.rounds
+                and time.time() < deadline
+            ):
+                time.sleep(0.005)
+        return real_update(run, *a, **kw)
+
+    monkeypatch.setattr(st, "update", update)
     batches = []
     real_build = st.build_batch
 
