@@ -5,7 +5,10 @@ built from a config with random weights (float32 master weights), wrapped in the
 :class:`~archer.rl.update.TokenScorer`, bf16 autocast (or FSDP2 mixed precision under several
 ranks), gradient checkpointing, AdamW, and :func:`~archer.rl.update.update_minibatch` with the
 ASPO loss on random token rows; then the HF rollout engine generates from the same weights. Prints
-update tokens/s, model FLOPs utilisation (MFU, 6·N·tokens / peak) and generation tokens/s.
+update tokens/s, model FLOPs utilisation (MFU, 6·N·tokens / peak) and generation tokens/s. Then
+(one process only) ``--async-steps`` steps of the real RL loop in ``trainer.mode=async`` with partial
+rollouts on the same device (the tiny_math recipe's model: a check of the async machinery on that
+device, not a throughput number): staleness, interrupted samples and idle times.
 
     python benchmarks/gpu_smoke.py                       # one GPU
     torchrun --nproc_per_node=N benchmarks/gpu_smoke.py  # FSDP2 over N GPUs (trainer.strategy=fsdp)
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", action="store_true", help="a tiny model (a CPU check of the script itself)")
+    parser.add_argument("--async-steps", type=int, default=3, help="steps of trainer.mode=async (0: skip)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_smoke: skipped (no CUDA device)")
@@ -130,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         outs = engine.generate([list(range(1, 65))] * 8, SamplingParams(n=4, max_new_tokens=128, seed=0))
         sync()
         gen = sum(len(r.response_ids) for o in outs for r in o) / (time.perf_counter() - t0)
+    if args.async_steps and world.size == 1:
+        print(_async_check(args.device, args.async_steps))
+    elif args.async_steps and world.main:
+        print("async: skipped (trainer.mode=async runs in one process)")
     if world.main:
         name = torch.cuda.get_device_name() if cuda else "cpu"
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else "n/a"
@@ -139,6 +147,50 @@ def main(argv: list[str] | None = None) -> int:
         )
     world.close()
     return 0
+
+
+def _async_check(device: str, steps: int) -> str:
+    """A few steps of the RL loop with ``trainer.mode=async`` and partial rollouts on ``device``."""
+    import tempfile
+
+    from archer.config import load_config
+    from archer.rl.loop import train
+
+    cfg = load_config(
+        "tiny_math",
+        [
+            f"trainer.device={device}",
+            "trainer.mode=async",
+            "trainer.max_staleness=1",
+            "rollout.partial=true",
+            "rollout.partial_chunk_tokens=8",
+            f"trainer.steps={steps}",
+            "trainer.save_every=0",
+            "trainer.save_final=false",
+            "model.sft_warmup=false",
+            "rollout.batch_size=4",
+            "rollout.n=4",
+            "algo.filter_zero_variance=false",
+            "eval.enabled=false",
+            "logging.progress=false",
+            "logging.plots=false",
+            "logging.sinks=[]",
+        ],
+    )
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        hist = train(cfg, run_dir=run_dir)["history"]
+    seconds = time.perf_counter() - t0
+
+    def total(key: str) -> float:
+        return sum(h.get(key, 0.0) for h in hist)
+
+    return (
+        f"async: {len(hist)} steps on {device} in {seconds:.1f} s, staleness max "
+        f"{max(h['async/staleness_max'] for h in hist)}, interrupted samples {total('async/interrupted'):.0f}, "
+        f"trainer idle {total('async/trainer_idle_s'):.2f} s, worker idle {total('async/worker_idle_s'):.2f} s, "
+        f"produced {hist[-1]['async/total_produced']} consumed {hist[-1]['async/total_consumed']}"
+    )
 
 
 class _Tok:

@@ -195,8 +195,14 @@ class RolloutConfig:
     """vLLM: prompt + response length (null: data.max_prompt_tokens + the longest response of the run, capped
     at the model)."""
     one_step_off_policy: bool = False
-    """Generate step t+1 on the Ray rollout workers while step t trains (staleness 1; needs
-    resources.rollout_workers > 0)."""
+    """Deprecated alias of trainer.mode=one_step_off (generate step t+1 on the Ray rollout workers while step t
+    trains; needs resources.rollout_workers > 0)."""
+    partial: bool = False
+    """trainer.mode=async: partial rollouts (AReaL): generate in chunks of partial_chunk_tokens new tokens; a
+    weight update between chunks is loaded at once and the responses continue with the new weights (each token
+    keeps the version that sampled it). HF or vLLM engine in the trainer's process (not Ray rollout workers)."""
+    partial_chunk_tokens: int = 16
+    """Partial rollouts: new tokens per chunk (a weight update waits at most one chunk)."""
     weight_sync: str = "auto"
     """How the trainer's weights reach Ray rollout workers (resources.rollout_workers > 0): collective (a
     gloo/NCCL broadcast group, bucketed), object_store (ray.put, every worker fetches), or auto (the group
@@ -401,6 +407,19 @@ class TrainerConfig:
     """Checkpoints kept."""
     save_final: bool = True
     """Save a checkpoint after the last step."""
+    mode: str = "sync"
+    """sync (generate, then train), one_step_off (the Ray rollout workers generate step t+1 while step t trains)
+    or async (a background producer generates continuously into a bounded buffer; arXiv 2505.24298)."""
+    max_staleness: int = 1
+    """trainer.mode=async: a round for step s starts only with weights of version >= s - max_staleness, and a
+    trained sample is at most this many policy versions old (0: on-policy, identical to sync)."""
+    stale_policy: str = "drop"
+    """trainer.mode=async: what happens to a carried-over sample older than max_staleness: drop (counted) or
+    downweight (its advantage times stale_weight, counted)."""
+    stale_weight: float = 0.5
+    """trainer.mode=async, stale_policy=downweight: the factor on a stale sample's advantage."""
+    async_buffer: int = 0
+    """trainer.mode=async: the buffer's capacity in groups (0: (max_staleness + 1) x rollout.batch_size)."""
     max_restarts: int = 0
     """Restarts of a run whose rank died, hung or crashed, each from the last complete checkpoint (0: fail;
     above 0 even one process runs under the launcher, as a child it can restart)."""

@@ -89,14 +89,55 @@ def validate(cfg: Config) -> Config:
     _check_trainer(cfg.trainer)
     _check_eval(cfg.eval)
     _check_resources(cfg.resources)
-    r, res = cfg.rollout, cfg.resources
     _check_first_hour(cfg)
-    _check(
-        not r.one_step_off_policy or res.rollout_workers > 0,
-        "rollout.one_step_off_policy",
-        "needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
-    )
+    _check_mode(cfg)
     return cfg
+
+
+_MODES = ("sync", "one_step_off", "async")
+_STALE_POLICIES = ("drop", "downweight")
+
+
+def _check_mode(cfg: Config) -> None:
+    """``trainer.mode`` and what it needs; ``rollout.one_step_off_policy`` is the deprecated spelling of
+    ``trainer.mode=one_step_off`` (mapped here, so the rest of the code reads the mode only)."""
+    r, t, res = cfg.rollout, cfg.trainer, cfg.resources
+    _one_of(t.mode, _MODES, "trainer.mode")
+    if r.one_step_off_policy:
+        _check(
+            t.mode in ("sync", "one_step_off"),
+            "rollout.one_step_off_policy",
+            f"is the old spelling of trainer.mode=one_step_off; it contradicts trainer.mode={t.mode}",
+        )
+        t.mode = "one_step_off"
+    _check(
+        t.mode != "one_step_off" or res.rollout_workers > 0,
+        "rollout.one_step_off_policy" if r.one_step_off_policy else "trainer.mode",
+        "one_step_off needs resources.rollout_workers > 0 (generation overlaps training on other processes)",
+    )
+    _check(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
+    _one_of(t.stale_policy, _STALE_POLICIES, "trainer.stale_policy")
+    _check(0 < t.stale_weight <= 1, "trainer.stale_weight", "must be in (0, 1]")
+    _check(
+        t.async_buffer == 0 or t.async_buffer >= r.batch_size,
+        "trainer.async_buffer",
+        f"must be 0 (auto) or >= rollout.batch_size={r.batch_size} (one round must fit)",
+    )
+    _check(r.partial_chunk_tokens >= 1, "rollout.partial_chunk_tokens", "must be >= 1")
+    if t.mode == "async":
+        _check(
+            res.train_procs == 1,
+            "trainer.mode",
+            "async runs in one training process (resources.train_procs=1); data-parallel async is not supported",
+        )
+        _check(not r.tools, "trainer.mode", "async with rollout.tools is not supported (use sync)")
+    if r.partial:
+        _check(t.mode == "async", "rollout.partial", "needs trainer.mode=async")
+        _check(
+            res.rollout_workers == 0,
+            "rollout.partial",
+            "is supported for the HF and vLLM engines in the trainer's process only (not on Ray rollout workers)",
+        )
 
 
 def _check_model(cfg: Config) -> None:

@@ -353,6 +353,8 @@ class TrainBatch:
     rollout_log_prob: torch.Tensor  # [B, T] the sampler's log-probs (0 off the response)
     old_log_prob: torch.Tensor | None = None  # [B, T] the sampling policy's, recomputed or reused
     ref_log_prob: torch.Tensor | None = None  # [B, T] the KL reference's
+    token_version: torch.Tensor | None = None  # [B, T] long: the policy version that sampled each response
+    # token (-1 off the response); None when the rollouts carry no versions (sync runs)
 
     def tensors(self, with_rollout: bool) -> dict[str, torch.Tensor]:
         """The dict :func:`archer.rl.update.update_minibatch` slices."""
@@ -391,6 +393,17 @@ def build_batch(cfg: Any, groups: list[Group], pad_id: int, device: torch.device
     for i, ro in enumerate(rollouts):
         start = len(rows[i][0])
         sampler[i, start : start + len(ro.logprobs)] = torch.tensor(ro.logprobs, dtype=sampler.dtype)
+    metas = [getattr(ro, "meta", None) or {} for ro in rollouts]
+    version = None
+    if rollouts and all("token_versions" in m for m in metas):  # async rollouts (archer.rl.async_rollout)
+        version = torch.full(packed["input_ids"].shape, -1, dtype=torch.long)  # [B, T]
+        for i, m in enumerate(metas):
+            start = len(rows[i][0])
+            version[i, start : start + len(m["token_versions"])] = torch.tensor(m["token_versions"])
+        version = version.to(device)
+    weights = [float(m.get("advantage_weight", 1.0)) for m in metas]
+    if any(w != 1.0 for w in weights):  # stale samples kept with a smaller weight (trainer.stale_policy)
+        adv = adv * torch.tensor(weights, dtype=adv.dtype).reshape(adv.shape)
     return TrainBatch(
         input_ids=packed["input_ids"].to(device),
         attention_mask=packed["attention_mask"].to(device),
@@ -401,6 +414,7 @@ def build_batch(cfg: Any, groups: list[Group], pad_id: int, device: torch.device
         prompt_len=torch.tensor([len(p) for p, _ in rows], device=device),
         group=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses], device=device),
         rollout_log_prob=sampler.to(device),
+        token_version=version,
     )
 
 

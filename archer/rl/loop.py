@@ -37,8 +37,13 @@ rank), so LoRA, dropout and gradient checkpointing settings hold everywhere. The
 SFT-warmed or given model) is kept in ``<run>/sft_model`` unless it is ``model.path`` itself; the KL
 reference is reloaded from it (a frozen copy), or is the policy with adapters disabled under LoRA.
 
+Training modes (``trainer.mode``, :mod:`archer.rl.rounds`): ``sync`` runs the steps as above;
+``one_step_off`` generates step t+1 on Ray rollout workers while step t trains; ``async`` takes the
+rounds from a producer thread that generates ahead within ``trainer.max_staleness`` versions
+(:mod:`archer.rl.async_rollout`, docs/ALGORITHMS.md section 5b).
+
 Simplifications (stated, on purpose): one device per process; the HF rollout engine shares the policy
-module (no weight sync); outcome rewards only (one advantage per response); evaluation uses the same
+module (no weight sync; in async mode the producer holds a copy); outcome rewards only (one advantage per response); evaluation uses the same
 engine with ``eval.*`` sampling settings. Resuming restores weights, optimizer, scheduler, RNG, data
 order and controller state from the last complete checkpoint (sharded checkpoints on any world size);
 the steps after it are recomputed with the same seeds.
@@ -314,6 +319,7 @@ def _save_final(run: RLRun) -> None:
 
 
 def _close(run: RLRun, logger: Any) -> None:
+    run.rounds.close()  # async: the producer thread stops before its engine closes
     logger.close()
     run.scorer.close()
     close = getattr(run.engine, "close", None)

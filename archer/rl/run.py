@@ -27,7 +27,6 @@ from archer.rl.potential import compute_potentials
 from archer.rl.settings import lr_lambda, max_new_tokens_at, sampling_params
 from archer.rl.setup import check_model_limits, encode_prompts, end_of_turn_notes
 from archer.rl.update import TokenScorer
-from archer.rollout.base import shares_policy
 
 
 class RLRun:
@@ -85,11 +84,16 @@ class RLRun:
                     cfg, unwrap(model), tokenizer, device=self.world.device, log=log
                 )
             cfg = self.cfg  # algo.tis_cap may now be rollout.default_tis_cap (an engine with its own weights)
-            if cfg.rollout.one_step_off_policy:  # the pool generates step t+1 while step t trains
+            if cfg.trainer.mode == "one_step_off":  # the pool generates step t+1 while step t trains
                 from archer.rollout.ray_pool import OneStepOffPolicy
 
                 engine = OneStepOffPolicy(engine, self.predict_next_round)
         self.engine = engine
+        self.step = 0
+        from archer.rl.rounds import ROUND_SOURCES  # it imports the step's stages, which import this module
+
+        self.rounds = ROUND_SOURCES[cfg.trainer.mode](self)  # async: may set run.cfg's algo.tis_cap
+        cfg = self.cfg
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             [p for p in self.token_scorer.parameters() if p.requires_grad],
@@ -116,7 +120,6 @@ class RLRun:
         self.curriculum = (
             build_curriculum(cfg, train_problems) if cfg.data.curriculum != "potential" else None
         )
-        self.step = 0
         self.policy_version = 0  # optimizer updates so far: the weights a rollout engine must hold
         self.update_gen = torch.Generator().manual_seed(cfg.trainer.seed)
 
@@ -132,6 +135,7 @@ class RLRun:
             "update_gen": self.update_gen.get_state(),
             "controller": self.controller.state_dict() if self.controller else None,
         }
+        state.update(self.rounds.state_dict(self))  # async: the data order with the rounds it owes
         if with_optimizer:
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -141,6 +145,7 @@ class RLRun:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
+        self.rounds.load_state_dict(state)
         self.update_gen.set_state(state["update_gen"])
         if self.controller is not None and state.get("controller"):
             self.controller.load_state_dict(state["controller"])
@@ -192,12 +197,14 @@ class RLRun:
         return self.curriculum.at(step)
 
     def rollout_is_policy(self) -> bool:
-        """The sampler's log-probs equal the trainer's recomputation (to float rounding): the engine
-        samples from this float32 policy at the training temperature (``trainer.reuse_rollout_logprobs``)."""
+        """The sampler's log-probs equal the trainer's recomputation (to float rounding) for rollouts of the
+        current weights: the engine samples from this float32 policy, or from an exact copy of it (async
+        mode), at the training temperature (``trainer.reuse_rollout_logprobs``). Whether a batch's rollouts
+        are of the current weights is :func:`archer.rl.step.fresh`."""
 
         return (
             self.cfg.trainer.reuse_rollout_logprobs
-            and shares_policy(self.engine)
+            and self.rounds.samples_like_policy
             and self.cfg.model.dtype == "float32"
         )
 

@@ -18,10 +18,14 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tiny_cpu_run_trains_and_reports_throughput():
-    proc = _run("--device", "cpu", "--tiny", "--steps", "2", "--rows", "2", "--seq", "32")
+    proc = _run(
+        "--device", "cpu", "--tiny", "--steps", "2", "--rows", "2", "--seq", "32", "--async-steps", "2"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert any(line.startswith("step 1:") and "skipped 0" in line for line in lines)
+    (async_line,) = [line for line in lines if line.startswith("async:")]  # the async loop ran its steps
+    assert "async: 2 steps on cpu" in async_line and "produced 32 consumed 32" in async_line
     assert "update" in lines[-1] and "tokens/s" in lines[-1] and "generation" in lines[-1]
 
 

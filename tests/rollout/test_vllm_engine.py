@@ -267,3 +267,36 @@ def test_colocated_sleep_wakes_weights_for_the_sync_and_the_kv_cache_for_the_rol
         ("sleep", 1),
     ]
     assert eng.version == 1
+
+
+def test_partial_rollout_continues_with_new_weights_mid_generation(engine, trained):
+    """archer.rollout.partial over vLLM: the weights change after the first chunk; the first chunk's tokens
+    carry version 0 and the old model's log-probs, the later ones version 1 and the new model's (the
+    prefix cache of the old weights is not reused)."""
+    from archer.rollout.partial import generate_partial
+
+    tok, model = trained
+    other = build_tiny_model(tok, hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=2, seed=7)
+    calls = []
+
+    def between_chunks():
+        calls.append(1)
+        if len(calls) == 2:
+            engine.update_weights(other)
+        return 0 if len(calls) == 1 else 1
+
+    prompts = [tok.encode(p, add_special_tokens=False) for p in ("10+", "5")]
+    params = SamplingParams(n=2, temperature=0.7, max_new_tokens=8, seed=11)
+    try:
+        out = generate_partial(engine, prompts, params, 3, between_chunks, tok)
+    finally:
+        engine.update_weights(model)
+    rows = [r for g in out for r in g]
+    assert len(rows) == 4 and any(len(r.response_ids) > 3 for r in rows)
+    for r in rows:
+        v = r.meta["token_versions"]
+        assert len(v) == len(r.response_ids) == len(r.logprobs) and v[:3] == [0] * min(3, len(v))
+        assert all(x == 1 for x in v[3:])
+        for t, ver in enumerate(v):
+            want = recompute(model if ver == 0 else other, r, 0.7)[t]
+            assert abs(r.logprobs[t] - float(want)) < 1e-4, (t, ver)

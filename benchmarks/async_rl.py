@@ -1,0 +1,247 @@
+"""Asynchronous vs synchronous RL on the 2-core machine (issue #25): throughput, time to a held-out target,
+final accuracy; and staleness 0 through the async machinery against the synchronous run.
+
+Both sides are the default CPU demo (``archer/recipes/tiny_math.yaml``) from the same cached SFT
+checkpoint, with the same seeds, data and steps; only ``trainer.mode`` differs:
+
+- ``sync``: generate, then train, on the trainer's thread; ``trainer.threads=2`` for the update (the HF
+  engine generates with 1 thread, its default, measured faster for a tiny model);
+- ``async``: ``trainer.mode=async trainer.max_staleness=K`` (default 1): the producer thread generates on
+  one core while the trainer trains on the other; ``trainer.threads=1`` (torch's thread count is
+  process-wide: one intra-op thread on each side, 2 in total, as sync's update).
+
+Declared before it runs (:data:`DESIGN`): the primary measure is the final held-out avg@8 of async
+minus sync, paired by seed, with a margin of 0.05; the verdict is one of the three outcomes of
+``_toy_common.decide``. Secondary (reported, not the verdict): steps per minute of training wall time
+(the sum of ``time/step``: the before/after evaluations excluded, generation included), and the time to
+a fixed held-out target, ``SFT avg@8 + --target-gain`` (the same checkpoint for every run), evaluated on
+snapshots of the policy taken every ``--eval-every`` steps (offline, after the run: the evaluation
+never pauses one side and not the other). The issue's bar: steps/min >= 1.5x sync, time to target
+<= 0.7x sync, accuracy equal within the 3-seed interval.
+
+Also run (``--check-k0``, on by default): sync and async with ``max_staleness=0`` at 1 thread each for
+a few steps; their shared metrics and final weights must be identical (reported as ``k0_identical``).
+
+Outputs: ``benchmarks/results/async_rl.{md,json}`` (quick mode: ``runs/bench_logs/async_rl_quick``).
+Finished runs are kept in ``runs/bench_logs/async_rl[_quick]/<mode>_s<seed>.json`` and reused when
+every setting and the code are the same (``--fresh`` ignores them).
+
+Run: ``python benchmarks/async_rl.py [--seeds 0,1,2] [--steps N] [--staleness 1] [--quick]``.
+
+Limits: timings need a quiet machine (``machine_note`` records the load; numbers from a loaded machine are
+not results); the producer and the trainer share Python's GIL (torch kernels release it); threads are not
+pinned to cores (the OS spreads the two busy threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _toy_common as common  # noqa: E402
+
+DESIGN = common.StudyDesign(
+    question="Does fully asynchronous RL (bounded staleness) keep the final held-out accuracy of sync?",
+    primary="final held-out avg@k (avg@8 at the recipe's eval.n), async - sync, paired by seed",
+    unit="accuracy",
+    margin=0.05,
+    seeds=(0, 1, 2),
+    secondary=("steps per minute, async / sync", "time to the held-out target, async / sync"),
+)
+MODES = {
+    "sync": ["trainer.mode=sync", "trainer.threads=2"],
+    "async": ["trainer.mode=async", "trainer.threads=1"],
+}
+
+
+def run_mode(
+    mode: str, seed: int, base: list[str], a: Any, ckpt: Path, train: list, evals: list, cache: Path
+) -> dict:
+    """One run; its per-step times and the held-out avg/pass@k of policy snapshots every ``eval_every``."""
+    over = base + MODES[mode] + [f"trainer.seed={seed}"]
+    if mode == "async":
+        over += [f"trainer.max_staleness={a.staleness}"] + (["rollout.partial=true"] if a.partial else [])
+    cfg = common.toy_config(over, quick=a.quick)
+    snaps: dict[int, Any] = {}
+
+    def hook(step: int, metrics: dict, model: Any, tok: Any) -> None:
+        if step % a.eval_every == 0 or step == cfg.trainer.steps:
+            snaps[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def summarize(out: dict, model: Any, tok: Any) -> dict:
+        hist = out["history"]
+        step_s = [h["time/step"] for h in hist]
+        curve = {}
+        for step, state in sorted(snaps.items()):
+            model.load_state_dict(state)
+            curve[step] = common.evaluate_model(model, tok, evals, cfg)
+        return {
+            "mode": mode,
+            "seed": seed,
+            "step_seconds": step_s,
+            "curve": {str(s): {k: e[k] for k in common.metric_keys(cfg)} for s, e in curve.items()},
+            "staleness_mean": [h.get("async/staleness_mean") for h in hist],
+            "trainer_idle_s": sum(h.get("async/trainer_idle_s", 0.0) for h in hist),
+            "worker_idle_s": sum(h.get("async/worker_idle_s", 0.0) for h in hist),
+        }
+
+    return common.rl_run(f"{mode}_s{seed}", cfg, ckpt, train, evals, cache, summarize, step_hook=hook)
+
+
+def time_to(run: dict, target: float, key: str) -> float | None:
+    """Training seconds (cumulative ``time/step``) at the first snapshot whose ``key`` reaches ``target``."""
+    cum = [0.0]
+    for s in run["step_seconds"]:
+        cum.append(cum[-1] + s)
+    for step, ev in sorted(((int(s), e) for s, e in run["curve"].items())):
+        if ev[key] >= target:
+            return cum[step]
+    return None
+
+
+def check_k0(base: list[str], quick: bool, ckpt: Path, train: list, evals: list, steps: int) -> bool:
+    """Sync and async with max_staleness=0 (1 thread each): identical shared metrics and final weights."""
+    import torch
+
+    from archer.rl.loop import train as rl_train
+
+    outs, weights = [], []
+    for extra in (["trainer.mode=sync"], ["trainer.mode=async", "trainer.max_staleness=0"]):
+        cfg = common.toy_config(base + extra + ["trainer.threads=1", f"trainer.steps={steps}"], quick=quick)
+        model, tok = common.load_policy(ckpt)
+        run_dir = common.RUNS / "bench_logs" / f"async_rl_k0_{extra[0].split('=')[1]}_{time.time_ns()}"
+        outs.append(
+            rl_train(
+                cfg, run_dir=run_dir, model=model, tokenizer=tok, train_problems=train, eval_problems=evals
+            )
+        )
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    same_metrics = all(
+        a[k] == b.get(k)
+        for a, b in zip(outs[0]["history"], outs[1]["history"])
+        for k in a
+        if not k.startswith(("time/", "sample"))
+    )
+    return same_metrics and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--seeds", default=",".join(map(str, DESIGN.seeds)), help="comma-separated trainer.seed values"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="RL steps per run (default: the recipe's; quick 3)"
+    )
+    ap.add_argument("--staleness", type=int, default=1, help="trainer.max_staleness of the async runs")
+    ap.add_argument("--partial", action="store_true", help="async runs with rollout.partial=true")
+    ap.add_argument("--eval-every", type=int, default=None, help="policy snapshots evaluated every N steps")
+    ap.add_argument("--target-gain", type=float, default=0.05, help="target = SFT avg@8 + this")
+    ap.add_argument("--no-check-k0", action="store_true", help="skip the staleness-0 identity check")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke mode: tiny SFT, 3 steps, one seed, small eval"
+    )
+    ap.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an earlier run")
+    ap.add_argument("--out-dir", default=None, help="where the .md/.json go (default benchmarks/results)")
+    a = ap.parse_args(argv)
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    if a.quick and a.seeds == ",".join(map(str, DESIGN.seeds)):
+        seeds = [0]
+    steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
+    a.eval_every = a.eval_every or (1 if a.quick else 10)
+    base = [f"trainer.steps={steps}", "eval.every=0"]
+    if a.quick:  # zero-variance groups kept: the barely trained model gets no reward, the update still runs
+        base += [
+            "rollout.batch_size=4",
+            "rollout.n=4",
+            "rollout.dynamic_sampling=false",
+            "algo.filter_zero_variance=false",
+        ]
+    out_dir, cache = common.study_dirs("async_rl", a.quick, a.out_dir, a.fresh)
+    cfg = common.toy_config(base, quick=a.quick)
+    ckpt, _ = common.sft_checkpoint(cfg)
+    train, evals = common.problems(cfg)
+    key, pkey = common.metric_keys(cfg)
+    model, tok = common.load_policy(ckpt)
+    before = common.evaluate_model(model, tok, evals, cfg)
+    target = before[key] + a.target_gain
+    runs = {m: [run_mode(m, s, base, a, ckpt, train, evals, cache) for s in seeds] for m in MODES}
+
+    def final(r: dict) -> float:
+        return r["curve"][str(max(int(s) for s in r["curve"]))][key]
+
+    diffs = [final(x) - final(y) for x, y in zip(runs["async"], runs["sync"])]
+    decision = common.decide(diffs, DESIGN.margin)
+    spm = {m: [len(r["step_seconds"]) / (sum(r["step_seconds"]) / 60) for r in rs] for m, rs in runs.items()}
+    ttt = {m: [time_to(r, target, key) for r in rs] for m, rs in runs.items()}
+    ratio_spm = [x / y for x, y in zip(spm["async"], spm["sync"])]
+    ratio_ttt = [x / y if x is not None and y else None for x, y in zip(ttt["async"], ttt["sync"])]
+    k0 = None if a.no_check_k0 else check_k0(base, a.quick, ckpt, train, evals, min(steps, 3))
+    rows = []
+    for m, rs in runs.items():
+        f = [final(r) for r in rs]
+        rows.append(
+            [
+                m,
+                "{:.3f} [{:.3f}, {:.3f}]".format(*common.mean_ci(f)),
+                "{:.2f} [{:.2f}, {:.2f}]".format(*common.mean_ci(spm[m])),
+                ", ".join("-" if t is None else f"{t:.0f}" for t in ttt[m]),
+                sum(r["trainer_idle_s"] for r in rs) / len(rs),
+                sum(r["worker_idle_s"] for r in rs) / len(rs),
+            ]
+        )
+    table = common.md_table(
+        [
+            "mode",
+            f"final held-out {key} (95% CI)",
+            "steps/min (95% CI)",
+            f"s to {key} >= {target:.3f} per seed",
+            "trainer idle s",
+            "worker idle s",
+        ],
+        rows,
+    )
+    verdict = common.describe(decision, DESIGN)
+    note = common.machine_note()
+    secondary = (
+        f"Secondary (not the verdict): steps/min async/sync per seed {', '.join(f'{x:.2f}' for x in ratio_spm)} "
+        f"(bar >= 1.5); time to target async/sync {', '.join('-' if x is None else f'{x:.2f}' for x in ratio_ttt)} "
+        f"(bar <= 0.7); staleness 0 identical to sync: {k0}."
+    )
+    md = (
+        f"# Async vs sync RL (tiny_math, {steps} steps, seeds {seeds}, max_staleness {a.staleness}"
+        f"{', partial rollouts' if a.partial else ''})\n\n{table}\n\n{verdict}\n\n{secondary}\n\n"
+        f"SFT held-out {key} {before[key]:.3f}, {pkey} {before[pkey]:.3f}; target {target:.3f}.\n\n{note}\n"
+    )
+    print(md)
+    (out_dir / "async_rl.md").write_text(md)
+    result = {
+        "design": DESIGN.__dict__,
+        "quick": a.quick,
+        "steps": steps,
+        "seeds": seeds,
+        "staleness": a.staleness,
+        "partial": a.partial,
+        "before": before,
+        "target": target,
+        "decision": decision,
+        "steps_per_min": spm,
+        "time_to_target_s": ttt,
+        "ratio_steps_per_min": ratio_spm,
+        "ratio_time_to_target": ratio_ttt,
+        "k0_identical": k0,
+        "runs": runs,
+        "machine": note,
+    }
+    (out_dir / "async_rl.json").write_text(json.dumps(result, indent=2, default=list))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
