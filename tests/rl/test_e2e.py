@@ -182,7 +182,7 @@ def test_malformed_dataset_row_fails_before_training(tmp_path):
     with pytest.raises(ValueError) as info:
         train(cfg, run_dir=tmp_path / "run")
     msg = str(info.value)
-    assert "train.jsonl" in msg and "1" in msg  # names the file and the row
+    assert "train.jsonl" in msg and "row 2" in msg  # names the file and the row (1-based: the second line)
     assert not (tmp_path / "run" / "sft_model").exists()  # nothing was built
 
 
