@@ -40,6 +40,7 @@ STATUS_FILE = "status.json"
 WATCHDOG_EXIT = 75
 FAULT_ENV = "ARCHER_FAULT_INJECT"
 RESTART_ENV = "ARCHER_RESTART"
+NODE_ENV = "ARCHER_NODE"  # "IP/node-id" of a rank placed by the Ray launcher (in its heartbeat)
 FIRST_STAGE = "generate"
 
 
@@ -161,6 +162,7 @@ class Health:
             "step": self.step,
             "op": self.op,
             "stage_since": self.progress,
+            **({"node": os.environ[NODE_ENV]} if os.environ.get(NODE_ENV) else {}),
             **extra,
         }
         with self._lock:

@@ -114,6 +114,7 @@ def build_rollout(
     name = resolve_engine(cfg.rollout.engine, device)
     workers = getattr(cfg.resources, "rollout_workers", 0)
     if workers:
+        from archer.distributed.placement import label_resources
         from archer.rollout.ray_pool import RayRolloutPool, worker_engine_factory
 
         r = cfg.resources
@@ -130,6 +131,7 @@ def build_rollout(
             cpus_per_worker=r.rollout_cpus_per_worker,
             address=r.address,
             initial_weights=model,
+            resources=label_resources(r.placement, "rollout"),
         )
     else:
         engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))
