@@ -50,6 +50,8 @@ from archer.distributed.launch import GRACE_S, NoRestart, blame, stage_note, wit
 from archer.distributed.placement import RUN_DIR_ENV, describe, here, label_resources, node_name
 from archer.errors import RankFailure
 
+RESERVE_SLICE_S = 5.0  # how long one placement request waits before the cluster is read again
+
 
 class RankActor:
     """One training rank in a Ray actor: the torchrun environment, then the caller's entry point."""
@@ -144,7 +146,7 @@ def nodes_to_use(alive: list[dict[str, Any]], bundle: dict[str, float], cfg: Any
 
 def _run_once(entry: Callable[..., Any], cfg: Any, run_dir: Path, resume: bool, attempt: int) -> Any:
     """One attempt: place the ranks, run them, clean up; a failure becomes one line (RankFailure)."""
-    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.placement_group import remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     r = cfg.resources
@@ -152,18 +154,10 @@ def _run_once(entry: Callable[..., Any], cfg: Any, run_dir: Path, resume: bool, 
     run_dir.mkdir(parents=True, exist_ok=True)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     bundle = _bundle(cfg, gpus)
-    nodes = nodes_to_use(ray.nodes(), bundle, cfg)
+    pg, nodes = _reserve(ray, cfg, bundle)
     size = nodes * r.train_procs
-    pg = placement_group(
-        [dict(bundle) for _ in range(nodes)], strategy="STRICT_SPREAD" if nodes > 1 else "PACK"
-    )
     actors: list[Any] = []
     try:
-        if not pg.wait(r.placement_timeout_s):
-            raise NoRestart(
-                f"Ray did not offer {nodes} node(s) with {bundle} each within "
-                f"resources.placement_timeout_s={r.placement_timeout_s:g} s (free now: {ray.available_resources()})"
-            )
         env = {RUN_DIR_ENV: str(run_dir.resolve()), RESTART_ENV: str(attempt)}
         if os.environ.get(FAULT_ENV):  # the test hook reaches the ranks as it reaches forked ones
             env[FAULT_ENV] = os.environ[FAULT_ENV]
@@ -215,6 +209,29 @@ def _run_once(entry: Callable[..., Any], cfg: Any, run_dir: Path, resume: bool, 
             pass
 
 
+def _reserve(ray: Any, cfg: Any, bundle: dict[str, float]) -> tuple[Any, int]:
+    """A ready placement group of one ``bundle`` per node and its node count. Waits in slices of
+    :data:`RESERVE_SLICE_S`, re-reading the cluster between them: a node that died but still looks alive
+    (Ray notices a lost raylet only after its health checks fail) drops out and the group is asked again
+    for the nodes left. :class:`NoRestart` after ``resources.placement_timeout_s``."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    timeout_s = cfg.resources.placement_timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = nodes_to_use(ray.nodes(), bundle, cfg)
+        strategy = "STRICT_SPREAD" if nodes > 1 else "PACK"
+        pg = placement_group([dict(bundle) for _ in range(nodes)], strategy=strategy)
+        if pg.wait(max(0.1, min(RESERVE_SLICE_S, deadline - time.monotonic()))):
+            return pg, nodes
+        remove_placement_group(pg)
+        if time.monotonic() >= deadline:
+            raise NoRestart(
+                f"Ray did not offer {nodes} node(s) with {bundle} each within "
+                f"resources.placement_timeout_s={timeout_s:g} s (free now: {ray.available_resources()})"
+            )
+
+
 def _locate(ray: Any, actors: list[Any], run_dir: Path, timeout_s: float) -> list[dict[str, Any]]:
     """Every rank's node, once its actor is up; one line when a rank cannot start or see the run."""
     refs = [a.locate.remote(str(run_dir)) for a in actors]
@@ -240,7 +257,7 @@ def _wait(ray: Any, refs: dict[Any, int], wheres: list[dict[str, Any]], run_dir:
     get GRACE_S seconds to end on their own, then the caller kills them)."""
     died = actor_died_errors(ray)
     pending, hows = dict(refs), {}
-    summary, first, deadline, user_error = None, None, None, None
+    summary, first, first_dead, deadline, user_error = None, None, None, None, None
     while pending and (deadline is None or time.monotonic() < deadline):
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in ready:
@@ -263,11 +280,13 @@ def _wait(ray: Any, refs: dict[Any, int], wheres: list[dict[str, Any]], run_dir:
                 continue
             if first is None:
                 first, deadline = k, time.monotonic() + GRACE_S
+            if first_dead is None and k in hows and not hows[k].startswith("raised"):
+                first_dead = k  # a rank that died is the cause; the others' collectives failed after it
     if user_error is not None:
         raise user_error
     if first is None:
         return summary
-    rank, beat = blame(run_dir, len(wheres), first, attempt)
+    rank, beat = blame(run_dir, len(wheres), first if first_dead is None else first_dead, attempt)
     how = str(beat["error"]) if beat.get("error") else hows.get(rank, "was stopped")
     node = wheres[rank].get("node_ip", "?")
     raise RankFailure(f"rank {rank} {how}{stage_note(beat, how)} on node {node}")

@@ -16,6 +16,8 @@ reaches every process) with the parity rule, so every step trains.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,36 +86,144 @@ def _workers(run_dir: Path, role: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((run_dir / "health").glob(f"{role}_*.json"))]
 
 
-def test_one_job_across_ray_nodes_equals_the_local_run(cluster, tmp_path, monkeypatch, capfd):
+@pytest.fixture(scope="module")
+def reference(cluster, tmp_path_factory):
+    """The same run with two local processes (launch_local): what every Ray-placed run must end with."""
+    from archer.rl.loop import train
+
+    run_dir = tmp_path_factory.mktemp("local")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(health.FAULT_ENV, raising=False)
+        # spawn: a forked rank would inherit this process's gRPC state (the Cluster's client), hang in ray.init
+        mp.setattr(launch, "default_start_method", lambda: "spawn")
+        summary = train(multi_node_config(cluster.address, "resources.train_procs=2"), run_dir=run_dir)
+    return summary, _steps(run_dir)
+
+
+KEYS = ("actor/grad_norm", "reward/mean", "data/prompt_hash", "actor/entropy", "rollout/weight_version")
+
+
+def _same_run(run_dir: Path, summary: dict, reference, keys=KEYS) -> None:
+    want_summary, want = reference
+    got = _steps(run_dir)
+    assert [r["step"] for r in got] == [1, 2]  # none lost, none duplicated
+    for key in keys:
+        assert [r.get(key) for r in got] == [r.get(key) for r in want], key
+    assert (
+        summary["dist"]["replica_digests"] == want_summary["dist"]["replica_digests"]
+    )  # bitwise-equal weights
+
+
+def test_one_job_across_ray_nodes_equals_the_local_run(cluster, reference, tmp_path, monkeypatch, capfd):
     from archer.rl.loop import train
 
     monkeypatch.delenv(health.FAULT_ENV, raising=False)
-    # spawn: a forked rank would inherit this process's gRPC state (the Cluster's client) and hang in ray.init
-    monkeypatch.setattr(launch, "default_start_method", lambda: "spawn")
-    local = train(multi_node_config(cluster.address, "resources.train_procs=2"), run_dir=tmp_path / "local")
-    placed = train(multi_node_config(cluster.address, "resources.nodes=2"), run_dir=tmp_path / "ray")
+    placed = train(multi_node_config(cluster.address, "resources.nodes=2"), run_dir=tmp_path)
 
-    status = json.loads((tmp_path / "ray" / health.STATUS_FILE).read_text())
+    status = json.loads((tmp_path / health.STATUS_FILE).read_text())
     trainer_nodes = [w["node_id"] for w in status["workers"]]
     assert status["launcher"] == "ray" and status["world_size"] == 2 and status["state"] == "finished"
     assert sorted(trainer_nodes) == sorted([cluster.node_ids["a"], cluster.node_ids["b"]])
-    rollout, reward = _workers(tmp_path / "ray", "rollout"), _workers(tmp_path / "ray", "reward")
+    rollout, reward = _workers(tmp_path, "rollout"), _workers(tmp_path, "reward")
     assert len(rollout) == 2 and {w["node_id"] for w in rollout} == {cluster.node_ids["head"]}
     assert len(reward) == 2 and {w["node_id"] for w in reward} == {cluster.node_ids["c"]}
-    beats = [json.loads(health.heartbeat_path(tmp_path / "ray", k).read_text()) for k in (0, 1)]
+    beats = [json.loads(health.heartbeat_path(tmp_path, k).read_text()) for k in (0, 1)]
     assert [b["node"].split("/")[1] for b in beats] == [n[:8] for n in trainer_nodes]
-
-    want, got = _steps(tmp_path / "local"), _steps(tmp_path / "ray")
-    assert [r["step"] for r in got] == [1, 2]
-    for key in (
-        "actor/grad_norm",
-        "reward/mean",
-        "data/prompt_hash",
-        "actor/entropy",
-        "rollout/weight_version",
-    ):
-        assert [r.get(key) for r in got] == [r.get(key) for r in want], key
-    assert placed["dist"]["replica_digests"] == local["dist"]["replica_digests"]  # bitwise-equal weights
+    _same_run(tmp_path, placed, reference)
     assert placed["dist"]["replicas_identical"]
     err = capfd.readouterr().err  # the ranks' lines reach this terminal with their role and node
     assert f"(trainer rank 1 @ {beats[1]['node']}" in err and f"(trainer rank 0 @ {beats[0]['node']}" in err
+
+
+@pytest.mark.slow
+def test_killed_trainer_actor_restarts_from_its_checkpoint_to_the_same_result(
+    cluster, reference, tmp_path, monkeypatch
+):
+    """kill -9 of rank 1's actor at the start of step 2: the attempt ends within the grace period, the
+    run restarts (trainer.max_restarts=1) from step 1's checkpoint on new actors and ends where the
+    uninterrupted run ends."""
+    from archer.rl.loop import train
+
+    monkeypatch.setenv(health.FAULT_ENV, "1:2")
+    t0 = time.time()
+    summary = train(
+        multi_node_config(cluster.address, "resources.nodes=2", "trainer.max_restarts=1"), run_dir=tmp_path
+    )
+    status = json.loads((tmp_path / health.STATUS_FILE).read_text())
+    assert len(status["restarts"]) == 1 and status["state"] == "finished"
+    reason = status["restarts"][0]["reason"]
+    assert reason.startswith("rank 1 died (") and "(stage 'generate' at step 2) on node" in reason, reason
+    assert status["restarts"][0]["from"].endswith("step_000001")
+    # rollout/weight_version counts the pushes of the rollout pool a rank built, which starts at 0 again
+    # when the run resumes (a known limit of the pool's counter, not of the weights it holds)
+    _same_run(tmp_path, summary, reference, keys=KEYS[:-1])
+    assert time.time() - t0 < 180
+
+
+@pytest.mark.slow
+def test_hung_trainer_actor_is_ended_by_its_watchdog_and_named(cluster, tmp_path, monkeypatch):
+    from archer.errors import RankFailure
+    from archer.rl.loop import train
+
+    monkeypatch.setenv(health.FAULT_ENV, "1:2:hang")
+    with pytest.raises(RankFailure) as info:
+        train(
+            multi_node_config(cluster.address, "resources.nodes=2", "resources.watchdog_s=5"),
+            run_dir=tmp_path,
+        )
+    line = str(info.value)
+    assert line.startswith("rank 1 made no progress for") and "stage 'generate' at step 2" in line, line
+    assert "not in a collective (watchdog) on node" in line and line.endswith(
+        "no restarts (trainer.max_restarts=0)"
+    )
+    hung_at = json.loads(health.heartbeat_path(tmp_path, 1).read_text())["stage_since"]
+    assert time.time() - hung_at < 5 + launch.GRACE_S + 15
+
+
+@pytest.mark.slow
+def test_lost_node_restarts_on_the_nodes_left_with_a_smaller_world(cluster, tmp_path, monkeypatch):
+    """Rank 1 stops at the start of step 2 (the test hook's hang: it holds the run still) and its node is
+    removed, raylet and every process on it killed: the run restarts from step 1's checkpoint on the node
+    left (resources.min_nodes=1, world size 1) and step 2 follows step 1 in metrics.jsonl. The cluster
+    gets a new node with the same label afterwards."""
+    from archer.rl.loop import train
+
+    monkeypatch.setenv(health.FAULT_ENV, "1:2:hang")
+    lost: list[str] = []
+
+    def remove_rank_1s_node():
+        deadline = time.time() + 150
+        while time.time() < deadline:
+            beat = health.read_json(health.heartbeat_path(tmp_path, 1)) or {}
+            if beat.get("step") == 2 and beat.get("stage") == "generate":
+                break
+            time.sleep(0.2)
+        node_id = (health.read_json(tmp_path / health.STATUS_FILE) or {})["workers"][1]["node_id"]
+        lost.append(next(k for k, v in cluster.node_ids.items() if v == node_id))
+        cluster.remove_node(
+            next(n for n in cluster.worker_nodes if n.node_id == node_id), allow_graceful=False
+        )
+
+    killer = threading.Thread(target=remove_rank_1s_node, daemon=True)
+    killer.start()
+    try:
+        cfg = multi_node_config(
+            cluster.address,
+            "resources.nodes=2",
+            "resources.min_nodes=1",
+            "trainer.max_restarts=1",
+            "resources.placement_timeout_s=90",
+        )
+        train(cfg, run_dir=tmp_path)
+    finally:
+        killer.join(160)
+        for name in lost:
+            cluster.node_ids[name] = cluster.add_node(num_cpus=1, resources={"train": 1}).node_id
+        cluster.wait_for_nodes(timeout=60)
+    status = json.loads((tmp_path / health.STATUS_FILE).read_text())
+    assert len(status["restarts"]) == 1 and status["state"] == "finished", status
+    assert status["restarts"][0]["reason"].startswith("rank 1 "), status["restarts"]
+    assert status["nodes"] == 1 and status["world_size"] == 1
+    left = ({"a", "b"} - set(lost)).pop()
+    assert [w["node_id"] for w in status["workers"]] == [cluster.node_ids[left]]
+    assert [r["step"] for r in _steps(tmp_path)] == [1, 2]
