@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -156,6 +157,7 @@ class Health:
         beat = {
             "rank": self.rank,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "attempt": restart_index(),
             "time": time.time(),
             "stage": self.stage,

@@ -132,6 +132,14 @@ def test_one_job_across_ray_nodes_equals_the_local_run(cluster, reference, tmp_p
     _same_run(tmp_path, placed, reference)
     assert placed["dist"]["replicas_identical"]
     err = capfd.readouterr().err  # the ranks' lines reach this terminal with their role and node
+    from archer.cli import status as status_cli
+
+    assert status_cli.main([str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert "launcher    ray: 2 node(s), world size 2" in out and "state       finished" in out
+    assert f"stage 'done' at step 2 on node {beats[1]['node']}" in out
+    assert out.count("\nrollout     on node ") == 2 and out.count("\nreward      on node ") == 2
+    assert f"{cluster.node_ids['c'][:8]}, pid" in out.split("\nreward", 1)[1]
     assert f"(trainer rank 1 @ {beats[1]['node']}" in err and f"(trainer rank 0 @ {beats[0]['node']}" in err
 
 
