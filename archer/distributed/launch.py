@@ -15,6 +15,10 @@ checkpoint, or from the start when there is none; ``metrics.jsonl`` rows after t
 are dropped by the resumed run's logger) up to ``N`` times, one line on stderr and one entry in
 ``status.json`` per restart. A ``ValueError`` (a config or data error, ``archer.errors.ConfigError``
 among them) or Ctrl-C is never restarted: the error is raised in the parent as it was raised.
+
+Launchers: :func:`launch` runs the one :func:`launcher_name` picks from the config (:data:`LAUNCHERS`:
+``local`` here, ``ray`` in :mod:`archer.distributed.ray_launch` when ``resources.nodes > 0``); both
+share the restart policy of :func:`with_restarts` and the blame rule of :func:`blame`.
 """
 
 from __future__ import annotations
