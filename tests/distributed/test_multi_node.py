@@ -235,3 +235,46 @@ def test_lost_node_restarts_on_the_nodes_left_with_a_smaller_world(cluster, tmp_
     left = ({"a", "b"} - set(lost)).pop()
     assert [w["node_id"] for w in status["workers"]] == [cluster.node_ids[left]]
     assert [r["step"] for r in _steps(tmp_path)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_rollout_and_reward_actor_kills_in_a_multi_node_run_change_nothing(
+    cluster, reference, tmp_path, monkeypatch
+):
+    """kill -9 of one rollout actor and one reward actor when rank 0 starts step 1's generation: both are
+    replaced (the rollout shard regenerated with the same weights and seed, the reward chunks retried),
+    and the run ends exactly where the uninterrupted one ends, no restart."""
+    import os
+    import signal
+
+    from archer.rl.loop import train
+
+    monkeypatch.delenv(health.FAULT_ENV, raising=False)
+    killed: list[int] = []
+
+    def kill_one_of_each():
+        deadline = time.time() + 150
+        while time.time() < deadline:
+            beat = health.read_json(health.heartbeat_path(tmp_path, 0)) or {}
+            if beat.get("step") == 1 and beat.get("stage") == "generate":
+                break
+            time.sleep(0.05)
+        for role in ("rollout", "reward"):
+            pid = int(_workers(tmp_path, role)[0]["pid"])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_one_of_each, daemon=True)
+    killer.start()
+    summary = train(multi_node_config(cluster.address, "resources.nodes=2"), run_dir=tmp_path)
+    killer.join(160)
+    assert len(killed) == 2
+    status = json.loads((tmp_path / health.STATUS_FILE).read_text())
+    assert not status.get("restarts") and status["state"] == "finished"
+    rollout, reward = _workers(tmp_path, "rollout"), _workers(tmp_path, "reward")
+    assert len(rollout) == 3 and len(reward) == 3  # one replacement each, registered on the same nodes
+    assert {w["node_id"] for w in rollout} == {cluster.node_ids["head"]}
+    assert {w["node_id"] for w in reward} == {cluster.node_ids["c"]}
+    dead = next(w for w in rollout if w["pid"] == killed[0])
+    assert dead["error"].startswith("rollout worker 0 died (")
+    _same_run(tmp_path, summary, reference)
