@@ -70,7 +70,11 @@ def _ray(
             "install with `pip install 'archer[ray]'` or use resources.backend=local"
         ) from exc
     return module.RayRewardScorer(
-        num_workers=num_workers, cpus_per_worker=cpus_per_worker, address=address, resources=resources, **opts
+        num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker,
+        address=address,
+        **({"resources": resources} if resources else {}),
+        **opts,
     )
 
 
