@@ -1,8 +1,8 @@
 """``archer cluster``: start, join, inspect and stop a Ray cluster, NCCL settings included.
 
-    archer cluster start --head [--port 6379] [--num-cpus N] [--num-gpus N] [--block]
+    archer cluster start --head [--port 6379] [--num-cpus N] [--num-gpus N] [--resources JSON] [--block]
     archer cluster start --hostfile FILE [--port 6379] [--print-only]
-    archer cluster join HEAD_ADDRESS [--num-cpus N] [--num-gpus N]
+    archer cluster join HEAD_ADDRESS [--num-cpus N] [--num-gpus N] [--resources JSON]
     archer cluster status [--address auto]
     archer cluster stop
 
@@ -58,6 +58,7 @@ def parse_hostfile(path: str | Path) -> list[str]:
 class NodeResources:
     num_cpus: int | None = None
     num_gpus: int | None = None
+    resources: str | None = None  # JSON of custom resources: the node labels of resources.placement
 
     def flags(self) -> list[str]:
         out = []
@@ -65,6 +66,8 @@ class NodeResources:
             out += ["--num-cpus", str(self.num_cpus)]
         if self.num_gpus is not None:
             out += ["--num-gpus", str(self.num_gpus)]
+        if self.resources is not None:
+            out += ["--resources", self.resources]
         return out
 
 
@@ -140,12 +143,27 @@ def _nccl(args: argparse.Namespace) -> NCCLConfig:
     return load_nccl_config(args.config).with_overrides(args.nccl or [])
 
 
+def _labels(text: str | None) -> str | None:
+    """``--resources`` checked: a JSON object of resource name -> amount (Ray's ``--resources``)."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+        raise ValueError(f"--resources {text!r}: expected a JSON object like '{{\"gen\": 1}}'")
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _start(args: argparse.Namespace) -> int:
     if bool(args.head) == bool(args.hostfile):
         print("archer cluster start: give exactly one of --head or --hostfile FILE", file=sys.stderr)
         return 2
     env = _nccl(args).to_env()
-    res = NodeResources(args.num_cpus, args.num_gpus)
+    res = NodeResources(args.num_cpus, args.num_gpus, _labels(args.resources))
     if args.head:
         cmd = head_command(args.port, res, temp_dir=args.temp_dir, block=args.block, dashboard=args.dashboard)
         print(render(cmd, env), flush=True)
@@ -180,7 +198,9 @@ def _start(args: argparse.Namespace) -> int:
 
 def _join(args: argparse.Namespace) -> int:
     env = _nccl(args).to_env()
-    cmd = join_command(args.address, NodeResources(args.num_cpus, args.num_gpus), block=args.block)
+    cmd = join_command(
+        args.address, NodeResources(args.num_cpus, args.num_gpus, _labels(args.resources)), block=args.block
+    )
     print(render(cmd, env), flush=True)
     return 0 if args.print_only else _run_local(cmd, env)
 
@@ -260,6 +280,11 @@ def _parser() -> argparse.ArgumentParser:
     def node_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--num-cpus", type=int, default=None, help="CPUs this node offers (default: all)")
         sp.add_argument("--num-gpus", type=int, default=None, help="GPUs this node offers (default: all)")
+        sp.add_argument(
+            "--resources",
+            default=None,
+            help="custom resources as JSON, e.g. '{\"gen\": 1}': the node labels resources.placement names",
+        )
         sp.add_argument("--config", default=None, help="YAML recipe whose nccl section sets the NCCL env")
         sp.add_argument(
             "--nccl",

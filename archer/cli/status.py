@@ -3,8 +3,11 @@
 Shows the recipe, the state (``status.json``: running, restarting, finished, failed; a ``running`` run
 whose processes are all gone is reported as such), the step reached (``metrics.jsonl``) of
 ``trainer.steps``, the last complete checkpoint and its step, the restarts so far with their reasons,
-and per rank its last heartbeat, stage, step and last error (``health/rank_<r>.json``, written by
-:mod:`archer.distributed.health`). Works on a finished, running or crashed run, and on a run from
+and per rank its last heartbeat, stage, step, node and last error (``health/rank_<r>.json``, written by
+:mod:`archer.distributed.health`); for a run placed on Ray nodes (``resources.nodes``) also the nodes and
+world size, and each Ray rollout and reward actor with its node, pid and last error
+(``health/<role>_<pid>.json``, :mod:`archer.distributed.placement`). A process on another host is
+reported as such (its pid cannot be checked from here). Works on a finished, running or crashed run, and on a run from
 before heartbeats existed (those parts are then missing); a folder without ``config.yaml`` is not a run
 and gets one line and exit status 2. Never imports torch: it answers at once.
 """
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -58,7 +62,10 @@ def _step_reached(run_dir: Path) -> int | None:
     return step
 
 
-def _alive(pid: Any) -> bool:
+def _alive(pid: Any, host: Any = None) -> bool | None:
+    """Whether process ``pid`` lives; None when it ran on another host (a Ray node this one cannot see)."""
+    if host is not None and host != socket.gethostname():
+        return None
     try:
         os.kill(int(pid), 0)
     except (OSError, ValueError, TypeError):
@@ -77,10 +84,16 @@ def report(run_dir: str | Path) -> dict[str, Any]:
     for path in sorted((run_dir / HEALTH_DIR).glob("rank_*.json")):
         beat = read_json(path)
         if beat is not None:
-            beat["alive"] = _alive(beat.get("pid"))
+            beat["alive"] = _alive(beat.get("pid"), beat.get("host"))
             ranks.append(beat)
+    workers = []  # Ray rollout and reward actors (archer.distributed.placement.register_worker)
+    for path in sorted((run_dir / HEALTH_DIR).glob("*_*.json")):
+        beat = read_json(path)
+        if beat is not None and not path.name.startswith("rank_") and beat.get("role"):
+            beat["alive"] = _alive(beat.get("pid"), beat.get("host")) if not beat.get("ended") else False
+            workers.append(beat)
     state = job.get("state", "unknown (no status.json)")
-    if state in ("running", "restarting") and ranks and not any(b["alive"] for b in ranks):
+    if state in ("running", "restarting") and ranks and not any(b["alive"] is not False for b in ranks):
         state = f"{state}, but no process is alive (crashed or killed?)"
     last = _last_checkpoint(run_dir)
     return {
@@ -94,6 +107,10 @@ def report(run_dir: str | Path) -> dict[str, Any]:
         "restarts": job.get("restarts", []),
         "error": job.get("error"),
         "ranks": sorted(ranks, key=lambda b: int(b.get("rank", 0))),
+        "launcher": job.get("launcher", "local"),
+        "nodes": job.get("nodes"),
+        "world_size": job.get("world_size"),
+        "workers": sorted(workers, key=lambda b: (str(b.get("role")), float(b.get("started") or 0))),
     }
 
 
@@ -117,14 +134,27 @@ def format_report(r: dict[str, Any], now: float | None = None) -> str:
         lines.append(f"  {i}. from {rs.get('from')}: {rs.get('reason')}")
     if r["error"]:
         lines.append(f"error       {r['error']}")
+    if r.get("launcher") == "ray":
+        lines.append(f"launcher    ray: {r.get('nodes')} node(s), world size {r.get('world_size')}")
     for b in r["ranks"]:
         op = f", in {b['op']}" if b.get("op") else ""
+        node = f" on node {b['node']}" if b.get("node") else ""
         line = (
             f"rank {b.get('rank')}      heartbeat {_ago(b.get('time'), now)}, stage '{b.get('stage')}' at step "
-            f"{b.get('step')}{op}, pid {b.get('pid')} ({'alive' if b['alive'] else 'gone'}), attempt {b.get('attempt', 0)}"
+            f"{b.get('step')}{op}{node}, pid {b.get('pid')} ({_state(b['alive'])}), attempt {b.get('attempt', 0)}"
+        )
+        lines.append(line + (f"; last error: {b['error']}" if b.get("error") else ""))
+    for b in r.get("workers", []):
+        line = (
+            f"{b.get('role'):<11} on node {b.get('node_ip', b.get('host'))}/{str(b.get('node_id', ''))[:8]}, "
+            f"pid {b.get('pid')} ({_state(b['alive'])}), started {_ago(b.get('started'), now)}"
         )
         lines.append(line + (f"; last error: {b['error']}" if b.get("error") else ""))
     return "\n".join(lines)
+
+
+def _state(alive: bool | None) -> str:
+    return "on another host" if alive is None else ("alive" if alive else "gone")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ SFT warm-up, evaluation, ASPO, evaluation again; everything lands in the run dir
 - --verbose shows every message of vLLM, Ray and transformers (their known noise is filtered).
 - resources.train_procs=N trains data-parallel in N local processes (archer.distributed.launch);
   under torchrun (WORLD_SIZE set) the processes are torchrun's, and only rank 0 prints the report.
+- resources.nodes=N places the ranks as Ray actors on N nodes of the cluster at resources.address,
+  train_procs per node (archer.distributed.ray_launch; docs/CLUSTER.md); this process then only drives.
 
 The whole config is validated, and the data files and model folder are checked, before the run
 directory is created; a bad field is reported with its dotted name and exit code 2. The longest

@@ -475,6 +475,21 @@ class ResourcesConfig:
     """Rollout engines on this many Ray actors (0: the engine runs in the trainer's process)."""
     rollout_cpus_per_worker: float = 1.0
     """CPUs per Ray rollout worker."""
+    nodes: int = 0
+    """Ray nodes the training ranks spread over, train_procs ranks on each, placed as Ray actors by
+    archer.distributed.ray_launch on the cluster at resources.address (0: local processes, no Ray for
+    training). The run directory must be on a filesystem every node sees."""
+    min_nodes: int | None = None
+    """Fewest nodes a restart after a node loss may run on (a smaller data-parallel world, resumed from the
+    last checkpoint); null: resources.nodes (a restart waits for as many nodes as the first attempt had)."""
+    rank_cpus: float = 1.0
+    """CPUs each Ray training rank reserves (resources.nodes > 0)."""
+    placement: dict[str, str] = field(default_factory=dict)
+    """Where each role's Ray actors go: role (trainer, rollout, reward) -> a custom resource that the nodes
+    for that role advertise (`archer cluster join ... --resources '{"NAME": 1}'`); a role left out goes
+    wherever Ray finds room (colocated when it fits). Example: {trainer: gpu_node, rollout: gen_node}."""
+    placement_timeout_s: float = 120.0
+    """Seconds to wait for the cluster to offer the training ranks' resources before the launch fails."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from archer.data.curriculum import CURRICULA
 from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import KINDS
 from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC_TRANSPORTS
+from archer.distributed.placement import PLACEMENT_ROLES
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
@@ -334,6 +335,20 @@ def _check_resources(res: ResourcesConfig) -> None:
     _check(res.watchdog_s is None or res.watchdog_s > 0, "resources.watchdog_s", "must be > 0 (or null)")
     _check(res.rollout_workers >= 0, "resources.rollout_workers", "must be >= 0")
     _check(res.rollout_cpus_per_worker > 0, "resources.rollout_cpus_per_worker", "must be > 0")
+    _check(res.nodes >= 0, "resources.nodes", "must be >= 0 (0: local processes)")
+    _check(
+        res.min_nodes is None or 1 <= res.min_nodes <= max(res.nodes, 1),
+        "resources.min_nodes",
+        f"must be between 1 and resources.nodes ({res.nodes}), or null",
+    )
+    _check(res.min_nodes is None or res.nodes > 0, "resources.min_nodes", "needs resources.nodes > 0")
+    _check(res.rank_cpus > 0, "resources.rank_cpus", "must be > 0")
+    _check(res.placement_timeout_s > 0, "resources.placement_timeout_s", "must be > 0")
+    for role, label in res.placement.items():
+        _one_of(role, PLACEMENT_ROLES, "resources.placement")
+        _check(
+            isinstance(label, str) and bool(label), f"resources.placement.{role}", "must be a resource name"
+        )
 
 
 def _check_curriculum(cfg: Config) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ STATUS_FILE = "status.json"
 WATCHDOG_EXIT = 75
 FAULT_ENV = "ARCHER_FAULT_INJECT"
 RESTART_ENV = "ARCHER_RESTART"
+NODE_ENV = "ARCHER_NODE"  # "IP/node-id" of a rank placed by the Ray launcher (in its heartbeat)
 FIRST_STAGE = "generate"
 
 
@@ -155,12 +157,14 @@ class Health:
         beat = {
             "rank": self.rank,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "attempt": restart_index(),
             "time": time.time(),
             "stage": self.stage,
             "step": self.step,
             "op": self.op,
             "stage_since": self.progress,
+            **({"node": os.environ[NODE_ENV]} if os.environ.get(NODE_ENV) else {}),
             **extra,
         }
         with self._lock:

@@ -15,6 +15,10 @@ checkpoint, or from the start when there is none; ``metrics.jsonl`` rows after t
 are dropped by the resumed run's logger) up to ``N`` times, one line on stderr and one entry in
 ``status.json`` per restart. A ``ValueError`` (a config or data error, ``archer.errors.ConfigError``
 among them) or Ctrl-C is never restarted: the error is raised in the parent as it was raised.
+
+Launchers: :func:`launch` runs the one :func:`launcher_name` picks from the config (:data:`LAUNCHERS`:
+``local`` here, ``ray`` in :mod:`archer.distributed.ray_launch` when ``resources.nodes > 0``); both
+share the restart policy of :func:`with_restarts` and the blame rule of :func:`blame`.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ GRACE_S = 5.0
 
 
 def should_launch(cfg: Any) -> bool:
-    """True in the parent of a ``train_procs > 1`` run, or of any run with ``trainer.max_restarts > 0``
-    (one process then runs as a child the parent can restart), when not yet inside a process group."""
-    wanted = cfg.resources.train_procs > 1 or cfg.trainer.max_restarts > 0
+    """True in the parent of a ``train_procs > 1`` run, of a run on Ray nodes (``resources.nodes > 0``),
+    or of any run with ``trainer.max_restarts > 0`` (one process then runs as a child the parent can
+    restart), when not yet inside a process group."""
+    r = cfg.resources
+    wanted = r.train_procs > 1 or cfg.trainer.max_restarts > 0 or getattr(r, "nodes", 0) > 0
     return wanted and "WORLD_SIZE" not in os.environ
 
 
@@ -98,6 +104,33 @@ def _worker(
         Path(tmp, "summary.pkl").write_bytes(pickle.dumps(summary))
 
 
+# launcher name -> "module:function"; which one a run uses is decided in one place, launcher_name()
+LAUNCHERS = {
+    "local": "archer.distributed.launch:launch_local",
+    "ray": "archer.distributed.ray_launch:launch_ray",
+}
+
+
+def launcher_name(cfg: Any) -> str:
+    """``ray`` when the config spreads the ranks over Ray nodes (``resources.nodes > 0``), else ``local``."""
+    return "ray" if getattr(cfg.resources, "nodes", 0) > 0 else "local"
+
+
+def launch(
+    entry: Callable[..., dict[str, Any]],
+    cfg: Any,
+    run_dir: str | Path,
+    resume: bool = False,
+    latest: Callable[[Path], Path | None] | None = None,
+) -> dict[str, Any]:
+    """Run ``entry`` in the ranks the config asks for, with the launcher of :func:`launcher_name`
+    (:data:`LAUNCHERS`), restarting after failures; returns rank 0's result."""
+    import importlib
+
+    module, name = LAUNCHERS[launcher_name(cfg)].split(":")
+    return getattr(importlib.import_module(module), name)(entry, cfg, run_dir, resume=resume, latest=latest)
+
+
 def launch_local(
     entry: Callable[..., dict[str, Any]],
     cfg: Any,
@@ -110,17 +143,39 @@ def launch_local(
     rank 0's result, restarting up to ``trainer.max_restarts`` times after a failure (see the module
     docstring). ``entry`` is a module-level function (``spawn`` pickles it by name); ``latest(run_dir)``
     names the checkpoint a restart resumes from (for the log line). Raises :class:`RankFailure`."""
+    return with_restarts(
+        lambda resume, attempt: _run_once(entry, cfg, Path(run_dir), resume, start_method, attempt),
+        cfg,
+        run_dir,
+        resume,
+        latest,
+    )
+
+
+def with_restarts(
+    run_once: Callable[[bool, int], dict[str, Any]],
+    cfg: Any,
+    run_dir: str | Path,
+    resume: bool = False,
+    latest: Callable[[Path], Path | None] | None = None,
+) -> dict[str, Any]:
+    """``run_once(resume, attempt)`` until it returns, again after each :class:`RankFailure` up to
+    ``trainer.max_restarts`` times (resuming), one line on stderr and a ``status.json`` entry per restart;
+    every launcher's restart policy. A :class:`NoRestart` failure is final at once."""
     run_dir, limit = Path(run_dir), cfg.trainer.max_restarts
     attempt = 0
     while True:
         try:
-            return _run_once(entry, cfg, run_dir, resume, start_method, attempt)
+            return run_once(resume, attempt)
         except RankFailure as exc:
             reason = str(exc)
-            if attempt >= limit:
-                tail = (
-                    f"gave up after {limit} restart(s)" if limit else "no restarts (trainer.max_restarts=0)"
-                )
+            if isinstance(exc, NoRestart) or attempt >= limit:
+                if isinstance(exc, NoRestart):
+                    tail = "cannot restart"
+                elif limit:
+                    tail = f"gave up after {limit} restart(s)"
+                else:
+                    tail = "no restarts (trainer.max_restarts=0)"
                 write_status(run_dir, state="failed", error=reason)
                 raise RankFailure(f"{reason}; {tail}") from None
         attempt += 1
@@ -133,6 +188,10 @@ def launch_local(
             restart={"attempt": attempt, "time": time.time(), "reason": reason, "from": str(last or "start")},
         )
         resume = True
+
+
+class NoRestart(RankFailure):
+    """A failure a restart cannot mend (e.g. too few nodes left to place the ranks): reported at once."""
 
 
 def _run_once(
@@ -179,14 +238,8 @@ def _run_once(
 def failure_line(run_dir: Path, exit_codes: list[int | None], first: int, attempt: int) -> str:
     """One line on a failed attempt: the rank to blame (a watchdog outside a collective, else the first
     to fail), how it ended and the stage its heartbeat reported."""
-    beats = {}
-    for rank in range(len(exit_codes)):
-        beat = read_json(run_dir / "health" / f"rank_{rank}.json")
-        if beat is not None and int(beat.get("attempt", -1)) == attempt:
-            beats[rank] = beat
-    hung = [r for r, b in beats.items() if "not in a collective" in str(b.get("error", ""))]
-    rank = hung[0] if hung else first
-    beat, code = beats.get(rank, {}), exit_codes[rank]
+    rank, beat = blame(run_dir, len(exit_codes), first, attempt)
+    code = exit_codes[rank]
     if beat.get("error"):
         how = str(beat["error"])
     elif code is not None and code < 0:
@@ -195,9 +248,26 @@ def failure_line(run_dir: Path, exit_codes: list[int | None], first: int, attemp
         how = "ended by its watchdog"
     else:
         how = f"exited with status {code}"
+    return f"rank {rank} {how}{stage_note(beat, how)}"
+
+
+def blame(run_dir: Path, world_size: int, first: int, attempt: int) -> tuple[int, dict[str, Any]]:
+    """The rank to blame for a failed attempt and its heartbeat of that attempt: a rank its watchdog
+    ended outside a collective (the others wait on it), else ``first`` (the first seen to fail)."""
+    beats = {}
+    for rank in range(world_size):
+        beat = read_json(Path(run_dir) / "health" / f"rank_{rank}.json")
+        if beat is not None and int(beat.get("attempt", -1)) == attempt:
+            beats[rank] = beat
+    hung = [r for r, b in beats.items() if "not in a collective" in str(b.get("error", ""))]
+    rank = hung[0] if hung else first
+    return rank, beats.get(rank, {})
+
+
+def stage_note(beat: dict[str, Any], how: str) -> str:
+    """`` (stage 'update' at step 3)`` from a heartbeat, unless ``how`` names the stage already."""
     staged = beat.get("stage") is not None and "stage '" not in how
-    where = f" (stage '{beat['stage']}' at step {beat.get('step')})" if staged else ""
-    return f"rank {rank} {how}{where}"
+    return f" (stage '{beat['stage']}' at step {beat.get('step')})" if staged else ""
 
 
 def _signal_name(number: int) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 
 from archer.data.schema import Problem
 from archer.distributed._ray import actor_died_errors, ensure_ray
+from archer.distributed.placement import describe, register_worker
 from archer.rewards.registry import register_verifier, score_responses
 from archer.rewards.types import RewardResult
 
@@ -52,6 +53,7 @@ class RewardWorker:
         env: dict[str, str] | None = None,
     ) -> None:
         os.environ.update(env or {})  # this actor's own process: sizes the verifiers' worker pools
+        self.where = register_worker("reward")
         for name, target in (verifiers or {}).items():
             register_verifier(name, target)
         if setup is not None:
@@ -65,6 +67,9 @@ class RewardWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def __repr__(self) -> str:  # Ray's prefix of this actor's log lines
+        return describe("reward worker", self.where)
 
 
 @dataclass
@@ -89,7 +94,8 @@ class RayRewardScorer:
     the local scorer (e.g. ``timeout=5.0``, ``memory_mb=1024``). ``env`` is set in each actor's
     process before any verifier runs; by default ``ARCHER_MATH_WORKERS`` and
     ``ARCHER_SANDBOX_WORKERS`` are the actor's CPUs, so the math-verify pool and the code sandbox
-    match the CPUs Ray reserved.
+    match the CPUs Ray reserved. ``resources``: custom Ray resources each actor asks for (a node label of
+    ``resources.placement``, :mod:`archer.distributed.placement`), which pins the actors to those nodes.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class RayRewardScorer:
         verifiers: dict[str, Any] | None = None,
         setup: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
+        resources: dict[str, float] | None = None,
         **verifier_opts: Any,
     ) -> None:
         if num_workers < 1:
@@ -128,7 +135,7 @@ class RayRewardScorer:
         self.max_retries = max_retries
         self.max_restarts = num_workers * 2 if max_restarts is None else max_restarts
         self.chunk_timeout_s = chunk_timeout_s
-        self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(RewardWorker)
+        self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker, resources=resources or {})(RewardWorker)
         # one math-verify process per CPU the actor holds, not one per core of the node
         n_cpus = str(max(1, round(cpus_per_worker)))
         actor_env = {"ARCHER_MATH_WORKERS": n_cpus, "ARCHER_SANDBOX_WORKERS": n_cpus, **(env or {})}

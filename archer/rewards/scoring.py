@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from archer.data.schema import Problem
+from archer.distributed.placement import label_resources
 from archer.rewards.code import code_step_metrics
 from archer.rewards.custom import (
     FailureTally,
@@ -52,11 +53,15 @@ class LocalScorer:
         pass
 
 
-def _local(num_workers: int, cpus_per_worker: float, address: str | None, **opts: Any) -> Scorer:
-    return LocalScorer(**opts)
+def _local(
+    num_workers: int, cpus_per_worker: float, address: str | None, resources: Any = None, **opts: Any
+) -> Scorer:
+    return LocalScorer(**opts)  # in-process: a node label has nothing to place
 
 
-def _ray(num_workers: int, cpus_per_worker: float, address: str | None, **opts: Any) -> Scorer:
+def _ray(
+    num_workers: int, cpus_per_worker: float, address: str | None, resources: Any = None, **opts: Any
+) -> Scorer:
     try:
         module = importlib.import_module("archer.rewards.ray_pool")
     except ImportError as exc:
@@ -65,11 +70,16 @@ def _ray(num_workers: int, cpus_per_worker: float, address: str | None, **opts: 
             "install with `pip install 'archer[ray]'` or use resources.backend=local"
         ) from exc
     return module.RayRewardScorer(
-        num_workers=num_workers, cpus_per_worker=cpus_per_worker, address=address, **opts
+        num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker,
+        address=address,
+        **({"resources": resources} if resources else {}),
+        **opts,
     )
 
 
-# backend name -> factory(num_workers, cpus_per_worker, address, **verifier_opts)
+# backend name -> factory(num_workers, cpus_per_worker, address, **verifier_opts); a factory is also given
+# resources= (custom Ray resources of its actors) when resources.placement labels the reward role
 SCORERS: dict[str, Callable[..., Scorer]] = {"local": _local, "ray": _ray}
 
 
@@ -173,6 +183,7 @@ def _rule_scorer(cfg: Any) -> Scorer:
             num_workers=r.num_reward_workers,
             cpus_per_worker=r.cpus_per_worker,
             address=r.address,
+            **({"resources": placed} if (placed := label_resources(r.placement, "reward")) else {}),
             timeout=r.verifier_timeout,
             reward_mode=rw.code_mode,  # the code verifier's options; the math verifier drops them
             max_tests=rw.code_max_tests,

@@ -115,7 +115,7 @@ def train(
     given = dict(model=model, tokenizer=tokenizer, train_problems=train_problems, eval_problems=eval_problems)
     if launch.should_launch(cfg):
         _warn_not_passed({**given, "scorer": scorer, "on_step": on_step})
-        return launch.launch_local(
+        return launch.launch(
             train, cfg, make_run_dir(cfg, run_dir), resume=resume, latest=ckpt.latest_checkpoint
         )
     t0 = time.time()

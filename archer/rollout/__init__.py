@@ -114,6 +114,7 @@ def build_rollout(
     name = resolve_engine(cfg.rollout.engine, device)
     workers = getattr(cfg.resources, "rollout_workers", 0)
     if workers:
+        from archer.distributed.placement import label_resources
         from archer.rollout.ray_pool import RayRolloutPool, worker_engine_factory
 
         r = cfg.resources
@@ -134,6 +135,7 @@ def build_rollout(
             bucket_mb=cfg.rollout.weight_sync_bucket_mb,
             sync_timeout_s=r.watchdog_s or r.dist_timeout_s,
             log=log,
+            resources=label_resources(r.placement, "rollout"),
         )
     else:
         engine = build_engine(name, model, tokenizer, device=device, **engine_options(name, cfg, device))

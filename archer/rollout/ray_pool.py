@@ -36,6 +36,21 @@ rollouts on ``resources.rollout_workers=N`` actors (``archer.rollout.build_rollo
 run's engine, ``shares_policy`` is False, so the trainer pushes its weights after every update and the
 pool's version equals the trainer's ``policy_version``.
 
+Worker faults. A rollout actor that dies (kill -9, OOM, its node lost) is replaced in place: the
+pool starts a new actor in its slot (same factory, same placement), loads the weights of the pool's
+current version into it (the pool keeps a reference to the last pushed state dict in the object store
+for this), and the dead actor's shards, the one being collected and any other in flight on it, are
+generated again there with the same prompts and sampling parameters. Each prompt's rollouts come back
+exactly once, in prompt order; with the same weights and seed they equal what the dead actor would have
+returned. A weight push that finds an actor dead replaces it the same way (the replacement loads the
+version being pushed). At most ``max_replacements`` replacements per ``collect`` or push (default: two
+per worker); past that the call raises, and the run fails like a raising rank. ``replacements`` and
+``regenerated_prompts`` count them (``rollout/worker_replacements`` in the step metrics).
+
+Placement: ``resources`` (custom Ray resources each actor asks for, e.g. a node label from
+``resources.placement``, :mod:`archer.distributed.placement`) pins the actors to the nodes advertising
+them; each actor registers its node in the run's ``health`` folder when ``ARCHER_RUN_DIR`` is set.
+
 Limits: the factory must be picklable by Ray (a module-level function or a closure); ``seed`` in the
 sampling parameters gives each actor ``seed + worker_index``, so samples differ from one engine's.
 """
@@ -46,11 +61,13 @@ import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from archer.distributed._ray import ensure_ray
 from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC
+from archer.distributed._ray import actor_died_errors, ensure_ray
+from archer.distributed.placement import describe, record_worker_error, register_worker
 from archer.rollout import build_engine
 from archer.rollout.base import Rollout, SamplingParams
 
@@ -71,8 +88,16 @@ class RolloutWorker:
     """The actor body: one engine and the version of the weights it holds."""
 
     def __init__(self, engine_factory: Callable[[], Any], version: int = 0) -> None:
+        self.where = register_worker("rollout")
         self.engine = engine_factory()
         self.version = version
+
+    def __repr__(self) -> str:  # Ray's prefix of this actor's log lines
+        return describe("rollout worker", self.where)
+
+    def locate(self) -> dict[str, Any]:
+        """Where this actor runs (node id and IP, pid)."""
+        return dict(self.where)
 
     def generate(self, prompts: Sequence[Any], params: SamplingParams) -> list[list[Rollout]]:
         version = self.version
@@ -82,9 +107,11 @@ class RolloutWorker:
                 rollout.meta[VERSION_KEY] = version
         return out
 
-    def update_weights(self, state_dict: dict[str, Any], version: int) -> float:
-        """Load ``state_dict`` as weight ``version``; returns the seconds the load took."""
-        if version <= self.version:
+    def update_weights(self, state_dict: dict[str, Any], version: int, again: bool = False) -> float:
+        """Load ``state_dict`` as weight ``version``; returns the seconds the load took. ``again``: the
+        version may equal the one held (a push that failed half-way over the collective group is redone
+        through the object store; a worker that had received it loads the same weights once more)."""
+        if version < self.version or (version == self.version and not again):
             raise ValueError(f"weight version must increase: holding {self.version}, got {version}")
         start = time.perf_counter()
         self.engine.update_weights(state_dict)
@@ -175,6 +202,8 @@ class RayRolloutPool:
         bucket_mb: float = 64.0,
         sync_timeout_s: float = 600.0,
         log: Callable[[str], None] | None = None,
+        resources: dict[str, float] | None = None,
+        max_replacements: int | None = None,
     ) -> None:
         if weight_sync not in WEIGHT_SYNC:
             raise ValueError(f"weight_sync must be one of {WEIGHT_SYNC}, got {weight_sync!r}")
@@ -185,23 +214,34 @@ class RayRolloutPool:
         self._ray = ray = ensure_ray(address)
         if num_gpus_per_worker is None:
             num_gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=num_gpus_per_worker)(RolloutWorker)
+        cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=num_gpus_per_worker, resources=resources or {})(
+            RolloutWorker
+        )
         self.version = 0
         start = -1 if initial_weights is not None else self.version
+        self._cls, self._factory = cls, engine_factory
         self.workers = [cls.remote(engine_factory, start) for _ in range(num_workers)]
         self.num_gpus_per_worker = num_gpus_per_worker
         self.last_sync: dict[str, float] = {}
-        self._finalizer = weakref.finalize(self, _kill_all, ray, list(self.workers))
+        self.max_replacements = 2 * num_workers if max_replacements is None else max_replacements
+        self.replacements = self.regenerated_prompts = 0
+        self._weights: tuple[Any, int] | None = None  # (object ref, version) of the last push
+        self._died = actor_died_errors(ray)
+        self._finalizer = weakref.finalize(
+            self, _kill_all, ray, self.workers
+        )  # the live list: replacements too
+        self.where = ray.get([w.locate.remote() for w in self.workers])
         self.weight_sync, self.bucket_mb, self.sync_timeout_s = weight_sync, bucket_mb, sync_timeout_s
         self._log = log or (lambda msg: print(msg, flush=True))
         self._group: Any = None
+        self._last_state: dict[str, Any] | None = None  # the collective path's last push (no object-store copy)
         self.sync_backend = "object_store"
         if weight_sync != "object_store":
             self._join_group()
         if initial_weights is not None:
             self.last_sync = self._push(initial_weights, 0)
 
-    def generate_async(self, prompts: Sequence[Any], params: SamplingParams) -> list[tuple[int, Any]]:
+    def generate_async(self, prompts: Sequence[Any], params: SamplingParams) -> list[_Shard]:
         """Start generating; returns a handle for :meth:`collect`. Prompts are split in contiguous shards."""
         n, k = len(prompts), len(self.workers)
         bounds = [round(i * n / k) for i in range(k + 1)]
@@ -209,18 +249,55 @@ class RayRolloutPool:
         for w, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
             if hi > lo:
                 shard_params = params if params.seed is None else replace(params, seed=params.seed + w)
-                handle.append((lo, self.workers[w].generate.remote(list(prompts[lo:hi]), shard_params)))
+                shard = _Shard(lo, w, list(prompts[lo:hi]), shard_params, self.workers[w])
+                shard.ref = shard.actor.generate.remote(shard.prompts, shard.params)
+                handle.append(shard)
         return handle
 
-    def collect(self, handle: list[tuple[int, Any]]) -> list[list[Rollout]]:
-        """Wait for :meth:`generate_async` and return ``[num_prompts][n]`` rollouts in prompt order."""
+    def collect(self, handle: list[_Shard]) -> list[list[Rollout]]:
+        """Wait for :meth:`generate_async` and return ``[num_prompts][n]`` rollouts in prompt order; a
+        shard whose actor died is generated again on its replacement (see "Worker faults")."""
         out: list[list[Rollout]] = []
-        for offset, ref in handle:
-            for group in self._ray.get(ref):
+        budget = [self.max_replacements]
+        for shard in handle:
+            while True:
+                try:
+                    groups = self._ray.get(shard.ref)
+                    break
+                except self._died as exc:
+                    if self.workers[shard.worker] is shard.actor:  # not replaced yet
+                        self._replace(shard.worker, exc, budget)
+                    shard.actor = self.workers[shard.worker]
+                    shard.ref = shard.actor.generate.remote(shard.prompts, shard.params)
+                    self.regenerated_prompts += len(shard.prompts)
+            for group in groups:
                 for rollout in group:
-                    rollout.prompt_index += offset  # shard-local -> batch index
+                    rollout.prompt_index += shard.offset  # shard-local -> batch index
                 out.append(group)
         return out
+
+    def _replace(self, w: int, exc: BaseException, budget: list[int]) -> None:
+        """A new actor in slot ``w`` holding the pool's current weights; ``budget[0]`` counts down."""
+        line = f"rollout worker {w} died ({type(exc).__name__})"
+        if budget[0] <= 0:
+            raise RuntimeError(f"{line}; the replacement budget ({self.max_replacements} per call) is spent")
+        budget[0] -= 1
+        record_worker_error("rollout", int(self.where[w].get("pid", -1)), line)
+        _kill_all(self._ray, [self.workers[w]])
+        if self._weights is None and self._last_state is not None:
+            # the collective group has fixed members: leave it, and hand the replacement the weights of the
+            # last push through the object store (the trainer's tensors as they are now: the same values
+            # unless an asynchronous producer generates while the trainer updates)
+            if self._group is not None:
+                self._drop_group(f"rollout worker {w} was replaced; a group's members are fixed")
+            cpu = {k: v.detach().to("cpu") for k, v in self._last_state.items()}
+            self._weights = (self._ray.put(cpu), self.version)
+        actor = self._cls.remote(self._factory, -1 if self._weights is not None else self.version)
+        if self._weights is not None:
+            self._ray.get(actor.update_weights.remote(*self._weights))
+        self.workers[w] = actor
+        self.where[w] = self._ray.get(actor.locate.remote())
+        self.replacements += 1
 
     def generate(self, prompts: Sequence[Any], params: SamplingParams) -> list[list[Rollout]]:
         return self.collect(self.generate_async(prompts, params))
@@ -269,17 +346,19 @@ class RayRolloutPool:
             from archer.rollout.vllm import full_state_dict
 
             state_dict = full_state_dict(state_dict)
+        again = False
         if self._group is not None:
             try:
                 return self._push_collective(state_dict, version, start)
             except Exception as exc:  # noqa: BLE001 - fall back, as documented, and say why
-                if self.weight_sync == "collective":
-                    raise
-                self._drop_group(f"{exc}".splitlines()[0])
+                # also under weight_sync="collective": its strictness is about forming the group; a
+                # worker that dies later is a fault the pool survives (it is replaced below)
+                self._drop_group(f"{exc}".splitlines()[0][:300])
+                again = True  # some workers may hold this version already
         cpu = {k: v.detach().to("cpu") if hasattr(v, "detach") else v for k, v in state_dict.items()}
         ref = self._ray.put(cpu)
         put_s = time.perf_counter() - start
-        load_s = max(self._ray.get([w.update_weights.remote(ref, version) for w in self.workers]))
+        load_s = self._load_everywhere(ref, version, again)
         self.version = version
         return {
             "version": float(version),
@@ -293,6 +372,7 @@ class RayRolloutPool:
         from archer.distributed.weight_sync import specs_of
 
         tensors = {k: v.detach() for k, v in state_dict.items()}
+        self._last_state = tensors  # what a replacement actor will need (see _replace)
         specs = specs_of(tensors)
         refs = [w.receive_weights.remote(specs, version, self.bucket_mb) for w in self.workers]
         sent = self._group.send(tensors, self.bucket_mb)
@@ -309,10 +389,9 @@ class RayRolloutPool:
 
     def _drop_group(self, why: str) -> None:
         """Leave the collective path for the rest of the run (the object store takes over)."""
-        self._log(
-            f"weight sync: the {self.sync_backend} group failed ({why}); using the Ray object store from now on"
-        )
+        self._log(f"weight sync: leaving the {self.sync_backend} group ({why}); the Ray object store from now on")
         group, self._group = self._group, None
+        self.sync_backend = "object_store"
         group.close()
         for w in self.workers:
             try:
@@ -320,9 +399,27 @@ class RayRolloutPool:
             except Exception:  # noqa: BLE001 - a dead worker has no group to close
                 pass
 
+    def _load_everywhere(self, ref: Any, version: int, again: bool = False) -> float:
+        """Every actor loads the state dict at ``ref`` as ``version``; a dead one is replaced by an actor
+        that loads it (see "Worker faults"). Returns the slowest load in seconds."""
+        self._weights = (ref, version)  # what a replacement loads from now on
+        calls = [
+            (w, actor, actor.update_weights.remote(ref, version, again)) for w, actor in enumerate(self.workers)
+        ]
+        budget, times = [self.max_replacements], [0.0]
+        for w, actor, call in calls:
+            try:
+                times.append(self._ray.get(call))
+            except self._died as exc:
+                if self.workers[w] is actor:
+                    self._replace(w, exc, budget)
+        return max(times)
+
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """The last weight sync's timings and the pool's weight version, as step metrics."""
         out = {"rollout/weight_version": float(self.version)}
+        if self.replacements:
+            out["rollout/worker_replacements"] = float(self.replacements)
         out.update({f"rollout/weight_sync_{k}": v for k, v in self.last_sync.items() if k != "version"})
         if reset:
             self.last_sync = {}
@@ -340,6 +437,19 @@ class RayRolloutPool:
         _kill_all(self._ray, self.workers)
         self._finalizer.detach()
         self.workers = []
+        self._weights = None
+
+
+@dataclass
+class _Shard:
+    """A contiguous slice of a batch in flight on one actor (what :meth:`RayRolloutPool.collect` waits on)."""
+
+    offset: int  # index of its first prompt in the batch
+    worker: int  # the pool slot it was sent to
+    prompts: list[Any]
+    params: SamplingParams
+    actor: Any  # the actor handle it was sent to (a replaced slot holds another)
+    ref: Any = None
 
 
 def _kill_all(ray: Any, workers: list[Any]) -> None:

@@ -121,10 +121,14 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
 def test_join_and_head_print_only(capsys):
     assert cluster.main(["join", "10.0.0.1:6379", "--num-cpus", "4", "--print-only"]) == 0
     assert cluster.main(["start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--print-only"]) == 0
+    assert cluster.main(["join", "10.0.0.1:6379", "--resources", '{"gen": 1}', "--print-only"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "ray start --address 10.0.0.1:6379 --num-cpus 4",
         "ray start --head --port 6379 --num-cpus 2 --num-gpus 0 --include-dashboard=false",
+        """ray start --address 10.0.0.1:6379 --resources '{"gen":1}'""",
     ]
+    assert cluster.main(["join", "10.0.0.1:6379", "--resources", "gen=1", "--print-only"]) == 2
+    assert "--resources 'gen=1': expected a JSON object" in capsys.readouterr().err
 
 
 def test_nccl_config_validation_and_runtime_env(tmp_path):

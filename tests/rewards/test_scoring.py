@@ -47,6 +47,8 @@ def test_ray_backend_is_lazy_and_gets_resources(monkeypatch):
     monkeypatch.setattr(scorer_mod.importlib, "import_module", lambda name: FakeModule)
     build_scorer("ray", num_workers=3, cpus_per_worker=0.5, address="auto", timeout=2.0)
     assert made == {"num_workers": 3, "cpus": 0.5, "address": "auto", "timeout": 2.0}
+    build_scorer("ray", num_workers=1, resources={"score": 0.001})  # a resources.placement label
+    assert made["resources"] == {"score": 0.001}
 
 
 def test_safe_score_turns_a_broken_scorer_into_zero_rewards():
