@@ -198,13 +198,13 @@ def _pool_kill(kind: str, address: str) -> tuple[float, float]:
     return clean, faulted
 
 
-def measure(quick: bool, work: Path) -> dict:
+def measure(quick: bool, work: Path, repeats: int | None = None) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
     from archer.distributed import launch
 
-    steps, repeats = (2, 1) if quick else (4, 3)
+    steps, repeats = (2, 1) if quick else (4, repeats or 3)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 4, "resources": {"gen": 1, "score": 1}, "include_dashboard": False},
@@ -265,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", default=None, help="where the .md and .json go (default: benchmarks/results)"
     )
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of the full mode (default 3)")
     args = parser.parse_args(argv)
     from _toy_common import machine_note, md_table
 
     out = Path(args.out_dir) if args.out_dir else (Path(tempfile.mkdtemp()) if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="archer-cluster-faults-") as work:
-        result = measure(args.quick, Path(work))
+        result = measure(args.quick, Path(work), args.repeats)
     result["machine"] = machine_note()
     table = md_table(
         ["measure", "median", "runs"],
