@@ -67,6 +67,7 @@ def run_mode(
     over = base + MODES[mode] + [f"trainer.seed={seed}"]
     if mode == "async":
         over += [f"trainer.max_staleness={a.staleness}"] + (["rollout.partial=true"] if a.partial else [])
+        over += a.async_extra
     cfg = common.toy_config(over, quick=a.quick)
     snaps: dict[int, Any] = {}
 
@@ -146,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-check-k0", action="store_true", help="skip the staleness-0 identity check")
     ap.add_argument(
         "--quick", action="store_true", help="smoke mode: tiny SFT, 3 steps, one seed, small eval"
+    )
+    ap.add_argument(
+        "--async-extra",
+        nargs="*",
+        default=[],
+        help="more overrides for the async runs only, e.g. resources.rollout_workers=1 (generation in a Ray "
+        "actor process instead of a thread of the trainer's process)",
     )
     ap.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an earlier run")
     ap.add_argument("--out-dir", default=None, help="where the .md/.json go (default benchmarks/results)")

@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         f"archer isolation: launcher {iso['launcher']}, layers: {layers}. Naive = one fresh "
         f"`{Path(sys.executable).name}` per program (per test for stdin), no isolation; `-I -S` skips "
         f"site-packages (the fastest fresh interpreter). "
-        f"Load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
-        f"(other processes shared the cores).\n"
+        f"Load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (the runners' own parallel "
+        f"runs count {args.workers} of it).\n"
     )
     table = "\n".join(lines) + "\n" + note
     print(table)
