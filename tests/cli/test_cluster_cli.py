@@ -155,10 +155,8 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_real_head_node_starts_reports_status_and_stops(capsys, monkeypatch):
+def test_real_head_node_starts_reports_status_and_stops():
     pytest.importorskip("ray", reason="ray is not installed (pip install 'archer[ray]')")
-    monkeypatch.setenv("RAY_AUTH_MODE", "unset")
-    monkeypatch.delenv("RAY_AUTH_MODE")  # whatever `status` sets is undone after the test
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -190,9 +188,16 @@ def test_real_head_node_starts_reports_status_and_stops(capsys, monkeypatch):
         while not _port_open(port) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert _port_open(port), "head node did not open its port"
-        assert cluster.main(["status", "--address", f"127.0.0.1:{port}"]) == 0
-        out = capsys.readouterr().out
-        assert "1 node(s) alive" in out and "CPU: 1 free of 1" in out
+        # in a child process: connecting sets Ray's token-auth mode in-process (ray caches it), which
+        # would leak into later tests that start their own clusters (their actors then die at start)
+        status = subprocess.run(
+            [sys.executable, "-m", "archer", "cluster", "status", "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert "1 node(s) alive" in status.stdout and "CPU: 1 free of 1" in status.stdout
     finally:
         proc.terminate()
         proc.wait(timeout=60)
