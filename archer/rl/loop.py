@@ -72,7 +72,7 @@ from archer.rl.potential import read_potential_file
 from archer.rl.run import RLRun
 from archer.rl.settings import max_new_tokens_at
 from archer.rl.setup import load_run_policy, prepare_initial_policy
-from archer.rl.step import run_step
+from archer.rl.step import refresh_engine, run_step
 from archer.rollout.tools import lockstep
 from archer.tasks.problems import load_problems
 from archer.tracking.sinks import MetricsLogger
@@ -214,6 +214,7 @@ def _build_run(
     if last is not None:
         if ckpt.is_sharded_checkpoint(last):
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
+            refresh_engine(run)  # it was built from the initial policy, before the shards were loaded
         run.load_state_dict(ckpt.load_trainer_state(last))
         world.print(f"resuming from {last}")
     if cfg.data.curriculum == "potential":

@@ -237,10 +237,18 @@ def sync_engine(run: RLRun) -> dict[str, Any]:
     engine reports its sync time in its own metrics)."""
     run.policy_version += 1
     run.world.mark("weight_sync")
+    refresh_engine(run)
+    return {}
+
+
+def refresh_engine(run: RLRun) -> None:
+    """A rollout engine with its own copy of the weights (vLLM, Ray rollout workers) gets the policy's
+    current ones: after every update (:func:`sync_engine`), and once after a resume from a sharded
+    checkpoint, whose weights reach the shards only after the engine was built from the initial policy
+    (collective under a process world: every rank calls it)."""
     if not shares_policy(run.engine):
         with run.world.full_weights(run.token_scorer):
             run.engine.update_weights(unwrap(run.model))
-    return {}
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -355,3 +355,45 @@ def test_a_named_rollout_correction_trains_and_logs_its_metrics(tmp_path, parity
         assert row["actor/rc_weight_mean"] == 1.0 and row["actor/rc_seq_rejected_frac"] == 0.0
         assert row["rollout/kl_k1"] == 0.0 and row["rollout/kl_k3"] == 0.0
         assert "actor/tis_mean" not in row
+
+
+def test_a_resume_from_sharded_weights_refreshes_an_engine_that_holds_its_own(tmp_path, parity_math, monkeypatch):
+    """A sharded (FSDP) checkpoint's weights reach the policy after the rollout engine was built from the
+    initial policy; an engine with its own copy (vLLM, Ray workers) must get them before the first resumed
+    generation, not after that step's update. Simulated in one process: the checkpoint is declared
+    sharded, its 'shards' are its full weights, and the engine is declared not to share the policy."""
+    from safetensors.torch import load_file
+
+    import archer.rl.step as step
+    from archer.models import checkpoint as ckpt
+    from archer.rl.loop import train
+    from archer.rollout.hf import HFEngine
+
+    over = FAST + ["trainer.save_every=1", "eval.enabled=false", "logging.plots=false", "logging.sinks=[]"]
+    train(load_config("tiny_math", over + ["trainer.steps=1"]), run_dir=tmp_path)
+    saved = load_file(str(tmp_path / "checkpoints" / "step_000001" / "model.safetensors"))
+    initial = load_file(str(tmp_path / "sft_model" / "model.safetensors"))
+    assert any(not torch.equal(saved[k], initial[k]) for k in saved)  # step 1 changed the weights
+
+    def load_shards(last, scorer, optimizer=None):
+        scorer.policy.load_state_dict(load_file(str(last / "model.safetensors")), strict=False)
+
+    events = []
+    real_generate = HFEngine.generate
+
+    def generate(self, *a, **k):
+        events.append(("generate", None))
+        return real_generate(self, *a, **k)
+
+    def update_weights(self, model):  # record what the engine would be sent
+        events.append(("weights", {k: v.detach().clone() for k, v in model.state_dict().items()}))
+
+    monkeypatch.setattr(ckpt, "is_sharded_checkpoint", lambda path: True)
+    monkeypatch.setattr(ckpt, "load_sharded_checkpoint", load_shards)
+    monkeypatch.setattr(step, "shares_policy", lambda engine: False)
+    monkeypatch.setattr(HFEngine, "generate", generate)
+    monkeypatch.setattr(HFEngine, "update_weights", update_weights)
+    train(load_config("tiny_math", over + ["trainer.steps=2"]), run_dir=tmp_path, resume=True)
+    kind, first = events[0]
+    assert kind == "weights", [e[0] for e in events[:3]]  # before the first resumed generation
+    assert all(torch.equal(first[k], saved[k]) for k in saved)  # ... and they are the checkpoint's
