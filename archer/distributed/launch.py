@@ -52,9 +52,10 @@ def should_launch(cfg: Any) -> bool:
     return wanted and "WORLD_SIZE" not in os.environ
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on ``host`` ("" for every interface: a rank on another node must reach it)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -210,7 +211,7 @@ def _run_once(
     try:
         ctx = mp.start_processes(
             _worker,
-            args=(nprocs, _free_port(), entry, cfg, str(run_dir), resume, str(tmp), attempt),
+            args=(nprocs, free_port(), entry, cfg, str(run_dir), resume, str(tmp), attempt),
             nprocs=nprocs,
             join=False,
             start_method=start_method or default_start_method(),

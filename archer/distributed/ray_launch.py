@@ -37,7 +37,6 @@ driver itself is not a rank and holds no model.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from typing import Any
 
 from archer.distributed._ray import actor_died_errors, ensure_ray
 from archer.distributed.health import FAULT_ENV, NODE_ENV, RESTART_ENV, record_error, write_status
-from archer.distributed.launch import GRACE_S, NoRestart, blame, stage_note, with_restarts
+from archer.distributed.launch import GRACE_S, NoRestart, blame, free_port, stage_note, with_restarts
 from archer.distributed.placement import RUN_DIR_ENV, describe, here, label_resources, node_name
 from archer.errors import RankFailure
 
@@ -68,9 +67,7 @@ class RankActor:
         return dict(self.where, visible=Path(run_dir).is_dir())
 
     def free_port(self) -> int:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            return int(s.getsockname()[1])
+        return free_port("")  # on this actor's node, every interface
 
     def run(
         self, entry: Callable[..., Any], cfg: Any, run_dir: str, resume: bool, env: dict[str, str]

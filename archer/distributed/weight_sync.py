@@ -31,7 +31,6 @@ a group has a fixed membership, so replacing a worker means building a new group
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,12 +99,6 @@ def plan_buckets(specs: Sequence[TensorSpec], bucket_mb: float = DEFAULT_BUCKET_
             buckets.append([i])
             size = spec.nbytes
     return buckets
-
-
-def free_port(host: str = "") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class WeightGroup:

@@ -64,10 +64,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from archer.distributed._ray import ensure_ray
-from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC
 from archer.distributed._ray import actor_died_errors, ensure_ray
 from archer.distributed.placement import describe, record_worker_error, register_worker
+from archer.distributed.weight_sync import DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT_S
+from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC
 from archer.rollout import build_engine
 from archer.rollout.base import Rollout, SamplingParams
 
@@ -199,8 +199,8 @@ class RayRolloutPool:
         address: str | None = None,
         initial_weights: Any = None,
         weight_sync: str = "object_store",
-        bucket_mb: float = 64.0,
-        sync_timeout_s: float = 600.0,
+        bucket_mb: float = DEFAULT_BUCKET_MB,
+        sync_timeout_s: float = DEFAULT_TIMEOUT_S,
         log: Callable[[str], None] | None = None,
         resources: dict[str, float] | None = None,
         max_replacements: int | None = None,
@@ -234,7 +234,8 @@ class RayRolloutPool:
         self.weight_sync, self.bucket_mb, self.sync_timeout_s = weight_sync, bucket_mb, sync_timeout_s
         self._log = log or (lambda msg: print(msg, flush=True))
         self._group: Any = None
-        self._last_state: dict[str, Any] | None = None  # the collective path's last push (no object-store copy)
+        # the collective path's last push (it keeps no object-store copy): what a replacement loads
+        self._last_state: dict[str, Any] | None = None
         self.sync_backend = "object_store"
         if weight_sync != "object_store":
             self._join_group()
@@ -389,7 +390,9 @@ class RayRolloutPool:
 
     def _drop_group(self, why: str) -> None:
         """Leave the collective path for the rest of the run (the object store takes over)."""
-        self._log(f"weight sync: leaving the {self.sync_backend} group ({why}); the Ray object store from now on")
+        self._log(
+            f"weight sync: leaving the {self.sync_backend} group ({why}); the Ray object store from now on"
+        )
         group, self._group = self._group, None
         self.sync_backend = "object_store"
         group.close()
@@ -404,7 +407,8 @@ class RayRolloutPool:
         that loads it (see "Worker faults"). Returns the slowest load in seconds."""
         self._weights = (ref, version)  # what a replacement loads from now on
         calls = [
-            (w, actor, actor.update_weights.remote(ref, version, again)) for w, actor in enumerate(self.workers)
+            (w, actor, actor.update_weights.remote(ref, version, again))
+            for w, actor in enumerate(self.workers)
         ]
         budget, times = [self.max_replacements], [0.0]
         for w, actor, call in calls:
