@@ -200,7 +200,8 @@ class RolloutConfig:
     partial: bool = False
     """trainer.mode=async: partial rollouts (AReaL): generate in chunks of partial_chunk_tokens new tokens; a
     weight update between chunks is loaded at once and the responses continue with the new weights (each token
-    keeps the version that sampled it). HF or vLLM engine in the trainer's process (not Ray rollout workers)."""
+    keeps the version that sampled it). Any engine: HF (thread or process producer), vLLM, Ray rollout workers; not
+with rollout.tools."""
     partial_chunk_tokens: int = 16
     """Partial rollouts: new tokens per chunk (a weight update waits at most one chunk)."""
     weight_sync: str = "auto"
@@ -420,6 +421,11 @@ class TrainerConfig:
     """trainer.mode=async, stale_policy=downweight: the factor on a stale sample's advantage."""
     async_buffer: int = 0
     """trainer.mode=async: the buffer's capacity in groups (0: (max_staleness + 1) x rollout.batch_size)."""
+    async_producer: str = "auto"
+    """trainer.mode=async with an engine that samples from the policy (HF): where the producer generates from
+    its copy of the policy: process (a child process over weights in shared memory, so generation and the
+    update run on two cores; CPU only), thread (in the trainer's process, sharing Python's lock), or auto
+    (process on CPU, thread on GPU). Engines with their own weights (vLLM, Ray workers) ignore it."""
     max_restarts: int = 0
     """Restarts of a run whose rank died, hung or crashed, each from the last complete checkpoint (0: fail;
     above 0 even one process runs under the launcher, as a child it can restart)."""

@@ -26,8 +26,8 @@ from archer.config.schema import (
 from archer.data.curriculum import CURRICULA
 from archer.data.observations import TOOL_FORMATS
 from archer.data.schema import KINDS
-from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC_TRANSPORTS
 from archer.distributed.placement import PLACEMENT_ROLES
+from archer.distributed.weight_sync import TRANSPORTS as WEIGHT_SYNC_TRANSPORTS
 from archer.errors import ConfigError
 from archer.models.reward_model import check_reward_model_dir
 from archer.rewards.code import REWARD_MODES
@@ -97,6 +97,7 @@ def validate(cfg: Config) -> Config:
 
 _MODES = ("sync", "one_step_off", "async")
 _STALE_POLICIES = ("drop", "downweight")
+_PRODUCERS = ("auto", "thread", "process")  # archer.rl.rounds.PRODUCER_ENGINES, plus auto
 
 
 def _check_mode(cfg: Config) -> None:
@@ -118,6 +119,7 @@ def _check_mode(cfg: Config) -> None:
     )
     _check(t.max_staleness >= 0, "trainer.max_staleness", "must be >= 0")
     _one_of(t.stale_policy, _STALE_POLICIES, "trainer.stale_policy")
+    _one_of(t.async_producer, _PRODUCERS, "trainer.async_producer")
     _check(0 < t.stale_weight <= 1, "trainer.stale_weight", "must be in (0, 1]")
     _check(
         t.async_buffer == 0 or t.async_buffer >= r.batch_size,
@@ -131,13 +133,12 @@ def _check_mode(cfg: Config) -> None:
             "trainer.mode",
             "async runs in one training process (resources.train_procs=1); data-parallel async is not supported",
         )
-        _check(not r.tools, "trainer.mode", "async with rollout.tools is not supported (use sync)")
     if r.partial:
         _check(t.mode == "async", "rollout.partial", "needs trainer.mode=async")
         _check(
-            res.rollout_workers == 0,
+            not r.tools,
             "rollout.partial",
-            "is supported for the HF and vLLM engines in the trainer's process only (not on Ray rollout workers)",
+            "with rollout.tools is not supported (a tool conversation is not cut into chunks; use partial=false)",
         )
 
 

@@ -31,9 +31,14 @@ pending`` at every step end (pending: in the buffer or carried). A checkpoint st
 the rounds that are still in the buffer or being generated, and those rounds' prompts (the data order
 already moved past them): a resumed run generates them again, in the same order, and counts them once.
 
-Limits: one training process (``resources.train_procs=1``); no tool rollouts; torch's CPU thread count
-is process-wide, so both sides run with ``trainer.threads``; the trainer thread and the producer
-thread share the GIL (the heavy work, torch kernels, releases it).
+Where the producer's generation runs (``trainer.async_producer``, :data:`archer.rl.rounds.
+PRODUCER_ENGINES`): with the HF engine, in a child process over a shared-memory copy of the policy
+(:mod:`archer.rollout.process`; the default on CPU, where a thread would take turns with the trainer on
+Python's lock) or in this thread (the default on GPU); vLLM and Ray rollout workers generate outside
+this process already. The thread itself only schedules, scores and shapes.
+
+Limits: one training process (``resources.train_procs=1``); torch's CPU thread count is process-wide,
+so a producer thread runs with ``trainer.threads`` (a producer process with as many of its own).
 """
 
 from __future__ import annotations

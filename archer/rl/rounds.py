@@ -7,7 +7,9 @@
 - ``async`` (:class:`AsyncRounds`): a producer thread (:mod:`archer.rl.async_rollout`) generates the
   rounds ahead of the trainer within ``trainer.max_staleness`` versions; the step takes them from its
   buffer, filters them the same way, carries its surplus to the next step and posts its weights after
-  the update.
+  the update. With the HF engine the producer samples from its own copy of the policy, in a child
+  process (:mod:`archer.rollout.process`) or in its thread (:data:`PRODUCER_ENGINES`,
+  ``trainer.async_producer``); with tools that copy gets its own tool engine and sandbox pool.
 
 Off-policy correction in async mode (AReaL's decoupled PPO, Fu et al. 2025, arXiv 2505.24298, eq. 5):
 the behaviour policy of a sample is the mixture of versions that sampled its tokens, whose log-probs the
@@ -49,6 +51,8 @@ from archer.rollout import default_tis_cap
 from archer.rollout.base import shares_policy
 from archer.rollout.hf import HFEngine
 from archer.rollout.partial import VERSIONS_KEY, generate_partial
+from archer.rollout.process import ProcessEngine
+from archer.rollout.tools import ToolEngine
 
 
 class SyncRounds:
@@ -93,7 +97,8 @@ class AsyncRounds:
     """``trainer.mode=async``: rounds from an :class:`AsyncProducer` (see the module docstring).
 
     The producer's engine: with an engine that samples from the trainer's own module (the HF engine) a
-    copy of the policy that the producer owns (the trainer's engine stays for evaluation); with an engine
+    copy of the policy that the producer owns, in a child process or its thread (the trainer's engine
+    stays for evaluation; with tools the copy gets its own tool engine); with an engine
     holding its own weights (vLLM, Ray rollout workers) that engine, shared with evaluation through
     :class:`_Guarded` (an evaluation waits for the round in flight and loads the newest weights first).
     Weight versions count steps: the weights after step ``s`` are version ``s + 1``, updated or not.
@@ -107,19 +112,16 @@ class AsyncRounds:
                 f"trainer.mode: async runs in one training process, this world has {run.world.size}"
             )
         if shares_policy(run.engine):
-            self.engine = _policy_copy_engine(run)
+            kind = producer_kind(cfg.trainer.async_producer, run.world.device)
+            self.engine = PRODUCER_ENGINES[kind](run)
+            run.log(f"trainer.mode=async: the producer samples from a copy of the policy in a {kind}")
+            if isinstance(run.engine, ToolEngine):  # tool rollouts: the producer's own sandbox pool
+                self.engine = ToolEngine(self.engine, run.engine.settings)
             self.samples_like_policy = True  # an exact copy: fresh samples are the policy's own
         else:
             self.engine = run.engine
             run.engine = _Guarded(run.engine, self)
             self.samples_like_policy = False
-        if self.r.partial:
-            from archer.rollout.vllm import VLLMEngine  # vllm itself is imported only when one is built
-
-            if not isinstance(self.engine, (HFEngine, VLLMEngine)):
-                raise ConfigError(
-                    "rollout.partial: supported for the HF and vLLM engines in the trainer's process only"
-                )
         cap = default_tis_cap(cfg, False)  # the producer's engine holds its own weights
         if cap is not None:
             run.cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, tis_cap=cap))
@@ -238,6 +240,10 @@ class AsyncRounds:
     def close(self) -> None:
         if self.producer is not None:
             self.producer.close()
+        if self.samples_like_policy:  # the producer's own copy (a child process, a sandbox pool)
+            close = getattr(self.engine, "close", None)
+            if close is not None:
+                close()
 
     # ---------------------------------------------------------------- the producer's side
 
@@ -342,9 +348,8 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in full_state_dict(unwrap(model)).items()}
 
 
-def _policy_copy_engine(run: Any) -> Any:
-    """An HF engine over the producer's own copy of the policy (LoRA merged), on the policy's device;
-    it leaves torch's thread count alone (process-wide: the trainer's ``trainer.threads`` holds)."""
+def _policy_copy(run: Any) -> torch.nn.Module:
+    """The producer's own float32 copy of the policy (LoRA merged), on the policy's device."""
     from archer.models.loader import is_lora, unwrap
 
     model = run.model
@@ -360,8 +365,39 @@ def _policy_copy_engine(run: Any) -> Any:
         twin = copy.deepcopy(model)
     # parameters keep requires_grad like the policy's: CPU linear kernels differ in the last bit between
     # the two (measured), and a fresh sample must carry the policy's own log-probs (staleness 0 = sync)
-    twin.eval().to(next(model.parameters()).device)
-    return HFEngine(twin, run.tokenizer, num_threads=None)
+    return twin.eval().to(next(model.parameters()).device)
+
+
+def _thread_engine(run: Any) -> HFEngine:
+    """An HF engine over the producer's copy, used by the producer thread; it leaves torch's thread count
+    alone (process-wide: the trainer's ``trainer.threads`` holds)."""
+    return HFEngine(_policy_copy(run), run.tokenizer, num_threads=None)
+
+
+def _process_engine(run: Any) -> ProcessEngine:
+    """An HF engine in a child process over the producer's copy in shared memory
+    (:mod:`archer.rollout.process`), with ``trainer.threads`` torch threads (1 when unset)."""
+    if run.world.device.type != "cpu":
+        raise ConfigError(
+            f"trainer.async_producer=process: runs CPU policies only (this one is on {run.world.device}); "
+            "use thread (GPU kernels run outside Python's lock)"
+        )
+    cfg = run.cfg
+    return ProcessEngine(
+        _policy_copy(run), run.tokenizer, num_threads=cfg.trainer.threads or 1, dtype=cfg.model.dtype
+    )
+
+
+PRODUCER_ENGINES = {"thread": _thread_engine, "process": _process_engine}
+"""Where the producer samples from its copy of the policy (``trainer.async_producer``)."""
+
+
+def producer_kind(setting: str, device: torch.device) -> str:
+    """``trainer.async_producer`` resolved: ``auto`` is a child process on CPU (a producer thread takes
+    turns with the trainer on Python's lock: measured in ``benchmarks/async_rl.py``) and a thread on GPU."""
+    if setting != "auto":
+        return setting
+    return "process" if device.type == "cpu" else "thread"
 
 
 ROUND_SOURCES = {"sync": SyncRounds, "one_step_off": SyncRounds, "async": AsyncRounds}

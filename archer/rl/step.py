@@ -109,9 +109,13 @@ def train_on(run: RLRun, groups: list[Group], max_new: int) -> dict[str, Any]:
     # sums (a group stays on one rank: its rows share their prompt); all rows in one process
     tokens = [sum(len(g.prompt_ids) + len(ro.response_ids) for ro in g.responses) for g in groups]
     mine = group_rows(groups, balanced_split(tokens, run.world.size)[run.world.rank])
+    t0 = time.time()
     batch = with_old_and_ref_logprobs(run, batch, mine)
+    t1 = time.time()
     run.world.mark("update")
     out = update(run, batch, mine, max_new)
+    out["time/logprobs"] = t1 - t0  # the old / reference log-prob forwards
+    out["time/update"] = time.time() - t1  # the AdamW steps
     out.update(mismatch_metrics(batch, mine, run.world))
     out.update(sync_engine(run))
     return out

@@ -5,8 +5,8 @@ null with a wide spread (too few seeds) is "inconclusive", never "refuted"."""
 from __future__ import annotations
 
 import math
-import statistics
 import random
+import statistics
 import sys
 from pathlib import Path
 

@@ -382,6 +382,35 @@ def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_vers
         pool.close()
 
 
+RAY_RUN = [  # a 3-step tiny_math run with one rollout worker
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.sft_epochs=0",
+    "data.generator={level: easy}",
+    "data.num_train=16",
+    "data.num_eval=4",
+    "rollout.batch_size=4",
+    "rollout.n=4",
+    "rollout.max_new_tokens=6",
+    "rollout.max_gen_batches=1",
+    "trainer.save_every=0",
+    "trainer.threads=1",
+    "trainer.micro_batch_tokens=64",
+    "optim.lr=1e-2",
+    "eval.n=2",
+    "eval.ks=[1, 2]",
+    "logging.progress=false",
+    "logging.plots=false",
+    "logging.sinks=[]",
+    "resources.rollout_workers=1",
+    "resources.rollout_cpus_per_worker=0.5",
+    "trainer.steps=3",
+    "rollout.dynamic_sampling=false",
+]
+
+
 @pytest.mark.parametrize("off_policy", [False, True], ids=["on-policy", "one-step-off"])
 def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkeypatch, off_policy):
     """``resources.rollout_workers=1``: the engine lives in an actor, the trainer syncs it after every
@@ -406,36 +435,7 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
     monkeypatch.setattr(rl.RLRun, "__init__", spy)
     cfg = load_config(
         "tiny_math",
-        [
-            "model.hidden_size=32",
-            "model.intermediate_size=64",
-            "model.num_layers=1",
-            "model.num_heads=2",
-            "model.sft_epochs=0",
-            "data.generator={level: easy}",
-            "data.num_train=16",
-            "data.num_eval=4",
-            "rollout.batch_size=4",
-            "rollout.n=4",
-            "rollout.max_new_tokens=6",
-            "rollout.max_gen_batches=1",
-            "trainer.steps=2",
-            "trainer.save_every=0",
-            "trainer.threads=1",
-            "trainer.micro_batch_tokens=64",
-            "optim.lr=1e-2",
-            "eval.n=2",
-            "eval.ks=[1, 2]",
-            "data.num_eval=4",
-            "logging.progress=false",
-            "logging.plots=false",
-            "logging.sinks=[]",
-            "resources.rollout_workers=1",
-            "resources.rollout_cpus_per_worker=0.5",
-            "trainer.steps=3",
-            "rollout.dynamic_sampling=false",
-            f"rollout.one_step_off_policy={str(off_policy).lower()}",
-        ],
+        RAY_RUN + [f"rollout.one_step_off_policy={str(off_policy).lower()}"],
     )
     worker_versions = []
 
@@ -469,3 +469,51 @@ def test_archer_train_runs_rollouts_on_ray_workers(ray_session, tmp_path, monkey
         run.engine.close()
     with pytest.raises(ConfigError, match="rollout_workers"):
         load_config("tiny_math", ["rollout.one_step_off_policy=true"])
+
+
+def test_async_partial_rollouts_run_in_chunks_on_a_ray_worker(ray_session, tmp_path, monkeypatch):
+    """trainer.mode=async with rollout.partial on a Ray rollout worker: every round is generated in
+    chunks of rollout.partial_chunk_tokens through the pool, the weights reach the worker between
+    chunks, every response token carries the version that sampled it, and staleness stays bounded."""
+    from helpers import parity_verifier as parity
+
+    from archer.config import load_config
+    from archer.rewards import registry
+    from archer.rl import run as rl
+    from archer.rl.loop import train
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    calls, rounds = [], []
+    real = rl.RLRun.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        engine, make = self.rounds.engine, self.rounds._make_round
+        generate = engine.generate
+
+        def counted(prompts, params):  # the producer's calls (the evaluation shares the pool)
+            if threading.current_thread().name == "archer-async-producer":
+                calls.append(params.max_new_tokens)
+            return generate(prompts, params)
+
+        def kept(*a):
+            rounds.append(make(*a))
+            return rounds[-1]
+
+        engine.generate, self.rounds._make_round = counted, kept
+
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
+    over = ["trainer.mode=async", "trainer.max_staleness=1", "rollout.partial=true"]
+    summary = train(
+        load_config("tiny_math", RAY_RUN + over + ["rollout.partial_chunk_tokens=2"]), run_dir=tmp_path
+    )
+    assert summary["steps"] == 3
+    assert calls and all(c <= 2 for c in calls) and len(calls) > len(rounds)  # chunked, several per round
+    for rnd in rounds:
+        for g in rnd.groups:
+            for ro in g.responses:
+                versions = ro.meta["token_versions"]
+                assert len(versions) == len(ro.response_ids) and versions == sorted(versions)
+                assert rnd.version <= versions[0] if versions else True
+    assert all(h["async/staleness_max"] <= 1 for h in summary["history"])
+    assert [h["rollout/weight_sync_collective"] for h in summary["history"]] == [1.0, 1.0, 1.0]

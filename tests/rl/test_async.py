@@ -255,16 +255,16 @@ def _final_weights(summary):
     return load_file(str(Path(summary["final_checkpoint"]) / "model.safetensors"))
 
 
-def test_staleness_zero_reproduces_the_synchronous_run(tmp_path, parity_math):
+@pytest.mark.parametrize("producer", ["thread", "process"])
+def test_staleness_zero_reproduces_the_synchronous_run(tmp_path, parity_math, producer):
     """The async machinery with K=0 trains on the same prompts, samples and log-probs as sync: every
-    shared metric and the final weights are equal (bit for bit)."""
+    shared metric and the final weights are equal (bit for bit), with the producer's copy of the policy
+    in a thread or in a child process over shared memory (the weight push included)."""
     from archer.rl.loop import train
 
     sync = train(load_config("tiny_math", RUN), run_dir=tmp_path / "sync")
-    asyn = train(
-        load_config("tiny_math", RUN + ["trainer.mode=async", "trainer.max_staleness=0"]),
-        run_dir=tmp_path / "async",
-    )
+    over = ["trainer.mode=async", "trainer.max_staleness=0", f"trainer.async_producer={producer}"]
+    asyn = train(load_config("tiny_math", RUN + over), run_dir=tmp_path / "async")
     assert len(sync["history"]) == len(asyn["history"]) == 3
     assert any(h["filter/rounds"] > 1 for h in sync["history"])  # dynamic sampling asked for refills
     carried = 0  # the surplus of a step (discarded by sync) is carried, then dropped: one version old
@@ -344,13 +344,9 @@ def test_config_errors():
         ("trainer.mode=async", "trainer.stale_weight=0"): "trainer.stale_weight",
         ("trainer.mode=async", "trainer.async_buffer=3", "rollout.batch_size=4"): "trainer.async_buffer",
         ("rollout.partial=true",): "rollout.partial: needs trainer.mode=async",
-        (
-            "trainer.mode=async",
-            "rollout.partial=true",
-            "resources.rollout_workers=1",
-        ): "rollout.partial: is supported",
+        ("trainer.mode=async", "rollout.partial=true", "rollout.tools=[python]"): "rollout.partial: with",
+        ("trainer.mode=async", "trainer.async_producer=fork"): "trainer.async_producer",
         ("trainer.mode=async", "resources.train_procs=2"): "trainer.mode",
-        ("trainer.mode=async", "rollout.tools=[python]"): "trainer.mode",
         ("trainer.mode=async", "rollout.one_step_off_policy=true"): "rollout.one_step_off_policy",
         ("trainer.mode=one_step_off",): "trainer.mode",
         ("trainer.mode=async", "rollout.partial_chunk_tokens=0"): "rollout.partial_chunk_tokens",
@@ -502,3 +498,49 @@ def test_downweight_policy_trains_the_carried_stale_groups_and_counts_them(tmp_p
         + last["async/total_dropped"]
         + carried * 4
     )
+
+
+def test_async_with_tool_rollouts_trains_on_conversations_run_in_the_producers_own_sandbox(
+    tmp_path, monkeypatch
+):
+    """trainer.mode=async with rollout.tools: the producer's copy of the policy is wrapped in its own
+    tool engine (its own sandbox pool, closed with the run); rows carry their observation mask and
+    versions, and the step logs the tool metrics as sync does."""
+    from helpers import parity_verifier
+
+    from archer.rewards import registry
+    from archer.rl import rounds
+    from archer.rl.loop import train
+    from archer.rollout.tools import ToolEngine
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity_verifier)
+    made = []
+    real = rounds.AsyncRounds.__init__
+
+    def spy(self, run):
+        real(self, run)
+        made.append(self)
+
+    monkeypatch.setattr(rounds.AsyncRounds, "__init__", spy)
+    overrides = [o for o in QUICK if not o.startswith("data.generator")] + [
+        "model.sft_examples=64",
+        "model.sft_epochs=2",
+        "rollout.max_new_tokens=16",
+        "rollout.max_turns=2",
+        "rollout.tool_timeout_s=2",
+        "trainer.steps=2",
+        "trainer.mode=async",
+        "trainer.max_staleness=1",
+        "logging.plots=false",
+        "logging.sinks=[]",
+    ]
+    out = train(load_config("tiny_interpreter", overrides), run_dir=tmp_path / "run")
+    assert out["steps"] == 2
+    producer_engine = made[0].engine
+    assert isinstance(producer_engine, ToolEngine) and made[0].samples_like_policy
+    assert producer_engine.interpreter is not made[0].run.engine.interpreter
+    for row in out["history"]:
+        assert row["tool/turns_mean"] >= 1 and "tool/use_rate" in row
+        assert row["async/staleness_max"] <= 1
+    assert "tool_use_rate" in out["after"]
+    assert not producer_engine.engine.proc.is_alive()  # the producer's child process was closed

@@ -1,0 +1,242 @@
+"""An HF engine in its own process, over weights in shared memory: sampling beside training on CPU.
+
+Why: Python runs one thread at a time (the GIL). A producer thread that generates with a tiny model
+spends most of its time in Python dispatching small kernels, and so does the trainer beside it: in one
+process the two take turns instead of running on two cores (measured on the 2-core machine:
+``benchmarks/async_rl.py``). :class:`ProcessEngine` runs the HF engine (:class:`archer.rollout.hf.
+HFEngine`) in a child process with its own interpreter, so generation and the update really overlap.
+AReaL (Fu et al. 2025, arXiv 2505.24298, section 4) and verl's fully-async trainer separate rollout
+and training the same way, with rollout servers on their own devices.
+
+How:
+
+- The child is started with ``spawn`` (a fresh interpreter: no copy of the parent's threads or locks)
+  and receives the model through ``torch.multiprocessing``: its parameters and buffers are moved to
+  shared memory first, so parent and child hold **the same storage** and no weight is copied at start.
+- :meth:`update_weights` copies the new weights into that storage in place (one ``memcpy`` per tensor,
+  in the parent). Calls are synchronous and serialised by one lock: a generation runs in the child
+  only inside :meth:`generate`, and the parent writes weights only outside it, so the child never
+  samples from half-written weights.
+- The child sets its own torch thread count (``num_threads``) and, with ``cpus``, pins itself to those
+  cores (``os.sched_setaffinity``); it computes in ``dtype`` (autocast, as the trainer's
+  ``model.dtype``).
+- Requests and rollouts travel over a pipe (pickled token ids and floats, small beside the model).
+
+Failures are one-line errors in the parent: an exception in the child comes back as a
+``RuntimeError`` naming it (the child's traceback follows on the next lines); a child that died (killed,
+out of memory) is a ``RuntimeError`` with its exit code, found within a second; a child whose parent died
+sees the pipe close and exits.
+
+Limits: CPU models only (a GPU engine runs its kernels outside the GIL already; use a thread); the model
+class must be importable by the child (any transformers architecture, or a module on the path); the
+child starts a new interpreter and imports torch and transformers (a few seconds, once per run).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from archer.rollout.base import Rollout, SamplingParams, encode_prompts
+
+START_TIMEOUT_S = 300.0  # the child imports torch and transformers, then reports ready
+_POLL_S = 1.0  # how often a waiting parent checks that the child is still alive
+
+
+class ProcessEngine:
+    """:class:`archer.rollout.hf.HFEngine` in a child process over ``model``'s weights, which this
+    engine moves to shared memory (see the module docstring). ``model`` becomes the engine's own: the
+    caller gives a copy of its policy and pushes new weights with :meth:`update_weights`.
+
+    ``num_threads``: torch threads in the child; ``cpus``: cores the child is pinned to (None: any);
+    ``dtype``: compute precision (``model.dtype``); ``max_batch_size``: as the HF engine's."""
+
+    shares_policy = False  # its own copy, synced by update_weights
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        num_threads: int = 1,
+        cpus: Sequence[int] | None = None,
+        dtype: str = "float32",
+        max_batch_size: int = 64,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        device = next(model.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(f"ProcessEngine runs CPU models; this one is on {device}")
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        import torch.multiprocessing as tmp
+
+        self.tokenizer = tokenizer
+        self.model = model.share_memory()  # parent and child: the same storage
+        self._tensors = dict(_named_tensors(self.model))
+        self._lock = threading.Lock()
+        self._closed = False
+        ctx = tmp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        options = {
+            "num_threads": num_threads,
+            "cpus": list(cpus) if cpus is not None else None,
+            "dtype": dtype,
+            "max_batch_size": max_batch_size,
+        }
+        self.proc = ctx.Process(
+            target=_serve,
+            args=(child_conn, self.model, tokenizer, options),
+            name="archer-rollout",
+            daemon=True,
+        )
+        self.proc.start()
+        child_conn.close()
+        self.pid = self.proc.pid
+        self._wait("start", start_timeout_s)
+
+    # ------------------------------------------------------------------------------------ API
+
+    def encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts)
+
+    def generate(
+        self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[Rollout]]:
+        """``[num_prompts][params.n]`` rollouts in prompt order, generated in the child."""
+        ids = self.encode(prompts)
+        with self._lock:
+            self._send(("generate", ids, params), "generate")
+            return self._wait("generate", None)
+
+    def update_weights(self, state_dict_or_model: Any) -> None:
+        """Copy new weights into the shared storage (in the parent; the child is idle meanwhile)."""
+        state = (
+            state_dict_or_model.state_dict()
+            if isinstance(state_dict_or_model, torch.nn.Module)
+            else state_dict_or_model
+        )
+        with self._lock:
+            self._check_alive("update_weights")
+            missing = [k for k in self._tensors if k not in state and not _is_buffer(self.model, k)]
+            if missing:
+                raise KeyError(f"update_weights: {len(missing)} weights missing, e.g. {missing[0]!r}")
+            with torch.no_grad():
+                for name, target in self._tensors.items():
+                    if name in state:
+                        target.copy_(state[name])
+
+    def close(self) -> None:
+        """Stop the child (asked first, then terminated)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.proc.is_alive():
+                self._conn.send(("close",))
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+        self._conn.close()
+
+    def __del__(self) -> None:  # a run that forgets close() leaves no process behind
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _send(self, message: tuple, what: str) -> None:
+        self._check_alive(what)
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"rollout process (pid {self.pid}): cannot send a request ({exc})") from exc
+
+    def _wait(self, what: str, timeout_s: float | None) -> Any:
+        """The child's answer to the last request; its error or death as a ``RuntimeError``."""
+        waited = 0.0
+        while not self._conn.poll(_POLL_S):
+            waited += _POLL_S
+            self._check_alive(what)
+            if timeout_s is not None and waited >= timeout_s:
+                self.close()
+                raise RuntimeError(
+                    f"rollout process (pid {self.pid}): no answer to {what} in {timeout_s:.0f} s"
+                )
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self.proc.join(timeout=5)  # a closed pipe: the child is exiting; report how it ended
+            self._check_alive(what)
+            raise RuntimeError(f"rollout process (pid {self.pid}): the pipe closed during {what}") from exc
+        if kind == "error":
+            first, _, rest = payload.partition("\n")
+            raise RuntimeError(f"rollout process (pid {self.pid}) failed in {what}: {first}\n{rest}")
+        return payload
+
+    def _check_alive(self, what: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"rollout process: {what} after close()")
+        if not self.proc.is_alive():
+            code = self.proc.exitcode
+            self._closed = True
+            raise RuntimeError(f"rollout process (pid {self.pid}) died during {what} (exit code {code})")
+
+
+def _named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every state-dict tensor of ``model`` by its state-dict name (tied weights: each storage once)."""
+    return list(model.state_dict(keep_vars=True).items())
+
+
+def _is_buffer(model: torch.nn.Module, name: str) -> bool:
+    return name in dict(model.named_buffers())
+
+
+def _serve(conn: Any, model: torch.nn.Module, tokenizer: Any, options: dict[str, Any]) -> None:
+    """The child: build the HF engine over the shared model, answer requests until asked to close or
+    until the parent's end of the pipe closes."""
+    try:
+        if options["cpus"]:
+            os.sched_setaffinity(0, set(options["cpus"]))
+        torch.set_num_threads(options["num_threads"])
+        from archer.models.loader import autocast
+        from archer.rollout.hf import HFEngine
+
+        engine = HFEngine(model, tokenizer, max_batch_size=options["max_batch_size"], num_threads=None)
+        precision = options["dtype"]
+        conn.send(("ok", os.getpid()))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", _describe()))
+        return
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if message[0] == "close":
+            return
+        try:
+            _, ids, params = message
+            with autocast("cpu", precision), torch.no_grad():
+                out = engine.generate(ids, params)
+            conn.send(("ok", out))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+            conn.send(("error", _describe()))
+
+
+def _describe() -> str:
+    """``Type: message`` on the first line, the traceback after it."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
