@@ -31,7 +31,7 @@ from typing import Any
 
 from _toy_common import REPO, RESULTS, code_version, mean_ci  # noqa: E402  (benchmarks/ is on sys.path)
 
-from archer.eval.store import write_json
+from archer.atomic_json import write_json
 
 
 def _git(*args: str) -> subprocess.CompletedProcess | None:

@@ -42,6 +42,8 @@ if str(REPO) not in sys.path:
 
 # where caches and run folders go: runs/ (git-ignored), or ARCHER_BENCH_RUNS (the test suite sets a
 # temporary folder, so tests leave nothing behind in the checkout)
+from archer.atomic_json import write_json  # noqa: E402  (the repository is on sys.path now)
+
 RUNS = Path(os.environ.get("ARCHER_BENCH_RUNS") or REPO / "runs")
 CACHE = RUNS / "bench_cache"
 RESULTS = REPO / "benchmarks" / "results"
@@ -284,9 +286,7 @@ def rl_run(
         **train_kw,
     )
     res = {"key": key, "wall": time.time() - t0, **summarize(out, model, tok)}
-    tmp = f.with_suffix(".json.tmp")  # written whole, then renamed: a kill never leaves half a result
-    tmp.write_text(json.dumps(res))
-    tmp.replace(f)
+    write_json(f, res)  # written whole, then renamed: a kill never leaves half a result
     return res
 
 

@@ -28,7 +28,6 @@ Each run writes its numbers to ``--json`` (default ``benchmarks/results/tool_ove
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from archer.atomic_json import write_json
 from archer.data.observations import output_block
 from archer.models.tiny import build_tokenizer
 from archer.rollout import HFEngine, SamplingParams
@@ -168,9 +168,7 @@ def _write(args: argparse.Namespace, numbers: dict) -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
         "load_average": os.getloadavg(),
     }
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(blob, indent=1))
-    tmp.replace(out)
+    write_json(out, blob)
     print(f"wrote {out}")
 
 

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "archer"
 
 # Lowest first. A module may import its own folder and any folder of a strictly lower layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "safe_yaml"),  # L0: no archer imports at all
+    ("errors", "safe_yaml", "atomic_json"),  # L0: no archer imports at all
     ("sandbox", "algo"),  # L1: untrusted-code execution; pure tensor functions
     ("data",),  # L2: Problem schema, formats, prompts, n-grams, curricula over prompts
     ("distributed",),  # L3: World, launch, sharded checkpoints, Ray helpers

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from archer.atomic_json import write_json
 from archer.config import RolloutConfig, read_yaml_file
 from archer.data.prompts import apply_chat_template_option, end_of_turn_stop
 from archer.distributed.quiet import quiet_process
@@ -334,12 +335,12 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         )
     summary = score_phase(problems, args.out, ks=ks, reward_opts=_reward_opts(args))
     summary["grader"] = getattr(args, "grader", "archer")  # which code grader's semantics the numbers follow
-    store.write_json(Path(args.out) / store.SUMMARY, summary)
+    write_json(Path(args.out) / store.SUMMARY, summary)
     if getattr(args, "rm", None):  # best-of-N by a reward model, judged by the rule verifier's verdicts
         from archer.rm.select import best_of_n_dir
 
         summary["rm_best_of_n"] = best_of_n_dir(args.out, problems, args.rm, args.rm_device)
-        store.write_json(Path(args.out) / store.SUMMARY, summary)
+        write_json(Path(args.out) / store.SUMMARY, summary)
         b = summary["rm_best_of_n"]
         print(
             f"best-of-{cfg.get('n', '?')} by reward model {args.rm}: {b['accuracy']:.3f} "
@@ -359,7 +360,7 @@ def _run(args: argparse.Namespace) -> None:
     ks = args.k or _parse_ks(DEFAULT_KS)
     load_problems(args)  # a bad or empty --data file fails here, before OUT is created
     cfg = store.read_json(Path(args.out) / store.CONFIG, {})
-    store.write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
+    write_json(Path(args.out) / store.CONFIG, {**cfg, "ks": ks})
     _generate(args, score_live=True)
     args.k = ks
     _score(args)

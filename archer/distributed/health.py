@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from archer.atomic_json import write_json
+
 HEALTH_DIR = "health"
 STATUS_FILE = "status.json"
 WATCHDOG_EXIT = 75
@@ -43,14 +45,6 @@ FAULT_ENV = "ARCHER_FAULT_INJECT"
 RESTART_ENV = "ARCHER_RESTART"
 NODE_ENV = "ARCHER_NODE"  # "IP/node-id" of a rank placed by the Ray launcher (in its heartbeat)
 FIRST_STAGE = "generate"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as JSON at ``path``: written to a temporary file in the same folder, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -73,7 +67,7 @@ def write_status(run_dir: str | Path, **fields: Any) -> None:
     if restart is not None:
         status.setdefault("restarts", []).append(restart)
     status.update(fields, updated=time.time())
-    write_json_atomic(path, status)
+    write_json(path, status)
 
 
 def heartbeat_path(run_dir: str | Path, rank: int) -> Path:
@@ -87,7 +81,7 @@ def record_error(run_dir: str | Path, rank: int, error: str) -> None:
     path = heartbeat_path(run_dir, rank)
     beat = read_json(path) or {"rank": rank}
     beat.update(error=error, time=time.time(), attempt=restart_index())
-    write_json_atomic(path, beat)
+    write_json(path, beat)
 
 
 def restart_index() -> int:
@@ -169,7 +163,7 @@ class Health:
         }
         with self._lock:
             with contextlib.suppress(OSError):
-                write_json_atomic(self.path, beat)
+                write_json(self.path, beat)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.tick_s):

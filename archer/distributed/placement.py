@@ -68,10 +68,11 @@ def register_worker(role: str, **extra: Any) -> dict[str, Any]:
     where = dict(here(), role=role, started=time.time(), **extra)
     run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir and Path(run_dir).is_dir():
-        from archer.distributed.health import HEALTH_DIR, write_json_atomic
+        from archer.atomic_json import write_json
+        from archer.distributed.health import HEALTH_DIR
 
         try:
-            write_json_atomic(Path(run_dir) / HEALTH_DIR / f"{role}_{os.getpid()}.json", where)
+            write_json(Path(run_dir) / HEALTH_DIR / f"{role}_{os.getpid()}.json", where)
         except OSError:
             pass
     return where
@@ -82,13 +83,14 @@ def record_worker_error(role: str, pid: int, error: str) -> None:
     run_dir = os.environ.get(RUN_DIR_ENV)
     if not run_dir:
         return
-    from archer.distributed.health import HEALTH_DIR, read_json, write_json_atomic
+    from archer.atomic_json import write_json
+    from archer.distributed.health import HEALTH_DIR, read_json
 
     path = Path(run_dir) / HEALTH_DIR / f"{role}_{pid}.json"
     beat = read_json(path)
     if beat is not None:
         beat.update(error=error[:500], ended=time.time())
         try:
-            write_json_atomic(path, beat)
+            write_json(path, beat)
         except OSError:
             pass

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from archer.atomic_json import write_json
 from archer.data.prompts import build_prompt
 from archer.data.schema import Problem
 from archer.eval import store
@@ -118,7 +119,7 @@ def generate_phase(
     cfg = store.read_json(out / store.CONFIG, {})
     if cfg.get("n") not in (None, n):
         raise ValueError(f"{out} was generated with n={cfg['n']}, not n={n}; use a new --out directory")
-    store.write_json(
+    write_json(
         out / store.CONFIG,
         {**cfg, **(config or {}), "n": n, "sampling": asdict(params), "template": template},
     )
@@ -276,7 +277,7 @@ def score_phase(
     summary["missing"] = len(missing)
     if missing:
         summary["missing_ids"] = missing[:20]
-    store.write_json(out / store.SUMMARY, summary)
+    write_json(out / store.SUMMARY, summary)
     return summary
 
 

@@ -63,15 +63,6 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_json(path: str | Path, default: Any = None) -> Any:
     """The JSON in ``path``, ``default`` when it does not exist; a damaged file is a ``ValueError``
     naming it (these files are written atomically, so damage comes from outside)."""

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from archer.atomic_json import write_json
 from archer.data.schema import Problem
 from archer.eval import store
 from archer.eval.runner import generate_phase, score_phase
@@ -99,7 +100,7 @@ class Watcher:
         entry["next_try"] = self.clock() + self.backoff_s * 2 ** (entry["attempts"] - 1)
         entry["gave_up"] = entry["attempts"] >= self.max_attempts
         state[name] = entry
-        store.write_json(self._state_path(phase), state)
+        write_json(self._state_path(phase), state)
         self.log(f"[watch] {phase} {name} failed (attempt {entry['attempts']}): {entry['error']}")
 
     def _due(self, phase: str, name: str) -> bool:
