@@ -350,7 +350,12 @@ def _recomputed_gap(model, rollouts, temperature: float) -> float:
     return gap
 
 
-def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_versions(ray_session):
+@pytest.mark.parametrize("weight_sync", ["object_store", "collective"])
+def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_versions(
+    ray_session, weight_sync
+):
+    """vLLM engines in Ray actors: the trainer's weights reach them through the object store or the gloo
+    broadcast group (bucketed), and their samples are then the new weights' (log-prob gap < 1e-4)."""
     pytest.importorskip("vllm", reason="vllm is not installed (pip install 'archer[vllm]')")
     from archer.rollout.base import SamplingParams, shares_policy
     from archer.rollout.ray_pool import RayRolloutPool, staleness, worker_engine_factory
@@ -360,7 +365,14 @@ def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_vers
     factory = worker_engine_factory("vllm", model0, tok, {"kv_cache_bytes": 16 << 20, "max_model_len": 128})
     prompts = ["1+2=", "3+4=", "10+11=", "5"]
     params = SamplingParams(n=2, temperature=0.8, max_new_tokens=6, seed=11)
-    pool = RayRolloutPool(factory, num_workers=2, cpus_per_worker=0.5, initial_weights=model0)
+    pool = RayRolloutPool(
+        factory,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        initial_weights=model0,
+        weight_sync=weight_sync,
+        bucket_mb=0.01,
+    )
     try:
         assert not shares_policy(pool) and pool.version == 0
         assert ray.get([w.get_version.remote() for w in pool.workers]) == [0, 0]
@@ -372,8 +384,9 @@ def test_vllm_rollout_actors_start_from_the_trainers_weights_sync_and_stamp_vers
         assert [[r.prompt_index for r in g] for g in out0] == [[0, 0], [1, 1], [2, 2], [3, 3]]
         assert _recomputed_gap(model0, out0, 0.8) < 1e-4
         assert {r.meta["weight_version"] for g in out0 for r in g} == {0}
-        timing = pool.update_weights(model1)  # a module: tied lm_head named, sent once through the store
+        timing = pool.update_weights(model1)  # a module: tied lm_head named, sent once
         assert timing["version"] == 1.0 and timing["load_s"] > 0
+        assert timing["collective"] == (1.0 if weight_sync == "collective" else 0.0)
         out1 = pool.generate(prompts, params)
         assert _recomputed_gap(model1, out1, 0.8) < 1e-4 and _recomputed_gap(model0, out1, 0.8) > 1e-2
         assert staleness(out1, pool.version) == 0 and staleness(out0, pool.version) == 1
