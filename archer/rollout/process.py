@@ -10,8 +10,9 @@ and training the same way, with rollout servers on their own devices.
 
 How:
 
-- The child is started with ``spawn`` (a fresh interpreter: no copy of the parent's threads or locks)
-  and receives the model through ``torch.multiprocessing``: its parameters and buffers are moved to
+- The child is started with ``spawn`` (a fresh interpreter: no copy of the parent's threads or locks;
+  the parent's ``__main__`` is not imported there, so a script without a main guard, or one read from
+  standard input, works) and receives the model through ``torch.multiprocessing``: its parameters and buffers are moved to
   shared memory first, so parent and child hold **the same storage** and no weight is copied at start.
 - :meth:`update_weights` copies the new weights into that storage in place (one ``memcpy`` per tensor,
   in the parent). Calls are synchronous and serialised by one lock: a generation runs in the child
@@ -28,16 +29,20 @@ out of memory) is a ``RuntimeError`` with its exit code, found within a second; 
 sees the pipe close and exits.
 
 Limits: CPU models only (a GPU engine runs its kernels outside the GIL already; use a thread); the model
-class must be importable by the child (any transformers architecture, or a module on the path); the
+class must be importable by the child (any transformers architecture, or a module on the path, not one
+defined in the user's main script); the
 child starts a new interpreter and imports torch and transformers (a few seconds, once per run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import traceback
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -95,7 +100,8 @@ class ProcessEngine:
             name="archer-rollout",
             daemon=True,
         )
-        self.proc.start()
+        with _main_hidden():
+            self.proc.start()
         child_conn.close()
         self.pid = self.proc.pid
         self._wait("start", start_timeout_s)
@@ -193,6 +199,22 @@ class ProcessEngine:
             raise RuntimeError(f"rollout process (pid {self.pid}) died during {what} (exit code {code})")
 
 
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start a spawned child without the parent's ``__main__``. ``spawn`` normally re-imports the
+    parent's main script in the child, which runs a user's script again when it has no ``if __name__ ==
+    "__main__":`` guard (a second training run in the child), and fails when the script came from
+    standard input. The child here needs only archer and the model's classes, so for the moment of the
+    start ``__main__`` is a bare module: the child imports nothing of the user's."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def _named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """Every state-dict tensor of ``model`` by its state-dict name (tied weights: each storage once)."""
     return list(model.state_dict(keep_vars=True).items())
@@ -236,7 +258,5 @@ def _serve(conn: Any, model: torch.nn.Module, tokenizer: Any, options: dict[str,
 
 def _describe() -> str:
     """``Type: message`` on the first line, the traceback after it."""
-    import sys
-
     exc = sys.exc_info()[1]
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"

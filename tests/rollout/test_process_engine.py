@@ -91,23 +91,29 @@ def test_close_stops_the_child_and_a_dead_parent_leaves_no_child(tmp_path: Path)
     assert not engine.proc.is_alive() and engine.proc.exitcode == 0
     with pytest.raises(RuntimeError, match="after close"):
         engine.generate(PROMPTS, PARAMS)
-    # a parent killed without close(): the child sees its pipe close and exits by itself
+    # a parent script read from standard input, without a main guard: the child does not run it again
+    # (it never imports the parent's __main__), it generates; the parent is then killed without close(),
+    # and the child sees its pipe close and exits by itself
+    runs = tmp_path / "runs.txt"
     script = textwrap.dedent(
         f"""
         import os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from helpers import tiny_model, tiny_tokenizer
+        from archer.rollout.base import SamplingParams
         from archer.rollout.process import ProcessEngine
-        if __name__ == "__main__":
-            tok = tiny_tokenizer()
-            engine = ProcessEngine(tiny_model(tok), tok)
-            print(engine.pid, flush=True)
-            os.kill(os.getpid(), 9)
+        with open({str(runs)!r}, "a") as f:
+            f.write("ran\\n")
+        tok = tiny_tokenizer()
+        engine = ProcessEngine(tiny_model(tok), tok)
+        out = engine.generate([[5, 6]], SamplingParams(n=2, max_new_tokens=4, seed=1))
+        print(engine.pid, len(out[0]), flush=True)
+        os.kill(os.getpid(), 9)
         """
     )
-    (tmp_path / "parent.py").write_text(script)
-    out = subprocess.run([sys.executable, str(tmp_path / "parent.py")], capture_output=True, text=True)
-    child = int(out.stdout.split()[0])
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=tmp_path)
+    child, samples = map(int, out.stdout.split()[:2])
+    assert samples == 2 and runs.read_text() == "ran\n"
     deadline = time.time() + 10
     while time.time() < deadline and _alive(child):
         time.sleep(0.2)
