@@ -49,10 +49,12 @@ def test_quick_run_learns_and_writes_table_curves_and_plot(tmp_path):
     """The smoke run starts from a model that learns, so it is also the code path's learning-regression
     test: with the hard reward, held-out avg@4 measured 0.152 -> 0.250 (+0.098, paired s.e. 0.032) on the
     2-core CPU machine; pinned: a gain of at least 0.04. A broken update leaves the weights as they were
-    (gain exactly 0: before and after share their evaluation seed) or unlearns."""
-    assert bench.main(["--quick", "--fresh", "--modes", "hard,soft", "--out-dir", str(tmp_path)]) == 0
+    (gain exactly 0: before and after share their evaluation seed) or unlearns. One mode: the SFT model
+    takes ~75 s of the ~105 s, each mode ~27 s more; the table's other rows and the paired lines are
+    checked by hand above."""
+    assert bench.main(["--quick", "--fresh", "--modes", "hard", "--out-dir", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "code_rewards.json").read_text())
-    assert set(data["runs"]) == {"hard", "soft"}
+    assert set(data["runs"]) == {"hard"}
     for runs in data["runs"].values():
         (run,) = runs
         assert len(run["tests_passed"]) == 12 and run["eval_steps"] == [0, 12]
@@ -62,10 +64,10 @@ def test_quick_run_learns_and_writes_table_curves_and_plot(tmp_path):
     assert before > 0.05, f"the smoke run's SFT model should solve some problems, got avg@4 {before:.3f}"
     assert after - before >= 0.04, f"tiny_code no longer learns: avg@4 {before:.3f} -> {after:.3f}"
     md = (tmp_path / "code_rewards.md").read_text()
-    assert "| hard |" in md and "| soft |" in md and "`soft` vs `hard`" in md  # even when identical
+    assert "| hard |" in md and "held-out avg@4 after" in md
     assert (tmp_path / "code_rewards.png").stat().st_size > 10_000
     # the code path's per-step metrics, as a run writes them
-    run_dir = Path(bench.common.RUNS) / "bench_logs" / "code_rewards_quick" / "run_soft_s0"
+    run_dir = Path(bench.common.RUNS) / "bench_logs" / "code_rewards_quick" / "run_hard_s0"
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     step = next(m for m in steps if "code/tests_passed_frac" in m)
     assert step["code/sandbox_seconds"] > 0 and 0.0 <= step["code/tests_passed_frac"] <= 1.0

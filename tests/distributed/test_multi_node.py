@@ -63,7 +63,13 @@ def cluster():
 
     c = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 2, "resources": {"gen": 1}, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 2,
+            "resources": {"gen": 1},
+            "include_dashboard": False,
+            # a lost node is declared dead after ~1.5 s of failed health checks (Ray's default ~15 s)
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+        },
     )
     nodes = {
         "a": c.add_node(num_cpus=1, resources={"train": 1}),
