@@ -425,7 +425,8 @@ class TrainerConfig:
     """trainer.mode=async with an engine that samples from the policy (HF): where the producer generates from
     its copy of the policy: process (a child process over weights in shared memory, so generation and the
     update run on two cores; CPU only), thread (in the trainer's process, sharing Python's lock), or auto
-    (process on CPU, thread on GPU). Engines with their own weights (vLLM, Ray workers) ignore it."""
+    (process on CPU, thread on GPU; a process that cannot start, e.g. for a model class the child cannot
+    import, falls back to a thread with one log line). Engines with their own weights (vLLM, Ray workers) ignore it."""
     max_restarts: int = 0
     """Restarts of a run whose rank died, hung or crashed, each from the last complete checkpoint (0: fail;
     above 0 even one process runs under the launcher, as a child it can restart)."""

@@ -113,7 +113,13 @@ class AsyncRounds:
             )
         if shares_policy(run.engine):
             kind = producer_kind(cfg.trainer.async_producer, run.world.device)
-            self.engine = PRODUCER_ENGINES[kind](run)
+            try:
+                self.engine = PRODUCER_ENGINES[kind](run)
+            except RuntimeError as exc:  # e.g. a model class the child cannot import
+                if cfg.trainer.async_producer != "auto":
+                    raise
+                run.log(f"trainer.async_producer=auto: {str(exc).splitlines()[0]}; using a thread instead")
+                kind, self.engine = "thread", PRODUCER_ENGINES["thread"](run)
             run.log(f"trainer.mode=async: the producer samples from a copy of the policy in a {kind}")
             if isinstance(run.engine, ToolEngine):  # tool rollouts: the producer's own sandbox pool
                 self.engine = ToolEngine(self.engine, run.engine.settings)

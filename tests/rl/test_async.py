@@ -544,3 +544,30 @@ def test_async_with_tool_rollouts_trains_on_conversations_run_in_the_producers_o
         assert row["async/staleness_max"] <= 1
     assert "tool_use_rate" in out["after"]
     assert not producer_engine.engine.proc.is_alive()  # the producer's child process was closed
+
+
+def test_auto_producer_falls_back_to_a_thread_when_the_child_cannot_start(
+    tmp_path, parity_math, monkeypatch, capfd
+):
+    """trainer.async_producer=auto: a producer process that cannot start (e.g. a model class defined in
+    the user's main script, which the child cannot import) leaves one log line and a thread producer;
+    trainer.async_producer=process raises the child's error."""
+    from archer.rl import rounds
+    from archer.rl.loop import train
+
+    def broken(run):
+        raise RuntimeError(
+            "rollout process (pid 1) failed in start: AttributeError: Can't get attribute 'Mine'"
+        )
+
+    monkeypatch.setitem(rounds.PRODUCER_ENGINES, "process", broken)
+    over = RUN + ["trainer.mode=async", "trainer.steps=1"]
+    out = train(load_config("tiny_math", over), run_dir=tmp_path / "auto")
+    assert out["steps"] == 1
+    printed = capfd.readouterr().out
+    assert "trainer.async_producer=auto: rollout process (pid 1) failed in start" in printed
+    assert "using a thread instead" in printed and "copy of the policy in a thread" in printed
+    with pytest.raises(RuntimeError, match="Can't get attribute 'Mine'"):
+        train(
+            load_config("tiny_math", over + ["trainer.async_producer=process"]), run_dir=tmp_path / "explicit"
+        )
