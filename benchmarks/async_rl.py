@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         help="more overrides for the async runs only, e.g. resources.rollout_workers=1 (generation in a Ray "
         "actor process)",
     )
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="overrides for every run, the SFT model included, e.g. a workload with longer responses",
+    )
     ap.add_argument("--fresh", action="store_true", help="ignore finished runs kept from an earlier run")
     ap.add_argument("--out-dir", default=None, help="where the .md/.json go (default benchmarks/results)")
     a = ap.parse_args(argv)
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [0]
     steps = a.steps or (3 if a.quick else common.toy_config().trainer.steps)
     a.eval_every = a.eval_every or (1 if a.quick else 5)
-    base = [f"trainer.steps={steps}", "eval.every=0"]
+    base = [f"trainer.steps={steps}", "eval.every=0", *a.extra]
     if a.quick:  # zero-variance groups kept: the barely trained model gets no reward, the update still runs
         base += [
             "rollout.batch_size=4",
@@ -305,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "staleness": a.staleness,
         "partial": a.partial,
         "async_extra": a.async_extra,
+        "extra": a.extra,
         "before": before,
         "target": target,
         "decision": decision,

@@ -364,7 +364,7 @@ def _policy_copy(run: Any) -> torch.nn.Module:
 
         base = unwrap(model)
         twin = AutoModelForCausalLM.from_config(
-            base.config, torch_dtype=torch.float32, attn_implementation=base.config._attn_implementation
+            base.config, dtype=torch.float32, attn_implementation=base.config._attn_implementation
         )
         twin.load_state_dict(_snapshot(model))
     else:

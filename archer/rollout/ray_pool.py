@@ -165,7 +165,7 @@ def _build_worker_engine(name: str, config: Any, tokenizer: Any, options: dict[s
         return build_engine(name, config, tokenizer, device=device, **options)
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return build_engine(name, model.to(device), tokenizer, device=device, **options)
 
 
