@@ -571,3 +571,74 @@ def test_auto_producer_falls_back_to_a_thread_when_the_child_cannot_start(
         train(
             load_config("tiny_math", over + ["trainer.async_producer=process"]), run_dir=tmp_path / "explicit"
         )
+
+
+def test_refills_ahead_are_taken_without_waiting_and_the_unneeded_come_back():
+    """K=1, up to 3 rounds a step: held back by the gate, the producer makes the next step's refill
+    before it is asked for; the trainer takes it at once; a refill it did not need comes back from
+    finish_step; every round respects the gate and the buffer its capacity."""
+    log: list[tuple[int, int, int]] = []
+    p = _producer(8, 1, steps=4, log=log)
+    p.max_rounds, p.refill_ahead = 3, True
+    p.start()
+    try:
+        rnd, _ = p.take(0, 0)
+        p.finish_step(0)
+        p.post_weights({}, 1)
+        deadline = time.time() + 5
+        while (1, 1) not in p.rounds and time.time() < deadline:  # made ahead of the ask
+            time.sleep(0.005)
+        assert (1, 1) in p.rounds
+        p.take(1, 0)
+        rnd, waited = p.take(1, 1)
+        assert (rnd.step, rnd.index) == (1, 1) and waited < 0.05
+        deadline = time.time() + 5
+        while (1, 2) not in p.rounds and time.time() < deadline:  # the next one, while step 1 trains
+            time.sleep(0.005)
+        left = p.finish_step(1)  # step 1 needed two rounds: (1, 2) comes back
+        assert [(r.step, r.index) for r in left] == [(1, 2)]
+        assert all(k[0] > 1 for k in p.rounds)
+        assert all(s - v <= 1 for s, _, v in log) and p.max_depth <= 8
+        assert p.refills_ahead >= 2
+    finally:
+        p.close()
+
+
+def test_async_dynamic_sampling_accounts_every_sample_with_refills_made_ahead(
+    tmp_path, parity_math, monkeypatch
+):
+    """A K=1 run with dynamic sampling: refills are made ahead, at every step end produced = consumed +
+    dropped + filtered + carried (samples), and every drawn round was produced but at most the one
+    still being generated when the run ended (a refill the steps did not need is counted, not lost)."""
+    from archer.rl import run as rl
+    from archer.rl.loop import train
+
+    draws, runs = [], []
+    real = rl.RLRun.__init__
+
+    def spy(self, *a, **kw):
+        real(self, *a, **kw)
+        runs.append(self)
+        sampler_next = self.sampler.next
+
+        def counted(*args, **kwargs):
+            draws.append(1)
+            return sampler_next(*args, **kwargs)
+
+        self.sampler.next = counted
+
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
+    cfg = load_config("tiny_math", RUN + ["trainer.mode=async", "trainer.max_staleness=1", "trainer.steps=4"])
+    out = train(cfg, run_dir=tmp_path)
+    n, bs = cfg.rollout.n, cfg.rollout.batch_size
+    producer = runs[0].rounds.producer  # closed: the round it was making at the end is in its buffer
+    unread = sum(r.samples for r in producer.rounds.values())
+    assert producer.in_flight is None and unread <= bs * n
+    assert len(draws) * bs * n == out["history"][-1]["async/total_produced"] + unread
+    for h in out["history"]:
+        pending = h["async/carried_groups"] * n
+        assert h["async/total_produced"] == (
+            h["async/total_consumed"] + h["async/total_dropped"] + h["async/total_filtered"] + pending
+        ), h["step"]
+        assert h["async/staleness_max"] <= 1
+    assert out["history"][-1]["async/refills_ahead"] > 0
