@@ -13,12 +13,6 @@ Language Reasoning", arXiv 2505.24298, sections 4-5; the names follow verl's ful
   ``s`` trains with version ``s``): every sample the trainer takes is at most ``K`` versions old when it
   was started. ``K = 0`` generates every round with the trainer's current weights, after the previous
   update: the synchronous run, exactly (same prompts, seeds, weights and log-probs).
-- **Refills ahead.** Under dynamic sampling a step asks for refill rounds when round 0 did not give
-  enough groups with signal. With ``K >= 1`` and ``max_rounds > 1`` a producer that the gate or the
-  buffer holds back makes the next refill round of a step not collected yet, before it is asked for:
-  the trainer takes it without waiting. A refill the step did not need is handed back when the step's
-  collection ends (:meth:`AsyncProducer.finish_step`) and its groups join the carried surplus. ``K =
-  0`` makes no round ahead (the synchronous run exactly).
 - **Bounded buffer.** The buffer holds finished rounds; ``capacity`` counts groups, the round being
   generated included (reserved when it starts). Rounds of future steps may use ``capacity - batch_size``
   so that a round of the trainer's current step always fits (no deadlock with a small buffer).
@@ -182,10 +176,7 @@ class AsyncProducer:
     lock, so a checkpoint sees the data order and the rounds it owes together); ``make_round`` generates,
     scores and shapes them; ``load_weights(state)`` loads a posted snapshot into the producer's engine.
     ``first_step``: the trainer's next step; ``total_steps``: no round is made for a step at or past it.
-    ``replay``: ``{(step, index): prompts}`` owed from a checkpoint, generated again instead of drawn
-    (a refill of a step the checkpoint had already collected is not: its prompts are skipped).
-    ``max_rounds``: rounds a step may use (DAPO's ``max_gen_batches``; 1 without dynamic sampling):
-    with ``max_staleness >= 1`` and ``max_rounds > 1`` the producer makes refills ahead (see above).
+    ``replay``: ``{(step, index): prompts}`` owed from a checkpoint, generated again instead of drawn.
     """
 
     def __init__(
@@ -201,7 +192,6 @@ class AsyncProducer:
         total_steps: int,
         version: int,
         replay: dict[tuple[int, int], list[int]] | None = None,
-        max_rounds: int = 1,
     ) -> None:
         if capacity < batch_size:
             raise ValueError(f"buffer capacity {capacity} < batch_size {batch_size}: a round cannot fit")
@@ -219,12 +209,7 @@ class AsyncProducer:
         self.in_flight: tuple[int, int, list[int]] | None = None
         self.reserved = 0  # groups of the round in flight
         self.pending: tuple[Any, int] | None = None  # (weights, version) posted, not loaded yet
-        self.replay = {k: v for k, v in (replay or {}).items() if k[0] >= first_step}
-        self.max_rounds = max_rounds
-        self.refill_ahead = max_staleness >= 1 and max_rounds > 1
-        self.collected = first_step - 1  # the last step whose collection ended (finish_step)
-        self.started: set[tuple[int, int]] = set()  # rounds started for steps not collected yet
-        self.refills_ahead = 0  # refill rounds made before they were asked for
+        self.replay = dict(replay or {})
         self.max_depth = 0  # the most groups the buffer held (tests: never above capacity)
         self.worker_idle_s = 0.0
         self.error: BaseException | None = None
@@ -261,17 +246,6 @@ class AsyncProducer:
             rnd = self.rounds.pop((step, index))
             self.cond.notify_all()
         return rnd, time.perf_counter() - t0
-
-    def finish_step(self, step: int) -> list[AsyncRound]:
-        """The trainer collected ``step``: no more rounds for it (or earlier steps); returns the finished
-        rounds of those steps it did not take (refills made ahead), removed from the buffer. A round
-        still being generated for such a step is returned by a later call."""
-        with self.cond:
-            self.collected = max(self.collected, step)
-            left = [self.rounds.pop(k) for k in sorted(self.rounds) if k[0] <= self.collected]
-            self.started = {k for k in self.started if k[0] > self.collected}
-            self.cond.notify_all()
-        return left
 
     def post_weights(self, weights: Any, version: int) -> None:
         """The trainer's weights after update ``version`` (a snapshot it will not modify); the producer
@@ -351,7 +325,6 @@ class AsyncProducer:
                     if prompts is None:
                         prompts = self.draw(step, index)
                     self.in_flight = (step, index, prompts)
-                    self.started.add((step, index))
                     self.reserved = self.batch_size
                     self.worker_idle_s += time.perf_counter() - t0
                     return step, index, prompts
@@ -376,31 +349,14 @@ class AsyncProducer:
                 return self.refills.popleft()
             return None
         s = self.next_ahead
-        if s < self.total_steps and s - self.version <= self.max_staleness:
-            need = (
-                self.batch_size if s <= self.trainer_step else 2 * self.batch_size
-            )  # keep room for the current step
-            if room >= need:
-                self.next_ahead += 1
-                return s, 0
-        return self._refill_ahead(room)
-
-    def _refill_ahead(self, room: int) -> tuple[int, int] | None:
-        """The next refill to make before it is asked for: of the earliest step not collected yet whose
-        round 0 was started, none of whose refills waits untaken in the buffer, within the gate and
-        leaving room for the current step (see the module docstring)."""
-        if not self.refill_ahead:
+        if s >= self.total_steps or s - self.version > self.max_staleness:
             return None
-        for s in range(max(self.trainer_step, self.collected + 1), self.next_ahead):
-            if s - self.version > self.max_staleness:
-                return None  # later steps are further from the gate
-            if any(k[0] == s and k[1] > 0 for k in self.rounds):
-                continue  # one refill ahead per step at a time
-            index = next((i for i in range(1, self.max_rounds) if (s, i) not in self.started), None)
-            need = self.batch_size if s <= self.trainer_step else 2 * self.batch_size
-            if index is not None and room >= need:
-                self.refills_ahead += 1
-                return s, index
+        need = (
+            self.batch_size if s <= self.trainer_step else 2 * self.batch_size
+        )  # keep room for the current step
+        if room >= need:
+            self.next_ahead += 1
+            return s, 0
         return None
 
     def _depth(self) -> int:

@@ -180,14 +180,6 @@ class AsyncRounds:
         signal = [g for g in offered if g.has_signal or not cfg.algo.filter_zero_variance]
         self.carried = signal[target:]
         cnt = self.counters
-        for rnd in producer.finish_step(c):  # refills made ahead that this step did not need: surplus
-            self._count_produced(rnd)
-            with producer.locked():
-                for g in rnd.groups:
-                    run.sampler.observe(g.prompt_index, g.accuracy)
-            extra = [g for g in rnd.groups if g.has_signal or not cfg.algo.filter_zero_variance]
-            self.carried += extra
-            cnt.filtered += sum(len(g.responses) for g in rnd.groups) - sum(len(g.responses) for g in extra)
         kept_ids = {id(g) for g in signal}
         cnt.filtered += sum(len(g.responses) for g in offered if id(g) not in kept_ids)
         cnt.dropped += carried.dropped
@@ -212,7 +204,6 @@ class AsyncRounds:
                 len(set(ro.meta.get(VERSIONS_KEY, ()))) > 1 for g in groups for ro in g.responses
             ),
             "async/producer_version": producer.version,
-            "async/refills_ahead": producer.refills_ahead,
             **{f"async/staleness_{k}": v for k, v in sorted(Counter(lags).items())},
             **{f"async/total_{k}": v for k, v in cnt.state_dict().items() if k != "by_version"},
         }
@@ -276,7 +267,6 @@ class AsyncRounds:
                 total_steps=run.cfg.trainer.steps,
                 version=run.step,
                 replay=self.replay,
-                max_rounds=run.cfg.rollout.max_gen_batches if run.cfg.rollout.dynamic_sampling else 1,
             ).start()
             self.replay = {}
         return self.producer
