@@ -571,3 +571,41 @@ def test_auto_producer_falls_back_to_a_thread_when_the_child_cannot_start(
         train(
             load_config("tiny_math", over + ["trainer.async_producer=process"]), run_dir=tmp_path / "explicit"
         )
+
+
+def test_async_dynamic_sampling_accounts_every_drawn_sample(tmp_path, parity_math, monkeypatch):
+    """A K=1 run with dynamic sampling (refill rounds): at every step end produced = consumed + dropped
+    + filtered + carried (samples), and every round drawn from the data order was produced, except those
+    still in the producer's buffer when the run ended (none lost, none counted twice)."""
+    from archer.rl import run as rl
+    from archer.rl.loop import train
+
+    draws, runs = [], []
+    real = rl.RLRun.__init__
+
+    def spy(self, *a, **kw):
+        real(self, *a, **kw)
+        runs.append(self)
+        sampler_next = self.sampler.next
+
+        def counted(*args, **kwargs):
+            draws.append(1)
+            return sampler_next(*args, **kwargs)
+
+        self.sampler.next = counted
+
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
+    cfg = load_config("tiny_math", RUN + ["trainer.mode=async", "trainer.max_staleness=1", "trainer.steps=4"])
+    out = train(cfg, run_dir=tmp_path)
+    n = cfg.rollout.n
+    assert any(h["filter/rounds"] > 1 for h in out["history"])  # refills were asked for
+    for h in out["history"]:
+        pending = h["async/carried_groups"] * n
+        assert h["async/total_produced"] == (
+            h["async/total_consumed"] + h["async/total_dropped"] + h["async/total_filtered"] + pending
+        ), h["step"]
+        assert h["async/staleness_max"] <= 1
+    producer = runs[0].rounds.producer  # closed: what it made after the last step is in its buffer
+    unread = sum(r.samples for r in producer.rounds.values())
+    assert producer.in_flight is None
+    assert len(draws) * cfg.rollout.batch_size * n == out["history"][-1]["async/total_produced"] + unread
