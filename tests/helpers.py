@@ -39,6 +39,18 @@ QUICK = [
     "logging.progress=false",
 ]
 
+# a 2-step tiny_interpreter run (tool rollouts: two turns, 2 s per program) on QUICK's sizes
+TOOL_QUICK = [o for o in QUICK if not o.startswith("data.generator")] + [
+    "model.sft_examples=64",
+    "model.sft_epochs=2",
+    "rollout.max_new_tokens=16",
+    "rollout.max_turns=2",
+    "rollout.tool_timeout_s=2",
+    "trainer.steps=2",
+    "logging.plots=false",
+    "logging.sinks=[]",
+]
+
 
 def parity_verifier(responses: list[str], problems: list[Any], **_: Any) -> list[RewardResult]:
     """A stub math verifier: reward 1 for a response of even length. Any policy gets both rewards, so

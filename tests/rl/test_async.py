@@ -506,7 +506,7 @@ def test_async_with_tool_rollouts_trains_on_conversations_run_in_the_producers_o
     """trainer.mode=async with rollout.tools: the producer's copy of the policy is wrapped in its own
     tool engine (its own sandbox pool, closed with the run); rows carry their observation mask and
     versions, and the step logs the tool metrics as sync does."""
-    from helpers import parity_verifier
+    from helpers import TOOL_QUICK, parity_verifier
 
     from archer.rewards import registry
     from archer.rl import rounds
@@ -522,19 +522,8 @@ def test_async_with_tool_rollouts_trains_on_conversations_run_in_the_producers_o
         made.append(self)
 
     monkeypatch.setattr(rounds.AsyncRounds, "__init__", spy)
-    overrides = [o for o in QUICK if not o.startswith("data.generator")] + [
-        "model.sft_examples=64",
-        "model.sft_epochs=2",
-        "rollout.max_new_tokens=16",
-        "rollout.max_turns=2",
-        "rollout.tool_timeout_s=2",
-        "trainer.steps=2",
-        "trainer.mode=async",
-        "trainer.max_staleness=1",
-        "logging.plots=false",
-        "logging.sinks=[]",
-    ]
-    out = train(load_config("tiny_interpreter", overrides), run_dir=tmp_path / "run")
+    over = TOOL_QUICK + ["trainer.mode=async", "trainer.max_staleness=1"]
+    out = train(load_config("tiny_interpreter", over), run_dir=tmp_path / "run")
     assert out["steps"] == 2
     producer_engine = made[0].engine
     assert isinstance(producer_engine, ToolEngine) and made[0].samples_like_policy

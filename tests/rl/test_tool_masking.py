@@ -167,24 +167,14 @@ def test_tool_metrics_and_groups():
 
 @pytest.mark.slow
 def test_a_tool_run_trains_logs_tool_metrics_and_evaluates_with_tools(tmp_path, monkeypatch):
-    from helpers import QUICK as FAST
+    from helpers import TOOL_QUICK
     from helpers import parity_verifier as parity
 
     from archer.rewards import registry
     from archer.rl.loop import train
 
     monkeypatch.setitem(registry._VERIFIERS, "math", parity)
-    overrides = [o for o in FAST if not o.startswith("data.generator")] + [
-        "model.sft_examples=64",
-        "model.sft_epochs=2",
-        "rollout.max_new_tokens=16",
-        "rollout.max_turns=2",
-        "rollout.tool_timeout_s=2",
-        "trainer.steps=2",
-        "logging.plots=false",
-        "logging.sinks=[]",
-    ]
-    out = train(load_config("tiny_interpreter", overrides), run_dir=tmp_path / "run")
+    out = train(load_config("tiny_interpreter", TOOL_QUICK), run_dir=tmp_path / "run")
     assert out["steps"] == 2
     for row in out["history"]:
         for key in ("tool/calls_per_response", "tool/use_rate", "tool/error_rate", "tool/turns_mean"):
