@@ -67,3 +67,23 @@ def test_vllm_run_trains_like_the_hf_run_logs_the_gap_and_resumes(tmp_path, pari
     first, second = vl["history"][-1], again["history"][0]
     for key in ("reward/mean", "response/length_mean", "rollout/logprob_diff_max"):
         assert second[key] == pytest.approx(first[key], abs=1e-5), key
+
+
+def test_vllm_async_run_with_partial_rollouts(tmp_path, parity_math):
+    """trainer.mode=async with the vLLM engine in the trainer's process and rollout.partial: the run
+    trains, every trained sample is at most one version old, and the evaluation after the last step
+    borrows the engine at the final weights."""
+    from archer.rl.loop import train
+
+    over = [
+        "rollout.engine=vllm",
+        "trainer.mode=async",
+        "trainer.max_staleness=1",
+        "rollout.partial=true",
+        "rollout.partial_chunk_tokens=3",
+    ]
+    out = train(load_config("tiny_math", RUN + over), run_dir=tmp_path)
+    assert out["steps"] == 3 and "avg@4" in out["after"]
+    assert all(h["async/staleness_max"] <= 1 for h in out["history"])
+    assert any(h["async/staleness_max"] == 1 for h in out["history"])
+    assert all("rollout/logprob_diff_max" in h for h in out["history"])
