@@ -129,9 +129,10 @@ def _check_mode(cfg: Config) -> None:
     _check(r.partial_chunk_tokens >= 1, "rollout.partial_chunk_tokens", "must be >= 1")
     if t.mode == "async":
         _check(
-            res.train_procs == 1,
+            res.train_procs * max(res.nodes, 1) == 1 or res.rollout_workers == 0,
             "trainer.mode",
-            "async runs in one training process (resources.train_procs=1); data-parallel async is not supported",
+            "async with several training processes generates on the main rank; Ray rollout workers "
+            "(resources.rollout_workers > 0) are not supported with it",
         )
     if r.partial:
         _check(t.mode == "async", "rollout.partial", "needs trainer.mode=async")

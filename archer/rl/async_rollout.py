@@ -37,8 +37,14 @@ PRODUCER_ENGINES`): with the HF engine, in a child process over a shared-memory 
 Python's lock) or in this thread (the default on GPU); vLLM and Ray rollout workers generate outside
 this process already. The thread itself only schedules, scores and shapes.
 
-Limits: one training process (``resources.train_procs=1``); torch's CPU thread count is process-wide,
-so a producer thread runs with ``trainer.threads`` (a producer process with as many of its own).
+Several training processes (``resources.train_procs`` or ``resources.nodes`` > 1, DDP or FSDP): the
+producer lives on the main rank, generates each round as the synchronous step splits it over the ranks
+(rank ``r``'s share ``prompts[r::size]`` with rank ``r``'s seed) and broadcasts it; every rank trains its
+rows; after the update every rank takes part in gathering the full weights (FSDP) that the producer gets.
+
+Limits: with several training processes, no Ray rollout workers (a ``ConfigError``); torch's CPU
+thread count is process-wide, so a producer thread runs with ``trainer.threads`` (a producer process
+with as many of its own).
 """
 
 from __future__ import annotations

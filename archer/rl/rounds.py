@@ -25,6 +25,7 @@ then ``pi_prox = pi_behav`` and the step is the synchronous one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import threading
@@ -107,22 +108,9 @@ class AsyncRounds:
     def __init__(self, run: Any) -> None:
         cfg = run.cfg
         self.t, self.r = cfg.trainer, cfg.rollout
-        if run.world.size > 1:  # e.g. started under torchrun with WORLD_SIZE > 1
-            raise ConfigError(
-                f"trainer.mode: async runs in one training process, this world has {run.world.size}"
-            )
         if shares_policy(run.engine):
-            kind = producer_kind(cfg.trainer.async_producer, run.world.device)
-            try:
-                self.engine = PRODUCER_ENGINES[kind](run)
-            except RuntimeError as exc:  # e.g. a model class the child cannot import
-                if cfg.trainer.async_producer != "auto":
-                    raise
-                run.log(f"trainer.async_producer=auto: {str(exc).splitlines()[0]}; using a thread instead")
-                kind, self.engine = "thread", PRODUCER_ENGINES["thread"](run)
-            run.log(f"trainer.mode=async: the producer samples from a copy of the policy in a {kind}")
-            if isinstance(run.engine, ToolEngine):  # tool rollouts: the producer's own sandbox pool
-                self.engine = ToolEngine(self.engine, run.engine.settings)
+            twin = _policy_copy(run)  # collective under FSDP; the main rank's copy, None elsewhere
+            self.engine = run.world.main_only(lambda: self._producer_engine(run, twin))
             self.samples_like_policy = True  # an exact copy: fresh samples are the policy's own
         else:
             self.engine = run.engine
@@ -146,6 +134,23 @@ class AsyncRounds:
         self._last: dict[str, Any] = {}
         self._idle_seen = 0.0
 
+    def _producer_engine(self, run: Any, twin: torch.nn.Module) -> Any:
+        """The producer's engine over ``twin`` (the main rank's copy of the policy), where
+        ``trainer.async_producer`` says; wrapped in its own tool engine for tool rollouts."""
+        cfg = run.cfg
+        kind = producer_kind(cfg.trainer.async_producer, run.world.device)
+        try:
+            engine = PRODUCER_ENGINES[kind](run, twin)
+        except RuntimeError as exc:  # e.g. a model class the child cannot import
+            if cfg.trainer.async_producer != "auto":
+                raise
+            run.log(f"trainer.async_producer=auto: {str(exc).splitlines()[0]}; using a thread instead")
+            kind, engine = "thread", PRODUCER_ENGINES["thread"](run, twin)
+        run.log(f"trainer.mode=async: the producer samples from a copy of the policy in a {kind}")
+        if isinstance(run.engine, ToolEngine):  # tool rollouts: the producer's own sandbox pool
+            engine = ToolEngine(engine, run.engine.settings)
+        return engine
+
     # ---------------------------------------------------------------- the step's side
 
     def collect(self, run: Any, max_new: int) -> tuple[list[Group], Any, list[Round]]:
@@ -159,10 +164,11 @@ class AsyncRounds:
         offered: list[Group] = []
 
         def one_round(i: int) -> list[Group]:
-            rnd, w = producer.take(c, i)
+            # the main rank's producer made it; every rank trains on it (a broadcast, rank 0 to all)
+            rnd, w = run.world.broadcast(run.world.main_only(lambda: producer.take(c, i)))
             waited[0] += w
             self._count_produced(rnd)
-            with producer.locked():  # the data order is the producer's too
+            with self._locked():  # the data order is the producer's too
                 for g in rnd.groups:
                     run.sampler.observe(g.prompt_index, g.accuracy)
             rounds.append(
@@ -190,11 +196,11 @@ class AsyncRounds:
         cnt.downweighted += downweighted
         cnt.consumed += sum(len(g.responses) for g in groups)
         lags = [sample_staleness(ro, c) for g in groups for ro in g.responses]
-        idle = producer.worker_idle_s
+        idle = producer.worker_idle_s if producer is not None else 0.0
         self._last = {
             "async/trainer_idle_s": waited[0],
             "async/worker_idle_s": idle - self._idle_seen,
-            "async/buffer_depth": producer.depth(),
+            "async/buffer_depth": producer.depth() if producer is not None else 0,
             "async/carried_groups": len(self.carried),
             "async/dropped": carried.dropped,
             "async/downweighted": downweighted,
@@ -203,7 +209,7 @@ class AsyncRounds:
             "async/interrupted": sum(
                 len(set(ro.meta.get(VERSIONS_KEY, ()))) > 1 for g in groups for ro in g.responses
             ),
-            "async/producer_version": producer.version,
+            "async/producer_version": producer.version if producer is not None else c,
             **{f"async/staleness_{k}": v for k, v in sorted(Counter(lags).items())},
             **{f"async/total_{k}": v for k, v in cnt.state_dict().items() if k != "by_version"},
         }
@@ -211,9 +217,11 @@ class AsyncRounds:
         return groups, stats, rounds
 
     def after_step(self, run: Any) -> None:
-        """Post the weights after step ``run.step`` (version ``run.step + 1``) to the producer."""
-        if self.producer is not None:
-            self.producer.post_weights(_snapshot(run.model), run.step + 1)
+        """Post the weights after step ``run.step`` (version ``run.step + 1``) to the producer (the
+        full weights: a gather of the shards under FSDP, on every rank)."""
+        weights = _snapshot(run)
+        if weights is not None and self.producer is not None:
+            self.producer.post_weights(weights, run.step + 1)
 
     def metrics(self) -> dict[str, Any]:
         return dict(self._last)
@@ -253,8 +261,9 @@ class AsyncRounds:
 
     # ---------------------------------------------------------------- the producer's side
 
-    def _producer(self, run: Any) -> AsyncProducer:
-        if self.producer is None:
+    def _producer(self, run: Any) -> AsyncProducer | None:
+        """The producer (started at the first step), on the main rank; None on the others."""
+        if self.producer is None and run.world.main:
             bs = run.cfg.rollout.batch_size
             self.producer = AsyncProducer(
                 lambda step, index: run.sampler.next(bs, run.stage(step).pool),
@@ -276,19 +285,29 @@ class AsyncRounds:
         run, cfg = self.run, self.run.cfg
         version = between_chunks()
         max_new = run.stage(step).max_new_tokens
-        params = sampling_params(cfg, step, index, 0, max_new)
-        ids = [run.train_ids[i] for i in prompts]
+        size = run.world.size
         t0 = time.time()
+        # as the synchronous step splits a round: rank r's share prompts[r::size], with rank r's seed;
+        # put back in the global prompt order (one share, the whole round, in one process)
+        shares = []
         with run.precision(), torch.no_grad():
-            if self.r.partial:
-                outs = generate_partial(
-                    self.engine, ids, params, self.r.partial_chunk_tokens, between_chunks, run.tokenizer
-                )
-            else:
-                outs = self.engine.generate(ids, params)
-                for group in outs:
-                    for ro in group:
-                        ro.meta[VERSIONS_KEY] = [version] * len(ro.response_ids)
+            for r in range(size):
+                params = sampling_params(cfg, step, index, r, max_new)
+                ids = [run.train_ids[i] for i in prompts[r::size]]
+                if not ids:
+                    shares.append([])
+                elif self.r.partial:
+                    shares.append(
+                        generate_partial(
+                            self.engine, ids, params, self.r.partial_chunk_tokens, between_chunks, run.tokenizer
+                        )
+                    )
+                else:
+                    shares.append(self.engine.generate(ids, params))
+                    for group in shares[-1]:
+                        for ro in group:
+                            ro.meta[VERSIONS_KEY] = [version] * len(ro.response_ids)
+        outs = [shares[j % size][j // size] for j in range(len(prompts))]
         for group in outs:
             for ro in group:
                 ro.meta["start_version"] = version
@@ -300,6 +319,9 @@ class AsyncRounds:
         kinds = [run.train_problems[i].kind for i in prompts]
         groups, reasons = make_groups(cfg, prompts, scored, response_budget(cfg, max_new), kinds)
         return AsyncRound(step, index, prompts, groups, version, t1 - t0, time.time() - t1, reasons)
+
+    def _locked(self) -> Any:
+        return self.producer.locked() if self.producer is not None else contextlib.nullcontext()
 
     def _count_produced(self, rnd: AsyncRound) -> None:
         self.counters.produced += rnd.samples
@@ -346,41 +368,58 @@ class _SerialScorer:
         return getattr(self.scorer, name)
 
 
-def _snapshot(model: Any) -> dict[str, torch.Tensor]:
-    """The policy's plain weights (LoRA merged), copied: the trainer keeps updating its own."""
+def _snapshot(run: Any) -> dict[str, torch.Tensor] | None:
+    """The policy's plain weights (LoRA merged), copied (the trainer keeps updating its own), on the main
+    rank; None on the others. Under FSDP each sharded tensor is gathered whole (``full_tensor``, a
+    collective every rank takes part in, in the same order)."""
+    from torch.distributed.tensor import DTensor
+
     from archer.models.loader import unwrap
     from archer.rollout.vllm import full_state_dict
 
-    return {k: v.detach().clone() for k, v in full_state_dict(unwrap(model)).items()}
+    out = {}
+    for k, v in full_state_dict(unwrap(run.model)).items():
+        if isinstance(v, DTensor):
+            v = v.full_tensor()
+        if run.world.main:
+            out[k] = v.detach().clone()
+    return out if run.world.main else None
 
 
-def _policy_copy(run: Any) -> torch.nn.Module:
-    """The producer's own float32 copy of the policy (LoRA merged), on the policy's device."""
+def _policy_copy(run: Any) -> torch.nn.Module | None:
+    """The producer's own float32 copy of the policy (LoRA merged), on the main rank (None on the
+    others), on the policy's device. Under FSDP it is built from the gathered full weights, a collective
+    every rank takes part in."""
     from archer.models.loader import is_lora, unwrap
 
-    model = run.model
-    if is_lora(model):
+    model, world = run.model, run.world
+    if is_lora(model) or world.sharded:
         from transformers import AutoModelForCausalLM
 
+        state = _snapshot(run)  # collective under FSDP
+        if state is None:
+            return None
         base = unwrap(model)
         twin = AutoModelForCausalLM.from_config(
             base.config, dtype=torch.float32, attn_implementation=base.config._attn_implementation
         )
-        twin.load_state_dict(_snapshot(model))
-    else:
-        twin = copy.deepcopy(model)
+        twin.load_state_dict(state)
+        return twin.eval().to(world.device)
+    if not world.main:
+        return None
+    twin = copy.deepcopy(model)
     # parameters keep requires_grad like the policy's: CPU linear kernels differ in the last bit between
     # the two (measured), and a fresh sample must carry the policy's own log-probs (staleness 0 = sync)
     return twin.eval().to(next(model.parameters()).device)
 
 
-def _thread_engine(run: Any) -> HFEngine:
+def _thread_engine(run: Any, twin: torch.nn.Module) -> HFEngine:
     """An HF engine over the producer's copy, used by the producer thread; it leaves torch's thread count
     alone (process-wide: the trainer's ``trainer.threads`` holds)."""
-    return HFEngine(_policy_copy(run), run.tokenizer, num_threads=None)
+    return HFEngine(twin, run.tokenizer, num_threads=None)
 
 
-def _process_engine(run: Any) -> ProcessEngine:
+def _process_engine(run: Any, twin: torch.nn.Module) -> ProcessEngine:
     """An HF engine in a child process over the producer's copy in shared memory
     (:mod:`archer.rollout.process`), with ``trainer.threads`` torch threads (1 when unset)."""
     if run.world.device.type != "cpu":
@@ -389,9 +428,7 @@ def _process_engine(run: Any) -> ProcessEngine:
             "use thread (GPU kernels run outside Python's lock)"
         )
     cfg = run.cfg
-    return ProcessEngine(
-        _policy_copy(run), run.tokenizer, num_threads=cfg.trainer.threads or 1, dtype=cfg.model.dtype
-    )
+    return ProcessEngine(twin, run.tokenizer, num_threads=cfg.trainer.threads or 1, dtype=cfg.model.dtype)
 
 
 PRODUCER_ENGINES = {"thread": _thread_engine, "process": _process_engine}

@@ -346,7 +346,7 @@ def test_config_errors():
         ("rollout.partial=true",): "rollout.partial: needs trainer.mode=async",
         ("trainer.mode=async", "rollout.partial=true", "rollout.tools=[python]"): "rollout.partial: with",
         ("trainer.mode=async", "trainer.async_producer=fork"): "trainer.async_producer",
-        ("trainer.mode=async", "resources.train_procs=2"): "trainer.mode",
+        ("trainer.mode=async", "resources.train_procs=2", "resources.rollout_workers=1"): "trainer.mode",
         ("trainer.mode=async", "rollout.one_step_off_policy=true"): "rollout.one_step_off_policy",
         ("trainer.mode=one_step_off",): "trainer.mode",
         ("trainer.mode=async", "rollout.partial_chunk_tokens=0"): "rollout.partial_chunk_tokens",
@@ -544,7 +544,7 @@ def test_auto_producer_falls_back_to_a_thread_when_the_child_cannot_start(
     from archer.rl import rounds
     from archer.rl.loop import train
 
-    def broken(run):
+    def broken(run, twin):
         raise RuntimeError(
             "rollout process (pid 1) failed in start: AttributeError: Can't get attribute 'Mine'"
         )

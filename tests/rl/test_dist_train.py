@@ -148,3 +148,42 @@ def test_fsdp_run_equals_ddp_run_exports_and_resumes_on_one_process(tmp_path, mo
     one = [o for o in base if o != "resources.train_procs=2"] + ["trainer.strategy=fsdp", "trainer.steps=4"]
     resumed = train(load_config("tiny_math", one), run_dir=tmp_path / "fsdp", resume=True)
     assert [h["step"] for h in resumed["history"]] == [4]
+
+
+def test_async_on_two_ranks_staleness_zero_equals_sync_and_fsdp_trains(tmp_path, monkeypatch):
+    """trainer.mode=async with resources.train_procs=2: the main rank's producer generates each round as
+    the synchronous step splits it (rank r's share with rank r's seed) and broadcasts it; K=0 ends where
+    the 2-rank synchronous run ends (every shared metric, bitwise-equal replicas); K=1 under FSDP
+    trains with one-version-old samples, its producer fed the gathered full weights."""
+    from archer.distributed import launch
+    from archer.rl.loop import train
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    monkeypatch.setattr(launch, "default_start_method", lambda: "fork")  # the ranks inherit the patch
+    base = [o for o in FAST if o not in ("eval.every=1", "trainer.save_every=1")] + [
+        "eval.every=0",
+        "trainer.save_every=0",
+        "trainer.steps=3",
+    ]
+    sync = train(load_config("tiny_math", base), run_dir=tmp_path / "sync")
+    k0 = ["trainer.mode=async", "trainer.max_staleness=0"]
+    asyn = train(load_config("tiny_math", base + k0), run_dir=tmp_path / "async")
+
+    def steps(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if "reward/mean" in r]
+
+    a, b = steps(tmp_path / "sync"), steps(tmp_path / "async")
+    assert len(a) == len(b) == 3 and any(r["filter/rounds"] > 1 for r in a)  # refills were asked for
+    for x, y in zip(a, b):
+        for k in x:
+            if not k.startswith(("time/", "sample", "time")):
+                assert x[k] == y[k], k
+    assert asyn["dist"]["replica_digests"] == sync["dist"]["replica_digests"]
+
+    k1 = ["trainer.mode=async", "trainer.max_staleness=1", "trainer.strategy=fsdp"]
+    fsdp = train(load_config("tiny_math", base + k1), run_dir=tmp_path / "fsdp")
+    rows = steps(tmp_path / "fsdp")
+    assert fsdp["dist"]["strategy"] == "fsdp" and fsdp["steps"] == 3 and len(rows) == 3
+    assert max(r["async/staleness_max"] for r in rows) == 1 and all(r["async/staleness_max"] <= 1 for r in rows)
+    assert any("actor/tis_mean" in r for r in rows)  # stale samples: the decoupled correction ran
