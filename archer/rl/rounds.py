@@ -299,7 +299,12 @@ class AsyncRounds:
                 elif self.r.partial:
                     shares.append(
                         generate_partial(
-                            self.engine, ids, params, self.r.partial_chunk_tokens, between_chunks, run.tokenizer
+                            self.engine,
+                            ids,
+                            params,
+                            self.r.partial_chunk_tokens,
+                            between_chunks,
+                            run.tokenizer,
                         )
                     )
                 else:
@@ -370,20 +375,12 @@ class _SerialScorer:
 
 def _snapshot(run: Any) -> dict[str, torch.Tensor] | None:
     """The policy's plain weights (LoRA merged), copied (the trainer keeps updating its own), on the main
-    rank; None on the others. Under FSDP each sharded tensor is gathered whole (``full_tensor``, a
-    collective every rank takes part in, in the same order)."""
-    from torch.distributed.tensor import DTensor
-
+    rank; None on the others. Under FSDP every rank takes part (the shards are gathered whole)."""
     from archer.models.loader import unwrap
     from archer.rollout.vllm import full_state_dict
 
-    out = {}
-    for k, v in full_state_dict(unwrap(run.model)).items():
-        if isinstance(v, DTensor):
-            v = v.full_tensor()
-        if run.world.main:
-            out[k] = v.detach().clone()
-    return out if run.world.main else None
+    state = full_state_dict(unwrap(run.model))  # a collective under FSDP: on every rank
+    return {k: v.clone() for k, v in state.items()} if run.world.main else None
 
 
 def _policy_copy(run: Any) -> torch.nn.Module | None:

@@ -119,7 +119,10 @@ def preserved_process_state(num_threads: int | None = None) -> Iterator[None]:
 def full_state_dict(model_or_state: Any) -> dict[str, torch.Tensor]:
     """The plain Hugging Face weights of a module or state dict: LoRA adapters merged into their base
     weights (PEFT's ``base_layer`` / ``lora_A`` / ``lora_B`` layout), ``lm_head.weight`` present even when
-    it is tied to the embeddings (vLLM's packed copy of the head would otherwise stay stale)."""
+    it is tied to the embeddings (vLLM's packed copy of the head would otherwise stay stale), and each
+    FSDP2 shard (a ``DTensor``: an FSDP module's state dict is sharded even inside
+    ``World.full_weights``) gathered whole. The gather is a collective: under FSDP every rank calls this
+    for the same module, and every rank then holds the full weights for the moment."""
     if isinstance(model_or_state, torch.nn.Module):
         model = model_or_state
         state = dict(model.state_dict())
@@ -129,7 +132,12 @@ def full_state_dict(model_or_state: Any) -> dict[str, torch.Tensor]:
         model, state = None, dict(model_or_state)
     if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    return {k: v.detach() if hasattr(v, "detach") else v for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        if hasattr(v, "full_tensor"):  # a DTensor: all-gathered, in the same key order on every rank
+            v = v.full_tensor()
+        out[k] = v.detach() if hasattr(v, "detach") else v
+    return out
 
 
 def _merged_lora_state(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, Any]:

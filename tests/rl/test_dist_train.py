@@ -185,5 +185,42 @@ def test_async_on_two_ranks_staleness_zero_equals_sync_and_fsdp_trains(tmp_path,
     fsdp = train(load_config("tiny_math", base + k1), run_dir=tmp_path / "fsdp")
     rows = steps(tmp_path / "fsdp")
     assert fsdp["dist"]["strategy"] == "fsdp" and fsdp["steps"] == 3 and len(rows) == 3
-    assert max(r["async/staleness_max"] for r in rows) == 1 and all(r["async/staleness_max"] <= 1 for r in rows)
+    assert max(r["async/staleness_max"] for r in rows) == 1 and all(
+        r["async/staleness_max"] <= 1 for r in rows
+    )
     assert any("actor/tis_mean" in r for r in rows)  # stale samples: the decoupled correction ran
+
+
+def test_an_engine_with_its_own_weights_gets_the_full_weights_under_fsdp(tmp_path, monkeypatch):
+    """trainer.strategy=fsdp on 2 ranks with an engine holding its own weights (vLLM and Ray workers
+    alike: they load through archer.rollout.vllm.full_state_dict): it starts from, and after every update
+    gets, the policy's full weights (an FSDP state dict is sharded, DTensors, even inside full_weights;
+    before the fix the first weight sync failed). Float32 copies: sampler and trainer log-probs agree."""
+    from transformers import AutoModelForCausalLM
+
+    import archer.rollout as rollout
+    from archer.distributed import launch
+    from archer.models.loader import unwrap
+    from archer.rl.loop import train
+    from archer.rollout.hf import HFEngine
+    from archer.rollout.vllm import full_state_dict
+
+    class OwnWeights(HFEngine):
+        shares_policy = False
+
+        def update_weights(self, module):
+            super().update_weights(full_state_dict(module))
+
+    def build(cfg, model, tokenizer, **kw):
+        engine = OwnWeights(AutoModelForCausalLM.from_config(unwrap(model).config), tokenizer)
+        engine.update_weights(model)
+        return engine, cfg
+
+    monkeypatch.setitem(registry._VERIFIERS, "math", parity)
+    monkeypatch.setattr(launch, "default_start_method", lambda: "fork")
+    monkeypatch.setattr(rollout, "build_rollout", build)
+    base = [o for o in FAST if o not in ("eval.every=1", "trainer.save_every=1")]
+    over = base + ["eval.every=0", "trainer.save_every=0", "trainer.strategy=fsdp"]
+    out = train(load_config("tiny_math", over), run_dir=tmp_path)
+    assert out["steps"] == 2 and any("actor/grad_norm" in h for h in out["history"])
+    assert all(h["rollout/logprob_diff_max"] < 1e-5 for h in out["history"])
