@@ -214,8 +214,11 @@ def _build_run(
     if last is not None:
         if ckpt.is_sharded_checkpoint(last):
             ckpt.load_sharded_checkpoint(last, run.token_scorer, run.optimizer)
-            refresh_engine(run)  # it was built from the initial policy, before the shards were loaded
         run.load_state_dict(ckpt.load_trainer_state(last))
+        # an engine with its own weights gets the checkpoint's, numbered as the run left off: after a
+        # sharded load it still held the initial policy's (built before the shards were loaded), and a
+        # rebuilt Ray pool or vLLM engine would count its versions from 0 again
+        refresh_engine(run, version=run.policy_version)
         world.print(f"resuming from {last}")
     if cfg.data.curriculum == "potential":
         with world.full_weights(run.token_scorer):

@@ -351,7 +351,7 @@ class _Guarded:
             p.between_chunks()
             return self.engine.generate(prompts, params)
 
-    def update_weights(self, state_dict_or_model: Any) -> None:
+    def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
         pass
 
     def __getattr__(self, name: str) -> Any:  # version, metrics, tokenizer, close, ...

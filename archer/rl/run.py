@@ -134,6 +134,7 @@ class RLRun:
             "sampler": self.sampler.state_dict(),
             "update_gen": self.update_gen.get_state(),
             "controller": self.controller.state_dict() if self.controller else None,
+            "policy_version": self.policy_version,
         }
         state.update(self.rounds.state_dict(self))  # async: the data order with the rounds it owes
         if with_optimizer:
@@ -150,6 +151,7 @@ class RLRun:
         if self.controller is not None and state.get("controller"):
             self.controller.load_state_dict(state["controller"])
         self.step = int(state["step"])
+        self.policy_version = int(state.get("policy_version", self.policy_version))  # older checkpoints: 0
         ckpt.set_rng_state(state["rng"])
 
     def save(self) -> Path:

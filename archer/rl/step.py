@@ -245,14 +245,15 @@ def sync_engine(run: RLRun) -> dict[str, Any]:
     return {}
 
 
-def refresh_engine(run: RLRun) -> None:
+def refresh_engine(run: RLRun, version: int | None = None) -> None:
     """A rollout engine with its own copy of the weights (vLLM, Ray rollout workers) gets the policy's
     current ones: after every update (:func:`sync_engine`), and once after a resume from a sharded
     checkpoint, whose weights reach the shards only after the engine was built from the initial policy
-    (collective under a process world: every rank calls it)."""
+    (collective under a process world: every rank calls it). ``version``: the number the engine gives
+    these weights (default: its next one); a resume passes the run's policy version."""
     if not shares_policy(run.engine):
         with run.world.full_weights(run.token_scorer):
-            run.engine.update_weights(unwrap(run.model))
+            run.engine.update_weights(unwrap(run.model), version=version)
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -103,8 +103,9 @@ class RolloutEngine(Protocol):
         """``[num_prompts][params.n]`` rollouts, in prompt order."""
         ...
 
-    def update_weights(self, state_dict_or_model: Any) -> None:
-        """Load the trainer's current weights (a no-op when the engine shares the trainer's model)."""
+    def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
+        """Load the trainer's current weights (a no-op when the engine shares the trainer's model) as
+        weight ``version`` when the engine numbers its weights (default: its next number)."""
         ...
 
 

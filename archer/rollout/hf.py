@@ -152,8 +152,9 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------ API
 
-    def update_weights(self, state_dict_or_model: Any) -> None:
-        """Load new weights; a no-op when given the shared model itself."""
+    def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
+        """Load new weights; a no-op when given the shared model itself (``version``: accepted for the
+        engine interface; this engine does not number its weights)."""
         if state_dict_or_model is self.model:
             return
         state = (

@@ -120,8 +120,9 @@ class ProcessEngine:
             self._send(("generate", ids, params), "generate")
             return self._wait("generate", None)
 
-    def update_weights(self, state_dict_or_model: Any) -> None:
-        """Copy new weights into the shared storage (in the parent; the child is idle meanwhile)."""
+    def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
+        """Copy new weights into the shared storage (in the parent; the child is idle meanwhile);
+        ``version`` is accepted for the engine interface (this engine does not number its weights)."""
         state = (
             state_dict_or_model.state_dict()
             if isinstance(state_dict_or_model, torch.nn.Module)

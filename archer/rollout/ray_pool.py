@@ -303,13 +303,17 @@ class RayRolloutPool:
     def generate(self, prompts: Sequence[Any], params: SamplingParams) -> list[list[Rollout]]:
         return self.collect(self.generate_async(prompts, params))
 
-    def update_weights(self, state_dict: Any) -> dict[str, float]:
-        """Send the trainer's weights to every actor as the next version; returns timings in seconds.
+    def update_weights(self, state_dict: Any, version: int | None = None) -> dict[str, float]:
+        """Send the trainer's weights to every actor as ``version`` (default: the next one; it must be
+        above the one held, so a resumed run's first push can continue its numbering); returns timings
+        in seconds.
 
         ``state_dict`` may also be a module (its ``state_dict()`` is taken). Tensors are detached and
         moved to CPU first: the object store holds host memory.
         """
-        self.last_sync = self._push(state_dict, self.version + 1)
+        if version is not None and version <= self.version:
+            version = self.version + 1  # never back: the actors refuse a version they hold or passed
+        self.last_sync = self._push(state_dict, self.version + 1 if version is None else version)
         return self.last_sync
 
     def _join_group(self) -> None:
@@ -548,8 +552,8 @@ class OneStepOffPolicy:
             self._pending = (next_ids, next_params, self.pool.generate_async(next_ids, next_params))
         return out
 
-    def update_weights(self, state_dict: Any) -> dict[str, float]:
-        return self.pool.update_weights(state_dict)
+    def update_weights(self, state_dict: Any, version: int | None = None) -> dict[str, float]:
+        return self.pool.update_weights(state_dict, version)
 
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """Pool metrics plus ``rollout/staleness_max`` / ``_mean`` (weight versions behind, over the

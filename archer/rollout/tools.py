@@ -307,8 +307,8 @@ class ToolEngine:
     def shares_policy(self) -> bool:
         return bool(getattr(self.engine, "shares_policy", False))
 
-    def update_weights(self, state_dict_or_model: Any) -> None:
-        self.engine.update_weights(state_dict_or_model)
+    def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
+        self.engine.update_weights(state_dict_or_model, version=version)
 
     def metrics(self) -> dict[str, Any]:
         inner = getattr(self.engine, "metrics", None)

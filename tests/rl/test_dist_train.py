@@ -208,7 +208,7 @@ def test_an_engine_with_its_own_weights_gets_the_full_weights_under_fsdp(tmp_pat
     class OwnWeights(HFEngine):
         shares_policy = False
 
-        def update_weights(self, module):
+        def update_weights(self, module, version=None):
             super().update_weights(full_state_dict(module))
 
     def build(cfg, model, tokenizer, **kw):

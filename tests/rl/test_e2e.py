@@ -385,7 +385,7 @@ def test_a_resume_from_sharded_weights_refreshes_an_engine_that_holds_its_own(tm
         events.append(("generate", None))
         return real_generate(self, *a, **k)
 
-    def update_weights(self, model):  # record what the engine would be sent
+    def update_weights(self, model, version=None):  # record what the engine would be sent
         events.append(("weights", {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
     monkeypatch.setattr(ckpt, "is_sharded_checkpoint", lambda path: True)
