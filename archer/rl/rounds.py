@@ -336,7 +336,7 @@ class AsyncRounds:
 class _Guarded:
     """An engine that both the producer and the evaluation use: a generation waits for the producer's
     round in flight and first loads the newest posted weights (an evaluation measures the current
-    policy). Weights reach it through the producer only (:meth:`update_weights` is a no-op)."""
+    policy). Weights reach it through the producer only, once it has started (:meth:`update_weights`)."""
 
     shares_policy = False
 
@@ -352,7 +352,11 @@ class _Guarded:
             return self.engine.generate(prompts, params)
 
     def update_weights(self, state_dict_or_model: Any, version: int | None = None) -> None:
-        pass
+        """Before the producer starts (a resume's refresh: a sharded checkpoint's weights reach the policy
+        after the engine was built) the engine loads them; afterwards weights come through the
+        producer only (the trainer's posts), and this is a no-op."""
+        if self.owner.producer is None:
+            self.engine.update_weights(state_dict_or_model, version=version)
 
     def __getattr__(self, name: str) -> Any:  # version, metrics, tokenizer, close, ...
         return getattr(self.engine, name)
@@ -434,7 +438,8 @@ PRODUCER_ENGINES = {"thread": _thread_engine, "process": _process_engine}
 
 def producer_kind(setting: str, device: torch.device) -> str:
     """``trainer.async_producer`` resolved: ``auto`` is a child process on CPU (a producer thread takes
-    turns with the trainer on Python's lock: measured in ``benchmarks/async_rl.py``) and a thread on GPU."""
+    turns with the trainer on Python's lock; the measured gain on 2 cores is within noise, see
+    ``benchmarks/async_rl.py``) and a thread on GPU (kernels run outside that lock)."""
     if setting != "auto":
         return setting
     return "process" if device.type == "cpu" else "thread"

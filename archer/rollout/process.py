@@ -2,8 +2,9 @@
 
 Why: Python runs one thread at a time (the GIL). A producer thread that generates with a tiny model
 spends most of its time in Python dispatching small kernels, and so does the trainer beside it: in one
-process the two take turns instead of running on two cores (measured on the 2-core machine:
-``benchmarks/async_rl.py``). :class:`ProcessEngine` runs the HF engine (:class:`archer.rollout.hf.
+process the two take turns on that lock. (On the 2-core machine the process producer measured 0.97x
+sync steps/min against the thread's 0.92x, a gain not shown beyond the 3-seed noise:
+``benchmarks/async_rl.py``, BENCHMARKS.md.) :class:`ProcessEngine` runs the HF engine (:class:`archer.rollout.hf.
 HFEngine`) in a child process with its own interpreter, so generation and the update really overlap.
 AReaL (Fu et al. 2025, arXiv 2505.24298, section 4) and verl's fully-async trainer separate rollout
 and training the same way, with rollout servers on their own devices.
@@ -18,9 +19,8 @@ How:
   in the parent). Calls are synchronous and serialised by one lock: a generation runs in the child
   only inside :meth:`generate`, and the parent writes weights only outside it, so the child never
   samples from half-written weights.
-- The child sets its own torch thread count (``num_threads``) and, with ``cpus``, pins itself to those
-  cores (``os.sched_setaffinity``); it computes in ``dtype`` (autocast, as the trainer's
-  ``model.dtype``).
+- The child sets its own torch thread count (``num_threads``) and computes in ``dtype`` (autocast, as
+  the trainer's ``model.dtype``). It is not pinned to a core (the OS places it).
 - Requests and rollouts travel over a pipe (pickled token ids and floats, small beside the model).
 
 Failures are one-line errors in the parent: an exception in the child comes back as a
@@ -58,8 +58,7 @@ class ProcessEngine:
     engine moves to shared memory (see the module docstring). ``model`` becomes the engine's own: the
     caller gives a copy of its policy and pushes new weights with :meth:`update_weights`.
 
-    ``num_threads``: torch threads in the child; ``cpus``: cores the child is pinned to (None: any);
-    ``dtype``: compute precision (``model.dtype``); ``max_batch_size``: as the HF engine's."""
+    ``num_threads``: torch threads in the child; ``dtype``: compute precision (``model.dtype``); ``max_batch_size``: as the HF engine's."""
 
     shares_policy = False  # its own copy, synced by update_weights
 
@@ -69,7 +68,6 @@ class ProcessEngine:
         tokenizer: Any,
         *,
         num_threads: int = 1,
-        cpus: Sequence[int] | None = None,
         dtype: str = "float32",
         max_batch_size: int = 64,
         start_timeout_s: float = START_TIMEOUT_S,
@@ -83,14 +81,16 @@ class ProcessEngine:
 
         self.tokenizer = tokenizer
         self.model = model.share_memory()  # parent and child: the same storage
-        self._tensors = dict(_named_tensors(self.model))
+        # every state-dict tensor by name (tied weights: one storage under two names); persistent
+        # buffers a push may leave out (the weights of a model are what it must carry)
+        self._tensors = dict(self.model.state_dict(keep_vars=True))
+        self._buffers = {name for name, _ in self.model.named_buffers()}
         self._lock = threading.Lock()
         self._closed = False
         ctx = tmp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
         options = {
             "num_threads": num_threads,
-            "cpus": list(cpus) if cpus is not None else None,
             "dtype": dtype,
             "max_batch_size": max_batch_size,
         }
@@ -130,7 +130,7 @@ class ProcessEngine:
         )
         with self._lock:
             self._check_alive("update_weights")
-            missing = [k for k in self._tensors if k not in state and not _is_buffer(self.model, k)]
+            missing = [k for k in self._tensors if k not in state and k not in self._buffers]
             if missing:
                 raise KeyError(f"update_weights: {len(missing)} weights missing, e.g. {missing[0]!r}")
             with torch.no_grad():
@@ -216,21 +216,10 @@ def _main_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
-def _named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Every state-dict tensor of ``model`` by its state-dict name (tied weights: each storage once)."""
-    return list(model.state_dict(keep_vars=True).items())
-
-
-def _is_buffer(model: torch.nn.Module, name: str) -> bool:
-    return name in dict(model.named_buffers())
-
-
 def _serve(conn: Any, model: torch.nn.Module, tokenizer: Any, options: dict[str, Any]) -> None:
     """The child: build the HF engine over the shared model, answer requests until asked to close or
     until the parent's end of the pipe closes."""
     try:
-        if options["cpus"]:
-            os.sched_setaffinity(0, set(options["cpus"]))
         torch.set_num_threads(options["num_threads"])
         from archer.models.loader import autocast
         from archer.rollout.hf import HFEngine

@@ -175,6 +175,27 @@ def _tiny_lm(seed: int):
     return tok, build_tiny_model(tok, hidden_size=32, num_layers=1, seed=seed)
 
 
+def _two_policies(worker_seed: int):
+    """Two tiny policies (model1: "the trainer's weights after one update"), a factory of actor engines
+    over a third, differently seeded model, and the greedy samples of each policy on three prompts."""
+    from archer.rollout.base import SamplingParams
+    from archer.rollout.hf import HFEngine
+
+    tok, model0 = _tiny_lm(seed=0)
+    _, model1 = _tiny_lm(seed=1)
+
+    def engine_factory():
+        from archer.models.tiny import build_tiny_model
+
+        return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=worker_seed), tok)
+
+    prompts = ["1+2=", "3+4=", "10+11="]
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
+    local0 = _signature(HFEngine(model0, tok).generate(prompts, params))
+    local1 = _signature(HFEngine(model1, tok).generate(prompts, params))
+    return tok, model0, model1, engine_factory, prompts, params, local0, local1
+
+
 def _signature(rollouts):
     """Greedy tokens and their log-probs: what a model's weights decide."""
     return [[(r.response_ids, r.logprobs) for r in g] for g in rollouts]
@@ -188,22 +209,9 @@ def _same(a, b, tol=1e-4) -> bool:
 
 
 def test_rollout_actors_sync_weights_and_stamp_versions_so_stale_rollouts_show(ray_session):
-    from archer.rollout.base import SamplingParams
-    from archer.rollout.hf import HFEngine
     from archer.rollout.ray_pool import RayRolloutPool, StaleRolloutError, check_fresh, staleness
 
-    tok, model0 = _tiny_lm(seed=0)
-    _, model1 = _tiny_lm(seed=1)  # "the trainer's weights after one update"
-
-    def engine_factory():
-        from archer.models.tiny import build_tiny_model
-
-        return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=0), tok)
-
-    prompts = ["1+2=", "3+4=", "10+11="]
-    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
-    local0 = _signature(HFEngine(model0, tok).generate(prompts, params))
-    local1 = _signature(HFEngine(model1, tok).generate(prompts, params))
+    tok, model0, model1, engine_factory, prompts, params, local0, local1 = _two_policies(worker_seed=0)
     assert not _same(local0, local1)
 
     pool = RayRolloutPool(engine_factory, num_workers=2, cpus_per_worker=0.25)
@@ -259,22 +267,9 @@ def test_collective_weight_sync_gives_the_actors_the_same_weights_as_the_object_
     generate exactly what the trainer's weights generate, versions follow, and the timings say which
     transport ran. ``auto`` falls back to the object store, with one line, when the group cannot form."""
     from archer.distributed import weight_sync
-    from archer.rollout.base import SamplingParams
-    from archer.rollout.hf import HFEngine
     from archer.rollout.ray_pool import RayRolloutPool
 
-    tok, model0 = _tiny_lm(seed=0)
-    _, model1 = _tiny_lm(seed=1)
-
-    def engine_factory():
-        from archer.models.tiny import build_tiny_model
-
-        return HFEngine(build_tiny_model(tok, hidden_size=32, num_layers=1, seed=5), tok)
-
-    prompts = ["1+2=", "3+4=", "10+11="]
-    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=6)
-    local0 = _signature(HFEngine(model0, tok).generate(prompts, params))
-    local1 = _signature(HFEngine(model1, tok).generate(prompts, params))
+    tok, model0, model1, engine_factory, prompts, params, local0, local1 = _two_policies(worker_seed=5)
     pool = RayRolloutPool(
         engine_factory,
         num_workers=2,

@@ -628,3 +628,64 @@ def test_the_loss_list_above_is_the_whole_registry():
     from archer.algo import policy_loss_names
 
     assert set(policy_loss_names()) == {"aspo", "cispo", "dapo", "dtc", "gppo", "gspo", "ppo"}
+
+
+def test_producer_kind_and_the_process_producer_refuses_a_gpu_policy():
+    """auto: a child process on CPU, a thread on GPU; an explicit setting stands; the process producer
+    is a one-line ConfigError for a policy off the CPU (its shared-memory weights are host memory)."""
+    from archer.rl.rounds import PRODUCER_ENGINES, producer_kind
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert producer_kind("auto", cpu) == "process" and producer_kind("auto", gpu) == "thread"
+    assert producer_kind("thread", cpu) == "thread" and producer_kind("process", gpu) == "process"
+    run = SimpleNamespace(world=SimpleNamespace(device=gpu))
+    with pytest.raises(ConfigError, match="trainer.async_producer=process: runs CPU policies only"):
+        PRODUCER_ENGINES["process"](run, None)
+
+
+def test_a_sharded_resume_gives_an_async_engine_with_its_own_weights_the_checkpoints(
+    tmp_path, parity_math, monkeypatch
+):
+    """trainer.mode=async with an engine holding its own weights (vLLM / Ray workers stand-in): after a
+    resume from a sharded checkpoint (whose weights reach the policy after the engine was built from the
+    initial one) the first resumed round is sampled with the checkpoint's weights. Simulated in one
+    process as in tests/rl/test_e2e.py: the checkpoint is declared sharded, its 'shards' its full
+    weights."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    import archer.rollout as rollout
+    from archer.models import checkpoint as ckpt
+    from archer.rl.loop import train
+    from archer.rollout.hf import HFEngine
+
+    seen = []
+
+    class OwnWeights(HFEngine):
+        shares_policy = False
+
+        def generate(self, prompts, params):
+            seen.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            return super().generate(prompts, params)
+
+    def build(cfg, model, tokenizer, **kw):
+        return OwnWeights(copy.deepcopy(model), tokenizer), cfg
+
+    monkeypatch.setattr(rollout, "build_rollout", build)
+    over = RUN + ["trainer.mode=async", "trainer.max_staleness=1", "rollout.dynamic_sampling=false"]
+    over += ["trainer.save_every=1"]
+    train(load_config("tiny_math", over + ["trainer.steps=1"]), run_dir=tmp_path)
+    saved = load_file(str(tmp_path / "checkpoints" / "step_000001" / "model.safetensors"))
+    initial = load_file(str(tmp_path / "sft_model" / "model.safetensors"))
+    assert any(not torch.equal(saved[k], initial[k]) for k in saved)  # step 1 changed the weights
+
+    def load_shards(last, scorer, optimizer=None):
+        scorer.policy.load_state_dict(load_file(str(last / "model.safetensors")), strict=False)
+
+    monkeypatch.setattr(ckpt, "is_sharded_checkpoint", lambda path: True)
+    monkeypatch.setattr(ckpt, "load_sharded_checkpoint", load_shards)
+    seen.clear()
+    train(load_config("tiny_math", over + ["trainer.steps=2"]), run_dir=tmp_path, resume=True)
+    first = seen[0]  # the first resumed round (the before-evaluation is reused from the first run)
+    assert all(torch.equal(first[k], saved[k]) for k in saved)
